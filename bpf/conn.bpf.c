@@ -1,0 +1,499 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * TCP connection lifecycle, per socket.
+ *
+ * inet_sock_set_state tells every state change of every TCP socket. Per-socket
+ * state (start, connect latency, owner, CLOSE_WAIT entry, close cause) lives in
+ * BPF socket storage and dies with the socket. Only edges leave the kernel:
+ * ESTABLISHED, CLOSE_WAIT, SYN retransmit and CLOSE.
+ *
+ * Each hook has one handler and two thin wrappers: tp_btf (preferred, socket
+ * storage) and raw_tp (fallback where tp_btf cannot attach; raw_tp programs may
+ * not use socket storage, so state goes to a bounded hash keyed by the socket
+ * address and a full map is counted). The loader picks one set at run time.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "conn.h"
+#include "compat.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+/* Load-time options (rodata): the verifier prunes what they switch off. */
+const volatile __u16 filter_port = 0;    /* 0: every port */
+const volatile __u64 wakeup_bytes = 256 * 1024; /* wake user space past this backlog */
+
+struct sk_info {
+	__u64 start_ns;
+	__u64 est_ns;
+	__u64 close_wait_ns;
+	__u64 cgroup_id;
+	__u64 ino;
+	__u32 pid;
+	__u32 connect_us;
+	__u16 syn_retrans;
+	__u8 side;
+	__u8 close_cause;
+	__u8 flags;
+	__u8 _pad;
+	__u16 sport;   /* local port, kept: the kernel clears it before CLOSE */
+	char comm[CS_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sk_info);
+} sk_info_storage SEC(".maps");
+
+/* raw_tp fallback only: keyed by the socket's kernel address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct sk_info);
+} sk_info_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CS_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Which store a wrapper uses; a compile-time constant in each wrapper, so the
+ * other store's helper calls never reach that program. */
+enum store { STORE_SK, STORE_HASH };
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		(*v)++;
+}
+
+static __always_inline struct sk_info *info_get(struct sock *sk, enum store st, bool create)
+{
+	struct sk_info *info;
+
+	if (st == STORE_SK) {
+		info = bpf_sk_storage_get(&sk_info_storage, sk, NULL,
+					  create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+		if (!info && create)
+			count(CS_CNT_MAP_FULL);
+		return info;
+	}
+
+	__u64 key = (__u64)sk;
+
+	info = bpf_map_lookup_elem(&sk_info_hash, &key);
+	if (info || !create)
+		return info;
+	struct sk_info zero = {};
+
+	if (bpf_map_update_elem(&sk_info_hash, &key, &zero, BPF_NOEXIST)) {
+		count(CS_CNT_MAP_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&sk_info_hash, &key);
+}
+
+static __always_inline void info_delete(struct sock *sk, enum store st)
+{
+	if (st == STORE_SK) {
+		bpf_sk_storage_delete(&sk_info_storage, sk);
+	} else {
+		__u64 key = (__u64)sk;
+
+		bpf_map_delete_elem(&sk_info_hash, &key);
+	}
+}
+
+static __always_inline __u64 sk_cookie(struct sock *sk, enum store st)
+{
+	if (st == STORE_SK)
+		return bpf_get_socket_cookie(sk);
+	/* raw_tp cannot call the helper; the cookie is set once sock_diag or
+	 * anything else asked for it, otherwise the address stands in. */
+	__u64 c = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+
+	return c ? c : (__u64)sk;
+}
+
+static __always_inline __u64 sk_cgroup_id(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+}
+
+static __always_inline __u64 sk_ino(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+}
+
+static __always_inline bool port_filtered(struct sock *sk)
+{
+	if (!filter_port)
+		return false;
+	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+
+	return sport != filter_port && dport != filter_port;
+}
+
+/*
+ * Payload bytes, as an application counts them. tcp_sock's RFC 4898 counters
+ * count sequence space, which includes the SYN (a client's, once acked) and the
+ * FINs: take those out. SOCK_DONE is set when the peer's FIN arrives (tcp_fin);
+ * our FIN is out once we are past ESTABLISHED/CLOSE_WAIT, and acked when
+ * snd_una reached write_seq.
+ */
+static __always_inline void payload_bytes(struct sock *sk, struct sk_info *info, int oldstate,
+					  __u64 *in, __u64 *out)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u64 rx = BPF_CORE_READ(tp, bytes_received);
+	__u64 tx = BPF_CORE_READ(tp, bytes_acked);
+	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	bool fin_out = oldstate == CS_TCP_FIN_WAIT1 || oldstate == CS_TCP_FIN_WAIT2 ||
+		       oldstate == CS_TCP_CLOSING || oldstate == CS_TCP_LAST_ACK;
+
+	if ((flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && rx)
+		rx--;
+	if (info->side == CS_SIDE_CLIENT && (info->flags & CS_F_WAS_EST) && tx)
+		tx--;
+	if (fin_out && tx && BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		tx--;
+	*in = rx;
+	*out = tx;
+}
+
+/* The kernel zeroes the local port while it tears a socket down; keep it. */
+static __always_inline void remember_port(struct sock *sk, struct sk_info *info)
+{
+	__u16 p = BPF_CORE_READ(sk, __sk_common.skc_num);
+
+	if (p)
+		info->sport = p;
+}
+
+static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 type,
+				 int oldstate, int newstate, enum store st)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct cs_event *e;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CS_CNT_LOST);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = sk_cookie(sk, st);
+	e->start_ns = info->start_ns;
+	e->est_ns = info->est_ns;
+	e->close_wait_ns = info->close_wait_ns;
+	e->cgroup_id = info->cgroup_id;
+	e->ino = info->ino;
+	payload_bytes(sk, info, oldstate, &e->bytes_in, &e->bytes_out);
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->pid = info->pid;
+	e->connect_us = info->connect_us;
+	e->retrans = BPF_CORE_READ(tp, total_retrans);
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = info->sport ? info->sport : BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->syn_retrans = info->syn_retrans;
+	e->sk_err = (__u16)BPF_CORE_READ(sk, sk_err);
+	e->type = type;
+	e->side = info->side;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	e->close_cause = info->close_cause;
+	e->flags = info->flags;
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	}
+	__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
+
+	/* Batch wake-ups: user space also drains on a short timer, so a wake-up
+	 * per event would only burn CPU. Wake it once a backlog builds. */
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+	count(CS_CNT_EVENTS);
+}
+
+static __always_inline void set_cause(struct sk_info *info, __u8 cause)
+{
+	if (info->close_cause == CS_CLOSE_NONE)
+		info->close_cause = cause;
+}
+
+static __always_inline void own_by_current(struct sk_info *info)
+{
+	info->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(info->comm, sizeof(info->comm));
+}
+
+/* One handler for every state change. */
+static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate,
+					    enum store st)
+{
+	struct sk_info *info;
+	__u64 now;
+
+	if (sk_protocol_compat(sk) != IPPROTO_TCP)
+		return 0;
+	/* Listeners are not connections. */
+	if (oldstate == CS_TCP_LISTEN && newstate == CS_TCP_CLOSE)
+		return 0;
+	if (newstate == CS_TCP_LISTEN)
+		return 0;
+	if (port_filtered(sk))
+		return 0;
+
+	now = bpf_ktime_get_ns();
+
+	if (newstate == CS_TCP_SYN_SENT) {
+		/* connect(): we run in the caller's context, so it owns the socket. */
+		info = info_get(sk, st, true);
+		if (!info)
+			return 0;
+		__builtin_memset(info, 0, sizeof(*info));
+		info->start_ns = now;
+		info->side = CS_SIDE_CLIENT;
+		info->cgroup_id = sk_cgroup_id(sk);
+		own_by_current(info);
+		return 0;
+	}
+	if (newstate == CS_TCP_SYN_RECV) {
+		/* A child of a listener, born in softirq: the owner is learnt later. */
+		info = info_get(sk, st, true);
+		if (!info)
+			return 0;
+		__builtin_memset(info, 0, sizeof(*info));
+		info->start_ns = now;
+		info->side = CS_SIDE_SERVER;
+		info->cgroup_id = sk_cgroup_id(sk);
+		return 0;
+	}
+
+	info = info_get(sk, st, false);
+	if (!info) {
+		/* Not seen being born: it existed before we attached. Leave a
+		 * socket that never got anywhere (CLOSE -> CLOSE) alone. */
+		if (oldstate == CS_TCP_CLOSE)
+			return 0;
+		info = info_get(sk, st, true);
+		if (!info)
+			return 0;
+		__builtin_memset(info, 0, sizeof(*info));
+		info->flags = CS_F_MIDWAY;
+		info->cgroup_id = sk_cgroup_id(sk);
+		if (oldstate == CS_TCP_ESTABLISHED || oldstate == CS_TCP_CLOSE_WAIT ||
+		    oldstate == CS_TCP_FIN_WAIT1 || oldstate == CS_TCP_FIN_WAIT2 ||
+		    oldstate == CS_TCP_LAST_ACK || oldstate == CS_TCP_CLOSING)
+			info->flags |= CS_F_WAS_EST;
+	}
+	if (!info->ino)
+		info->ino = sk_ino(sk);
+	remember_port(sk, info);
+
+	switch (newstate) {
+	case CS_TCP_ESTABLISHED:
+		info->est_ns = now;
+		info->flags |= CS_F_WAS_EST;
+		if (info->side == CS_SIDE_CLIENT && info->start_ns) {
+			info->connect_us = (now - info->start_ns) / 1000;
+		} else if (info->side == CS_SIDE_SERVER) {
+			/* The child exists only once the handshake's last ACK is in;
+			 * its smoothed RTT is the SYN-ACK round trip. */
+			__u32 srtt = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
+
+			info->connect_us = srtt;
+			if (info->start_ns > srtt * 1000ull)
+				info->start_ns -= srtt * 1000ull;
+		}
+		emit(sk, info, CS_EV_ESTABLISHED, oldstate, newstate, st);
+		return 0;
+	case CS_TCP_CLOSE_WAIT:
+		info->close_wait_ns = now;
+		set_cause(info, CS_CLOSE_PEER_FIN);
+		emit(sk, info, CS_EV_CLOSE_WAIT, oldstate, newstate, st);
+		return 0;
+	case CS_TCP_FIN_WAIT1:
+		set_cause(info, CS_CLOSE_LOCAL_FIN);
+		return 0;
+	case CS_TCP_CLOSE:
+		/* Only established connections have a close cause. */
+		if (!(info->flags & CS_F_WAS_EST))
+			info->close_cause = CS_CLOSE_NONE;
+		emit(sk, info, CS_EV_CLOSE, oldstate, newstate, st);
+		info_delete(sk, st);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* A RST arrived on sk (tcp_reset). */
+static __always_inline int handle_rst_in(struct sock *sk, enum store st)
+{
+	struct sk_info *info = info_get(sk, st, false);
+
+	if (!info)
+		return 0;
+	info->flags |= CS_F_RST_IN;
+	remember_port(sk, info);
+	if (info->flags & CS_F_WAS_EST)
+		set_cause(info, CS_CLOSE_RST_IN);
+	return 0;
+}
+
+/* We sent a RST on sk. sk may be NULL, a listener, a time-wait or request
+ * socket: only full TCP sockets we follow are touched. */
+static __always_inline int handle_rst_out(struct sock *sk, enum store st)
+{
+	struct sk_info *info;
+
+	if (!sk)
+		return 0;
+	if (!sk_fullsock_compat(sk))
+		return 0;
+	info = info_get(sk, st, false);
+	if (!info)
+		return 0;
+	info->flags |= CS_F_RST_OUT;
+	remember_port(sk, info);
+	if (info->flags & CS_F_WAS_EST)
+		set_cause(info, CS_CLOSE_RST_OUT);
+	return 0;
+}
+
+static __always_inline int handle_retransmit(struct sock *sk, enum store st)
+{
+	struct sk_info *info;
+
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != CS_TCP_SYN_SENT)
+		return 0;
+	info = info_get(sk, st, false);
+	if (!info)
+		return 0;
+	info->syn_retrans++;
+	remember_port(sk, info);
+	emit(sk, info, CS_EV_SYN_RETRANS, CS_TCP_SYN_SENT, CS_TCP_SYN_SENT, st);
+	return 0;
+}
+
+/* sock_recvmsg/sock_sendmsg run in the owner's context: learn the owner of
+ * accepted sockets there, once. */
+static __always_inline int handle_owner(struct sock *sk, enum store st)
+{
+	struct sk_info *info;
+
+	if (sk_protocol_compat(sk) != IPPROTO_TCP)
+		return 0;
+	info = info_get(sk, st, false);
+	if (!info || info->pid)
+		return 0;
+	own_by_current(info);
+	if (!info->ino)
+		info->ino = sk_ino(sk);
+	return 0;
+}
+
+/* tp_btf wrappers (preferred). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(cs_set_state_btf, struct sock *sk, int oldstate, int newstate)
+{
+	return handle_set_state(sk, oldstate, newstate, STORE_SK);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(cs_rst_in_btf, struct sock *sk)
+{
+	return handle_rst_in(sk, STORE_SK);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(cs_rst_out_btf, struct sock *sk)
+{
+	return handle_rst_out(sk, STORE_SK);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(cs_retrans_btf, struct sock *sk)
+{
+	return handle_retransmit(sk, STORE_SK);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(cs_recv_btf, struct sock *sk)
+{
+	return handle_owner(sk, STORE_SK);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(cs_send_btf, struct sock *sk)
+{
+	return handle_owner(sk, STORE_SK);
+}
+
+/* raw_tp wrappers (fallback). */
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(cs_set_state_raw, struct sock *sk, int oldstate, int newstate)
+{
+	return handle_set_state(sk, oldstate, newstate, STORE_HASH);
+}
+
+SEC("raw_tp/tcp_receive_reset")
+int BPF_PROG(cs_rst_in_raw, struct sock *sk)
+{
+	return handle_rst_in(sk, STORE_HASH);
+}
+
+SEC("raw_tp/tcp_send_reset")
+int BPF_PROG(cs_rst_out_raw, struct sock *sk)
+{
+	return handle_rst_out(sk, STORE_HASH);
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int BPF_PROG(cs_retrans_raw, struct sock *sk)
+{
+	return handle_retransmit(sk, STORE_HASH);
+}
+
+SEC("raw_tp/sock_recv_length")
+int BPF_PROG(cs_recv_raw, struct sock *sk)
+{
+	return handle_owner(sk, STORE_HASH);
+}
+
+SEC("raw_tp/sock_send_length")
+int BPF_PROG(cs_send_raw, struct sock *sk)
+{
+	return handle_owner(sk, STORE_HASH);
+}

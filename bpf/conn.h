@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Types shared by bpf/conn.bpf.c and the user space: the TCP lifecycle events that
+ * cross the ring buffer. Fixed-width types only, widest fields first, explicit padding.
+ */
+#ifndef CONNSCOPE_CONN_H
+#define CONNSCOPE_CONN_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define CS_COMM_LEN 16
+
+/* TCP states, kernel numbering (include/net/tcp_states.h). */
+enum cs_tcp_state {
+	CS_TCP_ESTABLISHED = 1,
+	CS_TCP_SYN_SENT = 2,
+	CS_TCP_SYN_RECV = 3,
+	CS_TCP_FIN_WAIT1 = 4,
+	CS_TCP_FIN_WAIT2 = 5,
+	CS_TCP_TIME_WAIT = 6,
+	CS_TCP_CLOSE = 7,
+	CS_TCP_CLOSE_WAIT = 8,
+	CS_TCP_LAST_ACK = 9,
+	CS_TCP_LISTEN = 10,
+	CS_TCP_CLOSING = 11,
+	CS_TCP_NEW_SYN_RECV = 12,
+};
+
+/* Lifecycle edges: the only things that leave the kernel. */
+enum cs_event_type {
+	CS_EV_ESTABLISHED = 1, /* SYN_SENT/SYN_RECV -> ESTABLISHED */
+	CS_EV_CLOSE_WAIT = 2,  /* peer's FIN arrived: -> CLOSE_WAIT */
+	CS_EV_SYN_RETRANS = 3, /* a SYN was retransmitted (connect in trouble) */
+	CS_EV_CLOSE = 4,       /* -> CLOSE: the connection is over */
+};
+
+enum cs_side {
+	CS_SIDE_UNKNOWN = 0,
+	CS_SIDE_CLIENT = 1, /* we sent the SYN */
+	CS_SIDE_SERVER = 2, /* we answered it */
+};
+
+/* What ended the connection first. */
+enum cs_close_cause {
+	CS_CLOSE_NONE = 0,
+	CS_CLOSE_LOCAL_FIN = 1,
+	CS_CLOSE_PEER_FIN = 2,
+	CS_CLOSE_RST_IN = 3,
+	CS_CLOSE_RST_OUT = 4,
+};
+
+/* cs_event.flags */
+#define CS_F_MIDWAY 0x01   /* first seen after it started (before connscope ran) */
+#define CS_F_RST_IN 0x02   /* a RST was received */
+#define CS_F_RST_OUT 0x04  /* a RST was sent */
+#define CS_F_WAS_EST 0x08  /* reached ESTABLISHED */
+
+/* Per-CPU counters in the `counters` array map, summed by user space. */
+enum cs_counter {
+	CS_CNT_EVENTS = 0,    /* events submitted to the ring buffer */
+	CS_CNT_LOST = 1,      /* ring buffer reserve failures */
+	CS_CNT_MAP_FULL = 2,  /* socket state could not be stored */
+	CS_CNT_MAX = 4,
+};
+
+struct cs_event {
+	__u64 ts_ns;         /* bpf_ktime_get_ns() of the edge */
+	__u64 cookie;        /* socket cookie (as sock_diag reports it) */
+	__u64 start_ns;      /* SYN_SENT / child creation; 0 if MIDWAY */
+	__u64 est_ns;        /* ESTABLISHED; 0 if never */
+	__u64 close_wait_ns; /* entered CLOSE_WAIT; 0 if never */
+	__u64 cgroup_id;     /* the socket's cgroup (sk_cgrp_data) */
+	__u64 ino;           /* socket inode, 0 if not known */
+	__u64 bytes_in;      /* tcp_sock.bytes_received */
+	__u64 bytes_out;     /* tcp_sock.bytes_acked */
+	__u32 netns;         /* network namespace inode */
+	__u32 pid;           /* owner tgid where known, else 0 */
+	__u32 connect_us;    /* connect latency (client: SYN->ESTABLISHED; server: SYN-ACK RTT) */
+	__u32 retrans;       /* tcp_sock.total_retrans at the edge */
+	__u16 family;        /* AF_INET / AF_INET6 */
+	__u16 sport;         /* local port, host order */
+	__u16 dport;         /* remote port, host order */
+	__u16 syn_retrans;   /* SYN retransmits */
+	__u16 sk_err;        /* sk->sk_err at close (ETIMEDOUT, ECONNREFUSED...) */
+	__u8 type;           /* enum cs_event_type */
+	__u8 side;           /* enum cs_side */
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 close_cause;    /* enum cs_close_cause */
+	__u8 flags;          /* CS_F_* */
+	__u8 saddr[16];      /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16];      /* remote address */
+	char comm[CS_COMM_LEN];
+};
+_Static_assert(sizeof(struct cs_event) == 152, "cs_event layout changed");
+
+#endif

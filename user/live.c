@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include "live.h"
+
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+#include "conn.h"
+#include "conn.skel.h"
+#include "loader.h"
+#include "output.h"
+#include "pods.h"
+#include "snapshot.h"
+#include "top.h"
+#include "track.h"
+#include "util.h"
+
+#define TICK_MS 100
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static double cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec * 1e3 + ru.ru_utime.tv_usec / 1e3 + ru.ru_stime.tv_sec * 1e3 +
+	       ru.ru_stime.tv_usec / 1e3;
+}
+
+static const char *mode_name(enum cs_attach m)
+{
+	return m == ATTACH_RAW_TP ? "raw_tp" : "tp_btf";
+}
+
+struct live {
+	const struct cs_opts *o;
+	struct loader L;
+	struct tracker *t;
+	struct ring_buffer *rb;
+	uint64_t start_ns;
+};
+
+static void stats_record(struct live *lv, const char *phase)
+{
+	cJSON *o = out_record("stats", cs_real_ns());
+
+	cJSON_AddStringToObject(o, "phase", phase);
+	cJSON_AddNumberToObject(o, "events", (double)loader_counter(&lv->L, CS_CNT_EVENTS));
+	cJSON_AddNumberToObject(o, "lost", (double)loader_counter(&lv->L, CS_CNT_LOST));
+	cJSON_AddNumberToObject(o, "map_full", (double)loader_counter(&lv->L, CS_CNT_MAP_FULL));
+	cJSON_AddNumberToObject(o, "parser_desync", 0);
+	cJSON_AddNumberToObject(o, "cpu_ms", (double)(int64_t)cpu_ms());
+	cJSON_AddNumberToObject(o, "bpf_ms", (double)(loader_bpf_runtime_ns(&lv->L) / 1000000));
+	cJSON_AddNumberToObject(o, "consumed", (double)(lv->t ? track_events(lv->t) : 0));
+	cJSON_AddStringToObject(o, "attach", mode_name(lv->L.mode));
+	cJSON_AddNumberToObject(o, "uptime_s",
+				(double)(int64_t)((cs_mono_ns() - lv->start_ns) / 1000000) / 1000);
+	out_emit(o);
+}
+
+static int on_event(void *ctx, void *data, size_t size)
+{
+	struct live *lv = ctx;
+
+	if (size < sizeof(struct cs_event))
+		return 0;
+	track_event(lv->t, data);
+	return 0;
+}
+
+static void sink_print(cJSON *rec, void *arg)
+{
+	(void)arg;
+	out_emit(rec);
+}
+
+static void sink_top(cJSON *rec, void *arg)
+{
+	(void)arg;
+	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
+
+	if (cJSON_IsString(type) && !strcmp(type->valuestring, "finding"))
+		top_note_finding(rec);
+	else
+		cJSON_Delete(rec);
+}
+
+static void render_top(struct live *lv, bool final)
+{
+	struct top_stats st = {
+		.events = loader_counter(&lv->L, CS_CNT_EVENTS),
+		.lost = loader_counter(&lv->L, CS_CNT_LOST),
+		.map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL),
+		.cpu_ms = cpu_ms(),
+		.attach = mode_name(lv->L.mode),
+		.elapsed_s = (cs_mono_ns() - lv->start_ns) / 1e9,
+	};
+
+	top_render(lv->t, &st, lv->o->interval_s, final);
+}
+
+static void take_snapshot(struct live *lv)
+{
+	struct snap_sock *socks = NULL;
+	int n = snapshot_tcp(&socks);
+
+	if (n < 0) {
+		cs_warn("sockets that existed before start are not known (sock_diag failed)");
+		return;
+	}
+	track_snapshot(lv->t, socks, n);
+	free(socks);
+}
+
+int live_run(const struct cs_opts *o)
+{
+	struct live lv = { .o = o };
+	struct pod_resolver *pods = NULL;
+	bool is_top = o->cmd == CMD_TOP;
+	uint64_t next_interval, deadline = 0, now;
+	int rc = 1, err;
+
+	cs_clock_init();
+	lv.start_ns = cs_mono_ns();
+	if (loader_preflight())
+		return 1;
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGPIPE, SIG_IGN);
+
+	pods = pods_new(NULL, o->pods_dir);
+	if (!pods)
+		return 1;
+	out_init(o->fmt, o->cmd == CMD_TRACE);
+	lv.t = track_new(o, pods, !is_top, is_top ? sink_top : sink_print, &lv);
+	if (!lv.t) {
+		cs_fail("start", "out of memory");
+		goto out;
+	}
+	if (loader_open(&lv.L, o))
+		goto out;
+	if (lv.L.mode == ATTACH_RAW_TP && o->attach == ATTACH_AUTO)
+		cs_warn("using raw_tp fallback: %s", lv.L.fallback_why);
+	lv.rb = ring_buffer__new(bpf_map__fd(lv.L.skel->maps.events), on_event, &lv, NULL);
+	if (!lv.rb) {
+		cs_fail("open the ring buffer", "%s", strerror(errno));
+		goto out;
+	}
+	/* Attached first, then the snapshot: nothing falls between the two. */
+	if (!o->no_snapshot)
+		take_snapshot(&lv);
+	if (!is_top) {
+		stats_record(&lv, "start");
+		out_flush();
+	}
+
+	now = cs_mono_ns();
+	next_interval = o->interval_s > 0 ? now + (uint64_t)(o->interval_s * 1e9) : 0;
+	if (o->duration_s > 0)
+		deadline = now + (uint64_t)(o->duration_s * 1e9);
+	if (is_top)
+		render_top(&lv, false);
+
+	while (!stop) {
+		err = ring_buffer__poll(lv.rb, TICK_MS);
+		if (err < 0 && err != -EINTR) {
+			cs_fail("read the ring buffer", "%s", strerror(-err));
+			goto out;
+		}
+		/* Producers only wake us past a backlog; drain what is there. */
+		ring_buffer__consume(lv.rb);
+		track_tick(lv.t);
+		now = cs_mono_ns();
+		if (next_interval && now >= next_interval) {
+			next_interval += (uint64_t)(o->interval_s * 1e9);
+			if (next_interval < now)
+				next_interval = now + (uint64_t)(o->interval_s * 1e9);
+			if (is_top) {
+				render_top(&lv, false);
+			} else {
+				track_summaries(lv.t, false);
+				stats_record(&lv, "interval");
+			}
+		}
+		if (!is_top)
+			out_flush();
+		if (ferror(stdout)) {
+			/* The reader went away (a closed pipe): nothing more to say. */
+			rc = 0;
+			goto out;
+		}
+		if (deadline && now >= deadline)
+			break;
+	}
+	/* Final flush: what is still in the ring, then the totals. */
+	ring_buffer__consume(lv.rb);
+	track_tick(lv.t);
+	if (is_top) {
+		render_top(&lv, true);
+	} else {
+		if (o->interval_s > 0 || o->cmd == CMD_DAEMON)
+			track_summaries(lv.t, true);
+		stats_record(&lv, "end");
+	}
+	out_flush();
+	rc = 0;
+out:
+	ring_buffer__free(lv.rb);
+	loader_close(&lv.L);
+	track_free(lv.t);
+	pods_free(pods);
+	return rc;
+}
+
+int check_run(const struct cs_opts *o)
+{
+	struct loader L;
+	struct utsname u;
+	struct pod_resolver *pods;
+	int rc = 0;
+	bool ok;
+
+	uname(&u);
+	printf("kernel:           %s %s\n", u.release, u.machine);
+	ok = !access("/sys/kernel/btf/vmlinux", R_OK);
+	printf("BTF:              %s\n", ok ? "yes (/sys/kernel/btf/vmlinux)" : "NO: CO-RE programs cannot load");
+	printf("ring buffer:      %s\n",
+	       libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1 ? "yes" : "no (kernel < 5.8)");
+	printf("socket storage:   %s\n",
+	       libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SK_STORAGE, NULL) == 1 ? "yes" : "no");
+	pods = pods_new(NULL, o->pods_dir);
+	printf("cgroup2:          %s\n", pods ? pods_cgroup2_root(pods) : "NOT FOUND");
+	printf("pods dir:         %s%s\n", o->pods_dir ? o->pods_dir : "/var/log/pods",
+	       access(o->pods_dir ? o->pods_dir : "/var/log/pods", R_OK) ? " (absent: pods shown by uid/cgroup)" : "");
+	pods_free(pods);
+	if (loader_preflight())
+		return 1;
+	if (loader_open(&L, o)) {
+		printf("attach:           FAILED (see above)\n");
+		return 1;
+	}
+	printf("attach type:      %s%s%s\n", mode_name(L.mode),
+	       L.mode == ATTACH_RAW_TP ? ", fallback because: " : " (preferred)",
+	       L.mode == ATTACH_RAW_TP ? L.fallback_why : "");
+	printf("state store:      %s\n", L.mode == ATTACH_RAW_TP ?
+	       "bounded hash keyed by socket (raw_tp cannot use socket storage); overflow counted as map_full" :
+	       "BPF socket storage (dies with the socket)");
+	printf("%-22s %-8s %-8s %s\n", "TRACEPOINT", "KERNEL", "ATTACHED", "PURPOSE / NOTE");
+	for (int i = 0; i < LOADER_NHOOKS; i++) {
+		const struct hook_status *h = &L.hooks[i];
+
+		printf("%-22s %-8s %-8s %s%s%s\n", h->tracepoint, h->in_btf ? "yes" : "no",
+		       h->variant ? h->variant : "no", h->purpose, h->note[0] ? "; " : "", h->note);
+		if (h->required && !h->variant)
+			rc = 1;
+	}
+	printf("pre-start sockets: sock_diag snapshot in every network namespace\n");
+	printf("not yet built:     TLS and HTTP/2 parsers, uprobes, conntrack (later releases)\n");
+	loader_close(&L);
+	return rc;
+}

@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include "loader.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <linux/capability.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "conn.h"
+#include "conn.skel.h"
+#include "util.h"
+
+static bool verbose;
+static char last_msg[512];
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (verbose)
+		return vfprintf(stderr, fmt, ap);
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
+	last_msg[strcspn(last_msg, "\n")] = 0;
+	return 0;
+}
+
+void loader_set_verbose(bool v)
+{
+	verbose = v;
+	libbpf_set_print(libbpf_print);
+}
+
+const char *loader_last_libbpf_msg(void)
+{
+	return last_msg[0] ? last_msg : "no detail from libbpf";
+}
+
+static bool has_cap(int cap)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2] = {};
+
+	if (syscall(SYS_capget, &hdr, data))
+		return false;
+	return data[cap / 32].effective & (1u << (cap % 32));
+}
+
+int loader_preflight(void)
+{
+	if (!has_cap(CAP_SYS_ADMIN) && !(has_cap(CAP_BPF) && has_cap(CAP_PERFMON))) {
+		cs_fail("load BPF programs",
+			"need root, or CAP_BPF and CAP_PERFMON (run with sudo, or grant the "
+			"capabilities to the DaemonSet)");
+		return -1;
+	}
+	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
+		cs_fail("find kernel BTF",
+			"/sys/kernel/btf/vmlinux is missing: this kernel was built without "
+			"CONFIG_DEBUG_INFO_BTF, which connscope needs");
+		return -1;
+	}
+	return 0;
+}
+
+/* The hooks, in the order of struct loader.hooks. */
+static const struct {
+	const char *tp;
+	const char *purpose;
+	bool required;
+} hook_defs[LOADER_NHOOKS] = {
+	{ "inet_sock_set_state", "every TCP state change", true },
+	{ "tcp_receive_reset", "resets received (rst_in, refused)", false },
+	{ "tcp_send_reset", "resets sent (rst_out)", false },
+	{ "tcp_retransmit_skb", "SYN retransmits (connect timeouts)", false },
+	{ "sock_recv_length", "owner of accepted sockets (pid, comm)", false },
+	{ "sock_send_length", "owner of accepted sockets (pid, comm)", false },
+};
+
+static struct bpf_program *prog_of(struct conn_bpf *s, int i, bool btf)
+{
+	struct bpf_program *btf_progs[LOADER_NHOOKS] = {
+		s->progs.cs_set_state_btf, s->progs.cs_rst_in_btf, s->progs.cs_rst_out_btf,
+		s->progs.cs_retrans_btf, s->progs.cs_recv_btf, s->progs.cs_send_btf,
+	};
+	struct bpf_program *raw_progs[LOADER_NHOOKS] = {
+		s->progs.cs_set_state_raw, s->progs.cs_rst_in_raw, s->progs.cs_rst_out_raw,
+		s->progs.cs_retrans_raw, s->progs.cs_recv_raw, s->progs.cs_send_raw,
+	};
+
+	return btf ? btf_progs[i] : raw_progs[i];
+}
+
+static void detach_all(struct loader *L)
+{
+	for (int i = 0; i < LOADER_NHOOKS; i++) {
+		bpf_link__destroy(L->links[i]);
+		L->links[i] = NULL;
+	}
+}
+
+/* One attempt with one attach type for every hook. All hooks must share the
+ * socket state store, so the attach type is chosen for all of them together. */
+static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *why, size_t len)
+{
+	struct conn_bpf *s = conn_bpf__open();
+	int err;
+
+	if (!s) {
+		snprintf(why, len, "open BPF object: %s", strerror(errno));
+		return -1;
+	}
+	s->rodata->filter_port = o->port;
+	for (int i = 0; i < LOADER_NHOOKS; i++) {
+		bpf_program__set_autoload(prog_of(s, i, true), btf && L->hooks[i].in_btf);
+		bpf_program__set_autoload(prog_of(s, i, false), !btf && L->hooks[i].in_btf);
+	}
+	/* The fallback store is only needed (and sized) in raw_tp mode. */
+	if (btf)
+		bpf_map__set_max_entries(s->maps.sk_info_hash, 1);
+	err = conn_bpf__load(s);
+	if (err) {
+		snprintf(why, len, "%s programs did not load: %s (%s)", btf ? "tp_btf" : "raw_tp",
+			 strerror(-err), loader_last_libbpf_msg());
+		conn_bpf__destroy(s);
+		return -1;
+	}
+	for (int i = 0; i < LOADER_NHOOKS; i++) {
+		struct hook_status *h = &L->hooks[i];
+		struct bpf_link *link;
+
+		h->variant = NULL;
+		if (!h->in_btf) {
+			snprintf(h->note, sizeof(h->note), "tracepoint not in this kernel");
+			continue;
+		}
+		link = bpf_program__attach(prog_of(s, i, btf));
+		if (!link) {
+			err = -errno;
+			snprintf(h->note, sizeof(h->note), "attach failed: %s", strerror(-err));
+			if (h->required) {
+				snprintf(why, len, "%s %s attach failed: %s", btf ? "tp_btf" : "raw_tp",
+					 h->tracepoint, strerror(-err));
+				detach_all(L);
+				conn_bpf__destroy(s);
+				return -1;
+			}
+			continue;
+		}
+		L->links[i] = link;
+		h->variant = btf ? "tp_btf" : "raw_tp";
+		h->note[0] = 0;
+	}
+	L->skel = s;
+	L->mode = btf ? ATTACH_TP_BTF : ATTACH_RAW_TP;
+	return 0;
+}
+
+int loader_open(struct loader *L, const struct cs_opts *o)
+{
+	char why_btf[256] = "", why_raw[256] = "";
+	struct btf *vmlinux;
+
+	memset(L, 0, sizeof(*L));
+	L->stats_fd = -1;
+	vmlinux = btf__load_vmlinux_btf();
+	for (int i = 0; i < LOADER_NHOOKS; i++) {
+		char name[96];
+
+		L->hooks[i].tracepoint = hook_defs[i].tp;
+		L->hooks[i].purpose = hook_defs[i].purpose;
+		L->hooks[i].required = hook_defs[i].required;
+		snprintf(name, sizeof(name), "btf_trace_%s", hook_defs[i].tp);
+		L->hooks[i].in_btf = vmlinux && btf__find_by_name_kind(vmlinux, name, BTF_KIND_TYPEDEF) > 0;
+	}
+	btf__free(vmlinux);
+	if (!L->hooks[0].in_btf) {
+		cs_fail("find tracepoint inet_sock_set_state", "this kernel does not have it (4.16+ needed)");
+		return -1;
+	}
+	if (o->attach != ATTACH_RAW_TP) {
+		if (!try_mode(L, o, true, why_btf, sizeof(why_btf)))
+			return 0;
+		if (o->attach == ATTACH_TP_BTF) {
+			cs_fail("attach tp_btf programs", "%s", why_btf);
+			return -1;
+		}
+		snprintf(L->fallback_why, sizeof(L->fallback_why), "%s", why_btf);
+	} else {
+		snprintf(L->fallback_why, sizeof(L->fallback_why), "raw_tp forced by --attach");
+	}
+	if (!try_mode(L, o, false, why_raw, sizeof(why_raw)))
+		return 0;
+	cs_fail("attach BPF programs", "%s%s%s", why_raw, why_btf[0] ? "; before that, " : "", why_btf);
+	return -1;
+}
+
+void loader_close(struct loader *L)
+{
+	detach_all(L);
+	conn_bpf__destroy(L->skel);
+	L->skel = NULL;
+	if (L->stats_fd >= 0)
+		close(L->stats_fd);
+}
+
+uint64_t loader_counter(struct loader *L, int idx)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t sum = 0, *vals;
+	uint32_t key = idx;
+
+	if (!L->skel || ncpu <= 0)
+		return 0;
+	vals = calloc(ncpu, sizeof(*vals));
+	if (!vals)
+		return 0;
+	if (!bpf_map_lookup_elem(bpf_map__fd(L->skel->maps.counters), &key, vals))
+		for (int i = 0; i < ncpu; i++)
+			sum += vals[i];
+	free(vals);
+	return sum;
+}
+
+uint64_t loader_bpf_runtime_ns(struct loader *L)
+{
+	uint64_t total = 0;
+	struct bpf_program *p;
+
+	if (!L->skel)
+		return 0;
+	bpf_object__for_each_program(p, L->skel->obj) {
+		struct bpf_prog_info info = {};
+		__u32 len = sizeof(info);
+		int fd = bpf_program__fd(p);
+
+		if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, &info, &len))
+			total += info.run_time_ns;
+	}
+	return total;
+}

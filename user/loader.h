@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* Load the BPF programs and attach them, choosing a fallback per kernel. */
+#ifndef CONNSCOPE_LOADER_H
+#define CONNSCOPE_LOADER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "opts.h"
+
+#define LOADER_NHOOKS 6
+
+struct hook_status {
+	const char *tracepoint;
+	const char *purpose;
+	bool required;
+	bool in_btf;          /* the kernel has this tracepoint (BTF typedef) */
+	const char *variant;  /* "tp_btf", "raw_tp" or NULL if not attached */
+	char note[160];
+};
+
+struct loader {
+	struct conn_bpf *skel;
+	struct bpf_link *links[LOADER_NHOOKS];
+	enum cs_attach mode;  /* ATTACH_TP_BTF or ATTACH_RAW_TP once loaded */
+	char fallback_why[256];
+	struct hook_status hooks[LOADER_NHOOKS];
+	int stats_fd;
+};
+
+/* Check the environment (privileges, BTF); one line on stderr and -1 if unfit. */
+int loader_preflight(void);
+/* Load and attach. Returns 0, or -1 with one line on stderr. */
+int loader_open(struct loader *L, const struct cs_opts *o);
+void loader_close(struct loader *L);
+/* Sum of a per-CPU counter (enum cs_counter). */
+uint64_t loader_counter(struct loader *L, int idx);
+/* Total run time of our programs in ns if kernel BPF stats are on, else 0. */
+uint64_t loader_bpf_runtime_ns(struct loader *L);
+/* libbpf diagnostics: shown with -v, otherwise the last one is kept for errors. */
+void loader_set_verbose(bool v);
+const char *loader_last_libbpf_msg(void);
+
+#endif

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* Command-line options shared by every command. */
+#ifndef CONNSCOPE_OPTS_H
+#define CONNSCOPE_OPTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum cs_cmd { CMD_TOP, CMD_TRACE, CMD_DAEMON, CMD_REPLAY, CMD_CHECK };
+enum cs_fmt { FMT_TEXT, FMT_JSON };
+enum cs_attach { ATTACH_AUTO, ATTACH_TP_BTF, ATTACH_RAW_TP };
+
+struct cs_opts {
+	enum cs_cmd cmd;
+	enum cs_fmt fmt;
+	enum cs_attach attach;
+	const char *pod;            /* --pod [NS/]NAME */
+	const char *ns;             /* --namespace NS */
+	uint16_t port;              /* --port N, 0 = any */
+	double interval_s;          /* -i: refresh / summary interval, 0 = none */
+	double duration_s;          /* -d: stop after, 0 = until signalled */
+	double close_wait_threshold_s;
+	double tls_timeout_s;
+	double connect_timeout_s;
+	double finding_window_s;    /* repeats of a finding within this window are folded */
+	const char *pods_dir;
+	const char *metrics_addr;
+	bool verbose;
+	bool no_snapshot;
+	char **files;               /* replay */
+	int nfiles;
+	const char *keylog;
+	const char *pods_file;
+};
+
+#endif

@@ -1,0 +1,862 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include "track.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include "output.h"
+#include "procfd.h"
+#include "u64map.h"
+#include "util.h"
+
+#define NS_PER_SEC 1000000000ull
+#define UNKNOWN_POD_RETRY_NS (2 * NS_PER_SEC)
+
+/* The cgroup a socket belongs to, resolved once. */
+struct cg_entry {
+	struct pod_info pod;
+	struct pod_agg *agg;
+	bool match;            /* passes --pod / --namespace */
+	uint64_t resolved_ns;
+};
+
+/* A socket in trouble, watched for timers. */
+struct watch {
+	struct cs_event ev;    /* the last edge seen (endpoints, owner, cgroup) */
+	uint64_t cw_since_ns;  /* CLOSE_WAIT entered (monotonic) */
+	uint64_t connect_start_ns;
+	bool in_cw, cw_reported, cw_estimated;
+	bool connecting, timeout_reported;
+	bool preexisting;
+};
+
+/* Repeats of one finding about one pod and remote, folded into a count. */
+struct fold {
+	struct cs_event ev;
+	const char *kind;
+	uint64_t window_start_ns;
+	uint64_t count;        /* occurrences since the last emitted finding */
+};
+
+struct tracker {
+	const struct cs_opts *o;
+	struct pod_resolver *pods;
+	bool want_conns;
+	track_sink sink;
+	void *sink_arg;
+	struct u64map cgroups;  /* cgroup id -> cg_entry */
+	struct u64map aggs;     /* hkey -> pod_agg */
+	struct u64map watch;    /* cookie -> watch */
+	struct u64map folds;    /* hash -> fold */
+	struct u64map snap_est; /* cookies of pre-existing ESTABLISHED sockets counted active */
+	uint64_t events;
+	uint16_t eph_lo, eph_hi;
+	uint64_t cw_threshold_ns, connect_timeout_ns, fold_window_ns;
+};
+
+static uint64_t fnv1a(const void *p, size_t n, uint64_t h)
+{
+	const uint8_t *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+static uint64_t hkey_nz(uint64_t h)
+{
+	return h == 0 || h == U64MAP_TOMB ? 1 : h;
+}
+
+static void read_ephemeral_range(struct tracker *t)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	unsigned lo = 32768, hi = 60999;
+
+	if (f) {
+		if (fscanf(f, "%u %u", &lo, &hi) != 2 || lo > 65535 || hi > 65535) {
+			lo = 32768;
+			hi = 60999;
+		}
+		fclose(f);
+	}
+	t->eph_lo = lo;
+	t->eph_hi = hi;
+}
+
+struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
+			  bool want_connections, track_sink sink, void *sink_arg)
+{
+	struct tracker *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->o = o;
+	t->pods = pods;
+	t->want_conns = want_connections;
+	t->sink = sink;
+	t->sink_arg = sink_arg;
+	t->cw_threshold_ns = (uint64_t)(o->close_wait_threshold_s * NS_PER_SEC);
+	t->connect_timeout_ns = (uint64_t)(o->connect_timeout_s * NS_PER_SEC);
+	t->fold_window_ns = (uint64_t)(o->finding_window_s * NS_PER_SEC);
+	read_ephemeral_range(t);
+	return t;
+}
+
+static void free_all(struct u64map *m)
+{
+	uint64_t k;
+	void *v;
+
+	for (size_t i = 0; u64map_next(m, &i, &k, &v);)
+		free(v);
+	u64map_free(m);
+}
+
+void track_free(struct tracker *t)
+{
+	if (!t)
+		return;
+	free_all(&t->cgroups);
+	free_all(&t->aggs);
+	free_all(&t->watch);
+	free_all(&t->folds);
+	u64map_free(&t->snap_est);
+	free(t);
+}
+
+uint64_t track_events(const struct tracker *t)
+{
+	return t->events;
+}
+
+/* ---- pods ---- */
+
+static struct pod_agg *agg_for(struct tracker *t, const struct pod_info *p, uint64_t cgid)
+{
+	char key[sizeof(((struct pod_agg *)0)->key)];
+	struct pod_agg *a;
+	uint64_t h;
+
+	pods_key(p, cgid, key, sizeof(key));
+	h = hkey_nz(fnv1a(key, strlen(key), 0xcbf29ce484222325ull));
+	a = u64map_get(&t->aggs, h);
+	if (a) {
+		/* One pod, several containers: the pod row names none of them. */
+		if (strcmp(a->pod.container, p->container))
+			a->pod.container[0] = 0;
+		return a;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	a->hkey = h;
+	snprintf(a->key, sizeof(a->key), "%s", key);
+	a->pod = *p;
+	if (u64map_put(&t->aggs, h, a)) {
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+static struct cg_entry *cgroup_entry(struct tracker *t, uint64_t cgid)
+{
+	uint64_t now = cs_mono_ns();
+	uint64_t key = hkey_nz(cgid);
+	struct cg_entry *c = u64map_get(&t->cgroups, key);
+
+	/* A pod whose log directory was not there yet gets another look. */
+	if (c && !(c->pod.is_pod && !c->pod.known && now - c->resolved_ns > UNKNOWN_POD_RETRY_NS))
+		return c;
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (!c || u64map_put(&t->cgroups, key, c)) {
+			free(c);
+			return NULL;
+		}
+	}
+	c->pod = *pods_lookup(t->pods, cgid);
+	c->resolved_ns = now;
+	c->match = pods_match(&c->pod, t->o->pod, t->o->ns);
+	c->agg = c->match ? agg_for(t, &c->pod, cgid) : NULL;
+	return c;
+}
+
+/* ---- small helpers ---- */
+
+static int family_of(const struct cs_event *e)
+{
+	return e->family == AF_INET6 ? AF_INET6 : AF_INET;
+}
+
+static bool in_eph(const struct tracker *t, uint16_t port)
+{
+	return port >= t->eph_lo && port <= t->eph_hi;
+}
+
+/* Who dialled? Known for sockets we saw being born; guessed from the ephemeral
+ * port range for those that existed before us. */
+static int side_of(const struct tracker *t, const struct cs_event *e)
+{
+	if (e->side != CS_SIDE_UNKNOWN)
+		return e->side;
+	if (in_eph(t, e->sport) != in_eph(t, e->dport))
+		return in_eph(t, e->sport) ? CS_SIDE_CLIENT : CS_SIDE_SERVER;
+	return e->sport < e->dport ? CS_SIDE_SERVER : CS_SIDE_CLIENT;
+}
+
+static bool port_match(const struct tracker *t, const struct cs_event *e)
+{
+	return !t->o->port || e->sport == t->o->port || e->dport == t->o->port;
+}
+
+static const char *side_name(int side)
+{
+	return side == CS_SIDE_CLIENT ? "client" : "server";
+}
+
+static const char *outcome_of(const struct cs_event *e, int side)
+{
+	if (e->flags & CS_F_WAS_EST)
+		return "established";
+	if (side == CS_SIDE_CLIENT) {
+		if (e->sk_err == ECONNREFUSED || (e->flags & CS_F_RST_IN))
+			return "refused";
+		if (e->sk_err == ETIMEDOUT || e->syn_retrans)
+			return "timeout";
+		return "failed";
+	}
+	return (e->flags & CS_F_RST_IN) ? "reset" : "failed";
+}
+
+static const char *close_name(uint8_t cause)
+{
+	switch (cause) {
+	case CS_CLOSE_LOCAL_FIN: return "local_fin";
+	case CS_CLOSE_PEER_FIN: return "peer_fin";
+	case CS_CLOSE_RST_IN: return "rst_in";
+	case CS_CLOSE_RST_OUT: return "rst_out";
+	default: return "none";
+	}
+}
+
+static void add_endpoints(cJSON *o, const struct cs_event *e, int side)
+{
+	int fam = family_of(e);
+
+	if (side == CS_SIDE_CLIENT) {
+		out_add_endpoint(o, "client", fam, e->saddr, e->sport);
+		out_add_endpoint(o, "server", fam, e->daddr, e->dport);
+	} else {
+		out_add_endpoint(o, "client", fam, e->daddr, e->dport);
+		out_add_endpoint(o, "server", fam, e->saddr, e->sport);
+	}
+}
+
+static void add_owner(cJSON *o, uint32_t pid, const char *comm)
+{
+	if (pid) {
+		cJSON_AddNumberToObject(o, "pid", pid);
+		cJSON_AddStringToObject(o, "comm", comm);
+	} else {
+		cJSON_AddNullToObject(o, "pid");
+		cJSON_AddNullToObject(o, "comm");
+	}
+}
+
+static void remote_text(const struct cs_event *e, int side, char *buf, size_t len)
+{
+	char ip[64];
+	const uint8_t *addr = e->daddr;
+
+	out_ip(family_of(e), addr, ip, sizeof(ip));
+	if (side == CS_SIDE_CLIENT)
+		snprintf(buf, len, family_of(e) == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->dport);
+	else
+		snprintf(buf, len, "%s", ip);
+}
+
+static void pod_text(const struct pod_info *p, char *buf, size_t len)
+{
+	if (p->known)
+		snprintf(buf, len, "pod %s/%s", p->namespace_, p->name);
+	else if (p->is_pod)
+		snprintf(buf, len, "pod uid %s", p->uid);
+	else if (p->cgroup_path[0])
+		snprintf(buf, len, "cgroup %s", p->cgroup_path);
+	else
+		snprintf(buf, len, "an unknown cgroup");
+}
+
+static void remote_count(struct pod_agg *a, const struct cs_event *e, int side,
+			 const char *outcome, bool reset)
+{
+	uint16_t port = side == CS_SIDE_CLIENT ? e->dport : 0;
+	struct remote_agg *r = NULL;
+	int i;
+
+	for (i = 0; i < a->nremotes; i++) {
+		r = &a->remotes[i];
+		if (r->port == port && r->family == e->family &&
+		    !memcmp(r->addr, e->daddr, sizeof(r->addr)))
+			break;
+	}
+	if (i == a->nremotes) {
+		if (a->nremotes < TRACK_MAX_REMOTES) {
+			r = &a->remotes[a->nremotes++];
+		} else {
+			/* Full: replace the quietest remote, and say so in the summary. */
+			int min = 0;
+
+			for (i = 1; i < a->nremotes; i++)
+				if (a->remotes[i].conns < a->remotes[min].conns)
+					min = i;
+			r = &a->remotes[min];
+			a->remote_evictions++;
+		}
+		memset(r, 0, sizeof(*r));
+		r->family = e->family;
+		r->port = port;
+		memcpy(r->addr, e->daddr, sizeof(r->addr));
+	}
+	r->conns++;
+	if (!strcmp(outcome, "refused"))
+		r->refused++;
+	else if (!strcmp(outcome, "timeout"))
+		r->timeouts++;
+	if (reset)
+		r->resets++;
+}
+
+/* ---- findings ---- */
+
+/* Stamped when it was seen: the edge's time, or now for timers (ts_mono 0). */
+static cJSON *finding_new(struct tracker *t, const char *kind, const char *severity,
+			  const struct cs_event *e, const struct cg_entry *c, uint32_t pid,
+			  const char *comm, uint64_t ts_mono)
+{
+	cJSON *o = out_record("finding", ts_mono ? cs_mono_to_real(ts_mono) : cs_real_ns());
+	int side = side_of(t, e);
+
+	cJSON_AddStringToObject(o, "kind", kind);
+	cJSON_AddStringToObject(o, "severity", severity);
+	out_add_pod(o, &c->pod);
+	add_owner(o, pid, comm);
+	cJSON_AddNumberToObject(o, "netns", e->netns);
+	cJSON_AddNumberToObject(o, "cookie", (double)e->cookie);
+	cJSON_AddStringToObject(o, "side", side_name(side));
+	add_endpoints(o, e, side);
+	if (c->agg)
+		c->agg->findings++;
+	return o;
+}
+
+static void emit(struct tracker *t, cJSON *rec)
+{
+	t->sink(rec, t->sink_arg);
+}
+
+static void finding_message(cJSON *o, const char *msg)
+{
+	cJSON_AddStringToObject(o, "message", msg);
+}
+
+static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_t ts_mono)
+{
+	struct cg_entry *c = cgroup_entry(t, f->ev.cgroup_id);
+	const struct cs_event *e = &f->ev;
+	int side = side_of(t, e);
+	char who[640], remote[80], msg[768];
+	double win = t->o->finding_window_s;
+	cJSON *o;
+
+	if (!c)
+		return;
+	o = finding_new(t, f->kind, "warning", e, c, e->pid, e->comm, ts_mono);
+	cJSON_AddNumberToObject(o, "count", (double)count);
+	cJSON_AddNumberToObject(o, "window_s", win);
+	pod_text(&c->pod, who, sizeof(who));
+	remote_text(e, side, remote, sizeof(remote));
+	if (!strcmp(f->kind, "tcp_connect_refused"))
+		snprintf(msg, sizeof(msg),
+			 "Connections from %s to %s were refused %llu time(s) in %.0fs (RST in "
+			 "answer to SYN): nothing listens on that port, or the backend is down.",
+			 who, remote, (unsigned long long)count, win);
+	else
+		snprintf(msg, sizeof(msg),
+			 "%s %s reset %llu established connection(s) of %s in %.0fs: check that "
+			 "peer's logs for aborts, idle timeouts or a proxy in between.",
+			 side == CS_SIDE_CLIENT ? "The server" : "The client", remote,
+			 (unsigned long long)count, who, win);
+	finding_message(o, msg);
+	emit(t, o);
+}
+
+/* First occurrence: a finding at once. Repeats within the window: counted,
+ * and one finding with the count when the window ends (track_tick). */
+static void fold_hit(struct tracker *t, const char *kind, const struct cs_event *e,
+		     const struct cg_entry *c, int side)
+{
+	uint64_t now = cs_mono_ns(), h;
+	uint16_t port = side == CS_SIDE_CLIENT ? e->dport : 0;
+	struct fold *f;
+
+	h = fnv1a(kind, strlen(kind), 0xcbf29ce484222325ull);
+	h = fnv1a(&e->cgroup_id, sizeof(e->cgroup_id), h);
+	h = fnv1a(e->daddr, sizeof(e->daddr), h);
+	h = hkey_nz(fnv1a(&port, sizeof(port), h));
+	f = u64map_get(&t->folds, h);
+	if (f) {
+		f->ev = *e;
+		f->count++;
+		return;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return;
+	f->ev = *e;
+	f->kind = kind;
+	f->window_start_ns = now;
+	if (u64map_put(&t->folds, h, f)) {
+		free(f);
+		return;
+	}
+	(void)c;
+	emit_fold(t, f, 1, e->ts_ns);
+}
+
+static void connect_timeout_finding(struct tracker *t, const struct cs_event *e,
+				    const struct cg_entry *c, double elapsed_s, uint64_t ts_mono)
+{
+	char who[640], remote[80], msg[768];
+	cJSON *o = finding_new(t, "tcp_connect_timeout", "error", e, c, e->pid, e->comm, ts_mono);
+
+	cJSON_AddNumberToObject(o, "elapsed_s", elapsed_s);
+	cJSON_AddNumberToObject(o, "threshold_s", t->o->connect_timeout_s);
+	cJSON_AddNumberToObject(o, "syn_retrans", e->syn_retrans);
+	pod_text(&c->pod, who, sizeof(who));
+	remote_text(e, CS_SIDE_CLIENT, remote, sizeof(remote));
+	char proc[64];
+
+	if (e->pid)
+		snprintf(proc, sizeof(proc), "%s (pid %u)", e->comm, e->pid);
+	else
+		snprintf(proc, sizeof(proc), "A process");
+	snprintf(msg, sizeof(msg),
+		 "%s in %s has waited %.1fs to connect to %s after %u SYN retransmit(s) with "
+		 "no answer: the destination is down or a firewall drops its SYNs.",
+		 proc, who, elapsed_s, remote, e->syn_retrans);
+	finding_message(o, msg);
+	emit(t, o);
+}
+
+static void close_wait_finding(struct tracker *t, struct watch *w, const struct cg_entry *c,
+			       const struct sock_owner *own, double age_s)
+{
+	const struct cs_event *e = &w->ev;
+	uint32_t pid = own && own->pid ? own->pid : e->pid;
+	const char *comm = own && own->pid ? own->comm : e->comm;
+	char who[640], proc[64], local[80], peer[80], ip[64], msg[1024];
+	int fam = family_of(e);
+	cJSON *o = finding_new(t, "close_wait_stuck", "warning", e, c, pid, comm, 0);
+
+	cJSON_AddNumberToObject(o, "age_s", age_s);
+	cJSON_AddNumberToObject(o, "threshold_s", t->o->close_wait_threshold_s);
+	cJSON_AddBoolToObject(o, "preexisting", w->preexisting);
+	cJSON_AddBoolToObject(o, "age_estimated", w->cw_estimated);
+	pod_text(&c->pod, who, sizeof(who));
+	if (pid)
+		snprintf(proc, sizeof(proc), "%s (pid %u)", comm, pid);
+	else
+		snprintf(proc, sizeof(proc), "A process that connscope could not name");
+	out_ip(fam, e->saddr, ip, sizeof(ip));
+	snprintf(local, sizeof(local), fam == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->sport);
+	out_ip(fam, e->daddr, ip, sizeof(ip));
+	snprintf(peer, sizeof(peer), fam == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->dport);
+	snprintf(msg, sizeof(msg),
+		 "%s in %s has held %s in CLOSE_WAIT for %s%.1fs since %s closed its side: "
+		 "the application never closes this socket; find the code path that leaks it.",
+		 proc, who, local, w->cw_estimated ? "about " : "", age_s, peer);
+	finding_message(o, msg);
+	emit(t, o);
+}
+
+/* ---- connection records ---- */
+
+static void connection_record(struct tracker *t, const struct cs_event *e,
+			      const struct cg_entry *c, const struct watch *w, int side,
+			      const char *outcome)
+{
+	uint64_t ts = cs_mono_to_real(e->ts_ns);
+	bool pre = (e->flags & CS_F_MIDWAY) || (w && w->preexisting);
+	uint64_t cw_since = e->close_wait_ns ? e->close_wait_ns : (w ? w->cw_since_ns : 0);
+	cJSON *o = out_record("connection", ts);
+	cJSON *tcp;
+
+	out_add_pod(o, &c->pod);
+	add_owner(o, e->pid, e->comm);
+	cJSON_AddNumberToObject(o, "netns", e->netns);
+	cJSON_AddNumberToObject(o, "cookie", (double)e->cookie);
+	cJSON_AddStringToObject(o, "side", side_name(side));
+	add_endpoints(o, e, side);
+	if (e->start_ns && !pre) {
+		out_add_ts(o, "start", cs_mono_to_real(e->start_ns));
+		cJSON_AddNumberToObject(o, "duration_ms", out_ms(e->ts_ns - e->start_ns));
+	} else {
+		cJSON_AddNullToObject(o, "start");
+		cJSON_AddNullToObject(o, "duration_ms");
+	}
+	cJSON_AddBoolToObject(o, "preexisting", pre);
+	tcp = cJSON_AddObjectToObject(o, "tcp");
+	cJSON_AddStringToObject(tcp, "outcome", outcome);
+	if (e->flags & CS_F_WAS_EST) {
+		if (pre)
+			cJSON_AddNullToObject(tcp, "connect_ms");
+		else
+			cJSON_AddNumberToObject(tcp, "connect_ms", e->connect_us / 1000.0);
+	} else {
+		/* Never connected: the time it took to fail. */
+		cJSON_AddNumberToObject(tcp, "connect_ms",
+					e->start_ns ? out_ms(e->ts_ns - e->start_ns) : 0);
+	}
+	cJSON_AddNumberToObject(tcp, "syn_retrans", e->syn_retrans);
+	cJSON_AddStringToObject(tcp, "close", close_name(e->close_cause));
+	cJSON_AddNumberToObject(tcp, "close_wait_ms",
+				cw_since && e->ts_ns > cw_since ? out_ms(e->ts_ns - cw_since) : 0);
+	cJSON_AddNumberToObject(tcp, "bytes_in", (double)e->bytes_in);
+	cJSON_AddNumberToObject(tcp, "bytes_out", (double)e->bytes_out);
+	cJSON_AddNumberToObject(tcp, "retrans", e->retrans);
+	if (e->sk_err) {
+		char err[32];
+
+		snprintf(err, sizeof(err), "%s", strerrorname_np(e->sk_err) ?: "?");
+		cJSON_AddStringToObject(tcp, "error", err);
+	}
+	emit(t, o);
+}
+
+/* ---- events ---- */
+
+static struct watch *watch_get(struct tracker *t, const struct cs_event *e, bool create)
+{
+	uint64_t key = hkey_nz(e->cookie);
+	struct watch *w = u64map_get(&t->watch, key);
+
+	if (w || !create)
+		return w;
+	w = calloc(1, sizeof(*w));
+	if (!w || u64map_put(&t->watch, key, w)) {
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+static void watch_drop(struct tracker *t, uint64_t cookie)
+{
+	free(u64map_del(&t->watch, hkey_nz(cookie)));
+}
+
+static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entry *c)
+{
+	struct watch *w = u64map_get(&t->watch, hkey_nz(e->cookie));
+	int side = side_of(t, e);
+	const char *outcome = outcome_of(e, side);
+	bool reset = e->close_cause == CS_CLOSE_RST_IN || e->close_cause == CS_CLOSE_RST_OUT;
+	struct pod_agg *a = c->agg;
+
+	if (a) {
+		a->dirty++;
+		if (e->flags & CS_F_WAS_EST) {
+			bool counted = !(e->flags & CS_F_MIDWAY) ||
+				       u64map_del(&t->snap_est, hkey_nz(e->cookie));
+
+			a->closed++;
+			if (counted)
+				a->active--;
+		}
+		if (!strcmp(outcome, "refused"))
+			a->refused++;
+		else if (!strcmp(outcome, "timeout"))
+			a->timeouts++;
+		else if (!strcmp(outcome, "failed") || !strcmp(outcome, "reset"))
+			a->failed++;
+		if (reset)
+			a->resets++;
+		remote_count(a, e, side, outcome, reset);
+	}
+	if (t->want_conns)
+		connection_record(t, e, c, w, side, outcome);
+
+	if (!strcmp(outcome, "refused")) {
+		fold_hit(t, "tcp_connect_refused", e, c, side);
+	} else if (!strcmp(outcome, "timeout") && !(w && w->timeout_reported)) {
+		connect_timeout_finding(t, e, c,
+					e->start_ns ? (e->ts_ns - e->start_ns) / 1e9 : 0, e->ts_ns);
+	} else if (e->close_cause == CS_CLOSE_RST_IN) {
+		fold_hit(t, "peer_reset", e, c, side);
+	}
+	if (w)
+		watch_drop(t, e->cookie);
+}
+
+void track_event(struct tracker *t, const struct cs_event *e)
+{
+	struct cg_entry *c;
+	struct watch *w;
+
+	t->events++;
+	if (!port_match(t, e))
+		return;
+	c = cgroup_entry(t, e->cgroup_id);
+	if (!c || !c->match)
+		return;
+
+	switch (e->type) {
+	case CS_EV_ESTABLISHED:
+		if (c->agg) {
+			c->agg->opened++;
+			c->agg->active++;
+			c->agg->dirty++;
+		}
+		if ((w = watch_get(t, e, false)) && !w->in_cw)
+			watch_drop(t, e->cookie);
+		break;
+	case CS_EV_SYN_RETRANS:
+		w = watch_get(t, e, true);
+		if (w) {
+			w->ev = *e;
+			w->connecting = true;
+			w->connect_start_ns = e->start_ns ? e->start_ns : e->ts_ns;
+		}
+		break;
+	case CS_EV_CLOSE_WAIT:
+		w = watch_get(t, e, true);
+		if (w) {
+			w->ev = *e;
+			w->connecting = false;
+			w->in_cw = true;
+			w->cw_since_ns = e->close_wait_ns;
+			w->cw_estimated = false;
+			w->preexisting = e->flags & CS_F_MIDWAY;
+		}
+		if (c->agg)
+			c->agg->dirty++;
+		break;
+	case CS_EV_CLOSE:
+		on_close(t, e, c);
+		break;
+	}
+}
+
+void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
+{
+	uint64_t now = cs_mono_ns();
+
+	for (int i = 0; i < n; i++) {
+		struct cs_event e = {0};
+		struct cg_entry *c;
+		struct watch *w;
+
+		if (s[i].state != CS_TCP_ESTABLISHED && s[i].state != CS_TCP_CLOSE_WAIT)
+			continue;
+		e.ts_ns = now;
+		e.cookie = s[i].cookie;
+		e.cgroup_id = s[i].cgroup_id;
+		e.ino = s[i].ino;
+		e.netns = s[i].netns;
+		e.family = s[i].family;
+		e.sport = s[i].sport;
+		e.dport = s[i].dport;
+		e.bytes_in = s[i].bytes_received;
+		e.bytes_out = s[i].bytes_acked;
+		e.flags = CS_F_MIDWAY | CS_F_WAS_EST;
+		memcpy(e.saddr, s[i].saddr, sizeof(e.saddr));
+		memcpy(e.daddr, s[i].daddr, sizeof(e.daddr));
+		if (!port_match(t, &e))
+			continue;
+		c = cgroup_entry(t, e.cgroup_id);
+		if (!c || !c->match)
+			continue;
+		/* Counted active once; its close (a MIDWAY edge) takes it back. */
+		if (c->agg && !u64map_get(&t->snap_est, hkey_nz(e.cookie)) &&
+		    !u64map_put(&t->snap_est, hkey_nz(e.cookie), (void *)1)) {
+			c->agg->active++;
+			c->agg->dirty++;
+		}
+		if (s[i].state != CS_TCP_CLOSE_WAIT || u64map_get(&t->watch, hkey_nz(e.cookie)))
+			continue;
+		w = watch_get(t, &e, true);
+		if (!w)
+			continue;
+		/* When did the peer's FIN come? Not recorded anywhere; the last ACK
+		 * received is the FIN itself when the application sends nothing. */
+		w->ev = e;
+		w->in_cw = true;
+		w->preexisting = true;
+		w->cw_estimated = true;
+		w->cw_since_ns = now - (uint64_t)s[i].last_ack_recv_ms * 1000000ull;
+	}
+}
+
+void track_tick(struct tracker *t)
+{
+	uint64_t now = cs_mono_ns(), k;
+	struct watch *stuck[256];
+	uint64_t inos[256];
+	struct sock_owner owners[256];
+	int nstuck = 0;
+	void *v;
+
+	/* Reset the gauges; the watch list is their truth. */
+	for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);) {
+		struct pod_agg *a = v;
+
+		a->cw_current = a->cw_stuck = 0;
+		a->cw_max_age_s = 0;
+	}
+	for (size_t i = 0; u64map_next(&t->watch, &i, &k, &v);) {
+		struct watch *w = v;
+		struct cg_entry *c = cgroup_entry(t, w->ev.cgroup_id);
+
+		if (!c)
+			continue;
+		if (w->connecting && !w->timeout_reported && t->connect_timeout_ns &&
+		    now - w->connect_start_ns >= t->connect_timeout_ns) {
+			w->timeout_reported = true;
+			connect_timeout_finding(t, &w->ev, c, (now - w->connect_start_ns) / 1e9, 0);
+		}
+		if (!w->in_cw)
+			continue;
+		double age = now > w->cw_since_ns ? (now - w->cw_since_ns) / 1e9 : 0;
+
+		if (c->agg) {
+			c->agg->cw_current++;
+			if (age > c->agg->cw_max_age_s)
+				c->agg->cw_max_age_s = age;
+			if (now - w->cw_since_ns >= t->cw_threshold_ns)
+				c->agg->cw_stuck++;
+		}
+		if (!w->cw_reported && now - w->cw_since_ns >= t->cw_threshold_ns &&
+		    nstuck < (int)(sizeof(stuck) / sizeof(stuck[0]))) {
+			stuck[nstuck] = w;
+			inos[nstuck] = w->ev.ino;
+			nstuck++;
+		}
+	}
+	/* Name the holders of the newly stuck sockets with one /proc scan. */
+	if (nstuck) {
+		procfd_lookup_many(inos, owners, nstuck);
+		for (int i = 0; i < nstuck; i++) {
+			struct watch *w = stuck[i];
+			struct cg_entry *c = cgroup_entry(t, w->ev.cgroup_id);
+
+			w->cw_reported = true;
+			if (c)
+				close_wait_finding(t, w, c, inos[i] ? &owners[i] : NULL,
+						   (now - w->cw_since_ns) / 1e9);
+		}
+	}
+	/* Folded findings whose window ended. */
+	for (size_t i = 0; u64map_next(&t->folds, &i, &k, &v);) {
+		struct fold *f = v;
+
+		if (now - f->window_start_ns < t->fold_window_ns)
+			continue;
+		if (f->count) {
+			emit_fold(t, f, f->count, 0);
+			f->count = 0;
+			f->window_start_ns = now;
+		} else {
+			free(u64map_del(&t->folds, k));
+		}
+	}
+}
+
+static int remote_cmp(const void *pa, const void *pb)
+{
+	const struct remote_agg *a = pa, *b = pb;
+	uint64_t pa_ = a->refused + a->timeouts + a->resets, pb_ = b->refused + b->timeouts + b->resets;
+
+	if (pa_ != pb_)
+		return pa_ < pb_ ? 1 : -1;
+	return a->conns < b->conns ? 1 : a->conns > b->conns ? -1 : 0;
+}
+
+static void summary_record(struct tracker *t, struct pod_agg *a)
+{
+	cJSON *o = out_record("summary", cs_real_ns()), *tcp, *cw, *rem;
+	struct remote_agg sorted[TRACK_MAX_REMOTES];
+	int n = a->nremotes;
+
+	out_add_pod(o, &a->pod);
+	tcp = cJSON_AddObjectToObject(o, "tcp");
+	cJSON_AddNumberToObject(tcp, "opened", (double)a->opened);
+	cJSON_AddNumberToObject(tcp, "closed", (double)a->closed);
+	cJSON_AddNumberToObject(tcp, "active", (double)(a->active > 0 ? a->active : 0));
+	cJSON_AddNumberToObject(tcp, "refused", (double)a->refused);
+	cJSON_AddNumberToObject(tcp, "timeouts", (double)a->timeouts);
+	cJSON_AddNumberToObject(tcp, "resets", (double)a->resets);
+	cJSON_AddNumberToObject(tcp, "failed", (double)a->failed);
+	cw = cJSON_AddObjectToObject(o, "close_wait");
+	cJSON_AddNumberToObject(cw, "current", (double)a->cw_current);
+	cJSON_AddNumberToObject(cw, "stuck", (double)a->cw_stuck);
+	cJSON_AddNumberToObject(cw, "max_age_s", (double)(int64_t)(a->cw_max_age_s * 10) / 10);
+	cJSON_AddNumberToObject(o, "findings", (double)a->findings);
+	memcpy(sorted, a->remotes, sizeof(sorted[0]) * n);
+	qsort(sorted, n, sizeof(sorted[0]), remote_cmp);
+	rem = cJSON_AddArrayToObject(o, "remotes");
+	for (int i = 0; i < n && i < 5; i++) {
+		cJSON *r = cJSON_CreateObject();
+		char ip[64];
+
+		cJSON_AddStringToObject(r, "ip", out_ip(sorted[i].family == AF_INET6 ? AF_INET6 : AF_INET,
+							sorted[i].addr, ip, sizeof(ip)));
+		if (sorted[i].port)
+			cJSON_AddNumberToObject(r, "port", sorted[i].port);
+		else
+			cJSON_AddNullToObject(r, "port");
+		cJSON_AddNumberToObject(r, "connections", (double)sorted[i].conns);
+		cJSON_AddNumberToObject(r, "refused", (double)sorted[i].refused);
+		cJSON_AddNumberToObject(r, "timeouts", (double)sorted[i].timeouts);
+		cJSON_AddNumberToObject(r, "resets", (double)sorted[i].resets);
+		cJSON_AddItemToArray(rem, r);
+	}
+	cJSON_AddNumberToObject(o, "remote_evictions", (double)a->remote_evictions);
+	emit(t, o);
+}
+
+void track_summaries(struct tracker *t, bool all)
+{
+	uint64_t k;
+	void *v;
+
+	for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);) {
+		struct pod_agg *a = v;
+
+		if (!all && !a->dirty && !a->cw_current && a->active <= 0)
+			continue;
+		summary_record(t, a);
+		a->dirty = 0;
+	}
+}
+
+int track_pods(struct tracker *t, struct pod_agg ***out)
+{
+	struct pod_agg **arr = calloc(t->aggs.len + 1, sizeof(*arr));
+	uint64_t k;
+	void *v;
+	int n = 0;
+
+	if (!arr)
+		return -1;
+	for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);)
+		arr[n++] = v;
+	*out = arr;
+	return n;
+}

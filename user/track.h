@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The aggregator: turns lifecycle edges into connection records, findings and
+ * per-pod summaries. It keeps no per-connection state for healthy connections:
+ * only sockets in trouble (CLOSE_WAIT, SYN retransmits) sit in its watch list.
+ */
+#ifndef CONNSCOPE_TRACK_H
+#define CONNSCOPE_TRACK_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "conn.h"
+#include "opts.h"
+#include "pods.h"
+#include "snapshot.h"
+
+#define TRACK_MAX_REMOTES 32
+
+struct remote_agg {
+	uint8_t family;
+	uint8_t addr[16];
+	uint16_t port;        /* 0: the remote is a client (many source ports) */
+	uint64_t conns, refused, timeouts, resets;
+};
+
+struct pod_agg {
+	uint64_t hkey;
+	char key[320];
+	struct pod_info pod;  /* container cleared when the pod has several */
+	uint64_t opened, closed, refused, timeouts, resets, failed, findings;
+	int64_t active;
+	/* CLOSE_WAIT gauge, refreshed by track_tick */
+	uint64_t cw_current, cw_stuck;
+	double cw_max_age_s;
+	struct remote_agg remotes[TRACK_MAX_REMOTES];
+	int nremotes;
+	uint64_t remote_evictions;
+	uint64_t dirty;       /* changes since the last summary */
+	/* for top: rate of new connections */
+	uint64_t rate_prev_opened;
+	double open_rate;
+};
+
+typedef void (*track_sink)(cJSON *rec, void *arg);
+
+struct tracker;
+
+/* want_connections: build `connection` records (trace, daemon); top does not. */
+struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
+			  bool want_connections, track_sink sink, void *sink_arg);
+void track_free(struct tracker *t);
+
+void track_event(struct tracker *t, const struct cs_event *e);
+/* Sockets that existed before we attached (sock_diag). */
+void track_snapshot(struct tracker *t, const struct snap_sock *s, int n);
+/* Timers: stuck CLOSE_WAIT, connect timeouts, folded findings. Call often. */
+void track_tick(struct tracker *t);
+/* One `summary` record per pod that changed or holds live gauges. */
+void track_summaries(struct tracker *t, bool all);
+
+/* For top: the pod aggregates. */
+int track_pods(struct tracker *t, struct pod_agg ***out);
+uint64_t track_events(const struct tracker *t);
+
+#endif
