@@ -372,16 +372,38 @@ static __always_inline int handle_rst_in(struct sock *sk, enum store st)
 	return 0;
 }
 
-/* We sent a RST on sk. sk may be NULL, a listener, a time-wait or request
- * socket: only full TCP sockets we follow are touched. */
+/*
+ * We sent a RST on sk. sk may be NULL, a listener, a time-wait or request
+ * socket: only full TCP sockets we follow are touched. An abortive close
+ * (SO_LINGER 0, or close() with unread data) moves the socket to CLOSE first
+ * and sends the RST after, when its state is gone: then a bare edge with the
+ * cookie tells user space to amend the close it just got.
+ */
 static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 {
 	struct sk_info *info;
+	struct cs_event *e;
 
 	if (!sk)
 		return 0;
 	if (!sk_fullsock_compat(sk))
 		return 0;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == CS_TCP_CLOSE) {
+		/* No port filter: the local port is already gone; user space
+		 * matches the cookie against closes it kept. */
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e) {
+			count(CS_CNT_LOST);
+			return 0;
+		}
+		__builtin_memset(e, 0, sizeof(*e));
+		e->ts_ns = bpf_ktime_get_ns();
+		e->cookie = sk_cookie(sk, st);
+		e->type = CS_EV_RST_OUT;
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+		count(CS_CNT_EVENTS);
+		return 0;
+	}
 	info = info_get(sk, st, false);
 	if (!info)
 		return 0;

@@ -34,6 +34,7 @@ enum cs_event_type {
 	CS_EV_CLOSE_WAIT = 2,  /* peer's FIN arrived: -> CLOSE_WAIT */
 	CS_EV_SYN_RETRANS = 3, /* a SYN was retransmitted (connect in trouble) */
 	CS_EV_CLOSE = 4,       /* -> CLOSE: the connection is over */
+	CS_EV_RST_OUT = 5,     /* a RST sent just after CLOSE (abortive close): only ts, cookie */
 };
 
 enum cs_side {

@@ -206,6 +206,7 @@ int live_run(const struct cs_opts *o)
 	}
 	/* Final flush: what is still in the ring, then the totals. */
 	ring_buffer__consume(lv.rb);
+	track_flush(lv.t);
 	track_tick(lv.t);
 	if (is_top) {
 		render_top(&lv, true);

@@ -52,6 +52,9 @@ struct tracker {
 	struct u64map folds;    /* hash -> fold */
 	struct u64map snap_est; /* cookies of pre-existing ESTABLISHED sockets counted active */
 	uint64_t events;
+	/* Closes held back briefly: an abortive close sends its RST after CLOSE. */
+	struct cs_event *pending;
+	size_t npending, cap_pending;
 	uint16_t eph_lo, eph_hi;
 	uint64_t cw_threshold_ns, connect_timeout_ns, fold_window_ns;
 };
@@ -126,6 +129,7 @@ void track_free(struct tracker *t)
 	free_all(&t->watch);
 	free_all(&t->folds);
 	u64map_free(&t->snap_est);
+	free(t->pending);
 	free(t);
 }
 
@@ -375,9 +379,17 @@ static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_
 	double win = t->o->finding_window_s;
 	cJSON *o;
 
+	struct sock_owner own = { .pid = e->pid };
+
 	if (!c)
 		return;
-	o = finding_new(t, f->kind, "warning", e, c, e->pid, e->comm, ts_mono);
+	/* Accepted sockets that never read or wrote have no owner yet; the
+	 * application usually still holds the descriptor when a RST comes in. */
+	if (own.pid)
+		memcpy(own.comm, e->comm, sizeof(own.comm));
+	else if (e->ino && procfd_lookup(e->ino, &own, 1) != 1)
+		own.pid = 0;
+	o = finding_new(t, f->kind, "warning", e, c, own.pid, own.comm, ts_mono);
 	cJSON_AddNumberToObject(o, "count", (double)count);
 	cJSON_AddNumberToObject(o, "window_s", win);
 	pod_text(&c->pod, who, sizeof(who));
@@ -605,12 +617,19 @@ static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entr
 		watch_drop(t, e->cookie);
 }
 
+static void hold_close(struct tracker *t, const struct cs_event *e);
+static void amend_rst_out(struct tracker *t, const struct cs_event *e);
+
 void track_event(struct tracker *t, const struct cs_event *e)
 {
 	struct cg_entry *c;
 	struct watch *w;
 
 	t->events++;
+	if (e->type == CS_EV_RST_OUT) {
+		amend_rst_out(t, e);
+		return;
+	}
 	if (!port_match(t, e))
 		return;
 	c = cgroup_entry(t, e->cgroup_id);
@@ -649,9 +668,67 @@ void track_event(struct tracker *t, const struct cs_event *e)
 			c->agg->dirty++;
 		break;
 	case CS_EV_CLOSE:
-		on_close(t, e, c);
+		hold_close(t, e);
 		break;
 	}
+}
+
+/* How long a close waits for the RST of an abortive close (same call chain in
+ * the kernel, so microseconds in practice). */
+#define HOLD_NS (20 * 1000 * 1000ull)
+
+static void hold_close(struct tracker *t, const struct cs_event *e)
+{
+	if (t->npending == t->cap_pending) {
+		size_t ncap = t->cap_pending ? t->cap_pending * 2 : 256;
+		struct cs_event *n = realloc(t->pending, ncap * sizeof(*n));
+
+		if (!n) {
+			/* No room to wait: report it as it is. */
+			struct cg_entry *c = cgroup_entry(t, e->cgroup_id);
+
+			if (c)
+				on_close(t, e, c);
+			return;
+		}
+		t->pending = n;
+		t->cap_pending = ncap;
+	}
+	t->pending[t->npending++] = *e;
+}
+
+static void amend_rst_out(struct tracker *t, const struct cs_event *e)
+{
+	for (size_t i = t->npending; i-- > 0;) {
+		struct cs_event *p = &t->pending[i];
+
+		if (p->cookie != e->cookie)
+			continue;
+		p->flags |= CS_F_RST_OUT;
+		if ((p->flags & CS_F_WAS_EST) && p->close_cause == CS_CLOSE_NONE)
+			p->close_cause = CS_CLOSE_RST_OUT;
+		return;
+	}
+}
+
+/* Report held closes older than `before` (monotonic ns); all with UINT64_MAX. */
+static void release_closes(struct tracker *t, uint64_t before)
+{
+	size_t i;
+
+	for (i = 0; i < t->npending && t->pending[i].ts_ns < before; i++) {
+		struct cg_entry *c = cgroup_entry(t, t->pending[i].cgroup_id);
+
+		if (c)
+			on_close(t, &t->pending[i], c);
+	}
+	memmove(t->pending, t->pending + i, (t->npending - i) * sizeof(*t->pending));
+	t->npending -= i;
+}
+
+void track_flush(struct tracker *t)
+{
+	release_closes(t, UINT64_MAX);
 }
 
 void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
@@ -712,6 +789,8 @@ void track_tick(struct tracker *t)
 	struct sock_owner owners[256];
 	int nstuck = 0;
 	void *v;
+
+	release_closes(t, now > HOLD_NS ? now - HOLD_NS : 0);
 
 	/* Reset the gauges; the watch list is their truth. */
 	for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);) {

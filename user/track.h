@@ -56,6 +56,8 @@ void track_event(struct tracker *t, const struct cs_event *e);
 void track_snapshot(struct tracker *t, const struct snap_sock *s, int n);
 /* Timers: stuck CLOSE_WAIT, connect timeouts, folded findings. Call often. */
 void track_tick(struct tracker *t);
+/* Report everything held back (at exit). */
+void track_flush(struct tracker *t);
 /* One `summary` record per pod that changed or holds live gauges. */
 void track_summaries(struct tracker *t, bool all);
 
