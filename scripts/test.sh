@@ -1,0 +1,57 @@
+#!/bin/sh
+# Run connscope's tests: unit tests (ASan/UBSan), fuzz smoke runs, then the live
+# tests against the real kernel (root). `scripts/test.sh unit|fuzz|live` runs one part.
+set -eu
+cd "$(dirname "$0")/.."
+part="${1:-all}"
+out=.output/tests
+mkdir -p "$out"
+CC_SAN="${CC_SAN:-clang}"
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -g -O1"
+CFLAGS_T="-std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Iuser -Ibpf"
+failed=0
+
+run_unit() {
+	for t in tests/unit/test_*.c; do
+		name=$(basename "$t" .c)
+		srcs="$t user/util.c"
+		case "$name" in
+		test_pods) srcs="$srcs user/pods.c" ;;
+		test_snapshot) srcs="$srcs user/snapshot.c user/procfd.c" ;;
+		test_u64map) srcs="$srcs user/u64map.c" ;;
+		esac
+		echo "== unit: $name"
+		# shellcheck disable=SC2086
+		$CC_SAN $CFLAGS_T $SAN $srcs -lpthread -lm -o "$out/$name"
+		"$out/$name" || failed=1
+	done
+}
+
+run_fuzz() {
+	for f in tests/fuzz/fuzz_*.c; do
+		[ -e "$f" ] || continue
+		name=$(basename "$f" .c)
+		echo "== fuzz (smoke, 20 s): $name"
+		# shellcheck disable=SC2086
+		clang $CFLAGS_T -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 \
+			"$f" user/pods.c user/util.c -lm -o "$out/$name"
+		mkdir -p "$out/$name.corpus"
+		"$out/$name" -max_total_time=20 -seed=1 "$out/$name.corpus" tests/fuzz/corpus >/dev/null 2>"$out/$name.log" \
+			|| { tail -30 "$out/$name.log"; failed=1; }
+		tail -1 "$out/$name.log"
+	done
+}
+
+run_live() {
+	echo "== live tests (real kernel, simulated pods)"
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/live || failed=1
+}
+
+case "$part" in
+unit) run_unit ;;
+fuzz) run_fuzz ;;
+live) run_live ;;
+all) run_unit; run_fuzz; run_live ;;
+*) echo "usage: $0 [unit|fuzz|live|all]" >&2; exit 2 ;;
+esac
+exit $failed
