@@ -193,9 +193,21 @@ static struct cg_entry *cgroup_entry(struct tracker *t, uint64_t cgid)
 
 /* ---- small helpers ---- */
 
+/* Seconds, to the millisecond. */
+static double secs3(double s)
+{
+	return (double)(int64_t)(s * 1000 + 0.5) / 1000;
+}
+
 static int family_of(const struct cs_event *e)
 {
 	return e->family == AF_INET6 ? AF_INET6 : AF_INET;
+}
+
+/* now - since, never negative (an edge may carry a later stamp than a tick's now). */
+static uint64_t elapsed(uint64_t now, uint64_t since)
+{
+	return now > since ? now - since : 0;
 }
 
 static bool in_eph(const struct tracker *t, uint16_t port)
@@ -448,7 +460,7 @@ static void connect_timeout_finding(struct tracker *t, const struct cs_event *e,
 	char who[640], remote[80], msg[768];
 	cJSON *o = finding_new(t, "tcp_connect_timeout", "error", e, c, e->pid, e->comm, ts_mono);
 
-	cJSON_AddNumberToObject(o, "elapsed_s", elapsed_s);
+	cJSON_AddNumberToObject(o, "elapsed_s", secs3(elapsed_s));
 	cJSON_AddNumberToObject(o, "threshold_s", t->o->connect_timeout_s);
 	cJSON_AddNumberToObject(o, "syn_retrans", e->syn_retrans);
 	pod_text(&c->pod, who, sizeof(who));
@@ -477,7 +489,7 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 	int fam = family_of(e);
 	cJSON *o = finding_new(t, "close_wait_stuck", "warning", e, c, pid, comm, 0);
 
-	cJSON_AddNumberToObject(o, "age_s", age_s);
+	cJSON_AddNumberToObject(o, "age_s", secs3(age_s));
 	cJSON_AddNumberToObject(o, "threshold_s", t->o->close_wait_threshold_s);
 	cJSON_AddBoolToObject(o, "preexisting", w->preexisting);
 	cJSON_AddBoolToObject(o, "age_estimated", w->cw_estimated);
@@ -728,7 +740,18 @@ static void release_closes(struct tracker *t, uint64_t before)
 
 void track_flush(struct tracker *t)
 {
+	uint64_t k;
+	void *v;
+
 	release_closes(t, UINT64_MAX);
+	/* Repeats still folded in an open window are reported, not dropped. */
+	for (size_t i = 0; u64map_next(&t->folds, &i, &k, &v);) {
+		struct fold *f = v;
+
+		if (f->count)
+			emit_fold(t, f, f->count, 0);
+		f->count = 0;
+	}
 }
 
 void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
@@ -806,22 +829,22 @@ void track_tick(struct tracker *t)
 		if (!c)
 			continue;
 		if (w->connecting && !w->timeout_reported && t->connect_timeout_ns &&
-		    now - w->connect_start_ns >= t->connect_timeout_ns) {
+		    elapsed(now, w->connect_start_ns) >= t->connect_timeout_ns) {
 			w->timeout_reported = true;
-			connect_timeout_finding(t, &w->ev, c, (now - w->connect_start_ns) / 1e9, 0);
+			connect_timeout_finding(t, &w->ev, c, elapsed(now, w->connect_start_ns) / 1e9, 0);
 		}
 		if (!w->in_cw)
 			continue;
-		double age = now > w->cw_since_ns ? (now - w->cw_since_ns) / 1e9 : 0;
+		double age = elapsed(now, w->cw_since_ns) / 1e9;
 
 		if (c->agg) {
 			c->agg->cw_current++;
 			if (age > c->agg->cw_max_age_s)
 				c->agg->cw_max_age_s = age;
-			if (now - w->cw_since_ns >= t->cw_threshold_ns)
+			if (elapsed(now, w->cw_since_ns) >= t->cw_threshold_ns)
 				c->agg->cw_stuck++;
 		}
-		if (!w->cw_reported && now - w->cw_since_ns >= t->cw_threshold_ns &&
+		if (!w->cw_reported && elapsed(now, w->cw_since_ns) >= t->cw_threshold_ns &&
 		    nstuck < (int)(sizeof(stuck) / sizeof(stuck[0]))) {
 			stuck[nstuck] = w;
 			inos[nstuck] = w->ev.ino;
@@ -838,14 +861,14 @@ void track_tick(struct tracker *t)
 			w->cw_reported = true;
 			if (c)
 				close_wait_finding(t, w, c, inos[i] ? &owners[i] : NULL,
-						   (now - w->cw_since_ns) / 1e9);
+						   elapsed(now, w->cw_since_ns) / 1e9);
 		}
 	}
 	/* Folded findings whose window ended. */
 	for (size_t i = 0; u64map_next(&t->folds, &i, &k, &v);) {
 		struct fold *f = v;
 
-		if (now - f->window_start_ns < t->fold_window_ns)
+		if (elapsed(now, f->window_start_ns) < t->fold_window_ns)
 			continue;
 		if (f->count) {
 			emit_fold(t, f, f->count, 0);
