@@ -316,6 +316,12 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		    oldstate == CS_TCP_FIN_WAIT1 || oldstate == CS_TCP_FIN_WAIT2 ||
 		    oldstate == CS_TCP_LAST_ACK || oldstate == CS_TCP_CLOSING)
 			info->flags |= CS_F_WAS_EST;
+		/* Already closing when first seen: the state says who began. */
+		if (oldstate == CS_TCP_CLOSE_WAIT || oldstate == CS_TCP_LAST_ACK)
+			info->close_cause = CS_CLOSE_PEER_FIN;
+		else if (oldstate == CS_TCP_FIN_WAIT1 || oldstate == CS_TCP_FIN_WAIT2 ||
+			 oldstate == CS_TCP_CLOSING)
+			info->close_cause = CS_CLOSE_LOCAL_FIN;
 	}
 	if (!info->ino)
 		info->ino = sk_ino(sk);

@@ -30,6 +30,7 @@ struct watch {
 	bool in_cw, cw_reported, cw_estimated;
 	bool connecting, timeout_reported;
 	bool preexisting;
+	struct sock_owner owner; /* holder found through /proc when it got stuck */
 };
 
 /* Repeats of one finding about one pod and remote, folded into a count. */
@@ -523,7 +524,10 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 	cJSON *tcp;
 
 	out_add_pod(o, &c->pod);
-	add_owner(o, e->pid, e->comm);
+	if (!e->pid && w && w->owner.pid)
+		add_owner(o, w->owner.pid, w->owner.comm);
+	else
+		add_owner(o, e->pid, e->comm);
 	cJSON_AddNumberToObject(o, "netns", e->netns);
 	cJSON_AddNumberToObject(o, "cookie", (double)e->cookie);
 	cJSON_AddStringToObject(o, "side", side_name(side));
@@ -859,6 +863,8 @@ void track_tick(struct tracker *t)
 			struct cg_entry *c = cgroup_entry(t, w->ev.cgroup_id);
 
 			w->cw_reported = true;
+			if (inos[i])
+				w->owner = owners[i];
 			if (c)
 				close_wait_finding(t, w, c, inos[i] ? &owners[i] : NULL,
 						   elapsed(now, w->cw_since_ns) / 1e9);
