@@ -45,6 +45,9 @@ run_fuzz() {
 run_live() {
 	echo "== live tests (real kernel, simulated pods)"
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/live || failed=1
+	echo "== live tests again on the raw_tp fallback path"
+	CONNSCOPE_ATTACH=raw_tp /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+		tests/live/test_tcp_lifecycle.py || failed=1
 }
 
 case "$part" in

@@ -698,6 +698,9 @@ class Connscope:
         self.binary = binary or CONNSCOPE_BIN
         self.argv = [self.binary, command, "-o", "json", "--pods-dir", cluster.pods_dir,
                      *map(str, args)]
+        # CONNSCOPE_ATTACH=raw_tp runs the same tests on the fallback attach path.
+        if os.environ.get("CONNSCOPE_ATTACH"):
+            self.argv += ["--attach", os.environ["CONNSCOPE_ATTACH"]]
         self.records = []
         self.bad_lines = []
         self._stderr = []

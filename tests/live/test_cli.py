@@ -1,0 +1,119 @@
+"""The command line as an SRE meets it: check, errors, stop by itself, top.
+
+Real binary, real kernel. Errors must be one line on stderr and a non-zero exit,
+never a crash or a libbpf wall of text.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import simpod
+from workloads import CLIENT, SERVER
+
+BIN = simpod.CONNSCOPE_BIN
+
+
+def run(*args, timeout=30, **kw):
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, **kw)
+
+
+def one_line_error(cp, code, *words):
+    assert cp.returncode == code, (cp.returncode, cp.stdout, cp.stderr)
+    lines = cp.stderr.strip().splitlines()
+    assert len(lines) == 1, f"want one line on stderr, got: {cp.stderr!r}"
+    assert lines[0].startswith("connscope: "), lines
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert cp.stdout == "", cp.stdout
+
+
+def test_check_reports_attach_points():
+    cp = run("check")
+    assert cp.returncode == 0, cp.stderr
+    out = cp.stdout
+    assert "attach type:      tp_btf (preferred)" in out, out
+    for tp in ("inet_sock_set_state", "tcp_receive_reset", "tcp_send_reset",
+               "tcp_retransmit_skb"):
+        line = next(l for l in out.splitlines() if l.startswith(tp))
+        assert line.split()[1:3] == ["yes", "tp_btf"], line
+    assert "cgroup2:" in out and "NOT FOUND" not in out
+
+
+def test_check_forced_fallback_says_why():
+    cp = run("check", "--attach", "raw_tp")
+    assert cp.returncode == 0, cp.stderr
+    assert "attach type:      raw_tp, fallback because: raw_tp forced by --attach" in cp.stdout
+    line = next(l for l in cp.stdout.splitlines() if l.startswith("inet_sock_set_state"))
+    assert line.split()[2] == "raw_tp", line
+
+
+def test_bad_command_line():
+    one_line_error(run("trace", "--bogus"), 2, "--bogus")
+    one_line_error(run("trace", "-d", "abc"), 2, "-d", "abc")
+    one_line_error(run("trace", "-d", "-1"), 2, "-d")
+    one_line_error(run("trace", "--port", "70000"), 2, "--port")
+    one_line_error(run("trace", "--port", "12x"), 2, "--port")
+    one_line_error(run("trace", "-o", "yaml"), 2, "-o")
+    one_line_error(run("trace", "--close-wait-threshold", "nan"), 2, "--close-wait-threshold")
+    one_line_error(run("frobnicate"), 2, "unknown command")
+    one_line_error(run("trace", "stray"), 2, "stray")
+
+
+def test_not_root_is_one_line():
+    cp = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                         "--inh-caps=-all", BIN, "trace", "-d", "1"],
+                        capture_output=True, text=True, timeout=30)
+    one_line_error(cp, 1, "root", "CAP_BPF")
+
+
+def test_duration_and_sigterm_stop_cleanly():
+    t0 = time.monotonic()
+    cp = run("trace", "-o", "json", "-d", "1", "--no-snapshot")
+    assert cp.returncode == 0, cp.stderr
+    assert time.monotonic() - t0 < 15
+    recs = [json.loads(l) for l in cp.stdout.splitlines()]
+    assert recs[0]["type"] == "stats" and recs[0]["phase"] == "start"
+    assert recs[-1]["type"] == "stats" and recs[-1]["phase"] == "end"
+
+    p = subprocess.Popen([BIN, "trace", "-o", "json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()
+    assert json.loads(first)["phase"] == "start"
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["phase"] == "end"
+
+
+def test_top_shows_the_stuck_pod_first(cluster):
+    """top, not on a terminal: a table per interval, the pod with a stuck
+    CLOSE_WAIT socket on the first row, its finding in the recent panel."""
+    fe = cluster.add_pod("shop", "frontend", "10.244.1.10")
+    be = cluster.add_pod("shop", "backend", "10.244.1.20")
+    quiet = cluster.add_pod("shop", "quiet", "10.244.1.30")
+    srv = be.python(SERVER, "hold", be.ip, 30990, 1)
+    simpod.wait_for_line(srv, "READY", 10)
+    qsrv = quiet.python(SERVER, "echo", quiet.ip, 30991, 3)
+    simpod.wait_for_line(qsrv, "READY", 10)
+    top = subprocess.Popen([BIN, "top", "-i", "1", "-d", "5", "--close-wait-threshold", "1",
+                            "--pods-dir", cluster.pods_dir, "--namespace", "shop"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    cp = fe.python(CLIENT, "echo", quiet.ip, 30991, 3, 10, wait=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    cp = fe.python(CLIENT, "send-close", be.ip, 30990, 1, 10, wait=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    out, err = top.communicate(timeout=20)
+    assert top.returncode == 0, err
+    final = out.split("connscope top - ")[-1]
+    assert "(final)" in final.splitlines()[0], final
+    rows = [l for l in final.splitlines()[2:] if l.startswith("shop/")]
+    assert rows and rows[0].startswith("shop/backend"), final
+    cols = rows[0].split()
+    assert cols[7] == "1" and cols[8] == "1", f"CW and STUCK of backend: {rows[0]}"
+    assert any(r.startswith("shop/quiet") for r in rows), final
+    assert "close_wait_stuck" in final, final
