@@ -20,10 +20,8 @@ static __always_inline __u16 sk_protocol_compat(struct sock *sk)
  * (tcp_send_reset since v4.15 passes them); only full sockets carry storage.
  * Mirrors the kernel's sk_fullsock().
  */
-static __always_inline bool sk_fullsock_compat(struct sock *sk)
+static __always_inline bool sk_fullsock_compat(int state)
 {
-	int state = BPF_CORE_READ(sk, __sk_common.skc_state);
-
 	return state != CS_TCP_TIME_WAIT && state != CS_TCP_NEW_SYN_RECV;
 }
 

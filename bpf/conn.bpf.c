@@ -25,6 +25,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define E2BIG 7
 
 /* Load-time options (rodata): the verifier prunes what they switch off. */
 const volatile __u16 filter_port = 0;    /* 0: every port */
@@ -68,6 +69,13 @@ struct {
 } events SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct cs_cg_counts);
+} cg_counts SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CS_CNT_MAX);
 	__type(key, __u32);
@@ -78,12 +86,47 @@ struct {
  * other store's helper calls never reach that program. */
 enum store { STORE_SK, STORE_HASH };
 
+/*
+ * Reading kernel fields. tp_btf hands the program BTF-typed pointers: plain
+ * loads (CO-RE relocated, faults read as zero) cost a few nanoseconds. raw_tp
+ * hands bare addresses, which only bpf_probe_read_kernel may follow. `st` is a
+ * constant in each wrapper, so the compiler keeps only one of the two.
+ */
+#define RD(st, ptr, field) ((st) == STORE_SK ? (ptr)->field : BPF_CORE_READ(ptr, field))
+
+static __always_inline struct tcp_sock *tcp_of(struct sock *sk, enum store st)
+{
+	/* A BTF pointer to struct sock may not be read past sizeof(struct sock). */
+	if (st == STORE_SK)
+		return bpf_skc_to_tcp_sock(sk);
+	return (struct tcp_sock *)sk;
+}
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 
 	if (v)
 		(*v)++;
+}
+
+static __always_inline void count_established(__u64 cgroup_id)
+{
+	struct cs_cg_counts *c = bpf_map_lookup_elem(&cg_counts, &cgroup_id);
+
+	if (!c) {
+		struct cs_cg_counts zero = {};
+
+		/* EEXIST from a racing CPU is fine: look it up again. */
+		if (bpf_map_update_elem(&cg_counts, &cgroup_id, &zero, BPF_NOEXIST) == -E2BIG) {
+			count(CS_CNT_MAP_FULL);
+			return;
+		}
+		c = bpf_map_lookup_elem(&cg_counts, &cgroup_id);
+		if (!c)
+			return;
+	}
+	__sync_fetch_and_add(&c->established, 1);
 }
 
 static __always_inline struct sk_info *info_get(struct sock *sk, enum store st, bool create)
@@ -134,22 +177,26 @@ static __always_inline __u64 sk_cookie(struct sock *sk, enum store st)
 	return c ? c : (__u64)sk;
 }
 
-static __always_inline __u64 sk_cgroup_id(struct sock *sk)
+static __always_inline __u64 sk_cgroup_id(struct sock *sk, enum store st)
 {
+	if (st == STORE_SK)
+		return sk->sk_cgrp_data.cgroup->kn->id;
 	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 }
 
-static __always_inline __u64 sk_ino(struct sock *sk)
+static __always_inline __u64 sk_ino(struct sock *sk, enum store st)
 {
+	if (st == STORE_SK)
+		return sk->sk_socket->file->f_inode->i_ino;
 	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 }
 
-static __always_inline bool port_filtered(struct sock *sk)
+static __always_inline bool port_filtered(struct sock *sk, enum store st)
 {
 	if (!filter_port)
 		return false;
-	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	__u16 sport = RD(st, sk, __sk_common.skc_num);
+	__u16 dport = bpf_ntohs(RD(st, sk, __sk_common.skc_dport));
 
 	return sport != filter_port && dport != filter_port;
 }
@@ -161,13 +208,13 @@ static __always_inline bool port_filtered(struct sock *sk)
  * our FIN is out once we are past ESTABLISHED/CLOSE_WAIT, and acked when
  * snd_una reached write_seq.
  */
-static __always_inline void payload_bytes(struct sock *sk, struct sk_info *info, int oldstate,
-					  __u64 *in, __u64 *out)
+static __always_inline void payload_bytes(struct sock *sk, struct tcp_sock *tp,
+					  struct sk_info *info, int oldstate, __u64 *in,
+					  __u64 *out, enum store st)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	__u64 rx = BPF_CORE_READ(tp, bytes_received);
-	__u64 tx = BPF_CORE_READ(tp, bytes_acked);
-	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	__u64 rx = RD(st, tp, bytes_received);
+	__u64 tx = RD(st, tp, bytes_acked);
+	unsigned long flags = RD(st, sk, __sk_common.skc_flags);
 	bool fin_out = oldstate == CS_TCP_FIN_WAIT1 || oldstate == CS_TCP_FIN_WAIT2 ||
 		       oldstate == CS_TCP_CLOSING || oldstate == CS_TCP_LAST_ACK;
 
@@ -175,16 +222,16 @@ static __always_inline void payload_bytes(struct sock *sk, struct sk_info *info,
 		rx--;
 	if (info->side == CS_SIDE_CLIENT && (info->flags & CS_F_WAS_EST) && tx)
 		tx--;
-	if (fin_out && tx && BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+	if (fin_out && tx && RD(st, tp, snd_una) == RD(st, tp, write_seq))
 		tx--;
 	*in = rx;
 	*out = tx;
 }
 
 /* The kernel zeroes the local port while it tears a socket down; keep it. */
-static __always_inline void remember_port(struct sock *sk, struct sk_info *info)
+static __always_inline void remember_port(struct sock *sk, struct sk_info *info, enum store st)
 {
-	__u16 p = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 p = RD(st, sk, __sk_common.skc_num);
 
 	if (p)
 		info->sport = p;
@@ -193,9 +240,11 @@ static __always_inline void remember_port(struct sock *sk, struct sk_info *info)
 static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 type,
 				 int oldstate, int newstate, enum store st)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct tcp_sock *tp = tcp_of(sk, st);
 	struct cs_event *e;
 
+	if (!tp)
+		return;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CS_CNT_LOST);
@@ -208,16 +257,19 @@ static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 typ
 	e->close_wait_ns = info->close_wait_ns;
 	e->cgroup_id = info->cgroup_id;
 	e->ino = info->ino;
-	payload_bytes(sk, info, oldstate, &e->bytes_in, &e->bytes_out);
-	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	payload_bytes(sk, tp, info, oldstate, &e->bytes_in, &e->bytes_out, st);
+	if (st == STORE_SK)
+		e->netns = sk->__sk_common.skc_net.net->ns.inum;
+	else
+		e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	e->pid = info->pid;
 	e->connect_us = info->connect_us;
-	e->retrans = BPF_CORE_READ(tp, total_retrans);
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->sport = info->sport ? info->sport : BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->retrans = RD(st, tp, total_retrans);
+	e->family = RD(st, sk, __sk_common.skc_family);
+	e->sport = info->sport ? info->sport : RD(st, sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(RD(st, sk, __sk_common.skc_dport));
 	e->syn_retrans = info->syn_retrans;
-	e->sk_err = (__u16)BPF_CORE_READ(sk, sk_err);
+	e->sk_err = (__u16)RD(st, sk, sk_err);
 	e->type = type;
 	e->side = info->side;
 	e->oldstate = oldstate;
@@ -225,13 +277,18 @@ static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 typ
 	e->close_cause = info->close_cause;
 	e->flags = info->flags;
 	if (e->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		if (st == STORE_SK) {
+			__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+			__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, 16);
+		} else {
+			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		}
 	} else {
 		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+		*(__u32 *)e->saddr = RD(st, sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)e->daddr = RD(st, sk, __sk_common.skc_daddr);
 	}
 	__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
 
@@ -243,6 +300,13 @@ static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 typ
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
 	count(CS_CNT_EVENTS);
+}
+
+static __always_inline __u16 sk_protocol_of(struct sock *sk, enum store st)
+{
+	if (st == STORE_SK)
+		return sk->sk_protocol;
+	return sk_protocol_compat(sk);
 }
 
 static __always_inline void set_cause(struct sk_info *info, __u8 cause)
@@ -264,14 +328,14 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 	struct sk_info *info;
 	__u64 now;
 
-	if (sk_protocol_compat(sk) != IPPROTO_TCP)
+	if (sk_protocol_of(sk, st) != IPPROTO_TCP)
 		return 0;
 	/* Listeners are not connections. */
 	if (oldstate == CS_TCP_LISTEN && newstate == CS_TCP_CLOSE)
 		return 0;
 	if (newstate == CS_TCP_LISTEN)
 		return 0;
-	if (port_filtered(sk))
+	if (port_filtered(sk, st))
 		return 0;
 
 	now = bpf_ktime_get_ns();
@@ -284,7 +348,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		__builtin_memset(info, 0, sizeof(*info));
 		info->start_ns = now;
 		info->side = CS_SIDE_CLIENT;
-		info->cgroup_id = sk_cgroup_id(sk);
+		info->cgroup_id = sk_cgroup_id(sk, st);
 		own_by_current(info);
 		return 0;
 	}
@@ -296,7 +360,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		__builtin_memset(info, 0, sizeof(*info));
 		info->start_ns = now;
 		info->side = CS_SIDE_SERVER;
-		info->cgroup_id = sk_cgroup_id(sk);
+		info->cgroup_id = sk_cgroup_id(sk, st);
 		return 0;
 	}
 
@@ -311,7 +375,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 			return 0;
 		__builtin_memset(info, 0, sizeof(*info));
 		info->flags = CS_F_MIDWAY;
-		info->cgroup_id = sk_cgroup_id(sk);
+		info->cgroup_id = sk_cgroup_id(sk, st);
 		if (oldstate == CS_TCP_ESTABLISHED || oldstate == CS_TCP_CLOSE_WAIT ||
 		    oldstate == CS_TCP_FIN_WAIT1 || oldstate == CS_TCP_FIN_WAIT2 ||
 		    oldstate == CS_TCP_LAST_ACK || oldstate == CS_TCP_CLOSING)
@@ -324,8 +388,8 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 			info->close_cause = CS_CLOSE_LOCAL_FIN;
 	}
 	if (!info->ino)
-		info->ino = sk_ino(sk);
-	remember_port(sk, info);
+		info->ino = sk_ino(sk, st);
+	remember_port(sk, info, st);
 
 	switch (newstate) {
 	case CS_TCP_ESTABLISHED:
@@ -336,13 +400,18 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		} else if (info->side == CS_SIDE_SERVER) {
 			/* The child exists only once the handshake's last ACK is in;
 			 * its smoothed RTT is the SYN-ACK round trip. */
-			__u32 srtt = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
+			struct tcp_sock *tp = tcp_of(sk, st);
+			__u32 srtt = tp ? RD(st, tp, srtt_us) >> 3 : 0;
 
 			info->connect_us = srtt;
 			if (info->start_ns > srtt * 1000ull)
 				info->start_ns -= srtt * 1000ull;
 		}
-		emit(sk, info, CS_EV_ESTABLISHED, oldstate, newstate, st);
+		count_established(info->cgroup_id);
+		/* Healthy connects are counted in the map, not sent: only a connect
+		 * that user space watches (it retransmitted its SYN) needs the edge. */
+		if (info->syn_retrans)
+			emit(sk, info, CS_EV_ESTABLISHED, oldstate, newstate, st);
 		return 0;
 	case CS_TCP_CLOSE_WAIT:
 		info->close_wait_ns = now;
@@ -372,7 +441,7 @@ static __always_inline int handle_rst_in(struct sock *sk, enum store st)
 	if (!info)
 		return 0;
 	info->flags |= CS_F_RST_IN;
-	remember_port(sk, info);
+	remember_port(sk, info, st);
 	if (info->flags & CS_F_WAS_EST)
 		set_cause(info, CS_CLOSE_RST_IN);
 	return 0;
@@ -392,9 +461,9 @@ static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 
 	if (!sk)
 		return 0;
-	if (!sk_fullsock_compat(sk))
+	if (!sk_fullsock_compat(RD(st, sk, __sk_common.skc_state)))
 		return 0;
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == CS_TCP_CLOSE) {
+	if (RD(st, sk, __sk_common.skc_state) == CS_TCP_CLOSE) {
 		/* No port filter: the local port is already gone; user space
 		 * matches the cookie against closes it kept. */
 		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -414,7 +483,7 @@ static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 	if (!info)
 		return 0;
 	info->flags |= CS_F_RST_OUT;
-	remember_port(sk, info);
+	remember_port(sk, info, st);
 	if (info->flags & CS_F_WAS_EST)
 		set_cause(info, CS_CLOSE_RST_OUT);
 	return 0;
@@ -424,13 +493,13 @@ static __always_inline int handle_retransmit(struct sock *sk, enum store st)
 {
 	struct sk_info *info;
 
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) != CS_TCP_SYN_SENT)
+	if (RD(st, sk, __sk_common.skc_state) != CS_TCP_SYN_SENT)
 		return 0;
 	info = info_get(sk, st, false);
 	if (!info)
 		return 0;
 	info->syn_retrans++;
-	remember_port(sk, info);
+	remember_port(sk, info, st);
 	emit(sk, info, CS_EV_SYN_RETRANS, CS_TCP_SYN_SENT, CS_TCP_SYN_SENT, st);
 	return 0;
 }
@@ -441,14 +510,14 @@ static __always_inline int handle_owner(struct sock *sk, enum store st)
 {
 	struct sk_info *info;
 
-	if (sk_protocol_compat(sk) != IPPROTO_TCP)
+	if (sk_protocol_of(sk, st) != IPPROTO_TCP)
 		return 0;
 	info = info_get(sk, st, false);
 	if (!info || info->pid)
 		return 0;
 	own_by_current(info);
 	if (!info->ino)
-		info->ino = sk_ino(sk);
+		info->ino = sk_ino(sk, st);
 	return 0;
 }
 

@@ -30,7 +30,7 @@ enum cs_tcp_state {
 
 /* Lifecycle edges: the only things that leave the kernel. */
 enum cs_event_type {
-	CS_EV_ESTABLISHED = 1, /* SYN_SENT/SYN_RECV -> ESTABLISHED */
+	CS_EV_ESTABLISHED = 1, /* -> ESTABLISHED, sent only after SYN retransmits (see cg_counts) */
 	CS_EV_CLOSE_WAIT = 2,  /* peer's FIN arrived: -> CLOSE_WAIT */
 	CS_EV_SYN_RETRANS = 3, /* a SYN was retransmitted (connect in trouble) */
 	CS_EV_CLOSE = 4,       /* -> CLOSE: the connection is over */
@@ -64,6 +64,12 @@ enum cs_counter {
 	CS_CNT_LOST = 1,      /* ring buffer reserve failures */
 	CS_CNT_MAP_FULL = 2,  /* socket state could not be stored */
 	CS_CNT_MAX = 4,
+};
+
+/* Per-cgroup counters kept in the kernel (map cg_counts, keyed by cgroup id):
+ * healthy connections need no edge of their own to be counted. */
+struct cs_cg_counts {
+	__u64 established; /* connections that reached ESTABLISHED */
 };
 
 struct cs_event {

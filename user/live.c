@@ -55,10 +55,14 @@ struct live {
 static void stats_record(struct live *lv, const char *phase)
 {
 	cJSON *o = out_record("stats", cs_real_ns());
+	uint64_t rb_lost = loader_counter(&lv->L, CS_CNT_LOST);
+	uint64_t missed = loader_prog_misses(&lv->L);
 
 	cJSON_AddStringToObject(o, "phase", phase);
 	cJSON_AddNumberToObject(o, "events", (double)loader_counter(&lv->L, CS_CNT_EVENTS));
-	cJSON_AddNumberToObject(o, "lost", (double)loader_counter(&lv->L, CS_CNT_LOST));
+	cJSON_AddNumberToObject(o, "lost", (double)(rb_lost + missed));
+	cJSON_AddNumberToObject(o, "ringbuf_full", (double)rb_lost);
+	cJSON_AddNumberToObject(o, "missed_runs", (double)missed);
 	cJSON_AddNumberToObject(o, "map_full", (double)loader_counter(&lv->L, CS_CNT_MAP_FULL));
 	cJSON_AddNumberToObject(o, "parser_desync", 0);
 	cJSON_AddNumberToObject(o, "cpu_ms", (double)(int64_t)cpu_ms());
@@ -97,17 +101,29 @@ static void sink_top(cJSON *rec, void *arg)
 		cJSON_Delete(rec);
 }
 
+static void on_cg_count(uint64_t cgid, uint64_t established, void *arg)
+{
+	track_established(arg, cgid, established);
+}
+
+/* Bring the kernel's per-cgroup counts into the per-pod aggregates. */
+static void refresh_counts(struct live *lv)
+{
+	loader_for_each_cg_count(&lv->L, on_cg_count, lv->t);
+}
+
 static void render_top(struct live *lv, bool final)
 {
 	struct top_stats st = {
 		.events = loader_counter(&lv->L, CS_CNT_EVENTS),
-		.lost = loader_counter(&lv->L, CS_CNT_LOST),
+		.lost = loader_counter(&lv->L, CS_CNT_LOST) + loader_prog_misses(&lv->L),
 		.map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL),
 		.cpu_ms = cpu_ms(),
 		.attach = mode_name(lv->L.mode),
 		.elapsed_s = (cs_mono_ns() - lv->start_ns) / 1e9,
 	};
 
+	refresh_counts(lv);
 	top_render(lv->t, &st, lv->o->interval_s, final);
 }
 
@@ -190,6 +206,7 @@ int live_run(const struct cs_opts *o)
 			if (is_top) {
 				render_top(&lv, false);
 			} else {
+				refresh_counts(&lv);
 				track_summaries(lv.t, false);
 				stats_record(&lv, "interval");
 			}
@@ -211,8 +228,10 @@ int live_run(const struct cs_opts *o)
 	if (is_top) {
 		render_top(&lv, true);
 	} else {
-		if (o->interval_s > 0 || o->cmd == CMD_DAEMON)
+		if (o->interval_s > 0 || o->cmd == CMD_DAEMON) {
+			refresh_counts(&lv);
 			track_summaries(lv.t, true);
+		}
 		stats_record(&lv, "end");
 	}
 	out_flush();

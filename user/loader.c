@@ -227,6 +227,41 @@ uint64_t loader_counter(struct loader *L, int idx)
 	return sum;
 }
 
+int loader_for_each_cg_count(struct loader *L, void (*fn)(uint64_t, uint64_t, void *), void *arg)
+{
+	int fd = bpf_map__fd(L->skel->maps.cg_counts), n = 0;
+	__u64 key, next, *prev = NULL;
+	struct cs_cg_counts v;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		if (!bpf_map_lookup_elem(fd, &next, &v)) {
+			fn(next, v.established, arg);
+			n++;
+		}
+		key = next;
+		prev = &key;
+	}
+	return n;
+}
+
+uint64_t loader_prog_misses(struct loader *L)
+{
+	uint64_t total = 0;
+	struct bpf_program *p;
+
+	if (!L->skel)
+		return 0;
+	bpf_object__for_each_program(p, L->skel->obj) {
+		struct bpf_prog_info info = {};
+		__u32 len = sizeof(info);
+		int fd = bpf_program__fd(p);
+
+		if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, &info, &len))
+			total += info.recursion_misses;
+	}
+	return total;
+}
+
 uint64_t loader_bpf_runtime_ns(struct loader *L)
 {
 	uint64_t total = 0;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include "jsonw.h"
 #include "util.h"
 
 static enum cs_fmt fmt;
@@ -134,50 +135,6 @@ static void pod_text(const cJSON *o, char *buf, size_t len)
 	}
 }
 
-static void ep_text(const cJSON *o, const char *k, char *buf, size_t len)
-{
-	const cJSON *ep = obj(o, k);
-	const char *ip = str(ep, "ip", "?");
-
-	if (strchr(ip, ':'))
-		snprintf(buf, len, "[%s]:%.0f", ip, num(ep, "port", 0));
-	else
-		snprintf(buf, len, "%s:%.0f", ip, num(ep, "port", 0));
-}
-
-static void owner_text(const cJSON *o, char *buf, size_t len)
-{
-	double pid = num(o, "pid", 0);
-
-	if (pid > 0)
-		snprintf(buf, len, "%.0f/%s", pid, str(o, "comm", "?"));
-	else
-		snprintf(buf, len, "-");
-}
-
-static void text_connection(const cJSON *o)
-{
-	const cJSON *tcp = obj(o, "tcp");
-	char t[16], pod[64], cl[64], sv[64], own[48];
-
-	if (header_due) {
-		printf("%-12s %-6s %-28s %-22s %-22s %-11s %-9s %8s %9s %8s %9s %9s %s\n", "TIME",
-		       "SIDE", "POD", "CLIENT", "SERVER", "OUTCOME", "CLOSE", "CONN_MS", "DUR_MS",
-		       "CW_MS", "IN", "OUT", "PID/COMM");
-		header_due = false;
-	}
-	short_time(o, t, sizeof(t));
-	pod_text(o, pod, sizeof(pod));
-	ep_text(o, "client", cl, sizeof(cl));
-	ep_text(o, "server", sv, sizeof(sv));
-	owner_text(o, own, sizeof(own));
-	printf("%-12s %-6s %-28.28s %-22s %-22s %-11s %-9s %8.3f %9.1f %8.0f %9.0f %9.0f %s%s\n", t,
-	       str(o, "side", "?"), pod, cl, sv, str(tcp, "outcome", "?"), str(tcp, "close", "?"),
-	       num(tcp, "connect_ms", 0), num(o, "duration_ms", 0), num(tcp, "close_wait_ms", 0),
-	       num(tcp, "bytes_in", 0), num(tcp, "bytes_out", 0), own,
-	       cJSON_IsTrue(obj(o, "preexisting")) ? " (pre-existing)" : "");
-}
-
 static void text_finding(const cJSON *o)
 {
 	char t[16], pod[96];
@@ -231,9 +188,7 @@ void out_emit(cJSON *o)
 	} else {
 		const char *type = str(o, "type", "");
 
-		if (!strcmp(type, "connection"))
-			text_connection(o);
-		else if (!strcmp(type, "finding"))
+		if (!strcmp(type, "finding"))
 			text_finding(o);
 		else if (!strcmp(type, "summary"))
 			text_summary(o);
@@ -241,6 +196,139 @@ void out_emit(cJSON *o)
 			text_stats(o);
 	}
 	cJSON_Delete(o);
+}
+
+static void jw_pod(struct jw *w, const struct pod_info *p)
+{
+	if (p && p->is_pod) {
+		jw_obj(w, "pod");
+		jw_str(w, "namespace", p->known ? p->namespace_ : NULL);
+		jw_str(w, "name", p->known ? p->name : NULL);
+		jw_str(w, "uid", p->uid);
+		jw_str(w, "container", p->container[0] ? p->container : NULL);
+		jw_end(w);
+	} else {
+		jw_null(w, "pod");
+	}
+	jw_str(w, "cgroup", p && p->cgroup_path[0] ? p->cgroup_path : NULL);
+}
+
+static void jw_endpoint(struct jw *w, const char *k, int family, const uint8_t *ip, uint16_t port)
+{
+	char txt[INET6_ADDRSTRLEN];
+
+	jw_obj(w, k);
+	jw_str(w, "ip", out_ip(family, ip, txt, sizeof(txt)));
+	jw_u64(w, "port", port);
+	jw_end(w);
+}
+
+static void json_connection(const struct conn_view *v)
+{
+	char buf[4096], ts[40];
+	struct jw w;
+
+	jw_init(&w, buf, sizeof(buf));
+	jw_obj(&w, NULL);
+	jw_str(&w, "type", "connection");
+	cs_fmt_ts(v->ts_real, ts, sizeof(ts));
+	jw_str(&w, "ts", ts);
+	jw_pod(&w, v->pod);
+	if (v->pid) {
+		jw_u64(&w, "pid", v->pid);
+		jw_str(&w, "comm", v->comm);
+	} else {
+		jw_null(&w, "pid");
+		jw_null(&w, "comm");
+	}
+	jw_u64(&w, "netns", v->netns);
+	jw_u64(&w, "cookie", v->cookie);
+	jw_str(&w, "side", v->side);
+	jw_endpoint(&w, "client", v->family, v->client_ip, v->client_port);
+	jw_endpoint(&w, "server", v->family, v->server_ip, v->server_port);
+	if (v->start_real) {
+		cs_fmt_ts(v->start_real, ts, sizeof(ts));
+		jw_str(&w, "start", ts);
+		jw_ms(&w, "duration_ms", v->duration_ns);
+	} else {
+		jw_null(&w, "start");
+		jw_null(&w, "duration_ms");
+	}
+	jw_bool(&w, "preexisting", v->preexisting);
+	jw_obj(&w, "tcp");
+	jw_str(&w, "outcome", v->outcome);
+	if (v->connect_known)
+		jw_ms(&w, "connect_ms", v->connect_ns);
+	else
+		jw_null(&w, "connect_ms");
+	jw_u64(&w, "syn_retrans", v->syn_retrans);
+	jw_str(&w, "close", v->close);
+	jw_ms(&w, "close_wait_ms", v->close_wait_ns);
+	jw_u64(&w, "bytes_in", v->bytes_in);
+	jw_u64(&w, "bytes_out", v->bytes_out);
+	jw_u64(&w, "retrans", v->retrans);
+	if (v->error)
+		jw_str(&w, "error", v->error);
+	jw_end(&w);
+	jw_end(&w);
+	if (w.overflow) {
+		/* Cannot happen with bounded fields; never print half a record. */
+		cs_warn("a connection record did not fit its buffer and was dropped");
+		return;
+	}
+	fwrite(buf, 1, w.len, stdout);
+	fputc('\n', stdout);
+}
+
+static void text_header(void)
+{
+	if (!header_due)
+		return;
+	printf("%-12s %-6s %-28s %-22s %-22s %-11s %-9s %8s %9s %8s %9s %9s %s\n", "TIME", "SIDE",
+	       "POD", "CLIENT", "SERVER", "OUTCOME", "CLOSE", "CONN_MS", "DUR_MS", "CW_MS", "IN",
+	       "OUT", "PID/COMM");
+	header_due = false;
+}
+
+static void ep_text_raw(int family, const uint8_t *ip, uint16_t port, char *buf, size_t len)
+{
+	char txt[INET6_ADDRSTRLEN];
+
+	out_ip(family, ip, txt, sizeof(txt));
+	snprintf(buf, len, family == AF_INET6 ? "[%s]:%u" : "%s:%u", txt, port);
+}
+
+static void text_connection(const struct conn_view *v)
+{
+	char ts[40], pod[96], cl[64], sv[64], own[48];
+
+	text_header();
+	cs_fmt_ts(v->ts_real, ts, sizeof(ts));
+	if (v->pod && v->pod->known)
+		snprintf(pod, sizeof(pod), "%s/%s", v->pod->namespace_, v->pod->name);
+	else if (v->pod && v->pod->is_pod)
+		snprintf(pod, sizeof(pod), "pod:%.8s", v->pod->uid);
+	else
+		snprintf(pod, sizeof(pod), "%s", v->pod && v->pod->cgroup_path[0] ? v->pod->cgroup_path : "-");
+	ep_text_raw(v->family, v->client_ip, v->client_port, cl, sizeof(cl));
+	ep_text_raw(v->family, v->server_ip, v->server_port, sv, sizeof(sv));
+	if (v->pid)
+		snprintf(own, sizeof(own), "%u/%s", v->pid, v->comm);
+	else
+		snprintf(own, sizeof(own), "-");
+	printf("%-12.12s %-6s %-28.28s %-22s %-22s %-11s %-9s %8.3f %9.1f %8.0f %9llu %9llu %s%s\n",
+	       strlen(ts) > 11 ? ts + 11 : ts, v->side, pod, cl, sv, v->outcome, v->close,
+	       v->connect_known ? v->connect_ns / 1e6 : 0.0, v->duration_ns / 1e6,
+	       v->close_wait_ns / 1e6, (unsigned long long)v->bytes_in,
+	       (unsigned long long)v->bytes_out, own, v->preexisting ? " (pre-existing)" : "");
+}
+
+void out_connection(const struct conn_view *v)
+{
+	if (fmt == FMT_JSON)
+		json_connection(v);
+	else
+		text_connection(v);
 }
 
 void out_flush(void)

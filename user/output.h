@@ -8,6 +8,34 @@
 #include "opts.h"
 #include "pods.h"
 
+/* A `connection` record, rendered without cJSON (the hot path). */
+struct conn_view {
+	uint64_t ts_real;
+	uint64_t start_real;      /* 0: unknown (pre-existing) */
+	uint64_t duration_ns;
+	const struct pod_info *pod;
+	uint32_t pid;             /* 0: unknown */
+	const char *comm;
+	uint32_t netns;
+	uint64_t cookie;
+	const char *side;
+	int family;
+	const uint8_t *client_ip, *server_ip;
+	uint16_t client_port, server_port;
+	bool preexisting;
+	const char *outcome;
+	bool connect_known;
+	uint64_t connect_ns;
+	unsigned syn_retrans;
+	const char *close;
+	uint64_t close_wait_ns;
+	uint64_t bytes_in, bytes_out;
+	unsigned retrans;
+	const char *error;        /* NULL: none */
+};
+
+void out_connection(const struct conn_view *v);
+
 void out_init(enum cs_fmt fmt, bool text_header);
 /* A new record {"type": type, "ts": RFC 3339 of ts_real}. */
 cJSON *out_record(const char *type, uint64_t ts_real);

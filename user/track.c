@@ -20,6 +20,7 @@ struct cg_entry {
 	struct pod_agg *agg;
 	bool match;            /* passes --pod / --namespace */
 	uint64_t resolved_ns;
+	uint64_t established;  /* the kernel's count for this cgroup, last read */
 };
 
 /* A socket in trouble, watched for timers. */
@@ -517,55 +518,51 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 			      const struct cg_entry *c, const struct watch *w, int side,
 			      const char *outcome)
 {
-	uint64_t ts = cs_mono_to_real(e->ts_ns);
 	bool pre = (e->flags & CS_F_MIDWAY) || (w && w->preexisting);
 	uint64_t cw_since = e->close_wait_ns ? e->close_wait_ns : (w ? w->cw_since_ns : 0);
-	cJSON *o = out_record("connection", ts);
-	cJSON *tcp;
+	bool client = side == CS_SIDE_CLIENT;
+	struct conn_view v = {
+		.ts_real = cs_mono_to_real(e->ts_ns),
+		.pod = &c->pod,
+		.pid = e->pid,
+		.comm = e->comm,
+		.netns = e->netns,
+		.cookie = e->cookie,
+		.side = side_name(side),
+		.family = family_of(e),
+		.client_ip = client ? e->saddr : e->daddr,
+		.server_ip = client ? e->daddr : e->saddr,
+		.client_port = client ? e->sport : e->dport,
+		.server_port = client ? e->dport : e->sport,
+		.preexisting = pre,
+		.outcome = outcome,
+		.syn_retrans = e->syn_retrans,
+		.close = close_name(e->close_cause),
+		.close_wait_ns = cw_since ? elapsed(e->ts_ns, cw_since) : 0,
+		.bytes_in = e->bytes_in,
+		.bytes_out = e->bytes_out,
+		.retrans = e->retrans,
+		.error = e->sk_err ? strerrorname_np(e->sk_err) : NULL,
+	};
 
-	out_add_pod(o, &c->pod);
-	if (!e->pid && w && w->owner.pid)
-		add_owner(o, w->owner.pid, w->owner.comm);
-	else
-		add_owner(o, e->pid, e->comm);
-	cJSON_AddNumberToObject(o, "netns", e->netns);
-	cJSON_AddNumberToObject(o, "cookie", (double)e->cookie);
-	cJSON_AddStringToObject(o, "side", side_name(side));
-	add_endpoints(o, e, side);
-	if (e->start_ns && !pre) {
-		out_add_ts(o, "start", cs_mono_to_real(e->start_ns));
-		cJSON_AddNumberToObject(o, "duration_ms", out_ms(e->ts_ns - e->start_ns));
-	} else {
-		cJSON_AddNullToObject(o, "start");
-		cJSON_AddNullToObject(o, "duration_ms");
+	if (!e->pid && w && w->owner.pid) {
+		v.pid = w->owner.pid;
+		v.comm = w->owner.comm;
 	}
-	cJSON_AddBoolToObject(o, "preexisting", pre);
-	tcp = cJSON_AddObjectToObject(o, "tcp");
-	cJSON_AddStringToObject(tcp, "outcome", outcome);
+	if (e->start_ns && !pre) {
+		v.start_real = cs_mono_to_real(e->start_ns);
+		v.duration_ns = elapsed(e->ts_ns, e->start_ns);
+	}
 	if (e->flags & CS_F_WAS_EST) {
-		if (pre)
-			cJSON_AddNullToObject(tcp, "connect_ms");
-		else
-			cJSON_AddNumberToObject(tcp, "connect_ms", e->connect_us / 1000.0);
+		/* Established: the handshake time; unknown for sockets older than us. */
+		v.connect_known = !pre;
+		v.connect_ns = (uint64_t)e->connect_us * 1000;
 	} else {
 		/* Never connected: the time it took to fail. */
-		cJSON_AddNumberToObject(tcp, "connect_ms",
-					e->start_ns ? out_ms(e->ts_ns - e->start_ns) : 0);
+		v.connect_known = true;
+		v.connect_ns = e->start_ns ? elapsed(e->ts_ns, e->start_ns) : 0;
 	}
-	cJSON_AddNumberToObject(tcp, "syn_retrans", e->syn_retrans);
-	cJSON_AddStringToObject(tcp, "close", close_name(e->close_cause));
-	cJSON_AddNumberToObject(tcp, "close_wait_ms",
-				cw_since && e->ts_ns > cw_since ? out_ms(e->ts_ns - cw_since) : 0);
-	cJSON_AddNumberToObject(tcp, "bytes_in", (double)e->bytes_in);
-	cJSON_AddNumberToObject(tcp, "bytes_out", (double)e->bytes_out);
-	cJSON_AddNumberToObject(tcp, "retrans", e->retrans);
-	if (e->sk_err) {
-		char err[32];
-
-		snprintf(err, sizeof(err), "%s", strerrorname_np(e->sk_err) ?: "?");
-		cJSON_AddStringToObject(tcp, "error", err);
-	}
-	emit(t, o);
+	out_connection(&v);
 }
 
 /* ---- events ---- */
@@ -633,6 +630,22 @@ static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entr
 		watch_drop(t, e->cookie);
 }
 
+void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t established)
+{
+	struct cg_entry *c = cgroup_entry(t, cgroup_id);
+	uint64_t delta;
+
+	if (!c || established <= c->established)
+		return;
+	delta = established - c->established;
+	c->established = established;
+	if (c->agg) {
+		c->agg->opened += delta;
+		c->agg->active += delta;
+		c->agg->dirty++;
+	}
+}
+
 static void hold_close(struct tracker *t, const struct cs_event *e);
 static void amend_rst_out(struct tracker *t, const struct cs_event *e);
 
@@ -654,11 +667,7 @@ void track_event(struct tracker *t, const struct cs_event *e)
 
 	switch (e->type) {
 	case CS_EV_ESTABLISHED:
-		if (c->agg) {
-			c->agg->opened++;
-			c->agg->active++;
-			c->agg->dirty++;
-		}
+		/* Counted through track_established; the edge only ends a watch. */
 		if ((w = watch_get(t, e, false)) && !w->in_cw)
 			watch_drop(t, e->cookie);
 		break;

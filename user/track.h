@@ -52,6 +52,9 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 void track_free(struct tracker *t);
 
 void track_event(struct tracker *t, const struct cs_event *e);
+/* The kernel's running count of connections established in a cgroup (map
+ * cg_counts): call for every entry before summaries or a top refresh. */
+void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t established);
 /* Sockets that existed before we attached (sock_diag). */
 void track_snapshot(struct tracker *t, const struct snap_sock *s, int n);
 /* Timers: stuck CLOSE_WAIT, connect timeouts, folded findings. Call often. */

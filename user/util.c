@@ -88,12 +88,18 @@ uint64_t cs_mono_to_real(uint64_t mono_ns)
 
 void cs_fmt_ts(uint64_t real_ns, char *buf, size_t len)
 {
+	/* Records come thousands a second: format each second's text once. */
+	static time_t cached_sec = -1;
+	static char base[24];
 	time_t sec = (time_t)(real_ns / 1000000000ull);
 	unsigned usec = (unsigned)((real_ns % 1000000000ull) / 1000);
-	struct tm tm;
-	char base[24];
 
-	gmtime_r(&sec, &tm);
-	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (sec != cached_sec) {
+		struct tm tm;
+
+		gmtime_r(&sec, &tm);
+		strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+		cached_sec = sec;
+	}
 	snprintf(buf, len, "%s.%06uZ", base, usec);
 }

@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include "jsonw.h"
+
+#include <string.h>
+
+void jw_init(struct jw *w, char *buf, size_t cap)
+{
+	w->buf = buf;
+	w->cap = cap;
+	w->len = 0;
+	w->overflow = false;
+	w->depth = 0;
+}
+
+static void put(struct jw *w, const char *s, size_t n)
+{
+	if (w->len + n >= w->cap) {
+		w->overflow = true;
+		return;
+	}
+	memcpy(w->buf + w->len, s, n);
+	w->len += n;
+	w->buf[w->len] = 0;
+}
+
+static void putc_(struct jw *w, char c)
+{
+	put(w, &c, 1);
+}
+
+/* RFC 8259 section 7: escape quote, backslash and control characters. */
+static void put_string(struct jw *w, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	putc_(w, '"');
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\') {
+			char e[2] = { '\\', (char)*p };
+
+			put(w, e, 2);
+		} else if (*p < 0x20 || *p == 0x7f) {
+			char e[6] = { '\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15] };
+
+			put(w, e, 6);
+		} else {
+			putc_(w, (char)*p);
+		}
+	}
+	putc_(w, '"');
+}
+
+static void key(struct jw *w, const char *k)
+{
+	if (w->depth > 0) {
+		if (!w->first[w->depth - 1])
+			putc_(w, ',');
+		w->first[w->depth - 1] = false;
+	}
+	if (k) {
+		put_string(w, k);
+		putc_(w, ':');
+	}
+}
+
+void jw_obj(struct jw *w, const char *k)
+{
+	key(w, k);
+	putc_(w, '{');
+	if (w->depth < JW_DEPTH)
+		w->first[w->depth] = true;
+	w->depth++;
+}
+
+void jw_end(struct jw *w)
+{
+	putc_(w, '}');
+	if (w->depth > 0)
+		w->depth--;
+}
+
+void jw_str(struct jw *w, const char *k, const char *val)
+{
+	key(w, k);
+	if (val)
+		put_string(w, val);
+	else
+		put(w, "null", 4);
+}
+
+static char *u64_text(uint64_t v, char *end)
+{
+	*--end = 0;
+	do {
+		*--end = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	return end;
+}
+
+void jw_u64(struct jw *w, const char *k, uint64_t val)
+{
+	char tmp[24], *s = u64_text(val, tmp + sizeof(tmp));
+
+	key(w, k);
+	put(w, s, strlen(s));
+}
+
+void jw_ms(struct jw *w, const char *k, uint64_t ns)
+{
+	uint64_t us = ns / 1000;
+	char tmp[24], *s = u64_text(us / 1000, tmp + sizeof(tmp));
+	unsigned frac = (unsigned)(us % 1000);
+
+	key(w, k);
+	put(w, s, strlen(s));
+	if (frac) {
+		char f[4] = { '.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+			      (char)('0' + frac % 10) };
+		size_t n = 4;
+
+		/* No trailing zeros, as cJSON prints the same values. */
+		while (f[n - 1] == '0')
+			n--;
+		put(w, f, n);
+	}
+}
+
+void jw_bool(struct jw *w, const char *k, bool val)
+{
+	key(w, k);
+	put(w, val ? "true" : "false", val ? 4 : 5);
+}
+
+void jw_null(struct jw *w, const char *k)
+{
+	key(w, k);
+	put(w, "null", 4);
+}
