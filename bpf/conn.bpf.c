@@ -158,7 +158,10 @@ static __always_inline struct sk_info *info_get(struct sock *sk, enum store st, 
 static __always_inline void info_delete(struct sock *sk, enum store st)
 {
 	if (st == STORE_SK) {
-		bpf_sk_storage_delete(&sk_info_storage, sk);
+		/* Nothing to do: socket storage is freed with the socket, in
+		 * one go with the rest of it. Deleting here would unlink and
+		 * RCU-free it separately, for no gain (a reconnect on the same
+		 * socket starts from a cleared record at SYN_SENT). */
 	} else {
 		__u64 key = (__u64)sk;
 

@@ -11,7 +11,7 @@
 #    number of connection records against 2 x the connections made. Target: lost == 0.
 #
 # The load is tests/bench/connload.c. In the throughput rounds a tracer's stdout is a
-# pipe drained by a reader (as under a container runtime); connscope counts as attached
+# regular file (as with `connscope daemon > file`); connscope counts as attached
 # once its first record (stats, phase "start") is out. Runs during which other BPF
 # programs were loaded (e.g. someone's test running connscope) are flagged in the report.
 # For the run's duration: net.ipv4.tcp_tw_reuse=1, kernel.bpf_stats_enabled=1 in part 2,
@@ -149,32 +149,21 @@ LOAD_ARGS=(--workers "$WORKERS" --server-threads "$SERVER_THREADS" --base-port "
 # A tracer's stdout goes to a FIFO drained by a reader that keeps the first line
 # (connscope's start record = attached) and the last one (its end stats record).
 TRACER_PID=
-READER_PID=
+TRACER_OUT=
 
 # start_tracer NAME DIR [OUTFILE]: returns once the tracer is attached.
 start_tracer() {
-	local name=$1 dir=$2 out=${3:-} i
+	local name=$1 dir=$2 out=${3:-$2/out} i
 	mkdir -p "$dir"
-	if [ -n "$out" ]; then
-		READER_PID=
-		case $name in
-		connscope) "$CONNSCOPE" trace -o json >"$out" 2>"$dir/err" & ;;
-		*) die "start $name: no file mode" ;;
-		esac
-		TRACER_PID=$!
-	else
-		mkfifo "$dir/fifo"
-		(IFS= read -r first || true
-		 printf '%s\n' "$first" >"$dir/first"
-		 exec tail -n 1 >"$dir/last") <"$dir/fifo" &
-		READER_PID=$!
-		PIDS+=("$READER_PID")
-		case $name in
-		connscope) "$CONNSCOPE" trace -o json >"$dir/fifo" 2>"$dir/err" & ;;
-		tcpstates) "$TCPSTATES" >"$dir/fifo" 2>"$dir/err" & ;;
-		esac
-		TRACER_PID=$!
-	fi
+	# Records go to a regular file, as `connscope daemon > file` would: no
+	# reader process competes with the load for the CPUs.
+	TRACER_OUT=$out
+	case $name in
+	connscope) "$CONNSCOPE" trace -o json >"$out" 2>"$dir/err" & ;;
+	tcpstates) "$TCPSTATES" >"$out" 2>"$dir/err" & ;;
+	*) die "start $name: unknown tracer" ;;
+	esac
+	TRACER_PID=$!
 	PIDS+=("$TRACER_PID")
 
 	for ((i = 0; i < 300; i++)); do
@@ -185,11 +174,7 @@ start_tracer() {
 		case $name in
 		connscope)
 			# Attached once its first record, stats phase "start", is out.
-			if [ -n "$out" ]; then
-				head -n 1 "$out" 2>/dev/null | grep -q '"phase":"start"' && return 0
-			else
-				grep -q '"phase":"start"' "$dir/first" 2>/dev/null && return 0
-			fi ;;
+			head -n 1 "$out" 2>/dev/null | grep -q '"phase":"start"' && return 0 ;;
 		tcpstates)
 			# Its stdout is block-buffered, so no header shows up: wait for the BPF
 			# link, then give it a moment to set up its perf buffer.
@@ -235,12 +220,11 @@ stop_tracer() {
 	fi
 	wait "$TRACER_PID" 2>/dev/null || true
 	forget_pid "$TRACER_PID"
-	if [ -n "$READER_PID" ]; then
-		wait "$READER_PID" 2>/dev/null || true
-		forget_pid "$READER_PID"
-	fi
+	# The report reads the tracer's first and last lines; the file itself can go.
+	head -n 1 "$TRACER_OUT" >"$dir/first" 2>/dev/null || true
+	tail -n 1 "$TRACER_OUT" >"$dir/last" 2>/dev/null || true
+	[ "$TRACER_OUT" = "$dir/out" ] && rm -f "$TRACER_OUT"
 	TRACER_PID=
-	READER_PID=
 }
 
 run_load() {
