@@ -244,38 +244,38 @@ int loader_for_each_cg_count(struct loader *L, void (*fn)(uint64_t, uint64_t, vo
 	return n;
 }
 
-uint64_t loader_prog_misses(struct loader *L)
+/* Sum bpf_prog_info counters over our programs. */
+static void prog_totals(struct loader *L, uint64_t *run_time_ns, uint64_t *misses)
 {
-	uint64_t total = 0;
 	struct bpf_program *p;
 
+	*run_time_ns = *misses = 0;
 	if (!L->skel)
-		return 0;
+		return;
 	bpf_object__for_each_program(p, L->skel->obj) {
 		struct bpf_prog_info info = {};
 		__u32 len = sizeof(info);
 		int fd = bpf_program__fd(p);
 
-		if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, &info, &len))
-			total += info.recursion_misses;
+		if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, &info, &len)) {
+			*run_time_ns += info.run_time_ns;
+			*misses += info.recursion_misses;
+		}
 	}
-	return total;
+}
+
+uint64_t loader_prog_misses(struct loader *L)
+{
+	uint64_t run_time_ns, misses;
+
+	prog_totals(L, &run_time_ns, &misses);
+	return misses;
 }
 
 uint64_t loader_bpf_runtime_ns(struct loader *L)
 {
-	uint64_t total = 0;
-	struct bpf_program *p;
+	uint64_t run_time_ns, misses;
 
-	if (!L->skel)
-		return 0;
-	bpf_object__for_each_program(p, L->skel->obj) {
-		struct bpf_prog_info info = {};
-		__u32 len = sizeof(info);
-		int fd = bpf_program__fd(p);
-
-		if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, &info, &len))
-			total += info.run_time_ns;
-	}
-	return total;
+	prog_totals(L, &run_time_ns, &misses);
+	return run_time_ns;
 }
