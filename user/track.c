@@ -924,6 +924,9 @@ static void summary_record(struct tracker *t, struct pod_agg *a)
 	cJSON_AddNumberToObject(cw, "current", (double)a->cw_current);
 	cJSON_AddNumberToObject(cw, "stuck", (double)a->cw_stuck);
 	cJSON_AddNumberToObject(cw, "max_age_s", (double)(int64_t)(a->cw_max_age_s * 10) / 10);
+	/* Not observed by this version: null, never invented zeros. */
+	cJSON_AddNullToObject(o, "tls");
+	cJSON_AddNullToObject(o, "h2");
 	cJSON_AddNumberToObject(o, "findings", (double)a->findings);
 	memcpy(sorted, a->remotes, sizeof(sorted[0]) * n);
 	qsort(sorted, n, sizeof(sorted[0]), remote_cmp);
