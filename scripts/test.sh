@@ -8,7 +8,7 @@ out=.output/tests
 mkdir -p "$out"
 CC_SAN="${CC_SAN:-clang}"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -g -O1"
-CFLAGS_T="-std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Iuser -Ibpf"
+CFLAGS_T="-std=gnu11 -Wall -Wextra -Iuser -Ibpf"
 failed=0
 
 run_unit() {
@@ -19,6 +19,7 @@ run_unit() {
 		test_pods) srcs="$srcs user/pods.c" ;;
 		test_snapshot) srcs="$srcs user/snapshot.c user/procfd.c" ;;
 		test_u64map) srcs="$srcs user/u64map.c" ;;
+		test_jsonw) srcs="$srcs user/jsonw.c" ;;
 		esac
 		echo "== unit: $name"
 		# shellcheck disable=SC2086

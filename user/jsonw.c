@@ -28,24 +28,30 @@ static void putc_(struct jw *w, char c)
 	put(w, &c, 1);
 }
 
-/* RFC 8259 section 7: escape quote, backslash and control characters. */
+/* RFC 8259 section 7: escape quote, backslash and control characters. Runs of
+ * plain bytes are copied whole. */
 static void put_string(struct jw *w, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s, *run = p;
 
 	putc_(w, '"');
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+	for (;; p++) {
+		if (*p && *p != '"' && *p != '\\' && *p >= 0x20 && *p != 0x7f)
+			continue;
+		put(w, (const char *)run, (size_t)(p - run));
+		if (!*p)
+			break;
 		if (*p == '"' || *p == '\\') {
 			char e[2] = { '\\', (char)*p };
 
 			put(w, e, 2);
-		} else if (*p < 0x20 || *p == 0x7f) {
+		} else {
 			char e[6] = { '\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15] };
 
 			put(w, e, 6);
-		} else {
-			putc_(w, (char)*p);
 		}
+		run = p + 1;
 	}
 	putc_(w, '"');
 }

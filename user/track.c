@@ -172,12 +172,15 @@ static struct pod_agg *agg_for(struct tracker *t, const struct pod_info *p, uint
 
 static struct cg_entry *cgroup_entry(struct tracker *t, uint64_t cgid)
 {
-	uint64_t now = cs_mono_ns();
-	uint64_t key = hkey_nz(cgid);
+	uint64_t key = hkey_nz(cgid), now;
 	struct cg_entry *c = u64map_get(&t->cgroups, key);
 
-	/* A pod whose log directory was not there yet gets another look. */
-	if (c && !(c->pod.is_pod && !c->pod.known && now - c->resolved_ns > UNKNOWN_POD_RETRY_NS))
+	/* The hot path: a known cgroup. A pod whose log directory was not
+	 * there yet gets another look now and then. */
+	if (c && !(c->pod.is_pod && !c->pod.known))
+		return c;
+	now = cs_mono_ns();
+	if (c && now - c->resolved_ns <= UNKNOWN_POD_RETRY_NS)
 		return c;
 	if (!c) {
 		c = calloc(1, sizeof(*c));
