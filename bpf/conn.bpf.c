@@ -340,6 +340,20 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		return 0;
 	if (port_filtered(sk, st))
 		return 0;
+	/* Later steps of a close tell nothing new: the first step out of
+	 * ESTABLISHED gave the cause, and CLOSE reports the end. Only a socket
+	 * older than us, seen here first, goes on to get a record. */
+	if (newstate == CS_TCP_FIN_WAIT2 || newstate == CS_TCP_CLOSING ||
+	    newstate == CS_TCP_TIME_WAIT || newstate == CS_TCP_LAST_ACK) {
+		info = info_get(sk, st, false);
+		if (info) {
+			/* LAST_ACK: close() after the peer's FIN, in the owner's
+			 * context; name the owner of a socket that never read. */
+			if (newstate == CS_TCP_LAST_ACK && !info->pid)
+				own_by_current(info);
+			return 0;
+		}
+	}
 
 	now = bpf_ktime_get_ns();
 
@@ -422,7 +436,10 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		emit(sk, info, CS_EV_CLOSE_WAIT, oldstate, newstate, st);
 		return 0;
 	case CS_TCP_FIN_WAIT1:
+		/* close() or shutdown(), in the owner's context. */
 		set_cause(info, CS_CLOSE_LOCAL_FIN);
+		if (!info->pid)
+			own_by_current(info);
 		return 0;
 	case CS_TCP_CLOSE:
 		/* Only established connections have a close cause. */
