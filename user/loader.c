@@ -230,17 +230,25 @@ uint64_t loader_counter(struct loader *L, int idx)
 int loader_for_each_cg_count(struct loader *L, void (*fn)(uint64_t, uint64_t, void *), void *arg)
 {
 	int fd = bpf_map__fd(L->skel->maps.cg_counts), n = 0;
+	int ncpu = libbpf_num_possible_cpus();
 	__u64 key, next, *prev = NULL;
-	struct cs_cg_counts v;
+	struct cs_cg_counts *v;
 
+	if (ncpu <= 0 || !(v = calloc(ncpu, sizeof(*v))))
+		return -1;
 	while (!bpf_map_get_next_key(fd, prev, &next)) {
-		if (!bpf_map_lookup_elem(fd, &next, &v)) {
-			fn(next, v.established, arg);
+		if (!bpf_map_lookup_elem(fd, &next, v)) {
+			uint64_t sum = 0;
+
+			for (int i = 0; i < ncpu; i++)
+				sum += v[i].established;
+			fn(next, sum, arg);
 			n++;
 		}
 		key = next;
 		prev = &key;
 	}
+	free(v);
 	return n;
 }
 
