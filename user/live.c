@@ -3,6 +3,7 @@
 
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "conn.h"
 #include "conn.skel.h"
 #include "loader.h"
+#include "metrics.h"
 #include "output.h"
 #include "pods.h"
 #include "snapshot.h"
@@ -50,6 +52,7 @@ struct live {
 	struct tracker *t;
 	struct ring_buffer *rb;
 	uint64_t start_ns;
+	int metrics_fd;
 };
 
 static void stats_record(struct live *lv, const char *phase)
@@ -112,6 +115,22 @@ static void refresh_counts(struct live *lv)
 	loader_for_each_cg_count(&lv->L, on_cg_count, lv->t);
 }
 
+/* Answer Prometheus scrapes waiting on the listener, if any. */
+static void serve_metrics(struct live *lv)
+{
+	struct pollfd p = { .fd = lv->metrics_fd, .events = POLLIN };
+	struct metrics_self self;
+
+	if (lv->metrics_fd < 0 || poll(&p, 1, 0) <= 0)
+		return;
+	refresh_counts(lv);
+	self.events = loader_counter(&lv->L, CS_CNT_EVENTS);
+	self.lost = loader_counter(&lv->L, CS_CNT_LOST) + loader_prog_misses(&lv->L);
+	self.map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL);
+	self.cpu_ms = cpu_ms();
+	metrics_serve(lv->metrics_fd, lv->t, &self);
+}
+
 static void render_top(struct live *lv, bool final)
 {
 	struct top_stats st = {
@@ -142,7 +161,7 @@ static void take_snapshot(struct live *lv)
 
 int live_run(const struct cs_opts *o)
 {
-	struct live lv = { .o = o };
+	struct live lv = { .o = o, .metrics_fd = -1 };
 	struct pod_resolver *pods = NULL;
 	bool is_top = o->cmd == CMD_TOP;
 	uint64_t next_interval, deadline = 0, now;
@@ -165,6 +184,8 @@ int live_run(const struct cs_opts *o)
 		cs_fail("start", "out of memory");
 		goto out;
 	}
+	if (o->metrics_addr && (lv.metrics_fd = metrics_listen(o->metrics_addr)) < 0)
+		goto out;
 	if (loader_open(&lv.L, o))
 		goto out;
 	if (lv.L.mode == ATTACH_RAW_TP && o->attach == ATTACH_AUTO)
@@ -198,6 +219,7 @@ int live_run(const struct cs_opts *o)
 		/* Producers only wake us past a backlog; drain what is there. */
 		ring_buffer__consume(lv.rb);
 		track_tick(lv.t);
+		serve_metrics(&lv);
 		now = cs_mono_ns();
 		if (next_interval && now >= next_interval) {
 			next_interval += (uint64_t)(o->interval_s * 1e9);
@@ -237,6 +259,8 @@ int live_run(const struct cs_opts *o)
 	out_flush();
 	rc = 0;
 out:
+	if (lv.metrics_fd >= 0)
+		close(lv.metrics_fd);
 	ring_buffer__free(lv.rb);
 	loader_close(&lv.L);
 	track_free(lv.t);

@@ -249,8 +249,8 @@ int main(int argc, char **argv)
 		rc = 2;
 		break;
 	default:
-		if (o.metrics_addr) {
-			cs_fail("serve metrics", "--metrics-addr is not in this build yet");
+		if (o.metrics_addr && o.cmd != CMD_DAEMON) {
+			cs_warn("--metrics-addr goes with the daemon command");
 			rc = 2;
 			break;
 		}

@@ -117,3 +117,45 @@ def test_top_shows_the_stuck_pod_first(cluster):
     assert cols[7] == "1" and cols[8] == "1", f"CW and STUCK of backend: {rows[0]}"
     assert any(r.startswith("shop/quiet") for r in rows), final
     assert "close_wait_stuck" in final, final
+
+
+def test_daemon_json_lines_and_metrics(cluster):
+    """daemon: JSON lines with per-interval summaries, and a Prometheus endpoint
+    whose per-pod counters agree with the traffic."""
+    import urllib.request
+
+    fe = cluster.add_pod("shop", "frontend", "10.244.1.10")
+    be = cluster.add_pod("shop", "backend", "10.244.1.20")
+    srv = be.python(SERVER, "echo", be.ip, 30995, 4)
+    simpod.wait_for_line(srv, "READY", 10)
+    port = 39000 + os.getpid() % 1000
+    d = subprocess.Popen([BIN, "daemon", "-i", "1", "--pods-dir", cluster.pods_dir,
+                          "--namespace", "shop", "--metrics-addr", f"127.0.0.1:{port}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(d.stdout.readline())
+        assert first["type"] == "stats" and first["phase"] == "start", first
+        cp = fe.python(CLIENT, "echo", be.ip, 30995, 4, 10, wait=True, timeout=60)
+        assert cp.returncode == 0, cp.stderr
+        deadline = time.monotonic() + 10
+        text = ""
+        while time.monotonic() < deadline:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            if 'connscope_tcp_closed_total{namespace="shop",pod="frontend"} 4' in text:
+                break
+            time.sleep(0.3)
+        assert 'connscope_tcp_opened_total{namespace="shop",pod="frontend"} 4' in text, text
+        assert 'connscope_tcp_closed_total{namespace="shop",pod="frontend"} 4' in text, text
+        assert 'connscope_tcp_opened_total{namespace="shop",pod="backend"} 4' in text, text
+        assert "connscope_lost_total 0" in text, text
+        time.sleep(1.5)
+    finally:
+        d.send_signal(signal.SIGTERM)
+        out, err = d.communicate(timeout=10)
+    assert d.returncode == 0, err
+    recs = [json.loads(l) for l in out.splitlines()]
+    assert recs[-1]["type"] == "stats" and recs[-1]["phase"] == "end"
+    sums = [r for r in recs if r["type"] == "summary" and r["pod"] and r["pod"]["name"] == "frontend"]
+    assert sums and sums[-1]["tcp"]["opened"] == 4 and sums[-1]["tcp"]["closed"] == 4, sums[-1:]
+    conns = [r for r in recs if r["type"] == "connection"]
+    assert len(conns) == 8, len(conns)
