@@ -104,15 +104,35 @@ static void sink_top(cJSON *rec, void *arg)
 		cJSON_Delete(rec);
 }
 
-static void on_cg_count(uint64_t cgid, uint64_t established, void *arg)
+#define CG_GC_NS (30 * 1000000000ull)
+
+struct cg_walk {
+	struct tracker *t;
+	bool gc;
+};
+
+static bool on_cg_count(uint64_t cgid, uint64_t established, void *arg)
 {
-	track_established(arg, cgid, established);
+	struct cg_walk *w = arg;
+
+	track_established(w->t, cgid, established);
+	return w->gc && track_cgroup_gone(w->t, cgid);
 }
 
-/* Bring the kernel's per-cgroup counts into the per-pod aggregates. */
+/* Bring the kernel's per-cgroup counts into the per-pod aggregates. Every 30 s,
+ * drop the counters of cgroups that were removed, so pod churn cannot fill the
+ * map over the weeks a DaemonSet runs. */
 static void refresh_counts(struct live *lv)
 {
-	loader_for_each_cg_count(&lv->L, on_cg_count, lv->t);
+	static uint64_t last_gc;
+	struct cg_walk w = { .t = lv->t };
+	uint64_t now = cs_mono_ns();
+
+	if (now - last_gc >= CG_GC_NS) {
+		w.gc = true;
+		last_gc = now;
+	}
+	loader_for_each_cg_count(&lv->L, on_cg_count, &w);
 }
 
 /* Answer Prometheus scrapes waiting on the listener, if any. */

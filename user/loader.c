@@ -227,7 +227,7 @@ uint64_t loader_counter(struct loader *L, int idx)
 	return sum;
 }
 
-int loader_for_each_cg_count(struct loader *L, void (*fn)(uint64_t, uint64_t, void *), void *arg)
+int loader_for_each_cg_count(struct loader *L, bool (*fn)(uint64_t, uint64_t, void *), void *arg)
 {
 	int fd = bpf_map__fd(L->skel->maps.cg_counts), n = 0;
 	int ncpu = libbpf_num_possible_cpus();
@@ -242,8 +242,11 @@ int loader_for_each_cg_count(struct loader *L, void (*fn)(uint64_t, uint64_t, vo
 
 			for (int i = 0; i < ncpu; i++)
 				sum += v[i].established;
-			fn(next, sum, arg);
 			n++;
+			/* fn says the cgroup is gone: drop its entry; iteration
+			 * goes on from the key before it. */
+			if (fn(next, sum, arg) && !bpf_map_delete_elem(fd, &next))
+				continue;
 		}
 		key = next;
 		prev = &key;

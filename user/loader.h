@@ -34,8 +34,9 @@ int loader_open(struct loader *L, const struct cs_opts *o);
 void loader_close(struct loader *L);
 /* Sum of a per-CPU counter (enum cs_counter). */
 uint64_t loader_counter(struct loader *L, int idx);
-/* Call fn(cgroup_id, established, arg) for every entry of the cg_counts map. */
-int loader_for_each_cg_count(struct loader *L, void (*fn)(uint64_t, uint64_t, void *), void *arg);
+/* Call fn(cgroup_id, established, arg) for every entry of the cg_counts map;
+ * an entry for which fn returns true is deleted. */
+int loader_for_each_cg_count(struct loader *L, bool (*fn)(uint64_t, uint64_t, void *), void *arg);
 /* Program runs the kernel skipped because the program was already running on
  * that CPU (a softirq interrupting it): edges lost before the ring buffer. */
 uint64_t loader_prog_misses(struct loader *L);

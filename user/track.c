@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include "output.h"
 #include "procfd.h"
 #include "u64map.h"
@@ -647,6 +648,23 @@ void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t establish
 		c->agg->active += delta;
 		c->agg->dirty++;
 	}
+}
+
+bool track_cgroup_gone(struct tracker *t, uint64_t cgroup_id)
+{
+	struct cg_entry *c = u64map_get(&t->cgroups, hkey_nz(cgroup_id));
+	char path[1024];
+	struct stat st;
+
+	/* Only a cgroup we resolved to a path can be seen to go away. */
+	if (!c || !c->pod.cgroup_path[0])
+		return false;
+	snprintf(path, sizeof(path), "%s%s", pods_cgroup2_root(t->pods), c->pod.cgroup_path);
+	if (stat(path, &st) == 0 || errno != ENOENT)
+		return false;
+	/* Its kernel counter is about to be deleted: a new one starts at 0. */
+	c->established = 0;
+	return true;
 }
 
 static void hold_close(struct tracker *t, const struct cs_event *e);

@@ -55,6 +55,9 @@ void track_event(struct tracker *t, const struct cs_event *e);
 /* The kernel's running count of connections established in a cgroup (map
  * cg_counts): call for every entry before summaries or a top refresh. */
 void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t established);
+/* True if the cgroup's directory is gone: its kernel counter can be deleted
+ * (cgroup ids are never reused). Resets what the tracker read of it. */
+bool track_cgroup_gone(struct tracker *t, uint64_t cgroup_id);
 /* Sockets that existed before we attached (sock_diag). */
 void track_snapshot(struct tracker *t, const struct snap_sock *s, int n);
 /* Timers: stuck CLOSE_WAIT, connect timeouts, folded findings. Call often. */
