@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-#include "track.h"
+#include "track_priv.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -12,57 +12,7 @@
 #include "u64map.h"
 #include "util.h"
 
-#define NS_PER_SEC 1000000000ull
-#define UNKNOWN_POD_RETRY_NS (2 * NS_PER_SEC)
-
-/* The cgroup a socket belongs to, resolved once. */
-struct cg_entry {
-	struct pod_info pod;
-	struct pod_agg *agg;
-	bool match;            /* passes --pod / --namespace */
-	uint64_t resolved_ns;
-	uint64_t established;  /* the kernel's count for this cgroup, last read */
-};
-
-/* A socket in trouble, watched for timers. */
-struct watch {
-	struct cs_event ev;    /* the last edge seen (endpoints, owner, cgroup) */
-	uint64_t cw_since_ns;  /* CLOSE_WAIT entered (monotonic) */
-	uint64_t connect_start_ns;
-	bool in_cw, cw_reported, cw_estimated;
-	bool connecting, timeout_reported;
-	bool preexisting;
-	struct sock_owner owner; /* holder found through /proc when it got stuck */
-};
-
-/* Repeats of one finding about one pod and remote, folded into a count. */
-struct fold {
-	struct cs_event ev;
-	const char *kind;
-	uint64_t window_start_ns;
-	uint64_t count;        /* occurrences since the last emitted finding */
-};
-
-struct tracker {
-	const struct cs_opts *o;
-	struct pod_resolver *pods;
-	bool want_conns;
-	track_sink sink;
-	void *sink_arg;
-	struct u64map cgroups;  /* cgroup id -> cg_entry */
-	struct u64map aggs;     /* hkey -> pod_agg */
-	struct u64map watch;    /* cookie -> watch */
-	struct u64map folds;    /* hash -> fold */
-	struct u64map snap_est; /* cookies of pre-existing ESTABLISHED sockets counted active */
-	uint64_t events;
-	/* Closes held back briefly: an abortive close sends its RST after CLOSE. */
-	struct cs_event *pending;
-	size_t npending, cap_pending;
-	uint16_t eph_lo, eph_hi;
-	uint64_t cw_threshold_ns, connect_timeout_ns, fold_window_ns;
-};
-
-static uint64_t fnv1a(const void *p, size_t n, uint64_t h)
+uint64_t tr_fnv1a(const void *p, size_t n, uint64_t h)
 {
 	const uint8_t *b = p;
 
@@ -73,7 +23,7 @@ static uint64_t fnv1a(const void *p, size_t n, uint64_t h)
 	return h;
 }
 
-static uint64_t hkey_nz(uint64_t h)
+uint64_t tr_hkey(uint64_t h)
 {
 	return h == 0 || h == U64MAP_TOMB ? 1 : h;
 }
@@ -150,7 +100,7 @@ static struct pod_agg *agg_for(struct tracker *t, const struct pod_info *p, uint
 	uint64_t h;
 
 	pods_key(p, cgid, key, sizeof(key));
-	h = hkey_nz(fnv1a(key, strlen(key), 0xcbf29ce484222325ull));
+	h = tr_hkey(tr_fnv1a(key, strlen(key), 0xcbf29ce484222325ull));
 	a = u64map_get(&t->aggs, h);
 	if (a) {
 		/* One pod, several containers: the pod row names none of them. */
@@ -171,9 +121,9 @@ static struct pod_agg *agg_for(struct tracker *t, const struct pod_info *p, uint
 	return a;
 }
 
-static struct cg_entry *cgroup_entry(struct tracker *t, uint64_t cgid)
+struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid)
 {
-	uint64_t key = hkey_nz(cgid), now;
+	uint64_t key = tr_hkey(cgid), now;
 	struct cg_entry *c = u64map_get(&t->cgroups, key);
 
 	/* The hot path: a known cgroup. A pod whose log directory was not
@@ -200,18 +150,18 @@ static struct cg_entry *cgroup_entry(struct tracker *t, uint64_t cgid)
 /* ---- small helpers ---- */
 
 /* Seconds, to the millisecond. */
-static double secs3(double s)
+double tr_secs3(double s)
 {
 	return (double)(int64_t)(s * 1000 + 0.5) / 1000;
 }
 
-static int family_of(const struct cs_event *e)
+int tr_family(const struct cs_event *e)
 {
 	return e->family == AF_INET6 ? AF_INET6 : AF_INET;
 }
 
 /* now - since, never negative (an edge may carry a later stamp than a tick's now). */
-static uint64_t elapsed(uint64_t now, uint64_t since)
+uint64_t tr_elapsed(uint64_t now, uint64_t since)
 {
 	return now > since ? now - since : 0;
 }
@@ -223,7 +173,7 @@ static bool in_eph(const struct tracker *t, uint16_t port)
 
 /* Who dialled? Known for sockets we saw being born; guessed from the ephemeral
  * port range for those that existed before us. */
-static int side_of(const struct tracker *t, const struct cs_event *e)
+int tr_side_of(const struct tracker *t, const struct cs_event *e)
 {
 	if (e->side != CS_SIDE_UNKNOWN)
 		return e->side;
@@ -237,7 +187,7 @@ static bool port_match(const struct tracker *t, const struct cs_event *e)
 	return !t->o->port || e->sport == t->o->port || e->dport == t->o->port;
 }
 
-static const char *side_name(int side)
+const char *tr_side_name(int side)
 {
 	return side == CS_SIDE_CLIENT ? "client" : "server";
 }
@@ -269,7 +219,7 @@ static const char *close_name(uint8_t cause)
 
 static void add_endpoints(cJSON *o, const struct cs_event *e, int side)
 {
-	int fam = family_of(e);
+	int fam = tr_family(e);
 
 	if (side == CS_SIDE_CLIENT) {
 		out_add_endpoint(o, "client", fam, e->saddr, e->sport);
@@ -291,19 +241,19 @@ static void add_owner(cJSON *o, uint32_t pid, const char *comm)
 	}
 }
 
-static void remote_text(const struct cs_event *e, int side, char *buf, size_t len)
+void tr_remote_text(const struct cs_event *e, int side, char *buf, size_t len)
 {
 	char ip[64];
 	const uint8_t *addr = e->daddr;
 
-	out_ip(family_of(e), addr, ip, sizeof(ip));
+	out_ip(tr_family(e), addr, ip, sizeof(ip));
 	if (side == CS_SIDE_CLIENT)
-		snprintf(buf, len, family_of(e) == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->dport);
+		snprintf(buf, len, tr_family(e) == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->dport);
 	else
 		snprintf(buf, len, "%s", ip);
 }
 
-static void pod_text(const struct pod_info *p, char *buf, size_t len)
+void tr_pod_text(const struct pod_info *p, char *buf, size_t len)
 {
 	if (p->known)
 		snprintf(buf, len, "pod %s/%s", p->namespace_, p->name);
@@ -358,12 +308,12 @@ static void remote_count(struct pod_agg *a, const struct cs_event *e, int side,
 /* ---- findings ---- */
 
 /* Stamped when it was seen: the edge's time, or now for timers (ts_mono 0). */
-static cJSON *finding_new(struct tracker *t, const char *kind, const char *severity,
+cJSON *tr_finding_new(struct tracker *t, const char *kind, const char *severity,
 			  const struct cs_event *e, const struct cg_entry *c, uint32_t pid,
 			  const char *comm, uint64_t ts_mono)
 {
 	cJSON *o = out_record("finding", ts_mono ? cs_mono_to_real(ts_mono) : cs_real_ns());
-	int side = side_of(t, e);
+	int side = tr_side_of(t, e);
 
 	cJSON_AddStringToObject(o, "kind", kind);
 	cJSON_AddStringToObject(o, "severity", severity);
@@ -371,28 +321,28 @@ static cJSON *finding_new(struct tracker *t, const char *kind, const char *sever
 	add_owner(o, pid, comm);
 	cJSON_AddNumberToObject(o, "netns", e->netns);
 	cJSON_AddNumberToObject(o, "cookie", (double)e->cookie);
-	cJSON_AddStringToObject(o, "side", side_name(side));
+	cJSON_AddStringToObject(o, "side", tr_side_name(side));
 	add_endpoints(o, e, side);
 	if (c->agg)
 		c->agg->findings++;
 	return o;
 }
 
-static void emit(struct tracker *t, cJSON *rec)
+void tr_emit(struct tracker *t, cJSON *rec)
 {
 	t->sink(rec, t->sink_arg);
 }
 
-static void finding_message(cJSON *o, const char *msg)
+void tr_message(cJSON *o, const char *msg)
 {
 	cJSON_AddStringToObject(o, "message", msg);
 }
 
 static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_t ts_mono)
 {
-	struct cg_entry *c = cgroup_entry(t, f->ev.cgroup_id);
+	struct cg_entry *c = tr_cgroup(t, f->ev.cgroup_id);
 	const struct cs_event *e = &f->ev;
-	int side = side_of(t, e);
+	int side = tr_side_of(t, e);
 	char who[640], remote[80], msg[768];
 	double win = t->o->finding_window_s;
 	cJSON *o;
@@ -407,11 +357,11 @@ static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_
 		memcpy(own.comm, e->comm, sizeof(own.comm));
 	else if (e->ino && procfd_lookup(e->ino, &own, 1) != 1)
 		own.pid = 0;
-	o = finding_new(t, f->kind, "warning", e, c, own.pid, own.comm, ts_mono);
+	o = tr_finding_new(t, f->kind, "warning", e, c, own.pid, own.comm, ts_mono);
 	cJSON_AddNumberToObject(o, "count", (double)count);
 	cJSON_AddNumberToObject(o, "window_s", win);
-	pod_text(&c->pod, who, sizeof(who));
-	remote_text(e, side, remote, sizeof(remote));
+	tr_pod_text(&c->pod, who, sizeof(who));
+	tr_remote_text(e, side, remote, sizeof(remote));
 	if (!strcmp(f->kind, "tcp_connect_refused"))
 		snprintf(msg, sizeof(msg),
 			 "Connections from %s to %s were refused %llu time(s) in %.0fs (RST in "
@@ -423,8 +373,8 @@ static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_
 			 "peer's logs for aborts, idle timeouts or a proxy in between.",
 			 side == CS_SIDE_CLIENT ? "The server" : "The client", remote,
 			 (unsigned long long)count, who, win);
-	finding_message(o, msg);
-	emit(t, o);
+	tr_message(o, msg);
+	tr_emit(t, o);
 }
 
 /* First occurrence: a finding at once. Repeats within the window: counted,
@@ -436,10 +386,10 @@ static void fold_hit(struct tracker *t, const char *kind, const struct cs_event 
 	uint16_t port = side == CS_SIDE_CLIENT ? e->dport : 0;
 	struct fold *f;
 
-	h = fnv1a(kind, strlen(kind), 0xcbf29ce484222325ull);
-	h = fnv1a(&e->cgroup_id, sizeof(e->cgroup_id), h);
-	h = fnv1a(e->daddr, sizeof(e->daddr), h);
-	h = hkey_nz(fnv1a(&port, sizeof(port), h));
+	h = tr_fnv1a(kind, strlen(kind), 0xcbf29ce484222325ull);
+	h = tr_fnv1a(&e->cgroup_id, sizeof(e->cgroup_id), h);
+	h = tr_fnv1a(e->daddr, sizeof(e->daddr), h);
+	h = tr_hkey(tr_fnv1a(&port, sizeof(port), h));
 	f = u64map_get(&t->folds, h);
 	if (f) {
 		f->ev = *e;
@@ -464,13 +414,13 @@ static void connect_timeout_finding(struct tracker *t, const struct cs_event *e,
 				    const struct cg_entry *c, double elapsed_s, uint64_t ts_mono)
 {
 	char who[640], remote[80], msg[768];
-	cJSON *o = finding_new(t, "tcp_connect_timeout", "error", e, c, e->pid, e->comm, ts_mono);
+	cJSON *o = tr_finding_new(t, "tcp_connect_timeout", "error", e, c, e->pid, e->comm, ts_mono);
 
-	cJSON_AddNumberToObject(o, "elapsed_s", secs3(elapsed_s));
+	cJSON_AddNumberToObject(o, "elapsed_s", tr_secs3(elapsed_s));
 	cJSON_AddNumberToObject(o, "threshold_s", t->o->connect_timeout_s);
 	cJSON_AddNumberToObject(o, "syn_retrans", e->syn_retrans);
-	pod_text(&c->pod, who, sizeof(who));
-	remote_text(e, CS_SIDE_CLIENT, remote, sizeof(remote));
+	tr_pod_text(&c->pod, who, sizeof(who));
+	tr_remote_text(e, CS_SIDE_CLIENT, remote, sizeof(remote));
 	char proc[64];
 
 	if (e->pid)
@@ -481,8 +431,8 @@ static void connect_timeout_finding(struct tracker *t, const struct cs_event *e,
 		 "%s in %s has waited %.1fs to connect to %s after %u SYN retransmit(s) with "
 		 "no answer: the destination is down or a firewall drops its SYNs.",
 		 proc, who, elapsed_s, remote, e->syn_retrans);
-	finding_message(o, msg);
-	emit(t, o);
+	tr_message(o, msg);
+	tr_emit(t, o);
 }
 
 static void close_wait_finding(struct tracker *t, struct watch *w, const struct cg_entry *c,
@@ -492,14 +442,14 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 	uint32_t pid = own && own->pid ? own->pid : e->pid;
 	const char *comm = own && own->pid ? own->comm : e->comm;
 	char who[640], proc[64], local[80], peer[80], ip[64], msg[1024];
-	int fam = family_of(e);
-	cJSON *o = finding_new(t, "close_wait_stuck", "warning", e, c, pid, comm, 0);
+	int fam = tr_family(e);
+	cJSON *o = tr_finding_new(t, "close_wait_stuck", "warning", e, c, pid, comm, 0);
 
-	cJSON_AddNumberToObject(o, "age_s", secs3(age_s));
+	cJSON_AddNumberToObject(o, "age_s", tr_secs3(age_s));
 	cJSON_AddNumberToObject(o, "threshold_s", t->o->close_wait_threshold_s);
 	cJSON_AddBoolToObject(o, "preexisting", w->preexisting);
 	cJSON_AddBoolToObject(o, "age_estimated", w->cw_estimated);
-	pod_text(&c->pod, who, sizeof(who));
+	tr_pod_text(&c->pod, who, sizeof(who));
 	if (pid)
 		snprintf(proc, sizeof(proc), "%s (pid %u)", comm, pid);
 	else
@@ -512,8 +462,8 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 		 "%s in %s has held %s in CLOSE_WAIT for %s%.1fs since %s closed its side: "
 		 "the application never closes this socket; find the code path that leaks it.",
 		 proc, who, local, w->cw_estimated ? "about " : "", age_s, peer);
-	finding_message(o, msg);
-	emit(t, o);
+	tr_message(o, msg);
+	tr_emit(t, o);
 }
 
 /* ---- connection records ---- */
@@ -532,8 +482,8 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 		.comm = e->comm,
 		.netns = e->netns,
 		.cookie = e->cookie,
-		.side = side_name(side),
-		.family = family_of(e),
+		.side = tr_side_name(side),
+		.family = tr_family(e),
 		.client_ip = client ? e->saddr : e->daddr,
 		.server_ip = client ? e->daddr : e->saddr,
 		.client_port = client ? e->sport : e->dport,
@@ -542,7 +492,7 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 		.outcome = outcome,
 		.syn_retrans = e->syn_retrans,
 		.close = close_name(e->close_cause),
-		.close_wait_ns = cw_since ? elapsed(e->ts_ns, cw_since) : 0,
+		.close_wait_ns = cw_since ? tr_elapsed(e->ts_ns, cw_since) : 0,
 		.bytes_in = e->bytes_in,
 		.bytes_out = e->bytes_out,
 		.retrans = e->retrans,
@@ -555,7 +505,7 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 	}
 	if (e->start_ns && !pre) {
 		v.start_real = cs_mono_to_real(e->start_ns);
-		v.duration_ns = elapsed(e->ts_ns, e->start_ns);
+		v.duration_ns = tr_elapsed(e->ts_ns, e->start_ns);
 	}
 	if (e->flags & CS_F_WAS_EST) {
 		/* Established: the handshake time; unknown for sockets older than us. */
@@ -564,7 +514,7 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 	} else {
 		/* Never connected: the time it took to fail. */
 		v.connect_known = true;
-		v.connect_ns = e->start_ns ? elapsed(e->ts_ns, e->start_ns) : 0;
+		v.connect_ns = e->start_ns ? tr_elapsed(e->ts_ns, e->start_ns) : 0;
 	}
 	out_connection(&v);
 }
@@ -573,7 +523,7 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 
 static struct watch *watch_get(struct tracker *t, const struct cs_event *e, bool create)
 {
-	uint64_t key = hkey_nz(e->cookie);
+	uint64_t key = tr_hkey(e->cookie);
 	struct watch *w = u64map_get(&t->watch, key);
 
 	if (w || !create)
@@ -588,13 +538,13 @@ static struct watch *watch_get(struct tracker *t, const struct cs_event *e, bool
 
 static void watch_drop(struct tracker *t, uint64_t cookie)
 {
-	free(u64map_del(&t->watch, hkey_nz(cookie)));
+	free(u64map_del(&t->watch, tr_hkey(cookie)));
 }
 
 static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entry *c)
 {
-	struct watch *w = u64map_get(&t->watch, hkey_nz(e->cookie));
-	int side = side_of(t, e);
+	struct watch *w = u64map_get(&t->watch, tr_hkey(e->cookie));
+	int side = tr_side_of(t, e);
 	const char *outcome = outcome_of(e, side);
 	bool reset = e->close_cause == CS_CLOSE_RST_IN || e->close_cause == CS_CLOSE_RST_OUT;
 	struct pod_agg *a = c->agg;
@@ -603,7 +553,7 @@ static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entr
 		a->dirty++;
 		if (e->flags & CS_F_WAS_EST) {
 			bool counted = !(e->flags & CS_F_MIDWAY) ||
-				       u64map_del(&t->snap_est, hkey_nz(e->cookie));
+				       u64map_del(&t->snap_est, tr_hkey(e->cookie));
 
 			a->closed++;
 			if (counted)
@@ -636,7 +586,7 @@ static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entr
 
 void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t established)
 {
-	struct cg_entry *c = cgroup_entry(t, cgroup_id);
+	struct cg_entry *c = tr_cgroup(t, cgroup_id);
 	uint64_t delta;
 
 	if (!c || established <= c->established)
@@ -652,7 +602,7 @@ void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t establish
 
 bool track_cgroup_gone(struct tracker *t, uint64_t cgroup_id)
 {
-	struct cg_entry *c = u64map_get(&t->cgroups, hkey_nz(cgroup_id));
+	struct cg_entry *c = u64map_get(&t->cgroups, tr_hkey(cgroup_id));
 	char path[1024];
 	struct stat st;
 
@@ -682,7 +632,7 @@ void track_event(struct tracker *t, const struct cs_event *e)
 	}
 	if (!port_match(t, e))
 		return;
-	c = cgroup_entry(t, e->cgroup_id);
+	c = tr_cgroup(t, e->cgroup_id);
 	if (!c || !c->match)
 		return;
 
@@ -731,7 +681,7 @@ static void hold_close(struct tracker *t, const struct cs_event *e)
 
 		if (!n) {
 			/* No room to wait: report it as it is. */
-			struct cg_entry *c = cgroup_entry(t, e->cgroup_id);
+			struct cg_entry *c = tr_cgroup(t, e->cgroup_id);
 
 			if (c)
 				on_close(t, e, c);
@@ -763,7 +713,7 @@ static void release_closes(struct tracker *t, uint64_t before)
 	size_t i;
 
 	for (i = 0; i < t->npending && t->pending[i].ts_ns < before; i++) {
-		struct cg_entry *c = cgroup_entry(t, t->pending[i].cgroup_id);
+		struct cg_entry *c = tr_cgroup(t, t->pending[i].cgroup_id);
 
 		if (c)
 			on_close(t, &t->pending[i], c);
@@ -814,16 +764,16 @@ void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
 		memcpy(e.daddr, s[i].daddr, sizeof(e.daddr));
 		if (!port_match(t, &e))
 			continue;
-		c = cgroup_entry(t, e.cgroup_id);
+		c = tr_cgroup(t, e.cgroup_id);
 		if (!c || !c->match)
 			continue;
 		/* Counted active once; its close (a MIDWAY edge) takes it back. */
-		if (c->agg && !u64map_get(&t->snap_est, hkey_nz(e.cookie)) &&
-		    !u64map_put(&t->snap_est, hkey_nz(e.cookie), (void *)1)) {
+		if (c->agg && !u64map_get(&t->snap_est, tr_hkey(e.cookie)) &&
+		    !u64map_put(&t->snap_est, tr_hkey(e.cookie), (void *)1)) {
 			c->agg->active++;
 			c->agg->dirty++;
 		}
-		if (s[i].state != CS_TCP_CLOSE_WAIT || u64map_get(&t->watch, hkey_nz(e.cookie)))
+		if (s[i].state != CS_TCP_CLOSE_WAIT || u64map_get(&t->watch, tr_hkey(e.cookie)))
 			continue;
 		w = watch_get(t, &e, true);
 		if (!w)
@@ -858,27 +808,27 @@ void track_tick(struct tracker *t)
 	}
 	for (size_t i = 0; u64map_next(&t->watch, &i, &k, &v);) {
 		struct watch *w = v;
-		struct cg_entry *c = cgroup_entry(t, w->ev.cgroup_id);
+		struct cg_entry *c = tr_cgroup(t, w->ev.cgroup_id);
 
 		if (!c)
 			continue;
 		if (w->connecting && !w->timeout_reported && t->connect_timeout_ns &&
-		    elapsed(now, w->connect_start_ns) >= t->connect_timeout_ns) {
+		    tr_elapsed(now, w->connect_start_ns) >= t->connect_timeout_ns) {
 			w->timeout_reported = true;
-			connect_timeout_finding(t, &w->ev, c, elapsed(now, w->connect_start_ns) / 1e9, 0);
+			connect_timeout_finding(t, &w->ev, c, tr_elapsed(now, w->connect_start_ns) / 1e9, 0);
 		}
 		if (!w->in_cw)
 			continue;
-		double age = elapsed(now, w->cw_since_ns) / 1e9;
+		double age = tr_elapsed(now, w->cw_since_ns) / 1e9;
 
 		if (c->agg) {
 			c->agg->cw_current++;
 			if (age > c->agg->cw_max_age_s)
 				c->agg->cw_max_age_s = age;
-			if (elapsed(now, w->cw_since_ns) >= t->cw_threshold_ns)
+			if (tr_elapsed(now, w->cw_since_ns) >= t->cw_threshold_ns)
 				c->agg->cw_stuck++;
 		}
-		if (!w->cw_reported && elapsed(now, w->cw_since_ns) >= t->cw_threshold_ns &&
+		if (!w->cw_reported && tr_elapsed(now, w->cw_since_ns) >= t->cw_threshold_ns &&
 		    nstuck < (int)(sizeof(stuck) / sizeof(stuck[0]))) {
 			stuck[nstuck] = w;
 			inos[nstuck] = w->ev.ino;
@@ -890,21 +840,21 @@ void track_tick(struct tracker *t)
 		procfd_lookup_many(inos, owners, nstuck);
 		for (int i = 0; i < nstuck; i++) {
 			struct watch *w = stuck[i];
-			struct cg_entry *c = cgroup_entry(t, w->ev.cgroup_id);
+			struct cg_entry *c = tr_cgroup(t, w->ev.cgroup_id);
 
 			w->cw_reported = true;
 			if (inos[i])
 				w->owner = owners[i];
 			if (c)
 				close_wait_finding(t, w, c, inos[i] ? &owners[i] : NULL,
-						   elapsed(now, w->cw_since_ns) / 1e9);
+						   tr_elapsed(now, w->cw_since_ns) / 1e9);
 		}
 	}
 	/* Folded findings whose window ended. */
 	for (size_t i = 0; u64map_next(&t->folds, &i, &k, &v);) {
 		struct fold *f = v;
 
-		if (elapsed(now, f->window_start_ns) < t->fold_window_ns)
+		if (tr_elapsed(now, f->window_start_ns) < t->fold_window_ns)
 			continue;
 		if (f->count) {
 			emit_fold(t, f, f->count, 0);
@@ -969,7 +919,7 @@ static void summary_record(struct tracker *t, struct pod_agg *a)
 		cJSON_AddItemToArray(rem, r);
 	}
 	cJSON_AddNumberToObject(o, "remote_evictions", (double)a->remote_evictions);
-	emit(t, o);
+	tr_emit(t, o);
 }
 
 void track_summaries(struct tracker *t, bool all)

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * What the TLS handshake watcher (bpf/tls.bpf.c) tells user space, on its own
+ * ring buffer. Per handshake: a start, the bytes of the ClientHello and of the
+ * server's first record (so user space can read SNI, ALPN and versions with the
+ * shared parser in bpf/tls.h), then the end: done, an alert in clear, or a desync.
+ */
+#ifndef CONNSCOPE_TLS_EVENTS_H
+#define CONNSCOPE_TLS_EVENTS_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define TLS_CHUNK 480            /* bytes of handshake per data event */
+#define TLS_CAPTURE_CLIENT 4096  /* ClientHello bytes captured at most */
+#define TLS_CAPTURE_SERVER 1024  /* bytes of the server's first flight captured */
+
+enum tls_ev_type {
+	TLS_EV_START = 1,   /* first bytes of a ClientHello: the handshake starts */
+	TLS_EV_DATA = 2,    /* handshake bytes at stream offset `off` of direction `dir` */
+	TLS_EV_DONE = 3,    /* complete (rule in bpf/tls.h) */
+	TLS_EV_ALERT = 4,   /* an alert in clear, or an encrypted one told by its size */
+	TLS_EV_DESYNC = 5,  /* record boundary lost: this handshake is no longer followed */
+};
+
+enum tls_dir {
+	TLS_DIR_C2S = 0,    /* client to server */
+	TLS_DIR_S2C = 1,
+};
+
+struct tls_event {
+	__u64 ts_ns;
+	__u64 cookie;
+	__u64 cgroup_id;
+	__u32 netns;
+	__u32 off;          /* DATA: offset in the direction's byte stream (0 = first byte) */
+	__u16 len;          /* DATA: bytes in data[] */
+	__u16 family;
+	__u16 sport;        /* local port, host order */
+	__u16 dport;
+	__u16 version;      /* DONE: 0x0303 / 0x0304 as the handshake showed it */
+	__u8 type;          /* enum tls_ev_type */
+	__u8 dir;           /* enum tls_dir: DATA, ALERT: who sent it */
+	__u8 we_are_client; /* this socket sent the ClientHello */
+	__u8 alert_level;   /* ALERT: 1 warning, 2 fatal, 0 unknown (encrypted) */
+	__u8 alert_desc;    /* ALERT: description, in clear only */
+	__u8 alert_clear;   /* ALERT: 1 if read in clear */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u8 data[TLS_CHUNK];
+};
+_Static_assert(sizeof(struct tls_event) == 560, "tls_event layout changed");
+
+#endif

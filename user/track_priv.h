@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* The tracker's insides, shared by its parts (track.c: TCP, track_tls.c: TLS). */
+#ifndef CONNSCOPE_TRACK_PRIV_H
+#define CONNSCOPE_TRACK_PRIV_H
+
+#include <cjson/cJSON.h>
+#include "procfd.h"
+#include "track.h"
+#include "u64map.h"
+
+#define NS_PER_SEC 1000000000ull
+#define UNKNOWN_POD_RETRY_NS (2 * NS_PER_SEC)
+
+/* The cgroup a socket belongs to, resolved once. */
+struct cg_entry {
+	struct pod_info pod;
+	struct pod_agg *agg;
+	bool match;            /* passes --pod / --namespace */
+	uint64_t resolved_ns;
+	uint64_t established;  /* the kernel's count for this cgroup, last read */
+};
+
+/* A socket in trouble, watched for timers. */
+struct watch {
+	struct cs_event ev;    /* the last edge seen (endpoints, owner, cgroup) */
+	uint64_t cw_since_ns;  /* CLOSE_WAIT entered (monotonic) */
+	uint64_t connect_start_ns;
+	bool in_cw, cw_reported, cw_estimated;
+	bool connecting, timeout_reported;
+	bool preexisting;
+	struct sock_owner owner; /* holder found through /proc when it got stuck */
+};
+
+/* Repeats of one finding about one pod and remote, folded into a count. */
+struct fold {
+	struct cs_event ev;
+	const char *kind;
+	uint64_t window_start_ns;
+	uint64_t count;        /* occurrences since the last emitted finding */
+};
+
+struct tracker {
+	const struct cs_opts *o;
+	struct pod_resolver *pods;
+	bool want_conns;
+	track_sink sink;
+	void *sink_arg;
+	struct u64map cgroups;  /* cgroup id -> cg_entry */
+	struct u64map aggs;     /* hkey -> pod_agg */
+	struct u64map watch;    /* cookie -> watch */
+	struct u64map folds;    /* hash -> fold */
+	struct u64map snap_est; /* cookies of pre-existing ESTABLISHED sockets counted active */
+	uint64_t events;
+	/* Closes held back briefly: an abortive close sends its RST after CLOSE. */
+	struct cs_event *pending;
+	size_t npending, cap_pending;
+	uint16_t eph_lo, eph_hi;
+	uint64_t cw_threshold_ns, connect_timeout_ns, fold_window_ns;
+};
+
+
+uint64_t tr_fnv1a(const void *p, size_t n, uint64_t h);
+uint64_t tr_hkey(uint64_t h);
+struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid);
+double tr_secs3(double s);
+int tr_family(const struct cs_event *e);
+uint64_t tr_elapsed(uint64_t now, uint64_t since);
+int tr_side_of(const struct tracker *t, const struct cs_event *e);
+const char *tr_side_name(int side);
+void tr_remote_text(const struct cs_event *e, int side, char *buf, size_t len);
+void tr_pod_text(const struct pod_info *p, char *buf, size_t len);
+cJSON *tr_finding_new(struct tracker *t, const char *kind, const char *severity,
+		      const struct cs_event *e, const struct cg_entry *c, uint32_t pid,
+		      const char *comm, uint64_t ts_mono);
+void tr_emit(struct tracker *t, cJSON *rec);
+void tr_message(cJSON *o, const char *msg);
+
+#endif
