@@ -48,7 +48,8 @@ static const struct {
 
 enum {
 	OPT_POD = 0x100, OPT_NS, OPT_PORT, OPT_CW, OPT_TLS, OPT_CONNECT, OPT_PODS_DIR,
-	OPT_METRICS, OPT_KEYLOG, OPT_PODS_FILE, OPT_ATTACH, OPT_NO_SNAPSHOT, OPT_WINDOW,
+	OPT_METRICS, OPT_KEYLOG, OPT_PODS_FILE, OPT_ATTACH, OPT_NO_SNAPSHOT, OPT_WINDOW, OPT_CGROUP,
+	OPT_USAGE,
 };
 
 static const struct argp_option options[] = {
@@ -74,6 +75,9 @@ static const struct argp_option options[] = {
 	{ NULL, 0, NULL, 0, "Environment:", 4 },
 	{ "pods-dir", OPT_PODS_DIR, "DIR", 0,
 	  "Kubelet pod log directory for pod names (default /var/log/pods)", 4 },
+	{ "cgroup", OPT_CGROUP, "DIR", 0,
+	  "Attach the packet programs (TLS) to this cgroup2 directory instead of the "
+	  "cgroup2 root; only its sockets are watched for TLS", 4 },
 	{ "attach", OPT_ATTACH, "auto|tp_btf|raw_tp", 0,
 	  "Force an attach type instead of the run-time choice (default auto)", 4 },
 	{ "no-snapshot", OPT_NO_SNAPSHOT, NULL, 0,
@@ -81,6 +85,8 @@ static const struct argp_option options[] = {
 	{ "keylog", OPT_KEYLOG, "FILE", 0, "replay: TLS key log (SSLKEYLOGFILE format)", 4 },
 	{ "pods", OPT_PODS_FILE, "FILE", 0, "replay: `kubectl get pods -A -o json` output", 4 },
 	{ "verbose", 'v', NULL, 0, "Show libbpf's own diagnostics", 4 },
+	{ "help", 'h', NULL, 0, "Give this help list", -1 },
+	{ "usage", OPT_USAGE, NULL, 0, "Give a short usage message", -1 },
 	{},
 };
 
@@ -155,11 +161,19 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 		}
 		break;
 	case OPT_PODS_DIR: o->pods_dir = arg; break;
+	case OPT_CGROUP: o->cgroup = arg; break;
 	case OPT_METRICS: o->metrics_addr = arg; break;
 	case OPT_KEYLOG: o->keylog = arg; break;
 	case OPT_PODS_FILE: o->pods_file = arg; break;
 	case OPT_NO_SNAPSHOT: o->no_snapshot = true; break;
 	case 'v': o->verbose = true; break;
+	/* Our own help: with ARGP_NO_ERRS (one-line errors), argp's stays silent. */
+	case 'h':
+		argp_help(state->root_argp, stdout, ARGP_HELP_STD_HELP & ~ARGP_HELP_EXIT_OK & ~ARGP_HELP_EXIT_ERR, state->name);
+		exit(0);
+	case OPT_USAGE:
+		argp_help(state->root_argp, stdout, ARGP_HELP_USAGE, state->name);
+		exit(0);
 	case ARGP_KEY_ARG:
 		if (o->cmd != CMD_REPLAY) {
 			cs_warn("unexpected argument '%s' (see connscope --help)", arg);
@@ -231,7 +245,7 @@ int main(int argc, char **argv)
 	{
 		struct argp argp = { options, parse_opt, commands[c].args, commands[c].doc };
 
-		if (argp_parse(&argp, argc - 1, argv + 1, ARGP_NO_ERRS | ARGP_IN_ORDER * 0, NULL, &o))
+		if (argp_parse(&argp, argc - 1, argv + 1, ARGP_NO_ERRS | ARGP_NO_HELP, NULL, &o))
 			return 2;
 	}
 	if (o.interval_s < 0)

@@ -24,6 +24,7 @@ struct cs_opts {
 	double connect_timeout_s;
 	double finding_window_s;    /* repeats of a finding within this window are folded */
 	const char *pods_dir;
+	const char *cgroup;         /* --cgroup: where cgroup_skb programs attach (default: cgroup2 root) */
 	const char *metrics_addr;
 	bool verbose;
 	bool no_snapshot;
