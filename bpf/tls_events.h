@@ -12,7 +12,7 @@
 #include <linux/types.h>
 #endif
 
-#define TLS_CHUNK 480            /* bytes of handshake per data event */
+#define TLS_CHUNK 512            /* bytes of handshake per data event (a power of two) */
 #define TLS_CAPTURE_CLIENT 4096  /* ClientHello bytes captured at most */
 #define TLS_CAPTURE_SERVER 1024  /* bytes of the server's first flight captured */
 
@@ -33,6 +33,7 @@ struct tls_event {
 	__u64 ts_ns;
 	__u64 cookie;
 	__u64 cgroup_id;
+	__u64 ino;          /* socket inode (START), to name the process that holds it */
 	__u32 netns;
 	__u32 off;          /* DATA: offset in the direction's byte stream (0 = first byte) */
 	__u16 len;          /* DATA: bytes in data[] */
@@ -50,6 +51,6 @@ struct tls_event {
 	__u8 daddr[16];
 	__u8 data[TLS_CHUNK];
 };
-_Static_assert(sizeof(struct tls_event) == 560, "tls_event layout changed");
+_Static_assert(sizeof(struct tls_event) == 600, "tls_event layout changed");
 
 #endif

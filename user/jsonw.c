@@ -85,6 +85,22 @@ void jw_end(struct jw *w)
 		w->depth--;
 }
 
+void jw_arr(struct jw *w, const char *k)
+{
+	key(w, k);
+	putc_(w, '[');
+	if (w->depth < JW_DEPTH)
+		w->first[w->depth] = true;
+	w->depth++;
+}
+
+void jw_end_arr(struct jw *w)
+{
+	putc_(w, ']');
+	if (w->depth > 0)
+		w->depth--;
+}
+
 void jw_str(struct jw *w, const char *k, const char *val)
 {
 	key(w, k);

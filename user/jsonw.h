@@ -24,6 +24,8 @@ struct jw {
 void jw_init(struct jw *w, char *buf, size_t cap);
 void jw_obj(struct jw *w, const char *key);   /* key NULL at the top level */
 void jw_end(struct jw *w);
+void jw_arr(struct jw *w, const char *key); /* elements: the value calls with key NULL */
+void jw_end_arr(struct jw *w);
 void jw_str(struct jw *w, const char *key, const char *val); /* val NULL -> null */
 void jw_u64(struct jw *w, const char *key, uint64_t val);
 /* Nanoseconds as milliseconds with microsecond precision: 12345678 -> 12.345 */

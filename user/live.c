@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include "conn.h"
 #include "conn.skel.h"
+#include "tls.skel.h"
+#include "tls_events.h"
 #include "loader.h"
 #include "metrics.h"
 #include "output.h"
@@ -63,15 +65,21 @@ static void stats_record(struct live *lv, const char *phase)
 
 	cJSON_AddStringToObject(o, "phase", phase);
 	cJSON_AddNumberToObject(o, "events", (double)loader_counter(&lv->L, CS_CNT_EVENTS));
+	rb_lost += loader_tls_counter(&lv->L, 1);
 	cJSON_AddNumberToObject(o, "lost", (double)(rb_lost + missed));
 	cJSON_AddNumberToObject(o, "ringbuf_full", (double)rb_lost);
 	cJSON_AddNumberToObject(o, "missed_runs", (double)missed);
-	cJSON_AddNumberToObject(o, "map_full", (double)loader_counter(&lv->L, CS_CNT_MAP_FULL));
-	cJSON_AddNumberToObject(o, "parser_desync", 0);
+	cJSON_AddNumberToObject(o, "map_full", (double)(loader_counter(&lv->L, CS_CNT_MAP_FULL) +
+						       loader_tls_counter(&lv->L, 2)));
+	cJSON_AddNumberToObject(o, "parser_desync", (double)loader_tls_counter(&lv->L, 3));
 	cJSON_AddNumberToObject(o, "cpu_ms", (double)(int64_t)cpu_ms());
 	cJSON_AddNumberToObject(o, "bpf_ms", (double)(loader_bpf_runtime_ns(&lv->L) / 1000000));
 	cJSON_AddNumberToObject(o, "consumed", (double)(lv->t ? track_events(lv->t) : 0));
 	cJSON_AddStringToObject(o, "attach", mode_name(lv->L.mode));
+	if (lv->L.tls)
+		cJSON_AddStringToObject(o, "tls_cgroup", lv->L.tls_cgroup);
+	else
+		cJSON_AddNullToObject(o, "tls_cgroup");
 	cJSON_AddNumberToObject(o, "uptime_s",
 				(double)(int64_t)((cs_mono_ns() - lv->start_ns) / 1000000) / 1000);
 	out_emit(o);
@@ -84,6 +92,20 @@ static int on_event(void *ctx, void *data, size_t size)
 	if (size < sizeof(struct cs_event))
 		return 0;
 	track_event(lv->t, data);
+	return 0;
+}
+
+static int on_tls_event(void *ctx, void *data, size_t size)
+{
+	struct live *lv = ctx;
+
+	if (size < sizeof(struct tls_event))
+		return 0;
+	if (getenv("CONNSCOPE_DEBUG_TLS")) {
+		const struct tls_event *e = data;
+		fprintf(stderr, "tls ev type=%u cookie=%llu client=%u dir=%u off=%u len=%u sport=%u dport=%u ver=%x alert=%u/%u\n", e->type, (unsigned long long)e->cookie, e->we_are_client, e->dir, e->off, e->len, e->sport, e->dport, e->version, e->alert_level, e->alert_desc);
+	}
+	track_tls_event(lv->t, data);
 	return 0;
 }
 
@@ -215,6 +237,12 @@ int live_run(const struct cs_opts *o)
 		cs_fail("open the ring buffer", "%s", strerror(errno));
 		goto out;
 	}
+	/* TLS: packet programs at the cgroup2 root (every pod of the node), or
+	 * where --cgroup says. Without them the TCP view still stands. */
+	if (loader_tls_open(&lv.L, o->cgroup ? o->cgroup : pods_cgroup2_root(pods)))
+		cs_warn("TLS handshakes are not observed: %s", lv.L.tls_note);
+	else if (ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.tls_events), on_tls_event, &lv))
+		cs_warn("TLS handshakes are not observed: cannot read their ring buffer");
 	/* Attached first, then the snapshot: nothing falls between the two. */
 	if (!o->no_snapshot)
 		take_snapshot(&lv);
@@ -331,7 +359,17 @@ int check_run(const struct cs_opts *o)
 			rc = 1;
 	}
 	printf("pre-start sockets: sock_diag snapshot in every network namespace\n");
-	printf("not yet built:     TLS and HTTP/2 parsers, uprobes, conntrack (later releases)\n");
+	{
+		struct pod_resolver *pr = pods_new(NULL, o->pods_dir);
+		const char *cg = o->cgroup ? o->cgroup : pr ? pods_cgroup2_root(pr) : "/sys/fs/cgroup";
+
+		if (!loader_tls_open(&L, cg))
+			printf("TLS (wire):        cgroup_skb ingress+egress attached at %s\n", cg);
+		else
+			printf("TLS (wire):        NOT observed: %s\n", L.tls_note);
+		pods_free(pr);
+	}
+	printf("not yet built:     OpenSSL/Go uprobes, HTTP/2, conntrack (later releases)\n");
 	loader_close(&L);
 	return rc;
 }

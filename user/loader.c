@@ -5,6 +5,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 #include "conn.h"
 #include "conn.skel.h"
+#include "tls.skel.h"
 #include "util.h"
 
 static bool verbose;
@@ -200,8 +202,77 @@ int loader_open(struct loader *L, const struct cs_opts *o)
 	return -1;
 }
 
+int loader_tls_open(struct loader *L, const char *cgroup_dir)
+{
+	int fd, err;
+
+	snprintf(L->tls_cgroup, sizeof(L->tls_cgroup), "%s", cgroup_dir);
+	fd = open(cgroup_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(L->tls_note, sizeof(L->tls_note), "cannot open cgroup %s: %s", cgroup_dir,
+			 strerror(errno));
+		return -1;
+	}
+	L->tls = tls_bpf__open();
+	if (!L->tls) {
+		snprintf(L->tls_note, sizeof(L->tls_note), "cannot open the TLS object: %s",
+			 strerror(errno));
+		close(fd);
+		return -1;
+	}
+	err = tls_bpf__load(L->tls);
+	if (err) {
+		snprintf(L->tls_note, sizeof(L->tls_note), "cgroup_skb programs did not load: %s (%s)",
+			 strerror(-err), loader_last_libbpf_msg());
+		goto fail;
+	}
+	/* Links attach with BPF_F_ALLOW_MULTI semantics: other programs on the
+	 * same cgroup (CNI, systemd) keep running, before or after ours. */
+	L->tls_links[0] = bpf_program__attach_cgroup(L->tls->progs.cs_tls_ingress, fd);
+	L->tls_links[1] = L->tls_links[0] ? bpf_program__attach_cgroup(L->tls->progs.cs_tls_egress, fd)
+					  : NULL;
+	if (!L->tls_links[0] || !L->tls_links[1]) {
+		snprintf(L->tls_note, sizeof(L->tls_note), "cgroup_skb attach to %s failed: %s",
+			 cgroup_dir, strerror(errno));
+		goto fail;
+	}
+	close(fd);
+	L->tls_note[0] = 0;
+	return 0;
+fail:
+	for (int i = 0; i < 2; i++) {
+		bpf_link__destroy(L->tls_links[i]);
+		L->tls_links[i] = NULL;
+	}
+	tls_bpf__destroy(L->tls);
+	L->tls = NULL;
+	close(fd);
+	return -1;
+}
+
+uint64_t loader_tls_counter(struct loader *L, int idx)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t sum = 0, *vals;
+	uint32_t key = idx;
+
+	if (!L->tls || ncpu <= 0 || !(vals = calloc(ncpu, sizeof(*vals))))
+		return 0;
+	if (!bpf_map_lookup_elem(bpf_map__fd(L->tls->maps.tls_counters), &key, vals))
+		for (int i = 0; i < ncpu; i++)
+			sum += vals[i];
+	free(vals);
+	return sum;
+}
+
 void loader_close(struct loader *L)
 {
+	for (int i = 0; i < 2; i++) {
+		bpf_link__destroy(L->tls_links[i]);
+		L->tls_links[i] = NULL;
+	}
+	tls_bpf__destroy(L->tls);
+	L->tls = NULL;
 	detach_all(L);
 	conn_bpf__destroy(L->skel);
 	L->skel = NULL;

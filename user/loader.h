@@ -20,6 +20,11 @@ struct hook_status {
 
 struct loader {
 	struct conn_bpf *skel;
+	/* TLS: cgroup_skb programs on ingress and egress of one cgroup2 directory. */
+	struct tls_bpf *tls;
+	struct bpf_link *tls_links[2];
+	char tls_cgroup[512];  /* where they are attached */
+	char tls_note[256];    /* why TLS is not observed, when it is not */
 	struct bpf_link *links[LOADER_NHOOKS];
 	enum cs_attach mode;  /* ATTACH_TP_BTF or ATTACH_RAW_TP once loaded */
 	char fallback_why[256];
@@ -32,6 +37,11 @@ int loader_preflight(void);
 /* Load and attach. Returns 0, or -1 with one line on stderr. */
 int loader_open(struct loader *L, const struct cs_opts *o);
 void loader_close(struct loader *L);
+/* Load and attach the TLS programs at cgroup_dir. On failure TLS is simply not
+ * observed: returns -1 with the reason in L->tls_note, prints nothing. */
+int loader_tls_open(struct loader *L, const char *cgroup_dir);
+/* Sum of a per-CPU TLS counter (0 events, 1 lost, 2 map_full, 3 desync). */
+uint64_t loader_tls_counter(struct loader *L, int idx);
 /* Sum of a per-CPU counter (enum cs_counter). */
 uint64_t loader_counter(struct loader *L, int idx);
 /* Call fn(cgroup_id, established, arg) for every entry of the cg_counts map;

@@ -223,6 +223,30 @@ static void jw_endpoint(struct jw *w, const char *k, int family, const uint8_t *
 	jw_end(w);
 }
 
+static void jw_tls(struct jw *w, const struct conn_view *v)
+{
+	jw_obj(w, "tls");
+	jw_str(w, "version", v->tls_version);
+	jw_str(w, "sni", v->tls_sni);
+	jw_arr(w, "alpn_offered");
+	for (const char *p = v->tls_alpn_offered ? v->tls_alpn_offered : ""; *p;) {
+		size_t n = strcspn(p, ",");
+		char one[64];
+
+		snprintf(one, sizeof(one), "%.*s", (int)(n < sizeof(one) ? n : sizeof(one) - 1), p);
+		jw_str(w, NULL, one);
+		p += n + (p[n] == ',');
+	}
+	jw_end_arr(w);
+	jw_str(w, "alpn", v->tls_alpn);
+	if (v->tls_ms_known)
+		jw_ms(w, "handshake_ms", v->tls_ns);
+	else
+		jw_null(w, "handshake_ms");
+	jw_str(w, "outcome", v->tls_outcome);
+	jw_end(w);
+}
+
 static void json_connection(const struct conn_view *v)
 {
 	char buf[4096], ts[40];
@@ -270,6 +294,8 @@ static void json_connection(const struct conn_view *v)
 	if (v->error)
 		jw_str(&w, "error", v->error);
 	jw_end(&w);
+	if (v->has_tls)
+		jw_tls(&w, v);
 	jw_end(&w);
 	if (w.overflow) {
 		/* Cannot happen with bounded fields; never print half a record. */
@@ -316,11 +342,15 @@ static void text_connection(const struct conn_view *v)
 		snprintf(own, sizeof(own), "%u/%s", v->pid, v->comm);
 	else
 		snprintf(own, sizeof(own), "-");
-	printf("%-12.12s %-6s %-28.28s %-22s %-22s %-11s %-9s %8.3f %9.1f %8.0f %9llu %9llu %s%s\n",
+	printf("%-12.12s %-6s %-28.28s %-22s %-22s %-11s %-9s %8.3f %9.1f %8.0f %9llu %9llu %s%s",
 	       strlen(ts) > 11 ? ts + 11 : ts, v->side, pod, cl, sv, v->outcome, v->close,
 	       v->connect_known ? v->connect_ns / 1e6 : 0.0, v->duration_ns / 1e6,
 	       v->close_wait_ns / 1e6, (unsigned long long)v->bytes_in,
 	       (unsigned long long)v->bytes_out, own, v->preexisting ? " (pre-existing)" : "");
+	if (v->has_tls)
+		printf(" tls=%s %s %.1fms sni=%s", v->tls_outcome, v->tls_version ? v->tls_version : "?",
+		       v->tls_ns / 1e6, v->tls_sni ? v->tls_sni : "-");
+	putchar('\n');
 }
 
 void out_connection(const struct conn_view *v)

@@ -32,6 +32,12 @@ struct conn_view {
 	uint64_t bytes_in, bytes_out;
 	unsigned retrans;
 	const char *error;        /* NULL: none */
+	/* tls: only when has_tls */
+	bool has_tls;
+	const char *tls_version, *tls_sni, *tls_alpn, *tls_outcome;
+	const char *tls_alpn_offered; /* comma-joined */
+	bool tls_ms_known;
+	uint64_t tls_ns;
 };
 
 void out_connection(const struct conn_view *v);

@@ -59,6 +59,7 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 	t->cw_threshold_ns = (uint64_t)(o->close_wait_threshold_s * NS_PER_SEC);
 	t->connect_timeout_ns = (uint64_t)(o->connect_timeout_s * NS_PER_SEC);
 	t->fold_window_ns = (uint64_t)(o->finding_window_s * NS_PER_SEC);
+	t->tls_timeout_ns = (uint64_t)(o->tls_timeout_s * NS_PER_SEC);
 	read_ephemeral_range(t);
 	return t;
 }
@@ -77,7 +78,21 @@ void track_free(struct tracker *t)
 {
 	if (!t)
 		return;
+	tls_free_all(t);
 	free_all(&t->cgroups);
+	{
+		uint64_t k;
+		void *v;
+
+		for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);) {
+			struct pod_agg *a = v;
+
+			free(a->tls.ms);
+			for (int j = 0; j < a->ntls_dests; j++)
+				free(a->tls_dests[j].st.ms);
+			free(a->tls_dests);
+		}
+	}
 	free_all(&t->aggs);
 	free_all(&t->watch);
 	free_all(&t->folds);
@@ -470,7 +485,7 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 
 static void connection_record(struct tracker *t, const struct cs_event *e,
 			      const struct cg_entry *c, const struct watch *w, int side,
-			      const char *outcome)
+			      const char *outcome, const struct tls_conn *tc)
 {
 	bool pre = (e->flags & CS_F_MIDWAY) || (w && w->preexisting);
 	uint64_t cw_since = e->close_wait_ns ? e->close_wait_ns : (w ? w->cw_since_ns : 0);
@@ -516,6 +531,8 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 		v.connect_known = true;
 		v.connect_ns = e->start_ns ? tr_elapsed(e->ts_ns, e->start_ns) : 0;
 	}
+	if (tc)
+		tls_view(tc, &v);
 	out_connection(&v);
 }
 
@@ -569,8 +586,13 @@ static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entr
 			a->resets++;
 		remote_count(a, e, side, outcome, reset);
 	}
+	struct tls_conn *tc = tls_take(t, e->cookie);
+
+	if (tc)
+		tls_close(t, tc, e);
 	if (t->want_conns)
-		connection_record(t, e, c, w, side, outcome);
+		connection_record(t, e, c, w, side, outcome, tc);
+	tls_free(tc);
 
 	if (!strcmp(outcome, "refused")) {
 		fold_hit(t, "tcp_connect_refused", e, c, side);
@@ -798,6 +820,7 @@ void track_tick(struct tracker *t)
 	void *v;
 
 	release_closes(t, now > HOLD_NS ? now - HOLD_NS : 0);
+	tls_tick(t, now);
 
 	/* Reset the gauges; the watch list is their truth. */
 	for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);) {
@@ -895,8 +918,8 @@ static void summary_record(struct tracker *t, struct pod_agg *a)
 	cJSON_AddNumberToObject(cw, "current", (double)a->cw_current);
 	cJSON_AddNumberToObject(cw, "stuck", (double)a->cw_stuck);
 	cJSON_AddNumberToObject(cw, "max_age_s", (double)(int64_t)(a->cw_max_age_s * 10) / 10);
+	tls_summary(o, a);
 	/* Not observed by this version: null, never invented zeros. */
-	cJSON_AddNullToObject(o, "tls");
 	cJSON_AddNullToObject(o, "h2");
 	cJSON_AddNumberToObject(o, "findings", (double)a->findings);
 	memcpy(sorted, a->remotes, sizeof(sorted[0]) * n);

@@ -16,6 +16,20 @@
 #include "snapshot.h"
 
 #define TRACK_MAX_REMOTES 32
+#define TRACK_TLS_SAMPLES 512      /* handshake times kept per pod, for p50/p99 */
+#define TRACK_TLS_DEST_SAMPLES 128 /* ... and per destination */
+#define TRACK_MAX_TLS_DESTS 16
+
+struct tls_stats {
+	uint64_t handshakes, ok, failed, timeouts;
+	uint32_t nsamples, pos;    /* ring of the most recent handshake times */
+	float *ms;                 /* TRACK_TLS_SAMPLES or TRACK_TLS_DEST_SAMPLES */
+};
+
+struct tls_dest {
+	char name[272];            /* SNI, or else server ip:port */
+	struct tls_stats st;
+};
 
 struct remote_agg {
 	uint8_t family;
@@ -37,6 +51,10 @@ struct pod_agg {
 	int nremotes;
 	uint64_t remote_evictions;
 	uint64_t dirty;       /* changes since the last summary */
+	struct tls_stats tls;
+	struct tls_dest *tls_dests; /* TRACK_MAX_TLS_DESTS, allocated on first TLS */
+	int ntls_dests;
+	uint64_t tls_dest_evictions;
 	/* for top: rate of new connections */
 	uint64_t rate_prev_opened;
 	double open_rate;
@@ -52,6 +70,11 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 void track_free(struct tracker *t);
 
 void track_event(struct tracker *t, const struct cs_event *e);
+struct tls_event;
+/* An edge from the TLS handshake watcher (bpf/tls.bpf.c). */
+void track_tls_event(struct tracker *t, const struct tls_event *e);
+/* p-th percentile (0..100) of a stats ring, in ms; -1 when empty. */
+double track_tls_pct(const struct tls_stats *s, double p);
 /* The kernel's running count of connections established in a cgroup (map
  * cg_counts): call for every entry before summaries or a top refresh. */
 void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t established);

@@ -56,6 +56,31 @@ struct tracker {
 	size_t npending, cap_pending;
 	uint16_t eph_lo, eph_hi;
 	uint64_t cw_threshold_ns, connect_timeout_ns, fold_window_ns;
+	/* TLS (track_tls.c) */
+	struct u64map tls;      /* cookie -> tls_conn, until the connection closes */
+	struct u64map tls_hs;   /* cookie -> tls_conn, while the handshake is on */
+	uint64_t tls_timeout_ns;
+};
+
+/* One connection's TLS handshake, as the wire showed it. */
+enum tls_outcome { TLS_OUT_PROGRESS, TLS_OUT_OK, TLS_OUT_FAILED, TLS_OUT_TIMEOUT,
+		   TLS_OUT_INCOMPLETE };
+
+struct tls_conn {
+	struct cs_event ev;       /* endpoints, cgroup, cookie (ts: start) */
+	uint64_t start_ns, done_ns;
+	uint8_t *ch, *sh;         /* captured ClientHello / server flight, freed once read */
+	uint32_t ch_have, sh_have;
+	char sni[256];
+	char alpn_offered[128];   /* comma-joined */
+	char alpn[32];
+	uint16_t version;
+	uint8_t outcome;          /* enum tls_outcome */
+	uint8_t we_are_client;
+	uint8_t failed_by_client; /* valid when failed */
+	uint8_t alert_level, alert_desc, alert_clear;
+	bool timeout_reported, counted;
+	uint64_t ino;
 };
 
 
@@ -74,5 +99,15 @@ cJSON *tr_finding_new(struct tracker *t, const char *kind, const char *severity,
 		      const char *comm, uint64_t ts_mono);
 void tr_emit(struct tracker *t, cJSON *rec);
 void tr_message(cJSON *o, const char *msg);
+
+/* track_tls.c, called by track.c */
+struct conn_view;
+struct tls_conn *tls_take(struct tracker *t, uint64_t cookie);
+void tls_close(struct tracker *t, struct tls_conn *tc, const struct cs_event *close);
+void tls_view(const struct tls_conn *tc, struct conn_view *v);
+void tls_tick(struct tracker *t, uint64_t now);
+void tls_summary(cJSON *o, const struct pod_agg *a);
+void tls_free_all(struct tracker *t);
+void tls_free(struct tls_conn *tc);
 
 #endif

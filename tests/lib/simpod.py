@@ -682,6 +682,40 @@ def parse_ts(s):
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
+_CGROUP_OPTION = {}
+
+
+def supports_cgroup_option(binary=None):
+    """True if this connscope build knows --cgroup (cached per binary and mtime).
+
+    Asked in a way that can never start tracing: as nobody, without capabilities,
+    with --cgroup followed by an impossible --port. A build without --cgroup stops
+    at it ("unknown option"); a build with it stops at the port. (`trace --help`
+    is no probe: argp's help is silenced by ARGP_NO_ERRS and tracing starts.)
+    """
+    binary = binary or CONNSCOPE_BIN
+    try:
+        key = (binary, os.stat(binary).st_mtime_ns)
+    except OSError:
+        return False
+    if key not in _CGROUP_OPTION:
+        probe = [binary, "trace", "--cgroup", "/nonexistent", "--port", "70000"]
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                  "--inh-caps=-all"]
+        err = ""
+        # as nobody first; as ourselves if nobody cannot reach the binary
+        for argv in (nobody + probe, probe):
+            try:
+                err = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                     text=True, timeout=10).stderr
+            except subprocess.TimeoutExpired:
+                err = ""
+            if err.startswith("connscope"):
+                break
+        _CGROUP_OPTION[key] = "--port" in err and "unknown option" not in err
+    return _CGROUP_OPTION[key]
+
+
 class Connscope:
     """connscope trace -o json, collecting its JSON lines.
 
@@ -698,6 +732,10 @@ class Connscope:
         self.binary = binary or CONNSCOPE_BIN
         self.argv = [self.binary, command, "-o", "json", "--pods-dir", cluster.pods_dir,
                      *map(str, args)]
+        # The packet programs must never attach to the machine's cgroup2 root:
+        # confine them to this cluster's own cgroup tree.
+        if supports_cgroup_option(self.binary):
+            self.argv += ["--cgroup", cluster.cgroup_root]
         # CONNSCOPE_ATTACH=raw_tp runs the same tests on the fallback attach path.
         if os.environ.get("CONNSCOPE_ATTACH"):
             self.argv += ["--attach", os.environ["CONNSCOPE_ATTACH"]]

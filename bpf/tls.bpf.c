@@ -1,0 +1,419 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * TLS handshakes on the wire, for every TLS stack.
+ *
+ * cgroup_skb programs on ingress and egress follow each socket's TLS records by
+ * TCP sequence number (bpf/tls.h, the parser shared with replay) while, and only
+ * while, the socket is in its handshake. A socket becomes a TLS socket when its
+ * first payload byte in either direction starts a ClientHello; its state lives in
+ * socket storage and dies with it. Once the handshake is complete, failed or lost,
+ * each further packet costs one storage lookup.
+ *
+ * Out go: the start, the bytes of the ClientHello and of the server's first flight
+ * (user space reads SNI, ALPN and versions from them with the same parser), and the
+ * end: done, an alert, or a desync. The programs always return 1: they observe,
+ * they never drop.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "tls.h"
+#include "tls_events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP 6
+#define AF_INET 2
+#define AF_INET6 10
+#define ALLOW 1
+
+/*
+ * A length the verifier can bound: for 1 <= n <= pow2 this is n, and the mask
+ * shows the range [1, pow2] in the very instruction (clang may otherwise test a
+ * 32-bit copy of n and pass the unchecked 64-bit one to the helper).
+ */
+#define BOUNDED_LEN(n, pow2) ((((n) - 1) & ((pow2) - 1)) + 1)
+
+/* Chunks of one segment walked per packet, TLS_BUF_MAX each: a handshake flight
+ * larger than that in one skb is not followed further (it desyncs, and says so). */
+#define SEG_CHUNKS 2
+/* Data events per packet and direction at most: the capture windows are small. */
+#define DATA_EVENTS_MAX (TLS_CAPTURE_CLIENT / TLS_CHUNK + 1)
+
+enum { TS_PROGRESS = 0, TS_OVER = 1 };
+
+struct tls_sock {
+	__u64 start_ns;
+	struct tls_stream st[2];  /* indexed by enum tls_dir */
+	struct tls_hs hs;
+	__u32 base_seq[2];        /* sequence number of each direction's first byte */
+	__u8 we_are_client;
+	__u8 state;               /* TS_* */
+	__u8 _pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tls_sock);
+} tls_storage SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} tls_events SEC(".maps");
+
+/* Per-CPU scratch: a segment's bytes for the parser, and the walker's output. */
+struct scratch {
+	__u8 buf[TLS_BUF_MAX];
+	struct tls_walk walk;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+/* Counters shared with user space (index enum cs_counter in conn.h, plus these). */
+enum { TLS_CNT_EVENTS = 0, TLS_CNT_LOST = 1, TLS_CNT_MAP_FULL = 2, TLS_CNT_DESYNC = 3,
+       TLS_CNT_MAX = 4 };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TLS_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} tls_counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&tls_counters, &idx);
+
+	if (v)
+		(*v)++;
+}
+
+/* Where this segment's TCP payload is: the skb starts at the network header. */
+struct seg {
+	__u32 off;        /* payload offset in the skb */
+	__u32 len;        /* payload bytes */
+	__u32 seq;        /* sequence number of the first payload byte */
+	__u16 family;
+	__u16 sport, dport; /* as on the wire, host order */
+	__u8 saddr[16], daddr[16];
+};
+
+static __always_inline int parse_seg(struct __sk_buff *skb, struct seg *s)
+{
+	__u8 tcp[20];
+	__u32 ip_len;
+
+	__builtin_memset(s, 0, sizeof(*s));
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u8 ip[20];
+
+		if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)))
+			return -1;
+		if (ip[9] != IPPROTO_TCP || (ip[6] & 0x3f) || ip[7]) /* fragments: no */
+			return -1;
+		ip_len = (ip[0] & 0x0f) * 4;
+		s->family = AF_INET;
+		__builtin_memcpy(s->saddr, &ip[12], 4);
+		__builtin_memcpy(s->daddr, &ip[16], 4);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		__u8 ip6[40];
+
+		if (bpf_skb_load_bytes(skb, 0, ip6, sizeof(ip6)))
+			return -1;
+		if (ip6[6] != IPPROTO_TCP) /* extension headers: not followed */
+			return -1;
+		ip_len = 40;
+		s->family = AF_INET6;
+		__builtin_memcpy(s->saddr, &ip6[8], 16);
+		__builtin_memcpy(s->daddr, &ip6[24], 16);
+	} else {
+		return -1;
+	}
+	if (ip_len < 20 || bpf_skb_load_bytes(skb, ip_len, tcp, sizeof(tcp)))
+		return -1;
+	s->sport = (__u16)tcp[0] << 8 | tcp[1];
+	s->dport = (__u16)tcp[2] << 8 | tcp[3];
+	s->seq = (__u32)tcp[4] << 24 | (__u32)tcp[5] << 16 | (__u32)tcp[6] << 8 | tcp[7];
+	s->off = ip_len + (tcp[12] >> 4) * 4;
+	if (s->off < ip_len + 20 || s->off >= skb->len)
+		return -1;
+	s->len = skb->len - s->off;
+	return 0;
+}
+
+static __always_inline struct tls_event *event_new(struct __sk_buff *skb, struct tls_sock *ts,
+						    const struct seg *s, bool egress, __u8 type)
+{
+	struct tls_event *e = bpf_ringbuf_reserve(&tls_events, sizeof(*e), 0);
+
+	if (!e) {
+		count(TLS_CNT_LOST);
+		return NULL;
+	}
+	/* Only the header part is written for non-data events; data[] is left as is
+	 * (user space reads it only for TLS_EV_DATA, up to len). */
+	__builtin_memset(e, 0, offsetof(struct tls_event, data));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = bpf_get_socket_cookie(skb);
+	e->cgroup_id = bpf_skb_cgroup_id(skb);
+	e->family = s->family;
+	/* Local first, as in the connection edges. */
+	if (egress) {
+		e->sport = s->sport;
+		e->dport = s->dport;
+		__builtin_memcpy(e->saddr, s->saddr, 16);
+		__builtin_memcpy(e->daddr, s->daddr, 16);
+	} else {
+		e->sport = s->dport;
+		e->dport = s->sport;
+		__builtin_memcpy(e->saddr, s->daddr, 16);
+		__builtin_memcpy(e->daddr, s->saddr, 16);
+	}
+	e->type = type;
+	e->we_are_client = ts->we_are_client;
+	e->version = ts->hs.version;
+	return e;
+}
+
+static __always_inline void event_send(struct tls_event *e)
+{
+	bpf_ringbuf_submit(e, 0);
+	count(TLS_CNT_EVENTS);
+}
+
+/*
+ * Copy the part of this segment that falls in the direction's capture window
+ * [0, cap) into data events. stream_off: the segment's first payload byte's offset
+ * in the direction's byte stream.
+ */
+static __always_inline void capture(struct __sk_buff *skb, struct tls_sock *ts,
+				    const struct seg *s, bool egress, __u8 dir,
+				    __u32 stream_off, __u32 cap)
+{
+	__u32 i, done = 0;
+
+	for (i = 0; i < DATA_EVENTS_MAX; i++) {
+		__u32 at = stream_off + done, n;
+		struct tls_event *e;
+
+		if (at >= cap || done >= s->len)
+			return;
+		n = s->len - done;
+		if (n > cap - at)
+			n = cap - at;
+		if (n > TLS_CHUNK)
+			n = TLS_CHUNK;
+		e = event_new(skb, ts, s, egress, TLS_EV_DATA);
+		if (!e)
+			return;
+		e->dir = dir;
+		e->off = at;
+		e->len = n;
+		if (!n || bpf_skb_load_bytes(skb, s->off + done, e->data, BOUNDED_LEN(n, TLS_CHUNK))) {
+			bpf_ringbuf_discard(e, 0);
+			return;
+		}
+		event_send(e);
+		done += n;
+	}
+}
+
+static __always_inline void finish(struct __sk_buff *skb, struct tls_sock *ts,
+				   const struct seg *s, bool egress, __u8 type, __u8 dir)
+{
+	struct tls_event *e;
+
+	ts->state = TS_OVER;
+	if (type == TLS_EV_DESYNC)
+		count(TLS_CNT_DESYNC);
+	e = event_new(skb, ts, s, egress, type);
+	if (!e)
+		return;
+	e->dir = dir;
+	e->alert_level = ts->hs.alert_level;
+	e->alert_desc = ts->hs.alert_desc;
+	e->alert_clear = ts->hs.alert_level != 0;
+	event_send(e);
+}
+
+/*
+ * The first payload byte of a connection? Egress: nothing of ours acknowledged
+ * but the SYN, and this segment starts at snd_una. Ingress: nothing received
+ * yet, and it starts at rcv_nxt. Only then can a ClientHello begin here.
+ */
+static __always_inline bool first_payload(struct bpf_tcp_sock *tp, const struct seg *s,
+					  bool egress)
+{
+	if (egress)
+		return tp->bytes_acked <= 1 && s->seq == tp->snd_una;
+	return tp->bytes_received == 0 && s->seq == tp->rcv_nxt;
+}
+
+static __always_inline struct tls_sock *start(struct __sk_buff *skb, struct bpf_sock *sk,
+					      struct bpf_tcp_sock *tp, const struct seg *s,
+					      bool egress)
+{
+	struct tls_sock *ts;
+	struct tls_event *e;
+	__u8 head[6];
+
+	/* Record header and handshake type: a ClientHello's first segment has them. */
+	if (s->len < sizeof(head) || bpf_skb_load_bytes(skb, s->off, head, sizeof(head)))
+		return NULL;
+	if (!tls_looks_like_client_hello(head, sizeof(head)))
+		return NULL;
+	ts = bpf_sk_storage_get(&tls_storage, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ts) {
+		count(TLS_CNT_MAP_FULL);
+		return NULL;
+	}
+	__builtin_memset(ts, 0, sizeof(*ts));
+	ts->start_ns = bpf_ktime_get_ns();
+	ts->we_are_client = egress;
+	tls_hs_init(&ts->hs);
+	/* Client to server starts here; the other way starts where that side's
+	 * sequence space is now (nothing was sent that way yet). */
+	ts->base_seq[TLS_DIR_C2S] = s->seq;
+	ts->base_seq[TLS_DIR_S2C] = egress ? tp->rcv_nxt : tp->snd_nxt;
+	tls_stream_init(&ts->st[TLS_DIR_C2S], ts->base_seq[TLS_DIR_C2S]);
+	tls_stream_init(&ts->st[TLS_DIR_S2C], ts->base_seq[TLS_DIR_S2C]);
+	e = event_new(skb, ts, s, egress, TLS_EV_START);
+	if (e) {
+		struct tcp_sock *ktp = bpf_skc_to_tcp_sock(sk);
+
+		e->ts_ns = ts->start_ns;
+		/* The inode names the holder later (/proc/<pid>/fd), when a finding
+		 * needs it; a server's accepted socket may not have one yet. */
+		if (ktp)
+			e->ino = ktp->inet_conn.icsk_inet.sk.sk_socket->file->f_inode->i_ino;
+		event_send(e);
+	}
+	return ts;
+}
+
+/* Walk this segment's records, chunk by chunk, and step the handshake. */
+static __always_inline void walk_segment(struct __sk_buff *skb, struct tls_sock *ts,
+					 const struct seg *s, bool egress, __u8 dir,
+					 struct scratch *sc)
+{
+	__u32 chunk, i, done = 0;
+
+	for (chunk = 0; chunk < SEG_CHUNKS; chunk++) {
+		__u32 n = s->len - done;
+		int rc, pass;
+
+		if (done >= s->len)
+			return;
+		if (n > TLS_BUF_MAX)
+			n = TLS_BUF_MAX;
+		if (!n || bpf_skb_load_bytes(skb, s->off + done, sc->buf, BOUNDED_LEN(n, TLS_BUF_MAX)))
+			return;
+		/* A chunk holds at most TLS_WALK_MAX headers per call; MORE asks for
+		 * another call on the same bytes. Two calls cover handshake flights. */
+		for (pass = 0; pass < 2; pass++) {
+			rc = tls_walk(&ts->st[dir], s->seq + done, sc->buf, n, &sc->walk);
+			if (rc == TLS_WALK_DESYNC || rc == TLS_WALK_GAP) {
+				/* Lost a boundary, or bytes were skipped (reordering on
+				 * the wire): stop following rather than guess. */
+				finish(skb, ts, s, egress, TLS_EV_DESYNC, dir);
+				return;
+			}
+			for (i = 0; i < TLS_WALK_MAX; i++) {
+				struct tls_walk_rec *r = &sc->walk.rec[i];
+				int hs;
+
+				if (i >= sc->walk.n)
+					break;
+				/* from_client is a constant in each call, and the server's
+				 * handshake bodies are not handed over: the ServerHello is
+				 * read in user space (from the captured bytes), and the
+				 * rule infers the version from the record types (tls.h).
+				 * Parsing it here would multiply the verifier's work by
+				 * every record slot of every chunk. */
+				if (dir == TLS_DIR_C2S)
+					hs = tls_hs_step(&ts->hs, 1, r->type, r->len, sc->buf,
+							 r->body_off, r->body_here);
+				else if (r->type == TLS_CT_ALERT)
+					hs = tls_hs_step(&ts->hs, 0, r->type, r->len, sc->buf,
+							 r->body_off, r->body_here);
+				else
+					hs = tls_hs_step(&ts->hs, 0, r->type, r->len, sc->buf, 0, 0);
+				if (hs == TLS_HS_COMPLETE) {
+					finish(skb, ts, s, egress, TLS_EV_DONE, dir);
+					return;
+				}
+				if (hs == TLS_HS_FAILED) {
+					finish(skb, ts, s, egress, TLS_EV_ALERT, dir);
+					return;
+				}
+			}
+			if (rc != TLS_WALK_MORE)
+				break;
+		}
+		done += n;
+	}
+}
+
+static __always_inline int handle(struct __sk_buff *skb, bool egress)
+{
+	struct bpf_sock *sk = skb->sk;
+	struct bpf_tcp_sock *tp;
+	struct tls_sock *ts;
+	struct scratch *sc;
+	struct seg s;
+	__u32 zero = 0;
+	__u8 dir;
+
+	if (!sk)
+		return ALLOW;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_TCP)
+		return ALLOW;
+	ts = bpf_sk_storage_get(&tls_storage, sk, NULL, 0);
+	if (ts && ts->state == TS_OVER)
+		return ALLOW;       /* the steady state of a TLS connection */
+	tp = bpf_tcp_sock(sk);
+	if (!tp)
+		return ALLOW;
+	if (!ts) {
+		/* Cheap test first: past the first payload, nothing to start. */
+		if (egress ? tp->bytes_acked > 1 : tp->bytes_received > 0)
+			return ALLOW;
+		if (parse_seg(skb, &s) || !first_payload(tp, &s, egress))
+			return ALLOW;
+		ts = start(skb, sk, tp, &s, egress);
+		if (!ts)
+			return ALLOW;
+	} else if (parse_seg(skb, &s)) {
+		return ALLOW;
+	}
+	dir = egress == (bool)ts->we_are_client ? TLS_DIR_C2S : TLS_DIR_S2C;
+	capture(skb, ts, &s, egress, dir, s.seq - ts->base_seq[dir],
+		dir == TLS_DIR_C2S ? TLS_CAPTURE_CLIENT : TLS_CAPTURE_SERVER);
+	sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (sc)
+		walk_segment(skb, ts, &s, egress, dir, sc);
+	return ALLOW;
+}
+
+SEC("cgroup_skb/egress")
+int cs_tls_egress(struct __sk_buff *skb)
+{
+	return handle(skb, true);
+}
+
+SEC("cgroup_skb/ingress")
+int cs_tls_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, false);
+}

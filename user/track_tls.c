@@ -1,0 +1,476 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * TLS handshakes per connection, pod and destination. The kernel side decides
+ * when a handshake starts and ends (bpf/tls.bpf.c, rule in bpf/tls.h); here the
+ * captured hello bytes are read with the same parser, timeouts are timed, and
+ * the outcome joins the connection record and the pod's summary.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include "jsonw.h"
+#include "output.h"
+#include "tls.h"
+#include "tls_events.h"
+#include "track_priv.h"
+#include "util.h"
+
+/* The parser masks every offset with TLS_BUF_MAX - 1: it reads from a buffer of
+ * that size, whatever the message's length. */
+static uint8_t parse_buf[TLS_BUF_MAX];
+
+static const char *outcome_name(uint8_t o)
+{
+	switch (o) {
+	case TLS_OUT_OK: return "ok";
+	case TLS_OUT_FAILED: return "failed";
+	case TLS_OUT_TIMEOUT: return "timeout";
+	default: return "incomplete";
+	}
+}
+
+void tls_free(struct tls_conn *tc)
+{
+	if (!tc)
+		return;
+	free(tc->ch);
+	free(tc->sh);
+	free(tc);
+}
+
+void tls_free_all(struct tracker *t)
+{
+	uint64_t k;
+	void *v;
+
+	for (size_t i = 0; u64map_next(&t->tls, &i, &k, &v);)
+		tls_free(v);
+	u64map_free(&t->tls);
+	u64map_free(&t->tls_hs);
+}
+
+/* ---- stats ---- */
+
+static void stats_add(struct tls_stats *s, uint8_t outcome, double ms, uint32_t cap)
+{
+	s->handshakes++;
+	if (outcome == TLS_OUT_OK)
+		s->ok++;
+	else if (outcome == TLS_OUT_TIMEOUT)
+		s->timeouts++;
+	else
+		s->failed++;
+	if (outcome != TLS_OUT_OK)
+		return;
+	if (!s->ms && !(s->ms = calloc(cap, sizeof(*s->ms))))
+		return;
+	s->ms[s->pos] = (float)ms;
+	s->pos = (s->pos + 1) % cap;
+	if (s->nsamples < cap)
+		s->nsamples++;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+double track_tls_pct(const struct tls_stats *s, double p)
+{
+	float sorted[TRACK_TLS_SAMPLES];
+	uint32_t n = s->nsamples, idx;
+
+	if (!n || !s->ms)
+		return -1;
+	memcpy(sorted, s->ms, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), cmp_float);
+	/* Nearest rank. */
+	idx = (uint32_t)(p / 100.0 * n + 0.999999);
+	idx = idx ? idx - 1 : 0;
+	return sorted[idx < n ? idx : n - 1];
+}
+
+static void destination(const struct tls_conn *tc, char *buf, size_t len)
+{
+	const struct cs_event *e = &tc->ev;
+	const uint8_t *ip = tc->we_are_client ? e->daddr : e->saddr;
+	uint16_t port = tc->we_are_client ? e->dport : e->sport;
+	char txt[64];
+
+	if (tc->sni[0]) {
+		snprintf(buf, len, "%s", tc->sni);
+		return;
+	}
+	out_ip(tr_family(e), ip, txt, sizeof(txt));
+	snprintf(buf, len, tr_family(e) == AF_INET6 ? "[%s]:%u" : "%s:%u", txt, port);
+}
+
+/* Count a handshake once, when its outcome is known. */
+static void account(struct tracker *t, struct tls_conn *tc)
+{
+	struct cg_entry *c = tr_cgroup(t, tc->ev.cgroup_id);
+	struct pod_agg *a = c ? c->agg : NULL;
+	double ms = tc->done_ns ? tr_elapsed(tc->done_ns, tc->start_ns) / 1e6 : 0;
+	char dest[272];
+	int i;
+
+	if (tc->counted || !a)
+		return;
+	tc->counted = true;
+	a->dirty++;
+	stats_add(&a->tls, tc->outcome, ms, TRACK_TLS_SAMPLES);
+	if (!a->tls_dests && !(a->tls_dests = calloc(TRACK_MAX_TLS_DESTS, sizeof(*a->tls_dests))))
+		return;
+	destination(tc, dest, sizeof(dest));
+	for (i = 0; i < a->ntls_dests; i++)
+		if (!strcmp(a->tls_dests[i].name, dest))
+			break;
+	if (i == a->ntls_dests) {
+		if (a->ntls_dests < TRACK_MAX_TLS_DESTS) {
+			a->ntls_dests++;
+		} else {
+			/* Full: the destination with the fewest handshakes makes room. */
+			int min = 0;
+
+			for (int j = 1; j < a->ntls_dests; j++)
+				if (a->tls_dests[j].st.handshakes < a->tls_dests[min].st.handshakes)
+					min = j;
+			i = min;
+			free(a->tls_dests[i].st.ms);
+			a->tls_dest_evictions++;
+		}
+		memset(&a->tls_dests[i], 0, sizeof(a->tls_dests[i]));
+		snprintf(a->tls_dests[i].name, sizeof(a->tls_dests[i].name), "%s", dest);
+	}
+	stats_add(&a->tls_dests[i].st, tc->outcome, ms, TRACK_TLS_DEST_SAMPLES);
+}
+
+/* ---- the captured hellos ---- */
+
+static void parse_hellos(struct tls_conn *tc)
+{
+	struct tls_rec_hdr rh;
+
+	/* The ClientHello: the first record's body (one record in practice). */
+	if (tc->ch && tls_parse_record_header(tc->ch, tc->ch_have, &rh) == TLS_OK &&
+	    tc->ch_have >= (uint32_t)TLS_REC_HDR_LEN + rh.len) {
+		struct tls_client_hello ch;
+
+		memcpy(parse_buf, tc->ch + TLS_REC_HDR_LEN, rh.len);
+		if (tls_parse_client_hello(parse_buf, rh.len, &ch) == TLS_OK) {
+			snprintf(tc->sni, sizeof(tc->sni), "%s", ch.sni);
+			snprintf(tc->alpn_offered, sizeof(tc->alpn_offered), "%s", ch.alpn);
+		}
+		free(tc->ch);
+		tc->ch = NULL;
+	}
+	/* The ServerHello opens the server's first record. */
+	if (tc->sh && tls_parse_record_header(tc->sh, tc->sh_have, &rh) == TLS_OK &&
+	    rh.type == TLS_CT_HANDSHAKE && tc->sh_have > TLS_REC_HDR_LEN + TLS_HS_HDR_LEN) {
+		uint32_t body = tc->sh_have - TLS_REC_HDR_LEN;
+		struct tls_server_hello sh;
+		uint32_t msg;
+
+		if (body > rh.len)
+			body = rh.len;
+		memcpy(parse_buf, tc->sh + TLS_REC_HDR_LEN, body);
+		msg = TLS_HS_HDR_LEN + ((uint32_t)parse_buf[1] << 16 | (uint32_t)parse_buf[2] << 8 |
+					parse_buf[3]);
+		if (msg <= body && tls_parse_server_hello(parse_buf, msg, &sh) == TLS_OK &&
+		    !(sh.flags & TLS_SH_HRR)) {
+			tc->version = sh.version;
+			snprintf(tc->alpn, sizeof(tc->alpn), "%s", sh.alpn);
+			free(tc->sh);
+			tc->sh = NULL;
+		}
+	}
+}
+
+static void add_bytes(uint8_t **buf, uint32_t *have, uint32_t cap, const struct tls_event *e)
+{
+	uint32_t len = e->len > TLS_CHUNK ? TLS_CHUNK : e->len;
+
+	if (e->off > *have || e->off >= cap)
+		return; /* a hole (lost event): the hello is not read */
+	if (!*buf && !(*buf = calloc(1, cap)))
+		return;
+	if (len > cap - e->off)
+		len = cap - e->off;
+	memcpy(*buf + e->off, e->data, len);
+	if (e->off + len > *have)
+		*have = e->off + len;
+}
+
+/* ---- findings ---- */
+
+static void owner(const struct tls_conn *tc, struct sock_owner *own)
+{
+	memset(own, 0, sizeof(*own));
+	if (tc->ino && procfd_lookup(tc->ino, own, 1) != 1)
+		own->pid = 0;
+}
+
+static void peer_text(const struct tls_conn *tc, char *buf, size_t len)
+{
+	char dest[272], ip[64];
+	const struct cs_event *e = &tc->ev;
+
+	destination(tc, dest, sizeof(dest));
+	out_ip(tr_family(e), e->daddr, ip, sizeof(ip));
+	if (tc->sni[0])
+		snprintf(buf, len, "%s (%s:%u)", dest, ip, e->dport);
+	else
+		snprintf(buf, len, "%s", dest);
+}
+
+static cJSON *tls_finding(struct tracker *t, const char *kind, const char *sev,
+			  struct tls_conn *tc, uint64_t ts_mono, char *who, size_t wlen,
+			  char *proc, size_t plen)
+{
+	struct cg_entry *c = tr_cgroup(t, tc->ev.cgroup_id);
+	struct sock_owner own;
+	cJSON *o;
+
+	if (!c || !c->match)
+		return NULL;
+	owner(tc, &own);
+	o = tr_finding_new(t, kind, sev, &tc->ev, c, own.pid, own.comm, ts_mono);
+	if (tc->sni[0])
+		cJSON_AddStringToObject(o, "sni", tc->sni);
+	else
+		cJSON_AddNullToObject(o, "sni");
+	tr_pod_text(&c->pod, who, wlen);
+	if (own.pid)
+		snprintf(proc, plen, "%s (pid %u)", own.comm, own.pid);
+	else
+		snprintf(proc, plen, "A process");
+	return o;
+}
+
+static void timeout_finding(struct tracker *t, struct tls_conn *tc, uint64_t now)
+{
+	char who[640], proc[64], peer[400], msg[1400];
+	double el = tr_elapsed(now, tc->start_ns) / 1e9;
+	cJSON *o = tls_finding(t, "tls_handshake_timeout", "error", tc, 0, who, sizeof(who),
+			       proc, sizeof(proc));
+
+	if (!o)
+		return;
+	cJSON_AddNumberToObject(o, "elapsed_s", tr_secs3(el));
+	cJSON_AddNumberToObject(o, "threshold_s", t->o->tls_timeout_s);
+	peer_text(tc, peer, sizeof(peer));
+	if (tc->we_are_client)
+		snprintf(msg, sizeof(msg),
+			 "%s in %s has waited %.1fs for its TLS handshake with %s to finish: the "
+			 "server took the connection but has not completed TLS; look at that "
+			 "server's TLS listener and load, or a proxy in between.",
+			 proc, who, el, peer);
+	else
+		snprintf(msg, sizeof(msg),
+			 "A TLS handshake from %s:%u to %s has not finished after %.1fs: the client "
+			 "or this server is stuck mid-handshake.",
+			 "client", tc->ev.dport, who, el);
+	tr_message(o, msg);
+	tr_emit(t, o);
+}
+
+static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_mono,
+			   const char *how)
+{
+	char who[640], proc[64], peer[400], msg[1600], alert[48] = "";
+	cJSON *o = tls_finding(t, "tls_handshake_failed", "error", tc, ts_mono, who, sizeof(who),
+			       proc, sizeof(proc));
+	const char *by = tc->failed_by_client ? "client" : "server";
+
+	if (!o)
+		return;
+	cJSON_AddStringToObject(o, "failed_by", by);
+	if (tc->alert_clear) {
+		cJSON_AddStringToObject(o, "alert", tls_alert_name(tc->alert_desc));
+		snprintf(alert, sizeof(alert), " with alert %s", tls_alert_name(tc->alert_desc));
+	} else {
+		cJSON_AddNullToObject(o, "alert");
+	}
+	cJSON_AddStringToObject(o, "reason", how);
+	peer_text(tc, peer, sizeof(peer));
+	snprintf(msg, sizeof(msg),
+		 "The TLS handshake between %s and %s failed: the %s gave up (%s%s); check "
+		 "certificates (SAN, CA, expiry), TLS versions and ALPN on both sides.",
+		 who, peer, by, how, alert);
+	tr_message(o, msg);
+	tr_emit(t, o);
+}
+
+/* ---- events ---- */
+
+static void end_handshake(struct tracker *t, struct tls_conn *tc, uint8_t outcome)
+{
+	u64map_del(&t->tls_hs, tr_hkey(tc->ev.cookie));
+	if (tc->outcome == TLS_OUT_PROGRESS || tc->outcome == TLS_OUT_TIMEOUT)
+		tc->outcome = outcome;
+	parse_hellos(tc);
+	account(t, tc);
+}
+
+void track_tls_event(struct tracker *t, const struct tls_event *e)
+{
+	uint64_t key = tr_hkey(e->cookie);
+	struct tls_conn *tc = u64map_get(&t->tls, key);
+
+	if (e->type == TLS_EV_START) {
+		if (tc) {
+			u64map_del(&t->tls_hs, key);
+			tls_free(tc);
+		}
+		tc = calloc(1, sizeof(*tc));
+		if (!tc || u64map_put(&t->tls, key, tc)) {
+			free(tc);
+			return;
+		}
+		u64map_put(&t->tls_hs, key, tc);
+		tc->ev.ts_ns = e->ts_ns;
+		tc->ev.cookie = e->cookie;
+		tc->ev.cgroup_id = e->cgroup_id;
+		tc->ev.family = e->family;
+		tc->ev.sport = e->sport;
+		tc->ev.dport = e->dport;
+		tc->ev.side = e->we_are_client ? CS_SIDE_CLIENT : CS_SIDE_SERVER;
+		tc->ev.ino = e->ino;
+		memcpy(tc->ev.saddr, e->saddr, sizeof(tc->ev.saddr));
+		memcpy(tc->ev.daddr, e->daddr, sizeof(tc->ev.daddr));
+		tc->start_ns = e->ts_ns;
+		tc->we_are_client = e->we_are_client;
+		tc->ino = e->ino;
+		return;
+	}
+	if (!tc)
+		return;
+	switch (e->type) {
+	case TLS_EV_DATA:
+		if (e->dir == TLS_DIR_C2S)
+			add_bytes(&tc->ch, &tc->ch_have, TLS_CAPTURE_CLIENT, e);
+		else
+			add_bytes(&tc->sh, &tc->sh_have, TLS_CAPTURE_SERVER, e);
+		break;
+	case TLS_EV_DONE:
+		tc->done_ns = e->ts_ns;
+		if (!tc->version)
+			tc->version = e->version;
+		end_handshake(t, tc, TLS_OUT_OK);
+		break;
+	case TLS_EV_ALERT:
+		tc->failed_by_client = e->dir == TLS_DIR_C2S;
+		tc->alert_level = e->alert_level;
+		tc->alert_desc = e->alert_desc;
+		tc->alert_clear = e->alert_clear;
+		end_handshake(t, tc, TLS_OUT_FAILED);
+		failed_finding(t, tc, e->ts_ns, e->alert_clear ? "alert" : "encrypted alert");
+		break;
+	case TLS_EV_DESYNC:
+		end_handshake(t, tc, TLS_OUT_INCOMPLETE);
+		break;
+	}
+}
+
+/* Handshakes still on past --tls-timeout: a finding now, while they are open. */
+void tls_tick(struct tracker *t, uint64_t now)
+{
+	uint64_t k;
+	void *v;
+
+	if (!t->tls_timeout_ns)
+		return;
+	for (size_t i = 0; u64map_next(&t->tls_hs, &i, &k, &v);) {
+		struct tls_conn *tc = v;
+
+		if (tc->timeout_reported || tr_elapsed(now, tc->start_ns) < t->tls_timeout_ns)
+			continue;
+		tc->timeout_reported = true;
+		tc->outcome = TLS_OUT_TIMEOUT;
+		parse_hellos(tc);
+		account(t, tc);
+		timeout_finding(t, tc, now);
+	}
+}
+
+struct tls_conn *tls_take(struct tracker *t, uint64_t cookie)
+{
+	uint64_t key = tr_hkey(cookie);
+
+	u64map_del(&t->tls_hs, key);
+	return u64map_del(&t->tls, key);
+}
+
+/* The connection closed: a handshake still on failed, unless it had timed out. */
+void tls_close(struct tracker *t, struct tls_conn *tc, const struct cs_event *close)
+{
+	bool we_closed = close->close_cause == CS_CLOSE_LOCAL_FIN ||
+			 close->close_cause == CS_CLOSE_RST_OUT;
+
+	if (tc->outcome != TLS_OUT_PROGRESS)
+		return;
+	tc->failed_by_client = we_closed == (bool)tc->we_are_client;
+	tc->outcome = TLS_OUT_FAILED;
+	parse_hellos(tc);
+	account(t, tc);
+	failed_finding(t, tc, close->ts_ns,
+		       close->close_cause == CS_CLOSE_RST_IN || close->close_cause == CS_CLOSE_RST_OUT
+			       ? "connection reset before the handshake completed"
+			       : "connection closed before the handshake completed");
+}
+
+/* The connection record's tls object, in view form. */
+void tls_view(const struct tls_conn *tc, struct conn_view *v)
+{
+	v->has_tls = true;
+	v->tls_version = tc->version ? tls_version_name(tc->version) : NULL;
+	v->tls_sni = tc->sni[0] ? tc->sni : NULL;
+	v->tls_alpn_offered = tc->alpn_offered;
+	v->tls_alpn = tc->alpn[0] ? tc->alpn : NULL;
+	v->tls_ms_known = tc->done_ns != 0;
+	v->tls_ns = tc->done_ns ? tr_elapsed(tc->done_ns, tc->start_ns) : 0;
+	v->tls_outcome = tc->outcome == TLS_OUT_PROGRESS ? "incomplete" : outcome_name(tc->outcome);
+}
+
+static void stats_json(cJSON *o, const struct tls_stats *s)
+{
+	double p50 = track_tls_pct(s, 50), p99 = track_tls_pct(s, 99);
+
+	cJSON_AddNumberToObject(o, "handshakes", (double)s->handshakes);
+	cJSON_AddNumberToObject(o, "ok", (double)s->ok);
+	cJSON_AddNumberToObject(o, "failed", (double)s->failed);
+	cJSON_AddNumberToObject(o, "timeouts", (double)s->timeouts);
+	if (p50 >= 0) {
+		cJSON_AddNumberToObject(o, "p50_ms", (double)(int64_t)(p50 * 1000) / 1000);
+		cJSON_AddNumberToObject(o, "p99_ms", (double)(int64_t)(p99 * 1000) / 1000);
+	} else {
+		cJSON_AddNullToObject(o, "p50_ms");
+		cJSON_AddNullToObject(o, "p99_ms");
+	}
+}
+
+/* The summary's tls object: null when the pod has had no TLS handshake. */
+void tls_summary(cJSON *o, const struct pod_agg *a)
+{
+	cJSON *tls, *dests;
+
+	if (!a->tls.handshakes) {
+		cJSON_AddNullToObject(o, "tls");
+		return;
+	}
+	tls = cJSON_AddObjectToObject(o, "tls");
+	stats_json(tls, &a->tls);
+	dests = cJSON_AddArrayToObject(tls, "destinations");
+	for (int i = 0; i < a->ntls_dests; i++) {
+		cJSON *d = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(d, "destination", a->tls_dests[i].name);
+		stats_json(d, &a->tls_dests[i].st);
+		cJSON_AddItemToArray(dests, d);
+	}
+	cJSON_AddNumberToObject(tls, "destination_evictions", (double)a->tls_dest_evictions);
+}
