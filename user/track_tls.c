@@ -214,17 +214,22 @@ static void owner(const struct tls_conn *tc, struct sock_owner *own)
 		own->pid = 0;
 }
 
+/* The other end, as this side knows it: the server by SNI and address, or the
+ * client by address (and the name it asked for). */
 static void peer_text(const struct tls_conn *tc, char *buf, size_t len)
 {
-	char dest[272], ip[64];
 	const struct cs_event *e = &tc->ev;
+	char ip[64];
 
-	destination(tc, dest, sizeof(dest));
 	out_ip(tr_family(e), e->daddr, ip, sizeof(ip));
-	if (tc->sni[0])
-		snprintf(buf, len, "%s (%s:%u)", dest, ip, e->dport);
+	if (tc->we_are_client && tc->sni[0])
+		snprintf(buf, len, "%s (%s:%u)", tc->sni, ip, e->dport);
+	else if (tc->we_are_client)
+		snprintf(buf, len, tr_family(e) == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->dport);
+	else if (tc->sni[0])
+		snprintf(buf, len, "client %s:%u (asking for %s)", ip, e->dport, tc->sni);
 	else
-		snprintf(buf, len, "%s", dest);
+		snprintf(buf, len, "client %s:%u", ip, e->dport);
 }
 
 static cJSON *tls_finding(struct tracker *t, const char *kind, const char *sev,
@@ -271,9 +276,9 @@ static void timeout_finding(struct tracker *t, struct tls_conn *tc, uint64_t now
 			 proc, who, el, peer);
 	else
 		snprintf(msg, sizeof(msg),
-			 "A TLS handshake from %s:%u to %s has not finished after %.1fs: the client "
-			 "or this server is stuck mid-handshake.",
-			 "client", tc->ev.dport, who, el);
+			 "A TLS handshake from %s to %s has not finished after %.1fs: the client "
+			 "stopped answering, or this server is stuck mid-handshake.",
+			 peer, who, el);
 	tr_message(o, msg);
 	tr_emit(t, o);
 }
@@ -281,7 +286,7 @@ static void timeout_finding(struct tracker *t, struct tls_conn *tc, uint64_t now
 static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_mono,
 			   const char *how)
 {
-	char who[640], proc[64], peer[400], msg[1600], alert[48] = "";
+	char who[640], proc[64], peer[400], msg[1600], why[160];
 	cJSON *o = tls_finding(t, "tls_handshake_failed", "error", tc, ts_mono, who, sizeof(who),
 			       proc, sizeof(proc));
 	const char *by = tc->failed_by_client ? "client" : "server";
@@ -289,18 +294,20 @@ static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_m
 	if (!o)
 		return;
 	cJSON_AddStringToObject(o, "failed_by", by);
-	if (tc->alert_clear) {
+	if (tc->alert_clear)
 		cJSON_AddStringToObject(o, "alert", tls_alert_name(tc->alert_desc));
-		snprintf(alert, sizeof(alert), " with alert %s", tls_alert_name(tc->alert_desc));
-	} else {
+	else
 		cJSON_AddNullToObject(o, "alert");
-	}
 	cJSON_AddStringToObject(o, "reason", how);
+	if (tc->alert_clear)
+		snprintf(why, sizeof(why), "it sent alert %s", tls_alert_name(tc->alert_desc));
+	else
+		snprintf(why, sizeof(why), "%s", how);
 	peer_text(tc, peer, sizeof(peer));
 	snprintf(msg, sizeof(msg),
-		 "The TLS handshake between %s and %s failed: the %s gave up (%s%s); check "
+		 "The TLS handshake between %s and %s failed: the %s gave up (%s); check "
 		 "certificates (SAN, CA, expiry), TLS versions and ALPN on both sides.",
-		 who, peer, by, how, alert);
+		 who, peer, by, why);
 	tr_message(o, msg);
 	tr_emit(t, o);
 }
@@ -368,7 +375,7 @@ void track_tls_event(struct tracker *t, const struct tls_event *e)
 		tc->alert_desc = e->alert_desc;
 		tc->alert_clear = e->alert_clear;
 		end_handshake(t, tc, TLS_OUT_FAILED);
-		failed_finding(t, tc, e->ts_ns, e->alert_clear ? "alert" : "encrypted alert");
+		failed_finding(t, tc, e->ts_ns, e->alert_clear ? "alert" : "an encrypted alert");
 		break;
 	case TLS_EV_DESYNC:
 		end_handshake(t, tc, TLS_OUT_INCOMPLETE);

@@ -6,9 +6,12 @@ never a crash or a libbpf wall of text.
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
+
+import pytest
 
 import simpod
 from workloads import CLIENT, SERVER
@@ -21,6 +24,25 @@ def run(*args, timeout=30, **kw):
                           stdin=subprocess.DEVNULL, **kw)
 
 
+def cg(path):
+    """--cgroup PATH for a command that traces: its packet programs attach there,
+    never to the machine's cgroup2 root. Empty for a build without --cgroup."""
+    return ["--cgroup", str(path)] if simpod.supports_cgroup_option(BIN) else []
+
+
+@pytest.fixture
+def test_cgroup():
+    """An empty cgroup2 directory of the test's own, removed afterwards."""
+    mnt, _ = simpod.cgroup2_mount()
+    d = os.path.join(mnt, f"connscope-test-cli-{secrets.token_hex(3)}")
+    os.mkdir(d)
+    try:
+        yield d
+    finally:
+        errs = simpod._destroy_cgroup(d)
+        assert not errs, errs
+
+
 def one_line_error(cp, code, *words):
     assert cp.returncode == code, (cp.returncode, cp.stdout, cp.stderr)
     lines = cp.stderr.strip().splitlines()
@@ -31,8 +53,8 @@ def one_line_error(cp, code, *words):
     assert cp.stdout == "", cp.stdout
 
 
-def test_check_reports_attach_points():
-    cp = run("check")
+def test_check_reports_attach_points(test_cgroup):
+    cp = run("check", *cg(test_cgroup))
     assert cp.returncode == 0, cp.stderr
     out = cp.stdout
     assert "attach type:      tp_btf (preferred)" in out, out
@@ -43,43 +65,46 @@ def test_check_reports_attach_points():
     assert "cgroup2:" in out and "NOT FOUND" not in out
 
 
-def test_check_forced_fallback_says_why():
-    cp = run("check", "--attach", "raw_tp")
+def test_check_forced_fallback_says_why(test_cgroup):
+    cp = run("check", "--attach", "raw_tp", *cg(test_cgroup))
     assert cp.returncode == 0, cp.stderr
     assert "attach type:      raw_tp, fallback because: raw_tp forced by --attach" in cp.stdout
     line = next(l for l in cp.stdout.splitlines() if l.startswith("inet_sock_set_state"))
     assert line.split()[2] == "raw_tp", line
 
 
-def test_bad_command_line():
-    one_line_error(run("trace", "--bogus"), 2, "--bogus")
-    one_line_error(run("trace", "-d", "abc"), 2, "-d", "abc")
-    one_line_error(run("trace", "-d", "-1"), 2, "-d")
-    one_line_error(run("trace", "--port", "70000"), 2, "--port")
-    one_line_error(run("trace", "--port", "12x"), 2, "--port")
-    one_line_error(run("trace", "-o", "yaml"), 2, "-o")
-    one_line_error(run("trace", "--close-wait-threshold", "nan"), 2, "--close-wait-threshold")
+def test_bad_command_line(test_cgroup):
+    # --cgroup at the end: should a parse check ever let one through, it
+    # still cannot attach to the cgroup2 root
+    one_line_error(run("trace", "--bogus", *cg(test_cgroup)), 2, "--bogus")
+    one_line_error(run("trace", "-d", "abc", *cg(test_cgroup)), 2, "-d", "abc")
+    one_line_error(run("trace", "-d", "-1", *cg(test_cgroup)), 2, "-d")
+    one_line_error(run("trace", "--port", "70000", *cg(test_cgroup)), 2, "--port")
+    one_line_error(run("trace", "--port", "12x", *cg(test_cgroup)), 2, "--port")
+    one_line_error(run("trace", "-o", "yaml", *cg(test_cgroup)), 2, "-o")
+    one_line_error(run("trace", "--close-wait-threshold", "nan", *cg(test_cgroup)), 2,
+                   "--close-wait-threshold")
     one_line_error(run("frobnicate"), 2, "unknown command")
-    one_line_error(run("trace", "stray"), 2, "stray")
+    one_line_error(run("trace", "stray", *cg(test_cgroup)), 2, "stray")
 
 
-def test_not_root_is_one_line():
+def test_not_root_is_one_line(test_cgroup):
     cp = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                         "--inh-caps=-all", BIN, "trace", "-d", "1"],
+                         "--inh-caps=-all", BIN, "trace", "-d", "1", *cg(test_cgroup)],
                         capture_output=True, text=True, timeout=30)
     one_line_error(cp, 1, "root", "CAP_BPF")
 
 
-def test_duration_and_sigterm_stop_cleanly():
+def test_duration_and_sigterm_stop_cleanly(test_cgroup):
     t0 = time.monotonic()
-    cp = run("trace", "-o", "json", "-d", "1", "--no-snapshot")
+    cp = run("trace", "-o", "json", "-d", "1", "--no-snapshot", *cg(test_cgroup))
     assert cp.returncode == 0, cp.stderr
     assert time.monotonic() - t0 < 15
     recs = [json.loads(l) for l in cp.stdout.splitlines()]
     assert recs[0]["type"] == "stats" and recs[0]["phase"] == "start"
     assert recs[-1]["type"] == "stats" and recs[-1]["phase"] == "end"
 
-    p = subprocess.Popen([BIN, "trace", "-o", "json"], stdout=subprocess.PIPE,
+    p = subprocess.Popen([BIN, "trace", "-o", "json", *cg(test_cgroup)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     first = p.stdout.readline()
     assert json.loads(first)["phase"] == "start"
@@ -100,7 +125,8 @@ def test_top_shows_the_stuck_pod_first(cluster):
     qsrv = quiet.python(SERVER, "echo", quiet.ip, 30991, 3)
     simpod.wait_for_line(qsrv, "READY", 10)
     top = subprocess.Popen([BIN, "top", "-i", "1", "-d", "5", "--close-wait-threshold", "1",
-                            "--pods-dir", cluster.pods_dir, "--namespace", "shop"],
+                            "--pods-dir", cluster.pods_dir, "--namespace", "shop",
+                            *cg(cluster.cgroup_root)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1)
     cp = fe.python(CLIENT, "echo", quiet.ip, 30991, 3, 10, wait=True, timeout=60)
@@ -130,7 +156,8 @@ def test_daemon_json_lines_and_metrics(cluster):
     simpod.wait_for_line(srv, "READY", 10)
     port = 39000 + os.getpid() % 1000
     d = subprocess.Popen([BIN, "daemon", "-i", "1", "--pods-dir", cluster.pods_dir,
-                          "--namespace", "shop", "--metrics-addr", f"127.0.0.1:{port}"],
+                          "--namespace", "shop", "--metrics-addr", f"127.0.0.1:{port}",
+                          *cg(cluster.cgroup_root)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = json.loads(d.stdout.readline())
