@@ -1,6 +1,6 @@
 #!/bin/sh
 # Run connscope's tests: unit tests (ASan/UBSan), fuzz smoke runs, then the live
-# tests against the real kernel (root). `scripts/test.sh unit|fuzz|live` runs one part.
+# tests against the real kernel (root). `scripts/test.sh unit|fuzz|bpf|live` runs one part.
 set -eu
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -43,6 +43,16 @@ run_fuzz() {
 	done
 }
 
+run_bpf() {
+	for t in tests/bpf/test_*.c; do
+		name=$(basename "$t" .c)
+		echo "== bpf: $name"
+		# shellcheck disable=SC2086
+		$CC_SAN $CFLAGS_T $SAN -I.output "$t" -lbpf -lelf -lz -o "$out/$name"
+		"$out/$name" || failed=1
+	done
+}
+
 run_live() {
 	echo "== live tests (real kernel, simulated pods)"
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/live || failed=1
@@ -53,9 +63,10 @@ run_live() {
 
 case "$part" in
 unit) run_unit ;;
+bpf) run_bpf ;;
 fuzz) run_fuzz ;;
 live) run_live ;;
-all) run_unit; run_fuzz; run_live ;;
-*) echo "usage: $0 [unit|fuzz|live|all]" >&2; exit 2 ;;
+all) run_unit; run_fuzz; run_bpf; run_live ;;
+*) echo "usage: $0 [unit|fuzz|bpf|live|all]" >&2; exit 2 ;;
 esac
 exit $failed
