@@ -193,21 +193,26 @@ static __always_inline void event_send(struct tls_event *e)
 
 /*
  * Copy the part of this segment that falls in the direction's capture window
- * [0, cap) into data events. stream_off: the segment's first payload byte's offset
- * in the direction's byte stream.
+ * into data events. stream_off: the segment's first payload byte's offset in the
+ * direction's byte stream. A global function (verified once, on its own): its
+ * loop of reserve-and-copy is the costliest thing here for the verifier.
  */
-static __always_inline void capture(struct __sk_buff *skb, struct tls_sock *ts,
-				    const struct seg *s, bool egress, __u8 dir,
-				    __u32 stream_off, __u32 cap)
+__noinline int capture(struct __sk_buff *skb, struct tls_sock *ts, struct seg *s, __u32 egress_dir,
+		       __u32 stream_off)
 {
+	bool egress = egress_dir & 1;
+	__u8 dir = (egress_dir >> 1) & 1;
+	__u32 cap = dir == TLS_DIR_C2S ? TLS_CAPTURE_CLIENT : TLS_CAPTURE_SERVER;
 	__u32 i, done = 0;
 
+	if (!ts || !s)
+		return 0;
 	for (i = 0; i < DATA_EVENTS_MAX; i++) {
 		__u32 at = stream_off + done, n;
 		struct tls_event *e;
 
 		if (at >= cap || done >= s->len)
-			return;
+			return 0;
 		n = s->len - done;
 		if (n > cap - at)
 			n = cap - at;
@@ -215,17 +220,18 @@ static __always_inline void capture(struct __sk_buff *skb, struct tls_sock *ts,
 			n = TLS_CHUNK;
 		e = event_new(skb, ts, s, egress, TLS_EV_DATA);
 		if (!e)
-			return;
+			return 0;
 		e->dir = dir;
 		e->off = at;
 		e->len = n;
 		if (!n || bpf_skb_load_bytes(skb, s->off + done, e->data, BOUNDED_LEN(n, TLS_CHUNK))) {
 			bpf_ringbuf_discard(e, 0);
-			return;
+			return 0;
 		}
 		event_send(e);
 		done += n;
 	}
+	return 0;
 }
 
 static __always_inline void finish(struct __sk_buff *skb, struct tls_sock *ts,
@@ -301,10 +307,39 @@ static __always_inline struct tls_sock *start(struct __sk_buff *skb, struct bpf_
 	return ts;
 }
 
-/* Walk this segment's records, chunk by chunk, and step the handshake. */
-static __always_inline void walk_segment(struct __sk_buff *skb, struct tls_sock *ts,
-					 const struct seg *s, bool egress, __u8 dir,
-					 struct scratch *sc)
+/*
+ * The parser's two workhorses run as global functions: the verifier checks each
+ * once, on its own, instead of once per record slot of every chunk it is inlined
+ * into (inlined, the programs used 920K of the 1M instructions it allows).
+ */
+__noinline int walk_chunk(struct tls_stream *st, struct scratch *sc, __u32 seq, __u32 n)
+{
+	if (!st || !sc)
+		return TLS_WALK_DESYNC;
+	if (n > TLS_BUF_MAX)
+		n = TLS_BUF_MAX;
+	return tls_walk(st, seq, sc->buf, n, &sc->walk);
+}
+
+/* Record i of the last walk through the handshake rule (bpf/tls.h). */
+__noinline int step_record(struct tls_hs *hs, struct scratch *sc, __u32 i, int from_client)
+{
+	struct tls_walk_rec *r;
+
+	if (!hs || !sc || i >= TLS_WALK_MAX)
+		return TLS_HS_PROGRESS;
+	r = &sc->walk.rec[i];
+	return tls_hs_step(hs, from_client, r->type, r->len, sc->buf, r->body_off, r->body_here);
+}
+
+/*
+ * Walk this segment's records, chunk by chunk, and step the handshake. Returns
+ * the event that ends the handshake (TLS_EV_DONE, _ALERT, _DESYNC) or 0. The one
+ * caller reports it: reporting from inside the loops would make the verifier
+ * walk the reporting code once per record slot.
+ */
+static __always_inline __u8 walk_segment(struct __sk_buff *skb, struct tls_sock *ts,
+					 const struct seg *s, __u8 dir, struct scratch *sc)
 {
 	__u32 chunk, i, done = 0;
 
@@ -313,55 +348,36 @@ static __always_inline void walk_segment(struct __sk_buff *skb, struct tls_sock 
 		int rc, pass;
 
 		if (done >= s->len)
-			return;
+			return 0;
 		if (n > TLS_BUF_MAX)
 			n = TLS_BUF_MAX;
 		if (!n || bpf_skb_load_bytes(skb, s->off + done, sc->buf, BOUNDED_LEN(n, TLS_BUF_MAX)))
-			return;
+			return 0;
 		/* A chunk holds at most TLS_WALK_MAX headers per call; MORE asks for
 		 * another call on the same bytes. Two calls cover handshake flights. */
 		for (pass = 0; pass < 2; pass++) {
-			rc = tls_walk(&ts->st[dir], s->seq + done, sc->buf, n, &sc->walk);
-			if (rc == TLS_WALK_DESYNC || rc == TLS_WALK_GAP) {
-				/* Lost a boundary, or bytes were skipped (reordering on
-				 * the wire): stop following rather than guess. */
-				finish(skb, ts, s, egress, TLS_EV_DESYNC, dir);
-				return;
-			}
+			rc = walk_chunk(&ts->st[dir & 1], sc, s->seq + done, n);
+			/* Lost a boundary, or bytes were skipped (reordering on the
+			 * wire): stop following rather than guess. */
+			if (rc == TLS_WALK_DESYNC || rc == TLS_WALK_GAP)
+				return TLS_EV_DESYNC;
 			for (i = 0; i < TLS_WALK_MAX; i++) {
-				struct tls_walk_rec *r = &sc->walk.rec[i];
 				int hs;
 
 				if (i >= sc->walk.n)
 					break;
-				/* from_client is a constant in each call, and the server's
-				 * handshake bodies are not handed over: the ServerHello is
-				 * read in user space (from the captured bytes), and the
-				 * rule infers the version from the record types (tls.h).
-				 * Parsing it here would multiply the verifier's work by
-				 * every record slot of every chunk. */
-				if (dir == TLS_DIR_C2S)
-					hs = tls_hs_step(&ts->hs, 1, r->type, r->len, sc->buf,
-							 r->body_off, r->body_here);
-				else if (r->type == TLS_CT_ALERT)
-					hs = tls_hs_step(&ts->hs, 0, r->type, r->len, sc->buf,
-							 r->body_off, r->body_here);
-				else
-					hs = tls_hs_step(&ts->hs, 0, r->type, r->len, sc->buf, 0, 0);
-				if (hs == TLS_HS_COMPLETE) {
-					finish(skb, ts, s, egress, TLS_EV_DONE, dir);
-					return;
-				}
-				if (hs == TLS_HS_FAILED) {
-					finish(skb, ts, s, egress, TLS_EV_ALERT, dir);
-					return;
-				}
+				hs = step_record(&ts->hs, sc, i, dir == TLS_DIR_C2S);
+				if (hs == TLS_HS_COMPLETE)
+					return TLS_EV_DONE;
+				if (hs == TLS_HS_FAILED)
+					return TLS_EV_ALERT;
 			}
 			if (rc != TLS_WALK_MORE)
 				break;
 		}
 		done += n;
 	}
+	return 0;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, bool egress)
@@ -372,7 +388,7 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 	struct scratch *sc;
 	struct seg s;
 	__u32 zero = 0;
-	__u8 dir;
+	__u8 dir, end;
 
 	if (!sk)
 		return ALLOW;
@@ -398,11 +414,10 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 		return ALLOW;
 	}
 	dir = egress == (bool)ts->we_are_client ? TLS_DIR_C2S : TLS_DIR_S2C;
-	capture(skb, ts, &s, egress, dir, s.seq - ts->base_seq[dir],
-		dir == TLS_DIR_C2S ? TLS_CAPTURE_CLIENT : TLS_CAPTURE_SERVER);
+	capture(skb, ts, &s, (__u32)egress | (__u32)dir << 1, s.seq - ts->base_seq[dir & 1]);
 	sc = bpf_map_lookup_elem(&scratch_map, &zero);
-	if (sc)
-		walk_segment(skb, ts, &s, egress, dir, sc);
+	if (sc && (end = walk_segment(skb, ts, &s, dir, sc)))
+		finish(skb, ts, &s, egress, end, dir);
 	return ALLOW;
 }
 

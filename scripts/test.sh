@@ -37,7 +37,9 @@ run_fuzz() {
 		clang $CFLAGS_T -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 \
 			"$f" user/pods.c user/util.c -lm -o "$out/$name"
 		mkdir -p "$out/$name.corpus"
-		"$out/$name" -max_total_time=20 -seed=1 "$out/$name.corpus" tests/fuzz/corpus >/dev/null 2>"$out/$name.log" \
+		seeds=tests/fuzz/corpus
+		[ -d "tests/fuzz/corpus_${name#fuzz_}" ] && seeds="tests/fuzz/corpus_${name#fuzz_}"
+		"$out/$name" -max_total_time=20 -seed=1 "$out/$name.corpus" "$seeds" >/dev/null 2>"$out/$name.log" \
 			|| { tail -30 "$out/$name.log"; failed=1; }
 		tail -1 "$out/$name.log"
 	done

@@ -168,25 +168,33 @@ static void parse_hellos(struct tls_conn *tc)
 		free(tc->ch);
 		tc->ch = NULL;
 	}
-	/* The ServerHello opens the server's first record. */
-	if (tc->sh && tls_parse_record_header(tc->sh, tc->sh_have, &rh) == TLS_OK &&
-	    rh.type == TLS_CT_HANDSHAKE && tc->sh_have > TLS_REC_HDR_LEN + TLS_HS_HDR_LEN) {
-		uint32_t body = tc->sh_have - TLS_REC_HDR_LEN;
+	/* The ServerHello opens the server's first handshake record, or a later
+	 * one after a HelloRetryRequest (same message type, and a CCS may come
+	 * between): look through the captured records for the first real one. */
+	for (uint32_t at = 0; tc->sh && at + TLS_REC_HDR_LEN < tc->sh_have;) {
 		struct tls_server_hello sh;
-		uint32_t msg;
+		uint32_t body, msg;
 
+		if (tls_parse_record_header(tc->sh + at, tc->sh_have - at, &rh) != TLS_OK)
+			break;
+		body = tc->sh_have - at - TLS_REC_HDR_LEN;
 		if (body > rh.len)
 			body = rh.len;
-		memcpy(parse_buf, tc->sh + TLS_REC_HDR_LEN, body);
-		msg = TLS_HS_HDR_LEN + ((uint32_t)parse_buf[1] << 16 | (uint32_t)parse_buf[2] << 8 |
-					parse_buf[3]);
-		if (msg <= body && tls_parse_server_hello(parse_buf, msg, &sh) == TLS_OK &&
-		    !(sh.flags & TLS_SH_HRR)) {
-			tc->version = sh.version;
-			snprintf(tc->alpn, sizeof(tc->alpn), "%s", sh.alpn);
-			free(tc->sh);
-			tc->sh = NULL;
+		if (rh.type == TLS_CT_HANDSHAKE && body > TLS_HS_HDR_LEN) {
+			memcpy(parse_buf, tc->sh + at + TLS_REC_HDR_LEN, body);
+			msg = TLS_HS_HDR_LEN + ((uint32_t)parse_buf[1] << 16 |
+						(uint32_t)parse_buf[2] << 8 | parse_buf[3]);
+			if (msg > body || tls_parse_server_hello(parse_buf, msg, &sh) != TLS_OK)
+				break;
+			if (!(sh.flags & TLS_SH_HRR)) {
+				tc->version = sh.version;
+				snprintf(tc->alpn, sizeof(tc->alpn), "%s", sh.alpn);
+				free(tc->sh);
+				tc->sh = NULL;
+				break;
+			}
 		}
+		at += TLS_REC_HDR_LEN + rh.len;
 	}
 }
 
