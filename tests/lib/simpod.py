@@ -691,7 +691,7 @@ def supports_cgroup_option(binary=None):
     Asked in a way that can never start tracing: as nobody, without capabilities,
     with --cgroup followed by an impossible --port. A build without --cgroup stops
     at it ("unknown option"); a build with it stops at the port. (`trace --help`
-    is no probe: argp's help is silenced by ARGP_NO_ERRS and tracing starts.)
+    is no probe: before 5cec29e argp's help was silenced and tracing started.)
     """
     binary = binary or CONNSCOPE_BIN
     try:
@@ -766,6 +766,10 @@ class Connscope:
                                   what="the first record (stats phase=start)")
             assert first.get("type") == "stats" and first.get("phase") == "start", \
                 f"first record must be stats phase=start, got {first}"
+            if "--cgroup" in self.argv and "tls_cgroup" in first:
+                want = self.argv[self.argv.index("--cgroup") + 1]
+                assert first["tls_cgroup"] in (want, None), \
+                    f"packet programs attached at {first['tls_cgroup']}, not {want}"
         except BaseException:
             self.kill()
             raise

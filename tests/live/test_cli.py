@@ -63,6 +63,8 @@ def test_check_reports_attach_points(test_cgroup):
         line = next(l for l in out.splitlines() if l.startswith(tp))
         assert line.split()[1:3] == ["yes", "tp_btf"], line
     assert "cgroup2:" in out and "NOT FOUND" not in out
+    if cg(test_cgroup):
+        assert test_cgroup in out, f"the packet programs must attach at {test_cgroup}:\n{out}"
 
 
 def test_check_forced_fallback_says_why(test_cgroup):
@@ -104,8 +106,8 @@ def test_duration_and_sigterm_stop_cleanly(test_cgroup):
     assert recs[0]["type"] == "stats" and recs[0]["phase"] == "start"
     assert recs[-1]["type"] == "stats" and recs[-1]["phase"] == "end"
 
-    p = subprocess.Popen([BIN, "trace", "-o", "json", *cg(test_cgroup)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([BIN, "trace", "-o", "json", *cg(test_cgroup)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = p.stdout.readline()
     assert json.loads(first)["phase"] == "start"
     p.send_signal(signal.SIGTERM)
