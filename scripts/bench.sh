@@ -9,6 +9,19 @@
 # 2. Fixed rate: RATE connections/s for RATE_SECONDS with `connscope trace -o json`
 #    writing to a file; then its final stats record (events, lost, map_full) and the
 #    number of connection records against 2 x the connections made. Target: lost == 0.
+# 3. TLS: the per-packet cost of connscope's cgroup_skb programs (they follow TLS
+#    handshakes). tests/bench/tlsload.c, run inside a cgroup of the bench's own, does
+#    a bulk TLS 1.3 transfer (one connection, 16 KiB writes; MB/s) and back-to-back
+#    full TLS 1.3 handshakes (handshakes/s), each interleaved with and without
+#    `connscope trace -o json --cgroup <that cgroup> > file` (TLS_ROUNDS rounds).
+#    Targets: bulk ratio >= 0.98, handshake ratio >= 0.97; and in every connscope
+#    handshake run, the connection records on the TLS port with tls.outcome "ok" equal
+#    the handshakes made (client + server side).
+#
+# connscope never attaches its packet programs to the cgroup2 root here: a cgroup is
+# made under the cgroup2 mount (found in /proc/self/mountinfo) for the run, every
+# connscope gets `--cgroup` with it, and it is removed on exit. Only the TLS load runs
+# inside it; the TCP load of parts 1 and 2 stays outside (no TLS to follow there).
 #
 # The load is tests/bench/connload.c. In the throughput rounds a tracer's stdout is a
 # regular file (as with `connscope daemon > file`); connscope counts as attached
@@ -21,8 +34,12 @@
 # does not start); a missed target is printed as MISS. Settings (environment):
 #   BENCH_ROUNDS=5 BENCH_SECONDS=4 BENCH_RATE=20000 BENCH_RATE_SECONDS=10
 #   BENCH_WORKERS=<cpus> BENCH_SERVER_THREADS=<cpus> BENCH_PORT=29100 (8 ports)
-#   BENCH_QUIET_WAIT=5 (s to wait per run for other BPF programs to go, 40 s in all)
+#   BENCH_QUIET_WAIT=5 (s to wait per run for other BPF programs to go and the CPUs to
+#   be idle, at most BENCH_QUIET_BUDGET=40 s in all; BENCH_QUIET_BUSY=15 % is idle)
 #   BENCH_KEEP=1 (keep the work directory)  TCPSTATES=/usr/sbin/tcpstates
+#   BENCH_PARTS="tcp rate tls" (which parts run; e.g. BENCH_PARTS=tls)
+#   BENCH_TLS_ROUNDS=5 BENCH_TLS_SECONDS=4 BENCH_TLS_WORKERS=<cpus>
+#   BENCH_TLS_PORT=<BENCH_PORT + 8>
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -37,13 +54,24 @@ WORKERS=${BENCH_WORKERS:-$NCPU}
 SERVER_THREADS=${BENCH_SERVER_THREADS:-$NCPU}
 PORT=${BENCH_PORT:-29100}
 NPORTS=8
+PARTS=${BENCH_PARTS:-tcp rate tls}
+TLS_ROUNDS=${BENCH_TLS_ROUNDS:-5}
+TLS_SECS=${BENCH_TLS_SECONDS:-4}
+TLS_WORKERS=${BENCH_TLS_WORKERS:-$NCPU}
+TLS_PORT=${BENCH_TLS_PORT:-$((PORT + NPORTS))}
 BPFTOOL=${BPFTOOL:-$(command -v bpftool 2>/dev/null || echo /usr/sbin/bpftool)}
 TCPSTATES=${TCPSTATES:-$(command -v tcpstates 2>/dev/null || echo /usr/sbin/tcpstates)}
 CONNSCOPE=$ROOT/connscope
 CONNLOAD=$ROOT/.output/connload
+TLSLOAD=$ROOT/.output/tlsload
 
 die() { echo "bench: failed to $*" >&2; exit 1; }
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+for part in $PARTS; do
+	case $part in tcp | rate | tls) ;; *) die "parse BENCH_PARTS: unknown part '$part' (tcp rate tls)" ;; esac
+done
 
 [ "$(id -u)" = 0 ] || die "run: needs root (BPF programs and sysctls)"
 [ -x "$CONNSCOPE" ] || die "find ./connscope: run make first"
@@ -55,6 +83,7 @@ PYTHON=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)} ||
 PIDS=()
 RESTORE_SYSCTL=()
 UNMOUNT_TRACEFS=0
+CGROUP=         # the bench's own cgroup2 directory, once made
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/connscope-bench.XXXXXX")
 
 cleanup() {
@@ -75,6 +104,7 @@ cleanup() {
 	for kv in "${RESTORE_SYSCTL[@]}"; do
 		sysctl -q -w "$kv" >/dev/null || echo "bench: failed to restore sysctl $kv" >&2
 	done
+	[ -n "$CGROUP" ] && remove_cgroup
 	if [ "$UNMOUNT_TRACEFS" = 1 ]; then
 		umount /sys/kernel/tracing 2>/dev/null ||
 			echo "bench: note: /sys/kernel/tracing left mounted (busy)" >&2
@@ -89,6 +119,49 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# ---- the bench's cgroup ---------------------------------------------------------------
+# The first cgroup2 mount in /proc/self/mountinfo (field 5 is the mount point, octal
+# escapes as in \040; the file system type follows the "-" separator).
+cgroup2_mount() {
+	local mnt
+	mnt=$(awk '{ for (i = 7; i < NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' /proc/self/mountinfo)
+	[ -n "$mnt" ] || return 1
+	printf '%b' "$(printf '%s' "$mnt" | sed 's/\\\([0-7][0-7][0-7]\)/\\0\1/g')"
+}
+
+make_cgroup() {
+	local mnt
+	mnt=$(cgroup2_mount) || die "find a cgroup2 mount in /proc/self/mountinfo"
+	[ -f "$mnt/cgroup.procs" ] || die "use the cgroup2 mount $mnt (no cgroup.procs)"
+	mkdir "$mnt/connscope-bench-$$" || die "create a cgroup under $mnt"
+	CGROUP=$mnt/connscope-bench-$$
+}
+
+# Everything still in our cgroup is ours (only this script puts processes there).
+remove_cgroup() {
+	local pid i
+	for ((i = 0; i < 25; i++)); do
+		[ -s "$CGROUP/cgroup.procs" ] || break
+		while read -r pid; do
+			kill -KILL "$pid" 2>/dev/null || true
+		done <"$CGROUP/cgroup.procs"
+		sleep 0.2
+	done
+	for ((i = 0; i < 25; i++)); do
+		rmdir "$CGROUP" 2>/dev/null && { CGROUP=; return 0; }
+		sleep 0.2
+	done
+	echo "bench: failed to remove the cgroup $CGROUP" >&2
+}
+
+# in_cgroup CMD ARGS...: run CMD inside the bench's cgroup (it moves in, then execs).
+in_cgroup() {
+	(
+		echo "$BASHPID" >"$CGROUP/cgroup.procs" || die "move into the cgroup $CGROUP"
+		exec "$@"
+	)
+}
 
 # Set a sysctl for the duration of the run; the old value comes back on exit.
 set_sysctl() {
@@ -119,13 +192,28 @@ forget_pid() {
 mkdir -p .output
 gcc -O2 -g -Wall -Wextra -pthread -o "$CONNLOAD" tests/bench/connload.c ||
 	die "build tests/bench/connload.c"
+if has_part tls; then
+	gcc -O2 -g -Wall -Wextra -pthread -o "$TLSLOAD" tests/bench/tlsload.c -lssl -lcrypto ||
+		die "build tests/bench/tlsload.c (needs libssl-dev)"
+fi
+make_cgroup
+# The whole run uses one connscope binary, whatever a rebuild does to ./connscope
+# meanwhile.
+cp "$CONNSCOPE" "$WORK/connscope" || die "copy ./connscope"
+log "connscope: ./connscope built $(date -r "$CONNSCOPE" '+%F %T'), sha256" \
+	"$(sha256sum "$CONNSCOPE" | cut -c1-12), tree $(git rev-parse --short HEAD 2>/dev/null ||
+		echo '?')$(git diff --quiet HEAD -- bpf user 2>/dev/null || echo ' + uncommitted bpf/user changes')"
+CONNSCOPE=$WORK/connscope
+log "cgroup for connscope's packet programs and the TLS load: $CGROUP"
 
 # The client side ends in TIME_WAIT; allow loopback reuse of old TIME_WAIT 4-tuples
 # (on top of the 249 source addresses x 8 ports the load spreads over).
 set_sysctl net.ipv4.tcp_tw_reuse 1
 
 HAVE_TCPSTATES=1
-if [ ! -x "$TCPSTATES" ]; then
+if ! has_part tcp; then
+	HAVE_TCPSTATES=0
+elif [ ! -x "$TCPSTATES" ]; then
 	HAVE_TCPSTATES=0
 	log "tcpstates not found ($TCPSTATES): comparison skipped (apt-get install libbpf-tools)"
 elif [ ! -d /sys/kernel/tracing/events/sock ]; then
@@ -159,7 +247,7 @@ start_tracer() {
 	# reader process competes with the load for the CPUs.
 	TRACER_OUT=$out
 	case $name in
-	connscope) "$CONNSCOPE" trace -o json >"$out" 2>"$dir/err" & ;;
+	connscope) "$CONNSCOPE" trace -o json --cgroup "$CGROUP" >"$out" 2>"$dir/err" & ;;
 	tcpstates) "$TCPSTATES" >"$out" 2>"$dir/err" & ;;
 	*) die "start $name: unknown tracer" ;;
 	esac
@@ -209,6 +297,7 @@ proc_cpu_ms() {
 stop_tracer() {
 	local dir=$1 i
 	proc_cpu_ms "$TRACER_PID" >"$dir/cpu_ms"
+	tracer_prog_ids "$TRACER_PID" >>"$OUR_PROG_IDS"
 	kill -INT "$TRACER_PID" 2>/dev/null || true
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$TRACER_PID" 2>/dev/null || break
@@ -234,28 +323,66 @@ run_load() {
 	grep -q '"conns_per_s"' "$out" || die "run connload: no result line"
 }
 
+# The TLS load, inside the bench's cgroup.
+run_tlsload() {
+	local out=$1
+	shift
+	in_cgroup "$TLSLOAD" "$@" --port "$TLS_PORT" >"$out" || die "run tlsload $* (exit $?)"
+	grep -q '"mode"' "$out" || die "run tlsload: no result line"
+}
+
 # ---- other people's tracers and CPU use --------------------------------------------
 # This is a shared machine: another connscope (a test run, say) attached during a
 # round slows every connection of that round. Record which BPF programs are loaded and
 # how much CPU the rest of the machine used, so the report can flag such rounds.
+# Our own tracers' programs can outlive them for a moment (the kernel frees them after
+# a grace period): their ids, noted at each stop, do not count as someone else's.
+OUR_PROG_IDS=$WORK/our_prog_ids
+: >"$OUR_PROG_IDS"
 PROG_FILTER='import json,sys
 try: d = json.load(sys.stdin)
 except ValueError: d = []
+ours = set(open(sys.argv[1]).read().split())
 print(" ".join("%d:%s" % (p["id"], p.get("name", "?")) for p in d
-               if p.get("type") not in ("cgroup_device",)))'
-bpf_progs() { "$BPFTOOL" -j prog show 2>/dev/null | "$PYTHON" -c "$PROG_FILTER"; }
+               if p.get("type") not in ("cgroup_device",) and str(p["id"]) not in ours))'
+bpf_progs() { "$BPFTOOL" -j prog show 2>/dev/null | "$PYTHON" -c "$PROG_FILTER" "$OUR_PROG_IDS"; }
+# tracer_prog_ids PID: the ids of the BPF programs behind PID's file descriptors.
+tracer_prog_ids() {
+	cat "/proc/$1/fdinfo/"* 2>/dev/null | awk '/^prog_id:/ { print $2 }' | sort -un
+}
 # busy and steal CPU time of the whole machine, ms
 cpu_busy() { awk '/^cpu /{printf "%d %d\n", ($2+$3+$4+$7+$8)*10, $9*10}' /proc/stat; }
 
 QUIET_WAIT=${BENCH_QUIET_WAIT:-5}     # per run, seconds
 QUIET_BUDGET=${BENCH_QUIET_BUDGET:-40} # whole bench, seconds
 quiet_spent=0
+QUIET_BUSY=${BENCH_QUIET_BUSY:-15}    # % of all CPUs busy that counts as quiet
+
+# Busy share of all CPUs (%) over the next 0.25 s.
+busy_pct() {
+	# shellcheck disable=SC2016 # awk's fields
+	local a b prog='/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}'
+	read -r -a a < <(awk "$prog" /proc/stat)
+	sleep 0.25
+	read -r -a b < <(awk "$prog" /proc/stat)
+	echo $(((b[0] - a[0]) * 100 / (b[1] - a[1] > 0 ? b[1] - a[1] : 1)))
+}
+
+# Wait (within the budgets) until no other BPF program is loaded and the CPUs are
+# idle: someone's test or build running next to the load slows it down.
 wait_quiet() {
-	local t=0
-	while [ -n "$(bpf_progs)" ] && [ "$t" -lt "$((QUIET_WAIT * 4))" ] &&
-		[ "$quiet_spent" -lt "$((QUIET_BUDGET * 4))" ]; do
-		[ "$t" = 0 ] && log "other BPF programs are loaded ($(bpf_progs)): waiting up to ${QUIET_WAIT}s"
-		sleep 0.25
+	local t=0 progs busy why
+	while [ "$t" -lt "$((QUIET_WAIT * 4))" ] && [ "$quiet_spent" -lt "$((QUIET_BUDGET * 4))" ]; do
+		progs=$(bpf_progs)
+		busy=$(busy_pct) # takes 0.25 s
+		if [ -n "$progs" ]; then
+			why="other BPF programs are loaded ($progs)"
+		elif [ "$busy" -gt "$QUIET_BUSY" ]; then
+			why="the machine is ${busy}% busy"
+		else
+			return 0
+		fi
+		[ "$t" = 0 ] && log "$why: waiting up to ${QUIET_WAIT}s"
 		t=$((t + 1))
 		quiet_spent=$((quiet_spent + 1))
 	done
@@ -273,7 +400,7 @@ measured_run() {
 	sleep 0.5
 	cpu_busy >"$dir/busy0"
 	[ -n "$TRACER_PID" ] && proc_cpu_ms "$TRACER_PID" >"$dir/tracer_cpu0"
-	run_load "$dir/load.json" "$@"
+	"${LOAD_FN:-run_load}" "$dir/load.json" "$@"
 	cpu_busy >"$dir/busy1"
 	[ -n "$TRACER_PID" ] && proc_cpu_ms "$TRACER_PID" >"$dir/tracer_cpu1"
 	bpf_progs >"$dir/progs2"
@@ -281,32 +408,107 @@ measured_run() {
 }
 
 # ---- 1. throughput, interleaved -----------------------------------------------------
-log "throughput: ${#CONFIGS[@]} configs x $ROUNDS rounds x ${SECS}s, closed loop," \
-	"$WORKERS client + $SERVER_THREADS server threads, $NCPU CPUs"
-mkdir -p "$WORK/runs"
-n=${#CONFIGS[@]}
-for ((r = 1; r <= ROUNDS; r++)); do
-	for ((k = 0; k < n; k++)); do
-		cfg=${CONFIGS[$(((r - 1 + k) % n))]}
-		dir=$WORK/runs/r$r-$k-$cfg
-		measured_run "$cfg" "$dir" --closed-loop --seconds "$SECS"
-		[ "$cfg" != baseline ] && stop_tracer "$dir"
-		log "round $r/$ROUNDS $(printf '%-10s' "$cfg")" \
-			"$("$PYTHON" -c 'import json,sys; print("%.0f conns/s" % json.load(open(sys.argv[1]))["conns_per_s"])' "$dir/load.json")"
+if has_part tcp; then
+	log "throughput: ${#CONFIGS[@]} configs x $ROUNDS rounds x ${SECS}s, closed loop," \
+		"$WORKERS client + $SERVER_THREADS server threads, $NCPU CPUs"
+	mkdir -p "$WORK/runs"
+	n=${#CONFIGS[@]}
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for ((k = 0; k < n; k++)); do
+			cfg=${CONFIGS[$(((r - 1 + k) % n))]}
+			dir=$WORK/runs/r$r-$k-$cfg
+			measured_run "$cfg" "$dir" --closed-loop --seconds "$SECS"
+			[ "$cfg" != baseline ] && stop_tracer "$dir"
+			log "round $r/$ROUNDS $(printf '%-10s' "$cfg")" \
+				"$("$PYTHON" -c 'import json,sys; print("%.0f conns/s" % json.load(open(sys.argv[1]))["conns_per_s"])' "$dir/load.json")"
+		done
 	done
-done
+fi
 
 # ---- 2. fixed rate with connscope writing to a file ---------------------------------
-log "fixed rate: $RATE connections/s for ${RATE_SECS}s with connscope trace -o json > file"
-dir=$WORK/rate
-# Count BPF run time for this part only (connscope reports it as bpf_ms).
-set_sysctl kernel.bpf_stats_enabled 1
-OUTFILE=$dir/trace.jsonl measured_run connscope "$dir" --rate "$RATE" --seconds "$RATE_SECS"
-sleep 1 # every connection's last state change is in; let connscope drain and print
-stop_tracer "$dir"
-restore_sysctl kernel.bpf_stats_enabled
+if has_part rate; then
+	log "fixed rate: $RATE connections/s for ${RATE_SECS}s with connscope trace -o json > file"
+	dir=$WORK/rate
+	# Count BPF run time for this part only (connscope reports it as bpf_ms).
+	set_sysctl kernel.bpf_stats_enabled 1
+	OUTFILE=$dir/trace.jsonl measured_run connscope "$dir" --rate "$RATE" --seconds "$RATE_SECS"
+	sleep 1 # every connection's last state change is in; let connscope drain and print
+	stop_tracer "$dir"
+	restore_sysctl kernel.bpf_stats_enabled
+fi
+
+# ---- 3. TLS: bulk transfer and handshakes, inside the bench's cgroup ------------------
+# Baseline and connscope alternate within each round (order rotating per round),
+# bulk first, then handshakes. The handshake runs keep connscope's output to count
+# the connection records with a TLS outcome; the bulk runs keep only its stats.
+tls_round() {
+	local mode=$1 r=$2 k cfg dir
+	for ((k = 0; k < 2; k++)); do
+		cfg=${TLS_CONFIGS[$(((r - 1 + k) % 2))]}
+		dir=$WORK/tls/$mode/r$r-$k-$cfg
+		if [ "$mode" = handshakes ] && [ "$cfg" = connscope ]; then
+			OUTFILE=$dir/trace.jsonl LOAD_FN=run_tlsload measured_run "$cfg" "$dir" \
+				--handshakes --seconds "$TLS_SECS" --workers "$TLS_WORKERS"
+		elif [ "$mode" = handshakes ]; then
+			LOAD_FN=run_tlsload measured_run "$cfg" "$dir" \
+				--handshakes --seconds "$TLS_SECS" --workers "$TLS_WORKERS"
+		else
+			LOAD_FN=run_tlsload measured_run "$cfg" "$dir" --bulk --seconds "$TLS_SECS"
+		fi
+		if [ "$cfg" = connscope ]; then
+			# The last connections' records are out once connscope has drained.
+			[ "$mode" = handshakes ] && sleep 1
+			stop_tracer "$dir"
+			if [ "$mode" = handshakes ]; then
+				"$PYTHON" tests/bench/report.py --count-tls "$dir/trace.jsonl" \
+					--port "$TLS_PORT" >"$dir/records.json" ||
+					die "count the TLS records of $dir/trace.jsonl"
+				[ "${BENCH_KEEP:-0}" = 1 ] || rm -f "$dir/trace.jsonl"
+			fi
+		fi
+		log "tls round $r/$TLS_ROUNDS $(printf '%-10s %-10s' "$mode" "$cfg")" \
+			"$("$PYTHON" -c 'import json,sys
+d = json.load(open(sys.argv[1]))
+print("%.1f MB/s" % d["mb_per_s"] if d["mode"] == "bulk" else
+      "%.0f handshakes/s (%d failed)" % (d["handshakes_per_s"], d["failed"]))' "$dir/load.json")"
+	done
+}
+
+# One more connscope run of each load with kernel.bpf_stats_enabled=1 (which itself
+# costs a little, hence outside the ratios): the run count and run time of each of
+# connscope's programs (told apart from anyone else's by the ids behind its file
+# descriptors) give the cgroup_skb programs' cost per packet directly.
+tls_detail() {
+	local mode=$1 dir=$WORK/tls/detail-$1
+	mkdir -p "$dir"
+	set_sysctl kernel.bpf_stats_enabled 1
+	if [ "$mode" = handshakes ]; then
+		LOAD_FN=run_tlsload measured_run connscope "$dir" \
+			--handshakes --seconds "$TLS_SECS" --workers "$TLS_WORKERS"
+	else
+		LOAD_FN=run_tlsload measured_run connscope "$dir" --bulk --seconds "$TLS_SECS"
+	fi
+	tracer_prog_ids "$TRACER_PID" >"$dir/tracer_prog_ids"
+	"$BPFTOOL" -j prog show >"$dir/prog_stats.json" 2>/dev/null || true
+	stop_tracer "$dir"
+	restore_sysctl kernel.bpf_stats_enabled
+}
+
+if has_part tls; then
+	TLS_CONFIGS=(baseline connscope)
+	log "tls: 2 configs x $TLS_ROUNDS rounds x ${TLS_SECS}s, bulk and handshakes" \
+		"($TLS_WORKERS client + $TLS_WORKERS server threads), port $TLS_PORT, in $CGROUP"
+	for ((r = 1; r <= TLS_ROUNDS; r++)); do
+		tls_round bulk "$r"
+		tls_round handshakes "$r"
+	done
+	tls_detail bulk
+	tls_detail handshakes
+fi
 
 # ---- report -------------------------------------------------------------------------
 "$PYTHON" tests/bench/report.py --work "$WORK" --rounds "$ROUNDS" --seconds "$SECS" \
 	--rate "$RATE" --rate-seconds "$RATE_SECS" --port "$PORT" --nports "$NPORTS" \
-	--cpus "$NCPU" --configs "${CONFIGS[*]}" || die "summarise the results"
+	--cpus "$NCPU" --configs "${CONFIGS[*]}" --parts "$PARTS" --tls-rounds "$TLS_ROUNDS" \
+	--tls-seconds "$TLS_SECS" --tls-port "$TLS_PORT" --tls-workers "$TLS_WORKERS" \
+	--cgroup "$CGROUP" || die "summarise the results"

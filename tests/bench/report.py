@@ -11,7 +11,19 @@ Reads the work directory bench.sh filled:
                                             attached, after the load
                                /err         the tracer's stderr
   rate/load.json, rate/trace.jsonl          the fixed-rate run
-Exits 1 only when results are missing or unreadable.
+  tls/<mode>/r<round>-<slot>-<config>/      the TLS runs (mode bulk or handshakes):
+                               load.json    tlsload's result line
+                               first, last  connscope's first and last lines
+                               records.json the handshake runs' record counts (below)
+  tls/detail-<mode>/prog_stats.json         `bpftool -j prog show` with
+                                            kernel.bpf_stats_enabled=1, and
+                   /tracer_prog_ids         the ids of connscope's programs
+Only the parts named by --parts are read. Exits 1 only when results are missing or
+unreadable.
+
+  report.py --count-tls TRACE.jsonl --port P
+counts connscope's connection records for 127.0.0.1:P in TRACE (by side and TLS
+outcome) and prints them as one JSON object; bench.sh keeps that instead of the trace.
 """
 import argparse
 import json
@@ -21,6 +33,8 @@ import statistics
 import sys
 
 RATIO_TARGET = 0.97
+TLS_BULK_TARGET = 0.98
+TLS_HANDSHAKE_TARGET = 0.97
 
 
 def load_json(path):
@@ -286,22 +300,299 @@ def fixed_rate(a):
         "PASS" if stats_end["map_full"] == 0 else "MISS"))
 
 
+def count_tls(path, port):
+    """Connection records on 127.0.0.1:port by side and TLS outcome, and the end stats."""
+    out = {"records": 0, "client": 0, "server": 0, "tls_ok": 0, "tls_ok_client": 0,
+           "tls_ok_server": 0, "outcomes": {}, "other_lines": 0, "stats_end": None,
+           "stats_start": None}
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                out["other_lines"] += 1
+                continue
+            t = rec.get("type")
+            if t == "stats":
+                out["stats_" + rec.get("phase", "?")] = rec
+                continue
+            if t != "connection":
+                continue
+            srv = rec.get("server") or {}
+            if srv.get("ip") != "127.0.0.1" or srv.get("port") != port:
+                continue  # someone else's connection
+            side = rec.get("side", "?")
+            out["records"] += 1
+            out[side] = out.get(side, 0) + 1
+            tls = rec.get("tls")
+            outcome = tls.get("outcome", "?") if isinstance(tls, dict) else "no_tls"
+            key = "%s/%s" % (side, outcome)
+            out["outcomes"][key] = out["outcomes"].get(key, 0) + 1
+            if outcome == "ok":
+                out["tls_ok"] += 1
+                if side in ("client", "server"):
+                    out["tls_ok_" + side] += 1
+    out.pop("stats_interval", None)
+    return out
+
+
+def prog_stats(d):
+    """The bench connscope's programs in bpftool's listing: (type, name) -> [runs, ns]."""
+    try:
+        with open(os.path.join(d, "prog_stats.json")) as f:
+            progs = json.load(f)
+        ours = set(int(x) for x in read_words(os.path.join(d, "tracer_prog_ids")))
+    except (OSError, ValueError):
+        return None
+    res = {}
+    for p in progs:
+        if p.get("id") not in ours:
+            continue  # someone else's program
+        r = res.setdefault((p.get("type", "?"), p.get("name", "?")), [0, 0])
+        r[0] += p.get("run_cnt", 0)
+        r[1] += p.get("run_time_ns", 0)
+    return res
+
+
+def tls_runs(a, mode):
+    base = os.path.join(a.work, "tls", mode)
+    runs = {"baseline": [], "connscope": []}
+    order = {}
+    for name in sorted(os.listdir(base)):
+        m = re.fullmatch(r"r(\d+)-(\d+)-(\w+)", name)
+        if not m:
+            continue
+        rnd, slot, cfg = int(m[1]), int(m[2]), m[3]
+        d = os.path.join(base, name)
+        load = load_json(os.path.join(d, "load.json"))
+        c0, c1 = read_int(os.path.join(d, "tracer_cpu0")), read_int(os.path.join(d, "tracer_cpu1"))
+        tracer_cpu = c1 - c0 if c0 is not None and c1 is not None else None
+        first = None
+        try:
+            with open(os.path.join(d, "first")) as f:
+                first = json.loads(f.readline())
+        except (OSError, ValueError):
+            pass
+        records = None
+        if os.path.exists(os.path.join(d, "records.json")):
+            records = load_json(os.path.join(d, "records.json"))
+        work = (load["received"] / 1e6 if mode == "bulk" else load["handshakes"])
+        cpu_s = (load["cpu_ms"] + (tracer_cpu or 0)) / 1e3
+        runs[cfg].append({
+            "round": rnd,
+            "value": load["mb_per_s"] if mode == "bulk" else load["handshakes_per_s"],
+            # work per CPU second of the load and the tracer together: what connscope
+            # costs, whatever else the machine was running
+            "per_cpu": work / cpu_s if cpu_s > 0 else 0,
+            "load": load,
+            "tracer_cpu_ms": tracer_cpu,
+            "env": run_env(d, load, tracer_cpu, a.cpus),
+            "stats": last_stats(os.path.join(d, "last")),
+            "first": first,
+            "records": records,
+        })
+        order.setdefault(rnd, []).append((slot, cfg))
+    return runs, order
+
+
+def tls_table(a, mode, target):
+    runs, order = tls_runs(a, mode)
+    unit = "MB/s" if mode == "bulk" else "hs/s"
+    if mode == "bulk":
+        print("  Bulk: one TLS 1.3 connection, the client writes 16 KiB records for %gs "
+              "(MB/s received)" % a.tls_seconds)
+    else:
+        print("  Handshakes: connect + full TLS 1.3 handshake + close, back to back, %d "
+              "client + %d server threads, %gs (handshakes/s)" % (
+                  a.tls_workers, a.tls_workers, a.tls_seconds))
+    print("  %-6s %-20s %12s %12s %10s" % ("round", "order", "baseline", "connscope", "ratio"))
+    paired = []
+    for rnd in sorted(order):
+        by = {c: next((r for r in runs[c] if r["round"] == rnd), None) for c in runs}
+        line = "  %-6d %-20s" % (rnd, ",".join(c for _, c in sorted(order[rnd])))
+        for c in ("baseline", "connscope"):
+            line += ("%11.1f%s" % (by[c]["value"], "*" if by[c]["env"]["foreign"] else " ")
+                     if by[c] else "%12s" % "-")
+        if by["baseline"] and by["connscope"]:
+            paired.append(by["connscope"]["value"] / by["baseline"]["value"])
+            line += "%10.3f" % paired[-1]
+        print(line)
+    if not runs["baseline"] or not runs["connscope"]:
+        print("  (no complete pair of runs)")
+        return None
+    mb = statistics.median(r["value"] for r in runs["baseline"])
+    mc = statistics.median(r["value"] for r in runs["connscope"])
+    ratio = mc / mb
+    failed = sum(r["load"].get("failed", 0) for r in runs["baseline"] + runs["connscope"])
+    print("  median: baseline %.1f %s, connscope %.1f %s, ratio %.3f (per-round ratios "
+          "%.3f-%.3f)  %s (>= %.2f)" % (
+              mb, unit, mc, unit, ratio, min(paired), max(paired),
+              "PASS" if ratio >= target else "MISS", target))
+    base = [r["value"] for r in runs["baseline"]]
+    print("  baseline runs spread %.1f-%.1f %s (%.0f%% of their median): the machine's own "
+          "run-to-run noise" % (min(base), max(base), unit, 100.0 * (max(base) - min(base)) / mb))
+    eb = statistics.median(r["per_cpu"] for r in runs["baseline"])
+    ec = statistics.median(r["per_cpu"] for r in runs["connscope"])
+    print("  per CPU second of the load and connscope (other processes' CPU use does not "
+          "count; the host's speed still does): baseline %.1f, connscope %.1f %s, "
+          "ratio %.3f" % (
+              eb, ec, "MB" if mode == "bulk" else "handshakes", ec / eb if eb else 0))
+    if mode == "handshakes":
+        print("  load: %d handshakes failed over all runs, %d resumed (must be 0)" % (
+            failed, sum(r["load"].get("resumed", 0) for rs in runs.values() for r in rs)))
+    cpu = [r["tracer_cpu_ms"] for r in runs["connscope"]]
+    if all(x is not None for x in cpu):
+        if mode == "bulk":
+            print("  connscope CPU while loaded: %s ms per round" % " ".join(
+                str(x) for x in cpu))
+        else:
+            made = sum(r["load"]["handshakes"] for r in runs["connscope"])
+            print("  connscope CPU while loaded: %s ms per round, %.1f us per handshake "
+                  "(client + server side)" % (" ".join(str(x) for x in cpu),
+                                               1000.0 * sum(cpu) / made if made else 0))
+    for r in runs["connscope"]:
+        s = r["stats"]
+        cg = (r["first"] or {}).get("tls_cgroup")
+        if s is None:
+            print("    round %d connscope: no end stats record (it did not stop cleanly?)" %
+                  r["round"])
+            continue
+        print("    round %d connscope end stats: events %d lost %d parser_desync %d "
+              "map_full %d cpu_ms %d%s" % (
+                  r["round"], s["events"], s["lost"], s.get("parser_desync", -1),
+                  s["map_full"], s["cpu_ms"],
+                  "" if cg == a.cgroup else "  tls_cgroup %s (expected %s)" % (cg, a.cgroup)))
+    if mode == "handshakes":
+        tot_ok = tot_made = 0
+        for r in runs["connscope"]:
+            rec = r["records"]
+            made_c, made_s = r["load"]["handshakes"], r["load"]["server"]["handshakes"]
+            if rec is None:
+                print("    round %d records: not counted" % r["round"])
+                continue
+            made = made_c + made_s
+            tot_ok += rec["tls_ok"]
+            tot_made += made
+            others = ", ".join("%s %d" % kv for kv in sorted(rec["outcomes"].items())
+                               if not kv[0].endswith("/ok"))
+            print("    round %d records: tls ok %d (client %d, server %d) of %d on port %d; "
+                  "handshakes made %d (client %d + server %d): %s%s" % (
+                      r["round"], rec["tls_ok"], rec["tls_ok_client"], rec["tls_ok_server"],
+                      rec["records"], a.tls_port, made, made_c, made_s,
+                      "PASS" if rec["tls_ok"] == made else "MISS (%+d)" % (rec["tls_ok"] - made),
+                      "; other outcomes: " + others if others else ""))
+        print("  records: %d connection records with tls outcome ok, %d handshakes made "
+              "(client + server side): %s" % (
+                  tot_ok, tot_made, "PASS" if tot_ok == tot_made else "MISS"))
+    notes = []
+    for c in runs:
+        for r in runs[c]:
+            e = r["env"]
+            if e["foreign"] or (e["other_pct"] or 0) > 10 or (e["steal_pct"] or 0) > 5:
+                notes.append("    round %d %-10s other BPF programs: %s; rest of the machine "
+                             "used %.0f%% CPU, steal %.0f%%" % (
+                                 r["round"], c, ",".join(e["foreign"]) or "none",
+                                 e["other_pct"] or 0, e["steal_pct"] or 0))
+    if notes:
+        print("  Noise (* above; every round still counts in the medians):")
+        print("\n".join(notes))
+    return ratio
+
+
+def tls_detail(a, mode):
+    d = os.path.join(a.work, "tls", "detail-" + mode)
+    if not os.path.isdir(d):
+        return
+    allp = prog_stats(d)
+    load = load_json(os.path.join(d, "load.json"))
+    st = {k[1]: v for k, v in (allp or {}).items() if k[0] == "cgroup_skb"}
+    value = ("%.1f MB/s" % load["mb_per_s"] if mode == "bulk"
+             else "%.0f handshakes/s" % load["handshakes_per_s"])
+    if not st:
+        print("  %-10s (%s): connscope's cgroup_skb programs not found in bpftool's "
+              "listing" % (mode, value))
+        return
+    runs = sum(v[0] for v in st.values())
+    ns = sum(v[1] for v in st.values())
+    other_ns = sum(v[1] for k, v in allp.items() if k[0] != "cgroup_skb")
+    print("  %-10s (%s): %s; all %.0f ns/packet" % (
+        mode, value, "; ".join("%s %d runs, %.0f ns/run" % (n, v[0], v[1] / v[0] if v[0] else 0)
+                               for n, v in sorted(st.items())), ns / runs if runs else 0))
+    if mode == "bulk" and load.get("received"):
+        mb = load["received"] / 1e6
+        print("             %.1f packets and %.1f us of cgroup_skb time per MB, %.2f%% of the "
+              "run's %d CPUs; connscope's other programs %.1f us per MB" % (
+                  runs / mb, ns / 1e3 / mb,
+                  100.0 * ns / 1e9 / (load["seconds"] * a.cpus) if load["seconds"] else 0,
+                  a.cpus, other_ns / 1e3 / mb))
+    elif mode == "handshakes" and load.get("handshakes"):
+        n = load["handshakes"]
+        print("             %.1f packets and %.1f us of cgroup_skb time per handshake (both "
+              "sides); connscope's other programs %.1f us per handshake" % (
+                  runs / n, ns / 1e3 / n, other_ns / 1e3 / n))
+
+
+def tls(a):
+    print()
+    print("TLS: connscope's cgroup_skb programs attached to %s (the load runs inside it), "
+          "%d rounds, medians, interleaved" % (a.cgroup, a.tls_rounds))
+    tls_table(a, "bulk", TLS_BULK_TARGET)
+    print()
+    tls_table(a, "handshakes", TLS_HANDSHAKE_TARGET)
+    print()
+    print("  Per packet, measured apart (one more connscope run of each load with "
+          "kernel.bpf_stats_enabled=1; run counts and times as bpftool reports them):")
+    tls_detail(a, "bulk")
+    tls_detail(a, "handshakes")
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--work", required=True)
-    p.add_argument("--rounds", type=int, required=True)
-    p.add_argument("--seconds", type=float, required=True)
-    p.add_argument("--rate", type=int, required=True)
-    p.add_argument("--rate-seconds", type=float, required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--nports", type=int, required=True)
-    p.add_argument("--cpus", type=int, required=True)
-    p.add_argument("--configs", required=True)
+    p.add_argument("--count-tls", metavar="TRACE")
+    p.add_argument("--work")
+    p.add_argument("--parts", default="tcp rate tls")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--seconds", type=float)
+    p.add_argument("--rate", type=int)
+    p.add_argument("--rate-seconds", type=float)
+    p.add_argument("--port", type=int)
+    p.add_argument("--nports", type=int)
+    p.add_argument("--cpus", type=int)
+    p.add_argument("--configs")
+    p.add_argument("--tls-rounds", type=int)
+    p.add_argument("--tls-seconds", type=float)
+    p.add_argument("--tls-port", type=int)
+    p.add_argument("--tls-workers", type=int)
+    p.add_argument("--cgroup")
     a = p.parse_args()
+    if a.count_tls:
+        if a.port is None:
+            p.error("--count-tls needs --port")
+        try:
+            print(json.dumps(count_tls(a.count_tls, a.port)))
+        except OSError as e:
+            print("bench: failed to read %s: %s" % (a.count_tls, e), file=sys.stderr)
+            return 1
+        return 0
+    need = ["work", "cpus"]
+    parts = a.parts.split()
+    if "tcp" in parts:
+        need += ["rounds", "seconds", "configs"]
+    if "rate" in parts:
+        need += ["rate", "rate_seconds", "port", "nports"]
+    if "tls" in parts:
+        need += ["tls_rounds", "tls_seconds", "tls_port", "tls_workers", "cgroup"]
+    missing = [n for n in need if getattr(a, n) is None]
+    if missing:
+        p.error("missing: " + " ".join("--" + n.replace("_", "-") for n in missing))
     try:
-        throughput(a, a.configs.split())
-        fixed_rate(a)
-    except (OSError, KeyError, ValueError) as e:
+        if "tcp" in parts:
+            throughput(a, a.configs.split())
+        if "rate" in parts:
+            fixed_rate(a)
+        if "tls" in parts:
+            tls(a)
+    except (OSError, KeyError, ValueError, ZeroDivisionError) as e:
         print("bench: failed to read the results: %s" % e, file=sys.stderr)
         return 1
     return 0
