@@ -540,6 +540,10 @@ static __always_inline int handle_owner(struct sock *sk, enum store st)
 	own_by_current(info);
 	if (!info->ino)
 		info->ino = sk_ino(sk, st);
+	/* The peer's FIN came before accept() (no owner, no inode then): tell
+	 * user space who holds the socket now, so a stuck finding names it. */
+	if (info->close_wait_ns && RD(st, sk, __sk_common.skc_state) == CS_TCP_CLOSE_WAIT)
+		emit(sk, info, CS_EV_CLOSE_WAIT, CS_TCP_CLOSE_WAIT, CS_TCP_CLOSE_WAIT, st);
 	return 0;
 }
 

@@ -69,37 +69,27 @@ static void key(struct jw *w, const char *k)
 	}
 }
 
-void jw_obj(struct jw *w, const char *k)
+/* { or [: a new nesting level whose first member needs no comma. */
+static void open_(struct jw *w, const char *k, char c)
 {
 	key(w, k);
-	putc_(w, '{');
+	putc_(w, c);
 	if (w->depth < JW_DEPTH)
 		w->first[w->depth] = true;
 	w->depth++;
 }
 
-void jw_end(struct jw *w)
+static void close_(struct jw *w, char c)
 {
-	putc_(w, '}');
+	putc_(w, c);
 	if (w->depth > 0)
 		w->depth--;
 }
 
-void jw_arr(struct jw *w, const char *k)
-{
-	key(w, k);
-	putc_(w, '[');
-	if (w->depth < JW_DEPTH)
-		w->first[w->depth] = true;
-	w->depth++;
-}
-
-void jw_end_arr(struct jw *w)
-{
-	putc_(w, ']');
-	if (w->depth > 0)
-		w->depth--;
-}
+void jw_obj(struct jw *w, const char *k) { open_(w, k, '{'); }
+void jw_end(struct jw *w) { close_(w, '}'); }
+void jw_arr(struct jw *w, const char *k) { open_(w, k, '['); }
+void jw_end_arr(struct jw *w) { close_(w, ']'); }
 
 void jw_str(struct jw *w, const char *k, const char *val)
 {

@@ -101,10 +101,6 @@ static int on_tls_event(void *ctx, void *data, size_t size)
 
 	if (size < sizeof(struct tls_event))
 		return 0;
-	if (getenv("CONNSCOPE_DEBUG_TLS")) {
-		const struct tls_event *e = data;
-		fprintf(stderr, "tls ev type=%u cookie=%llu client=%u dir=%u off=%u len=%u sport=%u dport=%u ver=%x alert=%u/%u\n", e->type, (unsigned long long)e->cookie, e->we_are_client, e->dir, e->off, e->len, e->sport, e->dport, e->version, e->alert_level, e->alert_desc);
-	}
 	track_tls_event(lv->t, data);
 	return 0;
 }

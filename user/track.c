@@ -672,7 +672,7 @@ void track_event(struct tracker *t, const struct cs_event *e)
 			w->connect_start_ns = e->start_ns ? e->start_ns : e->ts_ns;
 		}
 		break;
-	case CS_EV_CLOSE_WAIT:
+	case CS_EV_CLOSE_WAIT: /* again when the owner becomes known: same timer */
 		w = watch_get(t, e, true);
 		if (w) {
 			w->ev = *e;
