@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * TLS handshakes on the wire, for every TLS stack.
+ * TLS handshakes and cleartext HTTP/2 (h2c) on the wire, for every stack.
  *
  * cgroup_skb programs on ingress and egress follow each socket's TLS records by
  * TCP sequence number (bpf/tls.h, the parser shared with replay) while, and only
@@ -11,14 +11,24 @@
  *
  * Out go: the start, the bytes of the ClientHello and of the server's first flight
  * (user space reads SNI, ALPN and versions from them with the same parser), and the
- * end: done, an alert, or a desync. The programs always return 1: they observe,
- * they never drop.
+ * end: done, an alert, or a desync.
+ *
+ * h2c: a socket whose first payload in a direction is the HTTP/2 client preface,
+ * or a SETTINGS frame (a server's preface), is walked frame by frame in both
+ * directions for as long as it lives (bpf/h2.h, the walker shared with replay):
+ * one bpf_loop step per frame header or counted payload, skipped payload never
+ * read. Out go its running totals (bpf/h2_events.h) when it turns out to be
+ * HTTP/2, on GOAWAY, RST_STREAM, desync, every H2_UPDATE_STREAMS new streams, and
+ * on every FIN or RST it sends or receives (the last one is the final count).
+ *
+ * The programs always return 1: they observe, they never drop.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "tls.h"
 #include "tls_events.h"
+#include "h2_events.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -42,7 +52,16 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Data events per packet and direction at most: the capture windows are small. */
 #define DATA_EVENTS_MAX (TLS_CAPTURE_CLIENT / TLS_CHUNK + 1)
 
-enum { TS_PROGRESS = 0, TS_OVER = 1 };
+/* Frame-walk steps per segment (a frame header or a counted payload is one step,
+ * a skipped payload one more): a 64 KiB loopback segment of 13-byte frames needs
+ * about 5,000. A segment with more is not followed further (a desync, counted). */
+#define H2_SEG_STEPS 16384
+
+enum {
+	TS_PROGRESS = 0,  /* TLS handshake followed */
+	TS_OVER = 1,      /* nothing more to follow: one lookup per packet */
+	TS_H2 = 2,        /* h2c frames followed */
+};
 
 struct tls_sock {
 	__u64 start_ns;
@@ -52,6 +71,9 @@ struct tls_sock {
 	__u8 we_are_client;
 	__u8 state;               /* TS_* */
 	__u8 _pad[6];
+	/* h2c (TS_H2): directions indexed H2_LOCAL_OUT (egress) / H2_LOCAL_IN */
+	struct h2_conn h2;
+	struct h2_dir h2d[2];
 };
 
 struct {
@@ -65,6 +87,11 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 * 1024 * 1024);
 } tls_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1024 * 1024);
+} h2_events SEC(".maps");
 
 /* Per-CPU scratch: a segment's bytes for the parser, and the walker's output. */
 struct scratch {
@@ -81,7 +108,7 @@ struct {
 
 /* Counters shared with user space (index enum cs_counter in conn.h, plus these). */
 enum { TLS_CNT_EVENTS = 0, TLS_CNT_LOST = 1, TLS_CNT_MAP_FULL = 2, TLS_CNT_DESYNC = 3,
-       TLS_CNT_MAX = 4 };
+       TLS_CNT_H2_DESYNC = 4, TLS_CNT_MAX = 5 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -105,8 +132,12 @@ struct seg {
 	__u32 seq;        /* sequence number of the first payload byte */
 	__u16 family;
 	__u16 sport, dport; /* as on the wire, host order */
+	__u8 tcp_flags;
 	__u8 saddr[16], daddr[16];
 };
+
+#define TCP_FIN 0x01
+#define TCP_RST 0x04
 
 static __always_inline int parse_seg(struct __sk_buff *skb, struct seg *s)
 {
@@ -144,10 +175,11 @@ static __always_inline int parse_seg(struct __sk_buff *skb, struct seg *s)
 	s->sport = (__u16)tcp[0] << 8 | tcp[1];
 	s->dport = (__u16)tcp[2] << 8 | tcp[3];
 	s->seq = (__u32)tcp[4] << 24 | (__u32)tcp[5] << 16 | (__u32)tcp[6] << 8 | tcp[7];
+	s->tcp_flags = tcp[13];
 	s->off = ip_len + (tcp[12] >> 4) * 4;
-	if (s->off < ip_len + 20 || s->off >= skb->len)
+	if (s->off < ip_len + 20 || s->off > skb->len)
 		return -1;
-	s->len = skb->len - s->off;
+	s->len = skb->len - s->off;  /* 0 for a bare FIN or RST */
 	return 0;
 }
 
@@ -380,6 +412,170 @@ static __always_inline __u8 walk_segment(struct __sk_buff *skb, struct tls_sock 
 	return 0;
 }
 
+/* ---- h2c ----------------------------------------------------------------------------- */
+
+static __always_inline void h2_event_send(struct __sk_buff *skb, struct tls_sock *ts,
+					  const struct seg *s, bool egress, __u8 type)
+{
+	struct h2_event *e = bpf_ringbuf_reserve(&h2_events, sizeof(*e), 0);
+
+	if (!e) {
+		count(TLS_CNT_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = bpf_get_socket_cookie(skb);
+	e->cgroup_id = bpf_skb_cgroup_id(skb);
+	e->family = s->family;
+	if (egress) {
+		e->sport = s->sport;
+		e->dport = s->dport;
+		__builtin_memcpy(e->saddr, s->saddr, 16);
+		__builtin_memcpy(e->daddr, s->daddr, 16);
+	} else {
+		e->sport = s->dport;
+		e->dport = s->sport;
+		__builtin_memcpy(e->saddr, s->daddr, 16);
+		__builtin_memcpy(e->daddr, s->saddr, 16);
+	}
+	e->type = type;
+	e->source = H2_SRC_WIRE;
+	__builtin_memcpy(&e->c, &ts->h2, sizeof(e->c));
+	bpf_ringbuf_submit(e, 0);
+	count(TLS_CNT_EVENTS);
+}
+
+/* Is this the start of an HTTP/2 direction? The client preface's first 6 bytes,
+ * or a SETTINGS frame header that is not an ACK (§3.4: the server's preface). */
+static __always_inline bool h2_looks_like_start(const __u8 *h, __u32 avail)
+{
+	if (avail >= 6 && h[0] == 'P' && h[1] == 'R' && h[2] == 'I' && h[3] == ' ' &&
+	    h[4] == '*' && h[5] == ' ')
+		return true;
+	return avail >= H2_FRAME_HDR_LEN && h[3] == H2_SETTINGS && !(h[4] & H2_FLAG_ACK) &&
+	       !h[5] && !h[6] && !h[7] && !h[8] &&
+	       ((__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2]) % 6 == 0 &&
+	       ((__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2]) <= H2_DEFAULT_MAX_FRAME;
+}
+
+struct h2_walk_ctx {
+	struct __sk_buff *skb;
+	struct tls_sock *ts;
+	__u32 off;        /* next payload byte, as an skb offset */
+	__u32 end;        /* skb->len */
+	__u32 dir;
+	__u32 notes;
+	__u8 in[16];      /* the bytes of one step (at most H2_PIECE_MAX) */
+};
+
+/* One walker step: a bpf_loop callback, verified once whatever the frame count. */
+static long h2_step(__u32 i, void *arg)
+{
+	struct h2_walk_ctx *w = arg;
+	struct tls_sock *ts = w->ts;
+	struct h2_dir *d, *o;
+	__u32 n, dir = w->dir & 1;
+
+	if (!ts || w->off >= w->end)
+		return 1;
+	d = &ts->h2d[dir];
+	o = &ts->h2d[dir ^ 1];
+	if (h2_want(d, w->end - w->off, &n)) {
+		if (!n || bpf_skb_load_bytes(w->skb, w->off, w->in, BOUNDED_LEN(n, 16)))
+			return 1;
+	} else if (!n) {
+		return 1;
+	}
+	w->notes |= h2_feed(&ts->h2, d, o, dir, w->in, n);
+	w->off += n;
+	return 0;
+}
+
+/* Walk this segment's payload in direction dir; returns the walker's notes. */
+static __always_inline __u32 h2_walk_segment(struct __sk_buff *skb, struct tls_sock *ts,
+					     const struct seg *s, __u32 dir)
+{
+	struct h2_dir *d = &ts->h2d[dir & 1];
+	struct h2_walk_ctx w = { .skb = skb, .ts = ts, .dir = dir };
+	__u32 skip;
+	int at;
+
+	if (!s->len)
+		return 0;
+	at = h2_at(d, s->seq, s->len, &skip);
+	if (at == H2_AT_GAP)  /* bytes the walker never saw: reordered or lost */
+		return h2_desync(&ts->h2, d);
+	if (at != H2_AT_OK)
+		return 0;
+	w.off = s->off + skip;
+	w.end = s->off + s->len;
+	bpf_loop(H2_SEG_STEPS, h2_step, &w, 0);
+	/* Steps ran out, or a load failed, before the segment's end: the boundary is
+	 * lost for good. */
+	if (w.off < w.end && !h2_dir_stopped(d))
+		w.notes |= h2_desync(&ts->h2, d);
+	return w.notes;
+}
+
+static __always_inline void h2_segment(struct __sk_buff *skb, struct tls_sock *ts,
+				       struct bpf_tcp_sock *tp, const struct seg *s, bool egress)
+{
+	__u32 dir = egress ? H2_LOCAL_OUT : H2_LOCAL_IN;
+	struct h2_dir *d = &ts->h2d[dir];
+	__u32 streams = ts->h2.streams, notes;
+
+	if (!(d->flags & H2_D_STARTED) && !h2_dir_stopped(d) && s->len) {
+		/* This direction's first payload starts it; one we did not see
+		 * from its start is never walked. */
+		if (tp && first_payload(tp, s, egress))
+			h2_dir_init(d, s->seq);
+		else
+			h2_desync(&ts->h2, d);
+	}
+	notes = h2_walk_segment(skb, ts, s, dir);
+	if (notes & H2_N_DESYNC)
+		count(TLS_CNT_H2_DESYNC);
+	if (!(ts->h2.flags & H2_C_H2)) {
+		/* Not (yet) HTTP/2: nothing to tell. A direction that is not stops
+		 * everything. */
+		if (ts->h2.flags & H2_C_NOT_H2)
+			ts->state = TS_OVER;
+		return;
+	}
+	if (notes & H2_N_PREFACE)
+		h2_event_send(skb, ts, s, egress, H2_EV_START);
+	if (notes & H2_N_GOAWAY)
+		h2_event_send(skb, ts, s, egress, H2_EV_GOAWAY);
+	if (notes & H2_N_DESYNC)
+		h2_event_send(skb, ts, s, egress, H2_EV_DESYNC);
+	if (s->tcp_flags & (TCP_FIN | TCP_RST))
+		h2_event_send(skb, ts, s, egress, H2_EV_END);
+	else if ((notes & H2_N_RST) ||
+		 streams / H2_UPDATE_STREAMS != ts->h2.streams / H2_UPDATE_STREAMS)
+		h2_event_send(skb, ts, s, egress, H2_EV_UPDATE);
+}
+
+/* A socket's first payload in this direction starts an h2c walk. */
+static __always_inline struct tls_sock *h2_start(struct __sk_buff *skb, struct bpf_sock *sk,
+						 const struct seg *s)
+{
+	struct tls_sock *ts;
+
+	ts = bpf_sk_storage_get(&tls_storage, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ts) {
+		count(TLS_CNT_MAP_FULL);
+		return NULL;
+	}
+	__builtin_memset(ts, 0, sizeof(*ts));
+	ts->start_ns = bpf_ktime_get_ns();
+	ts->state = TS_H2;
+	h2_conn_init(&ts->h2);
+	h2_dir_init_unstarted(&ts->h2d[0]);
+	h2_dir_init_unstarted(&ts->h2d[1]);
+	return ts;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, bool egress)
 {
 	struct bpf_sock *sk = skb->sk;
@@ -401,15 +597,32 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 	tp = bpf_tcp_sock(sk);
 	if (!tp)
 		return ALLOW;
+	if (ts && ts->state == TS_H2) {
+		if (!parse_seg(skb, &s))
+			h2_segment(skb, ts, tp, &s, egress);
+		return ALLOW;
+	}
 	if (!ts) {
+		__u8 head[H2_FRAME_HDR_LEN];
+
 		/* Cheap test first: past the first payload, nothing to start. */
 		if (egress ? tp->bytes_acked > 1 : tp->bytes_received > 0)
 			return ALLOW;
-		if (parse_seg(skb, &s) || !first_payload(tp, &s, egress))
+		if (parse_seg(skb, &s) || !s.len || !first_payload(tp, &s, egress))
 			return ALLOW;
 		ts = start(skb, sk, tp, &s, egress);
-		if (!ts)
+		if (!ts) {
+			/* Not TLS: perhaps h2c. */
+			if (s.len < 6 || bpf_skb_load_bytes(skb, s.off, head,
+							    s.len < sizeof(head) ? 6 : sizeof(head)))
+				return ALLOW;
+			if (!h2_looks_like_start(head, s.len < sizeof(head) ? 6 : sizeof(head)))
+				return ALLOW;
+			ts = h2_start(skb, sk, &s);
+			if (ts)
+				h2_segment(skb, ts, tp, &s, egress);
 			return ALLOW;
+		}
 	} else if (parse_seg(skb, &s)) {
 		return ALLOW;
 	}

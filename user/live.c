@@ -15,6 +15,7 @@
 #include "conn.skel.h"
 #include "tls.skel.h"
 #include "tls_events.h"
+#include "h2_events.h"
 #include "loader.h"
 #include "metrics.h"
 #include "output.h"
@@ -71,7 +72,8 @@ static void stats_record(struct live *lv, const char *phase)
 	cJSON_AddNumberToObject(o, "missed_runs", (double)missed);
 	cJSON_AddNumberToObject(o, "map_full", (double)(loader_counter(&lv->L, CS_CNT_MAP_FULL) +
 						       loader_tls_counter(&lv->L, 2)));
-	cJSON_AddNumberToObject(o, "parser_desync", (double)loader_tls_counter(&lv->L, 3));
+	cJSON_AddNumberToObject(o, "parser_desync", (double)(loader_tls_counter(&lv->L, 3) +
+							    loader_tls_counter(&lv->L, 4)));
 	cJSON_AddNumberToObject(o, "cpu_ms", (double)(int64_t)cpu_ms());
 	cJSON_AddNumberToObject(o, "bpf_ms", (double)(loader_bpf_runtime_ns(&lv->L) / 1000000));
 	cJSON_AddNumberToObject(o, "consumed", (double)(lv->t ? track_events(lv->t) : 0));
@@ -102,6 +104,16 @@ static int on_tls_event(void *ctx, void *data, size_t size)
 	if (size < sizeof(struct tls_event))
 		return 0;
 	track_tls_event(lv->t, data);
+	return 0;
+}
+
+static int on_h2_event(void *ctx, void *data, size_t size)
+{
+	struct live *lv = ctx;
+
+	if (size < sizeof(struct h2_event))
+		return 0;
+	track_h2_event(lv->t, data);
 	return 0;
 }
 
@@ -237,8 +249,9 @@ int live_run(const struct cs_opts *o)
 	 * where --cgroup says. Without them the TCP view still stands. */
 	if (loader_tls_open(&lv.L, o->cgroup ? o->cgroup : pods_cgroup2_root(pods)))
 		cs_warn("TLS handshakes are not observed: %s", lv.L.tls_note);
-	else if (ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.tls_events), on_tls_event, &lv))
-		cs_warn("TLS handshakes are not observed: cannot read their ring buffer");
+	else if (ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.tls_events), on_tls_event, &lv) ||
+		 ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.h2_events), on_h2_event, &lv))
+		cs_warn("TLS handshakes and h2c are not observed: cannot read their ring buffers");
 	/* Attached first, then the snapshot: nothing falls between the two. */
 	if (!o->no_snapshot)
 		take_snapshot(&lv);
@@ -360,9 +373,9 @@ int check_run(const struct cs_opts *o)
 		const char *cg = o->cgroup ? o->cgroup : pr ? pods_cgroup2_root(pr) : "/sys/fs/cgroup";
 
 		if (!loader_tls_open(&L, cg))
-			printf("TLS (wire):        cgroup_skb ingress+egress attached at %s\n", cg);
+			printf("TLS, h2c (wire):   cgroup_skb ingress+egress attached at %s\n", cg);
 		else
-			printf("TLS (wire):        NOT observed: %s\n", L.tls_note);
+			printf("TLS, h2c (wire):   NOT observed: %s\n", L.tls_note);
 		pods_free(pr);
 	}
 	printf("not yet built:     OpenSSL/Go uprobes, HTTP/2, conntrack (later releases)\n");

@@ -49,6 +49,7 @@ static const struct {
 enum {
 	OPT_POD = 0x100, OPT_NS, OPT_PORT, OPT_CW, OPT_TLS, OPT_CONNECT, OPT_PODS_DIR,
 	OPT_METRICS, OPT_KEYLOG, OPT_PODS_FILE, OPT_ATTACH, OPT_NO_SNAPSHOT, OPT_WINDOW, OPT_CGROUP,
+	OPT_H2_WINDOW, OPT_H2_CHURN_CONNS, OPT_H2_CHURN_STREAMS, OPT_H2_GOAWAY_RUNS,
 	OPT_USAGE,
 };
 
@@ -66,6 +67,16 @@ static const struct argp_option options[] = {
 	{ "finding-window", OPT_WINDOW, "SEC", 0,
 	  "Repeats of a finding for one pod and remote within this window are folded "
 	  "into one record with a count (default 10)", 2 },
+	{ "h2-window", OPT_H2_WINDOW, "SEC", 0,
+	  "Sliding window of the HTTP/2 reuse figures and findings (default 30)", 2 },
+	{ "h2-churn-conns", OPT_H2_CHURN_CONNS, "N", 0,
+	  "h2_reuse_churn: at least N connections to one remote closed in the window "
+	  "(default 20)...", 2 },
+	{ "h2-churn-streams", OPT_H2_CHURN_STREAMS, "X", 0,
+	  "...carrying at most X streams each on average (default 1.5)", 2 },
+	{ "h2-goaway-runs", OPT_H2_GOAWAY_RUNS, "N", 0,
+	  "h2_goaway: N connections to one remote ended by GOAWAY in the window (default 3; "
+	  "a GOAWAY with an error code is reported at once)", 2 },
 	{ NULL, 0, NULL, 0, "Output:", 3 },
 	{ "output", 'o', "text|json", 0, "Record format (default text; daemon: json)", 3 },
 	{ "interval", 'i', "SEC", 0,
@@ -129,6 +140,28 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 	case OPT_WINDOW:
 		if (parse_seconds("--finding-window", arg, 0, &o->finding_window_s))
 			exit(2);
+		break;
+	case OPT_H2_WINDOW:
+		if (parse_seconds("--h2-window", arg, 1, &o->h2_window_s))
+			exit(2);
+		break;
+	case OPT_H2_CHURN_CONNS:
+	case OPT_H2_GOAWAY_RUNS:
+		if (cs_parse_u64(arg, 1, 100000, &v)) {
+			cs_warn("bad value for --%s: '%s' (1-100000)",
+				key == OPT_H2_CHURN_CONNS ? "h2-churn-conns" : "h2-goaway-runs", arg);
+			exit(2);
+		}
+		if (key == OPT_H2_CHURN_CONNS)
+			o->h2_churn_conns = (unsigned)v;
+		else
+			o->h2_goaway_runs = (unsigned)v;
+		break;
+	case OPT_H2_CHURN_STREAMS:
+		if (cs_parse_double(arg, 0, 1000, &o->h2_churn_streams)) {
+			cs_warn("bad value for --h2-churn-streams: '%s' (0-1000)", arg);
+			exit(2);
+		}
 		break;
 	case 'i':
 		if (parse_seconds("-i", arg, 0.1, &o->interval_s))
@@ -214,6 +247,10 @@ int main(int argc, char **argv)
 		.tls_timeout_s = 10,
 		.connect_timeout_s = 3,
 		.finding_window_s = 10,
+		.h2_window_s = 30,
+		.h2_churn_conns = 20,
+		.h2_churn_streams = 1.5,
+		.h2_goaway_runs = 3,
 		.interval_s = -1,
 	};
 	char progname[64];

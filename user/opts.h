@@ -23,6 +23,10 @@ struct cs_opts {
 	double tls_timeout_s;
 	double connect_timeout_s;
 	double finding_window_s;    /* repeats of a finding within this window are folded */
+	double h2_window_s;         /* HTTP/2 reuse window */
+	unsigned h2_churn_conns;    /* h2_reuse_churn: closed connections in the window, at least */
+	double h2_churn_streams;    /* ... carrying at most this many streams each */
+	unsigned h2_goaway_runs;    /* h2_goaway: connections ended by GOAWAY in the window */
 	const char *pods_dir;
 	const char *cgroup;         /* --cgroup: where cgroup_skb programs attach (default: cgroup2 root) */
 	const char *metrics_addr;

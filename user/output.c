@@ -247,6 +247,37 @@ static void jw_tls(struct jw *w, const struct conn_view *v)
 	jw_end(w);
 }
 
+static void jw_h2(struct jw *w, const struct conn_view *v)
+{
+	char code[16];
+
+	jw_obj(w, "h2");
+	jw_str(w, "source", v->h2_source);
+	jw_u64(w, "streams", v->h2_streams);
+	jw_obj(w, "goaway");
+	jw_u64(w, "count", v->h2_goaway);
+	if (v->h2_goaway) {
+		jw_u64(w, "last_stream_id", v->h2_goaway_last_id);
+		if (!v->h2_goaway_error)
+			snprintf(code, sizeof(code), "0x%x", v->h2_goaway_error_code);
+		jw_str(w, "error", v->h2_goaway_error ? v->h2_goaway_error : code);
+		jw_str(w, "by", v->h2_goaway_by);
+	} else {
+		jw_null(w, "last_stream_id");
+		jw_null(w, "error");
+		jw_null(w, "by");
+	}
+	jw_end(w);
+	jw_u64(w, "rst_stream", v->h2_rst_stream);
+	if (v->h2_max_concurrent == H2_UNSET_VALUE)
+		jw_null(w, "max_concurrent_streams");
+	else
+		jw_u64(w, "max_concurrent_streams", v->h2_max_concurrent);
+	jw_u64(w, "pings", v->h2_pings);
+	jw_u64(w, "desync", v->h2_desync);
+	jw_end(w);
+}
+
 static void json_connection(const struct conn_view *v)
 {
 	char buf[4096], ts[40];
@@ -296,6 +327,8 @@ static void json_connection(const struct conn_view *v)
 	jw_end(&w);
 	if (v->has_tls)
 		jw_tls(&w, v);
+	if (v->has_h2)
+		jw_h2(&w, v);
 	jw_end(&w);
 	if (w.overflow) {
 		/* Cannot happen with bounded fields; never print half a record. */
@@ -350,6 +383,16 @@ static void text_connection(const struct conn_view *v)
 	if (v->has_tls)
 		printf(" tls=%s %s %.1fms sni=%s", v->tls_outcome, v->tls_version ? v->tls_version : "?",
 		       v->tls_ns / 1e6, v->tls_sni ? v->tls_sni : "-");
+	if (v->has_h2) {
+		printf(" h2 streams=%u", v->h2_streams);
+		if (v->h2_goaway)
+			printf(" goaway=%u(%s by %s)", v->h2_goaway,
+			       v->h2_goaway_error ? v->h2_goaway_error : "?", v->h2_goaway_by);
+		if (v->h2_rst_stream)
+			printf(" rst_stream=%u", v->h2_rst_stream);
+		if (v->h2_desync)
+			printf(" desync");
+	}
 	putchar('\n');
 }
 

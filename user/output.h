@@ -38,6 +38,14 @@ struct conn_view {
 	const char *tls_alpn_offered; /* comma-joined */
 	bool tls_ms_known;
 	uint64_t tls_ns;
+	/* h2: only when has_h2 */
+	bool has_h2;
+	const char *h2_source;
+	uint32_t h2_streams, h2_goaway, h2_goaway_last_id, h2_goaway_error_code;
+	const char *h2_goaway_error;  /* NULL: a code without a name */
+	const char *h2_goaway_by;     /* NULL: no GOAWAY */
+	uint32_t h2_rst_stream, h2_max_concurrent, h2_pings, h2_desync;
+#define H2_UNSET_VALUE 0xffffffffu  /* h2_max_concurrent: never announced */
 };
 
 void out_connection(const struct conn_view *v);

@@ -60,6 +60,7 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 	t->connect_timeout_ns = (uint64_t)(o->connect_timeout_s * NS_PER_SEC);
 	t->fold_window_ns = (uint64_t)(o->finding_window_s * NS_PER_SEC);
 	t->tls_timeout_ns = (uint64_t)(o->tls_timeout_s * NS_PER_SEC);
+	t->h2_window_ns = (uint64_t)(o->h2_window_s * NS_PER_SEC);
 	read_ephemeral_range(t);
 	return t;
 }
@@ -79,6 +80,7 @@ void track_free(struct tracker *t)
 	if (!t)
 		return;
 	tls_free_all(t);
+	h2_free_all(t);
 	free_all(&t->cgroups);
 	{
 		uint64_t k;
@@ -91,6 +93,7 @@ void track_free(struct tracker *t)
 			for (int j = 0; j < a->ntls_dests; j++)
 				free(a->tls_dests[j].st.ms);
 			free(a->tls_dests);
+			h2_agg_free(a);
 		}
 	}
 	free_all(&t->aggs);
@@ -485,7 +488,8 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 
 static void connection_record(struct tracker *t, const struct cs_event *e,
 			      const struct cg_entry *c, const struct watch *w, int side,
-			      const char *outcome, const struct tls_conn *tc)
+			      const char *outcome, const struct tls_conn *tc,
+			      const struct h2_state *hs)
 {
 	bool pre = (e->flags & CS_F_MIDWAY) || (w && w->preexisting);
 	uint64_t cw_since = e->close_wait_ns ? e->close_wait_ns : (w ? w->cw_since_ns : 0);
@@ -533,6 +537,8 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 	}
 	if (tc)
 		tls_view(tc, &v);
+	if (hs)
+		h2_view(hs, &v);
 	out_connection(&v);
 }
 
@@ -587,12 +593,16 @@ static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entr
 		remote_count(a, e, side, outcome, reset);
 	}
 	struct tls_conn *tc = tls_take(t, e->cookie);
+	struct h2_state *hs = h2_take(t, e->cookie);
 
 	if (tc)
 		tls_close(t, tc, e);
+	if (hs)
+		h2_close(t, hs, e);
 	if (t->want_conns)
-		connection_record(t, e, c, w, side, outcome, tc);
+		connection_record(t, e, c, w, side, outcome, tc, hs);
 	tls_free(tc);
+	free(hs);
 
 	if (!strcmp(outcome, "refused")) {
 		fold_hit(t, "tcp_connect_refused", e, c, side);
@@ -919,8 +929,7 @@ static void summary_record(struct tracker *t, struct pod_agg *a)
 	cJSON_AddNumberToObject(cw, "stuck", (double)a->cw_stuck);
 	cJSON_AddNumberToObject(cw, "max_age_s", (double)(int64_t)(a->cw_max_age_s * 10) / 10);
 	tls_summary(o, a);
-	/* Not observed by this version: null, never invented zeros. */
-	cJSON_AddNullToObject(o, "h2");
+	h2_summary(t, o, a);
 	cJSON_AddNumberToObject(o, "findings", (double)a->findings);
 	memcpy(sorted, a->remotes, sizeof(sorted[0]) * n);
 	qsort(sorted, n, sizeof(sorted[0]), remote_cmp);

@@ -19,6 +19,8 @@
 #define TRACK_TLS_SAMPLES 512      /* handshake times kept per pod, for p50/p99 */
 #define TRACK_TLS_DEST_SAMPLES 128 /* ... and per destination */
 #define TRACK_MAX_TLS_DESTS 16
+#define TRACK_MAX_H2_REMOTES 16    /* remotes with an HTTP/2 window per pod */
+#define TRACK_H2_SAMPLES 256       /* events kept per remote and window ring */
 
 struct tls_stats {
 	uint64_t handshakes, ok, failed, timeouts;
@@ -29,6 +31,38 @@ struct tls_stats {
 struct tls_dest {
 	char name[272];            /* SNI, or else server ip:port */
 	struct tls_stats st;
+};
+
+/* How an HTTP/2 connection ended. */
+enum h2_end { H2_END_GOAWAY, H2_END_PEER_FIN, H2_END_LOCAL_FIN, H2_END_RST, H2_END_OTHER,
+	      H2_END_MAX };
+
+struct h2_closed {
+	uint64_t end_ns;
+	uint32_t life_ms;
+	uint32_t streams;
+	uint8_t end;               /* enum h2_end */
+};
+
+/* One remote service of a pod, for the HTTP/2 reuse window (rings of the most
+ * recent TRACK_H2_SAMPLES events; the window reads those inside it). */
+struct h2_remote {
+	uint8_t family;
+	uint8_t addr[16];
+	uint16_t port;             /* 0: the remote is a client */
+	bool client;               /* the pod is the client of this remote */
+	uint64_t last_ns;
+	uint64_t opened[TRACK_H2_SAMPLES];
+	uint32_t open_pos, nopened;
+	uint64_t goaways[TRACK_H2_SAMPLES];  /* connections' first GOAWAY */
+	uint32_t goaway_pos, ngoaways;
+	struct h2_closed closed[TRACK_H2_SAMPLES];
+	uint32_t closed_pos, nclosed;
+	uint64_t churn_reported_ns, goaway_reported_ns;
+};
+
+struct h2_agg {
+	uint64_t connections, closed, streams, goaway, rst_stream, desync;
 };
 
 struct remote_agg {
@@ -55,6 +89,10 @@ struct pod_agg {
 	struct tls_dest *tls_dests; /* TRACK_MAX_TLS_DESTS, allocated on first TLS */
 	int ntls_dests;
 	uint64_t tls_dest_evictions;
+	struct h2_agg h2;
+	struct h2_remote **h2_remotes; /* TRACK_MAX_H2_REMOTES, allocated on first HTTP/2 */
+	int nh2_remotes;
+	uint64_t h2_remote_evictions;
 	/* for top: rate of new connections */
 	uint64_t rate_prev_opened;
 	double open_rate;
@@ -73,6 +111,11 @@ void track_event(struct tracker *t, const struct cs_event *e);
 struct tls_event;
 /* An edge from the TLS handshake watcher (bpf/tls.bpf.c). */
 void track_tls_event(struct tracker *t, const struct tls_event *e);
+struct h2_event;
+/* Totals from an HTTP/2 watcher (wire or TLS library uprobes). */
+void track_h2_event(struct tracker *t, const struct h2_event *e);
+/* Streams per HTTP/2 connection of a pod since start; -1 if it had none. */
+double h2_streams_per_conn(const struct pod_agg *a);
 /* p-th percentile (0..100) of a stats ring, in ms; -1 when empty. */
 double track_tls_pct(const struct tls_stats *s, double p);
 /* The kernel's running count of connections established in a cgroup (map

@@ -4,6 +4,7 @@
 #define CONNSCOPE_TRACK_PRIV_H
 
 #include <cjson/cJSON.h>
+#include "h2_events.h"
 #include "procfd.h"
 #include "track.h"
 #include "u64map.h"
@@ -60,6 +61,9 @@ struct tracker {
 	struct u64map tls;      /* cookie -> tls_conn, until the connection closes */
 	struct u64map tls_hs;   /* cookie -> tls_conn, while the handshake is on */
 	uint64_t tls_timeout_ns;
+	/* HTTP/2 (track_h2.c) */
+	struct u64map h2;       /* cookie -> h2_state, until the connection closes */
+	uint64_t h2_window_ns;
 };
 
 /* One connection's TLS handshake, as the wire showed it. */
@@ -83,6 +87,18 @@ struct tls_conn {
 	uint64_t ino;
 };
 
+
+/* One connection's HTTP/2 totals, as its watcher last sent them. */
+struct h2_state {
+	struct cs_event ev;       /* endpoints, cgroup, cookie, side */
+	struct h2_event last;     /* the latest totals */
+	struct h2_conn counted;   /* what the pod's counters hold of it */
+	uint64_t start_ns;
+	uint32_t pid;
+	char comm[16];
+	bool match;               /* passes the filters */
+	bool goaway_counted, goaway_error_reported;
+};
 
 uint64_t tr_fnv1a(const void *p, size_t n, uint64_t h);
 uint64_t tr_hkey(uint64_t h);
@@ -109,5 +125,13 @@ void tls_tick(struct tracker *t, uint64_t now);
 void tls_summary(cJSON *o, const struct pod_agg *a);
 void tls_free_all(struct tracker *t);
 void tls_free(struct tls_conn *tc);
+
+/* track_h2.c, called by track.c */
+struct h2_state *h2_take(struct tracker *t, uint64_t cookie);
+void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *close);
+void h2_view(const struct h2_state *hs, struct conn_view *v);
+void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a);
+void h2_free_all(struct tracker *t);
+void h2_agg_free(struct pod_agg *a);
 
 #endif

@@ -1,0 +1,517 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * HTTP/2 connection reuse per connection, pod and remote. The kernel walks the
+ * frames (bpf/h2.h, from the wire for h2c and from the TLS libraries' plaintext)
+ * and sends running totals per socket; here they join the socket's `connection`
+ * record, add up per pod, and feed a sliding window per pod and remote service:
+ * connections opened and closed, streams per connection, median connection
+ * lifetime, and how connections ended (GOAWAY, peer FIN, local FIN, RST). Two
+ * findings come from it:
+ *
+ *   h2_reuse_churn  a client pod closed >= --h2-churn-conns connections to one
+ *                   remote within --h2-window, carrying <= --h2-churn-streams
+ *                   streams each on average: it is not reusing connections;
+ *   h2_goaway       a GOAWAY with an error code (at once), or >= --h2-goaway-runs
+ *                   connections to one remote ended by GOAWAY within the window
+ *                   (connections recycled: each forces a reconnect).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include "h2_events.h"
+#include "output.h"
+#include "track_priv.h"
+#include "util.h"
+
+static const char *source_name(uint8_t s)
+{
+	switch (s) {
+	case H2_SRC_WIRE: return "wire";
+	case H2_SRC_OPENSSL: return "openssl";
+	case H2_SRC_GO: return "go";
+	default: return "unknown";
+	}
+}
+
+/* "NO_ERROR", or "0x1f" for a code without a name; buf >= 12 bytes. */
+static const char *error_text(uint32_t code, char *buf, size_t len)
+{
+	const char *n = h2_error_name(code);
+
+	if (n)
+		return n;
+	snprintf(buf, len, "0x%x", code);
+	return buf;
+}
+
+static bool we_are_client(const struct h2_conn *c)
+{
+	return c->client_dir == H2_LOCAL_OUT;
+}
+
+/* The peer's direction index, as sent in struct h2_conn. */
+static unsigned peer_dir(void)
+{
+	return H2_LOCAL_IN;
+}
+
+void h2_free_all(struct tracker *t)
+{
+	uint64_t k;
+	void *v;
+
+	for (size_t i = 0; u64map_next(&t->h2, &i, &k, &v);)
+		free(v);
+	u64map_free(&t->h2);
+}
+
+void h2_agg_free(struct pod_agg *a)
+{
+	for (int i = 0; i < a->nh2_remotes; i++)
+		free(a->h2_remotes[i]);
+	free(a->h2_remotes);
+}
+
+/* ---- per pod and remote ---- */
+
+static struct h2_remote *remote_for(struct pod_agg *a, const struct cs_event *e, bool client,
+				    uint64_t now)
+{
+	uint16_t port = client ? e->dport : 0;
+	struct h2_remote *r;
+	int i, oldest = 0;
+
+	for (i = 0; i < a->nh2_remotes; i++) {
+		r = a->h2_remotes[i];
+		if (r->port == port && r->family == e->family &&
+		    !memcmp(r->addr, e->daddr, sizeof(r->addr)))
+			return r;
+		if (r->last_ns < a->h2_remotes[oldest]->last_ns)
+			oldest = i;
+	}
+	if (!a->h2_remotes &&
+	    !(a->h2_remotes = calloc(TRACK_MAX_H2_REMOTES, sizeof(*a->h2_remotes))))
+		return NULL;
+	if (a->nh2_remotes < TRACK_MAX_H2_REMOTES) {
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return NULL;
+		a->h2_remotes[a->nh2_remotes++] = r;
+	} else {
+		/* The remote quiet the longest makes room. */
+		r = a->h2_remotes[oldest];
+		memset(r, 0, sizeof(*r));
+		a->h2_remote_evictions++;
+	}
+	r->family = e->family;
+	memcpy(r->addr, e->daddr, sizeof(r->addr));
+	r->port = port;
+	r->client = client;
+	r->last_ns = now;
+	return r;
+}
+
+static void ring_push(uint64_t *ring, uint32_t *pos, uint32_t *n, uint64_t v)
+{
+	ring[*pos] = v;
+	*pos = (*pos + 1) % TRACK_H2_SAMPLES;
+	if (*n < TRACK_H2_SAMPLES)
+		(*n)++;
+}
+
+static uint32_t ring_since(const uint64_t *ring, uint32_t n, uint64_t since)
+{
+	uint32_t c = 0;
+
+	for (uint32_t i = 0; i < n; i++)
+		c += ring[i] >= since;
+	return c;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* What a remote's window holds now. */
+struct h2_window {
+	uint32_t opened, closed;
+	uint64_t streams;
+	double median_life_ms;    /* -1: no closed connection */
+	uint32_t by[H2_END_MAX];  /* enum h2_end */
+	uint32_t goaway_conns;
+};
+
+static void window_of(const struct tracker *t, const struct h2_remote *r, uint64_t now,
+		      struct h2_window *w)
+{
+	uint64_t since = now > t->h2_window_ns ? now - t->h2_window_ns : 0;
+	uint32_t lives[TRACK_H2_SAMPLES], nl = 0;
+
+	memset(w, 0, sizeof(*w));
+	w->opened = ring_since(r->opened, r->nopened, since);
+	w->goaway_conns = ring_since(r->goaways, r->ngoaways, since);
+	for (uint32_t i = 0; i < r->nclosed; i++) {
+		const struct h2_closed *s = &r->closed[i];
+
+		if (s->end_ns < since)
+			continue;
+		w->closed++;
+		w->streams += s->streams;
+		lives[nl++] = s->life_ms;
+		if (s->end < H2_END_MAX)
+			w->by[s->end]++;
+	}
+	w->median_life_ms = -1;
+	if (nl) {
+		qsort(lives, nl, sizeof(lives[0]), cmp_u32);
+		w->median_life_ms = nl % 2 ? lives[nl / 2] : (lives[nl / 2 - 1] + lives[nl / 2]) / 2.0;
+	}
+}
+
+static const char *end_names[H2_END_MAX] = { "goaway", "peer_fin", "local_fin", "rst", "other" };
+
+static void window_json(cJSON *o, const struct h2_window *w)
+{
+	cJSON *by;
+
+	cJSON_AddNumberToObject(o, "opened", w->opened);
+	cJSON_AddNumberToObject(o, "closed", w->closed);
+	cJSON_AddNumberToObject(o, "streams", (double)w->streams);
+	if (w->closed)
+		cJSON_AddNumberToObject(o, "streams_per_conn",
+					(double)(int64_t)(100.0 * w->streams / w->closed + 0.5) / 100);
+	else
+		cJSON_AddNullToObject(o, "streams_per_conn");
+	if (w->median_life_ms >= 0)
+		cJSON_AddNumberToObject(o, "median_lifetime_ms", w->median_life_ms);
+	else
+		cJSON_AddNullToObject(o, "median_lifetime_ms");
+	by = cJSON_AddObjectToObject(o, "ended_by");
+	for (int i = 0; i < H2_END_MAX; i++)
+		cJSON_AddNumberToObject(by, end_names[i], w->by[i]);
+}
+
+/* ---- findings ---- */
+
+static void remote_text(const struct h2_remote *r, char *buf, size_t len)
+{
+	char ip[64];
+
+	out_ip(r->family == AF_INET6 ? AF_INET6 : AF_INET, r->addr, ip, sizeof(ip));
+	if (!r->port)
+		snprintf(buf, len, "%s", ip);
+	else
+		snprintf(buf, len, r->family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, r->port);
+}
+
+static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry *c,
+			struct h2_remote *r, uint64_t now)
+{
+	struct h2_window w;
+	char who[640], remote[80], msg[900];
+	double spc;
+	cJSON *o, *win;
+
+	if (!r->client || (r->churn_reported_ns && now - r->churn_reported_ns < t->h2_window_ns))
+		return;
+	window_of(t, r, now, &w);
+	if (w.closed < t->o->h2_churn_conns)
+		return;
+	spc = (double)w.streams / w.closed;
+	if (spc > t->o->h2_churn_streams)
+		return;
+	r->churn_reported_ns = now;
+	o = tr_finding_new(t, "h2_reuse_churn", "warning", &hs->ev, c, hs->pid, hs->comm, now);
+	win = cJSON_AddObjectToObject(o, "window");
+	cJSON_AddNumberToObject(win, "seconds", t->o->h2_window_s);
+	window_json(win, &w);
+	cJSON_AddNumberToObject(o, "threshold_conns", t->o->h2_churn_conns);
+	cJSON_AddNumberToObject(o, "threshold_streams_per_conn", t->o->h2_churn_streams);
+	tr_pod_text(&c->pod, who, sizeof(who));
+	remote_text(r, remote, sizeof(remote));
+	snprintf(msg, sizeof(msg),
+		 "%s opened and closed %u HTTP/2 connections to %s in the last %.0fs, carrying "
+		 "%.2f stream(s) each (median life %.0f ms): it is not reusing connections (a new "
+		 "client or channel per call, or a close after each request); keep one "
+		 "connection per backend and multiplex requests on it.",
+		 who, w.closed, remote, t->o->h2_window_s, spc, w.median_life_ms);
+	tr_message(o, msg);
+	tr_emit(t, o);
+}
+
+static void goaway_json(cJSON *o, const struct h2_state *hs, bool client)
+{
+	const struct h2_conn *hc = &hs->last.c;
+	char buf[16];
+
+	cJSON_AddStringToObject(o, "goaway_by", (hc->goaway_dir == H2_LOCAL_OUT) == client ?
+						       "client" : "server");
+	cJSON_AddNumberToObject(o, "last_stream_id", hc->goaway_last_id);
+	cJSON_AddStringToObject(o, "error", error_text(hc->goaway_error, buf, sizeof(buf)));
+	cJSON_AddNumberToObject(o, "streams", hc->streams);
+}
+
+/* A GOAWAY in this connection: an error code is a finding at once; graceful ones
+ * count towards a run per pod and remote. */
+static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c, uint64_t now)
+{
+	const struct h2_conn *hc = &hs->last.c;
+	bool client = we_are_client(hc);
+	bool sent = hc->goaway_dir == H2_LOCAL_OUT;
+	char who[640], remote[80], msg[900], err[16];
+	struct h2_remote *r;
+	cJSON *o;
+
+	if (!c->agg)
+		return;
+	tr_pod_text(&c->pod, who, sizeof(who));
+	tr_remote_text(&hs->ev, client ? CS_SIDE_CLIENT : CS_SIDE_SERVER, remote, sizeof(remote));
+	if (hc->goaway_error != H2_NO_ERROR && !hs->goaway_error_reported) {
+		hs->goaway_error_reported = true;
+		o = tr_finding_new(t, "h2_goaway", "error", &hs->ev, c, hs->pid, hs->comm, now);
+		goaway_json(o, hs, client);
+		snprintf(msg, sizeof(msg),
+			 "%s %s a GOAWAY with error %s %s %s after %u stream(s) (last stream id "
+			 "%u): the connection was torn down by a protocol error, not recycled; "
+			 "streams above that id failed and must be retried.",
+			 who, sent ? "sent" : "received", error_text(hc->goaway_error, err, sizeof(err)),
+			 sent ? "to" : "from", remote, hc->streams, hc->goaway_last_id);
+		tr_message(o, msg);
+		tr_emit(t, o);
+	}
+	if (hs->goaway_counted)
+		return;
+	hs->goaway_counted = true;
+	r = remote_for(c->agg, &hs->ev, client, now);
+	if (!r)
+		return;
+	r->last_ns = now;
+	ring_push(r->goaways, &r->goaway_pos, &r->ngoaways, now);
+	if (r->goaway_reported_ns && now - r->goaway_reported_ns < t->h2_window_ns)
+		return;
+	struct h2_window w;
+
+	window_of(t, r, now, &w);
+	if (w.goaway_conns < t->o->h2_goaway_runs)
+		return;
+	r->goaway_reported_ns = now;
+	o = tr_finding_new(t, "h2_goaway", "warning", &hs->ev, c, hs->pid, hs->comm, now);
+	goaway_json(o, hs, client);
+	cJSON_AddNumberToObject(o, "goaway_connections", w.goaway_conns);
+	cJSON_AddNumberToObject(o, "window_s", t->o->h2_window_s);
+	snprintf(msg, sizeof(msg),
+		 "%u HTTP/2 connections between %s and %s ended by GOAWAY in the last %.0fs "
+		 "(latest: %s, by the %s): the server is recycling connections (e.g. gRPC "
+		 "MaxConnectionAge or an idle timeout shorter than the client's keepalive); each "
+		 "one costs a reconnect%s.",
+		 w.goaway_conns, who, remote, t->o->h2_window_s,
+		 error_text(hc->goaway_error, err, sizeof(err)), sent == client ? "client" : "server",
+		 hs->last.source == H2_SRC_WIRE ? "" : " and a new TLS handshake");
+	tr_message(o, msg);
+	tr_emit(t, o);
+}
+
+/* ---- events ---- */
+
+static void add_deltas(struct pod_agg *a, struct h2_state *hs, const struct h2_conn *n)
+{
+	uint32_t goaway = n->goaway[0] + n->goaway[1], rst = n->rst_stream[0] + n->rst_stream[1];
+
+	a->h2.streams += n->streams - hs->counted.streams;
+	a->h2.goaway += goaway - (hs->counted.goaway[0] + hs->counted.goaway[1]);
+	a->h2.rst_stream += rst - (hs->counted.rst_stream[0] + hs->counted.rst_stream[1]);
+	a->h2.desync += n->desync - hs->counted.desync;
+	hs->counted = *n;
+	a->dirty++;
+}
+
+void track_h2_event(struct tracker *t, const struct h2_event *e)
+{
+	uint64_t key = tr_hkey(e->cookie);
+	struct h2_state *hs;
+	struct cg_entry *c;
+
+	/* Counters never go back: a stale event (a retransmitted FIN's, from
+	 * another CPU) is older than what we hold. */
+	if (!e->cookie || !(e->c.flags & H2_C_H2))
+		return;
+	hs = u64map_get(&t->h2, key);
+	if (!hs) {
+		hs = calloc(1, sizeof(*hs));
+		if (!hs || u64map_put(&t->h2, key, hs)) {
+			free(hs);
+			return;
+		}
+		hs->start_ns = e->ts_ns;
+		hs->ev.ts_ns = e->ts_ns;
+		hs->ev.cookie = e->cookie;
+		hs->ev.cgroup_id = e->cgroup_id;
+		hs->ev.family = e->family;
+		hs->ev.sport = e->sport;
+		hs->ev.dport = e->dport;
+		hs->ev.side = we_are_client(&e->c) ? CS_SIDE_CLIENT : CS_SIDE_SERVER;
+		memcpy(hs->ev.saddr, e->saddr, sizeof(hs->ev.saddr));
+		memcpy(hs->ev.daddr, e->daddr, sizeof(hs->ev.daddr));
+		hs->pid = e->pid;
+		memcpy(hs->comm, e->comm, sizeof(hs->comm));
+		hs->comm[sizeof(hs->comm) - 1] = 0;
+		h2_conn_init(&hs->counted);
+		hs->counted.max_concurrent[0] = hs->counted.max_concurrent[1] = 0;
+		hs->last = *e;
+		c = tr_cgroup(t, e->cgroup_id);
+		hs->match = c && c->match &&
+			    (!t->o->port || e->sport == t->o->port || e->dport == t->o->port);
+		if (hs->match && c->agg) {
+			struct h2_remote *r = remote_for(c->agg, &hs->ev, we_are_client(&e->c),
+							 e->ts_ns);
+
+			c->agg->h2.connections++;
+			if (r)
+				ring_push(r->opened, &r->open_pos, &r->nopened, e->ts_ns);
+		}
+	} else {
+		/* Totals only grow; keep the larger (events of two CPUs may cross). */
+		if (e->c.frames < hs->last.c.frames)
+			return;
+		hs->last = *e;
+		c = tr_cgroup(t, e->cgroup_id);
+	}
+	if (!hs->match || !c || !c->agg)
+		return;
+	add_deltas(c->agg, hs, &e->c);
+	if (e->c.goaway[0] + e->c.goaway[1])
+		on_goaway(t, hs, c, e->ts_ns);
+}
+
+/* ---- the connection ends ---- */
+
+struct h2_state *h2_take(struct tracker *t, uint64_t cookie)
+{
+	return u64map_del(&t->h2, tr_hkey(cookie));
+}
+
+static uint8_t end_of(const struct h2_state *hs, const struct cs_event *close)
+{
+	const struct h2_conn *hc = &hs->last.c;
+
+	if (hc->goaway[0] + hc->goaway[1])
+		return H2_END_GOAWAY;
+	switch (close->close_cause) {
+	case CS_CLOSE_PEER_FIN: return H2_END_PEER_FIN;
+	case CS_CLOSE_LOCAL_FIN: return H2_END_LOCAL_FIN;
+	case CS_CLOSE_RST_IN:
+	case CS_CLOSE_RST_OUT: return H2_END_RST;
+	default: return H2_END_OTHER;
+	}
+}
+
+void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *close)
+{
+	struct cg_entry *c = tr_cgroup(t, hs->ev.cgroup_id);
+	struct h2_remote *r;
+	struct h2_closed *s;
+
+	if (!hs->match || !c || !c->agg)
+		return;
+	c->agg->h2.closed++;
+	r = remote_for(c->agg, &hs->ev, we_are_client(&hs->last.c), close->ts_ns);
+	if (!r)
+		return;
+	r->last_ns = close->ts_ns;
+	s = &r->closed[r->closed_pos];
+	r->closed_pos = (r->closed_pos + 1) % TRACK_H2_SAMPLES;
+	if (r->nclosed < TRACK_H2_SAMPLES)
+		r->nclosed++;
+	s->end_ns = close->ts_ns;
+	s->life_ms = (uint32_t)(tr_elapsed(close->ts_ns, hs->start_ns) / 1000000);
+	s->streams = hs->last.c.streams;
+	s->end = end_of(hs, close);
+	churn_check(t, hs, c, r, close->ts_ns);
+}
+
+void h2_view(const struct h2_state *hs, struct conn_view *v)
+{
+	const struct h2_conn *hc = &hs->last.c;
+	bool client = we_are_client(hc);
+	/* The server's announcement limits the client's streams. */
+	uint32_t mcs = hc->max_concurrent[client ? peer_dir() : H2_LOCAL_OUT];
+
+	v->has_h2 = true;
+	v->h2_source = source_name(hs->last.source);
+	v->h2_streams = hc->streams;
+	v->h2_goaway = hc->goaway[0] + hc->goaway[1];
+	v->h2_goaway_last_id = hc->goaway_last_id;
+	v->h2_goaway_error = h2_error_name(hc->goaway_error);
+	v->h2_goaway_error_code = hc->goaway_error;
+	v->h2_goaway_by = hc->goaway_dir == H2_DIR_NONE ? NULL :
+			  (hc->goaway_dir == H2_LOCAL_OUT) == client ? "client" : "server";
+	v->h2_rst_stream = hc->rst_stream[0] + hc->rst_stream[1];
+	v->h2_max_concurrent = mcs;
+	v->h2_pings = hc->pings;
+	v->h2_desync = hc->desync;
+}
+
+/* ---- summaries ---- */
+
+void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
+{
+	uint64_t now = cs_mono_ns();
+	struct h2_window w, all = { 0 };
+	cJSON *h2, *win, *rem;
+
+	if (!a->h2.connections) {
+		cJSON_AddNullToObject(o, "h2");
+		return;
+	}
+	h2 = cJSON_AddObjectToObject(o, "h2");
+	cJSON_AddNumberToObject(h2, "connections", (double)a->h2.connections);
+	cJSON_AddNumberToObject(h2, "closed", (double)a->h2.closed);
+	cJSON_AddNumberToObject(h2, "streams", (double)a->h2.streams);
+	cJSON_AddNumberToObject(h2, "streams_per_conn",
+				(double)(int64_t)(100.0 * a->h2.streams / a->h2.connections + 0.5) / 100);
+	cJSON_AddNumberToObject(h2, "goaway", (double)a->h2.goaway);
+	cJSON_AddNumberToObject(h2, "rst_stream", (double)a->h2.rst_stream);
+	cJSON_AddNumberToObject(h2, "desync", (double)a->h2.desync);
+	rem = cJSON_CreateArray();
+	all.median_life_ms = -1;
+	for (int i = 0; i < a->nh2_remotes; i++) {
+		const struct h2_remote *r = a->h2_remotes[i];
+		char ip[64];
+		cJSON *ro;
+
+		window_of(t, r, now, &w);
+		all.opened += w.opened;
+		all.closed += w.closed;
+		all.streams += w.streams;
+		for (int j = 0; j < H2_END_MAX; j++)
+			all.by[j] += w.by[j];
+		if (!w.opened && !w.closed)
+			continue;
+		ro = cJSON_CreateObject();
+		cJSON_AddStringToObject(ro, "ip", out_ip(r->family == AF_INET6 ? AF_INET6 : AF_INET,
+							 r->addr, ip, sizeof(ip)));
+		if (r->port)
+			cJSON_AddNumberToObject(ro, "port", r->port);
+		else
+			cJSON_AddNullToObject(ro, "port");
+		cJSON_AddStringToObject(ro, "side", r->client ? "client" : "server");
+		window_json(ro, &w);
+		cJSON_AddItemToArray(rem, ro);
+	}
+	win = cJSON_AddObjectToObject(h2, "window");
+	cJSON_AddNumberToObject(win, "seconds", t->o->h2_window_s);
+	window_json(win, &all);
+	/* The pod-wide median is not the median of medians: left out. */
+	cJSON_DeleteItemFromObject(win, "median_lifetime_ms");
+	cJSON_AddItemToObject(h2, "remotes", rem);
+	cJSON_AddNumberToObject(h2, "remote_evictions", (double)a->h2_remote_evictions);
+}
+
+double h2_streams_per_conn(const struct pod_agg *a)
+{
+	return a->h2.connections ? (double)a->h2.streams / a->h2.connections : -1;
+}
