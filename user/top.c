@@ -104,13 +104,13 @@ void top_render(struct tracker *t, const struct top_stats *st, double interval_s
 	       "attach %s%s\n",
 	       st->elapsed_s, n, (unsigned long long)st->events, (unsigned long long)st->lost,
 	       (unsigned long long)st->map_full, st->cpu_ms, st->attach, final ? " (final)" : "");
-	printf("%-36s %7s %7s %8s %8s %8s %7s %5s %6s %8s %7s %8s %8s  %s\n", "POD", "ACTIVE", "NEW/s",
-	       "CLOSED", "REFUSED", "TIMEOUT", "RESETS", "CW", "STUCK", "CW_AGE", "TLS", "TLS_BAD",
-	       "TLS_P99", "TOP REMOTE");
+	printf("%-36s %7s %7s %8s %8s %8s %7s %5s %6s %8s %7s %8s %8s %7s %8s %6s  %s\n", "POD",
+	       "ACTIVE", "NEW/s", "CLOSED", "REFUSED", "TIMEOUT", "RESETS", "CW", "STUCK", "CW_AGE",
+	       "TLS", "TLS_BAD", "TLS_P99", "H2_CONN", "H2_S/CON", "GOAWAY", "TOP REMOTE");
 	for (int i = 0; i < n; i++) {
 		const struct pod_agg *a = pods[i];
-		char name[64], rem[96], p99[16];
-		double p = track_tls_pct(&a->tls, 99);
+		char name[64], rem[96], p99[16], spc[16];
+		double p = track_tls_pct(&a->tls, 99), s = h2_streams_per_conn(a);
 
 		pod_name(a, name, sizeof(name));
 		top_remote(a, rem, sizeof(rem));
@@ -118,13 +118,19 @@ void top_render(struct tracker *t, const struct top_stats *st, double interval_s
 			snprintf(p99, sizeof(p99), "%.1fms", p);
 		else
 			snprintf(p99, sizeof(p99), "-");
-		printf("%-36.36s %7lld %7.1f %8llu %8llu %8llu %7llu %5llu %6llu %7.1fs %7llu %8llu %8s  %s\n",
+		if (s >= 0)
+			snprintf(spc, sizeof(spc), "%.1f", s);
+		else
+			snprintf(spc, sizeof(spc), "-");
+		printf("%-36.36s %7lld %7.1f %8llu %8llu %8llu %7llu %5llu %6llu %7.1fs %7llu %8llu %8s "
+		       "%7llu %8s %6llu  %s\n",
 		       name, (long long)(a->active > 0 ? a->active : 0), a->open_rate,
 		       (unsigned long long)a->closed, (unsigned long long)a->refused,
 		       (unsigned long long)a->timeouts, (unsigned long long)a->resets,
 		       (unsigned long long)a->cw_current, (unsigned long long)a->cw_stuck,
 		       a->cw_max_age_s, (unsigned long long)a->tls.handshakes,
-		       (unsigned long long)(a->tls.failed + a->tls.timeouts), p99, rem);
+		       (unsigned long long)(a->tls.failed + a->tls.timeouts), p99,
+		       (unsigned long long)a->h2.connections, spc, (unsigned long long)a->h2.goaway, rem);
 	}
 	if (nrecent) {
 		printf("\nRECENT FINDINGS\n");
