@@ -523,7 +523,7 @@ static __always_inline void h2_segment(struct __sk_buff *skb, struct tls_sock *t
 {
 	__u32 dir = egress ? H2_LOCAL_OUT : H2_LOCAL_IN;
 	struct h2_dir *d = &ts->h2d[dir];
-	__u32 streams = ts->h2.streams, notes;
+	__u32 streams = ts->h2.streams, notes = 0;
 
 	if (!(d->flags & H2_D_STARTED) && !h2_dir_stopped(d) && s->len) {
 		/* This direction's first payload starts it; one we did not see
@@ -531,9 +531,9 @@ static __always_inline void h2_segment(struct __sk_buff *skb, struct tls_sock *t
 		if (tp && first_payload(tp, s, egress))
 			h2_dir_init(d, s->seq);
 		else
-			h2_desync(&ts->h2, d);
+			notes = h2_desync(&ts->h2, d);
 	}
-	notes = h2_walk_segment(skb, ts, s, dir);
+	notes |= h2_walk_segment(skb, ts, s, dir);
 	if (notes & H2_N_DESYNC)
 		count(TLS_CNT_H2_DESYNC);
 	if (!(ts->h2.flags & H2_C_H2)) {
@@ -556,23 +556,44 @@ static __always_inline void h2_segment(struct __sk_buff *skb, struct tls_sock *t
 		h2_event_send(skb, ts, s, egress, H2_EV_UPDATE);
 }
 
-/* A socket's first payload in this direction starts an h2c walk. */
+/* The state a new h2c socket starts from, built per CPU and copied in by the
+ * kernel when it creates the storage. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tls_sock);
+} h2_template SEC(".maps");
+
+/*
+ * A socket's first payload in this direction starts an h2c walk. Both directions
+ * may start at once on two CPUs (a server sends its SETTINGS without waiting for
+ * the preface): the storage is created already initialised, from a template, so
+ * the CPU that loses the race (its create fails, the element exists) finds a whole
+ * state, never a half-written one.
+ */
 static __always_inline struct tls_sock *h2_start(struct __sk_buff *skb, struct bpf_sock *sk,
 						 const struct seg *s)
 {
-	struct tls_sock *ts;
+	struct tls_sock *ts, *tmpl;
+	__u32 zero = 0;
 
-	ts = bpf_sk_storage_get(&tls_storage, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!ts) {
+	tmpl = bpf_map_lookup_elem(&h2_template, &zero);
+	if (!tmpl)
+		return NULL;
+	__builtin_memset(tmpl, 0, sizeof(*tmpl));
+	tmpl->start_ns = bpf_ktime_get_ns();
+	tmpl->state = TS_H2;
+	h2_conn_init(&tmpl->h2);
+	h2_dir_init_unstarted(&tmpl->h2d[0]);
+	h2_dir_init_unstarted(&tmpl->h2d[1]);
+	ts = bpf_sk_storage_get(&tls_storage, sk, tmpl, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ts)
+		ts = bpf_sk_storage_get(&tls_storage, sk, NULL, 0);
+	if (!ts || ts->state != TS_H2) {
 		count(TLS_CNT_MAP_FULL);
 		return NULL;
 	}
-	__builtin_memset(ts, 0, sizeof(*ts));
-	ts->start_ns = bpf_ktime_get_ns();
-	ts->state = TS_H2;
-	h2_conn_init(&ts->h2);
-	h2_dir_init_unstarted(&ts->h2d[0]);
-	h2_dir_init_unstarted(&ts->h2d[1]);
 	return ts;
 }
 
