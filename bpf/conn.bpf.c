@@ -31,23 +31,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u16 filter_port = 0;    /* 0: every port */
 const volatile __u64 wakeup_bytes = 256 * 1024; /* wake user space past this backlog */
 
-struct sk_info {
-	__u64 start_ns;
-	__u64 est_ns;
-	__u64 close_wait_ns;
-	__u64 cgroup_id;
-	__u64 ino;
-	__u32 pid;
-	__u32 connect_us;
-	__u16 syn_retrans;
-	__u8 side;
-	__u8 close_cause;
-	__u8 flags;
-	__u8 _pad;
-	__u16 sport;   /* local port, kept: the kernel clears it before CLOSE */
-	char comm[CS_COMM_LEN];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

@@ -103,4 +103,24 @@ struct cs_event {
 };
 _Static_assert(sizeof(struct cs_event) == 152, "cs_event layout changed");
 
+/* Per-socket state of the lifecycle programs (socket storage, or the raw_tp
+ * fallback's hash). bpf/tls.bpf.c looks it up too: a socket without it was
+ * established before connscope attached. */
+struct sk_info {
+	__u64 start_ns;
+	__u64 est_ns;
+	__u64 close_wait_ns;
+	__u64 cgroup_id;
+	__u64 ino;
+	__u32 pid;
+	__u32 connect_us;
+	__u16 syn_retrans;
+	__u8 side;
+	__u8 close_cause;
+	__u8 flags;
+	__u8 _pad;
+	__u16 sport;   /* local port, kept: the kernel clears it before CLOSE */
+	char comm[CS_COMM_LEN];
+};
+
 #endif

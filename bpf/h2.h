@@ -23,8 +23,9 @@
  * and reads only the frame headers and the few payloads an observer of connection
  * reuse needs: GOAWAY (last stream id, error code; §6.8), RST_STREAM (error code;
  * §6.4), SETTINGS (MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE; §6.5.2) and PING (§6.7).
- * A new client stream is a HEADERS frame on an odd stream id above every one seen
- * so far (§5.1.1: client streams are odd and only ever increase).
+ * A new client stream is a HEADERS frame from the client (the side that sent the
+ * preface) on an odd stream id above every one seen so far (§5.1.1: client streams
+ * are odd and only ever increase; the server's HEADERS on them are responses).
  *
  * How bytes get in: the caller owns the loop over a buffer (a segment, a plaintext
  * buffer, a packet). At each step it asks h2_want how many of the bytes that remain
@@ -130,6 +131,8 @@ _Static_assert(sizeof(struct h2_dir) == 32, "h2_dir layout");
 /* h2_conn.flags */
 #define H2_C_H2 0x01           /* a client preface was seen: this is HTTP/2 */
 #define H2_C_NOT_H2 0x02       /* a direction's first bytes were not HTTP/2 */
+#define H2_C_MIDWAY 0x04       /* joined mid-connection: frames look like HTTP/2, but the
+				  boundaries (and every count) are unknown */
 
 /* What one connection did, counted by the walker. 64 bytes. */
 struct h2_conn {
@@ -380,8 +383,8 @@ static __always_inline void h2__after_header(struct h2_dir *d, __u32 len)
 	}
 }
 
-/* A complete frame header in d->buf[0..9). */
-static __always_inline __u32 h2__header(struct h2_conn *c, struct h2_dir *d)
+/* A complete frame header in d->buf[0..9), sent by direction dir. */
+static __always_inline __u32 h2__header(struct h2_conn *c, struct h2_dir *d, __u32 dir)
 {
 	const __u8 *b = d->buf;
 	__u32 len = h2__be24(b);
@@ -405,7 +408,8 @@ static __always_inline __u32 h2__header(struct h2_conn *c, struct h2_dir *d)
 	}
 	c->frames++;
 	d->ftype = type;
-	if (type == H2_HEADERS && (stream & 1) && stream > c->max_stream_id) {
+	if (type == H2_HEADERS && dir == c->client_dir && (stream & 1) &&
+	    stream > c->max_stream_id) {
 		c->max_stream_id = stream;
 		c->streams++;
 		notes |= H2_N_STREAM;
@@ -536,7 +540,7 @@ static __always_inline __u32 h2_feed(struct h2_conn *c, struct h2_dir *d, struct
 	if (d->have < need)
 		return 0;
 	if (d->unit == H2_U_HDR)
-		return h2__header(c, d);
+		return h2__header(c, d, dir);
 	return h2__payload(c, d, other, dir);
 }
 

@@ -29,6 +29,7 @@
 #include "tls.h"
 #include "tls_events.h"
 #include "h2_events.h"
+#include "conn.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -51,6 +52,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SEG_CHUNKS 2
 /* Data events per packet and direction at most: the capture windows are small. */
 #define DATA_EVENTS_MAX (TLS_CAPTURE_CLIENT / TLS_CHUNK + 1)
+
+/* Set by the loader when conn_sk_info below is the lifecycle programs' own socket
+ * storage (tp_btf): then a socket without an entry there predates connscope. */
+const volatile bool midway_check = false;
 
 /* Frame-walk steps per segment (a frame header or a counted payload is one step,
  * a skipped payload one more): a 64 KiB loopback segment of 13-byte frames needs
@@ -92,6 +97,24 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1024 * 1024);
 } h2_events SEC(".maps");
+
+/* The lifecycle programs' per-socket state (bpf/conn.bpf.c), shared by the loader;
+ * only looked up, never written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sk_info);
+} conn_sk_info SEC(".maps");
+
+/* The state a new h2c socket starts from, built per CPU and copied in by the
+ * kernel when it creates the storage. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tls_sock);
+} h2_template SEC(".maps");
 
 /* Per-CPU scratch: a segment's bytes for the parser, and the walker's output. */
 struct scratch {
@@ -556,14 +579,6 @@ static __always_inline void h2_segment(struct __sk_buff *skb, struct tls_sock *t
 		h2_event_send(skb, ts, s, egress, H2_EV_UPDATE);
 }
 
-/* The state a new h2c socket starts from, built per CPU and copied in by the
- * kernel when it creates the storage. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct tls_sock);
-} h2_template SEC(".maps");
 
 /*
  * A socket's first payload in this direction starts an h2c walk. Both directions
@@ -597,6 +612,43 @@ static __always_inline struct tls_sock *h2_start(struct __sk_buff *skb, struct b
 	return ts;
 }
 
+/*
+ * A socket established before connscope attached, seen past its first payload:
+ * its frame boundaries cannot be known. If its first segment seen starts with what
+ * can only be an HTTP/2 frame header, say so (one event, a desync: never a stream
+ * counted from the middle). Either way it is looked at once.
+ */
+static __always_inline void midway(struct __sk_buff *skb, struct bpf_sock *sk, bool egress)
+{
+	struct tls_sock *ts, *tmpl;
+	__u8 h[H2_FRAME_HDR_LEN];
+	__u32 zero = 0, len, stream;
+	struct seg s;
+
+	if (bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0))
+		return;  /* born under us: its first payload was seen, and was neither */
+	if (parse_seg(skb, &s) || !s.len)
+		return;  /* wait for a segment with payload */
+	tmpl = bpf_map_lookup_elem(&h2_template, &zero);
+	if (!tmpl)
+		return;
+	__builtin_memset(tmpl, 0, sizeof(*tmpl));
+	tmpl->state = TS_OVER;
+	ts = bpf_sk_storage_get(&tls_storage, sk, tmpl, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ts || s.len < sizeof(h) || bpf_skb_load_bytes(skb, s.off, h, sizeof(h)))
+		return;
+	len = (__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2];
+	stream = (__u32)h[5] << 24 | (__u32)h[6] << 16 | (__u32)h[7] << 8 | h[8];
+	if (h[3] > H2_CONTINUATION || (stream & 0x80000000) ||
+	    !h2_frame_ok(len, h[3], h[4], stream, H2_DEFAULT_MAX_FRAME))
+		return;
+	h2_conn_init(&ts->h2);
+	ts->h2.flags = H2_C_MIDWAY;
+	ts->h2.desync = 1;
+	count(TLS_CNT_H2_DESYNC);
+	h2_event_send(skb, ts, &s, egress, H2_EV_DESYNC);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, bool egress)
 {
 	struct bpf_sock *sk = skb->sk;
@@ -627,8 +679,11 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 		__u8 head[H2_FRAME_HDR_LEN];
 
 		/* Cheap test first: past the first payload, nothing to start. */
-		if (egress ? tp->bytes_acked > 1 : tp->bytes_received > 0)
+		if (egress ? tp->bytes_acked > 1 : tp->bytes_received > 0) {
+			if (midway_check)
+				midway(skb, sk, egress);
 			return ALLOW;
+		}
 		if (parse_seg(skb, &s) || !s.len || !first_payload(tp, &s, egress))
 			return ALLOW;
 		ts = start(skb, sk, tp, &s, egress);

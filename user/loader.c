@@ -236,6 +236,12 @@ int loader_tls_open(struct loader *L, const char *cgroup_dir)
 		close(fd);
 		return -1;
 	}
+	/* With the lifecycle programs' socket storage shared, the packet programs
+	 * know a socket older than connscope (no entry there) and say so when one
+	 * carries HTTP/2 they cannot follow. The raw_tp fallback keeps no storage. */
+	if (L->skel && L->mode == ATTACH_TP_BTF && !L->skel->rodata->filter_port &&
+	    !bpf_map__reuse_fd(L->tls->maps.conn_sk_info, bpf_map__fd(L->skel->maps.sk_info_storage)))
+		L->tls->rodata->midway_check = true;
 	err = tls_bpf__load(L->tls);
 	if (err) {
 		snprintf(L->tls_note, sizeof(L->tls_note), "cgroup_skb programs did not load: %s (%s)",

@@ -253,7 +253,10 @@ static void jw_h2(struct jw *w, const struct conn_view *v)
 
 	jw_obj(w, "h2");
 	jw_str(w, "source", v->h2_source);
-	jw_u64(w, "streams", v->h2_streams);
+	if (v->h2_midway)
+		jw_null(w, "streams");
+	else
+		jw_u64(w, "streams", v->h2_streams);
 	jw_obj(w, "goaway");
 	jw_u64(w, "count", v->h2_goaway);
 	if (v->h2_goaway) {
@@ -275,6 +278,7 @@ static void jw_h2(struct jw *w, const struct conn_view *v)
 		jw_u64(w, "max_concurrent_streams", v->h2_max_concurrent);
 	jw_u64(w, "pings", v->h2_pings);
 	jw_u64(w, "desync", v->h2_desync);
+	jw_bool(w, "joined_midway", v->h2_midway);
 	jw_end(w);
 }
 

@@ -40,6 +40,7 @@ struct conn_view {
 	uint64_t tls_ns;
 	/* h2: only when has_h2 */
 	bool has_h2;
+	bool h2_midway;               /* joined mid-connection: counts unknown */
 	const char *h2_source;
 	uint32_t h2_streams, h2_goaway, h2_goaway_last_id, h2_goaway_error_code;
 	const char *h2_goaway_error;  /* NULL: a code without a name */

@@ -337,7 +337,7 @@ void track_h2_event(struct tracker *t, const struct h2_event *e)
 
 	/* Counters never go back: a stale event (a retransmitted FIN's, from
 	 * another CPU) is older than what we hold. */
-	if (!e->cookie || !(e->c.flags & H2_C_H2))
+	if (!e->cookie || !(e->c.flags & (H2_C_H2 | H2_C_MIDWAY)))
 		return;
 	hs = u64map_get(&t->h2, key);
 	if (!hs) {
@@ -365,7 +365,9 @@ void track_h2_event(struct tracker *t, const struct h2_event *e)
 		c = tr_cgroup(t, e->cgroup_id);
 		hs->match = c && c->match &&
 			    (!t->o->port || e->sport == t->o->port || e->dport == t->o->port);
-		if (hs->match && c->agg) {
+		/* A connection joined midway counts only as a desync: its streams
+		 * are unknown, and it would water down streams per connection. */
+		if (hs->match && c->agg && !(e->c.flags & H2_C_MIDWAY)) {
 			struct h2_remote *r = remote_for(c->agg, &hs->ev, we_are_client(&e->c),
 							 e->ts_ns);
 
@@ -415,7 +417,7 @@ void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *clo
 	struct h2_remote *r;
 	struct h2_closed *s;
 
-	if (!hs->match || !c || !c->agg)
+	if (!hs->match || !c || !c->agg || (hs->last.c.flags & H2_C_MIDWAY))
 		return;
 	c->agg->h2.closed++;
 	r = remote_for(c->agg, &hs->ev, we_are_client(&hs->last.c), close->ts_ns);
@@ -441,6 +443,7 @@ void h2_view(const struct h2_state *hs, struct conn_view *v)
 	uint32_t mcs = hc->max_concurrent[client ? peer_dir() : H2_LOCAL_OUT];
 
 	v->has_h2 = true;
+	v->h2_midway = hc->flags & H2_C_MIDWAY;
 	v->h2_source = source_name(hs->last.source);
 	v->h2_streams = hc->streams;
 	v->h2_goaway = hc->goaway[0] + hc->goaway[1];

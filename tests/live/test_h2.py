@@ -65,7 +65,10 @@ def check_h2(records):
                     or GOAWAY_KEYS - (h.get("goaway") or {}).keys():
                 problems.append(f"h2 lacks fields: {r}")
                 continue
-            if not (isinstance(h["streams"], int) and h["streams"] >= 0):
+            if h.get("joined_midway") is True:
+                if h["streams"] is not None or h["desync"] < 1:
+                    problems.append(f"a connection joined midway with counts: {r}")
+            elif not (isinstance(h["streams"], int) and h["streams"] >= 0):
                 problems.append(f"bad h2.streams: {r}")
             if h["goaway"]["count"] == 0 and h["goaway"]["error"] is not None:
                 problems.append(f"a GOAWAY error without a GOAWAY: {r}")
@@ -240,7 +243,7 @@ def _request(stream, authority=b"backend"):
 def test_joined_mid_connection_invents_nothing(cluster, docroot):
     """An HTTP/2 connection that started before connscope: its later requests are
     not counted as streams of a connection connscope never saw begin; the record
-    says it was pre-existing."""
+    says it was pre-existing, joined midway, and counts a desync."""
     fe, be = shop(cluster)
     srv = h2peers.nghttpd_h2c(be, 31083, docroot)
     later = b"".join(_request(sid) for sid in (3, 5, 7))
@@ -270,6 +273,9 @@ print("DONE", flush=True)
     cl = h2_conns(records, 31083, "client", fe)
     assert len(cl) == 1 and cl[0]["preexisting"] is True, show(cl)
     h = cl[0].get("h2")
-    # Either not claimed as HTTP/2 at all, or claimed with the lost boundary said
-    # out loud: never streams counted from the middle.
-    assert h is None or (h["desync"] >= 1 and h["streams"] == 0), show(cl)
+    # Recognised as HTTP/2 from its frames, the lost boundary said out loud, and
+    # no stream counted from the middle.
+    assert h is not None and h["joined_midway"] is True and h["desync"] >= 1 \
+        and h["streams"] is None, show(cl)
+    stats = [r for r in records if r["type"] == "stats"]
+    assert stats[-1]["parser_desync"] >= 1, show(stats[-1:])

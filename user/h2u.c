@@ -1,0 +1,815 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * HTTP/2 in TLS plaintext: load bpf/h2u.bpf.c and find what to probe.
+ *
+ * uprobes live on files (an inode and an offset), not on processes: attached with
+ * pid -1 they fire in every process that maps the file, now and later. So the work
+ * here is to find the files: every libssl.so.3 that a running process maps, and every
+ * Go executable that contains crypto/tls.(*Conn).Write, each once (by device and
+ * inode). Files inside containers are reached through /proc/<pid>/root and
+ * /proc/<pid>/exe; the kernel resolves those links when the probe is created.
+ *
+ * Limits, all by design:
+ *  - Go: only (*Conn).Write is probed (at entry: a return probe crashes Go when its
+ *    stack moves), so a Go process is seen through what it writes. A Go client's
+ *    streams and GOAWAYs are counted; its reads (the server's frames) are not. A Go
+ *    server is recognised as HTTP/2 by its first write, a SETTINGS frame. The probe
+ *    sits just past the function's stack-check prologue, so that a call whose
+ *    stack grows (the prologue runs twice) is walked once; a binary whose prologue
+ *    is not one of the known amd64 forms is not probed. Go >= 1.17 (register ABI),
+ *    amd64, with a symbol table (not built with -ldflags=-s).
+ *  - Go's Write is tied to its socket by the first send on the same thread within
+ *    5 ms. A goroutine that blocks between its Write and its send (another writer
+ *    holds the Conn's lock) can leave the thread to another goroutine: its send may
+ *    then bind the wrong socket. Bindings are made once per connection and never
+ *    stolen from another connection, which keeps such mistakes rare and contained.
+ *  - OpenSSL: libssl.so.3 only (not 1.1, not BoringSSL, not statically linked), and
+ *    only SSL objects over a socket BIO: one that reads through memory BIOs (Node.js)
+ *    never binds and reports nothing. Deleted (upgraded) libraries are not probed.
+ *  - A process scanned once is scanned again only when its pid shows another
+ *    executable, or every FULL_RESCAN_EVERY scans: a library it dlopen()s later is
+ *    found then.
+ *  - Connections already open when connscope starts are joined mid-stream: the
+ *    walker cannot find a boundary and does not guess, so they report nothing.
+ */
+#include "h2u.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "h2_events.h"
+#include "h2u.skel.h"
+#include "loader.h"
+#include "util.h"
+
+#define FULL_RESCAN_EVERY 30          /* scans (~s) between re-reads of every process's maps */
+#define GC_EVERY_NS (10ull * 1000000000ull)
+#define GC_BATCH 4096                 /* stale entries removed per map per pass */
+#define GO_WRITE_SYM "crypto/tls.(*Conn).Write"
+#define GO_MIN_MINOR 17               /* register ABI on amd64 */
+
+/* Mirrors struct h2u_key in bpf/h2u.bpf.c. */
+struct h2u_key {
+	uint32_t tgid;
+	uint32_t pad;
+	uint64_t ptr;
+};
+
+enum target_kind { T_SSL, T_GO, T_OTHER };
+
+/* A file looked at once: probed, or why not. */
+struct target {
+	dev_t dev;
+	ino_t ino;
+	enum target_kind kind;
+	bool probed;
+	char name[192];   /* the path as its process sees it */
+	char note[128];   /* why it is not probed (empty if it is, or if it is not a target) */
+};
+
+/* A process already scanned: its pid and the executable it runs. */
+struct seen {
+	int pid;
+	dev_t dev;
+	ino_t ino;
+};
+
+struct h2u {
+	struct h2u_bpf *skel;
+	struct bpf_link *tp_links[3];
+	struct bpf_link **links;
+	size_t nlinks, caplinks;
+	struct target *t;
+	size_t nt, capt;
+	struct seen *seen;
+	size_t nseen;
+	dev_t root_dev;
+	ino_t root_ino;
+	unsigned scans;
+	uint64_t last_gc_ns;
+	int self;
+};
+
+/* ---- bookkeeping -------------------------------------------------------------------- */
+
+static struct target *target_find(struct h2u *u, dev_t dev, ino_t ino)
+{
+	for (size_t i = 0; i < u->nt; i++)
+		if (u->t[i].dev == dev && u->t[i].ino == ino)
+			return &u->t[i];
+	return NULL;
+}
+
+static struct target *target_add(struct h2u *u, const struct stat *st, enum target_kind kind,
+				 const char *name)
+{
+	struct target *t;
+
+	if (u->nt == u->capt) {
+		size_t cap = u->capt ? u->capt * 2 : 64;
+		struct target *n = realloc(u->t, cap * sizeof(*n));
+
+		if (!n)
+			return NULL;
+		u->t = n;
+		u->capt = cap;
+	}
+	t = &u->t[u->nt++];
+	memset(t, 0, sizeof(*t));
+	t->dev = st->st_dev;
+	t->ino = st->st_ino;
+	t->kind = kind;
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	return t;
+}
+
+static int link_keep(struct h2u *u, struct bpf_link *l)
+{
+	if (u->nlinks == u->caplinks) {
+		size_t cap = u->caplinks ? u->caplinks * 2 : 32;
+		struct bpf_link **n = realloc(u->links, cap * sizeof(*n));
+
+		if (!n)
+			return -1;
+		u->links = n;
+		u->caplinks = cap;
+	}
+	u->links[u->nlinks++] = l;
+	return 0;
+}
+
+/* Drop the links made since mark (a target that attached only in part). */
+static void links_undo(struct h2u *u, size_t mark)
+{
+	while (u->nlinks > mark)
+		bpf_link__destroy(u->links[--u->nlinks]);
+}
+
+/* How a process names a file: the plain path in our mount namespace, else "pid N:path". */
+static void display_name(struct h2u *u, int pid, const char *path, char *out, size_t len)
+{
+	char root[64];
+	struct stat st;
+
+	snprintf(root, sizeof(root), "/proc/%d/root", pid);
+	if (pid <= 0 || (!stat(root, &st) && st.st_dev == u->root_dev && st.st_ino == u->root_ino))
+		snprintf(out, len, "%s", path);
+	else
+		snprintf(out, len, "pid %d:%s", pid, path);
+}
+
+/* ---- OpenSSL ------------------------------------------------------------------------ */
+
+static struct bpf_link *attach_one(struct bpf_program *prog, const char *path, const char *func,
+				   size_t off, bool ret)
+{
+	LIBBPF_OPTS(bpf_uprobe_opts, o, .retprobe = ret, .func_name = func);
+
+	return bpf_program__attach_uprobe_opts(prog, -1, path, off, &o);
+}
+
+/* Probe a libssl.so.3 at path (openable from here); name is how its users see it. */
+static void attach_ssl(struct h2u *u, const struct stat *st, const char *path, const char *name)
+{
+	struct h2u_bpf *s = u->skel;
+	const struct {
+		const char *fn;
+		struct bpf_program *entry;
+	} fns[] = {
+		{ "SSL_write", s->progs.h2u_ssl_write },
+		{ "SSL_write_ex", s->progs.h2u_ssl_write_ex },
+		{ "SSL_read", s->progs.h2u_ssl_read },
+		{ "SSL_read_ex", s->progs.h2u_ssl_read_ex },
+	};
+	struct target *t = target_add(u, st, T_SSL, name);
+	size_t mark = u->nlinks;
+	struct bpf_link *l;
+
+	if (!t)
+		return;
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		/* The return probe first: an entry never waits for a return that
+		 * is not there yet. */
+		l = attach_one(s->progs.h2u_ssl_ret, path, fns[i].fn, 0, true);
+		if (!l || link_keep(u, l))
+			goto fail;
+		l = attach_one(fns[i].entry, path, fns[i].fn, 0, false);
+		if (!l || link_keep(u, l))
+			goto fail;
+	}
+	l = attach_one(s->progs.h2u_ssl_free, path, "SSL_free", 0, false);
+	if (!l || link_keep(u, l))
+		goto fail;
+	t->probed = true;
+	return;
+fail:
+	snprintf(t->note, sizeof(t->note), "uprobe attach failed: %s (%s)", strerror(errno),
+		 loader_last_libbpf_msg());
+	bpf_link__destroy(l);
+	links_undo(u, mark);
+	cs_warn("no HTTP/2 plaintext from %s: %s", name, t->note);
+}
+
+static bool is_libssl3(const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	return base && !strcmp(base + 1, "libssl.so.3");
+}
+
+/* ---- Go ----------------------------------------------------------------------------- */
+
+/* File offset of virtual address va, from the program headers; -1 if not in the file. */
+static long long va_to_off(Elf *e, uint64_t va, bool exec_only)
+{
+	size_t n;
+
+	if (elf_getphdrnum(e, &n))
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		GElf_Phdr ph;
+
+		if (!gelf_getphdr(e, (int)i, &ph) || ph.p_type != PT_LOAD)
+			continue;
+		if (exec_only && !(ph.p_flags & PF_X))
+			continue;
+		if (va >= ph.p_vaddr && va < ph.p_vaddr + ph.p_filesz)
+			return (long long)(va - ph.p_vaddr + ph.p_offset);
+	}
+	return -1;
+}
+
+static int read_va(int fd, Elf *e, uint64_t va, void *buf, size_t len)
+{
+	long long off = va_to_off(e, va, false);
+
+	if (off < 0 || pread(fd, buf, len, off) != (ssize_t)len)
+		return -1;
+	return 0;
+}
+
+static uint64_t le64(const unsigned char *b)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | b[i];
+	return v;
+}
+
+/*
+ * The Go version a binary was built with. Go 1.18+ writes it inline in
+ * .go.buildinfo (flags bit 2: a varint length, then the string, at offset 32);
+ * older ones point there to runtime.buildVersion, a string header.
+ */
+static void go_version(int fd, Elf *e, Elf_Data *bi, uint64_t bv_va, char *out, size_t len)
+{
+	const unsigned char *d = bi ? bi->d_buf : NULL;
+	unsigned char hdr[16];
+	uint64_t n = 0, ptr;
+	int shift = 0;
+	size_t i;
+
+	out[0] = 0;
+	if (d && bi->d_size >= 33 && !memcmp(d, "\xff Go buildinf:", 14) && (d[15] & 2)) {
+		for (i = 32; i < bi->d_size && i < 42; i++) {
+			n |= (uint64_t)(d[i] & 0x7f) << shift;
+			shift += 7;
+			if (!(d[i] & 0x80))
+				break;
+		}
+		i++;
+		if (n < len && i + n <= bi->d_size) {
+			memcpy(out, d + i, n);
+			out[n] = 0;
+		}
+		return;
+	}
+	if (!bv_va || read_va(fd, e, bv_va, hdr, sizeof(hdr)))
+		return;
+	ptr = le64(hdr);
+	n = le64(hdr + 8);
+	if (n && n < len && !read_va(fd, e, ptr, out, n))
+		out[n] = 0;
+}
+
+/*
+ * How many bytes of amd64 stack-check prologue open a Go function:
+ *
+ *   cmp rsp, [r14+0x10]               49 3b 66 10            small frames
+ *   lea r12, [rsp-N]; cmp r12, [r14+0x10]
+ *                                      4c 8d 64 24 NN | 4c 8d a4 24 NN NN NN NN; 4d 3b 66 10
+ *   jbe morestack                      76 NN | 0f 86 NN NN NN NN
+ *
+ * (r14 holds g; g.stackguard0 is at 0x10.) -1 if it is none of these.
+ */
+static int go_prologue_len(const unsigned char *b, size_t n)
+{
+	size_t i = 0;
+
+	if (n < 16)
+		return -1;
+	if (b[0] == 0x49 && b[1] == 0x3b && b[2] == 0x66 && b[3] == 0x10) {
+		i = 4;
+	} else if (b[0] == 0x4c && b[1] == 0x8d && (b[2] == 0x64 || b[2] == 0xa4) && b[3] == 0x24) {
+		i = b[2] == 0x64 ? 5 : 8;
+		if (!(b[i] == 0x4d && b[i + 1] == 0x3b && b[i + 2] == 0x66 && b[i + 3] == 0x10))
+			return -1;
+		i += 4;
+	} else {
+		return -1;
+	}
+	if (b[i] == 0x76)
+		return (int)i + 2;
+	if (b[i] == 0x0f && b[i + 1] == 0x86)
+		return (int)i + 6;
+	return -1;
+}
+
+/*
+ * Is the executable at path (a /proc/<pid>/exe link) a Go program using crypto/tls?
+ * Returns its kind; for T_GO, *off is where to probe, or note[] says why not.
+ */
+static enum target_kind go_inspect(const char *path, size_t *off, char *note, size_t notelen)
+{
+	enum target_kind kind = T_OTHER;
+	Elf_Data *buildinfo = NULL;
+	Elf_Scn *scn = NULL, *symtab = NULL;
+	uint64_t write_va = 0, bv_va = 0;
+	GElf_Ehdr eh;
+	bool is_go = false;
+	size_t shstrndx;
+	char ver[32];
+	Elf *e = NULL;
+	int fd;
+
+	note[0] = 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return T_OTHER;
+	e = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+	if (!e || elf_kind(e) != ELF_K_ELF || !gelf_getehdr(e, &eh) || elf_getshdrstrndx(e, &shstrndx))
+		goto out;
+	while ((scn = elf_nextscn(e, scn))) {
+		GElf_Shdr sh;
+		const char *name;
+
+		if (!gelf_getshdr(scn, &sh) || !(name = elf_strptr(e, shstrndx, sh.sh_name)))
+			continue;
+		if (!strcmp(name, ".go.buildinfo")) {
+			is_go = true;
+			buildinfo = elf_getdata(scn, NULL);
+		} else if (!strcmp(name, ".note.go.buildid") || !strcmp(name, ".gopclntab")) {
+			is_go = true;
+		} else if (sh.sh_type == SHT_SYMTAB) {
+			symtab = scn;
+		}
+	}
+	if (!is_go)
+		goto out;
+	if (!symtab) {
+		/* Stripped: crypto/tls may be in there, but nothing tells where. */
+		kind = T_GO;
+		snprintf(note, notelen, "no symbol table (stripped)");
+		goto out;
+	}
+	{
+		GElf_Shdr sh;
+		Elf_Data *d = elf_getdata(symtab, NULL);
+		size_t nsym;
+
+		gelf_getshdr(symtab, &sh);
+		nsym = d && sh.sh_entsize ? sh.sh_size / sh.sh_entsize : 0;
+		for (size_t i = 0; i < nsym && (!write_va || !bv_va); i++) {
+			GElf_Sym sym;
+			const char *name;
+
+			if (!gelf_getsym(d, (int)i, &sym) ||
+			    !(name = elf_strptr(e, sh.sh_link, sym.st_name)))
+				continue;
+			if (GELF_ST_TYPE(sym.st_info) == STT_FUNC && !strcmp(name, GO_WRITE_SYM))
+				write_va = sym.st_value;
+			else if (!strcmp(name, "runtime.buildVersion"))
+				bv_va = sym.st_value;
+		}
+	}
+	if (!write_va)
+		goto out;  /* Go, but no TLS */
+	kind = T_GO;
+	go_version(fd, e, buildinfo, bv_va, ver, sizeof(ver));
+	if (eh.e_machine != EM_X86_64) {
+		snprintf(note, notelen, "Go probes are implemented for x86-64 only");
+		goto out;
+	}
+	if (!strncmp(ver, "go1.", 4)) {
+		long minor = strtol(ver + 4, NULL, 10);
+
+		if (minor < GO_MIN_MINOR) {
+			snprintf(note, notelen, "%s passes arguments on the stack (Go 1.%d+ needed)",
+				 ver, GO_MIN_MINOR);
+			goto out;
+		}
+	}
+	{
+		long long foff = va_to_off(e, write_va, true);
+		unsigned char code[16];
+		int plen;
+
+		if (foff < 0 || pread(fd, code, sizeof(code), foff) != (ssize_t)sizeof(code)) {
+			snprintf(note, notelen, "%s not in the file", GO_WRITE_SYM);
+			goto out;
+		}
+		plen = go_prologue_len(code, sizeof(code));
+		if (plen < 0) {
+			snprintf(note, notelen, "%s: unknown prologue (%s)", GO_WRITE_SYM,
+				 ver[0] ? ver : "unknown Go version");
+			goto out;
+		}
+		*off = (size_t)foff + (size_t)plen;
+	}
+out:
+	if (e)
+		elf_end(e);
+	close(fd);
+	return kind;
+}
+
+/* The executable of pid (st: its stat through /proc/<pid>/exe), looked at once. */
+static void consider_exe(struct h2u *u, int pid, const struct stat *st)
+{
+	char exe[64], path[PATH_MAX], name[192], note[128];
+	enum target_kind kind;
+	struct target *t;
+	struct bpf_link *l;
+	ssize_t n;
+	size_t off = 0;
+
+	snprintf(exe, sizeof(exe), "/proc/%d/exe", pid);
+	n = readlink(exe, path, sizeof(path) - 1);
+	if (n < 0)
+		return;
+	path[n] = 0;
+	kind = go_inspect(exe, &off, note, sizeof(note));
+	display_name(u, pid, path, name, sizeof(name));
+	t = target_add(u, st, kind, name);
+	if (!t || kind != T_GO)
+		return;
+	if (note[0]) {
+		snprintf(t->note, sizeof(t->note), "%s", note);
+		return;
+	}
+	/* The kernel resolves /proc/<pid>/exe to the file when it makes the probe. */
+	l = attach_one(u->skel->progs.h2u_go_write, exe, NULL, off, false);
+	if (!l || link_keep(u, l)) {
+		snprintf(t->note, sizeof(t->note), "uprobe attach failed: %s (%s)", strerror(errno),
+			 loader_last_libbpf_msg());
+		bpf_link__destroy(l);
+		cs_warn("no HTTP/2 plaintext from %s: %s", name, t->note);
+		return;
+	}
+	t->probed = true;
+}
+
+/* ---- processes ---------------------------------------------------------------------- */
+
+/* Every libssl.so.3 that pid maps. */
+static void scan_maps(struct h2u *u, int pid)
+{
+	char p[64], last[PATH_MAX] = "", *line = NULL;
+	size_t cap = 0;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "/proc/%d/maps", pid);
+	f = fopen(p, "re");
+	if (!f)
+		return;
+	while (getline(&line, &cap, f) > 0) {
+		char *path = strchr(line, '/'), root[PATH_MAX + 32], name[192];
+		struct stat st;
+
+		if (!path)
+			continue;
+		path[strcspn(path, "\n")] = 0;
+		/* A library replaced on disk since it was mapped: its path names
+		 * another file now. */
+		if (strstr(path, " (deleted)") || !is_libssl3(path) || !strcmp(path, last))
+			continue;
+		snprintf(last, sizeof(last), "%s", path);
+		snprintf(root, sizeof(root), "/proc/%d/root%s", pid, path);
+		if (stat(root, &st) || target_find(u, st.st_dev, st.st_ino))
+			continue;
+		display_name(u, pid, path, name, sizeof(name));
+		attach_ssl(u, &st, root, name);
+	}
+	free(line);
+	fclose(f);
+}
+
+static int seen_cmp(const void *a, const void *b)
+{
+	const struct seen *x = a, *y = b;
+
+	return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/*
+ * Look at processes not seen before. A pid counts as seen while it runs the same
+ * executable: one stat of /proc/<pid>/exe per process and scan. (An exec keeps the
+ * pid and the start time, so those would miss the new program.)
+ */
+static void scan_procs(struct h2u *u, bool full)
+{
+	struct seen *now = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	DIR *d = opendir("/proc");
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		struct seen key = {}, *old;
+		char exe[64];
+		struct stat st;
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+
+		if (*end || pid <= 0 || pid == u->self)
+			continue;
+		key.pid = (int)pid;
+		snprintf(exe, sizeof(exe), "/proc/%ld/exe", pid);
+		if (!stat(exe, &st)) {
+			key.dev = st.st_dev;
+			key.ino = st.st_ino;
+		}
+		if (n == cap) {
+			size_t c = cap ? cap * 2 : 1024;
+			struct seen *nn = realloc(now, c * sizeof(*nn));
+
+			if (!nn)
+				break;
+			now = nn;
+			cap = c;
+		}
+		now[n++] = key;
+		old = u->seen ? bsearch(&key, u->seen, u->nseen, sizeof(key), seen_cmp) : NULL;
+		if (old && old->dev == key.dev && old->ino == key.ino && !full)
+			continue;
+		if (!key.ino)
+			continue;  /* a kernel thread, or a process on its way out */
+		if (!target_find(u, key.dev, key.ino))
+			consider_exe(u, key.pid, &st);
+		scan_maps(u, key.pid);
+	}
+	closedir(d);
+	qsort(now, n, sizeof(*now), seen_cmp);
+	free(u->seen);
+	u->seen = now;
+	u->nseen = n;
+}
+
+/* Where distributions keep the system's libssl.so.3. */
+static void attach_system_libssl(struct h2u *u)
+{
+	static const char *const paths[] = {
+		"/usr/lib/x86_64-linux-gnu/libssl.so.3",
+		"/lib/x86_64-linux-gnu/libssl.so.3",
+		"/usr/lib/aarch64-linux-gnu/libssl.so.3",
+		"/lib/aarch64-linux-gnu/libssl.so.3",
+		"/usr/lib64/libssl.so.3",
+		"/lib64/libssl.so.3",
+		"/usr/lib/libssl.so.3",
+		"/lib/libssl.so.3",
+	};
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		struct stat st;
+
+		if (stat(paths[i], &st) || target_find(u, st.st_dev, st.st_ino))
+			continue;
+		attach_ssl(u, &st, paths[i], paths[i]);
+	}
+}
+
+/* ---- garbage: entries whose thread or process is gone ------------------------------ */
+
+static bool proc_alive(uint32_t tgid)
+{
+	char p[64];
+
+	snprintf(p, sizeof(p), "/proc/%u", tgid);
+	return !access(p, F_OK);
+}
+
+/*
+ * A connection never tied to a socket (a memory BIO, a Go Write whose send came too
+ * late), or not closed before its process died, leaves its state; a state removed
+ * that way leaves its cookie link. Each pass removes up to GC_BATCH of each. (The
+ * per-thread call records are task storage: they die with their threads.)
+ */
+static void gc(struct h2u *u)
+{
+	int states = bpf_map__fd(u->skel->maps.h2u_state);
+	int cookies = bpf_map__fd(u->skel->maps.h2u_by_cookie);
+	size_t vsz = bpf_map__value_size(u->skel->maps.h2u_state), n;
+	uint64_t *ids = calloc(GC_BATCH, sizeof(*ids));
+	struct h2u_key *keys = calloc(GC_BATCH, sizeof(*keys));
+	void *val = calloc(1, vsz);
+	struct h2u_key k, kcur;
+	uint64_t id, cur;
+	bool have;
+
+	if (!ids || !keys || !val)
+		goto out;
+	/* Deletions wait for the end of each walk: deleting the cursor's key
+	 * would restart the iteration. */
+	n = 0;
+	for (have = false; n < GC_BATCH && !bpf_map_get_next_key(states, have ? &kcur : NULL, &k);
+	     have = true) {
+		if (!proc_alive(k.tgid))
+			keys[n++] = k;
+		kcur = k;
+	}
+	for (size_t i = 0; i < n; i++)
+		bpf_map_delete_elem(states, &keys[i]);
+
+	n = 0;
+	for (have = false; n < GC_BATCH && !bpf_map_get_next_key(cookies, have ? &cur : NULL, &id);
+	     have = true) {
+		if (!bpf_map_lookup_elem(cookies, &id, &k) && bpf_map_lookup_elem(states, &k, val) &&
+		    errno == ENOENT)
+			ids[n++] = id;
+		cur = id;
+	}
+	for (size_t i = 0; i < n; i++)
+		bpf_map_delete_elem(cookies, &ids[i]);
+out:
+	free(ids);
+	free(keys);
+	free(val);
+}
+
+/* ---- the interface -------------------------------------------------------------------- */
+
+struct h2u *h2u_open(char *why, size_t whylen)
+{
+	struct bpf_program *tps[3];
+	struct h2u *u;
+	struct stat root;
+	int err;
+
+	if (elf_version(EV_CURRENT) == EV_NONE) {
+		snprintf(why, whylen, "libelf: %s", elf_errmsg(-1));
+		return NULL;
+	}
+	u = calloc(1, sizeof(*u));
+	if (!u) {
+		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
+	u->self = getpid();
+	if (!stat("/", &root)) {
+		u->root_dev = root.st_dev;
+		u->root_ino = root.st_ino;
+	}
+	u->skel = h2u_bpf__open();
+	if (!u->skel) {
+		snprintf(why, whylen, "open BPF object: %s", strerror(errno));
+		goto fail;
+	}
+	err = h2u_bpf__load(u->skel);
+	if (err) {
+		snprintf(why, whylen, "uprobe programs did not load: %s (%s)", strerror(-err),
+			 loader_last_libbpf_msg());
+		goto fail;
+	}
+	tps[0] = u->skel->progs.h2u_send;
+	tps[1] = u->skel->progs.h2u_recv;
+	tps[2] = u->skel->progs.h2u_close;
+	for (int i = 0; i < 3; i++) {
+		u->tp_links[i] = bpf_program__attach(tps[i]);
+		if (!u->tp_links[i]) {
+			snprintf(why, whylen, "tp_btf %s attach failed: %s (%s)",
+				 bpf_program__section_name(tps[i]) + strlen("tp_btf/"),
+				 strerror(errno), loader_last_libbpf_msg());
+			goto fail;
+		}
+	}
+	attach_system_libssl(u);
+	scan_procs(u, true);
+	u->last_gc_ns = cs_mono_ns();
+	return u;
+fail:
+	h2u_close(u);
+	return NULL;
+}
+
+int h2u_add_ring(struct h2u *u, struct ring_buffer *rb, ring_buffer_sample_fn fn, void *ctx)
+{
+	return ring_buffer__add(rb, bpf_map__fd(u->skel->maps.h2u_events), fn, ctx);
+}
+
+void h2u_rescan(struct h2u *u)
+{
+	uint64_t now = cs_mono_ns();
+
+	u->scans++;
+	scan_procs(u, u->scans % FULL_RESCAN_EVERY == 0);
+	if (now - u->last_gc_ns >= GC_EVERY_NS) {
+		gc(u);
+		u->last_gc_ns = now;
+	}
+}
+
+uint64_t h2u_counter(struct h2u *u, int idx)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t sum = 0, *vals;
+	uint32_t key = (uint32_t)idx;
+
+	if (!u || !u->skel || ncpu <= 0 || !(vals = calloc(ncpu, sizeof(*vals))))
+		return 0;
+	if (!bpf_map_lookup_elem(bpf_map__fd(u->skel->maps.h2u_counters), &key, vals))
+		for (int i = 0; i < ncpu; i++)
+			sum += vals[i];
+	free(vals);
+	return sum;
+}
+
+/* "N things (a, b, c +2 more)" for the probed targets of one kind. */
+static size_t describe_kind(struct h2u *u, enum target_kind kind, const char *one,
+			    const char *many, char *buf, size_t len)
+{
+	size_t pos = 0, shown = 0, count = 0;
+
+	for (size_t i = 0; i < u->nt; i++)
+		count += u->t[i].kind == kind && u->t[i].probed;
+	pos += snprintf(buf + pos, len - pos, "%zu %s", count, count == 1 ? one : many);
+	for (size_t i = 0; i < u->nt && pos < len; i++) {
+		if (u->t[i].kind != kind || !u->t[i].probed)
+			continue;
+		if (shown == 3) {
+			pos += snprintf(buf + pos, len - pos, " +%zu more", count - shown);
+			break;
+		}
+		pos += snprintf(buf + pos, len - pos, "%s%s", shown ? ", " : " (", u->t[i].name);
+		shown++;
+	}
+	if (shown && pos < len)
+		pos += snprintf(buf + pos, len - pos, ")");
+	return pos < len ? pos : len;
+}
+
+void h2u_describe(struct h2u *u, char *buf, size_t len)
+{
+	size_t pos, skipped = 0;
+	const struct target *first = NULL;
+
+	if (!len)
+		return;
+	if (!u) {
+		snprintf(buf, len, "not loaded");
+		return;
+	}
+	pos = snprintf(buf, len, "OpenSSL probes on ");
+	if (pos < len)
+		pos += describe_kind(u, T_SSL, "library", "libraries", buf + pos, len - pos);
+	if (pos < len)
+		pos += snprintf(buf + pos, len - pos, ", Go probes on ");
+	if (pos < len)
+		pos += describe_kind(u, T_GO, "binary", "binaries", buf + pos, len - pos);
+	for (size_t i = 0; i < u->nt; i++) {
+		if (u->t[i].kind != T_OTHER && !u->t[i].probed && u->t[i].note[0]) {
+			skipped++;
+			if (!first)
+				first = &u->t[i];
+		}
+	}
+	if (first && pos < len)
+		snprintf(buf + pos, len - pos, "; not probed: %zu (%s: %s%s)", skipped, first->name,
+			 first->note, skipped > 1 ? ", ..." : "");
+}
+
+void h2u_close(struct h2u *u)
+{
+	if (!u)
+		return;
+	links_undo(u, 0);
+	for (int i = 0; i < 3; i++)
+		bpf_link__destroy(u->tp_links[i]);
+	h2u_bpf__destroy(u->skel);
+	free(u->links);
+	free(u->t);
+	free(u->seen);
+	free(u);
+}

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * HTTP/2 inside TLS, seen in plaintext at the TLS library (bpf/h2u.bpf.c): uprobes on
+ * OpenSSL's libssl.so.3 and on Go's crypto/tls, tied to each connection's socket.
+ * Events are struct h2_event (bpf/h2_events.h), source H2_SRC_OPENSSL or H2_SRC_GO.
+ */
+#ifndef CONNSCOPE_H2U_H
+#define CONNSCOPE_H2U_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <bpf/libbpf.h>
+
+struct h2u;
+
+/* Counter indexes for h2u_counter. */
+enum { H2U_CNT_EVENTS = 0, H2U_CNT_LOST = 1, H2U_CNT_MAP_FULL = 2, H2U_CNT_DESYNC = 3 };
+
+/* Load bpf/h2u.bpf.c, attach its tracepoints, then uprobes on every libssl.so.3 and every
+ * Go binary containing crypto/tls.(*Conn).Write found via /proc/<pid>/maps and
+ * /proc/<pid>/exe of running processes (files in other mount namespaces through
+ * /proc/<pid>/root; deduplicated by device and inode), plus the system libssl if present.
+ * NULL and the reason in why[] if it cannot load. */
+struct h2u *h2u_open(char *why, size_t whylen);
+/* Add its ring buffer to rb (ring_buffer__add) with fn receiving struct h2_event. */
+int h2u_add_ring(struct h2u *u, struct ring_buffer *rb, ring_buffer_sample_fn fn, void *ctx);
+/* Attach to binaries and libraries of processes that appeared since the last scan.
+ * Call every ~1 s: processes already scanned (pid and start time) cost one small read. */
+void h2u_rescan(struct h2u *u);
+/* Per-CPU counters summed: 0 events, 1 lost, 2 map_full, 3 desync. */
+uint64_t h2u_counter(struct h2u *u, int idx);
+/* One line for `connscope check`: what is probed. */
+void h2u_describe(struct h2u *u, char *buf, size_t len);
+void h2u_close(struct h2u *u);
+
+#endif
