@@ -12,8 +12,8 @@
  *                   remote within --h2-window, carrying <= --h2-churn-streams
  *                   streams each on average: it is not reusing connections;
  *   h2_goaway       a GOAWAY with an error code (at once), or >= --h2-goaway-runs
- *                   connections to one remote ended by GOAWAY within the window
- *                   (connections recycled: each forces a reconnect).
+ *                   connections to one remote ended by the server's GOAWAY within
+ *                   the window (connections recycled: each forces a reconnect).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,12 +48,6 @@ static const char *error_text(uint32_t code, char *buf, size_t len)
 static bool we_are_client(const struct h2_conn *c)
 {
 	return c->client_dir == H2_LOCAL_OUT;
-}
-
-/* The peer's direction index, as sent in struct h2_conn. */
-static unsigned peer_dir(void)
-{
-	return H2_LOCAL_IN;
 }
 
 void h2_free_all(struct tracker *t)
@@ -283,7 +277,9 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 		tr_message(o, msg);
 		tr_emit(t, o);
 	}
-	if (hs->goaway_counted)
+	/* A client's GOAWAY(NO_ERROR) is its ordinary goodbye (h2load, nghttp and
+	 * browsers send one before closing): only the server's recycle connections. */
+	if (hs->goaway_counted || sent == client)
 		return;
 	hs->goaway_counted = true;
 	r = remote_for(c->agg, &hs->ev, client, now);
@@ -305,11 +301,11 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	cJSON_AddNumberToObject(o, "window_s", t->o->h2_window_s);
 	snprintf(msg, sizeof(msg),
 		 "%u HTTP/2 connections between %s and %s ended by GOAWAY in the last %.0fs "
-		 "(latest: %s, by the %s): the server is recycling connections (e.g. gRPC "
+		 "(latest: %s): the server is recycling connections (e.g. gRPC "
 		 "MaxConnectionAge or an idle timeout shorter than the client's keepalive); each "
 		 "one costs a reconnect%s.",
 		 w.goaway_conns, who, remote, t->o->h2_window_s,
-		 error_text(hc->goaway_error, err, sizeof(err)), sent == client ? "client" : "server",
+		 error_text(hc->goaway_error, err, sizeof(err)),
 		 hs->last.source == H2_SRC_WIRE ? "" : " and a new TLS handshake");
 	tr_message(o, msg);
 	tr_emit(t, o);
@@ -399,8 +395,9 @@ struct h2_state *h2_take(struct tracker *t, uint64_t cookie)
 static uint8_t end_of(const struct h2_state *hs, const struct cs_event *close)
 {
 	const struct h2_conn *hc = &hs->last.c;
+	unsigned server = we_are_client(hc) ? H2_LOCAL_IN : H2_LOCAL_OUT;
 
-	if (hc->goaway[0] + hc->goaway[1])
+	if (hc->goaway[server])
 		return H2_END_GOAWAY;
 	switch (close->close_cause) {
 	case CS_CLOSE_PEER_FIN: return H2_END_PEER_FIN;
@@ -440,7 +437,7 @@ void h2_view(const struct h2_state *hs, struct conn_view *v)
 	const struct h2_conn *hc = &hs->last.c;
 	bool client = we_are_client(hc);
 	/* The server's announcement limits the client's streams. */
-	uint32_t mcs = hc->max_concurrent[client ? peer_dir() : H2_LOCAL_OUT];
+	uint32_t mcs = hc->max_concurrent[client ? H2_LOCAL_IN : H2_LOCAL_OUT];
 
 	v->has_h2 = true;
 	v->h2_midway = hc->flags & H2_C_MIDWAY;

@@ -132,6 +132,8 @@ def test_h2load_h2c_exact_counts(cluster, docroot):
         s = summary_of(records, pod)["h2"]
         assert s["connections"] == 6 and s["streams"] == 600 and s["streams_per_conn"] == 100, s
     assert not findings(records, "h2_reuse_churn"), show(findings(records, "h2_reuse_churn"))
+    # h2load's closing GOAWAY(NO_ERROR) is a goodbye, not a recycle
+    assert not findings(records, "h2_goaway"), show(findings(records, "h2_goaway"))
 
 
 def test_nghttp_runs_are_churn(cluster, docroot):
