@@ -17,11 +17,21 @@
 #    Targets: bulk ratio >= 0.98, handshake ratio >= 0.97; and in every connscope
 #    handshake run, the connection records on the TLS port with tls.outcome "ok" equal
 #    the handshakes made (client + server side).
+# 4. HTTP/2: the cost of following HTTP/2 frames. nghttpd (one worker) and h2load
+#    (`-c 6 -m 10 -t 1 -D <s>`: 6 connections, 10 concurrent streams each) run on
+#    loopback inside the bench's cgroup; requests/s, first over h2c (nghttpd --no-tls,
+#    prior knowledge), then over TLS (a throwaway self-signed certificate made in the
+#    work directory), each interleaved with and without `connscope trace -o json
+#    --cgroup <that cgroup> > file` (H2_ROUNDS rounds). Targets: h2c ratio >= 0.97,
+#    TLS ratio >= 0.95. In each connscope run the report also counts the connection
+#    records on the server port whose "h2" object is set, and sums their h2.streams;
+#    and, from one more run of each with kernel.bpf_stats_enabled=1, the run time of
+#    connscope's programs per packet and per request.
 #
 # connscope never attaches its packet programs to the cgroup2 root here: a cgroup is
 # made under the cgroup2 mount (found in /proc/self/mountinfo) for the run, every
-# connscope gets `--cgroup` with it, and it is removed on exit. Only the TLS load runs
-# inside it; the TCP load of parts 1 and 2 stays outside (no TLS to follow there).
+# connscope gets `--cgroup` with it, and it is removed on exit. Only the TLS and HTTP/2
+# loads run inside it; the TCP load of parts 1 and 2 stays outside (nothing to parse there).
 #
 # The load is tests/bench/connload.c. In the throughput rounds a tracer's stdout is a
 # regular file (as with `connscope daemon > file`); connscope counts as attached
@@ -37,9 +47,11 @@
 #   BENCH_QUIET_WAIT=5 (s to wait per run for other BPF programs to go and the CPUs to
 #   be idle, at most BENCH_QUIET_BUDGET=40 s in all; BENCH_QUIET_BUSY=15 % is idle)
 #   BENCH_KEEP=1 (keep the work directory)  TCPSTATES=/usr/sbin/tcpstates
-#   BENCH_PARTS="tcp rate tls" (which parts run; e.g. BENCH_PARTS=tls)
+#   BENCH_PARTS="tcp rate tls h2" (which parts run; e.g. BENCH_PARTS=tls)
 #   BENCH_TLS_ROUNDS=5 BENCH_TLS_SECONDS=4 BENCH_TLS_WORKERS=<cpus>
 #   BENCH_TLS_PORT=<BENCH_PORT + 8>
+#   BENCH_H2_ROUNDS=5 BENCH_H2_SECONDS=4 BENCH_H2_CLIENTS=6 BENCH_H2_STREAMS=10
+#   BENCH_H2_PORT=<BENCH_PORT + 9> (h2c; TLS on the next port)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -54,11 +66,17 @@ WORKERS=${BENCH_WORKERS:-$NCPU}
 SERVER_THREADS=${BENCH_SERVER_THREADS:-$NCPU}
 PORT=${BENCH_PORT:-29100}
 NPORTS=8
-PARTS=${BENCH_PARTS:-tcp rate tls}
+PARTS=${BENCH_PARTS:-tcp rate tls h2}
 TLS_ROUNDS=${BENCH_TLS_ROUNDS:-5}
 TLS_SECS=${BENCH_TLS_SECONDS:-4}
 TLS_WORKERS=${BENCH_TLS_WORKERS:-$NCPU}
 TLS_PORT=${BENCH_TLS_PORT:-$((PORT + NPORTS))}
+H2_ROUNDS=${BENCH_H2_ROUNDS:-5}
+H2_SECS=${BENCH_H2_SECONDS:-4}
+H2_CLIENTS=${BENCH_H2_CLIENTS:-6}
+H2_STREAMS=${BENCH_H2_STREAMS:-10}
+H2_PORT=${BENCH_H2_PORT:-$((PORT + NPORTS + 1))}
+H2_TLS_PORT=$((H2_PORT + 1))
 BPFTOOL=${BPFTOOL:-$(command -v bpftool 2>/dev/null || echo /usr/sbin/bpftool)}
 TCPSTATES=${TCPSTATES:-$(command -v tcpstates 2>/dev/null || echo /usr/sbin/tcpstates)}
 CONNSCOPE=$ROOT/connscope
@@ -70,7 +88,7 @@ log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 for part in $PARTS; do
-	case $part in tcp | rate | tls) ;; *) die "parse BENCH_PARTS: unknown part '$part' (tcp rate tls)" ;; esac
+	case $part in tcp | rate | tls | h2) ;; *) die "parse BENCH_PARTS: unknown part '$part' (tcp rate tls h2)" ;; esac
 done
 
 [ "$(id -u)" = 0 ] || die "run: needs root (BPF programs and sysctls)"
@@ -195,6 +213,12 @@ gcc -O2 -g -Wall -Wextra -pthread -o "$CONNLOAD" tests/bench/connload.c ||
 if has_part tls; then
 	gcc -O2 -g -Wall -Wextra -pthread -o "$TLSLOAD" tests/bench/tlsload.c -lssl -lcrypto ||
 		die "build tests/bench/tlsload.c (needs libssl-dev)"
+fi
+if has_part h2; then
+	for tool in nghttpd h2load openssl ss; do
+		command -v "$tool" >/dev/null ||
+			die "find $tool (apt-get install nghttp2-server nghttp2-client openssl iproute2)"
+	done
 fi
 make_cgroup
 # The whole run uses one connscope binary, whatever a rebuild does to ./connscope
@@ -506,9 +530,136 @@ if has_part tls; then
 	tls_detail handshakes
 fi
 
+# ---- 4. HTTP/2: nghttpd and h2load, h2c and TLS, inside the bench's cgroup ------------
+# One nghttpd per protocol serves the whole part (each h2load run makes its own 6
+# connections). The load's CPU time is the cgroup's (nghttpd and h2load together).
+cgroup_cpu_ms() { awk '/^usage_usec/ { printf "%d\n", $2 / 1000 }' "$CGROUP/cpu.stat"; }
+
+# start_nghttpd PORT [KEY CERT]: nghttpd on 127.0.0.1:PORT in the cgroup (no key: h2c);
+# its pid in NGHTTPD_PID. (One subshell that moves itself and execs: $! is nghttpd.)
+NGHTTPD_PID=
+start_nghttpd() {
+	local port=$1 pid i tls=()
+	shift
+	[ $# = 0 ] && tls=(--no-tls)
+	(
+		echo "$BASHPID" >"$CGROUP/cgroup.procs" || exit 125
+		exec nghttpd "${tls[@]}" -a 127.0.0.1 -d "$WORK/h2/www" "$port" "$@"
+	) >/dev/null 2>"$WORK/h2/nghttpd-$port.err" &
+	pid=$!
+	PIDS+=("$pid")
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || {
+			sed 's/^/    /' "$WORK/h2/nghttpd-$port.err" >&2
+			die "start nghttpd on port $port (it exited; stderr above)"
+		}
+		if [ -n "$(ss -Hltn "sport = :$port")" ]; then
+			NGHTTPD_PID=$pid
+			return 0
+		fi
+		sleep 0.05
+	done
+	die "start nghttpd on port $port: not listening after 5 s"
+}
+
+stop_pid() {
+	local i
+	kill -TERM "$1" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	forget_pid "$1"
+}
+
+# run_h2load OUT MODE: one timed h2load run against the MODE (h2c|tls) server.
+run_h2load() {
+	local out=$1 mode=$2 url c0 c1 rc=0
+	case $mode in
+	h2c) url=http://127.0.0.1:$H2_PORT/ ;;
+	tls) url=https://127.0.0.1:$H2_TLS_PORT/ ;;
+	esac
+	c0=$(cgroup_cpu_ms)
+	# -n is ignored with -D (timed run), but must be large for h2load's checks.
+	in_cgroup h2load -n 1000000000 -c "$H2_CLIENTS" -m "$H2_STREAMS" -t 1 -D "$H2_SECS" \
+		"$url" >"$out.raw" 2>&1 || rc=$?
+	c1=$(cgroup_cpu_ms)
+	[ "$rc" = 0 ] || { tail -n 20 "$out.raw" | sed 's/^/    /' >&2; die "run h2load $url (exit $rc)"; }
+	"$PYTHON" tests/bench/report.py --parse-h2load "$out.raw" --mode "$mode" \
+		--seconds "$H2_SECS" --cpu-ms "$((c1 - c0))" >"$out" ||
+		die "run h2load $url: no summary (output in $out.raw)"
+}
+
+h2_round() {
+	local mode=$1 r=$2 k cfg dir port=$H2_PORT
+	[ "$mode" = tls ] && port=$H2_TLS_PORT
+	for ((k = 0; k < 2; k++)); do
+		cfg=${H2_CONFIGS[$(((r - 1 + k) % 2))]}
+		dir=$WORK/h2/$mode/r$r-$k-$cfg
+		if [ "$cfg" = connscope ]; then
+			OUTFILE=$dir/trace.jsonl LOAD_FN=run_h2load measured_run "$cfg" "$dir" "$mode"
+			# The last connections' records are out once connscope has drained.
+			sleep 1
+			stop_tracer "$dir"
+			"$PYTHON" tests/bench/report.py --count-h2 "$dir/trace.jsonl" --port "$port" \
+				>"$dir/records.json" || die "count the HTTP/2 records of $dir/trace.jsonl"
+			[ "${BENCH_KEEP:-0}" = 1 ] || rm -f "$dir/trace.jsonl"
+		else
+			LOAD_FN=run_h2load measured_run "$cfg" "$dir" "$mode"
+		fi
+		log "h2 round $r/$H2_ROUNDS $(printf '%-4s %-10s' "$mode" "$cfg")" \
+			"$("$PYTHON" -c 'import json,sys
+d = json.load(open(sys.argv[1]))
+print("%.0f req/s (%d succeeded, %d failed)" % (d["req_per_s"], d["succeeded"], d["failed"]))' \
+				"$dir/load.json")"
+	done
+}
+
+# One more connscope run of each with kernel.bpf_stats_enabled=1 (outside the ratios,
+# as in the TLS part): connscope's programs' run counts and times, per request.
+h2_detail() {
+	local mode=$1 dir=$WORK/h2/detail-$1
+	mkdir -p "$dir"
+	set_sysctl kernel.bpf_stats_enabled 1
+	LOAD_FN=run_h2load measured_run connscope "$dir" "$mode"
+	tracer_prog_ids "$TRACER_PID" >"$dir/tracer_prog_ids"
+	"$BPFTOOL" -j prog show >"$dir/prog_stats.json" 2>/dev/null || true
+	stop_tracer "$dir"
+	restore_sysctl kernel.bpf_stats_enabled
+}
+
+if has_part h2; then
+	H2_CONFIGS=(baseline connscope)
+	mkdir -p "$WORK/h2/www" "$WORK/h2/cert"
+	head -c 64 /dev/zero | tr '\0' x >"$WORK/h2/www/index.html"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+		-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+		-keyout "$WORK/h2/cert/key.pem" -out "$WORK/h2/cert/cert.pem" 2>"$WORK/h2/cert/err" ||
+		die "make a self-signed certificate ($(tail -n 1 "$WORK/h2/cert/err"))"
+	start_nghttpd "$H2_PORT"
+	H2C_SRV=$NGHTTPD_PID
+	start_nghttpd "$H2_TLS_PORT" "$WORK/h2/cert/key.pem" "$WORK/h2/cert/cert.pem"
+	H2TLS_SRV=$NGHTTPD_PID
+	log "h2: 2 configs x $H2_ROUNDS rounds x ${H2_SECS}s, h2c (port $H2_PORT) then TLS" \
+		"(port $H2_TLS_PORT); nghttpd (1 worker) and h2load -c $H2_CLIENTS -m $H2_STREAMS -t 1" \
+		"in $CGROUP"
+	for ((r = 1; r <= H2_ROUNDS; r++)); do
+		h2_round h2c "$r"
+		h2_round tls "$r"
+	done
+	h2_detail h2c
+	h2_detail tls
+	stop_pid "$H2C_SRV"
+	stop_pid "$H2TLS_SRV"
+fi
+
 # ---- report -------------------------------------------------------------------------
 "$PYTHON" tests/bench/report.py --work "$WORK" --rounds "$ROUNDS" --seconds "$SECS" \
 	--rate "$RATE" --rate-seconds "$RATE_SECS" --port "$PORT" --nports "$NPORTS" \
 	--cpus "$NCPU" --configs "${CONFIGS[*]}" --parts "$PARTS" --tls-rounds "$TLS_ROUNDS" \
 	--tls-seconds "$TLS_SECS" --tls-port "$TLS_PORT" --tls-workers "$TLS_WORKERS" \
+	--h2-rounds "$H2_ROUNDS" --h2-seconds "$H2_SECS" --h2-port "$H2_PORT" \
+	--h2-tls-port "$H2_TLS_PORT" --h2-clients "$H2_CLIENTS" --h2-streams "$H2_STREAMS" \
 	--cgroup "$CGROUP" || die "summarise the results"

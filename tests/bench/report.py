@@ -18,12 +18,24 @@ Reads the work directory bench.sh filled:
   tls/detail-<mode>/prog_stats.json         `bpftool -j prog show` with
                                             kernel.bpf_stats_enabled=1, and
                    /tracer_prog_ids         the ids of connscope's programs
+  h2/<mode>/r<round>-<slot>-<config>/       the HTTP/2 runs (mode h2c or tls):
+                               load.json    h2load's summary (--parse-h2load below)
+                               first, last  connscope's first and last lines
+                               records.json connscope's connection records on the
+                                            server port (--count-h2 below)
 Only the parts named by --parts are read. Exits 1 only when results are missing or
 unreadable.
 
   report.py --count-tls TRACE.jsonl --port P
 counts connscope's connection records for 127.0.0.1:P in TRACE (by side and TLS
 outcome) and prints them as one JSON object; bench.sh keeps that instead of the trace.
+
+  report.py --count-h2 TRACE.jsonl --port P
+the same for HTTP/2: connection records for 127.0.0.1:P, those with an "h2" object,
+and the sums of their h2.streams, h2.goaway.count and h2.rst_stream, by side.
+
+  report.py --parse-h2load OUTPUT --mode h2c|tls --seconds S --cpu-ms MS
+turns h2load's output into one JSON line (req_per_s, succeeded, failed, clients, ...).
 """
 import argparse
 import json
@@ -35,6 +47,8 @@ import sys
 RATIO_TARGET = 0.97
 TLS_BULK_TARGET = 0.98
 TLS_HANDSHAKE_TARGET = 0.97
+H2C_TARGET = 0.97
+H2_TLS_TARGET = 0.95
 
 
 def load_json(path):
@@ -546,11 +560,250 @@ def tls(a):
     tls_detail(a, "handshakes")
 
 
+H2LOAD_REQ = re.compile(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                        r"(\d+) failed, (\d+) errored, (\d+) timeout", re.M)
+H2LOAD_FIN = re.compile(r"^finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s", re.M)
+H2LOAD_SPAWN = re.compile(r"^spawning thread #\d+: (\d+) total client\(s\)", re.M)
+H2LOAD_PROTO = re.compile(r"^Application protocol: (\S+)", re.M)
+
+
+def parse_h2load(path, mode, seconds, cpu_ms):
+    """h2load's summary (a timed run) as bench.sh's load.json."""
+    with open(path, errors="replace") as f:
+        text = f.read()
+    m = H2LOAD_REQ.search(text)
+    fin = H2LOAD_FIN.search(text)
+    if not m or not fin:
+        raise ValueError("no h2load summary in %s" % path)
+    out = dict(zip(("total", "started", "done", "succeeded", "failed", "errored",
+                    "timeout"), map(int, m.groups())))
+    proto = H2LOAD_PROTO.search(text)
+    out.update(mode=mode, req_per_s=float(fin[3]),
+               elapsed_s=float(fin[1]) / {"us": 1e6, "ms": 1e3, "s": 1}[fin[2]],
+               clients=sum(int(x) for x in H2LOAD_SPAWN.findall(text)),
+               protocol=proto[1] if proto else None, seconds=seconds, cpu_ms=cpu_ms)
+    return out
+
+
+def count_h2(path, port):
+    """Connection records on 127.0.0.1:port: by side, those with an "h2" object, and
+    the sums of h2.streams, h2.goaway.count and h2.rst_stream (per side)."""
+    out = {"records": 0, "h2": 0, "streams": 0, "goaway": 0, "rst_stream": 0,
+           "sides": {}, "other_lines": 0, "stats_end": None, "stats_start": None}
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                out["other_lines"] += 1
+                continue
+            t = rec.get("type")
+            if t == "stats":
+                out["stats_" + rec.get("phase", "?")] = rec
+                continue
+            if t != "connection":
+                continue
+            srv = rec.get("server") or {}
+            if srv.get("ip") != "127.0.0.1" or srv.get("port") != port:
+                continue  # someone else's connection
+            side = out["sides"].setdefault(rec.get("side", "?"), {
+                "records": 0, "h2": 0, "streams": 0, "goaway": 0, "rst_stream": 0})
+            out["records"] += 1
+            side["records"] += 1
+            h2 = rec.get("h2")
+            if not isinstance(h2, dict):
+                continue
+            goaway = h2.get("goaway")
+            vals = {"h2": 1, "streams": h2.get("streams") or 0,
+                    "goaway": (goaway.get("count") or 0) if isinstance(goaway, dict) else 0,
+                    "rst_stream": h2.get("rst_stream") or 0}
+            for k, v in vals.items():
+                out[k] += v
+                side[k] += v
+    out.pop("stats_interval", None)
+    return out
+
+
+def h2_runs(a, mode):
+    base = os.path.join(a.work, "h2", mode)
+    runs = {"baseline": [], "connscope": []}
+    order = {}
+    for name in sorted(os.listdir(base)):
+        m = re.fullmatch(r"r(\d+)-(\d+)-(\w+)", name)
+        if not m:
+            continue
+        rnd, slot, cfg = int(m[1]), int(m[2]), m[3]
+        d = os.path.join(base, name)
+        load = load_json(os.path.join(d, "load.json"))
+        c0, c1 = read_int(os.path.join(d, "tracer_cpu0")), read_int(os.path.join(d, "tracer_cpu1"))
+        tracer_cpu = c1 - c0 if c0 is not None and c1 is not None else None
+        first = None
+        try:
+            with open(os.path.join(d, "first")) as f:
+                first = json.loads(f.readline())
+        except (OSError, ValueError):
+            pass
+        records = None
+        if os.path.exists(os.path.join(d, "records.json")):
+            records = load_json(os.path.join(d, "records.json"))
+        cpu_s = (load["cpu_ms"] + (tracer_cpu or 0)) / 1e3
+        runs[cfg].append({
+            "round": rnd,
+            "value": load["req_per_s"],
+            "per_cpu": load["succeeded"] / cpu_s if cpu_s > 0 else 0,
+            "load": load,
+            "tracer_cpu_ms": tracer_cpu,
+            "env": run_env(d, load, tracer_cpu, a.cpus),
+            "stats": last_stats(os.path.join(d, "last")),
+            "first": first,
+            "records": records,
+        })
+        order.setdefault(rnd, []).append((slot, cfg))
+    return runs, order
+
+
+def h2_table(a, mode, target):
+    runs, order = h2_runs(a, mode)
+    port = a.h2_port if mode == "h2c" else a.h2_tls_port
+    print("  %s: nghttpd%s on 127.0.0.1:%d, h2load -c %d -m %d -t 1 -D %g (requests/s)" % (
+        "h2c (prior knowledge)" if mode == "h2c" else "TLS (ALPN h2)",
+        " --no-tls" if mode == "h2c" else "", port, a.h2_clients, a.h2_streams,
+        a.h2_seconds))
+    print("  %-6s %-20s %12s %12s %10s" % ("round", "order", "baseline", "connscope", "ratio"))
+    paired = []
+    for rnd in sorted(order):
+        by = {c: next((r for r in runs[c] if r["round"] == rnd), None) for c in runs}
+        line = "  %-6d %-20s" % (rnd, ",".join(c for _, c in sorted(order[rnd])))
+        for c in ("baseline", "connscope"):
+            line += ("%11.0f%s" % (by[c]["value"], "*" if by[c]["env"]["foreign"] else " ")
+                     if by[c] else "%12s" % "-")
+        if by["baseline"] and by["connscope"]:
+            paired.append(by["connscope"]["value"] / by["baseline"]["value"])
+            line += "%10.3f" % paired[-1]
+        print(line)
+    if not runs["baseline"] or not runs["connscope"]:
+        print("  (no complete pair of runs)")
+        return None
+    mb = statistics.median(r["value"] for r in runs["baseline"])
+    mc = statistics.median(r["value"] for r in runs["connscope"])
+    ratio = mc / mb
+    print("  median: baseline %.0f req/s, connscope %.0f req/s, ratio %.3f (per-round "
+          "ratios %.3f-%.3f)  %s (>= %.2f)" % (
+              mb, mc, ratio, min(paired), max(paired),
+              "PASS" if ratio >= target else "MISS", target))
+    base = [r["value"] for r in runs["baseline"]]
+    print("  baseline runs spread %.0f-%.0f req/s (%.0f%% of their median): the machine's "
+          "own run-to-run noise" % (min(base), max(base), 100.0 * (max(base) - min(base)) / mb))
+    eb = statistics.median(r["per_cpu"] for r in runs["baseline"])
+    ec = statistics.median(r["per_cpu"] for r in runs["connscope"])
+    print("  per CPU second of nghttpd + h2load + connscope: baseline %.0f, connscope %.0f "
+          "requests, ratio %.3f" % (eb, ec, ec / eb if eb else 0))
+    allr = runs["baseline"] + runs["connscope"]
+    print("  load: %d requests failed, %d errored over all runs; h2load clients per run %s, "
+          "protocol %s" % (
+              sum(r["load"]["failed"] for r in allr), sum(r["load"]["errored"] for r in allr),
+              "/".join(sorted(set(str(r["load"]["clients"]) for r in allr))),
+              "/".join(sorted(set(str(r["load"]["protocol"]) for r in allr)))))
+    cpu = [r["tracer_cpu_ms"] for r in runs["connscope"]]
+    if all(x is not None for x in cpu):
+        print("  connscope CPU while loaded: %s ms per round" % " ".join(str(x) for x in cpu))
+    tot = {"h2": 0, "streams": 0, "records": 0, "started": 0}
+    for r in runs["connscope"]:
+        s = r["stats"]
+        cg = (r["first"] or {}).get("tls_cgroup")
+        if s is None:
+            print("    round %d connscope: no end stats record (it did not stop cleanly?)" %
+                  r["round"])
+        else:
+            print("    round %d connscope end stats: events %d lost %d parser_desync %d "
+                  "map_full %d cpu_ms %d%s" % (
+                      r["round"], s["events"], s["lost"], s.get("parser_desync", -1),
+                      s["map_full"], s["cpu_ms"],
+                      "" if cg == a.cgroup else "  tls_cgroup %s (expected %s)" % (
+                          cg, a.cgroup)))
+        rec = r["records"]
+        if rec is None:
+            print("    round %d records: not counted" % r["round"])
+            continue
+        ld = r["load"]
+        tot["h2"] += rec["h2"]
+        tot["streams"] += rec["streams"]
+        tot["records"] += rec["records"]
+        tot["started"] += ld["started"]
+        print("    round %d records on port %d: %d connection records, %d with h2 (%s); "
+              "h2.streams %d (%s), goaway %d, rst_stream %d; h2load: %d connections, "
+              "%d requests started, %d done" % (
+                  r["round"], port, rec["records"], rec["h2"],
+                  ", ".join("%s %d" % (k, v["h2"]) for k, v in sorted(rec["sides"].items()))
+                  or "-", rec["streams"],
+                  ", ".join("%s %d" % (k, v["streams"]) for k, v in sorted(rec["sides"].items()))
+                  or "-", rec["goaway"], rec["rst_stream"], ld["clients"], ld["started"],
+                  ld["done"]))
+    print("  records (not checked yet): %d connection records, %d with an h2 object, "
+          "h2.streams summed %d; h2load started %d requests (each side should count "
+          "about that many streams)" % (tot["records"], tot["h2"], tot["streams"],
+                                         tot["started"]))
+    notes = []
+    for c in runs:
+        for r in runs[c]:
+            e = r["env"]
+            if e["foreign"] or (e["other_pct"] or 0) > 10 or (e["steal_pct"] or 0) > 5:
+                notes.append("    round %d %-10s other BPF programs: %s; rest of the machine "
+                             "used %.0f%% CPU, steal %.0f%%" % (
+                                 r["round"], c, ",".join(e["foreign"]) or "none",
+                                 e["other_pct"] or 0, e["steal_pct"] or 0))
+    if notes:
+        print("  Noise (* above; every round still counts in the medians):")
+        print("\n".join(notes))
+    return ratio
+
+
+def h2_detail(a, mode):
+    d = os.path.join(a.work, "h2", "detail-" + mode)
+    if not os.path.isdir(d):
+        return
+    allp = prog_stats(d)
+    load = load_json(os.path.join(d, "load.json"))
+    if not allp:
+        print("  %-4s (%.0f req/s): connscope's programs not found in bpftool's listing" % (
+            mode, load["req_per_s"]))
+        return
+    n = load["succeeded"] or 1
+    wall = load["seconds"] * a.cpus
+    tot_ns = sum(v[1] for v in allp.values())
+    print("  %-4s (%.0f req/s, %d requests): all of connscope's programs %.0f ns per request, "
+          "%.1f%% of the run's %d CPUs" % (mode, load["req_per_s"], load["succeeded"],
+                                           tot_ns / n, 100.0 * tot_ns / 1e9 / wall, a.cpus))
+    for (typ, name), (runs, ns) in sorted(allp.items(), key=lambda kv: -kv[1][1]):
+        if not runs:
+            continue
+        print("       %-14s %-22s %10d runs %6.0f ns/run  %6.2f runs/request %6.0f ns/request" % (
+            typ, name, runs, ns / runs, runs / n, ns / n))
+
+
+def h2(a):
+    print()
+    print("HTTP/2: nghttpd and h2load inside %s (connscope's cgroup_skb programs attached "
+          "there), %d rounds, medians, interleaved" % (a.cgroup, a.h2_rounds))
+    h2_table(a, "h2c", H2C_TARGET)
+    print()
+    h2_table(a, "tls", H2_TLS_TARGET)
+    print()
+    print("  Per request, measured apart (one more connscope run of each with "
+          "kernel.bpf_stats_enabled=1; bpftool's run counts and times):")
+    h2_detail(a, "h2c")
+    h2_detail(a, "tls")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--count-tls", metavar="TRACE")
+    p.add_argument("--count-h2", metavar="TRACE")
+    p.add_argument("--parse-h2load", metavar="OUTPUT")
+    p.add_argument("--mode")
+    p.add_argument("--cpu-ms", type=int)
     p.add_argument("--work")
-    p.add_argument("--parts", default="tcp rate tls")
+    p.add_argument("--parts", default="tcp rate tls h2")
     p.add_argument("--rounds", type=int)
     p.add_argument("--seconds", type=float)
     p.add_argument("--rate", type=int)
@@ -563,8 +816,32 @@ def main():
     p.add_argument("--tls-seconds", type=float)
     p.add_argument("--tls-port", type=int)
     p.add_argument("--tls-workers", type=int)
+    p.add_argument("--h2-rounds", type=int)
+    p.add_argument("--h2-seconds", type=float)
+    p.add_argument("--h2-port", type=int)
+    p.add_argument("--h2-tls-port", type=int)
+    p.add_argument("--h2-clients", type=int)
+    p.add_argument("--h2-streams", type=int)
     p.add_argument("--cgroup")
     a = p.parse_args()
+    if a.parse_h2load:
+        if a.mode is None or a.seconds is None or a.cpu_ms is None:
+            p.error("--parse-h2load needs --mode, --seconds and --cpu-ms")
+        try:
+            print(json.dumps(parse_h2load(a.parse_h2load, a.mode, a.seconds, a.cpu_ms)))
+        except (OSError, ValueError) as e:
+            print("bench: failed to read %s: %s" % (a.parse_h2load, e), file=sys.stderr)
+            return 1
+        return 0
+    if a.count_h2:
+        if a.port is None:
+            p.error("--count-h2 needs --port")
+        try:
+            print(json.dumps(count_h2(a.count_h2, a.port)))
+        except OSError as e:
+            print("bench: failed to read %s: %s" % (a.count_h2, e), file=sys.stderr)
+            return 1
+        return 0
     if a.count_tls:
         if a.port is None:
             p.error("--count-tls needs --port")
@@ -582,6 +859,9 @@ def main():
         need += ["rate", "rate_seconds", "port", "nports"]
     if "tls" in parts:
         need += ["tls_rounds", "tls_seconds", "tls_port", "tls_workers", "cgroup"]
+    if "h2" in parts:
+        need += ["h2_rounds", "h2_seconds", "h2_port", "h2_tls_port", "h2_clients",
+                 "h2_streams", "cgroup"]
     missing = [n for n in need if getattr(a, n) is None]
     if missing:
         p.error("missing: " + " ".join("--" + n.replace("_", "-") for n in missing))
@@ -592,6 +872,8 @@ def main():
             fixed_rate(a)
         if "tls" in parts:
             tls(a)
+        if "h2" in parts:
+            h2(a)
     except (OSError, KeyError, ValueError, ZeroDivisionError) as e:
         print("bench: failed to read the results: %s" % e, file=sys.stderr)
         return 1
