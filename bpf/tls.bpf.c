@@ -482,13 +482,20 @@ static __always_inline bool h2_looks_like_start(const __u8 *h, __u32 avail)
 	       ((__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2]) <= H2_DEFAULT_MAX_FRAME;
 }
 
+/* Bytes of a segment copied out at once: frame headers are read from this window,
+ * one skb load per window instead of one per header (small frames come many to a
+ * segment). A power of two; the window starts at the header that needs it. */
+#define H2_WIN 256
+
 struct h2_walk_ctx {
 	struct __sk_buff *skb;
 	struct tls_sock *ts;
+	struct scratch *sc; /* sc->buf[0..H2_WIN): skb bytes [win_off, win_off + win_len) */
 	__u32 off;        /* next payload byte, as an skb offset */
 	__u32 end;        /* skb->len */
 	__u32 dir;
 	__u32 notes;
+	__u32 win_off, win_len;
 	__u8 in[16];      /* the bytes of one step (at most H2_PIECE_MAX) */
 };
 
@@ -497,16 +504,34 @@ static long h2_step(__u32 i, void *arg)
 {
 	struct h2_walk_ctx *w = arg;
 	struct tls_sock *ts = w->ts;
+	struct scratch *sc = w->sc;
 	struct h2_dir *d, *o;
-	__u32 n, dir = w->dir & 1;
+	__u32 n, k, rel, dir = w->dir & 1;
 
-	if (!ts || w->off >= w->end)
+	if (!ts || !sc || w->off >= w->end)
 		return 1;
 	d = &ts->h2d[dir];
 	o = &ts->h2d[dir ^ 1];
 	if (h2_want(d, w->end - w->off, &n)) {
-		if (!n || bpf_skb_load_bytes(w->skb, w->off, w->in, BOUNDED_LEN(n, 16)))
+		if (!n || n > H2_PIECE_MAX)
 			return 1;
+		rel = w->off - w->win_off;
+		if (w->off < w->win_off || rel + n > w->win_len) {
+			__u32 len = w->end - w->off;
+
+			if (len > H2_WIN)
+				len = H2_WIN;
+			if (bpf_skb_load_bytes(w->skb, w->off, sc->buf, BOUNDED_LEN(len, H2_WIN)))
+				return 1;
+			w->win_off = w->off;
+			w->win_len = len;
+			rel = 0;
+		}
+		/* Always 9 bytes, without a branch (h2_feed reads n of them): the
+		 * mask shows the verifier each read in bounds; past win_len it reads
+		 * bytes nobody uses. */
+		for (k = 0; k < H2_PIECE_MAX; k++)
+			w->in[k] = sc->buf[(rel + k) & (H2_WIN - 1)];
 	} else if (!n) {
 		return 1;
 	}
@@ -521,10 +546,13 @@ static __always_inline __u32 h2_walk_segment(struct __sk_buff *skb, struct tls_s
 {
 	struct h2_dir *d = &ts->h2d[dir & 1];
 	struct h2_walk_ctx w = { .skb = skb, .ts = ts, .dir = dir };
-	__u32 skip;
+	__u32 skip, zero = 0;
 	int at;
 
 	if (!s->len)
+		return 0;
+	w.sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!w.sc)
 		return 0;
 	at = h2_at(d, s->seq, s->len, &skip);
 	if (at == H2_AT_GAP)  /* bytes the walker never saw: reordered or lost */
