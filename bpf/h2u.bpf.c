@@ -47,7 +47,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define IPPROTO_TCP 6
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10
-#define E2BIG 7
+#define EEXIST 17
 
 /* Walker steps per buffer: a frame header or a skipped payload is one step
  * whatever its size, so this bounds the cost of a call, not its bytes. A buffer
@@ -308,7 +308,8 @@ static __always_inline void state_reset(struct h2u_conn *st)
 }
 
 /* Tie st to a socket. Nothing changes if another state holds the socket already. */
-static __always_inline void state_bind(struct h2u_conn *st, struct h2u_key *k, const struct h2u_sock *si)
+static __always_inline void state_bind(struct h2u_conn *st, struct h2u_key *k,
+					const struct h2u_sock *si)
 {
 	struct h2u_key *owner;
 
@@ -342,6 +343,7 @@ static __always_inline struct h2u_conn *state_get(struct h2u_key *k, __u8 source
 {
 	struct h2u_conn *st = bpf_map_lookup_elem(&h2u_state, k);
 	__u32 zero = 0;
+	long err;
 
 	if (st)
 		return st;
@@ -353,8 +355,10 @@ static __always_inline struct h2u_conn *state_get(struct h2u_key *k, __u8 source
 	st->source = source;
 	st->_pad = 0;
 	bpf_get_current_comm(st->comm, sizeof(st->comm));
-	/* EEXIST: another thread of the process created it first; use that one. */
-	if (bpf_map_update_elem(&h2u_state, k, st, BPF_NOEXIST) == -E2BIG) {
+	/* EEXIST: another thread of the process created it first; use that one.
+	 * E2BIG (full) or ENOMEM (no element could be allocated): counted. */
+	err = bpf_map_update_elem(&h2u_state, k, st, BPF_NOEXIST);
+	if (err && err != -EEXIST) {
 		count(CNT_MAP_FULL);
 		return NULL;
 	}
@@ -394,7 +398,8 @@ static long walk_step(__u32 i, void *ctx)
 		return 1;
 	if (copy) {
 		/* 1 <= n <= H2_PIECE_MAX; the mask shows the verifier n fits piece. */
-		if (bpf_probe_read_user(piece, ((n - 1) & 15) + 1, (const void *)(w->ubuf + w->off))) {
+		if (bpf_probe_read_user(piece, ((n - 1) & 15) + 1,
+					(const void *)(w->ubuf + w->off))) {
 			w->fault = 1;
 			return 1;
 		}
@@ -407,11 +412,11 @@ static long walk_step(__u32 i, void *ctx)
 /*
  * Did a Go process's first write open with a server's SETTINGS (RFC 9113 §3.4)?
  * Go's reads are not seen, so a Go server never sees the client's preface: this
- * is its proof of HTTP/2, and of being the server. The walker counts a stream
- * when the client's direction sends HEADERS on a new odd stream id; the only
- * direction seen here is the server's, so the state names it the client's
- * direction and events say the truth (client_dir H2_LOCAL_IN): a Go server's
- * streams are the client streams it answered.
+ * is its proof of HTTP/2, and of being the server. The walker follows stream ids
+ * on the client's direction (HEADERS on a new odd id); the only direction seen
+ * here is the server's, so the state names it the client's, the walker tracks
+ * the highest stream id answered (conn_streams makes the count of it), and events
+ * say the truth: client_dir H2_LOCAL_IN.
  */
 static __always_inline bool go_server_preface(const struct h2u_conn *st)
 {
@@ -419,7 +424,8 @@ static __always_inline bool go_server_preface(const struct h2u_conn *st)
 
 	if (st->c.flags & (H2_C_H2 | H2_C_NOT_H2) || st->c.client_dir != H2_DIR_NONE)
 		return false;
-	if (!(d->flags & H2_D_STARTED) || (d->flags & (H2_D_FIRST_FRAME | H2_D_NOT_H2 | H2_D_DESYNC)))
+	if (!(d->flags & H2_D_STARTED) ||
+	    (d->flags & (H2_D_FIRST_FRAME | H2_D_NOT_H2 | H2_D_DESYNC)))
 		return false;
 	return d->unit != H2_U_START && d->unit != H2_U_PREFACE && d->unit != H2_U_STOP;
 }

@@ -12,12 +12,15 @@
  * Limits, all by design:
  *  - Go: only (*Conn).Write is probed (at entry: a return probe crashes Go when its
  *    stack moves), so a Go process is seen through what it writes. A Go client's
- *    streams and GOAWAYs are counted; its reads (the server's frames) are not. A Go
- *    server is recognised as HTTP/2 by its first write, a SETTINGS frame. The probe
+ *    streams, RST_STREAMs and GOAWAYs are counted; its reads (the server's frames,
+ *    SETTINGS included) are not. A Go server is recognised as HTTP/2 by its first
+ *    write, a SETTINGS frame; its streams are counted from the highest stream id it
+ *    answers ((id + 1) / 2: it answers out of order), so GOAWAY and RST_STREAM are
+ *    those it sent. The probe
  *    sits just past the function's stack-check prologue, so that a call whose
  *    stack grows (the prologue runs twice) is walked once; a binary whose prologue
  *    is not one of the known amd64 forms is not probed. Go >= 1.17 (register ABI),
- *    amd64, with a symbol table (not built with -ldflags=-s).
+ *    amd64; stripped binaries (-ldflags=-s) are found through .gopclntab.
  *  - Go's Write is tied to its socket by the first send on the same thread within
  *    5 ms. A goroutine that blocks between its Write and its send (another writer
  *    holds the Conn's lock) can leave the thread to another goroutine: its send may
@@ -29,8 +32,12 @@
  *  - A process scanned once is scanned again only when its pid shows another
  *    executable, or every FULL_RESCAN_EVERY scans: a library it dlopen()s later is
  *    found then.
- *  - Connections already open when connscope starts are joined mid-stream: the
- *    walker cannot find a boundary and does not guess, so they report nothing.
+ *  - Connections already open when connscope starts, or opened by a program in the
+ *    second before a rescan finds its binary or library for the first time, are
+ *    joined mid-stream: the walker cannot find a boundary and does not guess, so
+ *    they report nothing. (Once a file is probed, every later process using it is
+ *    seen from its first byte.)
+ *  - H2_EV_END comes at SSL_free or at the TCP close, whichever is first.
  */
 #include "h2u.h"
 
@@ -94,8 +101,7 @@ struct h2u {
 	size_t nt, capt;
 	struct seen *seen;
 	size_t nseen;
-	dev_t root_dev;
-	ino_t root_ino;
+	ino_t mntns;          /* our mount namespace */
 	unsigned scans;
 	uint64_t last_gc_ns;
 	int self;
@@ -159,11 +165,11 @@ static void links_undo(struct h2u *u, size_t mark)
 /* How a process names a file: the plain path in our mount namespace, else "pid N:path". */
 static void display_name(struct h2u *u, int pid, const char *path, char *out, size_t len)
 {
-	char root[64];
+	char ns[64];
 	struct stat st;
 
-	snprintf(root, sizeof(root), "/proc/%d/root", pid);
-	if (pid <= 0 || (!stat(root, &st) && st.st_dev == u->root_dev && st.st_ino == u->root_ino))
+	snprintf(ns, sizeof(ns), "/proc/%d/ns/mnt", pid);
+	if (pid <= 0 || (!stat(ns, &st) && st.st_ino == u->mntns))
 		snprintf(out, len, "%s", path);
 	else
 		snprintf(out, len, "pid %d:%s", pid, path);
@@ -221,11 +227,13 @@ fail:
 	cs_warn("no HTTP/2 plaintext from %s: %s", name, t->note);
 }
 
+/* libssl.so.3, or the file it links to where distributions add the full version
+ * (libssl.so.3.0.7): maps show the file's real name. */
 static bool is_libssl3(const char *path)
 {
 	const char *base = strrchr(path, '/');
 
-	return base && !strcmp(base + 1, "libssl.so.3");
+	return base && !strncmp(base + 1, "libssl.so.3", 11) && (!base[12] || base[12] == '.');
 }
 
 /* ---- Go ----------------------------------------------------------------------------- */
@@ -268,12 +276,18 @@ static uint64_t le64(const unsigned char *b)
 	return v;
 }
 
+static uint32_t le32(const unsigned char *b)
+{
+	return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
 /*
- * The Go version a binary was built with. Go 1.18+ writes it inline in
- * .go.buildinfo (flags bit 2: a varint length, then the string, at offset 32);
- * older ones point there to runtime.buildVersion, a string header.
+ * The Go version a binary was built with, from .go.buildinfo: a 16-byte header
+ * ("\xff Go buildinf:", pointer size, flags), then, since Go 1.18 (flags bit 2),
+ * the version inline at offset 32 as a varint length and the bytes; before, at
+ * offset 16, the address of a string header (pointer, length) for it.
  */
-static void go_version(int fd, Elf *e, Elf_Data *bi, uint64_t bv_va, char *out, size_t len)
+static void go_version(int fd, Elf *e, Elf_Data *bi, char *out, size_t len)
 {
 	const unsigned char *d = bi ? bi->d_buf : NULL;
 	unsigned char hdr[16];
@@ -282,7 +296,9 @@ static void go_version(int fd, Elf *e, Elf_Data *bi, uint64_t bv_va, char *out, 
 	size_t i;
 
 	out[0] = 0;
-	if (d && bi->d_size >= 33 && !memcmp(d, "\xff Go buildinf:", 14) && (d[15] & 2)) {
+	if (!d || bi->d_size < 33 || memcmp(d, "\xff Go buildinf:", 14) || d[14] != 8 || (d[15] & 1))
+		return;  /* only 64-bit little-endian binaries are probed */
+	if (d[15] & 2) {
 		for (i = 32; i < bi->d_size && i < 42; i++) {
 			n |= (uint64_t)(d[i] & 0x7f) << shift;
 			shift += 7;
@@ -296,12 +312,72 @@ static void go_version(int fd, Elf *e, Elf_Data *bi, uint64_t bv_va, char *out, 
 		}
 		return;
 	}
-	if (!bv_va || read_va(fd, e, bv_va, hdr, sizeof(hdr)))
+	if (read_va(fd, e, le64(d + 16), hdr, sizeof(hdr)))
 		return;
 	ptr = le64(hdr);
 	n = le64(hdr + 8);
 	if (n && n < len && !read_va(fd, e, ptr, out, n))
 		out[n] = 0;
+}
+
+/*
+ * The entry address of function fname from .gopclntab, which the Go runtime needs
+ * and so survives stripping (-ldflags=-s). Its header (runtime/symtab.go pcHeader):
+ * magic u32, 2 pad bytes, minLC u8, ptrSize u8, then pointer-sized words:
+ *
+ *   Go 1.16-1.17 (0xfffffffa): nfunc, nfiles, funcnameOffset, cu, filetab, pctab,
+ *                pclnOffset; functab at pclnOffset: {entry, funcoff} words;
+ *                _func at pclnOffset+funcoff: entry word, nameoff i32
+ *   Go 1.18+ (0xfffffff0, 0xfffffff1): nfunc, nfiles, textStart, funcnameOffset,
+ *                cu, filetab, pctab, pclnOffset; functab: {entryoff u32,
+ *                funcoff u32}; _func: entryoff u32, nameoff i32
+ *
+ * Every offset is checked against the section. 0 if not found.
+ */
+static uint64_t pclntab_find(Elf_Data *data, const char *fname)
+{
+	const unsigned char *p = data ? data->d_buf : NULL;
+	size_t n = data ? data->d_size : 0, flen = strlen(fname) + 1;
+	uint64_t nfunc, names, pcln, text = 0;
+	uint32_t magic;
+	bool go118;
+
+	if (!p || n < 8 + 8 * 8 || p[7] != 8)
+		return 0;
+	magic = le32(p);
+	if (magic == 0xfffffff0 || magic == 0xfffffff1)
+		go118 = true;
+	else if (magic == 0xfffffffa)
+		go118 = false;
+	else
+		return 0;
+#define PCLN_WORD(i) le64(p + 8 + (i) * 8)
+	nfunc = PCLN_WORD(0);
+	if (go118) {
+		text = PCLN_WORD(2);
+		names = PCLN_WORD(3);
+		pcln = PCLN_WORD(7);
+	} else {
+		names = PCLN_WORD(2);
+		pcln = PCLN_WORD(6);
+	}
+#undef PCLN_WORD
+	if (pcln >= n || names >= n)
+		return 0;
+	for (uint64_t i = 0; i < nfunc; i++) {
+		uint64_t slot = pcln + i * (go118 ? 8 : 16), fo, nameat;
+
+		if (slot + (go118 ? 8 : 16) > n)
+			return 0;
+		fo = pcln + (go118 ? le32(p + slot + 4) : le64(p + slot + 8));
+		if (fo + (go118 ? 8 : 12) > n)
+			continue;
+		nameat = names + (uint64_t)(int64_t)(int32_t)le32(p + fo + (go118 ? 4 : 8));
+		if (nameat >= n || n - nameat < flen || memcmp(p + nameat, fname, flen))
+			continue;
+		return go118 ? text + le32(p + fo) : le64(p + fo);
+	}
+	return 0;
 }
 
 /*
@@ -343,13 +419,13 @@ static int go_prologue_len(const unsigned char *b, size_t n)
  */
 static enum target_kind go_inspect(const char *path, size_t *off, char *note, size_t notelen)
 {
+	Elf_Data *buildinfo = NULL, *pclntab = NULL;
 	enum target_kind kind = T_OTHER;
-	Elf_Data *buildinfo = NULL;
 	Elf_Scn *scn = NULL, *symtab = NULL;
-	uint64_t write_va = 0, bv_va = 0;
+	uint64_t write_va = 0;
 	GElf_Ehdr eh;
 	bool is_go = false;
-	size_t shstrndx;
+	size_t shstrndx, nlen;
 	char ver[32];
 	Elf *e = NULL;
 	int fd;
@@ -367,10 +443,15 @@ static enum target_kind go_inspect(const char *path, size_t *off, char *note, si
 
 		if (!gelf_getshdr(scn, &sh) || !(name = elf_strptr(e, shstrndx, sh.sh_name)))
 			continue;
+		nlen = strlen(name);
 		if (!strcmp(name, ".go.buildinfo")) {
 			is_go = true;
 			buildinfo = elf_getdata(scn, NULL);
-		} else if (!strcmp(name, ".note.go.buildid") || !strcmp(name, ".gopclntab")) {
+		} else if (nlen >= 9 && !strcmp(name + nlen - 9, "gopclntab") && sh.sh_type != SHT_NOBITS) {
+			/* .gopclntab; .data.rel.ro.gopclntab in PIE builds */
+			is_go = true;
+			pclntab = elf_getdata(scn, NULL);
+		} else if (!strcmp(name, ".note.go.buildid")) {
 			is_go = true;
 		} else if (sh.sh_type == SHT_SYMTAB) {
 			symtab = scn;
@@ -378,36 +459,34 @@ static enum target_kind go_inspect(const char *path, size_t *off, char *note, si
 	}
 	if (!is_go)
 		goto out;
-	if (!symtab) {
-		/* Stripped: crypto/tls may be in there, but nothing tells where. */
-		kind = T_GO;
-		snprintf(note, notelen, "no symbol table (stripped)");
-		goto out;
-	}
-	{
+	if (symtab) {
 		GElf_Shdr sh;
 		Elf_Data *d = elf_getdata(symtab, NULL);
 		size_t nsym;
 
 		gelf_getshdr(symtab, &sh);
 		nsym = d && sh.sh_entsize ? sh.sh_size / sh.sh_entsize : 0;
-		for (size_t i = 0; i < nsym && (!write_va || !bv_va); i++) {
+		for (size_t i = 0; i < nsym && !write_va; i++) {
 			GElf_Sym sym;
 			const char *name;
 
-			if (!gelf_getsym(d, (int)i, &sym) ||
-			    !(name = elf_strptr(e, sh.sh_link, sym.st_name)))
-				continue;
-			if (GELF_ST_TYPE(sym.st_info) == STT_FUNC && !strcmp(name, GO_WRITE_SYM))
+			if (gelf_getsym(d, (int)i, &sym) && GELF_ST_TYPE(sym.st_info) == STT_FUNC &&
+			    (name = elf_strptr(e, sh.sh_link, sym.st_name)) && !strcmp(name, GO_WRITE_SYM))
 				write_va = sym.st_value;
-			else if (!strcmp(name, "runtime.buildVersion"))
-				bv_va = sym.st_value;
 		}
 	}
-	if (!write_va)
-		goto out;  /* Go, but no TLS */
+	if (!write_va)  /* stripped (-ldflags=-s): the runtime's own table */
+		write_va = pclntab_find(pclntab, GO_WRITE_SYM);
+	if (!write_va) {
+		/* Go without TLS; or a table this code cannot read, if the name is there. */
+		if (pclntab && memmem(pclntab->d_buf, pclntab->d_size, GO_WRITE_SYM, strlen(GO_WRITE_SYM))) {
+			kind = T_GO;
+			snprintf(note, notelen, "%s not found in its symbols or pclntab", GO_WRITE_SYM);
+		}
+		goto out;
+	}
 	kind = T_GO;
-	go_version(fd, e, buildinfo, bv_va, ver, sizeof(ver));
+	go_version(fd, e, buildinfo, ver, sizeof(ver));
 	if (eh.e_machine != EM_X86_64) {
 		snprintf(note, notelen, "Go probes are implemented for x86-64 only");
 		goto out;
@@ -547,8 +626,8 @@ static void scan_procs(struct h2u *u, bool full)
 		if (*end || pid <= 0 || pid == u->self)
 			continue;
 		key.pid = (int)pid;
-		snprintf(exe, sizeof(exe), "/proc/%ld/exe", pid);
-		if (!stat(exe, &st)) {
+		snprintf(exe, sizeof(exe), "%ld/exe", pid);
+		if (!fstatat(dirfd(d), exe, &st, 0)) {
 			key.dev = st.st_dev;
 			key.ino = st.st_ino;
 		}
@@ -665,7 +744,7 @@ struct h2u *h2u_open(char *why, size_t whylen)
 {
 	struct bpf_program *tps[3];
 	struct h2u *u;
-	struct stat root;
+	struct stat ns;
 	int err;
 
 	if (elf_version(EV_CURRENT) == EV_NONE) {
@@ -678,10 +757,8 @@ struct h2u *h2u_open(char *why, size_t whylen)
 		return NULL;
 	}
 	u->self = getpid();
-	if (!stat("/", &root)) {
-		u->root_dev = root.st_dev;
-		u->root_ino = root.st_ino;
-	}
+	if (!stat("/proc/self/ns/mnt", &ns))
+		u->mntns = ns.st_ino;
 	u->skel = h2u_bpf__open();
 	if (!u->skel) {
 		snprintf(why, whylen, "open BPF object: %s", strerror(errno));

@@ -25,7 +25,10 @@ struct h2u *h2u_open(char *why, size_t whylen);
 /* Add its ring buffer to rb (ring_buffer__add) with fn receiving struct h2_event. */
 int h2u_add_ring(struct h2u *u, struct ring_buffer *rb, ring_buffer_sample_fn fn, void *ctx);
 /* Attach to binaries and libraries of processes that appeared since the last scan.
- * Call every ~1 s: processes already scanned (pid and start time) cost one small read. */
+ * Call every ~1 s: a process already scanned costs one stat of /proc/<pid>/exe
+ * (a pid counts as scanned while it runs the same executable; exec() keeps the pid
+ * and the start time). Every 30th call re-reads every process's maps (dlopen), and
+ * every ~10 s entries of processes that are gone are removed from the BPF maps. */
 void h2u_rescan(struct h2u *u);
 /* Per-CPU counters summed: 0 events, 1 lost, 2 map_full, 3 desync. */
 uint64_t h2u_counter(struct h2u *u, int idx);

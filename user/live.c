@@ -16,6 +16,7 @@
 #include "tls.skel.h"
 #include "tls_events.h"
 #include "h2_events.h"
+#include "h2u.h"
 #include "loader.h"
 #include "metrics.h"
 #include "output.h"
@@ -26,6 +27,7 @@
 #include "util.h"
 
 #define TICK_MS 100
+#define RESCAN_NS 1000000000ull  /* look for new TLS processes every second */
 
 static volatile sig_atomic_t stop;
 
@@ -54,6 +56,7 @@ struct live {
 	struct loader L;
 	struct tracker *t;
 	struct ring_buffer *rb;
+	struct h2u *h2u;       /* TLS library uprobes (HTTP/2 in TLS); NULL if unavailable */
 	uint64_t start_ns;
 	int metrics_fd;
 };
@@ -67,13 +70,17 @@ static void stats_record(struct live *lv, const char *phase)
 	cJSON_AddStringToObject(o, "phase", phase);
 	cJSON_AddNumberToObject(o, "events", (double)loader_counter(&lv->L, CS_CNT_EVENTS));
 	rb_lost += loader_tls_counter(&lv->L, 1);
+	if (lv->h2u)
+		rb_lost += h2u_counter(lv->h2u, H2U_CNT_LOST);
 	cJSON_AddNumberToObject(o, "lost", (double)(rb_lost + missed));
 	cJSON_AddNumberToObject(o, "ringbuf_full", (double)rb_lost);
 	cJSON_AddNumberToObject(o, "missed_runs", (double)missed);
 	cJSON_AddNumberToObject(o, "map_full", (double)(loader_counter(&lv->L, CS_CNT_MAP_FULL) +
-						       loader_tls_counter(&lv->L, 2)));
+						       loader_tls_counter(&lv->L, 2) +
+						       (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_MAP_FULL) : 0)));
 	cJSON_AddNumberToObject(o, "parser_desync", (double)(loader_tls_counter(&lv->L, 3) +
-							    loader_tls_counter(&lv->L, 4)));
+							    loader_tls_counter(&lv->L, 4) +
+							    (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_DESYNC) : 0)));
 	cJSON_AddNumberToObject(o, "cpu_ms", (double)(int64_t)cpu_ms());
 	cJSON_AddNumberToObject(o, "bpf_ms", (double)(loader_bpf_runtime_ns(&lv->L) / 1000000));
 	cJSON_AddNumberToObject(o, "consumed", (double)(lv->t ? track_events(lv->t) : 0));
@@ -214,7 +221,7 @@ int live_run(const struct cs_opts *o)
 	struct live lv = { .o = o, .metrics_fd = -1 };
 	struct pod_resolver *pods = NULL;
 	bool is_top = o->cmd == CMD_TOP;
-	uint64_t next_interval, deadline = 0, now;
+	uint64_t next_interval, deadline = 0, now, next_rescan = 0;
 	int rc = 1, err;
 
 	cs_clock_init();
@@ -252,6 +259,17 @@ int live_run(const struct cs_opts *o)
 	else if (ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.tls_events), on_tls_event, &lv) ||
 		 ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.h2_events), on_h2_event, &lv))
 		cs_warn("TLS handshakes and h2c are not observed: cannot read their ring buffers");
+	/* HTTP/2 inside TLS: uprobes on the TLS libraries of every process (and of
+	 * those that start later, found by a rescan every second). */
+	{
+		char why[256];
+
+		lv.h2u = h2u_open(why, sizeof(why));
+		if (!lv.h2u)
+			cs_warn("HTTP/2 inside TLS is not observed: %s", why);
+		else if (h2u_add_ring(lv.h2u, lv.rb, on_h2_event, &lv))
+			cs_warn("HTTP/2 inside TLS is not observed: cannot read its ring buffer");
+	}
 	/* Attached first, then the snapshot: nothing falls between the two. */
 	if (!o->no_snapshot)
 		take_snapshot(&lv);
@@ -278,6 +296,11 @@ int live_run(const struct cs_opts *o)
 		track_tick(lv.t);
 		serve_metrics(&lv);
 		now = cs_mono_ns();
+		/* New processes: their TLS libraries and Go binaries get probes. */
+		if (lv.h2u && now >= next_rescan) {
+			h2u_rescan(lv.h2u);
+			next_rescan = now + RESCAN_NS;
+		}
 		if (next_interval && now >= next_interval) {
 			next_interval += (uint64_t)(o->interval_s * 1e9);
 			if (next_interval < now)
@@ -319,6 +342,7 @@ out:
 	if (lv.metrics_fd >= 0)
 		close(lv.metrics_fd);
 	ring_buffer__free(lv.rb);
+	h2u_close(lv.h2u);
 	loader_close(&lv.L);
 	track_free(lv.t);
 	pods_free(pods);
@@ -378,7 +402,19 @@ int check_run(const struct cs_opts *o)
 			printf("TLS, h2c (wire):   NOT observed: %s\n", L.tls_note);
 		pods_free(pr);
 	}
-	printf("not yet built:     OpenSSL/Go uprobes, HTTP/2, conntrack (later releases)\n");
+	{
+		char why[256], desc[512];
+		struct h2u *hu = h2u_open(why, sizeof(why));
+
+		if (hu) {
+			h2u_describe(hu, desc, sizeof(desc));
+			printf("HTTP/2 in TLS:     %s\n", desc);
+		} else {
+			printf("HTTP/2 in TLS:     NOT observed: %s\n", why);
+		}
+		h2u_close(hu);
+	}
+	printf("not yet built:     conntrack (a later release)\n");
 	loader_close(&L);
 	return rc;
 }
