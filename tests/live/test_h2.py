@@ -281,3 +281,70 @@ print("DONE", flush=True)
         and h["streams"] is None, show(cl)
     stats = [r for r in records if r["type"] == "stats"]
     assert stats[-1]["parser_desync"] >= 1, show(stats[-1:])
+
+
+# ---------------------------------------------------------------------------
+# HTTP/2 inside TLS, at the TLS library
+
+def test_h2load_tls_openssl_exact_counts(cluster, pki, docroot):
+    """The same h2load run over TLS: the same figures, from the OpenSSL probes in
+    both processes (h2load and nghttpd use the system libssl)."""
+    fe, be = shop(cluster)
+    srv = h2peers.nghttpd_tls(be, pki, 31443, docroot)
+    with Connscope(cluster, "--namespace", NS, "-i", 60) as cs:
+        r = h2peers.h2load(fe, f"https://{be.ip}:31443/index.html", n=600, clients=6,
+                           streams=10)
+        assert r["succeeded"] == 600 and r["clients"] == 6 and r["protocol"] == "h2", r
+        cs.wait_count(is_conn(31443, "client"), 6, timeout=10)
+        cs.wait_count(is_conn(31443, "server"), 6, timeout=10)
+        h2peers.stop(srv)
+        records = finish(cs)
+    for side, pod in (("client", fe), ("server", be)):
+        cl = h2_conns(records, 31443, side, pod)
+        assert len(cl) == 6, show(cl)
+        assert all(c.get("tls", {}).get("outcome") == "ok" for c in cl), show(cl)
+        assert all(c.get("h2", {}).get("source") == "openssl" for c in cl), show(cl)
+        assert sum(c["h2"]["streams"] for c in cl) == 600, show(cl)
+        assert all(c["h2"]["max_concurrent_streams"] == 100 for c in cl), show(cl)
+        s = summary_of(records, pod)["h2"]
+        assert s["connections"] == 6 and s["streams"] == 600, s
+
+
+def test_grpc_go_tls_goaway_and_churn(cluster, pki, h2grpc):
+    """grpc-go over Go's crypto/tls: with MaxConnectionAge 1 s the server's GOAWAYs
+    are seen in what the Go server writes (an h2_goaway finding for its pod), the
+    client's reconnects and calls in what the Go client writes; the same client with
+    a ClientConn per call is churn."""
+    fe, be = shop(cluster)
+    # Started before connscope, so its executable (the client's too) is probed
+    # from the start.
+    srv = h2peers.grpc_server(be, h2grpc, 31493, pki=pki, max_age=1, grace=1)
+    # A second service for the per-call client: the window is per remote, and the
+    # reused connections' streams would water its figures down.
+    srv2 = h2peers.grpc_server(be, h2grpc, 31494, pki=pki)
+    with Connscope(cluster, "--namespace", NS, "-i", 60) as cs:
+        r = h2peers.grpc_client(fe, h2grpc, be.ip, 31493, mode="reuse", pki=pki, duration=4)
+        assert r["rc"] == 0 and r["failed"] == 0 and r["ok"] > 20, r
+        cs.wait_for(is_finding("h2_goaway", be), timeout=10)
+        p = h2peers.grpc_client(fe, h2grpc, be.ip, 31494, mode="percall", pki=pki,
+                                duration=3)
+        assert p["rc"] == 0 and p["failed"] == 0 and p["ok"] >= 20, p
+        cs.wait_for(is_finding("h2_reuse_churn", fe), timeout=10)
+        h2peers.stop(srv)
+        h2peers.stop(srv2)
+        records = finish(cs)
+    cl = h2_conns(records, 31493, "client", fe)
+    assert all(c.get("h2", {}).get("source") == "go" for c in cl), show(cl)
+    assert len(cl) == r["conns"], (r, show(cl))
+    assert sum(c["h2"]["streams"] for c in cl) == r["ok"], show(cl)
+    pc = h2_conns(records, 31494, "client", fe)
+    assert len(pc) == p["conns"] == p["ok"], (p, show(pc))
+    assert all(c.get("h2", {}).get("streams") == 1 for c in pc), show(pc)
+    sv = h2_conns(records, 31493, "server", be)
+    away = [c for c in sv if c.get("h2", {}).get("goaway", {}).get("count", 0) >= 1]
+    assert len(away) >= r["conns"] - 1, show(sv)
+    assert all(c["h2"]["goaway"]["by"] == "server" for c in away), show(away)
+    f = findings(records, "h2_goaway", be)
+    assert f and f[0]["goaway_connections"] >= 3, show(f)
+    f = findings(records, "h2_reuse_churn", fe)
+    assert len(f) == 1 and f[0]["server"]["port"] == 31494, show(f)
