@@ -206,6 +206,17 @@ static __always_inline int parse_seg(struct __sk_buff *skb, struct seg *s)
 	return 0;
 }
 
+/* A segment's endpoints as the socket sees them: local first, as in the
+ * connection edges. */
+static __always_inline void local_first(const struct seg *s, bool egress, __u16 *sport,
+					__u16 *dport, __u8 *saddr, __u8 *daddr)
+{
+	*sport = egress ? s->sport : s->dport;
+	*dport = egress ? s->dport : s->sport;
+	__builtin_memcpy(saddr, egress ? s->saddr : s->daddr, 16);
+	__builtin_memcpy(daddr, egress ? s->daddr : s->saddr, 16);
+}
+
 static __always_inline struct tls_event *event_new(struct __sk_buff *skb, struct tls_sock *ts,
 						    const struct seg *s, bool egress, __u8 type)
 {
@@ -222,18 +233,7 @@ static __always_inline struct tls_event *event_new(struct __sk_buff *skb, struct
 	e->cookie = bpf_get_socket_cookie(skb);
 	e->cgroup_id = bpf_skb_cgroup_id(skb);
 	e->family = s->family;
-	/* Local first, as in the connection edges. */
-	if (egress) {
-		e->sport = s->sport;
-		e->dport = s->dport;
-		__builtin_memcpy(e->saddr, s->saddr, 16);
-		__builtin_memcpy(e->daddr, s->daddr, 16);
-	} else {
-		e->sport = s->dport;
-		e->dport = s->sport;
-		__builtin_memcpy(e->saddr, s->daddr, 16);
-		__builtin_memcpy(e->daddr, s->saddr, 16);
-	}
+	local_first(s, egress, &e->sport, &e->dport, e->saddr, e->daddr);
 	e->type = type;
 	e->we_are_client = ts->we_are_client;
 	e->version = ts->hs.version;
@@ -451,17 +451,7 @@ static __always_inline void h2_event_send(struct __sk_buff *skb, struct tls_sock
 	e->cookie = bpf_get_socket_cookie(skb);
 	e->cgroup_id = bpf_skb_cgroup_id(skb);
 	e->family = s->family;
-	if (egress) {
-		e->sport = s->sport;
-		e->dport = s->dport;
-		__builtin_memcpy(e->saddr, s->saddr, 16);
-		__builtin_memcpy(e->daddr, s->daddr, 16);
-	} else {
-		e->sport = s->dport;
-		e->dport = s->sport;
-		__builtin_memcpy(e->saddr, s->daddr, 16);
-		__builtin_memcpy(e->daddr, s->saddr, 16);
-	}
+	local_first(s, egress, &e->sport, &e->dport, e->saddr, e->daddr);
 	e->type = type;
 	e->source = H2_SRC_WIRE;
 	__builtin_memcpy(&e->c, &ts->h2, sizeof(e->c));

@@ -7,8 +7,22 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static int passed, failed;
+
+/* An exactly-sized heap copy: reading past n is an ASan error. */
+static inline unsigned char *dup_n(const unsigned char *p, size_t n)
+{
+	unsigned char *q = malloc(n ? n : 1);
+
+	if (!q)
+		abort();
+	if (n)
+		memcpy(q, p, n);
+	return q;
+}
 
 __attribute__((format(printf, 2, 3)))
 static void check(bool ok, const char *fmt, ...)

@@ -34,17 +34,6 @@ static void check_u(const char *what, unsigned long got, unsigned long want)
 		check(false, "%s = %lu (0x%lx), want %lu (0x%lx)", what, got, got, want, want);
 }
 
-/* An exactly-sized heap copy: reading past n is an ASan error. */
-static unsigned char *dup_n(const unsigned char *p, size_t n)
-{
-	unsigned char *q = malloc(n ? n : 1);
-
-	if (!q)
-		abort();
-	if (n)
-		memcpy(q, p, n);
-	return q;
-}
 
 /* A small deterministic PRNG (xorshift32), so a failure reproduces. */
 static unsigned rng_state = 0x2545f491;

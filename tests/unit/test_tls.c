@@ -37,17 +37,6 @@ static void check_int(const char *what, long got, long want)
 		check(false, "%s = %ld (0x%lx), want %ld (0x%lx)", what, got, got, want, want);
 }
 
-/* An exactly-sized heap copy: reading past n is an ASan error. */
-static unsigned char *dup_n(const unsigned char *p, size_t n)
-{
-	unsigned char *q = malloc(n ? n : 1);
-
-	if (!q)
-		abort();
-	if (n)
-		memcpy(q, p, n);
-	return q;
-}
 
 static const struct vec_session *const sessions[] = {
 	&tls13, &tls12, &tls12_resume, &tls13_resume, &reject13, &reject12, &nocipher12,
