@@ -57,6 +57,7 @@ enum cs_close_cause {
 #define CS_F_RST_IN 0x02   /* a RST was received */
 #define CS_F_RST_OUT 0x04  /* a RST was sent */
 #define CS_F_WAS_EST 0x08  /* reached ESTABLISHED */
+#define CS_F_OPEN 0x10     /* replay: still open when the capture ended (not a close) */
 
 /* Per-CPU counters in the `counters` array map, summed by user space. */
 enum cs_counter {

@@ -133,6 +133,8 @@ _Static_assert(sizeof(struct h2_dir) == 32, "h2_dir layout");
 #define H2_C_NOT_H2 0x02       /* a direction's first bytes were not HTTP/2 */
 #define H2_C_MIDWAY 0x04       /* joined mid-connection: frames look like HTTP/2, but the
 				  boundaries (and every count) are unknown */
+#define H2_C_JOINED 0x08       /* replay: joined mid-connection at a frame boundary; the
+				  counts are of what the capture shows from there on */
 
 /* What one connection did, counted by the walker. 64 bytes. */
 struct h2_conn {
@@ -357,6 +359,20 @@ static __always_inline int h2_frame_ok(__u32 len, __u8 type, __u8 flags, __u32 s
 	default:
 		return 1; /* extension frames are ignored, not errors (§4.1, §5.5) */
 	}
+}
+
+/* Is this the start of an HTTP/2 direction? The client preface's first 6 bytes,
+ * or a SETTINGS frame header that is not an ACK (§3.4: the server's preface). The
+ * live programs and replay decide with it which connections to walk. */
+static __always_inline int h2_looks_like_start(const __u8 *h, __u32 avail)
+{
+	if (avail >= 6 && h[0] == 'P' && h[1] == 'R' && h[2] == 'I' && h[3] == ' ' &&
+	    h[4] == '*' && h[5] == ' ')
+		return 1;
+	return avail >= H2_FRAME_HDR_LEN && h[3] == H2_SETTINGS && !(h[4] & H2_FLAG_ACK) &&
+	       !h[5] && !h[6] && !h[7] && !h[8] &&
+	       ((__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2]) % 6 == 0 &&
+	       ((__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2]) <= H2_DEFAULT_MAX_FRAME;
 }
 
 /* Decide what follows a frame header: the unit that reads its payload. */

@@ -27,6 +27,7 @@ enum h2_source {
 	H2_SRC_WIRE = 1,     /* cleartext h2c, cgroup_skb */
 	H2_SRC_OPENSSL = 2,  /* libssl SSL_read/SSL_write plaintext */
 	H2_SRC_GO = 3,       /* Go crypto/tls (*Conn).Write plaintext */
+	H2_SRC_KEYLOG = 4,   /* replay: TLS records decrypted with a key log */
 };
 
 /* Direction indexes in struct h2_conn as sent: by the local socket's view. */

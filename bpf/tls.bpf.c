@@ -459,19 +459,6 @@ static __always_inline void h2_event_send(struct __sk_buff *skb, struct tls_sock
 	count(TLS_CNT_EVENTS);
 }
 
-/* Is this the start of an HTTP/2 direction? The client preface's first 6 bytes,
- * or a SETTINGS frame header that is not an ACK (§3.4: the server's preface). */
-static __always_inline bool h2_looks_like_start(const __u8 *h, __u32 avail)
-{
-	if (avail >= 6 && h[0] == 'P' && h[1] == 'R' && h[2] == 'I' && h[3] == ' ' &&
-	    h[4] == '*' && h[5] == ' ')
-		return true;
-	return avail >= H2_FRAME_HDR_LEN && h[3] == H2_SETTINGS && !(h[4] & H2_FLAG_ACK) &&
-	       !h[5] && !h[6] && !h[7] && !h[8] &&
-	       ((__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2]) % 6 == 0 &&
-	       ((__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2]) <= H2_DEFAULT_MAX_FRAME;
-}
-
 /* Bytes of a segment copied out at once: frame headers are read from this window,
  * one skb load per window instead of one per header (small frames come many to a
  * segment). A power of two; the window starts at the header that needs it. */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include "live.h"
 #include "loader.h"
+#include "replay.h"
 #include "opts.h"
 #include "util.h"
 
@@ -296,8 +297,7 @@ int main(int argc, char **argv)
 		rc = check_run(&o);
 		break;
 	case CMD_REPLAY:
-		cs_fail("replay", "pcap replay is not in this build yet");
-		rc = 2;
+		rc = replay_run(&o);
 		break;
 	default:
 		if (o.metrics_addr && o.cmd != CMD_DAEMON) {

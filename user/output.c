@@ -67,7 +67,9 @@ void out_add_pod(cJSON *o, const struct pod_info *p)
 	} else {
 		cJSON_AddNullToObject(o, "pod");
 	}
-	if (p && p->cgroup_path[0])
+	if (p && p->ip[0])
+		cJSON_AddStringToObject(o, "ip", p->ip);  /* replay: no cgroup */
+	else if (p && p->cgroup_path[0])
 		cJSON_AddStringToObject(o, "cgroup", p->cgroup_path);
 	else
 		cJSON_AddNullToObject(o, "cgroup");
@@ -130,6 +132,8 @@ static void pod_text(const cJSON *o, char *buf, size_t len)
 			snprintf(buf, len, "%s/%s", ns, name);
 		else
 			snprintf(buf, len, "pod:%.8s", str(pod, "uid", "?"));
+	} else if (str(o, "ip", NULL)) {
+		snprintf(buf, len, "%s", str(o, "ip", "-"));
 	} else {
 		snprintf(buf, len, "%s", str(o, "cgroup", "-"));
 	}
@@ -210,7 +214,10 @@ static void jw_pod(struct jw *w, const struct pod_info *p)
 	} else {
 		jw_null(w, "pod");
 	}
-	jw_str(w, "cgroup", p && p->cgroup_path[0] ? p->cgroup_path : NULL);
+	if (p && p->ip[0])
+		jw_str(w, "ip", p->ip);  /* replay: no cgroup */
+	else
+		jw_str(w, "cgroup", p && p->cgroup_path[0] ? p->cgroup_path : NULL);
 }
 
 static void jw_endpoint(struct jw *w, const char *k, int family, const uint8_t *ip, uint16_t port)
@@ -278,7 +285,7 @@ static void jw_h2(struct jw *w, const struct conn_view *v)
 		jw_u64(w, "max_concurrent_streams", v->h2_max_concurrent);
 	jw_u64(w, "pings", v->h2_pings);
 	jw_u64(w, "desync", v->h2_desync);
-	jw_bool(w, "joined_midway", v->h2_midway);
+	jw_bool(w, "joined_midway", v->h2_midway || v->h2_joined);
 	jw_end(w);
 }
 
@@ -293,15 +300,23 @@ static void json_connection(const struct conn_view *v)
 	cs_fmt_ts(v->ts_real, ts, sizeof(ts));
 	jw_str(&w, "ts", ts);
 	jw_pod(&w, v->pod);
-	if (v->pid) {
-		jw_u64(&w, "pid", v->pid);
-		jw_str(&w, "comm", v->comm);
+	if (v->replay) {
+		jw_bool(&w, "open", v->open);
+		jw_obj(&w, "capture");
+		jw_str(&w, "file", v->capture_file);
+		jw_u64(&w, "packet", v->capture_packet);
+		jw_end(&w);
 	} else {
-		jw_null(&w, "pid");
-		jw_null(&w, "comm");
+		if (v->pid) {
+			jw_u64(&w, "pid", v->pid);
+			jw_str(&w, "comm", v->comm);
+		} else {
+			jw_null(&w, "pid");
+			jw_null(&w, "comm");
+		}
+		jw_u64(&w, "netns", v->netns);
+		jw_u64(&w, "cookie", v->cookie);
 	}
-	jw_u64(&w, "netns", v->netns);
-	jw_u64(&w, "cookie", v->cookie);
 	jw_str(&w, "side", v->side);
 	jw_endpoint(&w, "client", v->family, v->client_ip, v->client_port);
 	jw_endpoint(&w, "server", v->family, v->server_ip, v->server_port);
@@ -371,6 +386,8 @@ static void text_connection(const struct conn_view *v)
 		snprintf(pod, sizeof(pod), "%s/%s", v->pod->namespace_, v->pod->name);
 	else if (v->pod && v->pod->is_pod)
 		snprintf(pod, sizeof(pod), "pod:%.8s", v->pod->uid);
+	else if (v->pod && v->pod->ip[0])
+		snprintf(pod, sizeof(pod), "%s", v->pod->ip);
 	else
 		snprintf(pod, sizeof(pod), "%s", v->pod && v->pod->cgroup_path[0] ? v->pod->cgroup_path : "-");
 	ep_text_raw(v->family, v->client_ip, v->client_port, cl, sizeof(cl));

@@ -41,12 +41,18 @@ struct conn_view {
 	/* h2: only when has_h2 */
 	bool has_h2;
 	bool h2_midway;               /* joined mid-connection: counts unknown */
+	bool h2_joined;               /* replay: joined mid-connection, counted from a frame boundary */
 	const char *h2_source;
 	uint32_t h2_streams, h2_goaway, h2_goaway_last_id, h2_goaway_error_code;
 	const char *h2_goaway_error;  /* NULL: a code without a name */
 	const char *h2_goaway_by;     /* NULL: no GOAWAY */
 	uint32_t h2_rst_stream, h2_max_concurrent, h2_pings, h2_desync;
 #define H2_UNSET_VALUE 0xffffffffu  /* h2_max_concurrent: never announced */
+	/* replay: no process, cgroup or socket; where in which capture it began */
+	bool replay;
+	bool open;                    /* still open when the capture ended */
+	const char *capture_file;
+	uint64_t capture_packet;
 };
 
 void out_connection(const struct conn_view *v);

@@ -1021,6 +1021,8 @@ void pods_key(const struct pod_info *p, uint64_t cgroup_id, char *buf, unsigned 
 		snprintf(buf, len, "pod:%s", p->uid);
 	else if (p && p->cgroup_path[0])
 		snprintf(buf, len, "%s", p->cgroup_path);
+	else if (p && p->ip[0])
+		snprintf(buf, len, "ip:%s", p->ip);
 	else
 		snprintf(buf, len, "cgroup:%llu", (unsigned long long)cgroup_id);
 }

@@ -16,6 +16,7 @@ struct pod_info {
 	char container_id[72]; /* full container id as found in the path, or "" */
 	char runtime[16];      /* "containerd", "cri-o", "docker" or "" */
 	char cgroup_path[512]; /* path relative to the cgroup2 mount, starting with '/'; "" if unknown */
+	char ip[48];           /* replay: the address this pod (or address group) stands for */
 };
 
 struct pod_resolver;

@@ -65,6 +65,16 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 	return t;
 }
 
+void track_set_replay(struct tracker *t, track_pod_fn pod_fn, void *arg, char *const *files,
+		      int nfiles)
+{
+	t->replay = true;
+	t->pod_fn = pod_fn;
+	t->pod_arg = arg;
+	t->files = files;
+	t->nfiles = nfiles;
+}
+
 static void free_all(struct u64map *m)
 {
 	uint64_t k;
@@ -158,7 +168,7 @@ struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid)
 			return NULL;
 		}
 	}
-	c->pod = *pods_lookup(t->pods, cgid);
+	c->pod = t->pod_fn ? *t->pod_fn(t->pod_arg, cgid) : *pods_lookup(t->pods, cgid);
 	c->resolved_ns = now;
 	c->match = pods_match(&c->pod, t->o->pod, t->o->ns);
 	c->agg = c->match ? agg_for(t, &c->pod, cgid) : NULL;
@@ -210,10 +220,14 @@ const char *tr_side_name(int side)
 	return side == CS_SIDE_CLIENT ? "client" : "server";
 }
 
-static const char *outcome_of(const struct cs_event *e, int side)
+static const char *outcome_of(const struct tracker *t, const struct cs_event *e, int side)
 {
 	if (e->flags & CS_F_WAS_EST)
 		return "established";
+	/* Replay: the capture ended while it was still connecting. */
+	if ((e->flags & CS_F_OPEN) && !e->syn_retrans &&
+	    tr_elapsed(e->ts_ns, e->start_ns) < t->connect_timeout_ns)
+		return "connecting";
 	if (side == CS_SIDE_CLIENT) {
 		if (e->sk_err == ECONNREFUSED || (e->flags & CS_F_RST_IN))
 			return "refused";
@@ -279,6 +293,8 @@ void tr_pod_text(const struct pod_info *p, char *buf, size_t len)
 		snprintf(buf, len, "pod uid %s", p->uid);
 	else if (p->cgroup_path[0])
 		snprintf(buf, len, "cgroup %s", p->cgroup_path);
+	else if (p->ip[0])
+		snprintf(buf, len, "the workload at %s", p->ip);
 	else
 		snprintf(buf, len, "an unknown cgroup");
 }
@@ -476,10 +492,17 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 	snprintf(local, sizeof(local), fam == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->sport);
 	out_ip(fam, e->daddr, ip, sizeof(ip));
 	snprintf(peer, sizeof(peer), fam == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->dport);
-	snprintf(msg, sizeof(msg),
-		 "%s in %s has held %s in CLOSE_WAIT for %s%.1fs since %s closed its side: "
-		 "the application never closes this socket; find the code path that leaks it.",
-		 proc, who, local, w->cw_estimated ? "about " : "", age_s, peer);
+	if (t->replay)
+		snprintf(msg, sizeof(msg),
+			 "In the capture, %s (%s) kept its side open for %.1fs after %s closed "
+			 "its side (CLOSE_WAIT): the application never closes this socket; find "
+			 "the code path that leaks it.",
+			 local, who, age_s, peer);
+	else
+		snprintf(msg, sizeof(msg),
+			 "%s in %s has held %s in CLOSE_WAIT for %s%.1fs since %s closed its side: "
+			 "the application never closes this socket; find the code path that leaks it.",
+			 proc, who, local, w->cw_estimated ? "about " : "", age_s, peer);
 	tr_message(o, msg);
 	tr_emit(t, o);
 }
@@ -521,6 +544,14 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 	if (!e->pid && w && w->owner.pid) {
 		v.pid = w->owner.pid;
 		v.comm = w->owner.comm;
+	}
+	if (t->replay) {
+		int fi = TRACK_COOKIE_FILE(e->cookie);
+
+		v.replay = true;
+		v.open = e->flags & CS_F_OPEN;
+		v.capture_file = fi >= 0 && fi < t->nfiles ? t->files[fi] : NULL;
+		v.capture_packet = TRACK_COOKIE_PACKET(e->cookie);
 	}
 	if (e->start_ns && !pre) {
 		v.start_real = cs_mono_to_real(e->start_ns);
@@ -568,13 +599,13 @@ static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entr
 {
 	struct watch *w = u64map_get(&t->watch, tr_hkey(e->cookie));
 	int side = tr_side_of(t, e);
-	const char *outcome = outcome_of(e, side);
+	const char *outcome = outcome_of(t, e, side);
 	bool reset = e->close_cause == CS_CLOSE_RST_IN || e->close_cause == CS_CLOSE_RST_OUT;
 	struct pod_agg *a = c->agg;
 
 	if (a) {
 		a->dirty++;
-		if (e->flags & CS_F_WAS_EST) {
+		if ((e->flags & CS_F_WAS_EST) && !(e->flags & CS_F_OPEN)) {
 			bool counted = !(e->flags & CS_F_MIDWAY) ||
 				       u64map_del(&t->snap_est, tr_hkey(e->cookie));
 
@@ -750,6 +781,8 @@ static void release_closes(struct tracker *t, uint64_t before)
 		if (c)
 			on_close(t, &t->pending[i], c);
 	}
+	if (!i)
+		return;
 	memmove(t->pending, t->pending + i, (t->npending - i) * sizeof(*t->pending));
 	t->npending -= i;
 }
@@ -870,7 +903,12 @@ void track_tick(struct tracker *t)
 	}
 	/* Name the holders of the newly stuck sockets with one /proc scan. */
 	if (nstuck) {
-		procfd_lookup_many(inos, owners, nstuck);
+		bool any_ino = false;
+
+		for (int i = 0; i < nstuck; i++)
+			any_ino |= inos[i] != 0;
+		if (any_ino)
+			procfd_lookup_many(inos, owners, nstuck);
 		for (int i = 0; i < nstuck; i++) {
 			struct watch *w = stuck[i];
 			struct cg_entry *c = tr_cgroup(t, w->ev.cgroup_id);

@@ -106,6 +106,15 @@ struct tracker;
 struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 			  bool want_connections, track_sink sink, void *sink_arg);
 void track_free(struct tracker *t);
+/* Replay: pods come from pod_fn (an id the caller hands out per pod or address, in
+ * cs_event.cgroup_id) instead of cgroup2; connection records say which capture file
+ * and packet each connection started at (cookie: (file index + 1) << 48 | packet
+ * number) and whether it was still open when the capture ended (CS_F_OPEN). */
+typedef const struct pod_info *(*track_pod_fn)(void *arg, uint64_t id);
+void track_set_replay(struct tracker *t, track_pod_fn pod_fn, void *arg, char *const *files,
+		      int nfiles);
+#define TRACK_COOKIE_FILE(c) ((int)((c) >> 48) - 1)
+#define TRACK_COOKIE_PACKET(c) ((c) & ((1ull << 48) - 1))
 
 void track_event(struct tracker *t, const struct cs_event *e);
 struct tls_event;

@@ -30,6 +30,7 @@ static const char *source_name(uint8_t s)
 	case H2_SRC_WIRE: return "wire";
 	case H2_SRC_OPENSSL: return "openssl";
 	case H2_SRC_GO: return "go";
+	case H2_SRC_KEYLOG: return "keylog";
 	default: return "unknown";
 	}
 }
@@ -416,6 +417,8 @@ void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *clo
 
 	if (!hs->match || !c || !c->agg || (hs->last.c.flags & H2_C_MIDWAY))
 		return;
+	if (close->flags & CS_F_OPEN)
+		return;  /* replay: the capture ended, the connection did not */
 	c->agg->h2.closed++;
 	r = remote_for(c->agg, &hs->ev, we_are_client(&hs->last.c), close->ts_ns);
 	if (!r)
@@ -441,6 +444,7 @@ void h2_view(const struct h2_state *hs, struct conn_view *v)
 
 	v->has_h2 = true;
 	v->h2_midway = hc->flags & H2_C_MIDWAY;
+	v->h2_joined = hc->flags & H2_C_JOINED;
 	v->h2_source = source_name(hs->last.source);
 	v->h2_streams = hc->streams;
 	v->h2_goaway = hc->goaway[0] + hc->goaway[1];

@@ -64,6 +64,12 @@ struct tracker {
 	/* HTTP/2 (track_h2.c) */
 	struct u64map h2;       /* cookie -> h2_state, until the connection closes */
 	uint64_t h2_window_ns;
+	/* Replay (track_set_replay) */
+	bool replay;
+	track_pod_fn pod_fn;
+	void *pod_arg;
+	char *const *files;
+	int nfiles;
 };
 
 /* One connection's TLS handshake, as the wire showed it. */
