@@ -8,7 +8,7 @@ out=.output/tests
 mkdir -p "$out"
 CC_SAN="${CC_SAN:-clang}"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -g -O1"
-CFLAGS_T="-std=gnu11 -Wall -Wextra -Iuser -Ibpf"
+CFLAGS_T="-std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Iuser -Ibpf"
 failed=0
 
 run_unit() {
@@ -20,10 +20,14 @@ run_unit() {
 		test_snapshot) srcs="$srcs user/snapshot.c user/procfd.c" ;;
 		test_u64map) srcs="$srcs user/u64map.c" ;;
 		test_jsonw) srcs="$srcs user/jsonw.c" ;;
+		test_reasm) srcs="$srcs user/reasm.c" ;;
+		test_pcapin) srcs="$srcs user/pcapin.c" ;;
+		test_tlsdec) srcs="$srcs user/tlsdec.c" ;;
+		test_kpods) srcs="$srcs user/kpods.c" ;;
 		esac
 		echo "== unit: $name"
 		# shellcheck disable=SC2086
-		$CC_SAN $CFLAGS_T $SAN $srcs -lpthread -lm -o "$out/$name"
+		$CC_SAN $CFLAGS_T $SAN $srcs -lpcap -lz -lcrypto -lcjson -lpthread -lm -o "$out/$name"
 		"$out/$name" || failed=1
 	done
 }
@@ -34,8 +38,17 @@ run_fuzz() {
 		name=$(basename "$f" .c)
 		echo "== fuzz (smoke, 20 s): $name"
 		# shellcheck disable=SC2086
+		extra=""
+		case "$name" in
+		fuzz_pcapin) extra="user/pcapin.c user/reasm.c" ;;
+		fuzz_tlsdec) extra="user/tlsdec.c" ;;
+		fuzz_replay) extra="user/replay.c user/track.c user/track_tls.c user/track_h2.c
+			user/output.c user/jsonw.c user/procfd.c user/u64map.c user/pcapin.c
+			user/reasm.c user/tlsdec.c user/kpods.c" ;;
+		esac
+		# shellcheck disable=SC2086
 		clang $CFLAGS_T -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 \
-			"$f" user/pods.c user/util.c -lm -o "$out/$name"
+			"$f" user/pods.c user/util.c $extra -lpcap -lz -lcrypto -lcjson -lm -o "$out/$name"
 		mkdir -p "$out/$name.corpus"
 		seeds=tests/fuzz/corpus
 		[ -d "tests/fuzz/corpus_${name#fuzz_}" ] && seeds="tests/fuzz/corpus_${name#fuzz_}"

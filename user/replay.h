@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* connscope replay: capture files in, the live tool's records out (user/replay.c). */
+#ifndef CONNSCOPE_REPLAY_H
+#define CONNSCOPE_REPLAY_H
+
+#include "opts.h"
+
+/* 0 when every file was read (a truncated file still counts as read: what it
+ * held was reported), 1 when a file or the key log or pod list could not be. */
+int replay_run(const struct cs_opts *o);
+
+#endif
