@@ -144,8 +144,9 @@ struct kpods *kpods_parse(const char *text, size_t len, const char *name, char *
 		bool running = phase && !strcmp(phase, "Running");
 		size_t idx = k->npods;
 
-		if (!cJSON_IsObject(item) || k->npods >= n)
-			continue;
+		if (!cJSON_IsObject(item) || k->npods >= n ||
+		    !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(item, "metadata")))
+			continue;  /* not a pod */
 		fill_pod(&k->pods[k->npods++], item);
 		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(spec, "hostNetwork"))) {
 			k->host_network++;
@@ -165,7 +166,8 @@ struct kpods *kpods_parse(const char *text, size_t len, const char *name, char *
 	}
 	cJSON_Delete(root);
 	root = NULL;
-	qsort(k->addrs, k->naddrs, sizeof(*k->addrs), addr_cmp);
+	if (k->naddrs)
+		qsort(k->addrs, k->naddrs, sizeof(*k->addrs), addr_cmp);
 	/* One owner per address: a running pod over a finished one that had the
 	 * address before it; between two of the same kind, the first listed. */
 	size_t w = 0;
