@@ -141,6 +141,7 @@ struct replay {
 	size_t nbuckets, nflows;
 	struct flow lru, tombs;            /* list heads */
 	uint64_t now, next_tick, first_ns;
+	uint64_t cur_packet;               /* the packet being read, for messages */
 	int cur_file;
 	/* stats */
 	uint64_t flows, evicted, desyncs, gaps, tls_decrypted, tls_no_keys, tls_bad_keys,
@@ -467,9 +468,10 @@ static void dec_fail(struct replay *r, struct flow *f, int status, const char *w
 	if (status != TLSDEC_NO_KEYS && said++ < 5) {
 		inet_ntop(f->family, f->caddr, c, sizeof(c));
 		inet_ntop(f->family, f->saddr, s, sizeof(s));
-		cs_warn("%s: packet %llu: TLS connection %s:%u -> %s:%u not decrypted: %s",
-			r->o->files[TRACK_COOKIE_FILE(f->cookie)],
-			(unsigned long long)TRACK_COOKIE_PACKET(f->cookie), c, f->cport, s, f->sport,
+		cs_warn("%s: packet %llu: TLS connection %s:%u -> %s:%u (from packet %llu) not "
+			"decrypted with the key log %s: %s",
+			r->o->files[r->cur_file], (unsigned long long)r->cur_packet, c, f->cport, s,
+			f->sport, (unsigned long long)TRACK_COOKIE_PACKET(f->cookie), r->o->keylog,
 			why);
 	}
 	if (f->h2_on && f->h2_source == H2_SRC_KEYLOG) {
@@ -1517,6 +1519,7 @@ int replay_run(const struct cs_opts *o)
 
 		files[i].have = false;
 		r->cur_file = i;
+		r->cur_packet = s->num;
 		set_time(r, s->ts_ns);
 		if (o->port && s->sport != o->port && s->dport != o->port)
 			continue;
@@ -1531,6 +1534,19 @@ int replay_run(const struct cs_opts *o)
 	}
 	track_flush(r->t);
 	track_tick(r->t);  /* the gauges, once the held closes are in */
+	if (r->kl && r->tls_no_keys) {
+		uint64_t all = r->tls_no_keys + r->tls_decrypted + r->tls_bad_keys + r->tls_unsupported;
+
+		/* A key log from another capture matches nothing: say so plainly. */
+		if (r->tls_no_keys == all)
+			cs_warn("%s: none of the %llu TLS connections in the capture has its secrets "
+				"in this key log: it is not this capture's key log (nothing decrypted)",
+				o->keylog, (unsigned long long)all);
+		else
+			cs_warn("%s: no secrets for %llu of %llu TLS connections: their HTTP/2 is "
+				"not counted", o->keylog, (unsigned long long)r->tls_no_keys,
+				(unsigned long long)all);
+	}
 	track_summaries(r->t, true);
 	stats = stats_record(r, files, o->nfiles, cpu_ms_now());
 	if (o->fmt == FMT_TEXT) {
