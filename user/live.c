@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include "live.h"
+#include "replay.h"
 
 #include <bpf/libbpf.h>
 #include <errno.h>
@@ -413,6 +414,12 @@ int check_run(const struct cs_opts *o)
 			printf("HTTP/2 in TLS:     NOT observed: %s\n", why);
 		}
 		h2u_close(hu);
+	}
+	{
+		char desc[256];
+
+		replay_describe(desc, sizeof(desc));
+		printf("replay:            %s\n", desc);
 	}
 	printf("not yet built:     conntrack (a later release)\n");
 	loader_close(&L);

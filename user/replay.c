@@ -25,6 +25,8 @@
  * flows linger briefly as tombstones so their last ACKs do not start new flows.
  */
 #include <arpa/inet.h>
+#include <openssl/crypto.h>
+#include <pcap/pcap.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -1586,4 +1588,10 @@ out:
 	kpods_free(r->kp);
 	free(r);
 	return rc;
+}
+
+void replay_describe(char *buf, size_t len)
+{
+	snprintf(buf, len, "pcap, pcapng, gzip (%s); key log decryption with %s", pcap_lib_version(),
+		 OpenSSL_version(OPENSSL_VERSION));
 }
