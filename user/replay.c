@@ -77,6 +77,7 @@ struct tls_flow {
 	uint32_t flight_len[2];
 	struct tlsdec *dec;
 	bool dec_failed;
+	bool ee_read;            /* the server's first protected handshake record was read */
 	struct rec_asm ra[2];
 	uint64_t plain_off[2];   /* application data bytes so far per direction */
 };
@@ -527,6 +528,45 @@ static void tls_try_keys(struct replay *r, struct flow *f)
 	tf->flight[0] = tf->flight[1] = NULL;
 }
 
+/*
+ * TLS 1.3 sends the selected ALPN in EncryptedExtensions, the first message of the
+ * server's first protected record (RFC 8446 §4.3.1):
+ *   type 8 | length (3) | extensions length (2) | { type (2) | length (2) | data }...
+ * ALPN (16): protocol name list length (2) | name length (1) | name.
+ */
+static void ee_alpn(struct replay *r, struct flow *f, const uint8_t *p, size_t n)
+{
+	size_t end, at;
+	char name[32];
+
+	if (n < 6 || p[0] != 8)
+		return;
+	end = 4 + ((size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+	if (end > n || end < 6)
+		return;
+	at = 6;
+	if (at + ((size_t)p[4] << 8 | p[5]) > end)
+		return;
+	while (at + 4 <= end) {
+		size_t type = (size_t)p[at] << 8 | p[at + 1], len = (size_t)p[at + 2] << 8 | p[at + 3];
+
+		at += 4;
+		if (at + len > end)
+			return;
+		if (type == TLS_EXT_ALPN && len >= 3 && p[at + 2] && 3 + (size_t)p[at + 2] <= len &&
+		    p[at + 2] < sizeof(name)) {
+			size_t k, l = p[at + 2];
+
+			for (k = 0; k < l; k++)
+				name[k] = tls_printable(p[at + 3 + k]) ? (char)p[at + 3 + k] : '?';
+			name[l] = 0;
+			track_tls_alpn(r->t, f->cookie, name);
+			return;
+		}
+		at += len;
+	}
+}
+
 /* One whole record of direction dir. */
 static void tls_record(struct replay *r, struct flow *f, int dir, const uint8_t *rec, uint32_t len)
 {
@@ -551,6 +591,11 @@ static void tls_record(struct replay *r, struct flow *f, int dir, const uint8_t 
 	}
 	if (type == TLS_CT_APPLICATION_DATA && out_len)
 		tls_plaintext(r, f, dir, r->plain, out_len);
+	else if (type == TLS_CT_HANDSHAKE && dir == TLS_DIR_S2C && rec[0] == TLS_CT_APPLICATION_DATA &&
+		 !tf->ee_read) {
+		tf->ee_read = true;
+		ee_alpn(r, f, r->plain, out_len);
+	}
 }
 
 /* Cut a direction's in-order bytes into records. */

@@ -120,6 +120,9 @@ void track_event(struct tracker *t, const struct cs_event *e);
 struct tls_event;
 /* An edge from the TLS handshake watcher (bpf/tls.bpf.c). */
 void track_tls_event(struct tracker *t, const struct tls_event *e);
+/* Replay with a key log: the protocol a TLS 1.3 server selected, read from its
+ * decrypted EncryptedExtensions. */
+void track_tls_alpn(struct tracker *t, uint64_t cookie, const char *alpn);
 struct h2_event;
 /* Totals from an HTTP/2 watcher (wire or TLS library uprobes). */
 void track_h2_event(struct tracker *t, const struct h2_event *e);

@@ -84,6 +84,8 @@ struct tls_conn {
 	char sni[256];
 	char alpn_offered[128];   /* comma-joined */
 	char alpn[32];
+	char alpn_ee[32];         /* replay: TLS 1.3's selected ALPN, from the decrypted
+				     EncryptedExtensions (the ServerHello has none) */
 	uint16_t version;
 	uint8_t outcome;          /* enum tls_outcome */
 	uint8_t we_are_client;

@@ -188,7 +188,8 @@ static void parse_hellos(struct tls_conn *tc)
 				break;
 			if (!(sh.flags & TLS_SH_HRR)) {
 				tc->version = sh.version;
-				snprintf(tc->alpn, sizeof(tc->alpn), "%s", sh.alpn);
+				snprintf(tc->alpn, sizeof(tc->alpn), "%s",
+					 sh.alpn[0] ? sh.alpn : tc->alpn_ee);
 				free(tc->sh);
 				tc->sh = NULL;
 				break;
@@ -389,6 +390,17 @@ void track_tls_event(struct tracker *t, const struct tls_event *e)
 		end_handshake(t, tc, TLS_OUT_INCOMPLETE);
 		break;
 	}
+}
+
+void track_tls_alpn(struct tracker *t, uint64_t cookie, const char *alpn)
+{
+	struct tls_conn *tc = u64map_get(&t->tls, tr_hkey(cookie));
+
+	if (!tc)
+		return;
+	snprintf(tc->alpn_ee, sizeof(tc->alpn_ee), "%s", alpn);
+	if (!tc->sh && !tc->alpn[0])  /* the hellos were read already */
+		snprintf(tc->alpn, sizeof(tc->alpn), "%s", alpn);
 }
 
 /* Handshakes still on past --tls-timeout: a finding now, while they are open. */
