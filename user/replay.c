@@ -148,7 +148,7 @@ struct replay {
 	int cur_file;
 	/* stats */
 	uint64_t flows, evicted, desyncs, gaps, tls_decrypted, tls_no_keys, tls_bad_keys,
-		 tls_unsupported, early_data, ignored, dup_segs, h2_desync, tls_desync;
+		 tls_unsupported, tls_decrypt_errors, early_data, ignored, dup_segs, h2_desync, tls_desync;
 	uint8_t plain[TLS_REC_MAX_LEN + 256];
 };
 
@@ -464,8 +464,10 @@ static void dec_fail(struct replay *r, struct flow *f, int status, const char *w
 		r->tls_no_keys++;
 	else if (status == TLSDEC_UNSUPPORTED)
 		r->tls_unsupported++;
-	else
+	else if (status == TLSDEC_BAD_KEYS)
 		r->tls_bad_keys++;
+	else
+		r->tls_decrypt_errors++;  /* bytes missing, or records that are not TLS */
 	/* A key log from another session is a mistake to point out; a capture
 	 * with connections the key log never covered is normal. */
 	if (status != TLSDEC_NO_KEYS && said++ < 5) {
@@ -522,7 +524,6 @@ static void tls_try_keys(struct replay *r, struct flow *f)
 		dec_fail(r, f, status, why);
 		return;
 	}
-	r->tls_decrypted++;
 	free(tf->flight[0]);
 	free(tf->flight[1]);
 	tf->flight[0] = tf->flight[1] = NULL;
@@ -877,8 +878,11 @@ static void flow_unlink(struct replay *r, struct flow *f)
 	r->nflows--;
 }
 
-static void flow_release(struct flow *f)
+static void flow_release(struct replay *r, struct flow *f)
 {
+	/* Decrypted: keys found, and every record given to them opened. */
+	if (f->tls && f->tls->dec && !f->tls->dec_failed)
+		r->tls_decrypted++;
 	reasm_free(&f->rs[0]);
 	reasm_free(&f->rs[1]);
 	tls_free_flow(f->tls);
@@ -970,7 +974,7 @@ static void flow_close(struct replay *r, struct flow *f, bool open)
 	if (open)
 		e.ts_ns = r->now;
 	track_event(r->t, &e);
-	flow_release(f);
+	flow_release(r, f);
 	list_del(f);
 	if (open) {
 		flow_unlink(r, f);
@@ -1328,6 +1332,7 @@ static cJSON *stats_record(struct replay *r, struct rp_file *files, int n, doubl
 	cJSON_AddNumberToObject(o, "tls_no_keys", (double)r->tls_no_keys);
 	cJSON_AddNumberToObject(o, "tls_bad_keys", (double)r->tls_bad_keys);
 	cJSON_AddNumberToObject(o, "tls_unsupported", (double)r->tls_unsupported);
+	cJSON_AddNumberToObject(o, "tls_decrypt_errors", (double)r->tls_decrypt_errors);
 	cJSON_AddNumberToObject(o, "tls_early_data_records", (double)r->early_data);
 	cJSON_AddNumberToObject(o, "events", (double)track_events(r->t));
 	cJSON_AddNumberToObject(o, "lost", 0);
@@ -1436,9 +1441,11 @@ static void text_report(struct replay *r, cJSON **sums, size_t n, const cJSON *s
 	       jnum(stats, "evicted"));
 	if (r->kl)
 		printf("key log: %.0f TLS connections decrypted, %.0f without keys, %.0f with keys "
-		       "that did not match, %.0f with an unsupported cipher\n",
+		       "that did not match, %.0f with an unsupported cipher, %.0f lost to missing "
+		       "bytes\n",
 		       jnum(stats, "tls_decrypted"), jnum(stats, "tls_no_keys"),
-		       jnum(stats, "tls_bad_keys"), jnum(stats, "tls_unsupported"));
+		       jnum(stats, "tls_bad_keys"), jnum(stats, "tls_unsupported"),
+		       jnum(stats, "tls_decrypt_errors"));
 }
 
 struct text_sink {
@@ -1582,7 +1589,8 @@ int replay_run(const struct cs_opts *o)
 	track_flush(r->t);
 	track_tick(r->t);  /* the gauges, once the held closes are in */
 	if (r->kl && r->tls_no_keys) {
-		uint64_t all = r->tls_no_keys + r->tls_decrypted + r->tls_bad_keys + r->tls_unsupported;
+		uint64_t all = r->tls_no_keys + r->tls_decrypted + r->tls_bad_keys + r->tls_unsupported +
+			       r->tls_decrypt_errors;
 
 		/* A key log from another capture matches nothing: say so plainly. */
 		if (r->tls_no_keys == all)
