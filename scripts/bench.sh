@@ -27,6 +27,19 @@
 #    records on the server port whose "h2" object is set, and sums their h2.streams;
 #    and, from one more run of each with kernel.bpf_stats_enabled=1, the run time of
 #    connscope's programs per packet and per request.
+# 5. Replay: tests/bench/replay_gen.sh makes a capture of at least REPLAY_MB MB on
+#    loopback (tcpdump -s 0): h2c (nghttpd --no-tls, h2load -c 8 -m 10 runs of 20000
+#    requests) and TLS churn (openssl s_time -new, h2load over TLS with 200 connections,
+#    nghttp runs), in a network namespace of its own whose lo has MTU BENCH_REPLAY_MTU
+#    (default 1500, GSO off: wire-sized packets). Then, interleaved (REPLAY_ROUNDS rounds, rotating order), with the
+#    file in the page cache and /usr/bin/time -v for wall time and peak RSS:
+#    `connscope replay FILE -o json > /dev/null`, tshark computing the same HTTP/2
+#    stream counts (`-d tcp.port==<h2c>,http2 -Y http2.type==1 -T fields -e tcp.stream
+#    -e tcp.srcport -e http2.type -e http2.streamid > /dev/null`) and the bare libpcap
+#    read loop tests/bench/pcapread.c. Targets: connscope >= 50x faster than tshark,
+#    <= 3x the bare loop's time, peak RSS <= 1/10 of tshark's. One more run of each
+#    (outside the timing) writes its output, and the report checks that connscope's
+#    h2.streams on the h2c port equal tshark's client HEADERS (first per odd stream id).
 #
 # connscope never attaches its packet programs to the cgroup2 root here: a cgroup is
 # made under the cgroup2 mount (found in /proc/self/mountinfo) for the run, every
@@ -47,11 +60,13 @@
 #   BENCH_QUIET_WAIT=5 (s to wait per run for other BPF programs to go and the CPUs to
 #   be idle, at most BENCH_QUIET_BUDGET=40 s in all; BENCH_QUIET_BUSY=15 % is idle)
 #   BENCH_KEEP=1 (keep the work directory)  TCPSTATES=/usr/sbin/tcpstates
-#   BENCH_PARTS="tcp rate tls h2" (which parts run; e.g. BENCH_PARTS=tls)
+#   BENCH_PARTS="tcp rate tls h2 replay" (which parts run; e.g. BENCH_PARTS=tls)
 #   BENCH_TLS_ROUNDS=5 BENCH_TLS_SECONDS=4 BENCH_TLS_WORKERS=<cpus>
 #   BENCH_TLS_PORT=<BENCH_PORT + 8>
 #   BENCH_H2_ROUNDS=5 BENCH_H2_SECONDS=4 BENCH_H2_CLIENTS=6 BENCH_H2_STREAMS=10
 #   BENCH_H2_PORT=<BENCH_PORT + 9> (h2c; TLS on the next port)
+#   BENCH_REPLAY_ROUNDS=3 BENCH_REPLAY_MB=220 BENCH_REPLAY_PORT=<BENCH_PORT + 11> (h2c;
+#   TLS on the next port) BENCH_REPLAY_MTU=1500 (0: lo's own 65536, 64 KiB packets)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -66,7 +81,7 @@ WORKERS=${BENCH_WORKERS:-$NCPU}
 SERVER_THREADS=${BENCH_SERVER_THREADS:-$NCPU}
 PORT=${BENCH_PORT:-29100}
 NPORTS=8
-PARTS=${BENCH_PARTS:-tcp rate tls h2}
+PARTS=${BENCH_PARTS:-tcp rate tls h2 replay}
 TLS_ROUNDS=${BENCH_TLS_ROUNDS:-5}
 TLS_SECS=${BENCH_TLS_SECONDS:-4}
 TLS_WORKERS=${BENCH_TLS_WORKERS:-$NCPU}
@@ -77,6 +92,11 @@ H2_CLIENTS=${BENCH_H2_CLIENTS:-6}
 H2_STREAMS=${BENCH_H2_STREAMS:-10}
 H2_PORT=${BENCH_H2_PORT:-$((PORT + NPORTS + 1))}
 H2_TLS_PORT=$((H2_PORT + 1))
+REPLAY_ROUNDS=${BENCH_REPLAY_ROUNDS:-3}
+REPLAY_MB=${BENCH_REPLAY_MB:-220}
+REPLAY_PORT=${BENCH_REPLAY_PORT:-$((PORT + NPORTS + 3))}
+REPLAY_TLS_PORT=$((REPLAY_PORT + 1))
+PCAPREAD=$ROOT/.output/pcapread
 BPFTOOL=${BPFTOOL:-$(command -v bpftool 2>/dev/null || echo /usr/sbin/bpftool)}
 TCPSTATES=${TCPSTATES:-$(command -v tcpstates 2>/dev/null || echo /usr/sbin/tcpstates)}
 CONNSCOPE=$ROOT/connscope
@@ -88,7 +108,7 @@ log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 for part in $PARTS; do
-	case $part in tcp | rate | tls | h2) ;; *) die "parse BENCH_PARTS: unknown part '$part' (tcp rate tls h2)" ;; esac
+	case $part in tcp | rate | tls | h2 | replay) ;; *) die "parse BENCH_PARTS: unknown part '$part' (tcp rate tls h2 replay)" ;; esac
 done
 
 [ "$(id -u)" = 0 ] || die "run: needs root (BPF programs and sysctls)"
@@ -219,6 +239,20 @@ if has_part h2; then
 		command -v "$tool" >/dev/null ||
 			die "find $tool (apt-get install nghttp2-server nghttp2-client openssl iproute2)"
 	done
+fi
+HAVE_PCAPREAD=0
+if has_part replay; then
+	for tool in tshark tcpdump nghttpd h2load nghttp openssl ss /usr/bin/time; do
+		command -v "$tool" >/dev/null ||
+			die "find $tool (apt-get install tshark tcpdump nghttp2-server nghttp2-client openssl iproute2 time)"
+	done
+	if [ -f tests/bench/pcapread.c ]; then
+		cc -O2 -Wall -o "$PCAPREAD" tests/bench/pcapread.c -lpcap ||
+			die "build tests/bench/pcapread.c (needs libpcap-dev)"
+		HAVE_PCAPREAD=1
+	else
+		log "tests/bench/pcapread.c not found: the bare libpcap loop comparison is skipped"
+	fi
 fi
 make_cgroup
 # The whole run uses one connscope binary, whatever a rebuild does to ./connscope
@@ -655,6 +689,67 @@ if has_part h2; then
 	stop_pid "$H2TLS_SRV"
 fi
 
+# ---- 5. replay: a large capture, connscope vs tshark vs the bare libpcap loop ----------
+# timed CMD...: run CMD under /usr/bin/time -v (wall time, peak RSS) into $dir/time.txt,
+# stdout to /dev/null; $dir/rc holds its exit status.
+# /usr/bin/time's wall clock has 10 ms steps: the wall time is taken here too ($dir/wall_s).
+replay_timed() {
+	local dir=$1 rc=0 t0 t1
+	shift
+	mkdir -p "$dir"
+	t0=$EPOCHREALTIME
+	/usr/bin/time -v -o "$dir/time.txt" "$@" >/dev/null 2>"$dir/err" || rc=$?
+	t1=$EPOCHREALTIME
+	echo "$rc" >"$dir/rc"
+	"$PYTHON" -c 'import sys; print("%.6f" % (float(sys.argv[2]) - float(sys.argv[1])))' \
+		"$t0" "$t1" >"$dir/wall_s"
+}
+
+replay_cmd() {
+	case $1 in
+	connscope) echo "$CONNSCOPE replay $RFILE -o json" ;;
+	tshark) echo "tshark -r $RFILE -n -d tcp.port==$REPLAY_PORT,http2 -Y http2.type==1 -T fields -e tcp.stream -e tcp.srcport -e http2.type -e http2.streamid" ;;
+	pcapread) echo "$PCAPREAD $RFILE" ;;
+	esac
+}
+
+if has_part replay; then
+	mkdir -p "$WORK/replay"
+	log "replay: making a capture of >= ${REPLAY_MB} MB on loopback (ports $REPLAY_PORT h2c," \
+		"$REPLAY_TLS_PORT TLS)"
+	REPLAY_MTU=${BENCH_REPLAY_MTU:-1500} tests/bench/replay_gen.sh "$WORK/replay/gen" "$REPLAY_MB" "$REPLAY_PORT" "$REPLAY_TLS_PORT" \
+		>"$WORK/replay/gen.json" || die "make the replay capture (tests/bench/replay_gen.sh)"
+	RFILE=$WORK/replay/gen/replay.pcap
+	log "replay: $(cat "$WORK/replay/gen.json")"
+	cat "$RFILE" >/dev/null # into the page cache: every tool reads it from memory
+	# The outputs, once, outside the timing: connscope's records and tshark's fields.
+	"$CONNSCOPE" replay "$RFILE" -o json >"$WORK/replay/connscope.jsonl" \
+		2>"$WORK/replay/connscope.err" || log "connscope replay exited $? (stderr in the report)"
+	# shellcheck disable=SC2046 # the command's words
+	$(replay_cmd tshark) >"$WORK/replay/tshark.out" 2>"$WORK/replay/tshark.err" ||
+		die "run tshark on $RFILE ($(tail -n 1 "$WORK/replay/tshark.err"))"
+	"$PYTHON" tests/bench/report.py --count-replay "$WORK/replay/connscope.jsonl" \
+		--tshark-out "$WORK/replay/tshark.out" --port "$REPLAY_PORT" \
+		>"$WORK/replay/counts.json" || die "count the replay outputs"
+	[ "${BENCH_KEEP:-0}" = 1 ] || rm -f "$WORK/replay/connscope.jsonl" "$WORK/replay/tshark.out"
+	RCONFIGS=(connscope tshark)
+	[ "$HAVE_PCAPREAD" = 1 ] && RCONFIGS+=(pcapread)
+	n=${#RCONFIGS[@]}
+	for ((r = 1; r <= REPLAY_ROUNDS; r++)); do
+		for ((k = 0; k < n; k++)); do
+			cfg=${RCONFIGS[$(((r - 1 + k) % n))]}
+			dir=$WORK/replay/r$r-$k-$cfg
+			# shellcheck disable=SC2046
+			replay_timed "$dir" $(replay_cmd "$cfg")
+			log "replay round $r/$REPLAY_ROUNDS $(printf '%-10s' "$cfg")" \
+				"$(cat "$dir/wall_s") s wall," \
+				"$(awk -F': ' '/Maximum resident/ {printf "%.1f MB peak RSS", $2/1024}' "$dir/time.txt")" \
+				"(exit $(cat "$dir/rc"))"
+		done
+	done
+	[ "${BENCH_KEEP:-0}" = 1 ] || rm -f "$RFILE"
+fi
+
 # ---- report -------------------------------------------------------------------------
 "$PYTHON" tests/bench/report.py --work "$WORK" --rounds "$ROUNDS" --seconds "$SECS" \
 	--rate "$RATE" --rate-seconds "$RATE_SECS" --port "$PORT" --nports "$NPORTS" \
@@ -662,4 +757,5 @@ fi
 	--tls-seconds "$TLS_SECS" --tls-port "$TLS_PORT" --tls-workers "$TLS_WORKERS" \
 	--h2-rounds "$H2_ROUNDS" --h2-seconds "$H2_SECS" --h2-port "$H2_PORT" \
 	--h2-tls-port "$H2_TLS_PORT" --h2-clients "$H2_CLIENTS" --h2-streams "$H2_STREAMS" \
+	--replay-rounds "$REPLAY_ROUNDS" --replay-port "$REPLAY_PORT" \
 	--cgroup "$CGROUP" || die "summarise the results"

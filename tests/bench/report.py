@@ -36,6 +36,16 @@ and the sums of their h2.streams, h2.goaway.count and h2.rst_stream, by side.
 
   report.py --parse-h2load OUTPUT --mode h2c|tls --seconds S --cpu-ms MS
 turns h2load's output into one JSON line (req_per_s, succeeded, failed, clients, ...).
+
+  report.py --count-replay CONNSCOPE.jsonl --tshark-out TSHARK.txt --port P
+the replay part's agreement check: connscope replay's connection records (all, on
+server port P, with h2, with tls), the sum of h2.streams on port P and its last stats
+record, against tshark's client HEADERS on port P (first HEADERS per odd stream id and
+tcp.stream, from tshark's `-T fields -e tcp.stream -e tcp.srcport -e http2.type
+-e http2.streamid` lines); one JSON object.
+
+The replay part's directory: replay/gen.json (replay_gen.sh's line), counts.json (above),
+connscope.err, r<round>-<slot>-<tool>/time.txt (/usr/bin/time -v) and rc.
 """
 import argparse
 import json
@@ -49,6 +59,9 @@ TLS_BULK_TARGET = 0.98
 TLS_HANDSHAKE_TARGET = 0.97
 H2C_TARGET = 0.97
 H2_TLS_TARGET = 0.95
+REPLAY_VS_TSHARK_TARGET = 50.0     # connscope at least this many times faster
+REPLAY_VS_BARE_TARGET = 3.0        # at most this many times the bare libpcap loop
+REPLAY_RSS_TARGET = 0.1            # peak RSS at most this share of tshark's
 
 
 def load_json(path):
@@ -795,6 +808,147 @@ def h2(a):
     h2_detail(a, "tls")
 
 
+def count_replay(path, tshark_out, port):
+    out = {"connscope": {"records": 0, "on_port": 0, "h2": 0, "tls": 0, "streams": 0,
+                         "goaway": 0, "open": 0, "other_lines": 0, "stats": None},
+           "tshark": {"lines": 0, "streams": 0, "server_lines": 0}}
+    c = out["connscope"]
+    with open(path, errors="replace") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                c["other_lines"] += 1
+                continue
+            if rec.get("type") == "stats":
+                c["stats"] = rec
+            if rec.get("type") != "connection":
+                continue
+            c["records"] += 1
+            c["tls"] += "tls" in rec
+            c["open"] += rec.get("open") is True
+            if (rec.get("server") or {}).get("port") != port:
+                continue
+            c["on_port"] += 1
+            h2 = rec.get("h2")
+            if isinstance(h2, dict):
+                c["h2"] += 1
+                c["streams"] += h2.get("streams") or 0
+                c["goaway"] += (h2.get("goaway") or {}).get("count") or 0
+    seen = set()
+    t = out["tshark"]
+    with open(tshark_out, errors="replace") as f:
+        for line in f:
+            p = line.rstrip("\n").split("\t")
+            if len(p) < 4 or not p[1]:
+                continue
+            t["lines"] += 1
+            if int(p[1]) == port:
+                t["server_lines"] += 1
+                continue
+            for typ, sid in zip(p[2].split(","), p[3].split(",")):
+                if typ == "1" and sid and int(sid) % 2 == 1:
+                    seen.add((p[0], int(sid)))
+    t["streams"] = len(seen)
+    return out
+
+
+def parse_time_v(path):
+    """/usr/bin/time -v's wall time (s) and peak RSS (KiB)."""
+    wall = rss = None
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.strip().rpartition(": ")
+            if k.startswith("Elapsed (wall clock) time"):
+                sec = 0.0
+                for part in v.split(":"):
+                    sec = sec * 60 + float(part)
+                wall = sec
+            elif k == "Maximum resident set size (kbytes)":
+                rss = int(v)
+    if wall is None or rss is None:
+        raise ValueError("no wall time or peak RSS in %s" % path)
+    return wall, rss
+
+
+def replay(a):
+    base = os.path.join(a.work, "replay")
+    gen = load_json(os.path.join(base, "gen.json"))
+    counts = load_json(os.path.join(base, "counts.json"))
+    print()
+    print("Replay: a %.0f MB capture (%d packets, MTU %s, %d dropped by tcpdump) of h2c (%d requests "
+          "over %d connections on port %d) and TLS churn (%d openssl s_time connections, "
+          "%d h2load TLS connections); %d rounds, interleaved, medians" % (
+              gen["bytes"] / 1e6, gen["packets"], gen.get("mtu", "?"), gen["dropped"],
+              gen["h2c_requests"],
+              gen["h2c_conns"], gen["h2c_port"], gen["tls_s_time_conns"],
+              gen["tls_h2load_conns"], a.replay_rounds))
+    runs = {}
+    print("  %-6s %-28s %10s %10s %10s" % ("round", "order", "connscope", "tshark", "pcapread"))
+    order = {}
+    for name in sorted(os.listdir(base)):
+        m = re.fullmatch(r"r(\d+)-(\d+)-(\w+)", name)
+        if not m:
+            continue
+        d = os.path.join(base, name)
+        wall, rss = parse_time_v(os.path.join(d, "time.txt"))
+        try:
+            with open(os.path.join(d, "wall_s")) as f:
+                wall = float(f.read())      # finer than time -v's 10 ms steps
+        except (OSError, ValueError):
+            pass
+        rc = read_int(os.path.join(d, "rc"))
+        runs.setdefault(m[3], []).append({"round": int(m[1]), "wall": wall, "rss": rss,
+                                          "rc": rc})
+        order.setdefault(int(m[1]), []).append((int(m[2]), m[3]))
+    for rnd in sorted(order):
+        line = "  %-6d %-28s" % (rnd, ",".join(c for _, c in sorted(order[rnd])))
+        for c in ("connscope", "tshark", "pcapread"):
+            r = next((x for x in runs.get(c, []) if x["round"] == rnd), None)
+            line += "%9.3fs%s" % (r["wall"], "!" if r["rc"] else " ") if r else "%10s" % "-"
+        print(line)
+    med = {c: {"wall": statistics.median(x["wall"] for x in v),
+               "rss": statistics.median(x["rss"] for x in v)} for c, v in runs.items()}
+    for c, v in sorted(med.items()):
+        print("  %-10s median %.3f s wall (%.0f MB/s), peak RSS %.1f MB%s" % (
+            c, v["wall"], gen["bytes"] / 1e6 / v["wall"] if v["wall"] else 0, v["rss"] / 1024,
+            "  (non-zero exits: %d)" % sum(1 for x in runs[c] if x["rc"])
+            if any(x["rc"] for x in runs[c]) else ""))
+    cs = med.get("connscope")
+    if cs and "tshark" in med:
+        sp = med["tshark"]["wall"] / cs["wall"] if cs["wall"] else float("inf")
+        print("  speed: connscope %.1fx tshark's  %s (>= %.0fx)" % (
+            sp, "PASS" if sp >= REPLAY_VS_TSHARK_TARGET else "MISS", REPLAY_VS_TSHARK_TARGET))
+        rr = cs["rss"] / med["tshark"]["rss"]
+        print("  peak RSS: connscope %.1f MB, tshark %.1f MB, ratio %.3f  %s (<= %.2f)" % (
+            cs["rss"] / 1024, med["tshark"]["rss"] / 1024, rr,
+            "PASS" if rr <= REPLAY_RSS_TARGET else "MISS", REPLAY_RSS_TARGET))
+    if cs and "pcapread" in med:
+        br = cs["wall"] / med["pcapread"]["wall"] if med["pcapread"]["wall"] else float("inf")
+        print("  vs the bare libpcap loop: connscope takes %.2fx its time  %s (<= %.1fx)" % (
+            br, "PASS" if br <= REPLAY_VS_BARE_TARGET else "MISS", REPLAY_VS_BARE_TARGET))
+    elif cs:
+        print("  vs the bare libpcap loop: not measured (tests/bench/pcapread.c missing)")
+    c, t = counts["connscope"], counts["tshark"]
+    agree = c["streams"] == t["streams"]
+    print("  HTTP/2 streams on port %d: connscope %d (over %d connection records with h2), "
+          "tshark %d, h2c requests made %d  %s" % (
+              a.replay_port, c["streams"], c["h2"], t["streams"], gen["h2c_requests"],
+              "AGREE" if agree else "DISAGREE"))
+    st = c["stats"] or {}
+    print("  connscope: %d connection records (%d TLS, %d open at the end); stats packets %s "
+          "flows %s decode_errors %s desyncs %s tls_no_keys %s" % (
+              c["records"], c["tls"], c["open"], st.get("packets"), st.get("flows"),
+              st.get("decode_errors"), st.get("desyncs"), st.get("tls_no_keys")))
+    try:
+        with open(os.path.join(base, "connscope.err"), errors="replace") as f:
+            err = [ln.rstrip() for ln in f if ln.strip()]
+    except OSError:
+        err = []
+    if err:
+        print("  connscope stderr (%d lines): %s" % (len(err), " | ".join(err[:3])))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--count-tls", metavar="TRACE")
@@ -803,7 +957,7 @@ def main():
     p.add_argument("--mode")
     p.add_argument("--cpu-ms", type=int)
     p.add_argument("--work")
-    p.add_argument("--parts", default="tcp rate tls h2")
+    p.add_argument("--parts", default="tcp rate tls h2 replay")
     p.add_argument("--rounds", type=int)
     p.add_argument("--seconds", type=float)
     p.add_argument("--rate", type=int)
@@ -823,7 +977,20 @@ def main():
     p.add_argument("--h2-clients", type=int)
     p.add_argument("--h2-streams", type=int)
     p.add_argument("--cgroup")
+    p.add_argument("--count-replay", metavar="CONNSCOPE_JSONL")
+    p.add_argument("--tshark-out")
+    p.add_argument("--replay-rounds", type=int)
+    p.add_argument("--replay-port", type=int)
     a = p.parse_args()
+    if a.count_replay:
+        if a.port is None or a.tshark_out is None:
+            p.error("--count-replay needs --tshark-out and --port")
+        try:
+            print(json.dumps(count_replay(a.count_replay, a.tshark_out, a.port)))
+        except (OSError, ValueError) as e:
+            print("bench: failed to read %s: %s" % (a.count_replay, e), file=sys.stderr)
+            return 1
+        return 0
     if a.parse_h2load:
         if a.mode is None or a.seconds is None or a.cpu_ms is None:
             p.error("--parse-h2load needs --mode, --seconds and --cpu-ms")
@@ -862,6 +1029,8 @@ def main():
     if "h2" in parts:
         need += ["h2_rounds", "h2_seconds", "h2_port", "h2_tls_port", "h2_clients",
                  "h2_streams", "cgroup"]
+    if "replay" in parts:
+        need += ["replay_rounds", "replay_port"]
     missing = [n for n in need if getattr(a, n) is None]
     if missing:
         p.error("missing: " + " ".join("--" + n.replace("_", "-") for n in missing))
@@ -874,6 +1043,8 @@ def main():
             tls(a)
         if "h2" in parts:
             h2(a)
+        if "replay" in parts:
+            replay(a)
     except (OSError, KeyError, ValueError, ZeroDivisionError) as e:
         print("bench: failed to read the results: %s" % e, file=sys.stderr)
         return 1
