@@ -145,6 +145,21 @@ print(json.dumps({"pid": os.getpid(), "ports": ports, "results": results}), flus
 ''' % {"size": PAYLOAD_SIZE}
 
 
+def start_server(pod, mode, port, count=1):
+    """SERVER in `mode` inside `pod`, once it listens (its "READY" line)."""
+    from simpod import wait_for_line
+    srv = pod.python(SERVER, mode, pod.ip, port, count)
+    wait_for_line(srv, "READY", 10)
+    return srv
+
+
+def run_client(pod, mode, ip, port, count=1, timeout_s=10.0):
+    """CLIENT in `mode` inside `pod`, to the end; returns the process and its JSON."""
+    cp = pod.python(CLIENT, mode, ip, port, count, timeout_s, wait=True, timeout=60)
+    assert cp.returncode == 0, f"client failed: {cp.stderr}"
+    return cp, last_json(cp.stdout)
+
+
 def last_json(text):
     """The JSON object on the last non-empty line of a peer's stdout."""
     import json

@@ -36,7 +36,8 @@ import simpod
 import tlspeers
 from records import TS_RE, is_conn, show
 from simpod import Connscope, parse_ts, wait_for_line
-from workloads import CLIENT, SERVER, last_json
+import workloads
+from workloads import start_server
 
 NS = "shop"
 FE_IP, BE_IP = "10.244.1.10", "10.244.1.20"
@@ -626,16 +627,8 @@ def test_grpc_max_connection_age_goaway(cluster, h2grpc, tmp_path):
 # ---------------------------------------------------------------------------
 # TCP: CLOSE_WAIT, refused, timed out
 
-def start_server(pod, mode, port, count=1):
-    srv = pod.python(SERVER, mode, pod.ip, port, count)
-    wait_for_line(srv, "READY", 10)
-    return srv
-
-
 def run_client(pod, mode, ip, port, count=1, timeout_s=10.0):
-    cp = pod.python(CLIENT, mode, ip, port, count, timeout_s, wait=True, timeout=60)
-    assert cp.returncode == 0, f"client failed: {cp.stderr}"
-    return last_json(cp.stdout)
+    return workloads.run_client(pod, mode, ip, port, count, timeout_s)[1]
 
 
 def test_close_wait_stuck(cluster, tmp_path):

@@ -17,7 +17,8 @@ import simpod
 from records import (check_common, cgroup_matches, conns, findings, is_conn, is_finding,
                      show)
 from simpod import Connscope, parse_ts, wait_for_line
-from workloads import CLIENT, SERVER, last_json
+import workloads
+from workloads import start_server
 
 NS = "shop"
 FE_IP, BE_IP = "10.244.1.10", "10.244.1.20"
@@ -32,16 +33,8 @@ def shop(cluster, fe_layout=(), be_layout=()):
     return fe, be
 
 
-def start_server(pod, mode, port, count=1):
-    srv = pod.python(SERVER, mode, pod.ip, port, count)
-    wait_for_line(srv, "READY", 10)
-    return srv
-
-
 def run_client(pod, mode, ip, port, count=1, timeout_s=10.0):
-    cp = pod.python(CLIENT, mode, ip, port, count, timeout_s, wait=True, timeout=60)
-    assert cp.returncode == 0, f"client failed: {cp.stderr}"
-    out = last_json(cp.stdout)
+    cp, out = workloads.run_client(pod, mode, ip, port, count, timeout_s)
     assert out["pid"] == cp.pid
     return out
 
