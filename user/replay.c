@@ -906,14 +906,19 @@ static void midway_register(struct replay *r, struct flow *f);
 static struct flow *flow_new(struct replay *r, const struct pcap_seg *s, bool src_is_client)
 {
 	struct flow *f;
-	void *ctx[3];
 
-	if (r->nflows >= MAX_FLOWS && r->lru.next != &r->lru) {
-		/* The least recently seen open flow goes: reported as it stands. */
+	if (r->nflows >= MAX_FLOWS && r->tombs.next != &r->tombs) {
+		/* Full: a closed flow's tombstone goes first (at worst a stray ACK of
+		 * it will look like a connection joined midway)... */
+		struct flow *old = r->tombs.next;
+
+		flow_unlink(r, old);
+		free(old);
+	} else if (r->nflows >= MAX_FLOWS && r->lru.next != &r->lru) {
+		/* ... then the least recently seen open flow: reported as it stands. */
 		struct flow *old = r->lru.next;
 
 		r->evicted++;
-		(void)ctx;
 		flow_close(r, old, true);
 	}
 	if (r->nflows + 1 > r->nbuckets && !grow(r))
