@@ -35,3 +35,24 @@ def connscope_bin():
     assert os.access(path, os.X_OK), \
         f"{path} is missing: run `make` in the repository root, or set CONNSCOPE_BIN"
     return path
+
+
+# The backend pod's address in every test module that serves TLS (its certificate
+# names it), and session-wide builds the TLS and HTTP/2 tests share.
+BE_IP = "10.244.1.20"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A throwaway CA and server certificates for the backend (tests/lib/tlspeers.py)."""
+    import tlspeers
+    p = tlspeers.Pki(tmp_path_factory.mktemp("pki"), BE_IP)
+    p.check()
+    return p
+
+
+@pytest.fixture(scope="session")
+def h2grpc(tmp_path_factory):
+    """The grpc-go client and server (tests/lib/go/h2grpc), built once, offline."""
+    import h2peers
+    return h2peers.build_h2grpc(tmp_path_factory.mktemp("h2grpc"))

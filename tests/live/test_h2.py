@@ -21,7 +21,6 @@ import time
 import pytest
 
 import h2peers
-import tlspeers
 from records import check_common, conns, findings, is_conn, is_finding, show
 from simpod import Connscope
 
@@ -33,16 +32,8 @@ GOAWAY_KEYS = {"count", "last_stream_id", "error"}
 SUMMARY_H2_KEYS = {"connections", "streams", "streams_per_conn", "goaway", "rst_stream"}
 
 
-@pytest.fixture(scope="session")
-def h2grpc(tmp_path_factory):
-    return h2peers.build_h2grpc(tmp_path_factory.mktemp("h2grpc"))
 
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    p = tlspeers.Pki(tmp_path_factory.mktemp("pki"), BE_IP)
-    p.check()
-    return p
 
 
 @pytest.fixture

@@ -58,16 +58,8 @@ TLS_NAMES_REV = {v: k for k, v in TLS_NAMES.items()}
 # ---------------------------------------------------------------------------
 # fixtures and helpers
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    p = tlspeers.Pki(tmp_path_factory.mktemp("pki"), BE_IP)
-    p.check()
-    return p
 
 
-@pytest.fixture(scope="session")
-def h2grpc(tmp_path_factory):
-    return h2peers.build_h2grpc(tmp_path_factory.mktemp("h2grpc"))
 
 
 @pytest.fixture(autouse=True)

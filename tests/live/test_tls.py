@@ -46,11 +46,6 @@ SUMMARY_TLS_KEYS = {"handshakes", "ok", "failed", "timeouts", "p50_ms", "p99_ms"
 # ---------------------------------------------------------------------------
 # fixtures and helpers
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    p = tlspeers.Pki(tmp_path_factory.mktemp("pki"), BE_IP)
-    p.check()
-    return p
 
 
 @pytest.fixture(scope="session")
