@@ -24,6 +24,7 @@ run_unit() {
 		test_pcapin) srcs="$srcs user/pcapin.c" ;;
 		test_tlsdec) srcs="$srcs user/tlsdec.c" ;;
 		test_kpods) srcs="$srcs user/kpods.c" ;;
+		test_ctnl) srcs="$srcs user/ctnl.c user/ctstat.c" ;;
 		esac
 		echo "== unit: $name"
 		# shellcheck disable=SC2086
@@ -42,6 +43,7 @@ run_fuzz() {
 		case "$name" in
 		fuzz_pcapin) extra="user/pcapin.c user/reasm.c" ;;
 		fuzz_tlsdec) extra="user/tlsdec.c" ;;
+		fuzz_ctnl) extra="user/ctnl.c user/ctstat.c" ;;
 		fuzz_replay) extra="user/replay.c user/track.c user/track_tls.c user/track_h2.c
 			user/output.c user/jsonw.c user/procfd.c user/u64map.c user/pcapin.c
 			user/reasm.c user/tlsdec.c user/kpods.c" ;;
@@ -63,7 +65,12 @@ run_bpf() {
 		name=$(basename "$t" .c)
 		echo "== bpf: $name"
 		# shellcheck disable=SC2086
-		$CC_SAN $CFLAGS_T $SAN -I.output "$t" -lbpf -lelf -lz -o "$out/$name"
+		extra=""
+		case "$name" in
+		test_ct) extra="user/ctbpf.c" ;;
+		esac
+		# shellcheck disable=SC2086
+		$CC_SAN $CFLAGS_T $SAN -I.output "$t" $extra -lbpf -lelf -lz -o "$out/$name"
 		"$out/$name" || failed=1
 	done
 }

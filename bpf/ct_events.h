@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Conntrack lifecycle edges, as both conntrack watchers report them: the BPF
+ * netfilter-link program (bpf/ct.bpf.c) and the ctnetlink fallback (user/ctnl.c).
+ * One record per edge: a new entry, a change of its TCP state or status bits, or
+ * its end. Addresses are in network byte order, IPv4 in the first 4 bytes.
+ */
+#ifndef CONNSCOPE_CT_EVENTS_H
+#define CONNSCOPE_CT_EVENTS_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+enum ct_ev_type {
+	CT_EV_NEW = 1,       /* first seen (BPF: its first packet past the hooks) */
+	CT_EV_UPDATE = 2,    /* the TCP state or the status bits changed */
+	CT_EV_DESTROY = 3,   /* the entry is gone (netlink), or its TCP state reached CLOSE
+				or TIME_WAIT (BPF: it cannot see the entry freed) */
+};
+
+/* Conntrack's TCP states (enum tcp_conntrack, include/uapi/linux/netfilter/nf_conntrack_tcp.h). */
+enum ct_tcp_state {
+	CT_TCP_NONE = 0, CT_TCP_SYN_SENT = 1, CT_TCP_SYN_RECV = 2, CT_TCP_ESTABLISHED = 3,
+	CT_TCP_FIN_WAIT = 4, CT_TCP_CLOSE_WAIT = 5, CT_TCP_LAST_ACK = 6, CT_TCP_TIME_WAIT = 7,
+	CT_TCP_CLOSE = 8, CT_TCP_SYN_SENT2 = 9,
+};
+
+/* Status bits read (enum ip_conntrack_status). */
+#define CT_S_EXPECTED (1u << 0)
+#define CT_S_SEEN_REPLY (1u << 1)
+#define CT_S_ASSURED (1u << 2)
+#define CT_S_CONFIRMED (1u << 3)
+#define CT_S_SRC_NAT (1u << 4)
+#define CT_S_DST_NAT (1u << 5)
+#define CT_S_DYING (1u << 9)
+
+enum ct_source {
+	CT_SRC_BPF = 1,
+	CT_SRC_NETLINK = 2,
+};
+
+struct ct_tuple {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;         /* host order */
+	__u16 dport;
+	__u8 l3;             /* AF_INET / AF_INET6 */
+	__u8 l4;             /* IPPROTO_TCP (others are not reported) */
+	__u8 _pad[2];
+};
+
+struct ct_event {
+	__u64 ts_ns;         /* CLOCK_MONOTONIC */
+	__u64 id;            /* the entry's identity: BPF the nf_conn address, netlink CTA_ID */
+	__u32 netns;         /* network namespace inode the entry lives in */
+	__u32 status;        /* CT_S_* bits as conntrack has them */
+	__u32 mark;
+	__u8 type;           /* enum ct_ev_type */
+	__u8 tcp_state;      /* enum ct_tcp_state */
+	__u8 old_tcp_state;  /* UPDATE: the state before */
+	__u8 source;         /* enum ct_source */
+	struct ct_tuple orig;   /* as the first packet had it: client -> VIP:port */
+	struct ct_tuple reply;  /* as the reply comes: backend -> client (after NAT) */
+};
+
+#endif
