@@ -17,6 +17,7 @@
 #include "tls.skel.h"
 #include "tls_events.h"
 #include "h2_events.h"
+#include "ctwatch.h"
 #include "h2u.h"
 #include "loader.h"
 #include "metrics.h"
@@ -58,6 +59,7 @@ struct live {
 	struct tracker *t;
 	struct ring_buffer *rb;
 	struct h2u *h2u;       /* TLS library uprobes (HTTP/2 in TLS); NULL if unavailable */
+	struct ctwatch *ct;    /* conntrack: NAT, forwarded flows, table pressure */
 	uint64_t start_ns;
 	int metrics_fd;
 };
@@ -90,6 +92,18 @@ static void stats_record(struct live *lv, const char *phase)
 		cJSON_AddStringToObject(o, "tls_cgroup", lv->L.tls_cgroup);
 	else
 		cJSON_AddNullToObject(o, "tls_cgroup");
+	{
+		uint64_t ev, lost, full;
+
+		ctwatch_counters(lv->ct, &ev, &lost, &full);
+		cJSON *ct = cJSON_AddObjectToObject(o, "conntrack");
+
+		cJSON_AddStringToObject(ct, "watcher", ctwatch_describe(lv->ct));
+		cJSON_AddNumberToObject(ct, "events", (double)ev);
+		cJSON_AddNumberToObject(ct, "lost", (double)lost);
+		cJSON_AddNumberToObject(ct, "map_full", (double)full);
+		cJSON_AddNumberToObject(ct, "evictions", (double)(lv->t ? track_ct_evictions(lv->t) : 0));
+	}
 	cJSON_AddNumberToObject(o, "uptime_s",
 				(double)(int64_t)((cs_mono_ns() - lv->start_ns) / 1000000) / 1000);
 	out_emit(o);
@@ -271,6 +285,11 @@ int live_run(const struct cs_opts *o)
 		else if (h2u_add_ring(lv.h2u, lv.rb, on_h2_event, &lv))
 			cs_warn("HTTP/2 inside TLS is not observed: cannot read its ring buffer");
 	}
+	/* Conntrack: which backend a Service connection reached, forwarded flows,
+	 * and the table's pressure. */
+	lv.ct = ctwatch_open(o, lv.t);
+	if (lv.ct && o->conntrack != CT_OFF && !strncmp(ctwatch_describe(lv.ct), "NOT", 3))
+		cs_warn("conntrack is %s", ctwatch_describe(lv.ct));
 	/* Attached first, then the snapshot: nothing falls between the two. */
 	if (!o->no_snapshot)
 		take_snapshot(&lv);
@@ -294,6 +313,7 @@ int live_run(const struct cs_opts *o)
 		}
 		/* Producers only wake us past a backlog; drain what is there. */
 		ring_buffer__consume(lv.rb);
+		ctwatch_poll(lv.ct);
 		track_tick(lv.t);
 		serve_metrics(&lv);
 		now = cs_mono_ns();
@@ -342,6 +362,7 @@ int live_run(const struct cs_opts *o)
 out:
 	if (lv.metrics_fd >= 0)
 		close(lv.metrics_fd);
+	ctwatch_close(lv.ct);
 	ring_buffer__free(lv.rb);
 	h2u_close(lv.h2u);
 	loader_close(&lv.L);
@@ -416,12 +437,17 @@ int check_run(const struct cs_opts *o)
 		h2u_close(hu);
 	}
 	{
+		struct ctwatch *cw = ctwatch_open(o, NULL);
+
+		printf("conntrack:         %s\n", ctwatch_describe(cw));
+		ctwatch_close(cw);
+	}
+	{
 		char desc[256];
 
 		replay_describe(desc, sizeof(desc));
 		printf("replay:            %s\n", desc);
 	}
-	printf("not yet built:     conntrack (a later release)\n");
 	loader_close(&L);
 	return rc;
 }

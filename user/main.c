@@ -51,6 +51,7 @@ enum {
 	OPT_POD = 0x100, OPT_NS, OPT_PORT, OPT_CW, OPT_TLS, OPT_CONNECT, OPT_PODS_DIR,
 	OPT_METRICS, OPT_KEYLOG, OPT_PODS_FILE, OPT_ATTACH, OPT_NO_SNAPSHOT, OPT_WINDOW, OPT_CGROUP,
 	OPT_H2_WINDOW, OPT_H2_CHURN_CONNS, OPT_H2_CHURN_STREAMS, OPT_H2_GOAWAY_RUNS,
+	OPT_CONNTRACK, OPT_CONNTRACK_NETNS, OPT_CONNTRACK_PRESSURE, OPT_CONNTRACK_MAX,
 	OPT_USAGE,
 };
 
@@ -94,6 +95,18 @@ static const struct argp_option options[] = {
 	  "Force an attach type instead of the run-time choice (default auto)", 4 },
 	{ "no-snapshot", OPT_NO_SNAPSHOT, NULL, 0,
 	  "Do not read the sockets that existed before start", 4 },
+	{ "conntrack", OPT_CONNTRACK, "auto|bpf|netlink|off", 0,
+	  "How conntrack is watched, for NAT and forwarded flows (default auto: the BPF "
+	  "netfilter program, else ctnetlink)", 4 },
+	{ "conntrack-netns", OPT_CONNTRACK_NETNS, "PATH", 0,
+	  "Watch conntrack in this network namespace (a /run/netns or /proc/PID/ns/net path; "
+	  "default: connscope's own, the node's for a hostNetwork DaemonSet)", 4 },
+	{ "conntrack-pressure", OPT_CONNTRACK_PRESSURE, "PCT", 0,
+	  "conntrack_pressure: when the table is this full, in % of nf_conntrack_max "
+	  "(default 90)", 2 },
+	{ "conntrack-max", OPT_CONNTRACK_MAX, "N", 0,
+	  "conntrack_pressure: measure the table against N entries instead of the kernel's "
+	  "nf_conntrack_max (to be warned before a limit of your own)", 2 },
 	{ "keylog", OPT_KEYLOG, "FILE", 0, "replay: TLS key log (SSLKEYLOGFILE format)", 4 },
 	{ "pods", OPT_PODS_FILE, "FILE", 0, "replay: `kubectl get pods -A -o json` output", 4 },
 	{ "verbose", 'v', NULL, 0, "Show libbpf's own diagnostics", 4 },
@@ -198,6 +211,33 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 	case OPT_CGROUP: o->cgroup = arg; break;
 	case OPT_METRICS: o->metrics_addr = arg; break;
 	case OPT_KEYLOG: o->keylog = arg; break;
+	case OPT_CONNTRACK:
+		if (!strcmp(arg, "auto")) {
+			o->conntrack = CT_AUTO;
+		} else if (!strcmp(arg, "bpf")) {
+			o->conntrack = CT_BPF;
+		} else if (!strcmp(arg, "netlink")) {
+			o->conntrack = CT_NETLINK;
+		} else if (!strcmp(arg, "off")) {
+			o->conntrack = CT_OFF;
+		} else {
+			cs_warn("bad value for --conntrack: '%s' (auto, bpf, netlink or off)", arg);
+			exit(2);
+		}
+		break;
+	case OPT_CONNTRACK_NETNS: o->conntrack_netns = arg; break;
+	case OPT_CONNTRACK_MAX:
+		if (cs_parse_u64(arg, 1, UINT32_MAX, &o->ct_max)) {
+			cs_warn("bad value for --conntrack-max: '%s' (1-4294967295)", arg);
+			exit(2);
+		}
+		break;
+	case OPT_CONNTRACK_PRESSURE:
+		if (cs_parse_double(arg, 1, 100, &o->ct_pressure_pct)) {
+			cs_warn("bad value for --conntrack-pressure: '%s' (1-100)", arg);
+			exit(2);
+		}
+		break;
 	case OPT_PODS_FILE: o->pods_file = arg; break;
 	case OPT_NO_SNAPSHOT: o->no_snapshot = true; break;
 	case 'v': o->verbose = true; break;
@@ -252,6 +292,7 @@ int main(int argc, char **argv)
 		.h2_churn_conns = 20,
 		.h2_churn_streams = 1.5,
 		.h2_goaway_runs = 3,
+		.ct_pressure_pct = 90,
 		.interval_s = -1,
 	};
 	char progname[64];

@@ -9,6 +9,7 @@
 enum cs_cmd { CMD_TOP, CMD_TRACE, CMD_DAEMON, CMD_REPLAY, CMD_CHECK };
 enum cs_fmt { FMT_TEXT, FMT_JSON };
 enum cs_attach { ATTACH_AUTO, ATTACH_TP_BTF, ATTACH_RAW_TP };
+enum cs_conntrack { CT_AUTO, CT_BPF, CT_NETLINK, CT_OFF };
 
 struct cs_opts {
 	enum cs_cmd cmd;
@@ -36,6 +37,10 @@ struct cs_opts {
 	int nfiles;
 	const char *keylog;
 	const char *pods_file;
+	enum cs_conntrack conntrack; /* --conntrack */
+	const char *conntrack_netns; /* --conntrack-netns: where conntrack is watched */
+	double ct_pressure_pct;      /* --conntrack-pressure: % of nf_conntrack_max */
+	uint64_t ct_max;             /* --conntrack-max: the table size to measure against (0: the kernel's) */
 };
 
 #endif

@@ -348,6 +348,14 @@ static void json_connection(const struct conn_view *v)
 		jw_tls(&w, v);
 	if (v->has_h2)
 		jw_h2(&w, v);
+	if (v->has_nat) {
+		jw_obj(&w, "nat");
+		jw_endpoint(&w, "orig_dst", v->nat_family, v->nat_orig_dst, v->nat_orig_dport);
+		jw_endpoint(&w, "reply_src", v->nat_family, v->nat_reply_src, v->nat_reply_sport);
+		jw_str(&w, "state", v->nat_state);
+		jw_str(&w, "source", v->nat_source);
+		jw_end(&w);
+	}
 	jw_end(&w);
 	if (w.overflow) {
 		/* Cannot happen with bounded fields; never print half a record. */

@@ -48,6 +48,13 @@ struct conn_view {
 	const char *h2_goaway_by;     /* NULL: no GOAWAY */
 	uint32_t h2_rst_stream, h2_max_concurrent, h2_pings, h2_desync;
 #define H2_UNSET_VALUE 0xffffffffu  /* h2_max_concurrent: never announced */
+	/* nat: only when has_nat (conntrack translated the connection) */
+	bool has_nat;
+	int nat_family;
+	const uint8_t *nat_orig_dst, *nat_reply_src;
+	uint16_t nat_orig_dport, nat_reply_sport;
+	const char *nat_source;
+	const char *nat_state;        /* conntrack's TCP state when the record was made */
 	/* replay: no process, cgroup or socket; where in which capture it began */
 	bool replay;
 	bool open;                    /* still open when the capture ended */

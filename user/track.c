@@ -91,6 +91,7 @@ void track_free(struct tracker *t)
 		return;
 	tls_free_all(t);
 	h2_free_all(t);
+	ct_free_all(t);
 	free_all(&t->cgroups);
 	{
 		uint64_t k;
@@ -357,6 +358,7 @@ cJSON *tr_finding_new(struct tracker *t, const char *kind, const char *severity,
 	cJSON_AddNumberToObject(o, "cookie", (double)e->cookie);
 	cJSON_AddStringToObject(o, "side", tr_side_name(side));
 	add_endpoints(o, e, side);
+	ct_finding_nat(t, o, e);
 	if (c->agg)
 		c->agg->findings++;
 	return o;
@@ -369,6 +371,21 @@ void tr_emit(struct tracker *t, cJSON *rec)
 
 void tr_message(cJSON *o, const char *msg)
 {
+	const cJSON *nat = cJSON_GetObjectItemCaseSensitive(o, "nat");
+	const cJSON *vip = cJSON_GetObjectItemCaseSensitive(nat, "orig_dst");
+	const cJSON *be = cJSON_GetObjectItemCaseSensitive(nat, "reply_src");
+	const cJSON *vi = cJSON_GetObjectItemCaseSensitive(vip, "ip");
+	const cJSON *bi = cJSON_GetObjectItemCaseSensitive(be, "ip");
+	char full[1400];
+
+	/* Which backend a Service address led to is the first question: say it. */
+	if (cJSON_IsString(vi) && cJSON_IsString(bi)) {
+		snprintf(full, sizeof(full), "%s (Conntrack: %s:%.0f was translated to the backend "
+			 "%s:%.0f.)", msg, vi->valuestring,
+			 cJSON_GetObjectItemCaseSensitive(vip, "port")->valuedouble, bi->valuestring,
+			 cJSON_GetObjectItemCaseSensitive(be, "port")->valuedouble);
+		msg = full;
+	}
 	cJSON_AddStringToObject(o, "message", msg);
 }
 
@@ -570,6 +587,7 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 		tls_view(tc, &v);
 	if (hs)
 		h2_view(hs, &v);
+	ct_view(t, e, &v);
 	out_connection(&v);
 }
 
@@ -714,6 +732,7 @@ void track_event(struct tracker *t, const struct cs_event *e)
 		}
 		break;
 	case CS_EV_CLOSE_WAIT: /* again when the owner becomes known: same timer */
+		ct_socket_seen(t, e);
 		w = watch_get(t, e, true);
 		if (w) {
 			w->ev = *e;
@@ -864,6 +883,7 @@ void track_tick(struct tracker *t)
 
 	release_closes(t, now > HOLD_NS ? now - HOLD_NS : 0);
 	tls_tick(t, now);
+	ct_tick(t, now);
 
 	/* Reset the gauges; the watch list is their truth. */
 	for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);) {

@@ -145,6 +145,16 @@ void track_flush(struct tracker *t);
 /* One `summary` record per pod that changed or holds live gauges. */
 void track_summaries(struct tracker *t, bool all);
 
+struct ct_event;
+/* A conntrack edge (BPF netfilter program or ctnetlink): kept to join NAT to the
+ * sockets' records, and to report flows this node only forwards. */
+void track_ct_event(struct tracker *t, const struct ct_event *e);
+/* The conntrack table's fill and the kernel's running drop counters: a
+ * conntrack_pressure finding when it nears max or drops. */
+void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t drops,
+		       uint64_t insert_failed, uint64_t early_drops);
+uint64_t track_ct_evictions(const struct tracker *t);
+
 /* For top: the pod aggregates. */
 int track_pods(struct tracker *t, struct pod_agg ***out);
 uint64_t track_events(const struct tracker *t);

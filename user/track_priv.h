@@ -64,6 +64,14 @@ struct tracker {
 	/* HTTP/2 (track_h2.c) */
 	struct u64map h2;       /* cookie -> h2_state, until the connection closes */
 	uint64_t h2_window_ns;
+	/* Conntrack (track_ct.c) */
+	bool ct_on;
+	struct u64map ct_orig;  /* orig tuple -> ct_entry */
+	struct u64map ct_reply; /* reply tuple (the backend's socket) -> the same */
+	uint64_t ct_events, ct_evictions;
+	bool ct_have_stat;
+	uint64_t ct_count, ct_max, ct_stat_ns, ct_drops, ct_insert_failed, ct_early_drops,
+		 ct_pressure_ns;
 	/* Replay (track_set_replay) */
 	bool replay;
 	track_pod_fn pod_fn;
@@ -141,5 +149,13 @@ void h2_view(const struct h2_state *hs, struct conn_view *v);
 void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a);
 void h2_free_all(struct tracker *t);
 void h2_agg_free(struct pod_agg *a);
+
+/* track_ct.c, called by track.c */
+void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v);
+void ct_finding_nat(struct tracker *t, cJSON *o, const struct cs_event *e);
+/* A socket of this node took part in the flow (an edge of it was seen). */
+void ct_socket_seen(struct tracker *t, const struct cs_event *e);
+void ct_tick(struct tracker *t, uint64_t now);
+void ct_free_all(struct tracker *t);
 
 #endif

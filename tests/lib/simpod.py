@@ -685,8 +685,9 @@ def parse_ts(s):
 _CGROUP_OPTION = {}
 
 
-def supports_cgroup_option(binary=None):
-    """True if this connscope build knows --cgroup (cached per binary and mtime).
+def supports_cgroup_option(binary=None, option="--cgroup"):
+    """True if this connscope build knows --cgroup, or another option taking a
+    path (cached per binary, mtime and option).
 
     Asked in a way that can never start tracing: as nobody, without capabilities,
     with --cgroup followed by an impossible --port. A build without --cgroup stops
@@ -695,11 +696,11 @@ def supports_cgroup_option(binary=None):
     """
     binary = binary or CONNSCOPE_BIN
     try:
-        key = (binary, os.stat(binary).st_mtime_ns)
+        key = (binary, os.stat(binary).st_mtime_ns, option)
     except OSError:
         return False
     if key not in _CGROUP_OPTION:
-        probe = [binary, "trace", "--cgroup", "/nonexistent", "--port", "70000"]
+        probe = [binary, "trace", option, "/nonexistent", "--port", "70000"]
         nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                   "--inh-caps=-all"]
         err = ""
@@ -736,6 +737,11 @@ class Connscope:
         # confine them to this cluster's own cgroup tree.
         if supports_cgroup_option(self.binary):
             self.argv += ["--cgroup", cluster.cgroup_root]
+        # Likewise conntrack's netfilter program: in this cluster's node netns,
+        # never in the machine's own (unless the test says where, or off).
+        if "--conntrack-netns" not in self.argv and \
+                supports_cgroup_option(self.binary, "--conntrack-netns"):
+            self.argv += ["--conntrack-netns", f"/run/netns/{cluster.node_netns}"]
         # CONNSCOPE_ATTACH=raw_tp runs the same tests on the fallback attach path.
         if os.environ.get("CONNSCOPE_ATTACH"):
             self.argv += ["--attach", os.environ["CONNSCOPE_ATTACH"]]

@@ -26,8 +26,12 @@ def run(*args, timeout=30, **kw):
 
 def cg(path):
     """--cgroup PATH for a command that traces: its packet programs attach there,
-    never to the machine's cgroup2 root. Empty for a build without --cgroup."""
-    return ["--cgroup", str(path)] if simpod.supports_cgroup_option(BIN) else []
+    never to the machine's cgroup2 root (and conntrack's netfilter program not in
+    the machine's netns: off here). Empty for a build without --cgroup."""
+    args = ["--cgroup", str(path)] if simpod.supports_cgroup_option(BIN) else []
+    if simpod.supports_cgroup_option(BIN, "--conntrack-netns"):
+        args += ["--conntrack", "off"]
+    return args
 
 
 @pytest.fixture

@@ -1,0 +1,187 @@
+"""Conntrack and NAT: which backend a Service connection really reached.
+
+A simulated node (tests/lib/simpod.py) with a client pod and a backend pod on two
+subnets, so their traffic is routed by the node's network namespace, where an nft
+DNAT rule plays kube-proxy: the Service address 10.96.0.10:80 leads to the backend's
+10.244.2.20:8080. connscope watches conntrack in that node namespace only
+(--conntrack-netns, added by simpod.Connscope), never in the machine's own.
+
+Each test runs once per watcher: the BPF netfilter-link program (--conntrack bpf)
+and the ctnetlink fallback (--conntrack netlink); both must give the same join.
+"""
+
+import subprocess
+import time
+
+import pytest
+
+import simpod
+from records import findings, show
+from simpod import Connscope
+from workloads import run_client, start_server
+
+NS = "shop"
+FE_IP, BE_IP = "10.244.1.10", "10.244.2.20"
+VIP, VIP_PORT, BE_PORT = "10.96.0.10", 80, 8080
+
+WATCHERS = ["bpf", "netlink"]
+
+
+def dnat(cluster):
+    """kube-proxy's part, in the node namespace: VIP:80 -> backend:8080."""
+    rules = (f"table ip kube {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n"
+             f"  ip daddr {VIP} tcp dport {VIP_PORT} dnat to {BE_IP}:{BE_PORT}\n }}\n}}\n")
+    cp = subprocess.run(["ip", "netns", "exec", cluster.node_netns, "nft", "-f", "-"],
+                        input=rules, capture_output=True, text=True, timeout=20)
+    assert cp.returncode == 0, cp.stderr
+
+
+def pods(cluster):
+    fe = cluster.add_pod(NS, "frontend", FE_IP)
+    be = cluster.add_pod(NS, "backend", BE_IP)
+    dnat(cluster)
+    return fe, be
+
+
+def ep(r, k):
+    return (r[k]["ip"], r[k]["port"])
+
+
+@pytest.mark.parametrize("watcher", WATCHERS)
+def test_service_connections_carry_the_backend(cluster, watcher):
+    fe, be = pods(cluster)
+    n = 3
+    with Connscope(cluster, "--namespace", NS, "--conntrack", watcher) as cs:
+        first = cs.records[0]
+        assert first["conntrack"]["watcher"].startswith(
+            "BPF netfilter link" if watcher == "bpf" else "ctnetlink"), first
+        srv = start_server(be, "echo", BE_PORT, n)
+        out = run_client(fe, "echo", VIP, VIP_PORT, n)[1]
+        assert out["results"] == ["echoed"] * n, out
+        cs.wait_count(lambda r: r["type"] == "connection", 2 * n, timeout=15)
+        records = cs.stop()
+    srv.wait(timeout=10)
+    conns = [r for r in records if r["type"] == "connection"]
+    client = [r for r in conns if r["side"] == "client"]
+    server = [r for r in conns if r["side"] == "server"]
+    assert len(client) == n and len(server) == n, show(conns)
+    for r in client + server:
+        assert "nat" in r, show([r] + [x for x in records if x["type"] == "stats"])
+        assert ep(r["nat"], "orig_dst") == (VIP, VIP_PORT), show([r])
+        assert ep(r["nat"], "reply_src") == (BE_IP, BE_PORT), show([r])
+        assert r["nat"]["source"] == watcher, show([r])
+    # The client dialled the Service; the backend saw the client itself.
+    assert all(ep(r, "server") == (VIP, VIP_PORT) for r in client), show(client)
+    assert all(ep(r, "server") == (BE_IP, BE_PORT) for r in server), show(server)
+    assert sorted(ep(r, "client")[1] for r in client) == sorted(out["ports"])
+    stats = [r for r in records if r["type"] == "stats"][-1]
+    assert stats["conntrack"]["events"] > 0 and stats["conntrack"]["lost"] == 0, stats
+
+
+@pytest.mark.parametrize("watcher", WATCHERS)
+def test_backend_that_never_closes_shows_conntrack_close_wait(cluster, watcher):
+    """The client sends and closes; the backend keeps its socket: conntrack's entry
+    sits in CLOSE_WAIT, and the backend's stuck finding names the Service it served."""
+    fe, be = pods(cluster)
+    with Connscope(cluster, "--namespace", NS, "--conntrack", watcher,
+                   "--close-wait-threshold", "1") as cs:
+        srv = start_server(be, "hold", BE_PORT, 1)
+        run_client(fe, "send-close", VIP, VIP_PORT, 1)
+        simpod.wait_for_line(srv, "EOF", 10)
+        cs.wait_for(lambda r: r["type"] == "finding" and r["kind"] == "close_wait_stuck",
+                    timeout=15)
+        records = cs.stop()
+    srv.kill()
+    srv.wait(timeout=10)
+    stuck = findings(records, "close_wait_stuck")
+    assert len(stuck) == 1, show(stuck)
+    f = stuck[0]
+    assert f["pod"]["name"] == "backend" and f["side"] == "server", show([f])
+    assert "nat" in f, show([f])
+    assert ep(f["nat"], "orig_dst") == (VIP, VIP_PORT), show([f])
+    assert ep(f["nat"], "reply_src") == (BE_IP, BE_PORT), show([f])
+    assert f["nat"]["state"] == "CLOSE_WAIT", show([f])
+    assert f"{VIP}:{VIP_PORT}" in f["message"] and f"{BE_IP}:{BE_PORT}" in f["message"], f
+
+
+def test_check_says_which_watcher(cluster):
+    """check names the conntrack path in use, for each choice."""
+    node = f"/run/netns/{cluster.node_netns}"
+    want = {"bpf": "BPF netfilter link", "netlink": "ctnetlink", "off": "off"}
+    for choice, text in want.items():
+        cp = subprocess.run([simpod.CONNSCOPE_BIN, "check", "--cgroup", cluster.cgroup_root,
+                             "--conntrack", choice, "--conntrack-netns", node],
+                            capture_output=True, text=True, timeout=60)
+        line = [ln for ln in cp.stdout.splitlines() if ln.startswith("conntrack:")]
+        assert line and text in line[0], (choice, cp.stdout, cp.stderr)
+
+
+HOLDER = r'''
+import socket, sys, time
+ip, port, n, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+socks = [socket.create_connection((ip, port), timeout=5) for _ in range(n)]
+print("OPEN", len(socks), flush=True)
+time.sleep(secs)
+'''
+
+ACCEPTOR = r'''
+import socket, sys, time
+ip, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, port)); s.listen(256); s.settimeout(0.2)
+print("READY", flush=True)
+held, end = [], time.monotonic() + secs
+while time.monotonic() < end:
+    try:
+        held.append(s.accept()[0])
+    except socket.timeout:
+        pass
+'''
+
+
+@pytest.mark.parametrize("watcher", WATCHERS)
+def test_conntrack_pressure(cluster, watcher):
+    """30 connections held open through the Service against a table of 20 (the
+    kernel's nf_conntrack_max is global and read-only in a namespace, so the test
+    sets the size connscope measures against): conntrack_pressure, with the fill."""
+    fe, be = pods(cluster)
+    with Connscope(cluster, "--namespace", NS, "--conntrack", watcher,
+                   "--conntrack-max", "20", "--conntrack-pressure", "90") as cs:
+        acc = be.python(ACCEPTOR, BE_IP, BE_PORT, 15)
+        simpod.wait_for_line(acc, "READY", 10)
+        holder = fe.python(HOLDER, VIP, VIP_PORT, 30, 6)
+        simpod.wait_for_line(holder, "OPEN", 15)
+        f = cs.wait_for(lambda r: r["type"] == "finding" and r["kind"] == "conntrack_pressure",
+                        timeout=10)
+        records = cs.stop()
+    holder.kill()
+    acc.kill()
+    holder.wait(timeout=10)
+    acc.wait(timeout=10)
+    assert f["max"] == 20 and f["count"] >= 18 and f["percent"] >= 90, f
+    assert "full" in f["message"] and "20" in f["message"], f
+    # Once per window, not once a second.
+    assert len(findings(records, "conntrack_pressure")) == 1, show(findings(records,
+                                                                           "conntrack_pressure"))
+
+
+def test_local_close_wait_is_not_reported_as_forwarded(cluster):
+    """Without a pod filter, conntrack's CLOSE_WAIT of a flow whose backend socket is
+    on this node is the socket's finding, not a second one for a "forwarded" flow."""
+    fe, be = pods(cluster)
+    with Connscope(cluster, "--conntrack", "bpf", "--close-wait-threshold", "1") as cs:
+        srv = start_server(be, "hold", BE_PORT, 1)
+        run_client(fe, "send-close", VIP, VIP_PORT, 1)
+        simpod.wait_for_line(srv, "EOF", 10)
+        cs.wait_for(lambda r: r["type"] == "finding" and r["kind"] == "close_wait_stuck"
+                    and (r.get("pod") or {}).get("name") == "backend", timeout=15)
+        time.sleep(2.5)  # a second finding would come within a tick of the first
+        records = cs.stop()
+    srv.kill()
+    srv.wait(timeout=10)
+    mine = [f for f in findings(records, "close_wait_stuck")
+            if (f.get("nat") or {}).get("orig_dst", {}).get("ip") == VIP]
+    assert len(mine) == 1 and mine[0]["side"] == "server", show(mine)
+    fwd = [r for r in records if r.get("side") == "forwarded"
+           and r.get("server", {}).get("ip") == BE_IP]
+    assert not fwd, show(fwd)

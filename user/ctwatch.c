@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * Which conntrack watcher runs (--conntrack auto|bpf|netlink|off), in which network
+ * namespace (--conntrack-netns, default connscope's own: the node's, for a
+ * hostNetwork DaemonSet), and the table's pressure once a second.
+ *
+ * auto takes the BPF netfilter-link program (kernel 6.4 and later), and falls back
+ * to ctnetlink events when it cannot load or attach; `connscope check` prints which
+ * and why.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ct_events.h"
+#include "ctbpf.h"
+#include "ctnl.h"
+#include "ctstat.h"
+#include "ctwatch.h"
+#include "track.h"
+#include "util.h"
+
+#define PRESSURE_NS 1000000000ull
+
+struct ctwatch {
+	struct tracker *t;
+	struct ctbpf *bpf;
+	struct ctnl *nl;
+	struct ctstat *stat;      /* NULL: the table's fill cannot be read there */
+	uint64_t next_stat_ns;
+	bool stat_ok;
+	char desc[512];
+};
+
+static void on_ct(void *arg, const struct ct_event *e)
+{
+	struct ctwatch *w = arg;
+
+	if (w->t)
+		track_ct_event(w->t, e);
+}
+
+struct ctwatch *ctwatch_open(const struct cs_opts *o, struct tracker *t)
+{
+	struct ctwatch *w = calloc(1, sizeof(*w));
+	char why_bpf[256] = "", why_nl[256] = "";
+	const char *where = o->conntrack_netns ? o->conntrack_netns : "connscope's own netns";
+
+	if (!w)
+		return NULL;
+	w->t = t;
+	if (o->conntrack == CT_OFF) {
+		snprintf(w->desc, sizeof(w->desc), "off (--conntrack=off)");
+		return w;
+	}
+	if (o->conntrack == CT_AUTO || o->conntrack == CT_BPF)
+		w->bpf = ctbpf_open(o->conntrack_netns, why_bpf, sizeof(why_bpf));
+	if (!w->bpf && (o->conntrack == CT_AUTO || o->conntrack == CT_NETLINK)) {
+		w->nl = ctnl_open(o->conntrack_netns, why_nl, sizeof(why_nl));
+		if (w->nl)
+			ctnl_dump(w->nl, on_ct, w);  /* entries older than us */
+	}
+	if (w->bpf || w->nl) {
+		char why[256];
+
+		w->stat = ctstat_open(o->conntrack_netns, why, sizeof(why));
+		if (w->stat && o->ct_max)
+			ctstat_set_max(w->stat, o->ct_max);
+		if (!w->stat)
+			cs_warn("conntrack_pressure is not watched: %s", why);
+	}
+	if (w->bpf) {
+		char d[384];
+
+		ctbpf_describe(w->bpf, d, sizeof(d));
+		snprintf(w->desc, sizeof(w->desc), "BPF netfilter link in %s: %s", where, d);
+	} else if (w->nl) {
+		char d[256];
+
+		ctnl_describe(w->nl, d, sizeof(d));
+		snprintf(w->desc, sizeof(w->desc), "ctnetlink events in %s: %s%s%s", where, d,
+			 why_bpf[0] ? " (BPF netfilter link not used: " : "", why_bpf[0] ? why_bpf : "");
+		if (why_bpf[0])
+			strncat(w->desc, ")", sizeof(w->desc) - strlen(w->desc) - 1);
+	} else {
+		snprintf(w->desc, sizeof(w->desc), "NOT observed in %s: %s%s%s", where,
+			 why_bpf[0] ? why_bpf : "", why_bpf[0] && why_nl[0] ? "; " : "",
+			 why_nl[0] ? why_nl : "");
+	}
+	return w;
+}
+
+
+void ctwatch_poll(struct ctwatch *w)
+{
+	struct ctstat_vals st;
+	uint64_t now;
+
+	if (!w || (!w->bpf && !w->nl))
+		return;
+	if (w->bpf)
+		ctbpf_poll(w->bpf, 0, on_ct, w);
+	if (w->nl)
+		ctnl_read(w->nl, on_ct, w);
+	now = cs_mono_ns();
+	if (now < w->next_stat_ns)
+		return;
+	w->next_stat_ns = now + PRESSURE_NS;
+	if (w->stat && ctstat_read(w->stat, &st) == 0 && w->t)
+		track_ct_pressure(w->t, st.count, st.max, st.drop, st.insert_failed, st.early_drop);
+}
+
+void ctwatch_counters(const struct ctwatch *w, uint64_t *events, uint64_t *lost,
+		      uint64_t *map_full)
+{
+	*events = *lost = *map_full = 0;
+	if (w && w->bpf)
+		ctbpf_counters(w->bpf, events, lost, map_full);
+	else if (w && w->nl)
+		ctnl_counters(w->nl, events, lost);
+}
+
+const char *ctwatch_describe(const struct ctwatch *w)
+{
+	return w ? w->desc : "not started";
+}
+
+void ctwatch_close(struct ctwatch *w)
+{
+	if (!w)
+		return;
+	ctbpf_close(w->bpf);
+	ctnl_close(w->nl);
+	ctstat_close(w->stat);
+	free(w);
+}

@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * Conntrack's view, joined to the sockets' (issue 6): which backend a Service
+ * connection really reached, forwarded flows without a local socket, and how full
+ * the conntrack table is.
+ *
+ * Entries come as edges (bpf/ct_events.h) from the BPF netfilter program or from
+ * ctnetlink. Each translated entry is kept, bounded, under two keys: its original
+ * tuple (what the client dialled: client -> VIP:port) and its reply tuple turned
+ * around (what the backend's socket sees: backend -> client). A connection record
+ * or a finding looks its socket up under both and carries
+ * nat {orig_dst, reply_src}. Entries linger CT_KEEP_NS after their end so a
+ * socket's close edge, which may come after conntrack's, still finds them.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ct_events.h"
+#include "output.h"
+#include "track_priv.h"
+#include "util.h"
+
+#define CT_MAX_ENTRIES 65536
+#define CT_KEEP_NS (5 * NS_PER_SEC)     /* a finished entry stays joinable this long */
+
+struct ct_entry {
+	struct ct_event ev;       /* the latest edge */
+	uint64_t first_ns, end_ns, cw_since_ns;
+	uint64_t korig, kreply;
+	bool joined;              /* a local socket's record carried it */
+	bool cw_reported;
+};
+
+static uint64_t tuple_key(const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
+			  uint8_t l3)
+{
+	uint64_t h = tr_fnv1a(src, l3 == AF_INET6 ? 16 : 4, 0xcbf29ce484222325ull ^ l3);
+
+	h = tr_fnv1a(&sport, 2, h);
+	h = tr_fnv1a(dst, l3 == AF_INET6 ? 16 : 4, h);
+	return tr_hkey(tr_fnv1a(&dport, 2, h));
+}
+
+static bool translated(const struct ct_event *e)
+{
+	size_t n = e->orig.l3 == AF_INET6 ? 16 : 4;
+
+	return (e->status & (CT_S_DST_NAT | CT_S_SRC_NAT)) ||
+	       memcmp(e->orig.dst, e->reply.src, n) || e->orig.dport != e->reply.sport;
+}
+
+static void entry_drop(struct tracker *t, struct ct_entry *c)
+{
+	if (u64map_get(&t->ct_orig, c->korig) == c)
+		u64map_del(&t->ct_orig, c->korig);
+	if (u64map_get(&t->ct_reply, c->kreply) == c)
+		u64map_del(&t->ct_reply, c->kreply);
+	free(c);
+}
+
+static void ep_text(uint8_t l3, const uint8_t *a, uint16_t port, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	out_ip(l3 == AF_INET6 ? AF_INET6 : AF_INET, a, ip, sizeof(ip));
+	snprintf(buf, len, l3 == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
+}
+
+static const char *state_name(uint8_t s)
+{
+	static const char *names[] = { "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT",
+				       "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2" };
+
+	return s < sizeof(names) / sizeof(names[0]) ? names[s] : "UNKNOWN";
+}
+
+/* "nat": {"orig_dst": {ip, port}, "reply_src": {ip, port}, "state", "source"} */
+static void add_nat(cJSON *o, const struct ct_event *e)
+{
+	cJSON *nat = cJSON_AddObjectToObject(o, "nat");
+	int fam = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
+
+	out_add_endpoint(nat, "orig_dst", fam, e->orig.dst, e->orig.dport);
+	out_add_endpoint(nat, "reply_src", fam, e->reply.src, e->reply.sport);
+	cJSON_AddStringToObject(nat, "state", state_name(e->tcp_state));
+	cJSON_AddStringToObject(nat, "source", e->source == CT_SRC_BPF ? "bpf" : "netlink");
+}
+
+/* The entry a socket's traffic went through, seen from either end. */
+static struct ct_entry *lookup(struct tracker *t, const struct cs_event *e)
+{
+	struct ct_entry *c;
+	uint8_t l3 = e->family == AF_INET6 ? AF_INET6 : AF_INET;
+
+	if (!t->ct_on)
+		return NULL;
+	/* The client: it dialled orig.dst (the VIP). */
+	c = u64map_get(&t->ct_orig, tuple_key(e->saddr, e->sport, e->daddr, e->dport, l3));
+	if (c)
+		return c;
+	/* The backend: its socket is the reply tuple's source. */
+	return u64map_get(&t->ct_reply, tuple_key(e->saddr, e->sport, e->daddr, e->dport, l3));
+}
+
+void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v)
+{
+	struct ct_entry *c = lookup(t, e);
+
+	if (!c)
+		return;
+	c->joined = true;
+	v->has_nat = true;
+	v->nat_family = c->ev.orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
+	v->nat_orig_dst = c->ev.orig.dst;
+	v->nat_orig_dport = c->ev.orig.dport;
+	v->nat_reply_src = c->ev.reply.src;
+	v->nat_reply_sport = c->ev.reply.sport;
+	v->nat_source = c->ev.source == CT_SRC_BPF ? "bpf" : "netlink";
+	v->nat_state = state_name(c->ev.tcp_state);
+}
+
+void ct_finding_nat(struct tracker *t, cJSON *o, const struct cs_event *e)
+{
+	struct ct_entry *c = lookup(t, e);
+
+	if (c) {
+		c->joined = true;  /* a socket here is part of it: not a forwarded flow */
+		add_nat(o, &c->ev);
+	}
+}
+
+void ct_socket_seen(struct tracker *t, const struct cs_event *e)
+{
+	struct ct_entry *c = lookup(t, e);
+
+	if (c)
+		c->joined = true;
+}
+
+/* A flow the node only forwarded (no socket here took part), when it ends. */
+static void forwarded_record(struct tracker *t, struct ct_entry *c)
+{
+	const struct ct_event *e = &c->ev;
+	cJSON *o = out_record("connection", cs_mono_to_real(c->end_ns)), *ct;
+	int fam = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
+
+	cJSON_AddNullToObject(o, "pod");
+	cJSON_AddStringToObject(o, "side", "forwarded");
+	out_add_endpoint(o, "client", fam, e->orig.src, e->orig.sport);
+	out_add_endpoint(o, "server", fam, e->reply.src, e->reply.sport);
+	out_add_ts(o, "start", cs_mono_to_real(c->first_ns));
+	cJSON_AddNumberToObject(o, "duration_ms", out_ms(tr_elapsed(c->end_ns, c->first_ns)));
+	ct = cJSON_AddObjectToObject(o, "conntrack");
+	cJSON_AddStringToObject(ct, "state", state_name(e->tcp_state));
+	cJSON_AddBoolToObject(ct, "seen_reply", e->status & CT_S_SEEN_REPLY);
+	cJSON_AddBoolToObject(ct, "assured", e->status & CT_S_ASSURED);
+	cJSON_AddNumberToObject(ct, "netns", e->netns);
+	cJSON_AddNumberToObject(ct, "mark", e->mark);
+	if (c->cw_since_ns)
+		cJSON_AddNumberToObject(ct, "close_wait_ms",
+					out_ms(tr_elapsed(c->end_ns, c->cw_since_ns)));
+	if (translated(e))
+		add_nat(o, e);
+	tr_emit(t, o);
+}
+
+void track_ct_event(struct tracker *t, const struct ct_event *e)
+{
+	uint8_t l3 = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
+	uint64_t ko = tuple_key(e->orig.src, e->orig.sport, e->orig.dst, e->orig.dport, l3);
+	struct ct_entry *c = u64map_get(&t->ct_orig, ko);
+
+	t->ct_on = true;
+	t->ct_events++;
+	if (!c) {
+		if (e->type == CT_EV_DESTROY)
+			return;  /* never seen alive: nothing to join */
+		if (t->ct_orig.len >= CT_MAX_ENTRIES) {
+			t->ct_evictions++;
+			return;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return;
+		c->first_ns = e->ts_ns;
+		c->korig = ko;
+		/* The backend's socket: reply.src -> reply.dst. */
+		c->kreply = tuple_key(e->reply.src, e->reply.sport, e->reply.dst, e->reply.dport, l3);
+		if (u64map_put(&t->ct_orig, ko, c) || u64map_put(&t->ct_reply, c->kreply, c)) {
+			entry_drop(t, c);
+			return;
+		}
+	}
+	if (e->tcp_state == CT_TCP_CLOSE_WAIT && !c->cw_since_ns)
+		c->cw_since_ns = e->ts_ns;
+	c->ev = *e;
+	if (e->type == CT_EV_DESTROY || e->tcp_state == CT_TCP_CLOSE ||
+	    e->tcp_state == CT_TCP_TIME_WAIT)
+		c->end_ns = c->end_ns ? c->end_ns : e->ts_ns;
+}
+
+/* Conntrack CLOSE_WAIT of a flow no local socket showed: the node forwards it, so
+ * the stuck side is elsewhere, but conntrack holds its entry. */
+static void ct_close_wait_finding(struct tracker *t, struct ct_entry *c, uint64_t now)
+{
+	const struct ct_event *e = &c->ev;
+	cJSON *o = out_record("finding", cs_mono_to_real(now));
+	char cl[80], sv[80], msg[512];
+	double age = tr_elapsed(now, c->cw_since_ns) / 1e9;
+	int fam = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
+
+	cJSON_AddStringToObject(o, "kind", "close_wait_stuck");
+	cJSON_AddStringToObject(o, "severity", "warning");
+	cJSON_AddNullToObject(o, "pod");
+	cJSON_AddStringToObject(o, "side", "forwarded");
+	cJSON_AddStringToObject(o, "source", "conntrack");
+	out_add_endpoint(o, "client", fam, e->orig.src, e->orig.sport);
+	out_add_endpoint(o, "server", fam, e->reply.src, e->reply.sport);
+	cJSON_AddNumberToObject(o, "age_s", tr_secs3(age));
+	cJSON_AddNumberToObject(o, "threshold_s", t->o->close_wait_threshold_s);
+	if (translated(e))
+		add_nat(o, e);
+	ep_text(e->orig.l3, e->orig.src, e->orig.sport, cl, sizeof(cl));
+	ep_text(e->reply.l3, e->reply.src, e->reply.sport, sv, sizeof(sv));
+	snprintf(msg, sizeof(msg),
+		 "Conntrack has held the forwarded connection %s -> %s in CLOSE_WAIT for %.1fs: "
+		 "%s closed its side and %s has not; the application at %s leaks the socket.",
+		 cl, sv, age, cl, sv, sv);
+	tr_message(o, msg);
+	tr_emit(t, o);
+}
+
+void ct_tick(struct tracker *t, uint64_t now)
+{
+	/* Forwarded flows belong to no pod: not reported under a pod filter. */
+	bool unfiltered = !t->o->pod && !t->o->ns;
+	uint64_t k;
+	void *v;
+
+	for (size_t i = 0; u64map_next(&t->ct_orig, &i, &k, &v);) {
+		struct ct_entry *c = v;
+
+		if (unfiltered && c->cw_since_ns && !c->cw_reported && !c->joined && !c->end_ns &&
+		    c->ev.tcp_state == CT_TCP_CLOSE_WAIT &&
+		    tr_elapsed(now, c->cw_since_ns) >= t->cw_threshold_ns) {
+			c->cw_reported = true;
+			ct_close_wait_finding(t, c, now);
+		}
+		if (!c->end_ns || tr_elapsed(now, c->end_ns) < CT_KEEP_NS)
+			continue;
+		/* Over, and no socket's record took it: a flow this node forwarded. */
+		if (!c->joined && t->want_conns && !t->replay && unfiltered)
+			forwarded_record(t, c);
+		entry_drop(t, c);
+	}
+}
+
+void ct_free_all(struct tracker *t)
+{
+	uint64_t k;
+	void *v;
+
+	for (size_t i = 0; u64map_next(&t->ct_orig, &i, &k, &v);)
+		free(v);
+	u64map_free(&t->ct_orig);
+	u64map_free(&t->ct_reply);
+}
+
+/* ---- conntrack_pressure ---- */
+
+void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t drops,
+		       uint64_t insert_failed, uint64_t early_drops)
+{
+	uint64_t now = cs_mono_ns();
+	double full = max ? (double)count / (double)max : 0, rate = 0;
+	uint64_t new_drops = t->ct_have_stat ? drops - t->ct_drops : 0;
+	uint64_t new_fail = t->ct_have_stat ? insert_failed - t->ct_insert_failed : 0;
+	uint64_t new_early = t->ct_have_stat ? early_drops - t->ct_early_drops : 0;
+	bool high = max && full * 100 >= t->o->ct_pressure_pct;
+
+	if (t->ct_have_stat && now > t->ct_stat_ns)
+		rate = ((double)count - (double)t->ct_count) / ((now - t->ct_stat_ns) / 1e9);
+	t->ct_count = count;
+	t->ct_max = max;
+	t->ct_stat_ns = now;
+	if (t->ct_have_stat && drops < t->ct_drops)
+		new_drops = 0;  /* counters restarted */
+	t->ct_drops = drops;
+	t->ct_insert_failed = insert_failed;
+	t->ct_early_drops = early_drops;
+	if (!t->ct_have_stat) {
+		t->ct_have_stat = true;
+		if (!high)
+			return;
+	}
+	if (!high && !new_drops && !new_fail && !new_early)
+		return;
+	/* Once per finding window, unless it gets worse (new drops). */
+	if (t->ct_pressure_ns && tr_elapsed(now, t->ct_pressure_ns) < t->fold_window_ns &&
+	    !new_drops && !new_fail && !new_early)
+		return;
+	t->ct_pressure_ns = now;
+
+	cJSON *o = out_record("finding", cs_mono_to_real(now));
+	char msg[512];
+
+	cJSON_AddStringToObject(o, "kind", "conntrack_pressure");
+	cJSON_AddStringToObject(o, "severity", new_drops || new_fail || new_early ? "error" : "warning");
+	cJSON_AddNullToObject(o, "pod");
+	cJSON_AddNumberToObject(o, "count", (double)count);
+	cJSON_AddNumberToObject(o, "max", (double)max);
+	cJSON_AddNumberToObject(o, "percent", tr_secs3(full * 100));
+	cJSON_AddNumberToObject(o, "growth_per_s", tr_secs3(rate));
+	cJSON_AddNumberToObject(o, "threshold_percent", t->o->ct_pressure_pct);
+	cJSON_AddNumberToObject(o, "drops", (double)new_drops);
+	cJSON_AddNumberToObject(o, "insert_failed", (double)new_fail);
+	cJSON_AddNumberToObject(o, "early_drops", (double)new_early);
+	snprintf(msg, sizeof(msg),
+		 "The conntrack table is %.0f%% full (%llu of %llu entries) and %s %.0f entries/s%s: "
+		 "when it is full the kernel drops new connections; raise nf_conntrack_max or find "
+		 "who opens so many connections.",
+		 full * 100, (unsigned long long)count, (unsigned long long)max,
+		 rate >= 0 ? "growing by" : "shrinking by", rate >= 0 ? rate : -rate,
+		 new_drops || new_fail || new_early ? "; it has already dropped or failed to insert "
+						      "entries" : "");
+	tr_message(o, msg);
+	tr_emit(t, o);
+}
+
+uint64_t track_ct_evictions(const struct tracker *t)
+{
+	return t->ct_evictions;
+}
