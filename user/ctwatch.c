@@ -110,12 +110,14 @@ void ctwatch_poll(struct ctwatch *w)
 }
 
 void ctwatch_counters(const struct ctwatch *w, uint64_t *events, uint64_t *lost,
-		      uint64_t *map_full)
+		      uint64_t *map_full, uint64_t *map_evictions)
 {
-	*events = *lost = *map_full = 0;
-	if (w && w->bpf)
+	*events = *lost = *map_full = *map_evictions = 0;
+	if (w && w->bpf) {
 		ctbpf_counters(w->bpf, events, lost, map_full);
-	else if (w && w->nl)
+		*map_evictions = ctbpf_evictions(w->bpf);
+	}
+	if (w && w->nl)
 		ctnl_counters(w->nl, events, lost);
 }
 

@@ -93,15 +93,16 @@ static void stats_record(struct live *lv, const char *phase)
 	else
 		cJSON_AddNullToObject(o, "tls_cgroup");
 	{
-		uint64_t ev, lost, full;
+		uint64_t ev, lost, full, mev;
 
-		ctwatch_counters(lv->ct, &ev, &lost, &full);
+		ctwatch_counters(lv->ct, &ev, &lost, &full, &mev);
 		cJSON *ct = cJSON_AddObjectToObject(o, "conntrack");
 
 		cJSON_AddStringToObject(ct, "watcher", ctwatch_describe(lv->ct));
 		cJSON_AddNumberToObject(ct, "events", (double)ev);
 		cJSON_AddNumberToObject(ct, "lost", (double)lost);
 		cJSON_AddNumberToObject(ct, "map_full", (double)full);
+		cJSON_AddNumberToObject(ct, "map_evictions", (double)mev);
 		cJSON_AddNumberToObject(ct, "evictions", (double)(lv->t ? track_ct_evictions(lv->t) : 0));
 	}
 	cJSON_AddNumberToObject(o, "uptime_s",

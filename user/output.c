@@ -351,7 +351,15 @@ static void json_connection(const struct conn_view *v)
 	if (v->has_nat) {
 		jw_obj(&w, "nat");
 		jw_endpoint(&w, "orig_dst", v->nat_family, v->nat_orig_dst, v->nat_orig_dport);
-		jw_endpoint(&w, "reply_src", v->nat_family, v->nat_reply_src, v->nat_reply_sport);
+		{
+			char txt[INET6_ADDRSTRLEN];
+
+			jw_obj(&w, "reply_src");
+			jw_str(&w, "ip", out_ip(v->nat_family, v->nat_reply_src, txt, sizeof(txt)));
+			jw_u64(&w, "port", v->nat_reply_sport);
+			jw_str(&w, "pod", v->nat_reply_pod);
+			jw_end(&w);
+		}
 		jw_str(&w, "state", v->nat_state);
 		jw_str(&w, "source", v->nat_source);
 		jw_end(&w);

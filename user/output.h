@@ -55,6 +55,7 @@ struct conn_view {
 	uint16_t nat_orig_dport, nat_reply_sport;
 	const char *nat_source;
 	const char *nat_state;        /* conntrack's TCP state when the record was made */
+	const char *nat_reply_pod;    /* "ns/name" of the backend, if its sockets were seen; NULL */
 	/* replay: no process, cgroup or socket; where in which capture it began */
 	bool replay;
 	bool open;                    /* still open when the capture ended */

@@ -376,14 +376,17 @@ void tr_message(cJSON *o, const char *msg)
 	const cJSON *be = cJSON_GetObjectItemCaseSensitive(nat, "reply_src");
 	const cJSON *vi = cJSON_GetObjectItemCaseSensitive(vip, "ip");
 	const cJSON *bi = cJSON_GetObjectItemCaseSensitive(be, "ip");
-	char full[1400];
+	const cJSON *bp = cJSON_GetObjectItemCaseSensitive(be, "pod");
+	char full[1400], pod[320] = "";
 
 	/* Which backend a Service address led to is the first question: say it. */
 	if (cJSON_IsString(vi) && cJSON_IsString(bi)) {
+		if (cJSON_IsString(bp))
+			snprintf(pod, sizeof(pod), " (pod %s)", bp->valuestring);
 		snprintf(full, sizeof(full), "%s (Conntrack: %s:%.0f was translated to the backend "
-			 "%s:%.0f.)", msg, vi->valuestring,
+			 "%s:%.0f%s.)", msg, vi->valuestring,
 			 cJSON_GetObjectItemCaseSensitive(vip, "port")->valuedouble, bi->valuestring,
-			 cJSON_GetObjectItemCaseSensitive(be, "port")->valuedouble);
+			 cJSON_GetObjectItemCaseSensitive(be, "port")->valuedouble, pod);
 		msg = full;
 	}
 	cJSON_AddStringToObject(o, "message", msg);
@@ -714,6 +717,8 @@ void track_event(struct tracker *t, const struct cs_event *e)
 	if (!port_match(t, e))
 		return;
 	c = tr_cgroup(t, e->cgroup_id);
+	if (c && c->pod.known)
+		ct_learn_pod(t, e, &c->pod);
 	if (!c || !c->match)
 		return;
 

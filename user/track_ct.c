@@ -22,6 +22,7 @@
 #include "util.h"
 
 #define CT_MAX_ENTRIES 65536
+#define POD_ADDRS_MAX 16384           /* pod addresses remembered */
 #define CT_KEEP_NS (5 * NS_PER_SEC)     /* a finished entry stays joinable this long */
 
 struct ct_entry {
@@ -75,14 +76,46 @@ static const char *state_name(uint8_t s)
 	return s < sizeof(names) / sizeof(names[0]) ? names[s] : "UNKNOWN";
 }
 
-/* "nat": {"orig_dst": {ip, port}, "reply_src": {ip, port}, "state", "source"} */
-static void add_nat(cJSON *o, const struct ct_event *e)
+static uint64_t addr_key(uint8_t l3, const uint8_t *a)
 {
-	cJSON *nat = cJSON_AddObjectToObject(o, "nat");
+	return tr_hkey(tr_fnv1a(a, l3 == AF_INET6 ? 16 : 4, 0x84222325cbf29ce4ull ^ l3));
+}
+
+void ct_learn_pod(struct tracker *t, const struct cs_event *e, const struct pod_info *p)
+{
+	uint8_t l3 = e->family == AF_INET6 ? AF_INET6 : AF_INET;
+	uint64_t k = addr_key(l3, e->saddr);
+	char *name;
+
+	if (t->o->conntrack == CT_OFF || t->replay || u64map_get(&t->pod_addrs, k) ||
+	    t->pod_addrs.len >= POD_ADDRS_MAX)
+		return;
+	if (asprintf(&name, "%s/%s", p->namespace_, p->name) < 0)
+		return;
+	if (u64map_put(&t->pod_addrs, k, name))
+		free(name);
+}
+
+/* The pod that owns an address, if one of its sockets was seen here. */
+static const char *pod_of(struct tracker *t, uint8_t l3, const uint8_t *a)
+{
+	return u64map_get(&t->pod_addrs, addr_key(l3, a));
+}
+
+/* "nat": {"orig_dst": {ip, port}, "reply_src": {ip, port, pod}, "state", "source"} */
+static void add_nat(struct tracker *t, cJSON *o, const struct ct_event *e)
+{
+	cJSON *nat = cJSON_AddObjectToObject(o, "nat"), *rs;
 	int fam = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
+	const char *pod = pod_of(t, e->reply.l3, e->reply.src);
 
 	out_add_endpoint(nat, "orig_dst", fam, e->orig.dst, e->orig.dport);
 	out_add_endpoint(nat, "reply_src", fam, e->reply.src, e->reply.sport);
+	rs = cJSON_GetObjectItemCaseSensitive(nat, "reply_src");
+	if (pod)
+		cJSON_AddStringToObject(rs, "pod", pod);
+	else
+		cJSON_AddNullToObject(rs, "pod");
 	cJSON_AddStringToObject(nat, "state", state_name(e->tcp_state));
 	cJSON_AddStringToObject(nat, "source", e->source == CT_SRC_BPF ? "bpf" : "netlink");
 }
@@ -118,6 +151,7 @@ void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v)
 	v->nat_reply_sport = c->ev.reply.sport;
 	v->nat_source = c->ev.source == CT_SRC_BPF ? "bpf" : "netlink";
 	v->nat_state = state_name(c->ev.tcp_state);
+	v->nat_reply_pod = pod_of(t, c->ev.reply.l3, c->ev.reply.src);
 }
 
 void ct_finding_nat(struct tracker *t, cJSON *o, const struct cs_event *e)
@@ -126,7 +160,7 @@ void ct_finding_nat(struct tracker *t, cJSON *o, const struct cs_event *e)
 
 	if (c) {
 		c->joined = true;  /* a socket here is part of it: not a forwarded flow */
-		add_nat(o, &c->ev);
+		add_nat(t, o, &c->ev);
 	}
 }
 
@@ -161,7 +195,7 @@ static void forwarded_record(struct tracker *t, struct ct_entry *c)
 		cJSON_AddNumberToObject(ct, "close_wait_ms",
 					out_ms(tr_elapsed(c->end_ns, c->cw_since_ns)));
 	if (translated(e))
-		add_nat(o, e);
+		add_nat(t, o, e);
 	tr_emit(t, o);
 }
 
@@ -220,7 +254,7 @@ static void ct_close_wait_finding(struct tracker *t, struct ct_entry *c, uint64_
 	cJSON_AddNumberToObject(o, "age_s", tr_secs3(age));
 	cJSON_AddNumberToObject(o, "threshold_s", t->o->close_wait_threshold_s);
 	if (translated(e))
-		add_nat(o, e);
+		add_nat(t, o, e);
 	ep_text(e->orig.l3, e->orig.src, e->orig.sport, cl, sizeof(cl));
 	ep_text(e->reply.l3, e->reply.src, e->reply.sport, sv, sizeof(sv));
 	snprintf(msg, sizeof(msg),
@@ -265,6 +299,9 @@ void ct_free_all(struct tracker *t)
 		free(v);
 	u64map_free(&t->ct_orig);
 	u64map_free(&t->ct_reply);
+	for (size_t i = 0; u64map_next(&t->pod_addrs, &i, &k, &v);)
+		free(v);
+	u64map_free(&t->pod_addrs);
 }
 
 /* ---- conntrack_pressure ---- */

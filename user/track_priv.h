@@ -68,6 +68,7 @@ struct tracker {
 	bool ct_on;
 	struct u64map ct_orig;  /* orig tuple -> ct_entry */
 	struct u64map ct_reply; /* reply tuple (the backend's socket) -> the same */
+	struct u64map pod_addrs;/* a pod's own address -> "ns/name" (malloc'd) */
 	uint64_t ct_events, ct_evictions;
 	bool ct_have_stat;
 	uint64_t ct_count, ct_max, ct_stat_ns, ct_drops, ct_insert_failed, ct_early_drops,
@@ -153,6 +154,8 @@ void h2_agg_free(struct pod_agg *a);
 /* track_ct.c, called by track.c */
 void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v);
 void ct_finding_nat(struct tracker *t, cJSON *o, const struct cs_event *e);
+/* A pod's socket shows the pod's address: remembered, so a NAT'd backend is named. */
+void ct_learn_pod(struct tracker *t, const struct cs_event *e, const struct pod_info *p);
 /* A socket of this node took part in the flow (an edge of it was seen). */
 void ct_socket_seen(struct tracker *t, const struct cs_event *e);
 void ct_tick(struct tracker *t, uint64_t now);

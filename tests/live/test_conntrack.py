@@ -73,6 +73,8 @@ def test_service_connections_carry_the_backend(cluster, watcher):
     # The client dialled the Service; the backend saw the client itself.
     assert all(ep(r, "server") == (VIP, VIP_PORT) for r in client), show(client)
     assert all(ep(r, "server") == (BE_IP, BE_PORT) for r in server), show(server)
+    # The backend pod is named once its sockets were seen (its own records).
+    assert all(r["nat"]["reply_src"]["pod"] == f"{NS}/backend" for r in server), show(server)
     assert sorted(ep(r, "client")[1] for r in client) == sorted(out["ports"])
     stats = [r for r in records if r["type"] == "stats"][-1]
     assert stats["conntrack"]["events"] > 0 and stats["conntrack"]["lost"] == 0, stats
@@ -101,7 +103,9 @@ def test_backend_that_never_closes_shows_conntrack_close_wait(cluster, watcher):
     assert ep(f["nat"], "orig_dst") == (VIP, VIP_PORT), show([f])
     assert ep(f["nat"], "reply_src") == (BE_IP, BE_PORT), show([f])
     assert f["nat"]["state"] == "CLOSE_WAIT", show([f])
+    assert f["nat"]["reply_src"]["pod"] == f"{NS}/backend", show([f])
     assert f"{VIP}:{VIP_PORT}" in f["message"] and f"{BE_IP}:{BE_PORT}" in f["message"], f
+    assert f"pod {NS}/backend" in f["message"], f
 
 
 def test_check_says_which_watcher(cluster):
