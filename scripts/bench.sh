@@ -40,6 +40,25 @@
 #    <= 3x the bare loop's time, peak RSS <= 1/10 of tshark's. One more run of each
 #    (outside the timing) writes its output, and the report checks that connscope's
 #    h2.streams on the h2c port equal tshark's client HEADERS (first per odd stream id).
+# 6. DNAT: the cost of connscope's conntrack watcher (--conntrack bpf: a BPF netfilter
+#    link program at prerouting/output, priority -99, that reads conntrack for every
+#    packet) on a routed, DNATed path. The bench makes three network namespaces of its
+#    own: a node (ip_forward=1) joined by veth pairs to a client (10.79.1.0/24) and a
+#    backend (10.79.2.0/24), and in the node an nft DNAT rule per Service port: VIP
+#    10.96.0.10:80 -> 10.79.2.20:8080 (bulk) and :81-88 -> :8081-8088 (rate). Then,
+#    interleaved with and without `connscope trace -o json --conntrack bpf
+#    --conntrack-netns /run/netns/<node> --cgroup <the bench's cgroup> > file`
+#    (DNAT_ROUNDS rounds): (a) bulk, one TCP connection from the client to the VIP
+#    (tests/bench/bulk.c: 64 KiB writes for DNAT_SECONDS, MB/s received); (b) connection
+#    rate, connload closed loop from the client (16 source addresses) to the VIP's 8
+#    ports. Targets: bulk ratio >= 0.98, rate ratio >= 0.97; in every connscope run its
+#    end stats record shows conntrack events > 0 and lost == 0. One more connscope run
+#    of each with kernel.bpf_stats_enabled=1 gives the netfilter program's run time
+#    per packet, per MB and per connection. The loads run outside the bench's cgroup
+#    (the part measures the netfilter program and the socket programs, not the
+#    cgroup_skb ones). The conntrack program is only ever attached in the bench's node
+#    namespace; the namespaces (and their sysctls and nft rules) go on exit, and nothing
+#    of the machine's own network namespace is changed by this part.
 #
 # connscope never attaches its packet programs to the cgroup2 root here: a cgroup is
 # made under the cgroup2 mount (found in /proc/self/mountinfo) for the run, every
@@ -60,13 +79,14 @@
 #   BENCH_QUIET_WAIT=5 (s to wait per run for other BPF programs to go and the CPUs to
 #   be idle, at most BENCH_QUIET_BUDGET=40 s in all; BENCH_QUIET_BUSY=15 % is idle)
 #   BENCH_KEEP=1 (keep the work directory)  TCPSTATES=/usr/sbin/tcpstates
-#   BENCH_PARTS="tcp rate tls h2 replay" (which parts run; e.g. BENCH_PARTS=tls)
+#   BENCH_PARTS="tcp rate tls h2 replay dnat" (which parts run; e.g. BENCH_PARTS=tls)
 #   BENCH_TLS_ROUNDS=5 BENCH_TLS_SECONDS=4 BENCH_TLS_WORKERS=<cpus>
 #   BENCH_TLS_PORT=<BENCH_PORT + 8>
 #   BENCH_H2_ROUNDS=5 BENCH_H2_SECONDS=4 BENCH_H2_CLIENTS=6 BENCH_H2_STREAMS=10
 #   BENCH_H2_PORT=<BENCH_PORT + 9> (h2c; TLS on the next port)
 #   BENCH_REPLAY_ROUNDS=3 BENCH_REPLAY_MB=220 BENCH_REPLAY_PORT=<BENCH_PORT + 11> (h2c;
 #   TLS on the next port) BENCH_REPLAY_MTU=1500 (0: lo's own 65536, 64 KiB packets)
+#   BENCH_DNAT_ROUNDS=3 BENCH_DNAT_SECONDS=4 BENCH_DNAT_WORKERS=<cpus>
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -81,7 +101,7 @@ WORKERS=${BENCH_WORKERS:-$NCPU}
 SERVER_THREADS=${BENCH_SERVER_THREADS:-$NCPU}
 PORT=${BENCH_PORT:-29100}
 NPORTS=8
-PARTS=${BENCH_PARTS:-tcp rate tls h2 replay}
+PARTS=${BENCH_PARTS:-tcp rate tls h2 replay dnat}
 TLS_ROUNDS=${BENCH_TLS_ROUNDS:-5}
 TLS_SECS=${BENCH_TLS_SECONDS:-4}
 TLS_WORKERS=${BENCH_TLS_WORKERS:-$NCPU}
@@ -96,6 +116,13 @@ REPLAY_ROUNDS=${BENCH_REPLAY_ROUNDS:-3}
 REPLAY_MB=${BENCH_REPLAY_MB:-220}
 REPLAY_PORT=${BENCH_REPLAY_PORT:-$((PORT + NPORTS + 3))}
 REPLAY_TLS_PORT=$((REPLAY_PORT + 1))
+DNAT_ROUNDS=${BENCH_DNAT_ROUNDS:-3}
+DNAT_SECS=${BENCH_DNAT_SECONDS:-4}
+DNAT_WORKERS=${BENCH_DNAT_WORKERS:-$NCPU}
+DNAT_VIP=10.96.0.10
+DNAT_BE=10.79.2.20
+DNAT_CLI=10.79.1.10 # the first of 16 client addresses
+BULK=$ROOT/.output/bulk
 PCAPREAD=$ROOT/.output/pcapread
 BPFTOOL=${BPFTOOL:-$(command -v bpftool 2>/dev/null || echo /usr/sbin/bpftool)}
 TCPSTATES=${TCPSTATES:-$(command -v tcpstates 2>/dev/null || echo /usr/sbin/tcpstates)}
@@ -108,7 +135,7 @@ log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 for part in $PARTS; do
-	case $part in tcp | rate | tls | h2 | replay) ;; *) die "parse BENCH_PARTS: unknown part '$part' (tcp rate tls h2 replay)" ;; esac
+	case $part in tcp | rate | tls | h2 | replay | dnat) ;; *) die "parse BENCH_PARTS: unknown part '$part' (tcp rate tls h2 replay dnat)" ;; esac
 done
 
 [ "$(id -u)" = 0 ] || die "run: needs root (BPF programs and sysctls)"
@@ -122,6 +149,7 @@ PIDS=()
 RESTORE_SYSCTL=()
 UNMOUNT_TRACEFS=0
 CGROUP=         # the bench's own cgroup2 directory, once made
+NETNS_MADE=()   # the DNAT part's network namespaces (ip netns names)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/connscope-bench.XXXXXX")
 
 cleanup() {
@@ -143,6 +171,9 @@ cleanup() {
 		sysctl -q -w "$kv" >/dev/null || echo "bench: failed to restore sysctl $kv" >&2
 	done
 	[ -n "$CGROUP" ] && remove_cgroup
+	for kv in "${NETNS_MADE[@]}"; do
+		ip netns del "$kv" 2>/dev/null || echo "bench: failed to remove the network namespace $kv" >&2
+	done
 	if [ "$UNMOUNT_TRACEFS" = 1 ]; then
 		umount /sys/kernel/tracing 2>/dev/null ||
 			echo "bench: note: /sys/kernel/tracing left mounted (busy)" >&2
@@ -240,6 +271,13 @@ if has_part h2; then
 			die "find $tool (apt-get install nghttp2-server nghttp2-client openssl iproute2)"
 	done
 fi
+if has_part dnat; then
+	for tool in ip nft; do
+		command -v "$tool" >/dev/null || die "find $tool (apt-get install iproute2 nftables)"
+	done
+	gcc -O2 -g -Wall -Wextra -pthread -o "$BULK" tests/bench/bulk.c ||
+		die "build tests/bench/bulk.c"
+fi
 HAVE_PCAPREAD=0
 if has_part replay; then
 	for tool in tshark tcpdump nghttpd h2load nghttp openssl ss /usr/bin/time; do
@@ -265,8 +303,13 @@ CONNSCOPE=$WORK/connscope
 log "cgroup for connscope's packet programs and the TLS load: $CGROUP"
 
 # The client side ends in TIME_WAIT; allow loopback reuse of old TIME_WAIT 4-tuples
-# (on top of the 249 source addresses x 8 ports the load spreads over).
-set_sysctl net.ipv4.tcp_tw_reuse 1
+# (on top of the 249 source addresses x 8 ports the load spreads over). The DNAT part
+# sets its own in its client namespace and changes nothing in the machine's own.
+for part in $PARTS; do
+	[ "$part" = dnat ] && continue
+	set_sysctl net.ipv4.tcp_tw_reuse 1
+	break
+done
 
 HAVE_TCPSTATES=1
 if ! has_part tcp; then
@@ -302,10 +345,19 @@ start_tracer() {
 	local name=$1 dir=$2 out=${3:-$2/out} i
 	mkdir -p "$dir"
 	# Records go to a regular file, as `connscope daemon > file` would: no
-	# reader process competes with the load for the CPUs.
+	# reader process competes with the load for the CPUs. Conntrack's netfilter
+	# program stays off here: these parts measure the socket and packet programs,
+	# and it is never attached in the machine's own network namespace by the bench.
 	TRACER_OUT=$out
 	case $name in
-	connscope) "$CONNSCOPE" trace -o json --cgroup "$CGROUP" >"$out" 2>"$dir/err" & ;;
+	connscope)
+		if [ -n "${CT_NETNS:-}" ]; then
+			# The DNAT part: conntrack's program in the bench's node namespace only.
+			"$CONNSCOPE" trace -o json --cgroup "$CGROUP" --conntrack bpf \
+				--conntrack-netns "$CT_NETNS" >"$out" 2>"$dir/err" &
+		else
+			"$CONNSCOPE" trace -o json --cgroup "$CGROUP" --conntrack off >"$out" 2>"$dir/err" &
+		fi ;;
 	tcpstates) "$TCPSTATES" >"$out" 2>"$dir/err" & ;;
 	*) die "start $name: unknown tracer" ;;
 	esac
@@ -750,6 +802,134 @@ if has_part replay; then
 	[ "${BENCH_KEEP:-0}" = 1 ] || rm -f "$RFILE"
 fi
 
+# ---- 6. DNAT: bulk and connection rate through a node namespace's DNAT rule ----------
+# setup_dnat: the namespaces (cs<pid>-node, -cli, -be), veths, routes and the rules.
+NS_NODE=cs$$-node
+NS_CLI=cs$$-cli
+NS_BE=cs$$-be
+setup_dnat() {
+	local ns i rules
+	for ns in "$NS_NODE" "$NS_CLI" "$NS_BE"; do
+		[ -e "/run/netns/$ns" ] && die "make the network namespace $ns: it exists"
+		ip netns add "$ns" || die "make the network namespace $ns"
+		NETNS_MADE+=("$ns")
+		ip -n "$ns" link set lo up || die "bring lo up in $ns"
+	done
+	# Each veth is made inside the node namespace with its peer made in the pod's:
+	# no interface ever appears in the machine's own namespace.
+	ip -n "$NS_NODE" link add vcli type veth peer name eth0 netns "$NS_CLI" ||
+		die "make the veth pair $NS_NODE/vcli - $NS_CLI/eth0"
+	ip -n "$NS_NODE" link add vbe type veth peer name eth0 netns "$NS_BE" ||
+		die "make the veth pair $NS_NODE/vbe - $NS_BE/eth0"
+	{
+		ip -n "$NS_NODE" addr add 10.79.1.1/24 dev vcli &&
+			ip -n "$NS_NODE" addr add 10.79.2.1/24 dev vbe &&
+			ip -n "$NS_NODE" link set vcli up && ip -n "$NS_NODE" link set vbe up &&
+			for ((i = 10; i < 26; i++)); do ip -n "$NS_CLI" addr add "10.79.1.$i/24" dev eth0 || die "add 10.79.1.$i in $NS_CLI"; done &&
+			ip -n "$NS_CLI" link set eth0 up &&
+			ip -n "$NS_CLI" route add default via 10.79.1.1 &&
+			ip -n "$NS_BE" addr add "$DNAT_BE/24" dev eth0 &&
+			ip -n "$NS_BE" link set eth0 up &&
+			ip -n "$NS_BE" route add default via 10.79.2.1
+	} || die "address and route the DNAT namespaces"
+	# Sysctls of these namespaces only (each namespace has its own).
+	ip netns exec "$NS_NODE" sysctl -q -w net.ipv4.ip_forward=1 >/dev/null ||
+		die "set ip_forward in $NS_NODE"
+	# The client's TIME_WAIT sockets: reuse them, and use the whole port range.
+	ip netns exec "$NS_CLI" sysctl -q -w net.ipv4.tcp_tw_reuse=1 \
+		net.ipv4.ip_local_port_range="1024 65000" >/dev/null || die "set the client's sysctls"
+	rules="table ip csbench {
+ chain pre {
+  type nat hook prerouting priority dstnat;
+  ip daddr $DNAT_VIP tcp dport 80 dnat to $DNAT_BE:8080"
+	for ((i = 81; i <= 88; i++)); do
+		rules+="
+  ip daddr $DNAT_VIP tcp dport $i dnat to $DNAT_BE:$((i + 8000))"
+	done
+	rules+="
+ }
+}"
+	ip netns exec "$NS_NODE" nft -f - <<<"$rules" || die "add the DNAT rules in $NS_NODE"
+	# The node's conntrack keeps a connection's entry for 120 s after its close
+	# (TIME_WAIT): the rate runs make tens of thousands; in this namespace, 5 s.
+	ip netns exec "$NS_NODE" sysctl -q -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=5 \
+		>/dev/null 2>&1 || log "note: could not shorten conntrack's TIME_WAIT in $NS_NODE"
+}
+
+run_dnat_bulk() {
+	local out=$1
+	"$BULK" --server-netns "/run/netns/$NS_BE" --client-netns "/run/netns/$NS_CLI" \
+		--listen "$DNAT_BE:8080" --connect "$DNAT_VIP:80" --seconds "$DNAT_SECS" >"$out" ||
+		die "run bulk through $DNAT_VIP:80 (exit $?)"
+	grep -q '"mb_per_s"' "$out" || die "run bulk: no result line"
+}
+
+run_dnat_rate() {
+	local out=$1
+	"$CONNLOAD" --closed-loop --seconds "$DNAT_SECS" --workers "$DNAT_WORKERS" \
+		--server-threads "$DNAT_WORKERS" --server-netns "/run/netns/$NS_BE" \
+		--client-netns "/run/netns/$NS_CLI" --listen-addr "$DNAT_BE" --base-port 8081 \
+		--ports 8 --connect-addr "$DNAT_VIP" --connect-port 81 --src-base "$DNAT_CLI" \
+		--src-addrs 16 >"$out" || die "run connload through $DNAT_VIP (exit $?)"
+	grep -q '"conns_per_s"' "$out" || die "run connload: no result line"
+}
+
+dnat_run() {
+	local mode=$1 dir=$2
+	if [ "$mode" = bulk ]; then
+		LOAD_FN=run_dnat_bulk measured_run "${@:3}" "$dir"
+	else
+		LOAD_FN=run_dnat_rate measured_run "${@:3}" "$dir"
+	fi
+}
+
+dnat_round() {
+	local mode=$1 r=$2 k cfg dir
+	for ((k = 0; k < 2; k++)); do
+		cfg=${DNAT_CONFIGS[$(((r - 1 + k) % 2))]}
+		dir=$WORK/dnat/$mode/r$r-$k-$cfg
+		CT_NETNS=/run/netns/$NS_NODE dnat_run "$mode" "$dir" "$cfg"
+		if [ "$cfg" = connscope ]; then
+			# The last flows' conntrack events are in once connscope has drained.
+			sleep 0.5
+			stop_tracer "$dir"
+		fi
+		log "dnat round $r/$DNAT_ROUNDS $(printf '%-5s %-10s' "$mode" "$cfg")" \
+			"$("$PYTHON" -c 'import json,sys
+d = json.load(open(sys.argv[1]))
+print("%.1f MB/s" % d["mb_per_s"] if d["mode"] == "bulk" else
+      "%.0f conns/s (%d failed)" % (d["conns_per_s"], d["failed"]))' "$dir/load.json")"
+	done
+}
+
+# One more connscope run of each with kernel.bpf_stats_enabled=1 (outside the ratios):
+# the netfilter program's run count and time.
+dnat_detail() {
+	local mode=$1 dir=$WORK/dnat/detail-$1
+	mkdir -p "$dir"
+	set_sysctl kernel.bpf_stats_enabled 1
+	CT_NETNS=/run/netns/$NS_NODE dnat_run "$mode" "$dir" connscope
+	tracer_prog_ids "$TRACER_PID" >"$dir/tracer_prog_ids"
+	"$BPFTOOL" -j prog show >"$dir/prog_stats.json" 2>/dev/null || true
+	sleep 0.5
+	stop_tracer "$dir"
+	restore_sysctl kernel.bpf_stats_enabled
+}
+
+if has_part dnat; then
+	DNAT_CONFIGS=(baseline connscope)
+	setup_dnat
+	log "dnat: namespaces $NS_CLI -> $NS_NODE (DNAT $DNAT_VIP:80,81-88 -> $DNAT_BE:8080,8081-8088)" \
+		"-> $NS_BE; 2 configs x $DNAT_ROUNDS rounds x ${DNAT_SECS}s, bulk and rate" \
+		"($DNAT_WORKERS client + $DNAT_WORKERS server threads)"
+	for ((r = 1; r <= DNAT_ROUNDS; r++)); do
+		dnat_round bulk "$r"
+		dnat_round rate "$r"
+	done
+	dnat_detail bulk
+	dnat_detail rate
+fi
+
 # ---- report -------------------------------------------------------------------------
 "$PYTHON" tests/bench/report.py --work "$WORK" --rounds "$ROUNDS" --seconds "$SECS" \
 	--rate "$RATE" --rate-seconds "$RATE_SECS" --port "$PORT" --nports "$NPORTS" \
@@ -758,4 +938,6 @@ fi
 	--h2-rounds "$H2_ROUNDS" --h2-seconds "$H2_SECS" --h2-port "$H2_PORT" \
 	--h2-tls-port "$H2_TLS_PORT" --h2-clients "$H2_CLIENTS" --h2-streams "$H2_STREAMS" \
 	--replay-rounds "$REPLAY_ROUNDS" --replay-port "$REPLAY_PORT" \
+	--dnat-rounds "$DNAT_ROUNDS" --dnat-seconds "$DNAT_SECS" --dnat-workers "$DNAT_WORKERS" \
+	--dnat-node "/run/netns/$NS_NODE" \
 	--cgroup "$CGROUP" || die "summarise the results"

@@ -21,6 +21,13 @@
  * The run always ends by itself: clients stop at --seconds, the server drains for
  * at most --drain-ms, and a watchdog alarm ends a stuck process.
  *
+ * Across network namespaces (the bench's DNAT part): --server-netns and
+ * --client-netns name namespace files (/run/netns/X); the listeners are made in
+ * the first, the client threads run in the second (a socket stays in the namespace
+ * it was made in, and new threads inherit the creating thread's). --listen-addr,
+ * --connect-addr, --connect-port and --src-base replace 127.0.0.1, the listeners'
+ * ports and 127.0.0.2 (a Service VIP and its ports, the client pod's addresses).
+ *
  * Output: one JSON object on stdout. Diagnostics on stderr.
  *   gcc -O2 -pthread -o .output/connload tests/bench/connload.c
  */
@@ -40,6 +47,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -66,6 +75,12 @@ struct cfg {
 	int bytes;		/* payload per connection */
 	int drain_ms;
 	int tick_us;		/* open loop: pacing granularity */
+	const char *server_netns;	/* NULL: this process's own */
+	const char *client_netns;
+	uint32_t listen_addr;	/* host order */
+	uint32_t connect_addr;
+	int connect_port;	/* first destination port; 0: base_port */
+	uint32_t src_base;	/* first client source address */
 };
 
 static struct cfg C = {
@@ -76,6 +91,9 @@ static struct cfg C = {
 	.bytes = 16,
 	.drain_ms = 3000,
 	.tick_us = 1000,
+	.listen_addr = 0x7f000001u,
+	.connect_addr = 0x7f000001u,
+	.src_base = 0x7f000002u,
 };
 
 /* Client errors, by the step that failed. */
@@ -155,12 +173,13 @@ static int listen_on(int port)
 
 	if (fd < 0)
 		die("create listening socket", errno);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_addr.s_addr = htonl(C.listen_addr);
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)))
 		die("set SO_REUSEPORT", errno);
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a))) {
-		fprintf(stderr, "connload: failed to bind 127.0.0.1:%d: %s\n", port, strerror(errno));
+		fprintf(stderr, "connload: failed to bind %s:%d: %s\n",
+			inet_ntoa(a.sin_addr), port, strerror(errno));
 		exit(2);
 	}
 	if (listen(fd, 4096))
@@ -256,10 +275,10 @@ static void one_connection(struct worker *w, uint64_t seq, const char *payload)
 	int fd;
 
 	w->attempted++;
-	src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(seq % (uint64_t)C.src_addrs));
-	dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	dst.sin_port = htons((uint16_t)(C.base_port + (int)((seq / (uint64_t)C.src_addrs) %
-							      (uint64_t)C.ports)));
+	src.sin_addr.s_addr = htonl(C.src_base + (uint32_t)(seq % (uint64_t)C.src_addrs));
+	dst.sin_addr.s_addr = htonl(C.connect_addr);
+	dst.sin_port = htons((uint16_t)(C.connect_port + (int)((seq / (uint64_t)C.src_addrs) %
+								 (uint64_t)C.ports)));
 
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -346,7 +365,13 @@ static void usage(FILE *f)
 		"  --bytes N           bytes each client sends (default 16, max 1024)\n"
 		"  --drain-ms MS       how long the server may drain after the load (3000)\n"
 		"  --tick-us US        open loop: wake at most every US to send what is due;\n"
-		"                      0 wakes for each connection (default 1000)\n");
+		"                      0 wakes for each connection (default 1000)\n"
+		"  --server-netns F    make the listeners in the network namespace F\n"
+		"  --client-netns F    run the clients in the network namespace F\n"
+		"  --listen-addr A     listeners' address (default 127.0.0.1)\n"
+		"  --connect-addr A    clients' destination (default 127.0.0.1)\n"
+		"  --connect-port P    clients' first destination port (default base-port)\n"
+		"  --src-base A        first client source address (default 127.0.0.2)\n");
 }
 
 static double parse_num(const char *opt, const char *s, double lo, double hi)
@@ -362,6 +387,30 @@ static double parse_num(const char *opt, const char *s, double lo, double hi)
 		exit(2);
 	}
 	return v;
+}
+
+static uint32_t parse_addr(const char *opt, const char *s)
+{
+	struct in_addr a;
+
+	if (inet_pton(AF_INET, s, &a) != 1) {
+		fprintf(stderr, "connload: failed to parse %s: '%s' (an IPv4 address)\n", opt, s);
+		exit(2);
+	}
+	return ntohl(a.s_addr);
+}
+
+/* Move the calling thread into the network namespace file PATH. */
+static void enter_netns(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || setns(fd, CLONE_NEWNET)) {
+		fprintf(stderr, "connload: failed to enter the network namespace %s: %s\n", path,
+			strerror(errno));
+		exit(2);
+	}
+	close(fd);
 }
 
 static long cpus(void)
@@ -385,6 +434,12 @@ int main(int argc, char **argv)
 		{ "bytes", required_argument, NULL, 'n' },
 		{ "drain-ms", required_argument, NULL, 'd' },
 		{ "tick-us", required_argument, NULL, 'k' },
+		{ "server-netns", required_argument, NULL, 'S' },
+		{ "client-netns", required_argument, NULL, 'C' },
+		{ "listen-addr", required_argument, NULL, 'L' },
+		{ "connect-addr", required_argument, NULL, 'A' },
+		{ "connect-port", required_argument, NULL, 'P' },
+		{ "src-base", required_argument, NULL, 'B' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -410,6 +465,12 @@ int main(int argc, char **argv)
 		case 'n': C.bytes = (int)parse_num("--bytes", optarg, 1, 1024); break;
 		case 'd': C.drain_ms = (int)parse_num("--drain-ms", optarg, 0, 60000); break;
 		case 'k': C.tick_us = (int)parse_num("--tick-us", optarg, 0, 100000); break;
+		case 'S': C.server_netns = optarg; break;
+		case 'C': C.client_netns = optarg; break;
+		case 'L': C.listen_addr = parse_addr("--listen-addr", optarg); break;
+		case 'A': C.connect_addr = parse_addr("--connect-addr", optarg); break;
+		case 'P': C.connect_port = (int)parse_num("--connect-port", optarg, 1, 65535); break;
+		case 'B': C.src_base = parse_addr("--src-base", optarg); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -420,6 +481,12 @@ int main(int argc, char **argv)
 	}
 	if (C.base_port + C.ports - 1 > 65535) {
 		fprintf(stderr, "connload: failed to choose ports: base-port + ports exceeds 65535\n");
+		return 2;
+	}
+	if (!C.connect_port)
+		C.connect_port = C.base_port;
+	if (C.connect_port + C.ports - 1 > 65535) {
+		fprintf(stderr, "connload: failed to choose ports: connect-port + ports exceeds 65535\n");
 		return 2;
 	}
 	if (!C.workers)
@@ -444,6 +511,8 @@ int main(int argc, char **argv)
 	memset(S, 0, sizeof(*S) * (size_t)C.server_threads);
 
 	/* Listeners exist before any client starts. */
+	if (C.server_netns)
+		enter_netns(C.server_netns);
 	for (int i = 0; i < C.server_threads; i++) {
 		struct server *s = &S[i];
 
@@ -463,6 +532,8 @@ int main(int argc, char **argv)
 		if (errno)
 			die("start a server thread", errno);
 	}
+	if (C.client_netns)
+		enter_netns(C.client_netns);
 	for (int i = 0; i < C.workers; i++) {
 		W[i].id = i;
 		errno = pthread_create(&W[i].tid, NULL, worker_main, &W[i]);

@@ -46,6 +46,11 @@ tcp.stream, from tshark's `-T fields -e tcp.stream -e tcp.srcport -e http2.type
 
 The replay part's directory: replay/gen.json (replay_gen.sh's line), counts.json (above),
 connscope.err, r<round>-<slot>-<tool>/time.txt (/usr/bin/time -v) and rc.
+
+The DNAT part's: dnat/<mode>/r<round>-<slot>-<config>/ (mode bulk or rate) with
+load.json (bulk's or connload's line), first and last (connscope's first and last
+lines: its end stats record has the conntrack counters), as in the TLS part; and
+dnat/detail-<mode>/prog_stats.json and tracer_prog_ids (kernel.bpf_stats_enabled=1).
 """
 import argparse
 import json
@@ -62,6 +67,8 @@ H2_TLS_TARGET = 0.95
 REPLAY_VS_TSHARK_TARGET = 50.0     # connscope at least this many times faster
 REPLAY_VS_BARE_TARGET = 3.0        # at most this many times the bare libpcap loop
 REPLAY_RSS_TARGET = 0.1            # peak RSS at most this share of tshark's
+DNAT_BULK_TARGET = 0.98
+DNAT_RATE_TARGET = 0.97
 
 
 def load_json(path):
@@ -573,6 +580,177 @@ def tls(a):
     tls_detail(a, "handshakes")
 
 
+def dnat_runs(a, mode):
+    base = os.path.join(a.work, "dnat", mode)
+    runs = {"baseline": [], "connscope": []}
+    order = {}
+    for name in sorted(os.listdir(base)):
+        m = re.fullmatch(r"r(\d+)-(\d+)-(\w+)", name)
+        if not m:
+            continue
+        rnd, slot, cfg = int(m[1]), int(m[2]), m[3]
+        d = os.path.join(base, name)
+        load = load_json(os.path.join(d, "load.json"))
+        c0, c1 = read_int(os.path.join(d, "tracer_cpu0")), read_int(os.path.join(d, "tracer_cpu1"))
+        tracer_cpu = c1 - c0 if c0 is not None and c1 is not None else None
+        work = load["received"] / 1e6 if mode == "bulk" else load["connections"]
+        cpu_s = (load["cpu_ms"] + (tracer_cpu or 0)) / 1e3
+        runs[cfg].append({
+            "round": rnd,
+            "value": load["mb_per_s"] if mode == "bulk" else load["conns_per_s"],
+            "per_cpu": work / cpu_s if cpu_s > 0 else 0,
+            "load": load,
+            "tracer_cpu_ms": tracer_cpu,
+            "env": run_env(d, load, tracer_cpu, a.cpus),
+            "stats": last_stats(os.path.join(d, "last")),
+        })
+        order.setdefault(rnd, []).append((slot, cfg))
+    return runs, order
+
+
+def dnat_table(a, mode, target):
+    """One load's table; returns (ratio or None, every connscope run's conntrack ok)."""
+    runs, order = dnat_runs(a, mode)
+    unit = "MB/s" if mode == "bulk" else "conns/s"
+    if mode == "bulk":
+        print("  Bulk: one TCP connection client -> VIP:80 -> backend:8080, 64 KiB writes for "
+              "%gs (MB/s received)" % a.dnat_seconds)
+    else:
+        print("  Rate: connect + 16 bytes + close, closed loop, %d client + %d server threads, "
+              "16 client addresses -> VIP:81-88 -> backend:8081-8088, %gs (conns/s)" % (
+                  a.dnat_workers, a.dnat_workers, a.dnat_seconds))
+    print("  %-6s %-20s %12s %12s %10s" % ("round", "order", "baseline", "connscope", "ratio"))
+    paired = []
+    for rnd in sorted(order):
+        by = {c: next((r for r in runs[c] if r["round"] == rnd), None) for c in runs}
+        line = "  %-6d %-20s" % (rnd, ",".join(c for _, c in sorted(order[rnd])))
+        for c in ("baseline", "connscope"):
+            line += ("%11.1f%s" % (by[c]["value"], "*" if by[c]["env"]["foreign"] else " ")
+                     if by[c] else "%12s" % "-")
+        if by["baseline"] and by["connscope"]:
+            paired.append(by["connscope"]["value"] / by["baseline"]["value"])
+            line += "%10.3f" % paired[-1]
+        print(line)
+    if not runs["baseline"] or not runs["connscope"]:
+        print("  (no complete pair of runs)")
+        return None, False
+    mb = statistics.median(r["value"] for r in runs["baseline"])
+    mc = statistics.median(r["value"] for r in runs["connscope"])
+    ratio = mc / mb
+    print("  median: baseline %.1f %s, connscope %.1f %s, ratio %.3f (per-round ratios "
+          "%.3f-%.3f)  %s (>= %.2f)" % (
+              mb, unit, mc, unit, ratio, min(paired), max(paired),
+              "PASS" if ratio >= target else "MISS", target))
+    base = [r["value"] for r in runs["baseline"]]
+    print("  baseline runs spread %.1f-%.1f %s (%.0f%% of their median): the machine's own "
+          "run-to-run noise" % (min(base), max(base), unit, 100.0 * (max(base) - min(base)) / mb))
+    eb = statistics.median(r["per_cpu"] for r in runs["baseline"])
+    ec = statistics.median(r["per_cpu"] for r in runs["connscope"])
+    print("  per CPU second of the load process and connscope (softirq work charged to "
+          "them counts; other processes' does not): baseline %.1f, connscope %.1f %s, "
+          "ratio %.3f" % (eb, ec, "MB" if mode == "bulk" else "connections",
+                          ec / eb if eb else 0))
+    if mode == "rate":
+        failed = sum(r["load"].get("failed", 0) for rs in runs.values() for r in rs)
+        print("  load: %d connections failed over all runs (must be 0)" % failed)
+    cpu = [r["tracer_cpu_ms"] for r in runs["connscope"]]
+    if all(x is not None for x in cpu):
+        if mode == "bulk":
+            print("  connscope CPU while loaded: %s ms per round" % " ".join(str(x) for x in cpu))
+        else:
+            made = sum(r["load"]["connections"] for r in runs["connscope"])
+            print("  connscope CPU while loaded: %s ms per round, %.1f us per connection" % (
+                " ".join(str(x) for x in cpu), 1000.0 * sum(cpu) / made if made else 0))
+    ok_all = True
+    for r in runs["connscope"]:
+        s = r["stats"]
+        if s is None:
+            print("    round %d connscope: no end stats record (it did not stop cleanly?)  MISS"
+                  % r["round"])
+            ok_all = False
+            continue
+        ct = s.get("conntrack") or {}
+        ok = ct.get("events", 0) > 0 and ct.get("lost", -1) == 0
+        ok_all = ok_all and ok
+        print("    round %d connscope end stats: events %d lost %d map_full %d; conntrack: "
+              "events %d lost %d map_full %d evictions %d  %s" % (
+                  r["round"], s["events"], s["lost"], s["map_full"], ct.get("events", -1),
+                  ct.get("lost", -1), ct.get("map_full", -1), ct.get("evictions", -1),
+                  "PASS" if ok else "MISS"))
+    watchers = sorted(set((r["stats"].get("conntrack") or {}).get("watcher", "?")
+                          for r in runs["connscope"] if r["stats"]))
+    for w in watchers:
+        print("    conntrack watcher: %s" % w)
+    notes = []
+    for c in runs:
+        for r in runs[c]:
+            e = r["env"]
+            if e["foreign"] or (e["other_pct"] or 0) > 10 or (e["steal_pct"] or 0) > 5:
+                notes.append("    round %d %-10s other BPF programs: %s; rest of the machine "
+                             "used %.0f%% CPU, steal %.0f%%" % (
+                                 r["round"], c, ",".join(e["foreign"]) or "none",
+                                 e["other_pct"] or 0, e["steal_pct"] or 0))
+    if notes:
+        print("  Noise (* above; every round still counts in the medians):")
+        print("\n".join(notes))
+    return ratio, ok_all
+
+
+def dnat_detail(a, mode):
+    d = os.path.join(a.work, "dnat", "detail-" + mode)
+    if not os.path.isdir(d):
+        return
+    allp = prog_stats(d)
+    load = load_json(os.path.join(d, "load.json"))
+    # bpftool 7.1 does not know BPF_PROG_TYPE_NETFILTER by name: the program's name
+    # (ct_hook, or ct_hook_probe) tells it apart.
+    st = {k: v for k, v in (allp or {}).items()
+          if k[0] == "netfilter" or k[1].startswith("ct_hook")}
+    value = ("%.1f MB/s" % load["mb_per_s"] if mode == "bulk"
+             else "%.0f conns/s" % load["conns_per_s"])
+    if not st:
+        print("  %-5s (%s): connscope's netfilter program not found in bpftool's listing "
+              "(is kernel.bpf_stats_enabled honoured?)" % (mode, value))
+        return
+    runs = sum(v[0] for v in st.values())
+    ns = sum(v[1] for v in st.values())
+    other_ns = sum(v[1] for k, v in allp.items() if k not in st)
+    print("  %-5s (%s): %s" % (mode, value, "; ".join(
+        "%s (%s) %d runs, %.0f ns/run" % (k[1], k[0], v[0], v[1] / v[0] if v[0] else 0)
+        for k, v in sorted(st.items()))))
+    cpu_pct = 100.0 * ns / 1e9 / (load["seconds"] * a.cpus) if load["seconds"] else 0
+    if mode == "bulk" and load.get("received"):
+        mb = load["received"] / 1e6
+        print("         %.1f packets and %.1f us of netfilter-program time per MB (%.2f%% of "
+              "the run's %d CPUs, %.1f ms in all); connscope's other programs %.1f us per MB"
+              % (runs / mb, ns / 1e3 / mb, cpu_pct, a.cpus, ns / 1e6, other_ns / 1e3 / mb))
+    elif mode == "rate" and load.get("connections"):
+        n = load["connections"]
+        print("         %.1f packets and %.2f us of netfilter-program time per connection "
+              "(%.2f%% of the run's %d CPUs, %.1f ms in all); connscope's other programs "
+              "%.2f us per connection" % (runs / n, ns / 1e3 / n, cpu_pct, a.cpus, ns / 1e6,
+                                          other_ns / 1e3 / n))
+
+
+def dnat(a):
+    print()
+    print("DNAT: connscope --conntrack bpf --conntrack-netns %s (BPF netfilter link, "
+          "prerouting/output, priority -99) --cgroup %s; client and backend namespaces "
+          "routed by that node namespace, %d rounds, medians, interleaved; loads outside "
+          "the cgroup" % (a.dnat_node, a.cgroup, a.dnat_rounds))
+    rb, okb = dnat_table(a, "bulk", DNAT_BULK_TARGET)
+    print()
+    rr, okr = dnat_table(a, "rate", DNAT_RATE_TARGET)
+    print("  conntrack events > 0 and lost == 0 in every connscope run: %s" % (
+        "PASS" if okb and okr else "MISS"))
+    print()
+    print("  The netfilter program's own cost, measured apart (one more connscope run of "
+          "each load with kernel.bpf_stats_enabled=1; run counts and times as bpftool "
+          "reports them):")
+    dnat_detail(a, "bulk")
+    dnat_detail(a, "rate")
+
+
 H2LOAD_REQ = re.compile(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
                         r"(\d+) failed, (\d+) errored, (\d+) timeout", re.M)
 H2LOAD_FIN = re.compile(r"^finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s", re.M)
@@ -957,7 +1135,7 @@ def main():
     p.add_argument("--mode")
     p.add_argument("--cpu-ms", type=int)
     p.add_argument("--work")
-    p.add_argument("--parts", default="tcp rate tls h2 replay")
+    p.add_argument("--parts", default="tcp rate tls h2 replay dnat")
     p.add_argument("--rounds", type=int)
     p.add_argument("--seconds", type=float)
     p.add_argument("--rate", type=int)
@@ -981,6 +1159,10 @@ def main():
     p.add_argument("--tshark-out")
     p.add_argument("--replay-rounds", type=int)
     p.add_argument("--replay-port", type=int)
+    p.add_argument("--dnat-rounds", type=int)
+    p.add_argument("--dnat-seconds", type=float)
+    p.add_argument("--dnat-workers", type=int)
+    p.add_argument("--dnat-node")
     a = p.parse_args()
     if a.count_replay:
         if a.port is None or a.tshark_out is None:
@@ -1031,6 +1213,8 @@ def main():
                  "h2_streams", "cgroup"]
     if "replay" in parts:
         need += ["replay_rounds", "replay_port"]
+    if "dnat" in parts:
+        need += ["dnat_rounds", "dnat_seconds", "dnat_workers", "dnat_node", "cgroup"]
     missing = [n for n in need if getattr(a, n) is None]
     if missing:
         p.error("missing: " + " ".join("--" + n.replace("_", "-") for n in missing))
@@ -1045,6 +1229,8 @@ def main():
             h2(a)
         if "replay" in parts:
             replay(a)
+        if "dnat" in parts:
+            dnat(a)
     except (OSError, KeyError, ValueError, ZeroDivisionError) as e:
         print("bench: failed to read the results: %s" % e, file=sys.stderr)
         return 1
