@@ -44,7 +44,7 @@ run_fuzz() {
 		fuzz_pcapin) extra="user/pcapin.c user/reasm.c" ;;
 		fuzz_tlsdec) extra="user/tlsdec.c" ;;
 		fuzz_ctnl) extra="user/ctnl.c user/ctstat.c" ;;
-		fuzz_replay) extra="user/replay.c user/track.c user/track_tls.c user/track_h2.c
+		fuzz_replay) extra="user/replay.c user/track.c user/track_tls.c user/track_h2.c user/track_ct.c
 			user/output.c user/jsonw.c user/procfd.c user/u64map.c user/pcapin.c
 			user/reasm.c user/tlsdec.c user/kpods.c" ;;
 		esac
