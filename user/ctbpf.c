@@ -24,6 +24,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "ct.skel.h"
+#include "percpu.h"
 
 /* UAPI values from kernel 6.4 on (include/uapi/linux/bpf.h, netfilter.h);
  * spelled out because Debian's headers may be older than the kernel. */
@@ -285,35 +286,22 @@ int ctbpf_add_ring(struct ctbpf *c, struct ring_buffer *rb,
 	return ring_buffer__add(rb, bpf_map__fd(c->skel->maps.ct_events), fn, ctx);
 }
 
-static uint64_t percpu_sum(int map_fd, uint32_t key)
-{
-	int ncpu = libbpf_num_possible_cpus();
-	uint64_t sum = 0, *vals;
-
-	if (map_fd < 0 || ncpu <= 0 || !(vals = calloc(ncpu, sizeof(*vals))))
-		return 0;
-	if (!bpf_map_lookup_elem(map_fd, &key, vals))
-		for (int i = 0; i < ncpu; i++)
-			sum += vals[i];
-	free(vals);
-	return sum;
-}
 
 void ctbpf_counters(const struct ctbpf *c, uint64_t *events, uint64_t *lost, uint64_t *map_full)
 {
 	int fd = bpf_map__fd(c->skel->maps.ct_counters);
 
 	if (events)
-		*events = percpu_sum(fd, CTC_EVENTS);
+		*events = cs_percpu_sum(fd, CTC_EVENTS);
 	if (lost)
-		*lost = percpu_sum(fd, CTC_LOST);
+		*lost = cs_percpu_sum(fd, CTC_LOST);
 	if (map_full)
-		*map_full = percpu_sum(fd, CTC_MAP_FULL);
+		*map_full = cs_percpu_sum(fd, CTC_MAP_FULL);
 }
 
 uint64_t ctbpf_evictions(const struct ctbpf *c)
 {
-	return percpu_sum(bpf_map__fd(c->skel->maps.ct_counters), CTC_EVICTIONS);
+	return cs_percpu_sum(bpf_map__fd(c->skel->maps.ct_counters), CTC_EVICTIONS);
 }
 
 uint32_t ctbpf_prog_id(const struct ctbpf *c)

@@ -16,23 +16,9 @@
 #include "conn.h"
 #include "conn.skel.h"
 #include "tls.skel.h"
+#include "percpu.h"
 #include "util.h"
 
-/* Sum the CPUs' values of entry idx of a per-CPU array of u64. */
-static uint64_t percpu_sum(int map_fd, int idx)
-{
-	int ncpu = libbpf_num_possible_cpus();
-	uint64_t sum = 0, *vals;
-	uint32_t key = idx;
-
-	if (map_fd < 0 || ncpu <= 0 || !(vals = calloc(ncpu, sizeof(*vals))))
-		return 0;
-	if (!bpf_map_lookup_elem(map_fd, &key, vals))
-		for (int i = 0; i < ncpu; i++)
-			sum += vals[i];
-	free(vals);
-	return sum;
-}
 
 static bool verbose;
 static char last_msg[512];
@@ -274,7 +260,7 @@ fail:
 
 uint64_t loader_tls_counter(struct loader *L, int idx)
 {
-	return L->tls ? percpu_sum(bpf_map__fd(L->tls->maps.tls_counters), idx) : 0;
+	return L->tls ? cs_percpu_sum(bpf_map__fd(L->tls->maps.tls_counters), idx) : 0;
 }
 
 void loader_close(struct loader *L)
@@ -294,7 +280,7 @@ void loader_close(struct loader *L)
 
 uint64_t loader_counter(struct loader *L, int idx)
 {
-	return L->skel ? percpu_sum(bpf_map__fd(L->skel->maps.counters), idx) : 0;
+	return L->skel ? cs_percpu_sum(bpf_map__fd(L->skel->maps.counters), idx) : 0;
 }
 
 int loader_for_each_cg_count(struct loader *L, bool (*fn)(uint64_t, uint64_t, void *), void *arg)
