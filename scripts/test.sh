@@ -25,10 +25,11 @@ run_unit() {
 		test_tlsdec) srcs="$srcs user/tlsdec.c" ;;
 		test_kpods) srcs="$srcs user/kpods.c" ;;
 		test_ctnl) srcs="$srcs user/ctnl.c user/ctstat.c" ;;
+		test_symbolize) srcs="$srcs user/symbolize.c" ;;
 		esac
 		echo "== unit: $name"
 		# shellcheck disable=SC2086
-		$CC_SAN $CFLAGS_T $SAN $srcs -lpcap -lz -lcrypto -lcjson -lpthread -lm -o "$out/$name"
+		$CC_SAN $CFLAGS_T $SAN $srcs -lpcap -lz -lcrypto -lcjson -lpthread -lm -lelf -o "$out/$name"
 		"$out/$name" || failed=1
 	done
 }
