@@ -27,7 +27,7 @@ struct proc_cur {
 };
 
 /* Called for each socket fd. Returns true to stop the whole scan. */
-typedef bool (*sock_fn)(void *ctx, uint64_t ino, struct proc_cur *pc);
+typedef bool (*sock_fn)(void *ctx, uint64_t ino, uint32_t fd, struct proc_cur *pc);
 
 static const char *proc_comm(struct proc_cur *pc)
 {
@@ -50,9 +50,10 @@ static const char *proc_comm(struct proc_cur *pc)
 	return pc->comm;
 }
 
-static void set_owner(struct sock_owner *o, struct proc_cur *pc)
+static void set_owner(struct sock_owner *o, struct proc_cur *pc, uint32_t fd)
 {
 	o->pid = pc->pid;
+	o->fd = fd;
 	memcpy(o->comm, proc_comm(pc), sizeof(o->comm));
 }
 
@@ -97,7 +98,7 @@ static bool scan_pid(struct proc_cur *pc, sock_fn fn, void *ctx)
 		return false;
 	}
 	while (!stop && (de = readdir(d))) {
-		uint64_t ino;
+		uint64_t ino, fdno;
 		ssize_t n;
 
 		if (de->d_type != DT_LNK && de->d_type != DT_UNKNOWN)
@@ -106,8 +107,9 @@ static bool scan_pid(struct proc_cur *pc, sock_fn fn, void *ctx)
 		if (n <= 0)
 			continue;
 		link[n] = '\0';
-		if (parse_socket_link(link, &ino))
-			stop = fn(ctx, ino, pc);
+		if (parse_socket_link(link, &ino) &&
+		    !cs_parse_u64(de->d_name, 0, INT32_MAX, &fdno))
+			stop = fn(ctx, ino, (uint32_t)fdno, pc);
 	}
 	closedir(d);
 	return stop;
@@ -150,7 +152,7 @@ struct one_ctx {
 	int max, n;
 };
 
-static bool one_fn(void *arg, uint64_t ino, struct proc_cur *pc)
+static bool one_fn(void *arg, uint64_t ino, uint32_t fd, struct proc_cur *pc)
 {
 	struct one_ctx *c = arg;
 
@@ -159,7 +161,7 @@ static bool one_fn(void *arg, uint64_t ino, struct proc_cur *pc)
 	/* One entry per process, even if it holds the socket in several fds. */
 	if (c->n > 0 && c->out[c->n - 1].pid == pc->pid)
 		return false;
-	set_owner(&c->out[c->n++], pc);
+	set_owner(&c->out[c->n++], pc, fd);
 	return c->n == c->max;
 }
 
@@ -204,7 +206,7 @@ static int cmp_key(const void *key, const void *elem)
 	return k < e ? -1 : k > e;
 }
 
-static bool many_fn(void *arg, uint64_t ino, struct proc_cur *pc)
+static bool many_fn(void *arg, uint64_t ino, uint32_t fd, struct proc_cur *pc)
 {
 	struct many_ctx *c = arg;
 	struct want *w = bsearch(&ino, c->w, c->nw, sizeof(*w), cmp_key);
@@ -216,7 +218,7 @@ static bool many_fn(void *arg, uint64_t ino, struct proc_cur *pc)
 	for (; w < c->w + c->nw && w->ino == ino; w++) {
 		if (c->owners[w->idx].pid)
 			continue;
-		set_owner(&c->owners[w->idx], pc);
+		set_owner(&c->owners[w->idx], pc, fd);
 		c->left--;
 	}
 	return c->left == 0;

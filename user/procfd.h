@@ -7,6 +7,7 @@
 
 struct sock_owner {
 	uint32_t pid;     /* thread-group id */
+	uint32_t fd;      /* the first fd it holds the socket in */
 	char comm[16];
 };
 
