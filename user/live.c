@@ -19,6 +19,7 @@
 #include "h2_events.h"
 #include "ctwatch.h"
 #include "h2u.h"
+#include "holders.h"
 #include "loader.h"
 #include "metrics.h"
 #include "output.h"
@@ -60,6 +61,7 @@ struct live {
 	struct ring_buffer *rb;
 	struct h2u *h2u;       /* TLS library uprobes (HTTP/2 in TLS); NULL if unavailable */
 	struct ctwatch *ct;    /* conntrack: NAT, forwarded flows, table pressure */
+	struct holders *hold;  /* who holds stuck sockets, and their stacks */
 	uint64_t start_ns;
 	int metrics_fd;
 };
@@ -105,6 +107,16 @@ static void stats_record(struct live *lv, const char *phase)
 		cJSON_AddNumberToObject(ct, "map_evictions", (double)mev);
 		cJSON_AddNumberToObject(ct, "evictions", (double)(lv->t ? track_ct_evictions(lv->t) : 0));
 	}
+	{
+		uint64_t cap = 0, drop = 0;
+		cJSON *st = cJSON_AddObjectToObject(o, "stacks");
+
+		holders_counters(lv->hold, &cap, &drop);
+		cJSON_AddStringToObject(st, "mode", holders_mode_name((enum hs_stack_mode)lv->o->stacks));
+		cJSON_AddNumberToObject(st, "captured", (double)cap);
+		cJSON_AddNumberToObject(st, "dropped", (double)drop);
+		cJSON_AddStringToObject(o, "holders", holders_describe(lv->hold));
+	}
 	cJSON_AddNumberToObject(o, "uptime_s",
 				(double)(int64_t)((cs_mono_ns() - lv->start_ns) / 1000000) / 1000);
 	out_emit(o);
@@ -138,6 +150,21 @@ static int on_h2_event(void *ctx, void *data, size_t size)
 		return 0;
 	track_h2_event(lv->t, data);
 	return 0;
+}
+
+static void on_holders(void *arg, const uint64_t *cookies, const uint64_t *inos, int n,
+		       struct sock_holders *out)
+{
+	struct live *lv = arg;
+
+	holders_lookup(lv->hold, cookies, inos, n, out);
+}
+
+static void on_flag(void *arg, uint64_t cgroup_id)
+{
+	struct live *lv = arg;
+
+	holders_flag_cgroup(lv->hold, cgroup_id);
 }
 
 static void sink_print(cJSON *rec, void *arg)
@@ -286,6 +313,10 @@ int live_run(const struct cs_opts *o)
 		else if (h2u_add_ring(lv.h2u, lv.rb, on_h2_event, &lv))
 			cs_warn("HTTP/2 inside TLS is not observed: cannot read its ring buffer");
 	}
+	/* Holders of stuck sockets, and the stacks of the calls that made them. */
+	lv.hold = holders_open((enum hs_stack_mode)o->stacks, lv.L.mode == ATTACH_RAW_TP);
+	if (lv.hold)
+		track_set_holders(lv.t, on_holders, on_flag, &lv);
 	/* Conntrack: which backend a Service connection reached, forwarded flows,
 	 * and the table's pressure. */
 	lv.ct = ctwatch_open(o, lv.t);
@@ -316,6 +347,7 @@ int live_run(const struct cs_opts *o)
 		ring_buffer__consume(lv.rb);
 		ctwatch_poll(lv.ct);
 		track_tick(lv.t);
+		holders_tick(lv.hold);
 		serve_metrics(&lv);
 		now = cs_mono_ns();
 		/* New processes: their TLS libraries and Go binaries get probes. */
@@ -364,6 +396,7 @@ out:
 	if (lv.metrics_fd >= 0)
 		close(lv.metrics_fd);
 	ctwatch_close(lv.ct);
+	holders_close(lv.hold);
 	ring_buffer__free(lv.rb);
 	h2u_close(lv.h2u);
 	loader_close(&lv.L);
@@ -389,7 +422,8 @@ int check_run(const struct cs_opts *o)
 	printf("socket storage:   %s\n",
 	       libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SK_STORAGE, NULL) == 1 ? "yes" : "no");
 	pods = pods_new(NULL, o->pods_dir);
-	printf("cgroup2:          %s\n", pods ? pods_cgroup2_root(pods) : "NOT FOUND");
+	printf("cgroup2:          %s%s%s%s\n", pods ? pods_cgroup2_root(pods) : "NOT FOUND",
+	       pods ? " (" : "", pods ? pods_cgroup2_how() : "", pods ? ")" : "");
 	printf("pods dir:         %s%s\n", o->pods_dir ? o->pods_dir : "/var/log/pods",
 	       access(o->pods_dir ? o->pods_dir : "/var/log/pods", R_OK) ? " (absent: pods shown by uid/cgroup)" : "");
 	pods_free(pods);
@@ -436,6 +470,13 @@ int check_run(const struct cs_opts *o)
 			printf("HTTP/2 in TLS:     NOT observed: %s\n", why);
 		}
 		h2u_close(hu);
+	}
+	{
+		struct holders *ho = holders_open((enum hs_stack_mode)o->stacks, L.mode == ATTACH_RAW_TP);
+
+		printf("socket holders:    %s\n", holders_describe(ho));
+		printf("stacks:            %s\n", holders_stacks_describe(ho));
+		holders_close(ho);
 	}
 	{
 		struct ctwatch *cw = ctwatch_open(o, NULL);

@@ -12,6 +12,7 @@
 #include "replay.h"
 #include "opts.h"
 #include "util.h"
+#include "holders.h"
 
 #define VERSION "0.1.0"
 
@@ -52,7 +53,7 @@ enum {
 	OPT_METRICS, OPT_KEYLOG, OPT_PODS_FILE, OPT_ATTACH, OPT_NO_SNAPSHOT, OPT_WINDOW, OPT_CGROUP,
 	OPT_H2_WINDOW, OPT_H2_CHURN_CONNS, OPT_H2_CHURN_STREAMS, OPT_H2_GOAWAY_RUNS,
 	OPT_CONNTRACK, OPT_CONNTRACK_NETNS, OPT_CONNTRACK_PRESSURE, OPT_CONNTRACK_MAX,
-	OPT_USAGE,
+	OPT_STACKS, OPT_USAGE,
 };
 
 static const struct argp_option options[] = {
@@ -107,6 +108,10 @@ static const struct argp_option options[] = {
 	{ "conntrack-max", OPT_CONNTRACK_MAX, "N", 0,
 	  "conntrack_pressure: measure the table against N entries instead of the kernel's "
 	  "nf_conntrack_max (to be warned before a limit of your own)", 2 },
+	{ "stacks", OPT_STACKS, "auto|all|off", 0,
+	  "User stacks of the connect()/accept() that made a socket, for close_wait_stuck "
+	  "(default auto: only in pods that had a socket in CLOSE_WAIT for half the "
+	  "threshold; all: every connect and accept; off: never)", 4 },
 	{ "keylog", OPT_KEYLOG, "FILE", 0, "replay: TLS key log (SSLKEYLOGFILE format)", 4 },
 	{ "pods", OPT_PODS_FILE, "FILE", 0, "replay: `kubectl get pods -A -o json` output", 4 },
 	{ "verbose", 'v', NULL, 0, "Show libbpf's own diagnostics", 4 },
@@ -226,6 +231,16 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 		}
 		break;
 	case OPT_CONNTRACK_NETNS: o->conntrack_netns = arg; break;
+	case OPT_STACKS: {
+		enum hs_stack_mode m;
+
+		if (holders_parse_mode(arg, &m)) {
+			cs_warn("bad value for --stacks: '%s' (auto, all or off)", arg);
+			exit(2);
+		}
+		o->stacks = m;
+		break;
+	}
 	case OPT_CONNTRACK_MAX:
 		if (cs_parse_u64(arg, 1, UINT32_MAX, &o->ct_max)) {
 			cs_warn("bad value for --conntrack-max: '%s' (1-4294967295)", arg);
@@ -293,6 +308,7 @@ int main(int argc, char **argv)
 		.h2_churn_streams = 1.5,
 		.h2_goaway_runs = 3,
 		.ct_pressure_pct = 90,
+		.stacks = HS_STACKS_AUTO,
 		.interval_s = -1,
 	};
 	char progname[64];

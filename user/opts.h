@@ -40,7 +40,8 @@ struct cs_opts {
 	enum cs_conntrack conntrack; /* --conntrack */
 	const char *conntrack_netns; /* --conntrack-netns: where conntrack is watched */
 	double ct_pressure_pct;      /* --conntrack-pressure: % of nf_conntrack_max */
-	uint64_t ct_max;             /* --conntrack-max: the table size to measure against (0: the kernel's) */
+	uint64_t ct_max;
+	int stacks;                  /* --stacks: enum hs_stack_mode */             /* --conntrack-max: the table size to measure against (0: the kernel's) */
 };
 
 #endif

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include "track_priv.h"
+#include "holders.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -63,6 +64,14 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 	t->h2_window_ns = (uint64_t)(o->h2_window_s * NS_PER_SEC);
 	read_ephemeral_range(t);
 	return t;
+}
+
+void track_set_holders(struct tracker *t, track_holders_fn lookup, track_flag_fn flag,
+		       void *arg)
+{
+	t->holders_fn = lookup;
+	t->flag_fn = flag;
+	t->holders_arg = arg;
 }
 
 void track_set_replay(struct tracker *t, track_pod_fn pod_fn, void *arg, char *const *files,
@@ -489,13 +498,31 @@ static void connect_timeout_finding(struct tracker *t, const struct cs_event *e,
 	tr_emit(t, o);
 }
 
+/* "comm (pid 12)", "comm (pid 12) and 2 other processes: a (pid 3), b (pid 4)". */
+static void holders_text(const struct sock_holders *sh, char *buf, size_t len)
+{
+	int shown = sh->nholders < HOLDERS_MAX ? sh->nholders : HOLDERS_MAX;
+	size_t n;
+
+	n = (size_t)snprintf(buf, len, "%s (pid %u)", sh->h[0].comm, sh->h[0].pid);
+	if (sh->nholders > 1 && n < len)
+		n += (size_t)snprintf(buf + n, len - n, " and %d other process%s:", sh->nholders - 1,
+				      sh->nholders > 2 ? "es" : "");
+	for (int i = 1; i < shown && n < len; i++)
+		n += (size_t)snprintf(buf + n, len - n, "%s %s (pid %u)", i > 1 ? "," : "",
+				      sh->h[i].comm, sh->h[i].pid);
+	if (shown < sh->nholders && n < len)
+		snprintf(buf + n, len - n, ", ...");
+}
+
 static void close_wait_finding(struct tracker *t, struct watch *w, const struct cg_entry *c,
-			       const struct sock_owner *own, double age_s)
+			       const struct sock_holders *sh, double age_s)
 {
 	const struct cs_event *e = &w->ev;
-	uint32_t pid = own && own->pid ? own->pid : e->pid;
-	const char *comm = own && own->pid ? own->comm : e->comm;
-	char who[640], proc[64], local[80], peer[80], ip[64], msg[1024];
+	bool named = sh && sh->nholders > 0;
+	uint32_t pid = named ? sh->h[0].pid : e->pid;
+	const char *comm = named ? sh->h[0].comm : e->comm;
+	char who[640], proc[600], local[80], peer[80], ip[64], msg[2048], where[SYM_LEN + 64] = "";
 	int fam = tr_family(e);
 	cJSON *o = tr_finding_new(t, "close_wait_stuck", "warning", e, c, pid, comm, 0);
 
@@ -503,9 +530,56 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 	cJSON_AddNumberToObject(o, "threshold_s", t->o->close_wait_threshold_s);
 	cJSON_AddBoolToObject(o, "preexisting", w->preexisting);
 	cJSON_AddBoolToObject(o, "age_estimated", w->cw_estimated);
+	if (!sh && t->replay) {
+		/* The same fields as live, and why they are empty. */
+		cJSON_AddArrayToObject(o, "holders");
+		cJSON_AddStringToObject(o, "holders_note", "a capture does not show which process "
+					"held the socket");
+		cJSON_AddNullToObject(o, "stack");
+		cJSON_AddStringToObject(o, "stack_note", "a capture has no stacks");
+	} else if (sh) {
+		cJSON *arr = cJSON_AddArrayToObject(o, "holders");
+		int shown = sh->nholders < HOLDERS_MAX ? sh->nholders : HOLDERS_MAX;
+
+		for (int i = 0; i < shown; i++) {
+			cJSON *x = cJSON_CreateObject();
+
+			cJSON_AddNumberToObject(x, "pid", sh->h[i].pid);
+			cJSON_AddStringToObject(x, "comm", sh->h[i].comm);
+			cJSON_AddNumberToObject(x, "fd", sh->h[i].fd);
+			cJSON_AddItemToArray(arr, x);
+		}
+		if (shown < sh->nholders)
+			cJSON_AddNumberToObject(o, "holders_total", sh->nholders);
+		if (!named)
+			cJSON_AddStringToObject(o, "holders_note", sh->why);
+		if (sh->nframes) {
+			cJSON *st = cJSON_AddArrayToObject(o, "stack");
+
+			for (int i = 0; i < sh->nframes; i++)
+				cJSON_AddItemToArray(st, cJSON_CreateString(sh->frames[i]));
+			cJSON_AddStringToObject(o, "stack_origin", sh->origin ? sh->origin : "unknown");
+			/* The innermost frame is the syscall wrapper; name the first
+			 * named frame past it, where the application made the call. */
+			for (int i = sh->nframes > 1 ? 1 : 0; i < sh->nframes; i++) {
+				if (!strncmp(sh->frames[i], "0x", 2))
+					continue;
+				snprintf(where, sizeof(where), " The socket was made by %s() in %s.",
+					 sh->origin ? sh->origin : "a call", sh->frames[i]);
+				break;
+			}
+		} else {
+			cJSON_AddNullToObject(o, "stack");
+			cJSON_AddStringToObject(o, "stack_note", sh->stack_note);
+		}
+	}
 	tr_pod_text(&c->pod, who, sizeof(who));
-	if (pid)
+	if (named)
+		holders_text(sh, proc, sizeof(proc));
+	else if (pid)
 		snprintf(proc, sizeof(proc), "%s (pid %u)", comm, pid);
+	else if (sh)
+		snprintf(proc, sizeof(proc), "No process (%s)", sh->why);
 	else
 		snprintf(proc, sizeof(proc), "A process that connscope could not name");
 	out_ip(fam, e->saddr, ip, sizeof(ip));
@@ -520,9 +594,10 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 			 local, who, age_s, peer);
 	else
 		snprintf(msg, sizeof(msg),
-			 "%s in %s has held %s in CLOSE_WAIT for %s%.1fs since %s closed its side: "
-			 "the application never closes this socket; find the code path that leaks it.",
-			 proc, who, local, w->cw_estimated ? "about " : "", age_s, peer);
+			 "%s in %s %s %s in CLOSE_WAIT for %s%.1fs since %s closed its side: "
+			 "the application never closes this socket; find the code path that leaks it.%s",
+			 proc, who, named && sh->nholders > 1 ? "have held" : "has held", local,
+			 w->cw_estimated ? "about " : "", age_s, peer, where);
 	tr_message(o, msg);
 	tr_emit(t, o);
 }
@@ -881,8 +956,7 @@ void track_tick(struct tracker *t)
 {
 	uint64_t now = cs_mono_ns(), k;
 	struct watch *stuck[256];
-	uint64_t inos[256];
-	struct sock_owner owners[256];
+	uint64_t inos[256], cookies[256];
 	int nstuck = 0;
 	void *v;
 
@@ -919,32 +993,58 @@ void track_tick(struct tracker *t)
 			if (tr_elapsed(now, w->cw_since_ns) >= t->cw_threshold_ns)
 				c->agg->cw_stuck++;
 		}
+		/* Half way to stuck: the pod's next sockets get their stacks. */
+		if (!w->flagged && t->flag_fn && tr_elapsed(now, w->cw_since_ns) >= t->cw_threshold_ns / 2) {
+			w->flagged = true;
+			t->flag_fn(t->holders_arg, w->ev.cgroup_id);
+		}
 		if (!w->cw_reported && tr_elapsed(now, w->cw_since_ns) >= t->cw_threshold_ns &&
 		    nstuck < (int)(sizeof(stuck) / sizeof(stuck[0]))) {
 			stuck[nstuck] = w;
 			inos[nstuck] = w->ev.ino;
+			cookies[nstuck] = w->ev.cookie;
 			nstuck++;
 		}
 	}
-	/* Name the holders of the newly stuck sockets with one /proc scan. */
+	/* Name the holders of the newly stuck sockets in one pass. */
 	if (nstuck) {
-		bool any_ino = false;
+		struct sock_holders *sh = NULL;
+		struct sock_owner owners[256];
 
-		for (int i = 0; i < nstuck; i++)
-			any_ino |= inos[i] != 0;
-		if (any_ino)
+		if (t->holders_fn && (sh = calloc((size_t)nstuck, sizeof(*sh))))
+			t->holders_fn(t->holders_arg, cookies, inos, nstuck, sh);
+		else if (!t->replay)
 			procfd_lookup_many(inos, owners, nstuck);
 		for (int i = 0; i < nstuck; i++) {
 			struct watch *w = stuck[i];
 			struct cg_entry *c = tr_cgroup(t, w->ev.cgroup_id);
 
 			w->cw_reported = true;
-			if (inos[i])
+			if (sh && sh[i].nholders) {
+				w->owner.pid = sh[i].h[0].pid;
+				w->owner.fd = sh[i].h[0].fd;
+				memcpy(w->owner.comm, sh[i].h[0].comm, sizeof(w->owner.comm));
+			} else if (!sh && !t->replay && inos[i]) {
 				w->owner = owners[i];
-			if (c)
-				close_wait_finding(t, w, c, inos[i] ? &owners[i] : NULL,
-						   tr_elapsed(now, w->cw_since_ns) / 1e9);
+			}
+			if (c) {
+				if (sh) {
+					close_wait_finding(t, w, c, &sh[i], tr_elapsed(now, w->cw_since_ns) / 1e9);
+				} else {
+					struct sock_holders one = { 0 };
+
+					if (w->owner.pid) {
+						one.nholders = 1;
+						one.h[0].pid = w->owner.pid;
+						one.h[0].fd = w->owner.fd;
+						memcpy(one.h[0].comm, w->owner.comm, sizeof(one.h[0].comm));
+					}
+					close_wait_finding(t, w, c, t->replay ? NULL : w->owner.pid ? &one : NULL,
+							   tr_elapsed(now, w->cw_since_ns) / 1e9);
+				}
+			}
 		}
+		free(sh);
 	}
 	/* Folded findings whose window ended. */
 	for (size_t i = 0; u64map_next(&t->folds, &i, &k, &v);) {

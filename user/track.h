@@ -116,6 +116,16 @@ void track_set_replay(struct tracker *t, track_pod_fn pod_fn, void *arg, char *c
 #define TRACK_COOKIE_FILE(c) ((int)((c) >> 48) - 1)
 #define TRACK_COOKIE_PACKET(c) ((c) & ((1ull << 48) - 1))
 
+/* Live: who holds stuck sockets and which code path made them (user/holders.c).
+ * lookup fills out[i] for cookies[i] (inos[i]: the inode where known); flag asks
+ * for stacks in a cgroup from now on (--stacks auto). */
+struct sock_holders;
+typedef void (*track_holders_fn)(void *arg, const uint64_t *cookies, const uint64_t *inos,
+				 int n, struct sock_holders *out);
+typedef void (*track_flag_fn)(void *arg, uint64_t cgroup_id);
+void track_set_holders(struct tracker *t, track_holders_fn lookup, track_flag_fn flag,
+		       void *arg);
+
 void track_event(struct tracker *t, const struct cs_event *e);
 struct tls_event;
 /* An edge from the TLS handshake watcher (bpf/tls.bpf.c). */

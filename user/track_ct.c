@@ -253,6 +253,11 @@ static void ct_close_wait_finding(struct tracker *t, struct ct_entry *c, uint64_
 	out_add_endpoint(o, "server", fam, e->reply.src, e->reply.sport);
 	cJSON_AddNumberToObject(o, "age_s", tr_secs3(age));
 	cJSON_AddNumberToObject(o, "threshold_s", t->o->close_wait_threshold_s);
+	cJSON_AddArrayToObject(o, "holders");
+	cJSON_AddStringToObject(o, "holders_note", "a forwarded flow: the socket is on another "
+				"host, and no process of this node holds it");
+	cJSON_AddNullToObject(o, "stack");
+	cJSON_AddStringToObject(o, "stack_note", "a forwarded flow has no local stack");
 	if (translated(e))
 		add_nat(t, o, e);
 	ep_text(e->orig.l3, e->orig.src, e->orig.sport, cl, sizeof(cl));

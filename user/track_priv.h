@@ -29,7 +29,8 @@ struct watch {
 	bool in_cw, cw_reported, cw_estimated;
 	bool connecting, timeout_reported;
 	bool preexisting;
-	struct sock_owner owner; /* holder found through /proc when it got stuck */
+	bool flagged;          /* its cgroup was flagged for stacks (--stacks auto) */
+	struct sock_owner owner; /* first holder, found when it got stuck */
 };
 
 /* Repeats of one finding about one pod and remote, folded into a count. */
@@ -73,6 +74,10 @@ struct tracker {
 	bool ct_have_stat;
 	uint64_t ct_count, ct_max, ct_stat_ns, ct_drops, ct_insert_failed, ct_early_drops,
 		 ct_pressure_ns;
+	/* Live: holders and stacks (track_set_holders) */
+	track_holders_fn holders_fn;
+	track_flag_fn flag_fn;
+	void *holders_arg;
 	/* Replay (track_set_replay) */
 	bool replay;
 	track_pod_fn pod_fn;

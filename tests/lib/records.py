@@ -14,7 +14,7 @@ TCP_KEYS = {"outcome", "connect_ms", "syn_retrans", "close", "close_wait_ms",
 FINDING_KEYS = {"type", "ts", "kind", "severity", "pod", "cgroup", "pid", "comm", "side",
                 "client", "server", "message"}
 FINDING_EXTRA = {
-    "close_wait_stuck": {"age_s", "threshold_s", "preexisting"},
+    "close_wait_stuck": {"age_s", "threshold_s", "preexisting", "holders", "stack"},
     "tcp_connect_timeout": {"elapsed_s", "syn_retrans"},
     "tcp_connect_refused": {"count"},
     "peer_reset": {"count"},
