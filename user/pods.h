@@ -26,6 +26,9 @@ struct pod_resolver;
 struct pod_resolver *pods_new(const char *cgroup2_root, const char *pods_dir);
 void pods_free(struct pod_resolver *r);
 
+/* How the cgroup2 mount was found: one of connscope's mount namespace, or one it
+ * mounted itself in a private mount namespace because none was visible. */
+const char *pods_cgroup2_how(void);
 /* The mount point of cgroup2 the resolver uses. */
 const char *pods_cgroup2_root(const struct pod_resolver *r);
 
