@@ -6,6 +6,10 @@
 #    `tcpstates` attached. The three configurations run interleaved in one run
 #    (ROUNDS rounds, rotating order), and the report gives the median rate of each and
 #    its ratio to the baseline. Target for connscope: >= 0.97.
+# 1b. Stacks: the same closed loop, interleaved (ROUNDS rounds): no tracer,
+#    `connscope trace --stacks off` and `connscope trace --stacks all` (a user stack
+#    taken at every connect and accept on the node, the worst case of the default
+#    auto mode). The report gives each ratio to the baseline and all / off.
 # 2. Fixed rate: RATE connections/s for RATE_SECONDS with `connscope trace -o json`
 #    writing to a file; then its final stats record (events, lost, map_full) and the
 #    number of connection records against 2 x the connections made. Target: lost == 0.
@@ -79,7 +83,7 @@
 #   BENCH_QUIET_WAIT=5 (s to wait per run for other BPF programs to go and the CPUs to
 #   be idle, at most BENCH_QUIET_BUDGET=40 s in all; BENCH_QUIET_BUSY=15 % is idle)
 #   BENCH_KEEP=1 (keep the work directory)  TCPSTATES=/usr/sbin/tcpstates
-#   BENCH_PARTS="tcp rate tls h2 replay dnat" (which parts run; e.g. BENCH_PARTS=tls)
+#   BENCH_PARTS="tcp stacks rate tls h2 replay dnat" (which parts run; e.g. BENCH_PARTS=tls)
 #   BENCH_TLS_ROUNDS=5 BENCH_TLS_SECONDS=4 BENCH_TLS_WORKERS=<cpus>
 #   BENCH_TLS_PORT=<BENCH_PORT + 8>
 #   BENCH_H2_ROUNDS=5 BENCH_H2_SECONDS=4 BENCH_H2_CLIENTS=6 BENCH_H2_STREAMS=10
@@ -101,7 +105,7 @@ WORKERS=${BENCH_WORKERS:-$NCPU}
 SERVER_THREADS=${BENCH_SERVER_THREADS:-$NCPU}
 PORT=${BENCH_PORT:-29100}
 NPORTS=8
-PARTS=${BENCH_PARTS:-tcp rate tls h2 replay dnat}
+PARTS=${BENCH_PARTS:-tcp stacks rate tls h2 replay dnat}
 TLS_ROUNDS=${BENCH_TLS_ROUNDS:-5}
 TLS_SECS=${BENCH_TLS_SECONDS:-4}
 TLS_WORKERS=${BENCH_TLS_WORKERS:-$NCPU}
@@ -135,7 +139,7 @@ log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 for part in $PARTS; do
-	case $part in tcp | rate | tls | h2 | replay | dnat) ;; *) die "parse BENCH_PARTS: unknown part '$part' (tcp rate tls h2 replay dnat)" ;; esac
+	case $part in tcp | stacks | rate | tls | h2 | replay | dnat) ;; *) die "parse BENCH_PARTS: unknown part '$part' (tcp stacks rate tls h2 replay dnat)" ;; esac
 done
 
 [ "$(id -u)" = 0 ] || die "run: needs root (BPF programs and sysctls)"
@@ -350,6 +354,9 @@ start_tracer() {
 	# and it is never attached in the machine's own network namespace by the bench.
 	TRACER_OUT=$out
 	case $name in
+	stacksoff | stacksall)
+		"$CONNSCOPE" trace -o json --cgroup "$CGROUP" --conntrack off \
+			--stacks "${name#stacks}" >"$out" 2>"$dir/err" & ;;
 	connscope)
 		if [ -n "${CT_NETNS:-}" ]; then
 			# The DNAT part: conntrack's program in the bench's node namespace only.
@@ -370,7 +377,7 @@ start_tracer() {
 			die "start $name (it exited; stderr above)"
 		}
 		case $name in
-		connscope)
+		connscope | stacksoff | stacksall)
 			# Attached once its first record, stats phase "start", is out.
 			head -n 1 "$out" 2>/dev/null | grep -q '"phase":"start"' && return 0 ;;
 		tcpstates)
@@ -530,6 +537,23 @@ if has_part tcp; then
 			measured_run "$cfg" "$dir" --closed-loop --seconds "$SECS"
 			[ "$cfg" != baseline ] && stop_tracer "$dir"
 			log "round $r/$ROUNDS $(printf '%-10s' "$cfg")" \
+				"$("$PYTHON" -c 'import json,sys; print("%.0f conns/s" % json.load(open(sys.argv[1]))["conns_per_s"])' "$dir/load.json")"
+		done
+	done
+fi
+
+# ---- 1b. stacks: --stacks all against --stacks off, interleaved ---------------------
+if has_part stacks; then
+	STACK_CONFIGS=(baseline stacksoff stacksall)
+	log "stacks: ${#STACK_CONFIGS[@]} configs x $ROUNDS rounds x ${SECS}s, closed loop"
+	mkdir -p "$WORK/stacks_runs"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for ((k = 0; k < 3; k++)); do
+			cfg=${STACK_CONFIGS[$(((r - 1 + k) % 3))]}
+			dir=$WORK/stacks_runs/r$r-$k-$cfg
+			measured_run "$cfg" "$dir" --closed-loop --seconds "$SECS"
+			[ "$cfg" != baseline ] && stop_tracer "$dir"
+			log "stacks round $r/$ROUNDS $(printf '%-10s' "$cfg")" \
 				"$("$PYTHON" -c 'import json,sys; print("%.0f conns/s" % json.load(open(sys.argv[1]))["conns_per_s"])' "$dir/load.json")"
 		done
 	done

@@ -139,10 +139,33 @@ def fmt_ratio(x):
     return "-" if x is None else "%.3f" % x
 
 
-def throughput(a, configs):
+CONNSCOPE_CONFIGS = ("connscope", "stacksoff", "stacksall")
+
+
+def stacks(a):
+    """--stacks all against --stacks off on the same churn: the cost of taking a
+    user stack at every connect and accept."""
+    med = throughput(a, ["baseline", "stacksoff", "stacksall"], "stacks_runs",
+                     "Stacks (connscope trace --stacks off | all)")
+    if med.get("stacksoff") and med.get("stacksall"):
+        print("  --stacks all / --stacks off: %.3f (median rates %.0f / %.0f conns/s)" % (
+            med["stacksall"] / med["stacksoff"], med["stacksall"], med["stacksoff"]))
+    base = os.path.join(a.work, "stacks_runs")
+    caps = []
+    for name in sorted(os.listdir(base)):
+        if name.endswith("stacksall"):
+            st = last_stats(os.path.join(base, name, "last"))
+            if st and "stacks" in st:
+                caps.append("captured %d dropped %d" % (st["stacks"]["captured"],
+                                                         st["stacks"]["dropped"]))
+    if caps:
+        print("  --stacks all per round: " + "; ".join(caps))
+
+
+def throughput(a, configs, subdir="runs", title="Throughput"):
     runs = {c: [] for c in configs}
     order = {}
-    base = os.path.join(a.work, "runs")
+    base = os.path.join(a.work, subdir)
     for name in sorted(os.listdir(base)):
         m = re.fullmatch(r"r(\d+)-(\d+)-(\w+)", name)
         if not m:
@@ -168,8 +191,8 @@ def throughput(a, configs):
         order.setdefault(rnd, []).append((slot, cfg))
 
     print()
-    print("Throughput: loopback connect/send/close, closed loop, %d rounds x %gs, "
-          "%d CPUs (medians, interleaved in one run)" % (a.rounds, a.seconds, a.cpus))
+    print("%s: loopback connect/send/close, closed loop, %d rounds x %gs, "
+          "%d CPUs (medians, interleaved in one run)" % (title, a.rounds, a.seconds, a.cpus))
     hdr = "  %-6s %-32s" % ("round", "order") + "".join("%12s" % c for c in configs)
     if "baseline" in configs:
         hdr += "".join("%16s" % (c + "/base") for c in configs if c != "baseline")
@@ -213,7 +236,7 @@ def throughput(a, configs):
         cpu = [r["tracer_cpu_ms"] for r in rs]
         cpu_k = ("%.2f ms" % (sum(cpu) / conns * 1000)
                  if conns and all(x is not None for x in cpu) else "-")
-        if c == "connscope":
+        if c in CONNSCOPE_CONFIGS:
             lost = [r["stats"]["lost"] if r["stats"] else None for r in rs]
         else:
             lost = [r["stderr_lost"] for r in rs]
@@ -1135,7 +1158,7 @@ def main():
     p.add_argument("--mode")
     p.add_argument("--cpu-ms", type=int)
     p.add_argument("--work")
-    p.add_argument("--parts", default="tcp rate tls h2 replay dnat")
+    p.add_argument("--parts", default="tcp stacks rate tls h2 replay dnat")
     p.add_argument("--rounds", type=int)
     p.add_argument("--seconds", type=float)
     p.add_argument("--rate", type=int)
@@ -1204,6 +1227,8 @@ def main():
     parts = a.parts.split()
     if "tcp" in parts:
         need += ["rounds", "seconds", "configs"]
+    if "stacks" in parts:
+        need += ["rounds", "seconds"]
     if "rate" in parts:
         need += ["rate", "rate_seconds", "port", "nports"]
     if "tls" in parts:
@@ -1221,6 +1246,8 @@ def main():
     try:
         if "tcp" in parts:
             throughput(a, a.configs.split())
+        if "stacks" in parts:
+            stacks(a)
         if "rate" in parts:
             fixed_rate(a)
         if "tls" in parts:
