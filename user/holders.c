@@ -42,6 +42,9 @@ struct holders {
 	struct bpf_link *iter_link;
 	enum hs_stack_mode mode;
 	bool have_iter, have_connect, have_accept;
+	bool armed;                  /* the stack programs are attached */
+	struct bpf_program *conn_prog;
+	struct bpf_link *stack_links[3]; /* connect, accept4, accept */
 	bool host_pidns;
 	bool mounted_tracefs;
 	char desc[512];
@@ -101,6 +104,42 @@ static void err_text(int err, char *buf, size_t len)
 	buf[strcspn(buf, "\n")] = '\0';
 }
 
+static struct bpf_link *attach(struct bpf_program *p, char *why, size_t len)
+{
+	struct bpf_link *l = bpf_program__attach(p);
+
+	if (!l)
+		err_text(errno, why, len);
+	return l;
+}
+
+static int arm_connect(struct holders *h, char *why, size_t len)
+{
+	h->stack_links[0] = attach(h->conn_prog, why, len);
+	return h->stack_links[0] ? 0 : -1;
+}
+
+static int arm_accept(struct holders *h, char *why, size_t len)
+{
+	h->stack_links[1] = attach(h->skel->progs.hs_accept4_exit, why, len);
+	if (h->stack_links[1])
+		h->stack_links[2] = attach(h->skel->progs.hs_accept_exit, why, len);
+	if (h->stack_links[2])
+		return 0;
+	bpf_link__destroy(h->stack_links[1]);
+	h->stack_links[1] = NULL;
+	return -1;
+}
+
+static void disarm(struct holders *h)
+{
+	for (int i = 0; i < 3; i++) {
+		bpf_link__destroy(h->stack_links[i]);
+		h->stack_links[i] = NULL;
+	}
+	h->armed = false;
+}
+
 /* The programs of one load. */
 struct parts {
 	bool iter, connect_btf, connect_raw, accept;
@@ -134,14 +173,6 @@ static int try_load(struct holders *h, const struct parts *p, char *why, size_t 
 	return 0;
 }
 
-static struct bpf_link *attach(struct bpf_program *p, char *why, size_t len)
-{
-	struct bpf_link *l = bpf_program__attach(p);
-
-	if (!l)
-		err_text(errno, why, len);
-	return l;
-}
 
 static bool parts_any(const struct parts *p)
 {
@@ -198,17 +229,21 @@ struct holders *holders_open(enum hs_stack_mode mode, bool raw_tp)
 			h->have_iter = false;
 			snprintf(why_iter, sizeof(why_iter), "attach: %s", why);
 		}
-		if (h->have_connect &&
-		    !attach(ok.connect_btf ? s->progs.hs_set_state_btf : s->progs.hs_set_state_raw,
-			    why, sizeof(why))) {
+		h->conn_prog = ok.connect_btf ? s->progs.hs_set_state_btf : s->progs.hs_set_state_raw;
+		if (h->have_connect && arm_connect(h, why, sizeof(why))) {
 			h->have_connect = false;
 			snprintf(why_conn, sizeof(why_conn), "attach: %s", why);
 		}
-		if (h->have_accept && (!attach(s->progs.hs_accept4_exit, why, sizeof(why)) ||
-				       !attach(s->progs.hs_accept_exit, why, sizeof(why)))) {
+		if (h->have_accept && arm_accept(h, why, sizeof(why))) {
 			h->have_accept = false;
 			snprintf(why_acc, sizeof(why_acc), "attach (is tracefs mounted?): %s", why);
 		}
+		/* auto: attached now only to prove they can be; they come back when
+		 * the first pod is flagged, so until then nothing runs per connection. */
+		if (mode == HS_STACKS_AUTO)
+			disarm(h);
+		else
+			h->armed = true;
 	}
 	if (h->have_iter)
 		snprintf(h->desc, sizeof(h->desc), "BPF task/file iterator, every fd of every process%s",
@@ -230,8 +265,9 @@ struct holders *holders_open(enum hs_stack_mode mode, bool raw_tp)
 			 "not mounted: connscope mounted it at /sys/kernel/tracing)" :
 			 "syscall tracepoints") : why_acc[0] ? why_acc : why_all);
 		snprintf(h->stacks_desc, sizeof(h->stacks_desc), "%s; connect(): %s; accept(): %s",
-			 mode == HS_STACKS_AUTO ? "auto (only in pods that had a socket in CLOSE_WAIT "
-			 "for half the threshold)" : "all (every connect and accept)", c, a);
+			 mode == HS_STACKS_AUTO ? "auto (attached when the first pod has a socket in "
+			 "CLOSE_WAIT for half the threshold; then only that pod's sockets)" :
+			 "all (every connect and accept)", c, a);
 	}
 	return h;
 }
@@ -240,7 +276,9 @@ void holders_close(struct holders *h)
 {
 	if (!h)
 		return;
-	holders_bpf__destroy(h->skel); /* detaches every link, the iterator's too */
+	disarm(h);
+	bpf_link__destroy(h->iter_link);
+	holders_bpf__destroy(h->skel);
 	sym_cache_free(h->syms);
 	free(h);
 }
@@ -282,6 +320,19 @@ void holders_flag_cgroup(struct holders *h, uint64_t cgid)
 		h->flagged[h->nflagged++] = cgid;
 	}
 	bpf_map_update_elem(fd, &cgid, &one, BPF_ANY);
+	if (!h->armed) {
+		char why[200];
+
+		h->armed = true;
+		if (h->have_connect && arm_connect(h, why, sizeof(why))) {
+			h->have_connect = false;
+			cs_warn("connect() stacks are not taken: attach: %s", why);
+		}
+		if (h->have_accept && arm_accept(h, why, sizeof(why))) {
+			h->have_accept = false;
+			cs_warn("accept() stacks are not taken: attach: %s", why);
+		}
+	}
 }
 
 static int cmp_u32(const void *a, const void *b)
