@@ -34,6 +34,20 @@ run_unit() {
 	done
 }
 
+# Seeds for fuzz_symbolize: small ELF files compiled here (an address, then the
+# file), with and without .symtab, PIE and not.
+symbolize_seeds() {
+	local dir=$1 src=$out/seed.c i=0 flags
+	printf 'int f(int x) { return x + 1; }\nint main(void) { return f(1); }\n' >"$src"
+	for flags in "-O1" "-O1 -s" "-O1 -no-pie" "-O1 -shared -fPIC"; do
+		# shellcheck disable=SC2086
+		cc $flags -o "$out/seed.elf" "$src" 2>/dev/null || continue
+		{ printf '\x00\x11\x40\x00\x00\x00\x00\x00'; cat "$out/seed.elf"; } >"$dir/seed$i"
+		i=$((i + 1))
+	done
+	rm -f "$out/seed.elf" "$src"
+}
+
 run_fuzz() {
 	for f in tests/fuzz/fuzz_*.c; do
 		[ -e "$f" ] || continue
@@ -45,6 +59,7 @@ run_fuzz() {
 		fuzz_pcapin) extra="user/pcapin.c user/reasm.c" ;;
 		fuzz_tlsdec) extra="user/tlsdec.c" ;;
 		fuzz_ctnl) extra="user/ctnl.c user/ctstat.c" ;;
+		fuzz_symbolize) extra="user/symbolize.c -lelf" ;;
 		fuzz_replay) extra="user/replay.c user/track.c user/track_tls.c user/track_h2.c user/track_ct.c
 			user/output.c user/jsonw.c user/procfd.c user/u64map.c user/pcapin.c
 			user/reasm.c user/tlsdec.c user/kpods.c" ;;
@@ -53,6 +68,7 @@ run_fuzz() {
 		clang $CFLAGS_T -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 \
 			"$f" user/pods.c user/util.c $extra -lpcap -lz -lcrypto -lcjson -lm -o "$out/$name"
 		mkdir -p "$out/$name.corpus"
+		[ "$name" = fuzz_symbolize ] && symbolize_seeds "$out/$name.corpus"
 		seeds=tests/fuzz/corpus
 		[ -d "tests/fuzz/corpus_${name#fuzz_}" ] && seeds="tests/fuzz/corpus_${name#fuzz_}"
 		"$out/$name" -max_total_time=20 -seed=1 "$out/$name.corpus" "$seeds" >/dev/null 2>"$out/$name.log" \
