@@ -42,7 +42,7 @@ symbolize_seeds() {
 	for flags in "-O1" "-O1 -s" "-O1 -no-pie" "-O1 -shared -fPIC"; do
 		# shellcheck disable=SC2086
 		cc $flags -o "$out/seed.elf" "$src" 2>/dev/null || continue
-		{ printf '\x00\x11\x40\x00\x00\x00\x00\x00'; cat "$out/seed.elf"; } >"$dir/seed$i"
+		{ printf '\000\021\100\000\000\000\000\000'; cat "$out/seed.elf"; } >"$dir/seed$i"
 		i=$((i + 1))
 	done
 	rm -f "$out/seed.elf" "$src"

@@ -147,6 +147,15 @@ static void text_finding(const cJSON *o)
 	pod_text(o, pod, sizeof(pod));
 	printf("%-12s FINDING %-8s %-22s %s: %s\n", t, str(o, "severity", "?"),
 	       str(o, "kind", "?"), pod, str(o, "message", ""));
+	/* The code path that made a leaked socket, a frame a line, innermost first. */
+	const cJSON *stack = cJSON_GetObjectItemCaseSensitive(o, "stack"), *fr;
+
+	if (cJSON_IsArray(stack) && cJSON_GetArraySize(stack) > 0) {
+		printf("%-12s   stack of its %s():\n", "", str(o, "stack_origin", "?"));
+		cJSON_ArrayForEach(fr, stack)
+			if (cJSON_IsString(fr))
+				printf("%-12s     %s\n", "", fr->valuestring);
+	}
 }
 
 static void text_summary(const cJSON *o)
