@@ -40,6 +40,7 @@
  *  - H2_EV_END comes at SSL_free or at the TCP close, whichever is first.
  */
 #include "h2u.h"
+#include "gopclntab.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -321,49 +322,24 @@ static void go_version(int fd, Elf *e, Elf_Data *bi, char *out, size_t len)
 }
 
 /*
- * The entry address of function fname from .gopclntab, which the Go runtime needs
- * and so survives stripping (-ldflags=-s). Its header (runtime/symtab.go pcHeader):
- * magic u32, 2 pad bytes, minLC u8, ptrSize u8, then pointer-sized words:
- *
- *   Go 1.16-1.17 (0xfffffffa): nfunc, nfiles, funcnameOffset, cu, filetab, pctab,
- *                pclnOffset; functab at pclnOffset: {entry, funcoff} words;
- *                _func at pclnOffset+funcoff: entry word, nameoff i32
- *   Go 1.18+ (0xfffffff0, 0xfffffff1): nfunc, nfiles, textStart, funcnameOffset,
- *                cu, filetab, pctab, pclnOffset; functab: {entryoff u32,
- *                funcoff u32}; _func: entryoff u32, nameoff i32
- *
- * Every offset is checked against the section. 0 if not found.
+ * The entry address of function fname from .gopclntab (layout in gopclntab.h),
+ * 64-bit binaries only. Every offset is checked against the section. 0 if not found.
  */
 static uint64_t pclntab_find(Elf_Data *data, const char *fname)
 {
 	const unsigned char *p = data ? data->d_buf : NULL;
 	size_t n = data ? data->d_size : 0, flen = strlen(fname) + 1;
-	uint64_t nfunc, names, pcln, text = 0;
-	uint32_t magic;
+	uint64_t nfunc, names, pcln, text;
+	struct pcln_hdr hd;
 	bool go118;
 
-	if (!p || n < 8 + 8 * 8 || p[7] != 8)
+	if (pcln_parse(p, n, &hd) || hd.ptrsize != 8)
 		return 0;
-	magic = le32(p);
-	if (magic == 0xfffffff0 || magic == 0xfffffff1)
-		go118 = true;
-	else if (magic == 0xfffffffa)
-		go118 = false;
-	else
-		return 0;
-#define PCLN_WORD(i) le64(p + 8 + (i) * 8)
-	nfunc = PCLN_WORD(0);
-	if (go118) {
-		text = PCLN_WORD(2);
-		names = PCLN_WORD(3);
-		pcln = PCLN_WORD(7);
-	} else {
-		names = PCLN_WORD(2);
-		pcln = PCLN_WORD(6);
-	}
-#undef PCLN_WORD
-	if (pcln >= n || names >= n)
-		return 0;
+	go118 = hd.go118;
+	nfunc = hd.nfunc;
+	names = hd.names;
+	pcln = hd.pcln;
+	text = hd.text;
 	for (uint64_t i = 0; i < nfunc; i++) {
 		uint64_t slot = pcln + i * (go118 ? 8 : 16), fo, nameat;
 

@@ -30,6 +30,7 @@
  * of what was read. Nothing here prints: what cannot be named is shown as an address.
  */
 #include "symbolize.h"
+#include "gopclntab.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -179,66 +180,27 @@ static void add_elf_syms(struct symfile *sf, Elf *e, Elf_Scn *scn)
 	}
 }
 
-static uint64_t rd_le(const unsigned char *p, unsigned w)
-{
-	uint64_t v = 0;
-
-	for (unsigned i = w; i-- > 0;)
-		v = v << 8 | p[i];
-	return v;
-}
-
 /*
- * The functions in Go's .gopclntab, which the runtime needs and so survives stripping.
- * Header (runtime/symtab.go pcHeader): magic u32, 2 pad bytes, minLC u8, ptrSize u8,
- * then ptrSize words:
- *
- *   Go 1.16-1.17 (0xfffffffa): nfunc, nfiles, funcnameOffset, cu, filetab, pctab,
- *                pclnOffset; functab at pclnOffset: nfunc + 1 {entry, funcoff} words
- *                (the last entry is the end of the text); _func at pclnOffset + funcoff:
- *                entry word, nameoff i32
- *   Go 1.18+ (0xfffffff0, 0xfffffff1): nfunc, nfiles, textStart, funcnameOffset, cu,
- *                filetab, pctab, pclnOffset; functab: nfunc + 1 {entryoff u32,
- *                funcoff u32} (entryoff from textStart); _func: entryoff u32, nameoff i32
- *
- * A name is at funcnameOffset + nameoff, NUL-terminated. text_addr (the .text section)
- * stands in for a textStart of 0.
+ * The functions in Go's .gopclntab (layout in gopclntab.h), as sized symbols: each
+ * runs from its functab entry to the next. text_addr (the .text section) stands in
+ * for a textStart of 0.
  */
 static void add_pcln_syms(struct symfile *sf, const unsigned char *p, size_t n, uint64_t text_addr)
 {
-	uint64_t nfunc, names, pcln, text = 0, ent;
+	struct pcln_hdr hd;
+	uint64_t nfunc, names, pcln, text, ent;
 	unsigned w;
-	uint32_t magic;
 	bool go118;
 
-	if (!p || n < 8)
+	if (pcln_parse(p, n, &hd))
 		return;
-	w = p[7];
-	if ((w != 4 && w != 8) || n < 8 + 8 * (uint64_t)w)
-		return;
-	magic = (uint32_t)rd_le(p, 4);
-	if (magic == 0xfffffff0 || magic == 0xfffffff1)
-		go118 = true;
-	else if (magic == 0xfffffffa)
-		go118 = false;
-	else
-		return;
-#define PCLN_WORD(i) rd_le(p + 8 + (i) * w, w)
-	nfunc = PCLN_WORD(0);
-	if (go118) {
-		text = PCLN_WORD(2);
-		names = PCLN_WORD(3);
-		pcln = PCLN_WORD(7);
-	} else {
-		names = PCLN_WORD(2);
-		pcln = PCLN_WORD(6);
-	}
-#undef PCLN_WORD
-	if (!text)
-		text = text_addr;
-	ent = go118 ? 8 : 2 * (uint64_t)w;
-	if (names >= n || pcln >= n || nfunc >= (n - pcln) / ent)   /* nfunc + 1 entries */
-		return;
+	go118 = hd.go118;
+	w = hd.ptrsize;
+	nfunc = hd.nfunc;
+	names = hd.names;
+	pcln = hd.pcln;
+	ent = hd.entsize;
+	text = hd.text ? hd.text : text_addr;
 	for (uint64_t i = 0; i < nfunc; i++) {
 		const unsigned char *slot = p + pcln + i * ent;
 		uint64_t entry, next, fo, nameat, room;
@@ -246,20 +208,20 @@ static void add_pcln_syms(struct symfile *sf, const unsigned char *p, size_t n, 
 		int64_t nameoff;
 
 		if (go118) {
-			entry = text + rd_le(slot, 4);
-			next = text + rd_le(slot + ent, 4);
-			fo = rd_le(slot + 4, 4);
+			entry = text + pcln_le(slot, 4);
+			next = text + pcln_le(slot + ent, 4);
+			fo = pcln_le(slot + 4, 4);
 		} else {
-			entry = rd_le(slot, w);
-			next = rd_le(slot + ent, w);
-			fo = rd_le(slot + w, w);
+			entry = pcln_le(slot, w);
+			next = pcln_le(slot + ent, w);
+			fo = pcln_le(slot + w, w);
 		}
 		if (next <= entry || fo >= n - pcln)
 			continue;
 		fo += pcln;
 		if (n - fo < (go118 ? 8 : (uint64_t)w + 4))
 			continue;
-		nameoff = (int32_t)(uint32_t)rd_le(p + fo + (go118 ? 4 : w), 4);
+		nameoff = (int32_t)(uint32_t)pcln_le(p + fo + (go118 ? 4 : w), 4);
 		if (nameoff < 0 && (uint64_t)-nameoff > names)
 			continue;
 		nameat = names + (uint64_t)nameoff;
