@@ -97,7 +97,10 @@ run_live() {
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/live || failed=1
 	echo "== live tests again on the raw_tp fallback path"
 	CONNSCOPE_ATTACH=raw_tp /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-		tests/live/test_tcp_lifecycle.py || failed=1
+		tests/live/test_tcp_lifecycle.py \
+		tests/live/test_holders.py::test_accept_after_close_names_every_holder \
+		"tests/live/test_holders.py::test_c_client_stack_names_the_leaking_function[multi]" \
+		|| failed=1
 }
 
 case "$part" in
