@@ -34,6 +34,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define EEXIST 17
 
 const volatile __u8 stack_mode = HS_STACKS_OFF;
 
@@ -42,12 +43,11 @@ struct {
 	__uint(max_entries, HS_STACK_ENTRIES);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, HS_STACK_DEPTH * sizeof(__u64));
-} stacks SEC(".maps");
+} stacks SEC(".maps"), stacks_alt SEC(".maps");
 
-/* Not preallocated: in auto mode it holds a few flagged pods' sockets. */
+/* Preallocated here; user space makes it grow on demand for --stacks auto. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, HS_SOCK_ENTRIES);
 	__type(key, __u64);   /* struct sock * */
 	__type(value, struct hs_sock_stack);
@@ -113,10 +113,15 @@ static __always_inline void take_stack(void *ctx, struct sock *sk, __u8 origin)
 	long id;
 
 	id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	if (id == -EEXIST) {
+		id = bpf_get_stackid(ctx, &stacks_alt, BPF_F_USER_STACK);
+		if (id >= 0)
+			id |= HS_STACK_ALT;
+	}
 	if (id < 0) {
 		/* -EEXIST: another stack holds this bucket; -EFAULT: no user
 		 * stack (a kernel thread); -ENOMEM. */
-		hs_count(HS_CNT_DROPPED);
+		hs_count(HS_CNT_NO_STACK);
 		return;
 	}
 	/* The bpf_task_pt_regs helper came in v5.15; on older kernels the
@@ -136,7 +141,7 @@ static __always_inline void take_stack(void *ctx, struct sock *sk, __u8 origin)
 	rec.stack_id = (__s32)id;
 	rec.origin = origin;
 	if (bpf_map_update_elem(&sock_stacks, &key, &rec, BPF_ANY)) {
-		hs_count(HS_CNT_DROPPED);
+		hs_count(HS_CNT_TABLE_FULL);
 		return;
 	}
 	hs_count(HS_CNT_CAPTURED);

@@ -16,7 +16,12 @@
 /* Frames kept per stack: the innermost ones, which name the call site. A
  * 32-frame map slot is 256 bytes, so the whole map stays near 1 MiB. */
 #define HS_STACK_DEPTH 32
-#define HS_STACK_ENTRIES 4096
+#define HS_STACK_ENTRIES 4096   /* per stack map; there are two (see HS_STACK_ALT) */
+/* A stack's id is its bucket in a stack map, and a different stack already in
+ * that bucket makes bpf_get_stackid fail. Two maps with two chances cut those
+ * drops from about k/N to (k/N)^2 for k distinct stacks; an id with this bit is
+ * in the second map (stacks_alt). */
+#define HS_STACK_ALT (1 << 30)
 #define HS_SOCK_ENTRIES 65536   /* sockets with a stack, until they close */
 #define HS_FLAG_ENTRIES 4096    /* cgroups flagged for --stacks auto */
 /* Words read from the user stack pointer up when a stack is taken. The frame-
@@ -42,8 +47,10 @@ enum hs_origin {
 /* Per-CPU counters (array map `hs_counters`), summed by user space. */
 enum hs_counter {
 	HS_CNT_CAPTURED = 0,   /* stacks taken and stored */
-	HS_CNT_DROPPED = 1,    /* a stack was due but not kept: stack map full or
-				  collided, no user stack, or the socket table full */
+	HS_CNT_NO_STACK = 1,   /* a stack was due but none was taken: the stack map's
+				  bucket held another stack, or no user stack (a
+				  kernel thread) */
+	HS_CNT_TABLE_FULL = 2, /* a stack was taken but the socket table had no room */
 	HS_CNT_MAX = 4,
 };
 

@@ -12,8 +12,8 @@
  * scanned for the socket's inode instead (which needs the inode: a socket that
  * was still in a listener's accept queue at its last edge has none yet).
  *
- * The stack map is not reference counted: every 10 s, if stacks were taken,
- * the ids no socket refers to any more are deleted, so the map keeps room for
+ * The stack maps are not reference counted: every 10 s, if stacks were taken,
+ * the ids no socket refers to any more are deleted, so the maps keep room for
  * new code paths.
  */
 #include "holders.h"
@@ -156,6 +156,18 @@ static int try_load(struct holders *h, const struct parts *p, char *why, size_t 
 		return -1;
 	}
 	s->rodata->stack_mode = (uint8_t)h->mode;
+	/* The socket table: preallocated for all (an insert per connect and accept
+	 * must not allocate), grown on demand for auto (a few flagged pods' sockets),
+	 * and a token for off, as are the stack map and the flags. */
+	if (h->mode == HS_STACKS_AUTO) {
+		bpf_map__set_map_flags(s->maps.sock_stacks,
+				       bpf_map__map_flags(s->maps.sock_stacks) | BPF_F_NO_PREALLOC);
+	} else if (h->mode == HS_STACKS_OFF) {
+		bpf_map__set_max_entries(s->maps.sock_stacks, 1);
+		bpf_map__set_max_entries(s->maps.stacks, 1);
+		bpf_map__set_max_entries(s->maps.stacks_alt, 1);
+		bpf_map__set_max_entries(s->maps.stack_cgroups, 1);
+	}
 	bpf_program__set_autoload(s->progs.hs_holders, p->iter);
 	bpf_program__set_autoload(s->progs.hs_set_state_btf, p->connect_btf);
 	bpf_program__set_autoload(s->progs.hs_set_state_raw, p->connect_raw);
@@ -298,7 +310,7 @@ void holders_counters(const struct holders *h, uint64_t *captured, uint64_t *dro
 	int fd = h && h->skel ? bpf_map__fd(h->skel->maps.hs_counters) : -1;
 
 	*captured = cs_percpu_sum(fd, HS_CNT_CAPTURED);
-	*dropped = cs_percpu_sum(fd, HS_CNT_DROPPED);
+	*dropped = cs_percpu_sum(fd, HS_CNT_NO_STACK) + cs_percpu_sum(fd, HS_CNT_TABLE_FULL);
 }
 
 void holders_flag_cgroup(struct holders *h, uint64_t cgid)
@@ -342,26 +354,30 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Delete stack-map entries that no socket refers to any more. */
+/* Delete the entries of both stack maps that no socket refers to any more. */
 static void gc_stacks(struct holders *h)
 {
-	int sfd = bpf_map__fd(h->skel->maps.stacks), kfd = bpf_map__fd(h->skel->maps.sock_stacks);
-	uint32_t *ids = malloc(HS_STACK_ENTRIES * sizeof(*ids)), *used = malloc(HS_SOCK_ENTRIES * sizeof(*used));
+	int fds[2] = { bpf_map__fd(h->skel->maps.stacks), bpf_map__fd(h->skel->maps.stacks_alt) };
+	int kfd = bpf_map__fd(h->skel->maps.sock_stacks);
+	uint32_t *ids = malloc(2 * HS_STACK_ENTRIES * sizeof(*ids));
+	uint32_t *used = malloc(HS_SOCK_ENTRIES * sizeof(*used));
 	size_t nids = 0, nused = 0;
 	uint32_t id, next;
 	uint64_t k, nk;
 	struct hs_sock_stack v;
-	bool first = true;
+	bool first;
 
 	if (!ids || !used)
 		goto out;
 	/* The ids first, then the references: a stack taken in between is not
 	 * in ids, so it is never deleted. */
-	for (first = true; nids < HS_STACK_ENTRIES; first = false) {
-		if (bpf_map_get_next_key(sfd, first ? NULL : &id, &next))
-			break;
-		ids[nids++] = id = next;
-	}
+	for (int m = 0; m < 2; m++)
+		for (first = true; nids < 2 * HS_STACK_ENTRIES; first = false) {
+			if (bpf_map_get_next_key(fds[m], first ? NULL : &id, &next))
+				break;
+			id = next;
+			ids[nids++] = id | (m ? HS_STACK_ALT : 0);
+		}
 	for (first = true; nused < HS_SOCK_ENTRIES; first = false) {
 		if (bpf_map_get_next_key(kfd, first ? NULL : &k, &nk))
 			break;
@@ -370,9 +386,12 @@ static void gc_stacks(struct holders *h)
 			used[nused++] = (uint32_t)v.stack_id;
 	}
 	qsort(used, nused, sizeof(*used), cmp_u32);
-	for (size_t i = 0; i < nids; i++)
-		if (!bsearch(&ids[i], used, nused, sizeof(*used), cmp_u32))
-			bpf_map_delete_elem(sfd, &ids[i]);
+	for (size_t i = 0; i < nids; i++) {
+		if (bsearch(&ids[i], used, nused, sizeof(*used), cmp_u32))
+			continue;
+		id = ids[i] & ~(uint32_t)HS_STACK_ALT;
+		bpf_map_delete_elem(fds[ids[i] & HS_STACK_ALT ? 1 : 0], &id);
+	}
 out:
 	free(ids);
 	free(used);
@@ -415,11 +434,13 @@ static void add_holder(struct sock_holders *sh, uint32_t pid, uint32_t fd, const
 
 static void symbolize(struct holders *h, struct sock_holders *sh, const struct hs_holder *r)
 {
+	uint32_t id = (uint32_t)r->stack_id & ~(uint32_t)HS_STACK_ALT;
+	struct bpf_map *map = r->stack_id & HS_STACK_ALT ? h->skel->maps.stacks_alt : h->skel->maps.stacks;
 	uint64_t ips[HS_STACK_DEPTH] = { 0 };
 	int n = 0, got;
 
 	sh->origin = origin_name(r->origin);
-	if (bpf_map_lookup_elem(bpf_map__fd(h->skel->maps.stacks), &r->stack_id, ips)) {
+	if (bpf_map_lookup_elem(bpf_map__fd(map), &id, ips)) {
 		snprintf(sh->stack_note, sizeof(sh->stack_note),
 			 "the stack of its %s() was taken but is no longer in the stack map", sh->origin);
 		return;
@@ -428,11 +449,11 @@ static void symbolize(struct holders *h, struct sock_holders *sh, const struct h
 		n++;
 	/* The process that made the socket, or else a holder: after a fork the
 	 * child maps the same code at the same addresses. */
-	got = sym_user_stack(h->syms, r->stack_tgid, ips, n, (const uint64_t *)r->sp_words, HS_SP_WORDS, sh->frames,
-			     HOLDERS_MAX_FRAMES);
+	got = sym_user_stack(h->syms, r->stack_tgid, ips, n, (const uint64_t *)r->sp_words,
+			     HS_SP_WORDS, sh->frames, HOLDERS_MAX_FRAMES);
 	if (got < 0)
-		got = sym_user_stack(h->syms, r->tgid, ips, n, (const uint64_t *)r->sp_words, HS_SP_WORDS, sh->frames,
-				     HOLDERS_MAX_FRAMES);
+		got = sym_user_stack(h->syms, r->tgid, ips, n, (const uint64_t *)r->sp_words,
+				     HS_SP_WORDS, sh->frames, HOLDERS_MAX_FRAMES);
 	if (got < 0) {
 		snprintf(sh->stack_note, sizeof(sh->stack_note),
 			 "the process that made it is gone, so its stack cannot be symbolized");
