@@ -151,6 +151,16 @@ def stacks(a):
         print("  --stacks all / --stacks off: %.3f (median rates %.0f / %.0f conns/s)" % (
             med["stacksall"] / med["stacksoff"], med["stacksall"], med["stacksoff"]))
     base = os.path.join(a.work, "stacks_runs")
+    rates = {}
+    for name in os.listdir(base):
+        m = re.fullmatch(r"r(\d+)-(\d+)-(\w+)", name)
+        if m and m[3] in ("stacksoff", "stacksall"):
+            rates.setdefault(int(m[1]), {})[m[3]] = load_json(
+                os.path.join(base, name, "load.json"))["conns_per_s"]
+    per = ["%.3f" % (r["stacksall"] / r["stacksoff"]) for _, r in sorted(rates.items())
+           if r.get("stacksoff") and r.get("stacksall")]
+    if per:
+        print("  --stacks all / --stacks off per round: " + " ".join(per))
     caps = []
     for name in sorted(os.listdir(base)):
         if name.endswith("stacksall"):
