@@ -205,6 +205,28 @@ def test_holder_in_its_own_pid_namespace(cluster):
     assert fs[0]["pid"] == host_pid, show(fs)
 
 
+def test_outside_the_host_pid_namespace_says_why(cluster):
+    """connscope itself in a PID namespace of its own sees none of the pod's
+    processes: the finding says so, and that hostPID is the cure."""
+    fe, be = shop(cluster)
+    port = 30309
+    cs = Connscope(cluster, "--namespace", NS, "--close-wait-threshold", 2)
+    cs.argv = ["unshare", "--pid", "--fork", "--mount-proc", *cs.argv]
+    with cs:
+        srv = hold_server(be, port, 1)
+        connect_close(fe, be, port, 1)
+        wait_queued(be, port, 1)
+        release(srv)
+        f = cs.wait_for(is_finding("close_wait_stuck", be), 15)
+        # unshare ignores SIGINT while it waits: stop connscope itself.
+        os.kill(_child_of(cs.proc.pid), signal.SIGINT)
+        records = finish(cs)
+    assert f["holders"] == [] and "hostPID" in f["holders_note"], show([f])
+    assert "hostPID" in f["message"], show([f])
+    st = [r for r in records if r["type"] == "stats" and r.get("phase") == "end"][0]
+    assert "not in the host PID namespace" in st["holders"], st
+
+
 # ---------------------------------------------------------------------------
 # stacks
 
