@@ -305,6 +305,9 @@ log "connscope: ./connscope built $(date -r "$CONNSCOPE" '+%F %T'), sha256" \
 		echo '?')$(git diff --quiet HEAD -- bpf user 2>/dev/null || echo ' + uncommitted bpf/user changes')"
 CONNSCOPE=$WORK/connscope
 log "cgroup for connscope's packet programs and the TLS load: $CGROUP"
+# How close each program is to the verifier's budget (and how long loading takes).
+"$CONNSCOPE" check -v --stacks all --conntrack off --cgroup "$CGROUP" 2>/dev/null |
+	sed -n '/^Instructions the verifier/,$p' >"$WORK/verified.txt" || true
 
 # The client side ends in TIME_WAIT; allow loopback reuse of old TIME_WAIT 4-tuples
 # (on top of the 249 source addresses x 8 ports the load spreads over). The DNAT part

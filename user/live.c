@@ -18,6 +18,7 @@
 #include "tls_events.h"
 #include "h2_events.h"
 #include "ctwatch.h"
+#include "bpfinfo.h"
 #include "h2u.h"
 #include "holders.h"
 #include "loader.h"
@@ -407,6 +408,10 @@ out:
 
 int check_run(const struct cs_opts *o)
 {
+	char why[256], desc[512];
+	struct h2u *hu;
+	struct holders *ho;
+	struct ctwatch *cw;
 	struct loader L;
 	struct utsname u;
 	struct pod_resolver *pods;
@@ -459,37 +464,30 @@ int check_run(const struct cs_opts *o)
 			printf("TLS, h2c (wire):   NOT observed: %s\n", L.tls_note);
 		pods_free(pr);
 	}
-	{
-		char why[256], desc[512];
-		struct h2u *hu = h2u_open(why, sizeof(why));
-
-		if (hu) {
-			h2u_describe(hu, desc, sizeof(desc));
-			printf("HTTP/2 in TLS:     %s\n", desc);
-		} else {
-			printf("HTTP/2 in TLS:     NOT observed: %s\n", why);
-		}
-		h2u_close(hu);
+	/* Each part stays loaded to the end, so that -v can list every program. */
+	hu = h2u_open(why, sizeof(why));
+	if (hu) {
+		h2u_describe(hu, desc, sizeof(desc));
+		printf("HTTP/2 in TLS:     %s\n", desc);
+	} else {
+		printf("HTTP/2 in TLS:     NOT observed: %s\n", why);
 	}
-	{
-		struct holders *ho = holders_open((enum hs_stack_mode)o->stacks, L.mode == ATTACH_RAW_TP);
-
-		printf("socket holders:    %s\n", holders_describe(ho));
-		printf("stacks:            %s\n", holders_stacks_describe(ho));
-		holders_close(ho);
+	ho = holders_open((enum hs_stack_mode)o->stacks, L.mode == ATTACH_RAW_TP);
+	printf("socket holders:    %s\n", holders_describe(ho));
+	printf("stacks:            %s\n", holders_stacks_describe(ho));
+	cw = ctwatch_open(o, NULL);
+	printf("conntrack:         %s\n", ctwatch_describe(cw));
+	replay_describe(desc, sizeof(desc));
+	printf("replay:            %s\n", desc);
+	if (o->verbose) {
+		printf("\nInstructions the verifier processed per program (budget %u):\n",
+		       BPF_VERIFIER_BUDGET);
+		fflush(stdout);
+		bpfinfo_print_verified(stdout);
 	}
-	{
-		struct ctwatch *cw = ctwatch_open(o, NULL);
-
-		printf("conntrack:         %s\n", ctwatch_describe(cw));
-		ctwatch_close(cw);
-	}
-	{
-		char desc[256];
-
-		replay_describe(desc, sizeof(desc));
-		printf("replay:            %s\n", desc);
-	}
+	ctwatch_close(cw);
+	holders_close(ho);
+	h2u_close(hu);
 	loader_close(&L);
 	return rc;
 }

@@ -1253,6 +1253,13 @@ def main():
     missing = [n for n in need if getattr(a, n) is None]
     if missing:
         p.error("missing: " + " ".join("--" + n.replace("_", "-") for n in missing))
+    verified = os.path.join(a.work, "verified.txt")
+    if os.path.exists(verified):
+        with open(verified) as f:
+            text = f.read().strip()
+        if text:
+            print()
+            print(text)
     try:
         if "tcp" in parts:
             throughput(a, a.configs.split())

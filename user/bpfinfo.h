@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* What the kernel says of the BPF programs this process has loaded. */
+#ifndef CONNSCOPE_BPFINFO_H
+#define CONNSCOPE_BPFINFO_H
+
+#include <stdio.h>
+
+/* The verifier's budget: instructions it may process for one program. */
+#define BPF_VERIFIER_BUDGET 1000000u
+
+/* One line per BPF program behind this process's file descriptors: its name,
+ * type and the instructions the verifier processed to load it (kernel 5.16+;
+ * "n/a" before), as a share of the budget, the largest first. Returns the
+ * number of programs. */
+int bpfinfo_print_verified(FILE *f);
+
+#endif
