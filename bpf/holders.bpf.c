@@ -28,6 +28,7 @@
 #include "conn.h"
 #include "compat.h"
 #include "holders_events.h"
+#include "maps.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -74,14 +75,6 @@ struct {
 	__type(value, __u64);
 } hs_counters SEC(".maps");
 
-static __always_inline void hs_count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&hs_counters, &idx);
-
-	if (v)
-		(*v)++;
-}
-
 static __always_inline bool tcp_sock_of_interest(struct sock *sk)
 {
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -121,7 +114,7 @@ static __always_inline void take_stack(void *ctx, struct sock *sk, __u8 origin)
 	if (id < 0) {
 		/* -EEXIST: another stack holds this bucket; -EFAULT: no user
 		 * stack (a kernel thread); -ENOMEM. */
-		hs_count(HS_CNT_NO_STACK);
+		cs_count(&hs_counters, HS_CNT_NO_STACK);
 		return;
 	}
 	/* The bpf_task_pt_regs helper came in v5.15; on older kernels the
@@ -141,10 +134,10 @@ static __always_inline void take_stack(void *ctx, struct sock *sk, __u8 origin)
 	rec.stack_id = (__s32)id;
 	rec.origin = origin;
 	if (bpf_map_update_elem(&sock_stacks, &key, &rec, BPF_ANY)) {
-		hs_count(HS_CNT_TABLE_FULL);
+		cs_count(&hs_counters, HS_CNT_TABLE_FULL);
 		return;
 	}
-	hs_count(HS_CNT_CAPTURED);
+	cs_count(&hs_counters, HS_CNT_CAPTURED);
 }
 
 static __always_inline int on_set_state(void *ctx, struct sock *sk, int newstate)

@@ -527,39 +527,36 @@ measured_run() {
 	return 0
 }
 
+# interleave SUBDIR LABEL CONFIG...: ROUNDS rounds of the closed loop, one run per
+# config, the order rotating per round; results in $WORK/SUBDIR/r<round>-<slot>-<config>.
+interleave() {
+	local sub=$1 label=$2 r k cfg dir
+	shift 2
+	local cfgs=("$@") n=$#
+	mkdir -p "$WORK/$sub"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for ((k = 0; k < n; k++)); do
+			cfg=${cfgs[$(((r - 1 + k) % n))]}
+			dir=$WORK/$sub/r$r-$k-$cfg
+			measured_run "$cfg" "$dir" --closed-loop --seconds "$SECS"
+			[ "$cfg" != baseline ] && stop_tracer "$dir"
+			log "${label}round $r/$ROUNDS $(printf '%-10s' "$cfg")" \
+				"$("$PYTHON" -c 'import json,sys; print("%.0f conns/s" % json.load(open(sys.argv[1]))["conns_per_s"])' "$dir/load.json")"
+		done
+	done
+}
+
 # ---- 1. throughput, interleaved -----------------------------------------------------
 if has_part tcp; then
 	log "throughput: ${#CONFIGS[@]} configs x $ROUNDS rounds x ${SECS}s, closed loop," \
 		"$WORKERS client + $SERVER_THREADS server threads, $NCPU CPUs"
-	mkdir -p "$WORK/runs"
-	n=${#CONFIGS[@]}
-	for ((r = 1; r <= ROUNDS; r++)); do
-		for ((k = 0; k < n; k++)); do
-			cfg=${CONFIGS[$(((r - 1 + k) % n))]}
-			dir=$WORK/runs/r$r-$k-$cfg
-			measured_run "$cfg" "$dir" --closed-loop --seconds "$SECS"
-			[ "$cfg" != baseline ] && stop_tracer "$dir"
-			log "round $r/$ROUNDS $(printf '%-10s' "$cfg")" \
-				"$("$PYTHON" -c 'import json,sys; print("%.0f conns/s" % json.load(open(sys.argv[1]))["conns_per_s"])' "$dir/load.json")"
-		done
-	done
+	interleave runs "" "${CONFIGS[@]}"
 fi
 
 # ---- 1b. stacks: --stacks all against --stacks off, interleaved ---------------------
 if has_part stacks; then
-	STACK_CONFIGS=(baseline stacksoff stacksall)
-	log "stacks: ${#STACK_CONFIGS[@]} configs x $ROUNDS rounds x ${SECS}s, closed loop"
-	mkdir -p "$WORK/stacks_runs"
-	for ((r = 1; r <= ROUNDS; r++)); do
-		for ((k = 0; k < 3; k++)); do
-			cfg=${STACK_CONFIGS[$(((r - 1 + k) % 3))]}
-			dir=$WORK/stacks_runs/r$r-$k-$cfg
-			measured_run "$cfg" "$dir" --closed-loop --seconds "$SECS"
-			[ "$cfg" != baseline ] && stop_tracer "$dir"
-			log "stacks round $r/$ROUNDS $(printf '%-10s' "$cfg")" \
-				"$("$PYTHON" -c 'import json,sys; print("%.0f conns/s" % json.load(open(sys.argv[1]))["conns_per_s"])' "$dir/load.json")"
-		done
-	done
+	log "stacks: 3 configs x $ROUNDS rounds x ${SECS}s, closed loop"
+	interleave stacks_runs "stacks " baseline stacksoff stacksall
 fi
 
 # ---- 2. fixed rate with connscope writing to a file ---------------------------------

@@ -263,22 +263,29 @@ def closing_server(be, port, count):
     return srv
 
 
+def leak_all(cluster, port, count, argv_of):
+    """A client in the frontend leaks `count` sockets to a server that closes,
+    under `--stacks all`; returns the client, the records and its findings."""
+    fe, be = shop(cluster)
+    with Connscope(cluster, "--namespace", NS, "--close-wait-threshold", 2,
+                   "--stacks", "all") as cs:
+        closing_server(be, port, count)
+        cli, n = leak(fe, argv_of(be, port))
+        assert n == count
+        cs.wait_count(is_finding("close_wait_stuck", fe), count, timeout=15)
+        records = finish(cs)
+    fs = stuck(records, fe, port, "server")
+    assert len(fs) == count, show(fs)
+    return cli, records, fs
+
+
 @pytest.mark.parametrize("threads", ["single", "multi"])
 def test_c_client_stack_names_the_leaking_function(cluster, leakclient_c, threads):
     """glibc's connect() sets up no frame: single-threaded it goes straight to the
     syscall, multi-threaded it lowers the stack pointer first. Either way the
     caller a frame-pointer walk skips is put back."""
-    fe, be = shop(cluster)
-    port = 30304
-    with Connscope(cluster, "--namespace", NS, "--close-wait-threshold", 2,
-                   "--stacks", "all") as cs:
-        closing_server(be, port, 3)
-        cli, n = leak(fe, [leakclient_c, be.ip, port, 3] + (["mt"] if threads == "multi" else []))
-        assert n == 3
-        cs.wait_count(is_finding("close_wait_stuck", fe), 3, timeout=15)
-        records = finish(cs)
-    fs = stuck(records, fe, port, "server")
-    assert len(fs) == 3, show(fs)
+    cli, records, fs = leak_all(cluster, 30304, 3, lambda be, port: [
+        leakclient_c, be.ip, port, 3] + (["mt"] if threads == "multi" else []))
     for f in fs:
         assert [h["pid"] for h in f["holders"]] == [cli.pid], show([f])
         assert f["stack_origin"] == "connect", show([f])
@@ -291,17 +298,8 @@ def test_c_client_stack_names_the_leaking_function(cluster, leakclient_c, thread
 
 
 def test_go_client_stack_names_the_leaking_function(cluster, leakclient_go):
-    fe, be = shop(cluster)
-    port = 30305
-    with Connscope(cluster, "--namespace", NS, "--close-wait-threshold", 2,
-                   "--stacks", "all") as cs:
-        closing_server(be, port, 2)
-        cli, n = leak(fe, [leakclient_go, f"{be.ip}:{port}", 2])
-        assert n == 2
-        cs.wait_count(is_finding("close_wait_stuck", fe), 2, timeout=15)
-        records = finish(cs)
-    fs = stuck(records, fe, port, "server")
-    assert len(fs) == 2, show(fs)
+    cli, records, fs = leak_all(cluster, 30305, 2, lambda be, port: [
+        leakclient_go, f"{be.ip}:{port}", 2])
     for f in fs:
         assert [h["pid"] for h in f["holders"]] == [cli.pid], show([f])
         assert any(fr.startswith("main.leakConn+0x") for fr in f["stack"]), show([f])
