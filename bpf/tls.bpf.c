@@ -464,6 +464,10 @@ static __always_inline void h2_event_send(struct __sk_buff *skb, struct tls_sock
  * segment). A power of two; the window starts at the header that needs it. */
 #define H2_WIN 256
 
+struct h2_piece {
+	__u8 b[16];       /* the bytes of one step (at most H2_PIECE_MAX) */
+};
+
 struct h2_walk_ctx {
 	struct __sk_buff *skb;
 	struct tls_sock *ts;
@@ -473,8 +477,20 @@ struct h2_walk_ctx {
 	__u32 dir;
 	__u32 notes;
 	__u32 win_off, win_len;
-	__u8 in[16];      /* the bytes of one step (at most H2_PIECE_MAX) */
+	struct h2_piece in;
 };
+
+/*
+ * The frame state machine for one step, as a global function: verified once on
+ * its own, not again inside every pass the verifier makes over the loop callback.
+ */
+__noinline __u32 h2_feed_step(struct tls_sock *ts, __u32 dir, struct h2_piece *in, __u32 n)
+{
+	if (!ts || !in)
+		return 0;
+	dir &= 1;
+	return h2_feed(&ts->h2, &ts->h2d[dir], &ts->h2d[dir ^ 1], dir, in->b, n);
+}
 
 /* One walker step: a bpf_loop callback, verified once whatever the frame count. */
 static long h2_step(__u32 i, void *arg)
@@ -482,13 +498,12 @@ static long h2_step(__u32 i, void *arg)
 	struct h2_walk_ctx *w = arg;
 	struct tls_sock *ts = w->ts;
 	struct scratch *sc = w->sc;
-	struct h2_dir *d, *o;
+	struct h2_dir *d;
 	__u32 n, k, rel, dir = w->dir & 1;
 
 	if (!ts || !sc || w->off >= w->end)
 		return 1;
 	d = &ts->h2d[dir];
-	o = &ts->h2d[dir ^ 1];
 	if (h2_want(d, w->end - w->off, &n)) {
 		if (!n || n > H2_PIECE_MAX)
 			return 1;
@@ -508,11 +523,11 @@ static long h2_step(__u32 i, void *arg)
 		 * mask shows the verifier each read in bounds; past win_len it reads
 		 * bytes nobody uses. */
 		for (k = 0; k < H2_PIECE_MAX; k++)
-			w->in[k] = sc->buf[(rel + k) & (H2_WIN - 1)];
+			w->in.b[k] = sc->buf[(rel + k) & (H2_WIN - 1)];
 	} else if (!n) {
 		return 1;
 	}
-	w->notes |= h2_feed(&ts->h2, d, o, dir, w->in, n);
+	w->notes |= h2_feed_step(ts, dir, &w->in, n);
 	w->off += n;
 	return 0;
 }
@@ -546,17 +561,30 @@ static __always_inline __u32 h2_walk_segment(struct __sk_buff *skb, struct tls_s
 	return w.notes;
 }
 
-static __always_inline void h2_segment(struct __sk_buff *skb, struct tls_sock *ts,
-				       struct bpf_tcp_sock *tp, const struct seg *s, bool egress)
+/*
+ * One segment of an h2c connection. A global function: the verifier checks it,
+ * and the walker's bpf_loop callback inside it, once, instead of once per caller
+ * it would be inlined into. flags: H2SEG_EGRESS, and H2SEG_FIRST when the segment
+ * is its direction's first payload (the caller reads that from the TCP socket,
+ * which a global function cannot be given).
+ */
+#define H2SEG_EGRESS 1
+#define H2SEG_FIRST 2
+__noinline int h2_segment(struct __sk_buff *skb, struct tls_sock *ts, struct seg *s, __u32 flags)
 {
+	bool egress = flags & H2SEG_EGRESS;
 	__u32 dir = egress ? H2_LOCAL_OUT : H2_LOCAL_IN;
-	struct h2_dir *d = &ts->h2d[dir];
-	__u32 streams = ts->h2.streams, notes = 0;
+	struct h2_dir *d;
+	__u32 streams, notes = 0;
 
+	if (!skb || !ts || !s)
+		return 0;
+	d = &ts->h2d[dir];
+	streams = ts->h2.streams;
 	if (!(d->flags & H2_D_STARTED) && !h2_dir_stopped(d) && s->len) {
 		/* This direction's first payload starts it; one we did not see
 		 * from its start is never walked. */
-		if (tp && first_payload(tp, s, egress))
+		if (flags & H2SEG_FIRST)
 			h2_dir_init(d, s->seq);
 		else
 			notes = h2_desync(&ts->h2, d);
@@ -569,7 +597,7 @@ static __always_inline void h2_segment(struct __sk_buff *skb, struct tls_sock *t
 		 * everything. */
 		if (ts->h2.flags & H2_C_NOT_H2)
 			ts->state = TS_OVER;
-		return;
+		return 0;
 	}
 	if (notes & H2_N_PREFACE)
 		h2_event_send(skb, ts, s, egress, H2_EV_START);
@@ -582,6 +610,7 @@ static __always_inline void h2_segment(struct __sk_buff *skb, struct tls_sock *t
 	else if ((notes & H2_N_RST) ||
 		 streams / H2_UPDATE_STREAMS != ts->h2.streams / H2_UPDATE_STREAMS)
 		h2_event_send(skb, ts, s, egress, H2_EV_UPDATE);
+	return 0;
 }
 
 
@@ -677,7 +706,7 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 		return ALLOW;
 	if (ts && ts->state == TS_H2) {
 		if (!parse_seg(skb, &s))
-			h2_segment(skb, ts, tp, &s, egress);
+			h2_segment(skb, ts, &s, egress | (first_payload(tp, &s, egress) ? H2SEG_FIRST : 0));
 		return ALLOW;
 	}
 	if (!ts) {
@@ -701,7 +730,7 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 				return ALLOW;
 			ts = h2_start(skb, sk, &s);
 			if (ts)
-				h2_segment(skb, ts, tp, &s, egress);
+				h2_segment(skb, ts, &s, egress | H2SEG_FIRST);
 			return ALLOW;
 		}
 	} else if (parse_seg(skb, &s)) {
