@@ -19,7 +19,8 @@
  * Which socket? While a thread is inside an SSL call, or has just entered Go's
  * Write, the kernel's sock_send_length / sock_recv_length tracepoints fire on the
  * same thread for the socket the library uses: that binds (tgid, SSL* or *Conn) to
- * the socket's cookie, cgroup and endpoints. For Go the binding is trusted only
+ * the socket's cookie, cgroup and endpoints (before 6.3, which lacks them: the
+ * entry of the thread's write/read syscalls, by fd). For Go the binding is trusted only
  * for the first send on the same thread within go_bind_ns of Write's entry (the
  * goroutine could be descheduled in between; see the limits in user/h2u.c).
  *
@@ -39,6 +40,7 @@
 #include <bpf/bpf_endian.h>
 #include "h2.h"
 #include "h2_events.h"
+#include "fdsock.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -695,33 +697,37 @@ int h2u_go_write(struct pt_regs *ctx)
 
 /* ---- the kernel side: socket I/O and close -------------------------------------------------- */
 
-/* A TCP socket that can carry a connection's bytes; fill si from it. */
-static __always_inline bool sock_info(struct sock *sk, struct h2u_sock *si)
+/* A TCP socket that can carry a connection's bytes; fill si from it. Reads
+ * through bpf_probe_read (BPF_CORE_READ): the syscall tracepoint programs hold
+ * sk as a plain number. The cookie: from the helper in the tp_btf programs;
+ * else the field, set by then for every socket connscope saw an edge of or
+ * found in its start-up snapshot (both asked for it); 0: no binding yet. */
+static __always_inline bool sock_info(struct sock *sk, struct h2u_sock *si, bool btf)
 {
-	__u16 family = sk->__sk_common.skc_family;
-	__u8 state = sk->__sk_common.skc_state;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 
-	if (sk->sk_protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6))
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || (family != AF_INET && family != AF_INET6))
 		return false;
 	if (state == TCP_CLOSE || state == TCP_LISTEN)
 		return false;
 	__builtin_memset(si, 0, sizeof(*si));
-	si->cookie = bpf_get_socket_cookie(sk);
-	si->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
+	si->cookie = btf ? bpf_get_socket_cookie(sk) : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	si->cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 	si->family = family;
-	si->sport = sk->__sk_common.skc_num;
-	si->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	si->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	si->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (family == AF_INET6) {
-		__builtin_memcpy(si->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(si->daddr, &sk->__sk_common.skc_v6_daddr, 16);
+		BPF_CORE_READ_INTO(&si->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&si->daddr, sk, __sk_common.skc_v6_daddr);
 	} else {
-		*(__u32 *)si->saddr = sk->__sk_common.skc_rcv_saddr;
-		*(__u32 *)si->daddr = sk->__sk_common.skc_daddr;
+		*(__u32 *)si->saddr = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)si->daddr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
 	}
 	return si->cookie != 0;
 }
 
-static __always_inline int on_sock_io(struct sock *sk, bool send)
+static __always_inline int on_sock_io(struct sock *sk, bool send, bool btf)
 {
 	struct h2u_call *cur;
 	struct h2u_conn *st;
@@ -742,14 +748,14 @@ static __always_inline int on_sock_io(struct sock *sk, bool send)
 			return 0;
 		/* Only the first send after Write's entry may tell the socket. */
 		cur->kind = 0;
-		if (bpf_ktime_get_ns() - ts > go_bind_ns || !sock_info(sk, &si))
+		if (bpf_ktime_get_ns() - ts > go_bind_ns || !sock_info(sk, &si, btf))
 			return 0;
 		st = bpf_map_lookup_elem(&h2u_state, &k);
 		if (st)
 			state_bind(st, &k, &si);
 		return 0;
 	}
-	if (cur->bound || !sock_info(sk, &cur->si))
+	if (cur->bound || !sock_info(sk, &cur->si, btf))
 		return 0;
 	cur->bound = 1;
 	st = bpf_map_lookup_elem(&h2u_state, &k);
@@ -761,14 +767,48 @@ static __always_inline int on_sock_io(struct sock *sk, bool send)
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(h2u_send, struct sock *sk, int ret, int flags)
 {
-	return on_sock_io(sk, true);
+	return on_sock_io(sk, true, true);
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(h2u_recv, struct sock *sk, int ret, int flags)
 {
-	return on_sock_io(sk, false);
+	return on_sock_io(sk, false, true);
 }
+
+/*
+ * Where the kernel has no sock_send_length / sock_recv_length (before 6.3), the
+ * same binding comes from the syscalls the libraries make inside their calls:
+ * OpenSSL's socket BIO writes and reads with write(2)/read(2) (sendmsg with
+ * kernel TLS), Go's net package with write/read (writev for net.Buffers). At the
+ * syscall's entry, the fd names the socket through the thread's fd table. A
+ * thread that is not inside one of our calls costs one task-storage lookup.
+ */
+static __always_inline int on_fd_io(long fd, bool send)
+{
+	struct h2u_call *cur = bpf_task_storage_get(&h2u_calls, bpf_get_current_task_btf(), NULL, 0);
+
+	if (!cur || !cur->kind || (cur->kind == CALL_SSL && cur->bound))
+		return 0;
+	if (cur->kind == CALL_GO && !send)
+		return 0;
+	return on_sock_io(sock_of_fd(fd), send, false);
+}
+
+#define SYS_BIND(name, sys, send)                                               \
+	SEC("tracepoint/syscalls/sys_enter_" #sys)                             \
+	int name(struct trace_event_raw_sys_enter *ctx)                         \
+	{                                                                       \
+		return on_fd_io((long)ctx->args[0], send);                     \
+	}
+SYS_BIND(h2u_sys_write, write, true)
+SYS_BIND(h2u_sys_writev, writev, true)
+SYS_BIND(h2u_sys_sendto, sendto, true)
+SYS_BIND(h2u_sys_sendmsg, sendmsg, true)
+SYS_BIND(h2u_sys_read, read, false)
+SYS_BIND(h2u_sys_readv, readv, false)
+SYS_BIND(h2u_sys_recvfrom, recvfrom, false)
+SYS_BIND(h2u_sys_recvmsg, recvmsg, false)
 
 /* TCP close: the connection's final totals, and its state goes. */
 SEC("tp_btf/inet_sock_set_state")

@@ -29,6 +29,7 @@
 #include "compat.h"
 #include "holders_events.h"
 #include "maps.bpf.h"
+#include "fdsock.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -172,30 +173,9 @@ int BPF_PROG(hs_set_state_raw, struct sock *sk, int oldstate, int newstate)
 /* accept()/accept4() returned fd: find its socket through the caller's fd table. */
 static __always_inline int on_accept(void *ctx, long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt;
-	struct file **fds;
-	struct file *file = NULL;
-	struct socket *sock;
-	struct sock *sk;
+	struct sock *sk = sock_of_fd(fd);
 
-	if (fd < 0)
-		return 0;
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return 0;
-	/* accept returned a socket fd; the check below also rejects the rare
-	 * fd another thread closed and reused before we got here. */
-	sock = BPF_CORE_READ(file, private_data);
-	if (!sock)
-		return 0;
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sock, file) != file)
-		return 0;
-	if (!tcp_sock_of_interest(sk) || !stack_wanted(sk))
+	if (!sk || !tcp_sock_of_interest(sk) || !stack_wanted(sk))
 		return 0;
 	take_stack(ctx, sk, HS_ORIGIN_ACCEPT);
 	return 0;

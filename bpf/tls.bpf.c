@@ -150,13 +150,13 @@ static __always_inline void count(__u32 idx)
 
 /* Where this segment's TCP payload is: the skb starts at the network header. */
 struct seg {
+	__u8 saddr[16], daddr[16]; /* first: 8-byte aligned, copied in two loads */
 	__u32 off;        /* payload offset in the skb */
 	__u32 len;        /* payload bytes */
 	__u32 seq;        /* sequence number of the first payload byte */
 	__u16 family;
 	__u16 sport, dport; /* as on the wire, host order */
 	__u8 tcp_flags;
-	__u8 saddr[16], daddr[16];
 };
 
 #define TCP_FIN 0x01
@@ -246,46 +246,66 @@ static __always_inline void event_send(struct tls_event *e)
 	count(TLS_CNT_EVENTS);
 }
 
+/* One data event of capture(): the loop state, on capture()'s stack. */
+struct capture_ctx {
+	struct __sk_buff *skb;
+	struct tls_sock *ts;
+	struct seg *s;
+	__u32 egress, dir, cap;
+	__u32 stream_off; /* the segment's first payload byte in the direction's stream */
+	__u32 done;       /* payload bytes of this segment already sent */
+};
+
+/* A bpf_loop body: verified once, whatever the number of events (a plain loop
+ * of reserve-and-copy made the 6.1 verifier walk past its 1M instructions). */
+static long capture_step(__u32 i, void *arg)
+{
+	struct capture_ctx *c = arg;
+	struct seg *s = c->s;
+	struct tls_event *e;
+	__u32 at, n;
+
+	if (!s || !c->ts)
+		return 1;
+	at = c->stream_off + c->done;
+	if (at >= c->cap || c->done >= s->len)
+		return 1;
+	n = s->len - c->done;
+	if (n > c->cap - at)
+		n = c->cap - at;
+	if (n > TLS_CHUNK)
+		n = TLS_CHUNK;
+	e = event_new(c->skb, c->ts, s, c->egress, TLS_EV_DATA);
+	if (!e)
+		return 1;
+	e->dir = c->dir;
+	e->off = at;
+	e->len = n;
+	if (!n || bpf_skb_load_bytes(c->skb, s->off + c->done, e->data, BOUNDED_LEN(n, TLS_CHUNK))) {
+		bpf_ringbuf_discard(e, 0);
+		return 1;
+	}
+	event_send(e);
+	c->done += n;
+	return 0;
+}
+
 /*
  * Copy the part of this segment that falls in the direction's capture window
- * into data events. stream_off: the segment's first payload byte's offset in the
- * direction's byte stream. A global function (verified once, on its own): its
- * loop of reserve-and-copy is the costliest thing here for the verifier.
+ * into data events, one bpf_loop step each. A global function: verified once,
+ * on its own.
  */
 __noinline int capture(struct __sk_buff *skb, struct tls_sock *ts, struct seg *s, __u32 egress_dir,
 		       __u32 stream_off)
 {
-	bool egress = egress_dir & 1;
-	__u8 dir = (egress_dir >> 1) & 1;
-	__u32 cap = dir == TLS_DIR_C2S ? TLS_CAPTURE_CLIENT : TLS_CAPTURE_SERVER;
-	__u32 i, done = 0;
+	struct capture_ctx c = { .skb = skb, .ts = ts, .s = s, .stream_off = stream_off };
 
-	if (!ts || !s)
+	if (!skb || !ts || !s)
 		return 0;
-	for (i = 0; i < DATA_EVENTS_MAX; i++) {
-		__u32 at = stream_off + done, n;
-		struct tls_event *e;
-
-		if (at >= cap || done >= s->len)
-			return 0;
-		n = s->len - done;
-		if (n > cap - at)
-			n = cap - at;
-		if (n > TLS_CHUNK)
-			n = TLS_CHUNK;
-		e = event_new(skb, ts, s, egress, TLS_EV_DATA);
-		if (!e)
-			return 0;
-		e->dir = dir;
-		e->off = at;
-		e->len = n;
-		if (!n || bpf_skb_load_bytes(skb, s->off + done, e->data, BOUNDED_LEN(n, TLS_CHUNK))) {
-			bpf_ringbuf_discard(e, 0);
-			return 0;
-		}
-		event_send(e);
-		done += n;
-	}
+	c.egress = egress_dir & 1;
+	c.dir = (egress_dir >> 1) & 1;
+	c.cap = c.dir == TLS_DIR_C2S ? TLS_CAPTURE_CLIENT : TLS_CAPTURE_SERVER;
+	bpf_loop(DATA_EVENTS_MAX, capture_step, &c, 0);
 	return 0;
 }
 

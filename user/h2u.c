@@ -59,6 +59,7 @@
 #include "h2_events.h"
 #include "h2u.skel.h"
 #include "loader.h"
+#include "progfb.h"
 #include "util.h"
 
 #define FULL_RESCAN_EVERY 30          /* scans (~s) between re-reads of every process's maps */
@@ -66,6 +67,7 @@
 #define GC_BATCH 4096                 /* stale entries removed per map per pass */
 #define GO_WRITE_SYM "crypto/tls.(*Conn).Write"
 #define GO_MIN_MINOR 17               /* register ABI on amd64 */
+#define SYS_BIND_LINKS 11             /* 8 syscalls, or 2 tracepoints; and close */
 
 /* Mirrors struct h2u_key in bpf/h2u.bpf.c. */
 struct h2u_key {
@@ -95,7 +97,9 @@ struct seen {
 
 struct h2u {
 	struct h2u_bpf *skel;
-	struct bpf_link *tp_links[3];
+	struct bpf_link *kernel_links[SYS_BIND_LINKS]; /* socket binding and close */
+	int nkernel_links, nbind;
+	bool sys_bind;        /* bound through syscall tracepoints (no sock_*_length) */
 	struct bpf_link **links;
 	size_t nlinks, caplinks;
 	struct target *t;
@@ -215,9 +219,11 @@ static void attach_ssl(struct h2u *u, const struct stat *st, const char *path, c
 		if (!l || link_keep(u, l))
 			goto fail;
 	}
-	l = attach_one(s->progs.h2u_ssl_free, path, "SSL_free", 0, false);
-	if (!l || link_keep(u, l))
-		goto fail;
+	if (bpf_program__autoload(s->progs.h2u_ssl_free)) {
+		l = attach_one(s->progs.h2u_ssl_free, path, "SSL_free", 0, false);
+		if (!l || link_keep(u, l))
+			goto fail;
+	}
 	t->probed = true;
 	return;
 fail:
@@ -520,6 +526,8 @@ static void consider_exe(struct h2u *u, int pid, const struct stat *st)
 	t = target_add(u, st, kind, name);
 	if (!t || kind != T_GO)
 		return;
+	if (!note[0] && !bpf_program__autoload(u->skel->progs.h2u_go_write))
+		snprintf(note, sizeof(note), "the Go probe program did not load on this kernel");
 	if (note[0]) {
 		snprintf(t->note, sizeof(t->note), "%s", note);
 		return;
@@ -716,12 +724,143 @@ out:
 
 /* ---- the interface -------------------------------------------------------------------- */
 
+/* ---- loading ------------------------------------------------------------------------------ */
+
+#define SYS_BIND_PROGS 8
+
+static const struct progfb_role roles[] = {
+	{ "h2u_ssl_write", true, "", "" },
+	{ "h2u_ssl_write_ex", true, "", "" },
+	{ "h2u_ssl_read", true, "", "" },
+	{ "h2u_ssl_read_ex", true, "", "" },
+	{ "h2u_ssl_ret", true, "", "" },
+	{ "h2u_ssl_free", false, "TCP close ends the connection's walk",
+	  "an SSL object freed and reused before its socket closes may mix two connections" },
+	{ "h2u_go_write", false, "", "HTTP/2 in Go's crypto/tls" },
+	{ "h2u_close", false, "SSL_free ends OpenSSL connections",
+	  "final totals of Go connections at TCP close" },
+	{ "h2u_send", false, "syscall tracepoints (write, writev, sendto, sendmsg) bind the socket",
+	  "" },
+	{ "h2u_recv", false, "syscall tracepoints (read, readv, recvfrom, recvmsg) bind the socket",
+	  "" },
+	{ NULL, false, NULL, NULL },
+};
+
+static struct bpf_program **sys_progs(struct h2u_bpf *s, struct bpf_program **p)
+{
+	p[0] = s->progs.h2u_sys_write;
+	p[1] = s->progs.h2u_sys_writev;
+	p[2] = s->progs.h2u_sys_sendto;
+	p[3] = s->progs.h2u_sys_sendmsg;
+	p[4] = s->progs.h2u_sys_read;
+	p[5] = s->progs.h2u_sys_readv;
+	p[6] = s->progs.h2u_sys_recvfrom;
+	p[7] = s->progs.h2u_sys_recvmsg;
+	return p;
+}
+
+/*
+ * Load with the programs this kernel can run. The socket binding takes the
+ * sock_send_length/sock_recv_length tracepoints where the kernel has them (a
+ * call per socket I/O), else the syscall tracepoints (a call per read and write
+ * of every process: loaded only then).
+ */
+static int load(struct h2u *u, char *why, size_t whylen)
+{
+	char hook_why[160];
+	int err = 0;
+
+	progfb_reset("h2u");
+	for (int attempt = 0; attempt < 4; attempt++) {
+		struct bpf_program *sp[SYS_BIND_PROGS];
+		bool kernel_tp;
+
+		u->skel = h2u_bpf__open();
+		if (!u->skel) {
+			snprintf(why, whylen, "open BPF object: %s", strerror(errno));
+			return -1;
+		}
+		progfb_prune(u->skel->obj, "h2u", roles);
+		kernel_tp = bpf_program__autoload(u->skel->progs.h2u_send) &&
+			    bpf_program__autoload(u->skel->progs.h2u_recv);
+		if (kernel_tp) {
+			bpf_program__set_autoload(u->skel->progs.h2u_send, true);
+			bpf_program__set_autoload(u->skel->progs.h2u_recv, true);
+		} else {
+			/* One of the pair is off: both go, the syscalls bind. */
+			struct bpf_program *pair[2] = { u->skel->progs.h2u_send,
+							 u->skel->progs.h2u_recv };
+
+			for (int i = 0; i < 2; i++) {
+				if (!bpf_program__autoload(pair[i]))
+					continue;
+				bpf_program__set_autoload(pair[i], false);
+				progfb_record("h2u", bpf_program__name(pair[i]), roles,
+					      "its pair is off: both bind, or neither");
+			}
+		}
+		sys_progs(u->skel, sp);
+		for (int i = 0; i < SYS_BIND_PROGS; i++) {
+			if (kernel_tp)
+				bpf_program__set_autoload(sp[i], false);
+			else if (!progfb_hook_exists(bpf_program__section_name(sp[i]), hook_why,
+						     sizeof(hook_why)))
+				bpf_program__set_autoload(sp[i], false);
+		}
+		u->sys_bind = !kernel_tp;
+		err = h2u_bpf__load(u->skel);
+		if (!err)
+			return 0;
+		snprintf(why, whylen, "uprobe programs did not load: %s (%s)", strerror(-err),
+			 loader_last_libbpf_msg());
+		h2u_bpf__destroy(u->skel);
+		u->skel = NULL;
+		if (!progfb_blame("h2u", roles, err))
+			return -1;
+	}
+	return -1;
+}
+
+static int attach_kernel_side(struct h2u *u, char *why, size_t whylen)
+{
+	struct bpf_program *p[SYS_BIND_PROGS + 3];
+	int n = 0;
+
+	if (u->sys_bind) {
+		sys_progs(u->skel, p);
+		n = SYS_BIND_PROGS;
+	} else {
+		p[n++] = u->skel->progs.h2u_send;
+		p[n++] = u->skel->progs.h2u_recv;
+	}
+	p[n++] = u->skel->progs.h2u_close;
+	for (int i = 0; i < n; i++) {
+		struct bpf_link *l;
+
+		if (!bpf_program__autoload(p[i]))
+			continue;
+		l = bpf_program__attach(p[i]);
+		if (!l) {
+			snprintf(why, whylen, "%s attach failed: %s (%s)",
+				 bpf_program__section_name(p[i]), strerror(errno),
+				 loader_last_libbpf_msg());
+			return -1;
+		}
+		u->kernel_links[u->nkernel_links++] = l;
+		u->nbind += p[i] != u->skel->progs.h2u_close;
+	}
+	if (!u->nbind) {
+		snprintf(why, whylen, "no hook binds a TLS call to its socket on this kernel "
+			 "(neither sock_send_length/sock_recv_length nor syscall tracepoints)");
+		return -1;
+	}
+	return 0;
+}
+
 struct h2u *h2u_open(char *why, size_t whylen)
 {
-	struct bpf_program *tps[3];
 	struct h2u *u;
 	struct stat ns;
-	int err;
 
 	if (elf_version(EV_CURRENT) == EV_NONE) {
 		snprintf(why, whylen, "libelf: %s", elf_errmsg(-1));
@@ -735,29 +874,10 @@ struct h2u *h2u_open(char *why, size_t whylen)
 	u->self = getpid();
 	if (!stat("/proc/self/ns/mnt", &ns))
 		u->mntns = ns.st_ino;
-	u->skel = h2u_bpf__open();
-	if (!u->skel) {
-		snprintf(why, whylen, "open BPF object: %s", strerror(errno));
+	if (load(u, why, whylen))
 		goto fail;
-	}
-	err = h2u_bpf__load(u->skel);
-	if (err) {
-		snprintf(why, whylen, "uprobe programs did not load: %s (%s)", strerror(-err),
-			 loader_last_libbpf_msg());
+	if (attach_kernel_side(u, why, whylen))
 		goto fail;
-	}
-	tps[0] = u->skel->progs.h2u_send;
-	tps[1] = u->skel->progs.h2u_recv;
-	tps[2] = u->skel->progs.h2u_close;
-	for (int i = 0; i < 3; i++) {
-		u->tp_links[i] = bpf_program__attach(tps[i]);
-		if (!u->tp_links[i]) {
-			snprintf(why, whylen, "tp_btf %s attach failed: %s (%s)",
-				 bpf_program__section_name(tps[i]) + strlen("tp_btf/"),
-				 strerror(errno), loader_last_libbpf_msg());
-			goto fail;
-		}
-	}
 	attach_system_libssl(u);
 	scan_procs(u, true);
 	u->last_gc_ns = cs_mono_ns();
@@ -834,7 +954,10 @@ void h2u_describe(struct h2u *u, char *buf, size_t len)
 		snprintf(buf, len, "not loaded");
 		return;
 	}
-	pos = snprintf(buf, len, "OpenSSL probes on ");
+	pos = snprintf(buf, len, "%s; OpenSSL probes on ",
+		       u->sys_bind ? "sockets bound at write/read syscalls (no sock_send_length/"
+				     "sock_recv_length tracepoints)"
+				   : "sockets bound at sock_send_length/sock_recv_length");
 	if (pos < len)
 		pos += describe_kind(u, T_SSL, "library", "libraries", buf + pos, len - pos);
 	if (pos < len)
@@ -858,8 +981,8 @@ void h2u_close(struct h2u *u)
 	if (!u)
 		return;
 	links_undo(u, 0);
-	for (int i = 0; i < 3; i++)
-		bpf_link__destroy(u->tp_links[i]);
+	for (int i = 0; i < u->nkernel_links; i++)
+		bpf_link__destroy(u->kernel_links[i]);
 	h2u_bpf__destroy(u->skel);
 	free(u->links);
 	free(u->t);

@@ -22,6 +22,7 @@
 #include "h2u.h"
 #include "holders.h"
 #include "loader.h"
+#include "progfb.h"
 #include "metrics.h"
 #include "output.h"
 #include "pods.h"
@@ -479,6 +480,14 @@ int check_run(const struct cs_opts *o)
 	printf("conntrack:         %s\n", ctwatch_describe(cw));
 	replay_describe(desc, sizeof(desc));
 	printf("replay:            %s\n", desc);
+	printf("programs off:      ");
+	fflush(stdout);
+	if (progfb_count())
+		printf("%d (this kernel lacks their hook, its verifier refused them, or "
+		       "CONNSCOPE_PROGS_OFF named them)\n", progfb_count());
+	else
+		printf("none: every program of every part loaded\n");
+	progfb_print(stdout);
 	if (o->verbose) {
 		printf("\nInstructions the verifier processed per program (budget %u):\n",
 		       BPF_VERIFIER_BUDGET);

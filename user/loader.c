@@ -17,21 +17,35 @@
 #include "conn.skel.h"
 #include "tls.skel.h"
 #include "percpu.h"
+#include "progfb.h"
 #include "util.h"
 
 
 static bool verbose;
 static char last_msg[512];
 
+/* Warnings are kept (the last one explains a failure; progfb learns from them
+ * which program the kernel refused), with -v or without; -v also prints all. */
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-	if (verbose)
-		return vfprintf(stderr, fmt, ap);
-	if (level == LIBBPF_DEBUG)
+	char *msg = NULL;
+	int n;
+
+	if (level == LIBBPF_DEBUG) {
+		if (verbose)
+			vfprintf(stderr, fmt, ap);
 		return 0;
-	vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
+	}
+	n = vasprintf(&msg, fmt, ap);
+	if (n < 0)
+		return 0;
+	if (verbose)
+		fputs(msg, stderr);
+	progfb_note_libbpf(msg);
+	snprintf(last_msg, sizeof(last_msg), "%s", msg);
 	last_msg[strcspn(last_msg, "\n")] = 0;
-	return 0;
+	free(msg);
+	return n;
 }
 
 void loader_set_verbose(bool v)
@@ -108,32 +122,67 @@ static void detach_all(struct loader *L)
 	}
 }
 
+/* The state-change programs are the lifecycle; the others each add one thing. */
+static const struct progfb_role conn_roles[] = {
+	{ "cs_set_state_btf", true, "", "" },
+	{ "cs_set_state_raw", true, "", "" },
+	{ "cs_rst_in_btf", false, "", "resets received (rst_in, refused)" },
+	{ "cs_rst_in_raw", false, "", "resets received (rst_in, refused)" },
+	{ "cs_rst_out_btf", false, "", "resets sent (rst_out)" },
+	{ "cs_rst_out_raw", false, "", "resets sent (rst_out)" },
+	{ "cs_retrans_btf", false, "", "SYN retransmits (connect timeouts)" },
+	{ "cs_retrans_raw", false, "", "SYN retransmits (connect timeouts)" },
+	{ "cs_recv_btf", false, "the holders of a finding's socket, found when it is due", "" },
+	{ "cs_recv_raw", false, "the holders of a finding's socket, found when it is due", "" },
+	{ "cs_send_btf", false, "the holders of a finding's socket, found when it is due", "" },
+	{ "cs_send_raw", false, "the holders of a finding's socket, found when it is due", "" },
+	{ NULL, false, NULL, NULL },
+};
+
+/* Open and load conn_bpf with the hooks of one attach type; a hook program the
+ * kernel refuses is switched off and the load tried again without it. */
+static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, bool btf, char *why,
+				  size_t len)
+{
+	for (int attempt = 0; attempt < LOADER_NHOOKS; attempt++) {
+		struct conn_bpf *s = conn_bpf__open();
+		int err;
+
+		if (!s) {
+			snprintf(why, len, "open BPF object: %s", strerror(errno));
+			return NULL;
+		}
+		s->rodata->filter_port = o->port;
+		for (int i = 0; i < LOADER_NHOOKS; i++) {
+			bpf_program__set_autoload(prog_of(s, i, true), btf);
+			bpf_program__set_autoload(prog_of(s, i, false), !btf);
+		}
+		/* Hooks this kernel lacks are switched off here, and recorded. */
+		progfb_prune(s->obj, "conn", conn_roles);
+		/* The fallback store is only needed (and sized) in raw_tp mode. */
+		if (btf)
+			bpf_map__set_max_entries(s->maps.sk_info_hash, 1);
+		err = conn_bpf__load(s);
+		if (!err)
+			return s;
+		snprintf(why, len, "%s programs did not load: %s (%s)", btf ? "tp_btf" : "raw_tp",
+			 strerror(-err), loader_last_libbpf_msg());
+		conn_bpf__destroy(s);
+		if (!progfb_blame("conn", conn_roles, err))
+			return NULL;
+	}
+	return NULL;
+}
+
 /* One attempt with one attach type for every hook. All hooks must share the
  * socket state store, so the attach type is chosen for all of them together. */
 static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *why, size_t len)
 {
-	struct conn_bpf *s = conn_bpf__open();
+	struct conn_bpf *s = load_mode(L, o, btf, why, len);
 	int err;
 
-	if (!s) {
-		snprintf(why, len, "open BPF object: %s", strerror(errno));
+	if (!s)
 		return -1;
-	}
-	s->rodata->filter_port = o->port;
-	for (int i = 0; i < LOADER_NHOOKS; i++) {
-		bpf_program__set_autoload(prog_of(s, i, true), btf && L->hooks[i].in_btf);
-		bpf_program__set_autoload(prog_of(s, i, false), !btf && L->hooks[i].in_btf);
-	}
-	/* The fallback store is only needed (and sized) in raw_tp mode. */
-	if (btf)
-		bpf_map__set_max_entries(s->maps.sk_info_hash, 1);
-	err = conn_bpf__load(s);
-	if (err) {
-		snprintf(why, len, "%s programs did not load: %s (%s)", btf ? "tp_btf" : "raw_tp",
-			 strerror(-err), loader_last_libbpf_msg());
-		conn_bpf__destroy(s);
-		return -1;
-	}
 	for (int i = 0; i < LOADER_NHOOKS; i++) {
 		struct hook_status *h = &L->hooks[i];
 		struct bpf_link *link;
@@ -141,6 +190,10 @@ static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *w
 		h->variant = NULL;
 		if (!h->in_btf) {
 			snprintf(h->note, sizeof(h->note), "tracepoint not in this kernel");
+			continue;
+		}
+		if (!bpf_program__autoload(prog_of(s, i, btf))) {
+			snprintf(h->note, sizeof(h->note), "program switched off (see \"programs off\")");
 			continue;
 		}
 		link = bpf_program__attach(prog_of(s, i, btf));
@@ -204,6 +257,13 @@ int loader_open(struct loader *L, const struct cs_opts *o)
 	return -1;
 }
 
+/* Both packet programs or none: a direction alone would desync every stream. */
+static const struct progfb_role tls_roles[] = {
+	{ "cs_tls_egress", true, "", "TLS handshakes and h2c on the wire" },
+	{ "cs_tls_ingress", true, "", "TLS handshakes and h2c on the wire" },
+	{ NULL, false, NULL, NULL },
+};
+
 int loader_tls_open(struct loader *L, const char *cgroup_dir)
 {
 	int fd, err;
@@ -228,7 +288,17 @@ int loader_tls_open(struct loader *L, const char *cgroup_dir)
 	if (L->skel && L->mode == ATTACH_TP_BTF && !L->skel->rodata->filter_port &&
 	    !bpf_map__reuse_fd(L->tls->maps.conn_sk_info, bpf_map__fd(L->skel->maps.sk_info_storage)))
 		L->tls->rodata->midway_check = true;
+	progfb_reset("tls");
+	progfb_prune(L->tls->obj, "tls", tls_roles);
+	if (!bpf_program__autoload(L->tls->progs.cs_tls_egress) ||
+	    !bpf_program__autoload(L->tls->progs.cs_tls_ingress)) {
+		snprintf(L->tls_note, sizeof(L->tls_note), "a cgroup_skb program is switched off "
+			 "(CONNSCOPE_PROGS_OFF), and one direction alone cannot follow a stream");
+		goto fail;
+	}
 	err = tls_bpf__load(L->tls);
+	if (err)
+		progfb_blame("tls", tls_roles, err);
 	if (err) {
 		snprintf(L->tls_note, sizeof(L->tls_note), "cgroup_skb programs did not load: %s (%s)",
 			 strerror(-err), loader_last_libbpf_msg());
