@@ -349,8 +349,9 @@ TRACER_OUT=
 
 # start_tracer NAME DIR [OUTFILE]: returns once the tracer is attached.
 start_tracer() {
-	local name=$1 dir=$2 out=${3:-$2/out} i
+	local name=$1 dir=$2 out=${3:-$2/out} i t0
 	mkdir -p "$dir"
+	t0=$(date +%s%N)
 	# Records go to a regular file, as `connscope daemon > file` would: no
 	# reader process competes with the load for the CPUs. Conntrack's netfilter
 	# program stays off here: these parts measure the socket and packet programs,
@@ -381,8 +382,12 @@ start_tracer() {
 		}
 		case $name in
 		connscope | stacksoff | stacksall)
-			# Attached once its first record, stats phase "start", is out.
-			head -n 1 "$out" 2>/dev/null | grep -q '"phase":"start"' && return 0 ;;
+			# Attached once its first record, stats phase "start", is out:
+			# its start-up time (load, verify, attach, snapshot) is kept.
+			if head -n 1 "$out" 2>/dev/null | grep -q '"phase":"start"'; then
+				echo "$name $((($(date +%s%N) - t0) / 1000000))" >>"$WORK/startup.txt"
+				return 0
+			fi ;;
 		tcpstates)
 			# Its stdout is block-buffered, so no header shows up: wait for the BPF
 			# link, then give it a moment to set up its perf buffer.

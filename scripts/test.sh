@@ -1,6 +1,8 @@
 #!/bin/sh
 # Run connscope's tests: unit tests (ASan/UBSan), fuzz smoke runs, then the live
-# tests against the real kernel (root). `scripts/test.sh unit|fuzz|bpf|live` runs one part.
+# tests against the real kernel (root), then the kernel matrix (the core live
+# scenarios on the host and on Debian 12's 6.1 kernel in a VM).
+# `scripts/test.sh unit|fuzz|bpf|live|matrix` runs one part.
 set -eu
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -85,7 +87,7 @@ run_bpf() {
 		# shellcheck disable=SC2086
 		extra=""
 		case "$name" in
-		test_ct) extra="user/ctbpf.c" ;;
+		test_ct) extra="user/ctbpf.c user/progfb.c" ;;
 		esac
 		# shellcheck disable=SC2086
 		$CC_SAN $CFLAGS_T $SAN -I.output "$t" $extra -lbpf -lelf -lz -o "$out/$name"
@@ -114,12 +116,24 @@ run_live() {
 		|| failed=1
 }
 
+# The kernel matrix: the same core scenarios on the host kernel, then on Debian
+# 12's stock 6.1 kernel in a VM (qemu, TCG; tests/vm/README.md). The VM image is
+# built once and cached in .output/vm.
+run_matrix() {
+	echo "== kernel matrix: host ($(uname -r))"
+	sh tests/vm/matrix.sh || failed=1
+	echo "== kernel matrix: Debian 12's stock kernel in a VM"
+	tests/vm/run.sh --timeout 900 tests/vm/matrix.sh \
+		tests/vm/matrix.txt tests/vm/matrix.sh tests/live tests/lib || failed=1
+}
+
 case "$part" in
 unit) run_unit ;;
 bpf) run_bpf ;;
 fuzz) run_fuzz ;;
 live) run_live ;;
-all) run_unit; run_fuzz; run_bpf; run_live ;;
-*) echo "usage: $0 [unit|fuzz|bpf|live|all]" >&2; exit 2 ;;
+matrix) run_matrix ;;
+all) run_unit; run_fuzz; run_bpf; run_live; run_matrix ;;
+*) echo "usage: $0 [unit|fuzz|bpf|live|matrix|all]" >&2; exit 2 ;;
 esac
 exit $failed

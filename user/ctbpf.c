@@ -9,6 +9,7 @@
  * is set here before load, and the links are made with a raw BPF_LINK_CREATE.
  */
 #include "ctbpf.h"
+#include "progfb.h"
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -202,6 +203,12 @@ static int on_sample(void *ctx, void *data, size_t size)
 	return 0;
 }
 
+static const struct progfb_role ct_roles[] = {
+	{ "ct_hook", true, "ctnetlink events, subscribed in each watched network namespace", "" },
+	{ "ct_hook_probe", true, "ctnetlink events, subscribed in each watched network namespace", "" },
+	{ NULL, false, NULL, NULL },
+};
+
 struct ctbpf *ctbpf_open_hooks(const char *netns_path, unsigned hooks, char *why, size_t whylen)
 {
 	struct ctbpf *c = calloc(1, sizeof(*c));
@@ -232,17 +239,21 @@ struct ctbpf *ctbpf_open_hooks(const char *netns_path, unsigned hooks, char *why
 	c->skel->rodata->nf_conn_btf_id = id > 0 ? id : 0;
 	c->fast = id > 0 && !(hooks & CTBPF_PROBE_READ);
 	c->prog = c->fast ? c->skel->progs.ct_hook : c->skel->progs.ct_hook_probe;
+	if (!nf_known) {
+		/* Not even tried: the verifier would only say so, slowly. */
+		snprintf(why, whylen, "the conntrack BPF program did not load: "
+			 "the kernel has no BPF netfilter programs (needs >= 6.4)");
+		progfb_record("ct", bpf_program__name(c->prog), ct_roles,
+			      "no BPF netfilter programs in this kernel (6.4+)");
+		goto fail;
+	}
 	bpf_program__set_autoload(c->prog, true);
 	bpf_program__set_type(c->prog, CT_PROG_TYPE_NETFILTER);
 	bpf_program__set_expected_attach_type(c->prog, CT_ATTACH_NETFILTER);
 	err = ct_bpf__load(c->skel);
 	if (err) {
-		if (!nf_known)
-			snprintf(why, whylen, "the conntrack BPF program did not load: "
-				 "the kernel has no BPF netfilter programs (needs >= 6.4)");
-		else
-			snprintf(why, whylen, "the conntrack BPF program did not load: %s",
-				 strerror(-err));
+		snprintf(why, whylen, "the conntrack BPF program did not load: %s", strerror(-err));
+		progfb_blame("ct", ct_roles, err);
 		goto fail;
 	}
 	if (attach_all(c, netns_path, why, whylen))

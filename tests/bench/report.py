@@ -1260,6 +1260,15 @@ def main():
         if text:
             print()
             print(text)
+    startup = os.path.join(a.work, "startup.txt")
+    if os.path.exists(startup):
+        with open(startup) as f:
+            ms = [int(l.split()[1]) for l in f if len(l.split()) == 2]
+        if ms:
+            print()
+            print(f"connscope start-up (launch to its stats start record, polled every 50 ms): "
+                  f"median {statistics.median(ms) / 1000:.2f} s, "
+                  f"range {min(ms) / 1000:.2f}-{max(ms) / 1000:.2f} s over {len(ms)} starts")
     try:
         if "tcp" in parts:
             throughput(a, a.configs.split())

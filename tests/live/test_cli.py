@@ -71,6 +71,35 @@ def test_check_reports_attach_points(test_cgroup):
         assert test_cgroup in out, f"the packet programs must attach at {test_cgroup}:\n{out}"
 
 
+def test_check_every_part_within_the_verifier_budget(test_cgroup):
+    """On whatever kernel this runs (the host, the 6.1 VM): every part is observed,
+    by its own programs or a fallback that check names with what replaces it or
+    what is lost, and no program costs the verifier more than half its budget."""
+    cp = run("check", "-v", *cg(test_cgroup), timeout=120)
+    assert cp.returncode == 0, cp.stdout + cp.stderr[-2000:]
+    out = cp.stdout
+    assert "NOT observed" not in out, out
+    lines = out.splitlines()
+    at = next(i for i, l in enumerate(lines) if l.startswith("programs off:"))
+    off = []
+    for l in lines[at + 1:]:
+        if not l.startswith("  "):
+            break
+        off.append(l)
+    named = [l.split()[0] for l in off if l[2] != " "]
+    explained = [l for l in off if l.strip().startswith(("instead:", "lost:"))]
+    assert len(explained) >= len(named), "every program off says what replaces it or is lost:\n" + "\n".join(off)
+    head = next(i for i, l in enumerate(lines) if l.startswith("PROGRAM "))
+    rows = [l.split() for l in lines[head + 1:] if l.strip()]
+    assert len(rows) >= 10, out
+    for r in rows:
+        assert r[-1].endswith("%") and float(r[-1][:-1]) <= 50.0, f"over half the budget: {r}"
+    # The programs check names as off did not load; every other part's did.
+    loaded = {r[0] for r in rows}
+    for name in named:
+        assert name[:15] not in loaded, (name, loaded)
+
+
 def test_check_forced_fallback_says_why(test_cgroup):
     cp = run("check", "--attach", "raw_tp", *cg(test_cgroup))
     assert cp.returncode == 0, cp.stderr
