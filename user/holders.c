@@ -21,6 +21,7 @@
 #include "procfd.h"
 #include "percpu.h"
 #include "loader.h"
+#include "progfb.h"
 #include "holders.skel.h"
 
 #include <bpf/bpf.h>
@@ -29,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -82,17 +82,6 @@ static bool in_host_pidns(void)
 	struct stat st;
 
 	return !stat("/proc/self/ns/pid", &st) && st.st_ino == PROC_PID_INIT_INO;
-}
-
-/* Syscall tracepoints are found through tracefs. Where it is not mounted (a
- * fresh container, or `ip netns exec`, which mounts a new /sys), mount it at
- * its usual place: it adds nothing but the tracing control files. */
-static bool ensure_tracefs(void)
-{
-	if (!access("/sys/kernel/tracing/events", F_OK) ||
-	    !access("/sys/kernel/debug/tracing/events", F_OK))
-		return false;
-	return !mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL);
 }
 
 static void err_text(int err, char *buf, size_t len)
@@ -206,7 +195,7 @@ struct holders *holders_open(enum hs_stack_mode mode, bool raw_tp)
 	h->host_pidns = in_host_pidns();
 	h->syms = sym_cache_new();
 	if (stacks)
-		h->mounted_tracefs = ensure_tracefs();
+		progfb_tracefs(&h->mounted_tracefs);
 	if (!try_load(h, &want, why_all, sizeof(why_all))) {
 		ok = want;
 	} else {

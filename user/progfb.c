@@ -53,6 +53,8 @@ static bool btf_has_func(const char *name)
 /* Syscall and other perf tracepoints are found through tracefs. Where it is not
  * mounted (a fresh container, or `ip netns exec`, which mounts a new /sys),
  * mount it at its usual place: it adds nothing but the tracing control files. */
+static bool we_mounted_tracefs;
+
 static const char *tracefs_events(void)
 {
 	static const char *const dirs[] = { "/sys/kernel/tracing/events",
@@ -64,6 +66,7 @@ static const char *tracefs_events(void)
 				return dirs[i];
 		if (pass == 0 && mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL))
 			break;
+		we_mounted_tracefs = true;
 	}
 	return NULL;
 }
@@ -272,6 +275,15 @@ void progfb_note_libbpf(const char *msg)
 			failed_log[0] = 0;
 		}
 	}
+}
+
+bool progfb_tracefs(bool *mounted_here)
+{
+	bool ok = tracefs_events() != NULL;
+
+	if (mounted_here)
+		*mounted_here = we_mounted_tracefs;
+	return ok;
 }
 
 int progfb_count(void)

@@ -31,6 +31,11 @@ struct progfb_role {
  * why[] says so. */
 bool progfb_hook_exists(const char *sec, char *why, size_t len);
 
+/* Is tracefs (which the syscall tracepoints are found through) mounted? Where
+ * it is not (a fresh container, or `ip netns exec`, which mounts a new /sys),
+ * it is mounted at /sys/kernel/tracing; *mounted_here then says so. */
+bool progfb_tracefs(bool *mounted_here);
+
 /* Switch off, before load, the programs of obj (autoload on) whose hook is
  * missing or that CONNSCOPE_PROGS_OFF names, and those earlier attempts on this
  * object blamed (progfb_blame). Records each one under object's name. */
