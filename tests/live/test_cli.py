@@ -71,11 +71,13 @@ def test_check_reports_attach_points(test_cgroup):
         assert test_cgroup in out, f"the packet programs must attach at {test_cgroup}:\n{out}"
 
 
-def test_check_every_part_within_the_verifier_budget(test_cgroup):
+@pytest.mark.parametrize("attach", ["auto", "raw_tp"])
+def test_check_every_part_within_the_verifier_budget(test_cgroup, attach):
     """On whatever kernel this runs (the host, the 6.1 VM): every part is observed,
     by its own programs or a fallback that check names with what replaces it or
-    what is lost, and no program costs the verifier more than half its budget."""
-    cp = run("check", "-v", *cg(test_cgroup), timeout=120)
+    what is lost, and no program costs the verifier more than half its budget
+    (the raw_tp variants too)."""
+    cp = run("check", "-v", "--attach", attach, *cg(test_cgroup), timeout=120)
     assert cp.returncode == 0, cp.stdout + cp.stderr[-2000:]
     out = cp.stdout
     assert "NOT observed" not in out, out
