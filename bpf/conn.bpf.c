@@ -427,6 +427,22 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 			own_by_current(info);
 		return 0;
 	case CS_TCP_CLOSE:
+		/* A listener's child that dies in SYN_RECV lost the race for its
+		 * request: two CPUs took the handshake's last ACK (or the ACK and
+		 * the first data) at once, each made a child, and the loser is
+		 * closed while the winner goes on as the connection. No connection
+		 * failed: counted, not reported. (A TCP Fast Open child is the one
+		 * child that lives in SYN_RECV, and may really fail.) */
+		if (oldstate == CS_TCP_SYN_RECV && info->side == CS_SIDE_SERVER &&
+		    !(info->flags & (CS_F_WAS_EST | CS_F_MIDWAY))) {
+			struct tcp_sock *tp = tcp_of(sk, st);
+
+			if (tp && !RD(st, tp, fastopen_rsk)) {
+				count(CS_CNT_CHILD_RACE);
+				info_delete(sk, st);
+				return 0;
+			}
+		}
 		/* Only established connections have a close cause. */
 		if (!(info->flags & CS_F_WAS_EST))
 			info->close_cause = CS_CLOSE_NONE;

@@ -64,6 +64,7 @@ enum cs_counter {
 	CS_CNT_EVENTS = 0,    /* events submitted to the ring buffer */
 	CS_CNT_LOST = 1,      /* ring buffer reserve failures */
 	CS_CNT_MAP_FULL = 2,  /* socket state could not be stored */
+	CS_CNT_CHILD_RACE = 3, /* listener children closed in SYN_RECV: lost the race for their request */
 	CS_CNT_MAX = 4,
 };
 

@@ -85,6 +85,7 @@ static void stats_record(struct live *lv, const char *phase)
 	cJSON_AddNumberToObject(o, "map_full", (double)(loader_counter(&lv->L, CS_CNT_MAP_FULL) +
 						       loader_tls_counter(&lv->L, 2) +
 						       (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_MAP_FULL) : 0)));
+	cJSON_AddNumberToObject(o, "child_races", (double)loader_counter(&lv->L, CS_CNT_CHILD_RACE));
 	cJSON_AddNumberToObject(o, "parser_desync", (double)(loader_tls_counter(&lv->L, 3) +
 							    loader_tls_counter(&lv->L, 4) +
 							    (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_DESYNC) : 0)));
