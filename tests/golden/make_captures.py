@@ -20,6 +20,8 @@ Scenarios (NAME: what the capture holds):
                 one TLS 1.2 connection, 2 requests each; tls-keylog.keys is their
                 SSLKEYLOGFILE
   refused       3 connects to a port nobody listens on (RST in answer to each SYN)
+  connect-timeout  one connect whose SYNs the server's namespace drops (nft): the
+                client retransmits its SYN and gives up after 3.5 s
   reset         one connection the server resets (SO_LINGER 0) and one the client
                 resets
   close-wait    the client sends and closes; the server never closes for 3 s
@@ -61,16 +63,17 @@ FE_IP, BE_IP = "10.244.1.10", "10.244.1.20"
 UIDS = {"frontend": "6f1c2a4e-0b1d-4c55-9a77-1e2f3a4b5c6d",
         "backend": "8d2e3f40-5a6b-4c7d-8e9f-a0b1c2d3e4f5"}
 
-PORT = {"h2c": 32080, "tls": 32443, "refused": 32001, "rst-by-server": 32002,
+PORT = {"h2c": 32080, "tls": 32443, "refused": 32001, "connect-timeout": 32005, "rst-by-server": 32002,
         "rst-by-client": 32003, "close-wait": 32004, "grpc": 32050, "midway": 32081,
         "bad-goaway": 32082}
-LOCAL = {"tls13": 40443, "tls12": 40444, "refused": 40001, "rst-by-server": 40002,
+LOCAL = {"tls13": 40443, "tls12": 40444, "refused": 40001, "connect-timeout": 40005, "rst-by-server": 40002,
          "rst-by-client": 40003, "close-wait": 40004, "midway": 40081,
          "bad-goaway": 40082}
 
 # A TCP client that binds a fixed local port. Modes (the server side is
 # tests/lib/workloads.py's SERVER):
 #   refused N     N connects from local ports lport, lport+1, ... that must be refused
+#   timeout       one connect that gets no answer; the client gives up after 3.5 s
 #   send-close    send 64 bytes and close without reading
 #   rst           send, read the echo, close with SO_LINGER {1,0} (the client resets)
 #   wait-reset    send, read the echo, send "g", wait for the server's RST
@@ -84,11 +87,15 @@ for i in range(count):
     c = socket.socket()
     c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     c.bind(("", lport + i))
-    c.settimeout(10)
+    c.settimeout(3.5 if mode == "timeout" else 10)
     try:
         c.connect((ip, port))
     except ConnectionRefusedError:
         out.append("refused")
+        c.close()
+        continue
+    except (TimeoutError, socket.timeout):
+        out.append("timeout")
         c.close()
         continue
     c.sendall(payload)
@@ -260,6 +267,19 @@ def refused(fe, be):
     check_drops(cap)
 
 
+def connect_timeout(fe, be):
+    port = PORT["connect-timeout"]
+    for rule in (["add", "table", "inet", "golden"],
+                 ["add", "chain", "inet", "golden", "in",
+                  "{ type filter hook input priority 0; }"],
+                 ["add", "rule", "inet", "golden", "in", "tcp", "dport", str(port), "drop"]):
+        be.netns_run(["nft", *rule])
+    with capture(fe, "connect-timeout", port) as cap:
+        assert client(fe, "timeout", port, LOCAL["connect-timeout"]) == ["timeout"]
+        cap.stop()
+    check_drops(cap)
+
+
 def reset(fe, be):
     ports = [PORT["rst-by-server"], PORT["rst-by-client"]]
     with capture(fe, "reset", ports) as cap:
@@ -330,7 +350,8 @@ def h2_goaway_error(fe, be):
     check_drops(cap)
 
 
-SCENARIOS = {"h2c": h2c, "tls-keylog": tls_keylog, "refused": refused, "reset": reset,
+SCENARIOS = {"h2c": h2c, "tls-keylog": tls_keylog, "refused": refused,
+             "connect-timeout": connect_timeout, "reset": reset,
              "close-wait": close_wait, "grpc-goaway": grpc_goaway,
              "joined-midway": joined_midway, "h2-goaway-error": h2_goaway_error}
 
