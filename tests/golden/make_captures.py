@@ -2,7 +2,10 @@
 """Make the golden captures in tests/golden/captures/ (run as root; not part of the
 test: the committed files are what tests/golden/run.py replays).
 
-    sudo /usr/bin/python3 tests/golden/make_captures.py [NAME...]
+    sudo /usr/bin/python3 tests/golden/make_captures.py [--out DIR] [NAME...]
+
+makes every scenario (or those named) into captures/ (or DIR, to compare a new
+run with the committed files first).
 
 Each scenario runs real peers between two simulated pods (tests/lib/simpod.py:
 network namespaces, veth, cgroups) and captures the frontend pod's eth0 with
@@ -356,7 +359,12 @@ SCENARIOS = {"h2c": h2c, "tls-keylog": tls_keylog, "refused": refused,
              "joined-midway": joined_midway, "h2-goaway-error": h2_goaway_error}
 
 
-def main(names):
+def main(argv):
+    global CAPS
+    names = list(argv)
+    if names[:1] == ["--out"] and len(names) > 1:
+        CAPS = Path(names[1]).resolve()
+        names = names[2:]
     if os.geteuid() != 0:
         sys.exit("make_captures.py needs root (network namespaces, tcpdump)")
     bad = [n for n in names if n not in SCENARIOS]
@@ -374,7 +382,7 @@ def main(names):
             be = c.add_pod(NS, "backend", BE_IP)
             SCENARIOS[name](fe, be)
         p = CAPS / f"{name}.pcap"
-        print(f"{p.relative_to(HERE)}: {p.stat().st_size} bytes")
+        print(f"{p}: {p.stat().st_size} bytes")
 
 
 if __name__ == "__main__":
