@@ -1,8 +1,9 @@
 #!/bin/sh
-# Run connscope's tests: unit tests (ASan/UBSan), fuzz smoke runs, then the live
-# tests against the real kernel (root), then the kernel matrix (the core live
-# scenarios on the host and on Debian 12's 6.1 kernel in a VM).
-# `scripts/test.sh unit|fuzz|bpf|live|matrix` runs one part.
+# Run connscope's tests: unit tests (ASan/UBSan), the golden replay tests
+# (committed captures against committed records; no root needed), fuzz smoke
+# runs, then the live tests against the real kernel (root), then the kernel
+# matrix (the core live scenarios on the host and on Debian 12's 6.1 kernel in a
+# VM). `scripts/test.sh unit|golden|fuzz|bpf|live|matrix` runs one part.
 set -eu
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -65,6 +66,13 @@ run_fuzz() {
 	done
 }
 
+# Golden replay tests (tests/golden/README.md): needs ./connscope (make), not
+# root. GOLDEN_UPDATE=1 rewrites the expected output instead of comparing.
+run_golden() {
+	echo "== golden: replay of tests/golden/captures against tests/golden/expected"
+	/usr/bin/python3 tests/golden/run.py || failed=1
+}
+
 run_bpf() {
 	build_libs san "$SAN"
 	for t in tests/bpf/test_*.c; do
@@ -110,11 +118,12 @@ run_matrix() {
 
 case "$part" in
 unit) run_unit ;;
+golden) run_golden ;;
 bpf) run_bpf ;;
 fuzz) run_fuzz ;;
 live) run_live ;;
 matrix) run_matrix ;;
-all) run_unit; run_fuzz; run_bpf; run_live; run_matrix ;;
-*) echo "usage: $0 [unit|fuzz|bpf|live|matrix|all]" >&2; exit 2 ;;
+all) run_unit; run_golden; run_fuzz; run_bpf; run_live; run_matrix ;;
+*) echo "usage: $0 [unit|golden|fuzz|bpf|live|matrix|all]" >&2; exit 2 ;;
 esac
 exit $failed
