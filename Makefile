@@ -13,8 +13,13 @@ ARCH ?= $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 VMLINUX_DIR ?= vmlinux/$(ARCH)
 
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-format-truncation -Wshadow -D_GNU_SOURCE
-CPPFLAGS += -I$(OUTPUT) -Ibpf -Iuser
+CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wshadow -D_GNU_SOURCE
+# gcc's guess at snprintf truncation; clang (the test variants) has no such warning.
+CFLAGS += $(if $(findstring clang,$(CC)),,-Wno-format-truncation)
+# user/: one folder per stage of the pipeline, each a static library (see README,
+# "Source tree"); every folder is on the include path.
+USER_DIRS := lib out agg replay live cli
+CPPFLAGS += -I$(OUTPUT) -Ibpf $(addprefix -Iuser/,$(USER_DIRS))
 BPF_CFLAGS ?= -O2 -g
 LDLIBS += -lbpf -lelf -lz -lcjson -lpcap -lcrypto -lm -lpthread
 
@@ -27,13 +32,20 @@ msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
 endif
 
 BPF_APPS := conn tls h2u ct holders
-USER_SRCS := $(wildcard user/*.c)
-USER_OBJS := $(patsubst user/%.c,$(OUTPUT)/%.o,$(USER_SRCS))
 SKELS := $(patsubst %,$(OUTPUT)/%.skel.h,$(BPF_APPS))
 BPF_HDRS := $(wildcard bpf/*.h)
+USER_HDRS := $(wildcard $(addsuffix /*.h,$(addprefix user/,$(USER_DIRS))))
 
-.PHONY: all clean deps run test test-unit test-live bench fuzz check-deps
+# The user-space libraries. VARIANT builds them again with VARIANT_CFLAGS into
+# their own directory: the tests link the sanitizer (san) and fuzzer (fuzz) builds.
+VARIANT ?=
+VARIANT_CFLAGS ?=
+UOUT := $(OUTPUT)/user$(if $(VARIANT),-$(VARIANT))
+USER_LIBS := $(foreach d,$(USER_DIRS),$(UOUT)/libcs_$(d).a)
+
+.PHONY: all clean deps run test test-unit test-live bench fuzz check-deps libs
 all: connscope
+libs: $(USER_LIBS)
 
 $(OUTPUT):
 	$(Q)mkdir -p $@
@@ -47,13 +59,23 @@ $(OUTPUT)/%.skel.h: $(OUTPUT)/%.bpf.o
 	$(call msg,SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name $*_bpf > $@
 
-$(OUTPUT)/%.o: user/%.c $(wildcard user/*.h) $(BPF_HDRS) $(SKELS) | $(OUTPUT)
+$(UOUT)/%.o: user/%.c $(USER_HDRS) $(BPF_HDRS) $(SKELS)
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(VARIANT_CFLAGS) -c $< -o $@
 
-connscope: $(USER_OBJS)
+define user_lib
+$(UOUT)/libcs_$(1).a: $(patsubst user/%.c,$(UOUT)/%.o,$(wildcard user/$(1)/*.c))
+	$$(call msg,AR,$$@)
+	$(Q)rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach d,$(USER_DIRS),$(eval $(call user_lib,$(d))))
+
+# The libraries call each other both ways (the aggregator's sinks, live's
+# parts): one group, resolved together.
+connscope: $(USER_LIBS)
 	$(call msg,LINK,$@)
-	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Wl,--start-group $^ -Wl,--end-group $(LDLIBS) -o $@
 
 # Install the Debian packages the build, the tests and the benchmarks need.
 deps:

@@ -3,7 +3,7 @@
  * Conntrack lifecycle edges, seen from a BPF netfilter link (kernel >= 6.4).
  *
  * Upstream has no conntrack tracepoints, so the program sits on the netfilter
- * hooks right after conntrack and NAT ran (user/ctbpf.c picks the hooks and
+ * hooks right after conntrack and NAT ran (user/live/ctbpf.c picks the hooks and
  * priorities) and looks at the nf_conn that conntrack attached to the packet.
  * Per packet it reads two fields and does one hash lookup; only edges leave
  * the kernel: NEW (first sight), UPDATE (TCP state or an interesting status
@@ -35,7 +35,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * it flips on the first packet's way out, which is not news to anyone. */
 #define CT_S_EDGE (CT_S_SEEN_REPLY | CT_S_ASSURED | CT_S_SRC_NAT | CT_S_DST_NAT | CT_S_DYING)
 
-/* Counter slots; user/ctbpf.c mirrors them (enum ctbpf_counter). */
+/* Counter slots; user/live/ctbpf.c mirrors them (enum ctbpf_counter). */
 enum {
 	CT_CNT_EVENTS = 0,     /* events submitted */
 	CT_CNT_LOST = 1,       /* ring buffer reserve failures */

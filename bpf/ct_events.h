@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
  * Conntrack lifecycle edges, as both conntrack watchers report them: the BPF
- * netfilter-link program (bpf/ct.bpf.c) and the ctnetlink fallback (user/ctnl.c).
+ * netfilter-link program (bpf/ct.bpf.c) and the ctnetlink fallback (user/live/ctnl.c).
  * One record per edge: a new entry, a change of its TCP state or status bits, or
  * its end. Addresses are in network byte order, IPv4 in the first 4 bytes.
  */

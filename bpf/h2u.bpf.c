@@ -22,7 +22,7 @@
  * the socket's cookie, cgroup and endpoints (before 6.3, which lacks them: the
  * entry of the thread's write/read syscalls, by fd). For Go the binding is trusted only
  * for the first send on the same thread within go_bind_ns of Write's entry (the
- * goroutine could be descheduled in between; see the limits in user/h2u.c).
+ * goroutine could be descheduled in between; see the limits in user/live/h2u.c).
  *
  * Walker state (struct h2_conn, one struct h2_dir per direction: H2_LOCAL_OUT for
  * what the process writes, H2_LOCAL_IN for what it reads) lives in a bounded hash
@@ -115,7 +115,7 @@ struct h2u_call {
 	struct h2u_sock si;
 };
 
-/* user/h2u.c mirrors this key (its garbage collector reads the tgid). */
+/* user/live/h2u.c mirrors this key (its garbage collector reads the tgid). */
 struct h2u_key {
 	__u32 tgid;
 	__u32 _pad;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * Types shared by bpf/holders.bpf.c and user/holders.c: who holds a socket (a
+ * Types shared by bpf/holders.bpf.c and user/live/holders.c: who holds a socket (a
  * task/file iterator walks every fd table) and the user stack of the connect()
  * or accept() that made it (a BPF stack map). Fixed-width types only, widest
  * fields first, explicit padding.

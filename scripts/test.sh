@@ -1,8 +1,9 @@
 #!/bin/sh
-# Run connscope's tests: unit tests (ASan/UBSan), fuzz smoke runs, then the live
-# tests against the real kernel (root), then the kernel matrix (the core live
-# scenarios on the host and on Debian 12's 6.1 kernel in a VM).
-# `scripts/test.sh unit|fuzz|bpf|live|matrix` runs one part.
+# Run connscope's tests: unit tests (ASan/UBSan), the golden replay tests
+# (committed captures against committed records; no root needed), fuzz smoke
+# runs, then the live tests against the real kernel (root), then the kernel
+# matrix (the core live scenarios on the host and on Debian 12's 6.1 kernel in a
+# VM). `scripts/test.sh unit|golden|fuzz|bpf|live|matrix` runs one part.
 set -eu
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -10,29 +11,24 @@ out=.output/tests
 mkdir -p "$out"
 CC_SAN="${CC_SAN:-clang}"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -g -O1"
-CFLAGS_T="-std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Iuser -Ibpf"
+CFLAGS_T="-std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Ibpf -I.output $(for d in user/*/; do printf -- "-I%s " "${d%/}"; done)"
 failed=0
 
+# The tests link connscope's own libraries (make libs), built again with the
+# sanitizers (VARIANT=san) or for libFuzzer (VARIANT=fuzz): no source lists here.
+LIBS_LDLIBS="-lbpf -lelf -lz -lcjson -lpcap -lcrypto -lm -lpthread"
+build_libs() {
+	make --no-print-directory -j2 CC="$CC_SAN" VARIANT="$1" VARIANT_CFLAGS="$2" libs >/dev/null
+}
+libs_of() { echo "-Wl,--start-group $(ls .output/user-"$1"/libcs_*.a | tr '\n' ' ') -Wl,--end-group"; }
+
 run_unit() {
+	build_libs san "$SAN"
 	for t in tests/unit/test_*.c; do
 		name=$(basename "$t" .c)
-		srcs="$t user/util.c"
-		case "$name" in
-		test_pods) srcs="$srcs user/pods.c" ;;
-		test_snapshot) srcs="$srcs user/snapshot.c user/procfd.c" ;;
-		test_u64map) srcs="$srcs user/u64map.c" ;;
-		test_jsonw) srcs="$srcs user/jsonw.c" ;;
-		test_reasm) srcs="$srcs user/reasm.c" ;;
-		test_pcapin) srcs="$srcs user/pcapin.c" ;;
-		test_tlsdec) srcs="$srcs user/tlsdec.c" ;;
-		test_kpods) srcs="$srcs user/kpods.c" ;;
-		test_ctnl) srcs="$srcs user/ctnl.c user/ctstat.c" ;;
-		test_symbolize) srcs="$srcs user/symbolize.c" ;;
-		test_progfb) srcs="$srcs user/progfb.c -lbpf" ;;
-		esac
 		echo "== unit: $name"
-		# shellcheck disable=SC2086
-		$CC_SAN $CFLAGS_T $SAN $srcs -lpcap -lz -lcrypto -lcjson -lpthread -lm -lelf -o "$out/$name"
+		# shellcheck disable=SC2046,SC2086
+		$CC_SAN $CFLAGS_T $SAN "$t" $(libs_of san) $LIBS_LDLIBS -o "$out/$name"
 		"$out/$name" || failed=1
 	done
 }
@@ -52,24 +48,14 @@ symbolize_seeds() {
 }
 
 run_fuzz() {
+	build_libs fuzz "-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -g -O1"
 	for f in tests/fuzz/fuzz_*.c; do
 		[ -e "$f" ] || continue
 		name=$(basename "$f" .c)
 		echo "== fuzz (smoke, 20 s): $name"
-		# shellcheck disable=SC2086
-		extra=""
-		case "$name" in
-		fuzz_pcapin) extra="user/pcapin.c user/reasm.c" ;;
-		fuzz_tlsdec) extra="user/tlsdec.c" ;;
-		fuzz_ctnl) extra="user/ctnl.c user/ctstat.c" ;;
-		fuzz_symbolize) extra="user/symbolize.c -lelf" ;;
-		fuzz_replay) extra="user/replay.c user/track.c user/track_tls.c user/track_h2.c user/track_ct.c
-			user/output.c user/jsonw.c user/procfd.c user/u64map.c user/pcapin.c
-			user/reasm.c user/tlsdec.c user/kpods.c" ;;
-		esac
-		# shellcheck disable=SC2086
+		# shellcheck disable=SC2046,SC2086
 		clang $CFLAGS_T -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 \
-			"$f" user/pods.c user/util.c $extra -lpcap -lz -lcrypto -lcjson -lm -o "$out/$name"
+			"$f" $(libs_of fuzz) $LIBS_LDLIBS -o "$out/$name"
 		mkdir -p "$out/$name.corpus"
 		[ "$name" = fuzz_symbolize ] && symbolize_seeds "$out/$name.corpus"
 		seeds=tests/fuzz/corpus
@@ -80,17 +66,20 @@ run_fuzz() {
 	done
 }
 
+# Golden replay tests (tests/golden/README.md): needs ./connscope (make), not
+# root. GOLDEN_UPDATE=1 rewrites the expected output instead of comparing.
+run_golden() {
+	echo "== golden: replay of tests/golden/captures against tests/golden/expected"
+	/usr/bin/python3 tests/golden/run.py || failed=1
+}
+
 run_bpf() {
+	build_libs san "$SAN"
 	for t in tests/bpf/test_*.c; do
 		name=$(basename "$t" .c)
 		echo "== bpf: $name"
-		# shellcheck disable=SC2086
-		extra=""
-		case "$name" in
-		test_ct) extra="user/ctbpf.c user/progfb.c" ;;
-		esac
-		# shellcheck disable=SC2086
-		$CC_SAN $CFLAGS_T $SAN -I.output "$t" $extra -lbpf -lelf -lz -o "$out/$name"
+		# shellcheck disable=SC2046,SC2086
+		$CC_SAN $CFLAGS_T $SAN -I.output "$t" $(libs_of san) $LIBS_LDLIBS -o "$out/$name"
 		"$out/$name" || failed=1
 	done
 }
@@ -129,11 +118,12 @@ run_matrix() {
 
 case "$part" in
 unit) run_unit ;;
+golden) run_golden ;;
 bpf) run_bpf ;;
 fuzz) run_fuzz ;;
 live) run_live ;;
 matrix) run_matrix ;;
-all) run_unit; run_fuzz; run_bpf; run_live; run_matrix ;;
-*) echo "usage: $0 [unit|fuzz|bpf|live|matrix|all]" >&2; exit 2 ;;
+all) run_unit; run_golden; run_fuzz; run_bpf; run_live; run_matrix ;;
+*) echo "usage: $0 [unit|golden|fuzz|bpf|live|matrix|all]" >&2; exit 2 ;;
 esac
 exit $failed

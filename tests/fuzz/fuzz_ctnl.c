@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * libFuzzer harness for user/ctnl.c and user/ctstat.c: hostile bytes into
+ * libFuzzer harness for user/live/ctnl.c and user/live/ctstat.c: hostile bytes into
  * ctnl_parse (one ctnetlink message) and ctstat_parse (the text of
  * /proc/net/stat/nf_conntrack).
  *
- *   clang -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iuser -Ibpf \
- *       tests/fuzz/fuzz_ctnl.c user/ctnl.c user/ctstat.c user/util.c -lpthread -lm \
- *       -o /tmp/fuzz_ctnl && /tmp/fuzz_ctnl tests/fuzz/corpus_ctnl
+ *   scripts/test.sh fuzz    (built against connscope's libraries)
+ *   then, longer: .output/tests/fuzz_ctnl tests/fuzz/corpus_ctnl
  *
  * Input: byte 0 picks the parser (even: ctnl_parse, odd: ctstat_parse), the
  * rest is its input, in an exactly-sized heap copy so that a read past it is

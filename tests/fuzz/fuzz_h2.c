@@ -3,8 +3,8 @@
  * libFuzzer harness for bpf/h2.h: the frame walker over both directions of a
  * connection, through h2_walk_mem, cut into segments the fuzzer picks.
  *
- *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iuser -Ibpf \
- *       tests/fuzz/fuzz_h2.c -o /tmp/fuzz_h2 && /tmp/fuzz_h2 tests/fuzz/corpus_h2
+ *   scripts/test.sh fuzz    (built against connscope's libraries)
+ *   then, longer: .output/tests/fuzz_h2 tests/fuzz/corpus_h2
  *
  * Input: byte 0 seeds the segmentation, byte 1 picks the initial sequence numbers
  * (near 2^32 and near 2^31, so walks cross both), bytes 2-3 (little-endian) say

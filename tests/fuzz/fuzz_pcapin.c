@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * libFuzzer harness for user/pcapin.c and user/reasm.c: the input is a capture
+ * libFuzzer harness for user/replay/pcapin.c and user/replay/reasm.c: the input is a capture
  * file (pcap, pcapng, gzip or not), read in memory with pcapin_open_mem, and every
  * TCP segment goes into a reassembler per direction of a small flow table, with
  * the other direction's ack, and a flush on FIN or RST and at the end.
  *
- *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iuser -Ibpf \
- *       tests/fuzz/fuzz_pcapin.c user/pcapin.c user/reasm.c user/util.c -lpcap -lz \
- *       -o /tmp/fuzz_pcapin && /tmp/fuzz_pcapin tests/fuzz/corpus_pcapin
+ *   scripts/test.sh fuzz    (built against connscope's libraries)
+ *   then, longer: .output/tests/fuzz_pcapin tests/fuzz/corpus_pcapin
  *
  * Seeds (tests/fuzz/corpus_pcapin): small real h2c connections over loopback as
  * Ethernet, Linux cooked v2, raw IP, BSD loopback, pcapng and gzip files.

@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * libFuzzer harness for user/symbolize.c: the ELF reader, the symbol tables and
+ * libFuzzer harness for user/live/symbolize.c: the ELF reader, the symbol tables and
  * Go's .gopclntab on hostile files. A process in a pod controls the binaries
  * connscope reads to name a stack, so none of them may crash it.
  *
- *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iuser -Ibpf \
- *       tests/fuzz/fuzz_symbolize.c user/symbolize.c user/util.c -lelf \
- *       -o /tmp/fuzz_symbolize && /tmp/fuzz_symbolize CORPUS
+ *   scripts/test.sh fuzz    (built against connscope's libraries)
+ *   then, longer: .output/tests/fuzz_symbolize CORPUS
  *
  * Input: 8 bytes of virtual address (little endian), then the file's bytes. The
  * file is written to a new path each run (the cache is keyed by inode, size and

@@ -4,8 +4,8 @@
  * the record walker plus tls_hs_step over the input cut into two segments at a
  * point the fuzzer picks.
  *
- *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iuser -Ibpf \
- *       tests/fuzz/fuzz_tls.c -o /tmp/fuzz_tls && /tmp/fuzz_tls tests/fuzz/corpus_tls
+ *   scripts/test.sh fuzz    (built against connscope's libraries)
+ *   then, longer: .output/tests/fuzz_tls tests/fuzz/corpus_tls
  *
  * Input: byte 0 = where the second segment starts (as a fraction of the rest),
  * byte 1 = an offset for the *_at parsers and a seed for the initial sequence

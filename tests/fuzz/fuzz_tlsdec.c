@@ -1,11 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * libFuzzer harness for user/tlsdec.c: the key log parser, the hello parser and
+ * libFuzzer harness for user/replay/tlsdec.c: the key log parser, the hello parser and
  * the record decryptor on hostile bytes.
  *
- *   clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -Iuser -Ibpf \
- *       tests/fuzz/fuzz_tlsdec.c user/tlsdec.c user/util.c -lcrypto \
- *       -o /tmp/fuzz_tlsdec && /tmp/fuzz_tlsdec tests/fuzz/corpus_tlsdec
+ *   scripts/test.sh fuzz    (built against connscope's libraries)
+ *   then, longer: .output/tests/fuzz_tlsdec tests/fuzz/corpus_tlsdec
  *
  * Input: key log length (2 bytes, big endian), the key log text, client-to-server
  * length (4 bytes, big endian), the client's bytes, then the server's bytes (the

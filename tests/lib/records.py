@@ -1,4 +1,4 @@
-"""Selecting and checking connscope JSON records (the contract in DESIGN.md)."""
+"""Selecting and checking connscope JSON records (the contract in connscope(8), RECORDS)."""
 
 import json
 import re

@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-/* Test driver for user/ctnl.c and user/ctstat.c: watch one network namespace
+/* Test driver for user/live/ctnl.c and user/live/ctstat.c: watch one network namespace
  * and print what is seen as JSON lines on stdout, one flush per line.
  *
- *   cc -std=gnu11 -D_GNU_SOURCE -Iuser -Ibpf tests/live/ct_nl_dump.c user/ctnl.c \
- *       user/ctstat.c user/util.c -lpthread -lm -o ct_nl_dump
+ *   built by tests/live/test_ct_netlink.py (its driver fixture)
  *   ct_nl_dump NETNS_PATH [--dump] [--no-events] [--stat-ms N] [--max N] [--seconds N]
  *             [--rcvbuf N]
  *

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-"""Live test of the ctnetlink fallback (user/ctnl.c) and the conntrack
-pressure reader (user/ctstat.c), through the driver tests/live/ct_nl_dump.c.
+"""Live test of the ctnetlink fallback (user/live/ctnl.c) and the conntrack
+pressure reader (user/live/ctstat.c), through the driver tests/live/ct_nl_dump.c.
 
 Topology, all made and removed here (root; nothing of the root namespace is
 changed):
@@ -159,9 +159,10 @@ def driver():
     d = tempfile.mkdtemp(prefix="ctnl-")
     out = os.path.join(d, "ct_nl_dump")
     subprocess.run([cc, "-std=gnu11", "-D_GNU_SOURCE", "-O1", "-g", "-Wall", "-Wextra",
-                    "-Wno-unused-parameter", "-I" + ROOT + "/user", "-I" + ROOT + "/bpf",
-                    ROOT + "/tests/live/ct_nl_dump.c", ROOT + "/user/ctnl.c",
-                    ROOT + "/user/ctstat.c", ROOT + "/user/util.c",
+                    "-Wno-unused-parameter", "-I" + ROOT + "/user/live", "-I" + ROOT + "/user/lib",
+                    "-I" + ROOT + "/bpf",
+                    ROOT + "/tests/live/ct_nl_dump.c", ROOT + "/user/live/ctnl.c",
+                    ROOT + "/user/live/ctstat.c", ROOT + "/user/lib/util.c",
                     "-lpthread", "-lm", "-o", out], check=True, timeout=120)
     yield out
     shutil.rmtree(d, ignore_errors=True)

@@ -5,7 +5,7 @@ server and client (tests/lib/go/h2grpc, built here from Debian's golang-go and
 golang-google-grpc-dev, offline). connscope runs with --cgroup <the cluster's
 cgroup> (simpod.Connscope adds it), so its packet programs see only the test's pods.
 
-What the records must say (DESIGN.md): an HTTP/2 connection's record carries
+What the records must say (connscope(8), RECORDS): an HTTP/2 connection's record carries
   h2 {streams, goaway: {count, last_stream_id, error}, rst_stream, max_concurrent_streams}
 (absent when the connection is not HTTP/2); findings h2_reuse_churn and h2_goaway;
 summaries an h2 {connections, streams, streams_per_conn, goaway, rst_stream}.

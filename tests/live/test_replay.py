@@ -5,7 +5,7 @@ curl's and openssl's results) and against tshark on the same file (tests/lib/pca
 whose definitions are in its docstring). Where the live tool can watch the same
 traffic, the live figures must be the replayed ones.
 
-What replay prints (DESIGN.md "JSON lines"; the replay command's contract):
+What replay prints (connscope(8): RECORDS and the replay command):
   connection  one per TCP connection in the capture, from the client's side
               ("side": "client"); "open": true for those still open at the end;
               "tls" (version, sni, alpn_offered, alpn, handshake_ms, outcome) and "h2"

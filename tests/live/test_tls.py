@@ -6,7 +6,7 @@ golang-go, offline). Certificates are made per session with `openssl req`.
 connscope runs with --cgroup <the cluster's cgroup>, so its packet programs see only
 the test's pods (simpod.Connscope adds it).
 
-What the records must say (DESIGN.md): a TLS connection's record carries
+What the records must say (connscope(8), RECORDS): a TLS connection's record carries
   tls {version, sni, alpn_offered, alpn, handshake_ms, outcome: ok|timeout|failed|incomplete}
 (absent when the connection is not TLS); findings tls_handshake_timeout
 {elapsed_s, threshold_s, sni} and tls_handshake_failed {failed_by, alert, sni};

@@ -5,8 +5,7 @@
  * made by tests/unit/h2_vectors.py, which also derives the expected figures with its
  * own frame parser) and on frames made by hand, one RFC 9113 rule at a time.
  *
- *   clang -std=gnu11 -Wall -Wextra -g -fsanitize=address,undefined -Iuser -Ibpf \
- *       tests/unit/test_h2.c -o /tmp/test_h2 && /tmp/test_h2
+ *   scripts/test.sh unit    (built against connscope's libraries)
  *
  * Every buffer the walker reads is an exactly-sized heap copy, so ASan catches a
  * read past the bytes it was given. Every walk also checks the walker's own

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * user/kpods.c: `kubectl get pods -A -o json` -> address -> pod. The list below
+ * user/replay/kpods.c: `kubectl get pods -A -o json` -> address -> pod. The list below
  * has the shape kubectl prints (v1 List of Pods, trimmed to the fields read plus
  * some that are not): dual stack, a host-network pod, a finished pod whose
  * address a running one took over, two running pods claiming one address, a pod

@@ -1,10 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit test of user/pcapin.c, the capture reader of replay.
+ * Unit test of user/replay/pcapin.c, the capture reader of replay.
  *
- *   clang -std=gnu11 -Wall -Wextra -g -fsanitize=address,undefined -Iuser \
- *       tests/unit/test_pcapin.c user/pcapin.c user/util.c -lpcap -lz \
- *       -o /tmp/test_pcapin && /tmp/test_pcapin
+ *   scripts/test.sh unit    (built against connscope's libraries)
  *
  * The captures are made here, byte by byte (pcap in both byte orders, micro and
  * nanosecond, pcapng with and without if_tsresol, gzip), plus one written by

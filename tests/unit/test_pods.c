@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit test of user/pods.c: the kubelet cgroup path parser, and the resolver end to
+ * Unit test of user/agg/pods.c: the kubelet cgroup path parser, and the resolver end to
  * end over a fake cgroup2 tree and fake kubelet log directories in a temporary dir.
  *
- *   gcc -std=gnu11 -Wall -Wextra -g -fsanitize=address,undefined -Iuser \
- *       tests/unit/test_pods.c user/pods.c user/util.c -lm -o /tmp/test_pods && /tmp/test_pods
+ *   scripts/test.sh unit    (built against connscope's libraries)
  */
 #define _GNU_SOURCE
 #include "pods.h"

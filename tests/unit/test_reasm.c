@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit test of user/reasm.c, the TCP reassembler of replay.
+ * Unit test of user/replay/reasm.c, the TCP reassembler of replay.
  *
- *   clang -std=gnu11 -Wall -Wextra -g -fsanitize=address,undefined -Iuser \
- *       tests/unit/test_reasm.c user/reasm.c user/util.c -o /tmp/test_reasm && /tmp/test_reasm
+ *   scripts/test.sh unit    (built against connscope's libraries)
  *
  * A stream is cut into random segments (overlapping, retransmitted, reordered,
  * some copies carrying different bytes, starting near 2^32 so the sequence space

@@ -1,9 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-/* Live test of user/snapshot.c and user/procfd.c. Needs root.
+/* Live test of user/live/snapshot.c and user/lib/procfd.c. Needs root.
  *
- *   gcc -std=gnu11 -Wall -Wextra -g -fsanitize=address,undefined -Iuser \
- *       tests/unit/test_snapshot.c user/snapshot.c user/procfd.c user/util.c \
- *       -lpthread -lm -o /tmp/test_snapshot && /tmp/test_snapshot
+ *   scripts/test.sh unit    (built against connscope's libraries)
  *
  * This process moves itself into a fresh cgroup2 directory (when it can), makes
  * a server socket in CLOSE_WAIT on 127.0.0.1, a connected pair inside a named

@@ -1,11 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * user/symbolize.c against this process and against small Go programs built here.
+ * user/live/symbolize.c against this process and against small Go programs built here.
  *
- *   clang -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Iuser -Ibpf \
- *       -fsanitize=address,undefined -fno-sanitize-recover=all -g -O1 \
- *       tests/unit/test_symbolize.c user/util.c user/symbolize.c -lelf \
- *       -o /tmp/test_symbolize && /tmp/test_symbolize
+ *   scripts/test.sh unit    (built against connscope's libraries)
  *
  * Own frames: a function's address and return addresses taken with
  * __builtin_return_address, named with their exact offsets; libc through dlsym; the

@@ -4,8 +4,7 @@
  * handshakes recorded from OpenSSL (tests/unit/tls_vectors.h, made by
  * tests/unit/tls_vectors.py) and on crafted edge cases.
  *
- *   clang -std=gnu11 -Wall -Wextra -g -fsanitize=address,undefined -Iuser -Ibpf \
- *       tests/unit/test_tls.c -o /tmp/test_tls && /tmp/test_tls
+ *   scripts/test.sh unit    (built against connscope's libraries)
  *
  * Inputs are copied into exactly-sized heap buffers, so ASan catches any read past
  * the bytes a parser was given.

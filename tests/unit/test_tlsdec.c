@@ -1,13 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit test of user/tlsdec.c, the key log and the TLS 1.2 / 1.3 record
+ * Unit test of user/replay/tlsdec.c, the key log and the TLS 1.2 / 1.3 record
  * decryptor, on real connections between openssl s_client and s_server
  * (tests/unit/data/tlsdec/tlsdec_vectors.h, made by gen.py there from tcpdump
  * captures and s_client's key log) and on key logs and records made by hand.
  *
- *   clang -std=gnu11 -Wall -Wextra -Iuser -Ibpf -fsanitize=address,undefined \
- *       -fno-sanitize-recover=all -g -O1 tests/unit/test_tlsdec.c user/util.c \
- *       user/tlsdec.c -lcrypto -lm -o /tmp/test_tlsdec && /tmp/test_tlsdec
+ *   scripts/test.sh unit    (built against connscope's libraries)
  *
  * The expected plaintexts are what was typed into s_client (and what s_server
  * -rev sent back), never the output of a decryptor. Every record handed over is

@@ -7,7 +7,7 @@ Each connection is openssl s_client talking to openssl s_server -rev (it sends
 every line back reversed) on loopback, recorded by tcpdump; the client writes
 its key log (-keylogfile). The pcap is read here (Ethernet, IPv4, TCP) and each
 direction's payload put back in sequence order, which gives the two byte
-streams the replay code hands to user/tlsdec.c.
+streams the replay code hands to user/replay/tlsdec.c.
 
 The expectations do not come from a decryptor: the client-to-server plaintext
 is exactly the lines given to s_client (minus its command lines, "K" asks for a

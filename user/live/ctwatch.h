@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /* The conntrack watcher in use (BPF netfilter link or ctnetlink) and the table's
- * pressure, fed to the tracker (user/ctwatch.c). */
+ * pressure, fed to the tracker (user/live/ctwatch.c). */
 #ifndef CONNSCOPE_CTWATCH_H
 #define CONNSCOPE_CTWATCH_H
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Pod attribution (DESIGN.md "Pod attribution"):
+ * Pod attribution (connscope(8), POD ATTRIBUTION):
  *   cgroup id --(walk of the cgroup2 tree)--> cgroup path
  *             --(pods_parse_path)----------> pod UID, container id, runtime
  *             --(kubelet log directories)--> namespace, pod name, container name

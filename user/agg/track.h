@@ -116,7 +116,7 @@ void track_set_replay(struct tracker *t, track_pod_fn pod_fn, void *arg, char *c
 #define TRACK_COOKIE_FILE(c) ((int)((c) >> 48) - 1)
 #define TRACK_COOKIE_PACKET(c) ((c) & ((1ull << 48) - 1))
 
-/* Live: who holds stuck sockets and which code path made them (user/holders.c).
+/* Live: who holds stuck sockets and which code path made them (user/live/holders.c).
  * lookup fills out[i] for cookies[i] (inos[i]: the inode where known); flag asks
  * for stacks in a cgroup from now on (--stacks auto). */
 struct sock_holders;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
-/* connscope replay: capture files in, the live tool's records out (user/replay.c). */
+/* connscope replay: capture files in, the live tool's records out (user/replay/replay.c). */
 #ifndef CONNSCOPE_REPLAY_H
 #define CONNSCOPE_REPLAY_H
 
