@@ -26,7 +26,7 @@ static const struct {
 	  "Live per-pod table for an incident: connections, failed connects, resets and "
 	  "sockets stuck in CLOSE_WAIT, problems first.\v"
 	  "EXAMPLES:\n"
-	  "  connscope top                       every pod on this node, refreshed every 2 s\n"
+	  "  connscope top                       every pod of this node, every 2 s\n"
 	  "  connscope top --namespace shop -i 5\n" },
 	{ "trace", CMD_TRACE, "",
 	  "Live stream of connection and finding records.\v"
@@ -56,69 +56,307 @@ enum {
 	OPT_STACKS, OPT_USAGE,
 };
 
-static const struct argp_option options[] = {
-	{ NULL, 0, NULL, 0, "Filters:", 1 },
-	{ "pod", OPT_POD, "[NS/]NAME", 0, "Only this pod", 1 },
-	{ "namespace", OPT_NS, "NS", 0, "Only pods in this namespace", 1 },
-	{ "port", OPT_PORT, "N", 0, "Only connections with this local or remote port", 1 },
-	{ NULL, 0, NULL, 0, "Thresholds:", 2 },
-	{ "close-wait-threshold", OPT_CW, "SEC", 0,
-	  "A socket in CLOSE_WAIT longer than this is stuck (default 5)", 2 },
-	{ "connect-timeout", OPT_CONNECT, "SEC", 0,
-	  "A connect still unanswered after this is a timeout (default 3)", 2 },
-	{ "tls-timeout", OPT_TLS, "SEC", 0, "TLS handshake timeout (default 10, Go's default)", 2 },
-	{ "finding-window", OPT_WINDOW, "SEC", 0,
+/* Which commands take an option: one bit per enum cs_cmd. */
+#define ON_TOP    (1u << CMD_TOP)
+#define ON_TRACE  (1u << CMD_TRACE)
+#define ON_DAEMON (1u << CMD_DAEMON)
+#define ON_REPLAY (1u << CMD_REPLAY)
+#define ON_CHECK  (1u << CMD_CHECK)
+#define ON_LIVE   (ON_TOP | ON_TRACE | ON_DAEMON)
+#define ON_ALL    (ON_LIVE | ON_REPLAY | ON_CHECK)
+
+enum { G_FILTERS = 1, G_THRESHOLDS, G_OUTPUT, G_ENV, G_INPUT };
+
+/*
+ * Every option of every command, each with the commands that take it. A command
+ * parses, lists in --help and --usage, and accepts only its own rows; an option
+ * whose meaning differs per command has a row per meaning. Group headers are
+ * listed where at least one option of their group is.
+ */
+static const struct cs_option {
+	unsigned cmds;
+	struct argp_option opt;
+} all_options[] = {
+	{ 0, { NULL, 0, NULL, 0, "Filters:", G_FILTERS } },
+	{ ON_LIVE | ON_REPLAY, { "pod", OPT_POD, "[NS/]NAME", 0, "Only this pod", G_FILTERS } },
+	{ ON_LIVE | ON_REPLAY,
+	  { "namespace", OPT_NS, "NS", 0, "Only pods in this namespace", G_FILTERS } },
+	{ ON_LIVE | ON_REPLAY,
+	  { "port", OPT_PORT, "N", 0, "Only connections with this local or remote port", G_FILTERS } },
+
+	{ 0, { NULL, 0, NULL, 0, "Thresholds:", G_THRESHOLDS } },
+	{ ON_LIVE | ON_REPLAY, { "close-wait-threshold", OPT_CW, "SEC", 0,
+	  "A socket in CLOSE_WAIT longer than this is stuck (default 5)", G_THRESHOLDS } },
+	{ ON_LIVE | ON_REPLAY, { "connect-timeout", OPT_CONNECT, "SEC", 0,
+	  "A connect still unanswered after this is a timeout (default 3)", G_THRESHOLDS } },
+	{ ON_LIVE | ON_REPLAY, { "tls-timeout", OPT_TLS, "SEC", 0,
+	  "TLS handshake timeout (default 10, Go's default)", G_THRESHOLDS } },
+	{ ON_LIVE | ON_REPLAY, { "finding-window", OPT_WINDOW, "SEC", 0,
 	  "Repeats of a finding for one pod and remote within this window are folded "
-	  "into one record with a count (default 10)", 2 },
-	{ "h2-window", OPT_H2_WINDOW, "SEC", 0,
-	  "Sliding window of the HTTP/2 reuse figures and findings (default 30)", 2 },
-	{ "h2-churn-conns", OPT_H2_CHURN_CONNS, "N", 0,
+	  "into one record with a count (default 10)", G_THRESHOLDS } },
+	{ ON_LIVE | ON_REPLAY, { "h2-window", OPT_H2_WINDOW, "SEC", 0,
+	  "Sliding window of the HTTP/2 reuse figures and findings (default 30)", G_THRESHOLDS } },
+	{ ON_LIVE | ON_REPLAY, { "h2-churn-conns", OPT_H2_CHURN_CONNS, "N", 0,
 	  "h2_reuse_churn: at least N connections to one remote closed in the window "
-	  "(default 20)...", 2 },
-	{ "h2-churn-streams", OPT_H2_CHURN_STREAMS, "X", 0,
-	  "...carrying at most X streams each on average (default 1.5)", 2 },
-	{ "h2-goaway-runs", OPT_H2_GOAWAY_RUNS, "N", 0,
+	  "(default 20)...", G_THRESHOLDS } },
+	{ ON_LIVE | ON_REPLAY, { "h2-churn-streams", OPT_H2_CHURN_STREAMS, "X", 0,
+	  "...carrying at most X streams each on average (default 1.5)", G_THRESHOLDS } },
+	{ ON_LIVE | ON_REPLAY, { "h2-goaway-runs", OPT_H2_GOAWAY_RUNS, "N", 0,
 	  "h2_goaway: N connections to one remote ended by GOAWAY in the window (default 3; "
-	  "a GOAWAY with an error code is reported at once)", 2 },
-	{ NULL, 0, NULL, 0, "Output:", 3 },
-	{ "output", 'o', "text|json", 0, "Record format (default text; daemon: json)", 3 },
-	{ "interval", 'i', "SEC", 0,
-	  "Refresh (top, default 2) or summary interval (daemon, default 10; trace: off)", 3 },
-	{ "duration", 'd', "SEC", 0, "Stop by itself after SEC seconds", 3 },
-	{ "metrics-addr", OPT_METRICS, "HOST:PORT", 0, "daemon: serve Prometheus /metrics", 3 },
-	{ NULL, 0, NULL, 0, "Environment:", 4 },
-	{ "pods-dir", OPT_PODS_DIR, "DIR", 0,
-	  "Kubelet pod log directory for pod names (default /var/log/pods)", 4 },
-	{ "cgroup", OPT_CGROUP, "DIR", 0,
-	  "Attach the packet programs (TLS) to this cgroup2 directory instead of the "
-	  "cgroup2 root; only its sockets are watched for TLS", 4 },
-	{ "attach", OPT_ATTACH, "auto|tp_btf|raw_tp", 0,
-	  "Force an attach type instead of the run-time choice (default auto)", 4 },
-	{ "no-snapshot", OPT_NO_SNAPSHOT, NULL, 0,
-	  "Do not read the sockets that existed before start", 4 },
-	{ "conntrack", OPT_CONNTRACK, "auto|bpf|netlink|off", 0,
-	  "How conntrack is watched, for NAT and forwarded flows (default auto: the BPF "
-	  "netfilter program, else ctnetlink)", 4 },
-	{ "conntrack-netns", OPT_CONNTRACK_NETNS, "PATH", 0,
-	  "Watch conntrack in this network namespace (a /run/netns or /proc/PID/ns/net path; "
-	  "default: connscope's own, the node's for a hostNetwork DaemonSet)", 4 },
-	{ "conntrack-pressure", OPT_CONNTRACK_PRESSURE, "PCT", 0,
+	  "a GOAWAY with an error code is reported at once)", G_THRESHOLDS } },
+	/* Replay reads no conntrack table: these two are live only. */
+	{ ON_LIVE, { "conntrack-pressure", OPT_CONNTRACK_PRESSURE, "PCT", 0,
 	  "conntrack_pressure: when the table is this full, in % of nf_conntrack_max "
-	  "(default 90)", 2 },
-	{ "conntrack-max", OPT_CONNTRACK_MAX, "N", 0,
+	  "(default 90)", G_THRESHOLDS } },
+	{ ON_LIVE, { "conntrack-max", OPT_CONNTRACK_MAX, "N", 0,
 	  "conntrack_pressure: measure the table against N entries instead of the kernel's "
-	  "nf_conntrack_max (to be warned before a limit of your own)", 2 },
-	{ "stacks", OPT_STACKS, "auto|all|off", 0,
+	  "nf_conntrack_max (to be warned before a limit of your own)", G_THRESHOLDS } },
+
+	{ 0, { NULL, 0, NULL, 0, "Output and run time:", G_OUTPUT } },
+	{ ON_TRACE | ON_REPLAY,
+	  { "output", 'o', "text|json", 0, "Record format (default text)", G_OUTPUT } },
+	/* daemon writes JSON lines only; -o json stays accepted, as it always was. */
+	{ ON_DAEMON, { "output", 'o', "json", 0,
+	  "Record format: JSON lines, the only one daemon writes", G_OUTPUT } },
+	{ ON_TOP, { "interval", 'i', "SEC", 0,
+	  "Refresh the table every SEC seconds (default 2)", G_OUTPUT } },
+	{ ON_TRACE, { "interval", 'i', "SEC", 0,
+	  "Also write summary and stats records every SEC seconds (default: never)", G_OUTPUT } },
+	{ ON_DAEMON, { "interval", 'i', "SEC", 0,
+	  "Write summary and stats records every SEC seconds (default 10)", G_OUTPUT } },
+	{ ON_LIVE, { "duration", 'd', "SEC", 0, "Stop by itself after SEC seconds", G_OUTPUT } },
+	{ ON_DAEMON, { "metrics-addr", OPT_METRICS, "HOST:PORT", 0,
+	  "Serve Prometheus /metrics and /healthz on this address", G_OUTPUT } },
+
+	{ 0, { NULL, 0, NULL, 0, "Environment:", G_ENV } },
+	{ ON_LIVE | ON_CHECK, { "pods-dir", OPT_PODS_DIR, "DIR", 0,
+	  "Kubelet pod log directory for pod names (default /var/log/pods)", G_ENV } },
+	{ ON_LIVE | ON_CHECK, { "cgroup", OPT_CGROUP, "DIR", 0,
+	  "Attach the packet programs (TLS) to this cgroup2 directory instead of the "
+	  "cgroup2 root; only its sockets are watched for TLS", G_ENV } },
+	{ ON_LIVE | ON_CHECK, { "attach", OPT_ATTACH, "auto|tp_btf|raw_tp", 0,
+	  "Force an attach type instead of the run-time choice (default auto)", G_ENV } },
+	{ ON_LIVE, { "no-snapshot", OPT_NO_SNAPSHOT, NULL, 0,
+	  "Do not read the sockets that existed before start", G_ENV } },
+	{ ON_LIVE | ON_CHECK, { "conntrack", OPT_CONNTRACK, "auto|bpf|netlink|off", 0,
+	  "How conntrack is watched, for NAT and forwarded flows (default auto: the BPF "
+	  "netfilter program, else ctnetlink)", G_ENV } },
+	{ ON_LIVE | ON_CHECK, { "conntrack-netns", OPT_CONNTRACK_NETNS, "PATH", 0,
+	  "Watch conntrack in this network namespace (a /run/netns or /proc/PID/ns/net path; "
+	  "default: connscope's own, the node's for a hostNetwork DaemonSet)", G_ENV } },
+	{ ON_LIVE | ON_CHECK, { "stacks", OPT_STACKS, "auto|all|off", 0,
 	  "User stacks of the connect()/accept() that made a socket, for close_wait_stuck "
 	  "(default auto: only in pods that had a socket in CLOSE_WAIT for half the "
-	  "threshold; all: every connect and accept; off: never)", 4 },
-	{ "keylog", OPT_KEYLOG, "FILE", 0, "replay: TLS key log (SSLKEYLOGFILE format)", 4 },
-	{ "pods", OPT_PODS_FILE, "FILE", 0, "replay: `kubectl get pods -A -o json` output", 4 },
-	{ "verbose", 'v', NULL, 0, "Show libbpf's own diagnostics", 4 },
-	{ "help", 'h', NULL, 0, "Give this help list", -1 },
-	{ "usage", OPT_USAGE, NULL, 0, "Give a short usage message", -1 },
-	{},
+	  "threshold; all: every connect and accept; off: never)", G_ENV } },
+
+	{ 0, { NULL, 0, NULL, 0, "Input:", G_INPUT } },
+	{ ON_REPLAY, { "keylog", OPT_KEYLOG, "FILE", 0,
+	  "TLS key log (SSLKEYLOGFILE format), to count HTTP/2 inside TLS", G_INPUT } },
+	{ ON_REPLAY, { "pods", OPT_PODS_FILE, "FILE", 0,
+	  "`kubectl get pods -A -o json` output, to map addresses to pods", G_INPUT } },
+
+	{ ON_LIVE, { "verbose", 'v', NULL, 0, "Show libbpf's own diagnostics", -1 } },
+	{ ON_CHECK, { "verbose", 'v', NULL, 0,
+	  "Also show libbpf's own diagnostics and the instructions the verifier processed "
+	  "per program", -1 } },
+	{ ON_REPLAY, { "verbose", 'v', NULL, 0,
+	  "Text: list every connection too; say how many pods --pods held", -1 } },
+
+	{ ON_ALL, { "help", 'h', NULL, 0, "Give this help list", -1 } },
+	{ ON_ALL, { "usage", OPT_USAGE, NULL, 0, "Give a short usage message", -1 } },
 };
+
+#define N_OPTIONS (sizeof(all_options) / sizeof(all_options[0]))
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static bool is_header(const struct argp_option *a)
+{
+	return !a->name && !a->key && a->doc;
+}
+
+/* The options of one command, in argp's shape (ending with a zeroed entry). */
+static void command_options(enum cs_cmd cmd, struct argp_option *out)
+{
+	unsigned groups = 0;
+	size_t i, n = 0;
+
+	for (i = 0; i < N_OPTIONS; i++)
+		if (all_options[i].cmds & (1u << cmd) && all_options[i].opt.group > 0)
+			groups |= 1u << all_options[i].opt.group;
+	for (i = 0; i < N_OPTIONS; i++) {
+		const struct argp_option *a = &all_options[i].opt;
+
+		if (is_header(a) ? groups & (1u << a->group) : all_options[i].cmds & (1u << cmd))
+			out[n++] = *a;
+	}
+	memset(&out[n], 0, sizeof(out[n]));
+}
+
+/* What a command-line token names among the rows of some commands. */
+struct token_match {
+	const struct argp_option *opt;  /* NULL: none, or an ambiguous prefix */
+	bool exact;                     /* a long name in full, not a prefix of one */
+	bool ambiguous;
+	bool needs_value;               /* opt takes a value the token does not carry */
+	char bad[64];                   /* the option as written, to name it */
+};
+
+/*
+ * Read a token as getopt_long does: "--name", "--name=value" or an unambiguous
+ * prefix of a long name; "-c...", a cluster of short options that one taking a
+ * value ends. Only the rows of `cmds` count.
+ */
+static void match_token(const char *tok, unsigned cmds, struct token_match *m)
+{
+	size_t i;
+
+	memset(m, 0, sizeof(*m));
+	if (tok[1] == '-') {
+		const char *name = tok + 2;
+		size_t len = strcspn(name, "=");
+
+		snprintf(m->bad, sizeof(m->bad), "--%.*s", (int)len, name);
+		for (i = 0; i < N_OPTIONS; i++) {
+			const struct argp_option *a = &all_options[i].opt;
+
+			if (!(all_options[i].cmds & cmds) || !a->name || strncmp(a->name, name, len))
+				continue;
+			if (!a->name[len]) {
+				m->opt = a;
+				m->exact = true;
+				m->ambiguous = false;
+				break;
+			}
+			/* Rows of one option for different commands are one option. */
+			if (m->opt && m->opt->key != a->key)
+				m->ambiguous = true;
+			m->opt = a;
+		}
+		if (m->ambiguous)
+			m->opt = NULL;
+		m->needs_value = m->opt && m->opt->arg && !name[len];
+		return;
+	}
+	for (const char *c = tok + 1; *c; c++) {
+		m->opt = NULL;
+		snprintf(m->bad, sizeof(m->bad), "-%c", *c);
+		for (i = 0; i < N_OPTIONS && !m->opt; i++)
+			if (all_options[i].cmds & cmds && all_options[i].opt.key == *c &&
+			    all_options[i].opt.name)
+				m->opt = &all_options[i].opt;
+		if (!m->opt)
+			return;
+		if (m->opt->arg) {
+			m->needs_value = !c[1];
+			return;
+		}
+	}
+}
+
+static bool is_option_token(const char *tok)
+{
+	return tok[0] == '-' && tok[1] && strcmp(tok, "--");
+}
+
+/* "trace, daemon and replay": the commands whose rows have this key. */
+static void commands_taking(int key, char *buf, size_t len)
+{
+	unsigned cmds = 0;
+	size_t i, n = 0, k = 0;
+
+	for (i = 0; i < N_OPTIONS; i++)
+		if (all_options[i].opt.key == key && all_options[i].opt.name)
+			cmds |= all_options[i].cmds;
+	for (i = 0; i < N_COMMANDS; i++)
+		n += !!(cmds & (1u << i));
+	buf[0] = 0;
+	for (i = 0; i < N_COMMANDS; i++) {
+		if (!(cmds & (1u << i)))
+			continue;
+		k++;
+		snprintf(buf + strlen(buf), len - strlen(buf), "%s%s",
+			 k == 1 ? "" : k == n ? " and " : ", ", commands[i].name);
+	}
+}
+
+static void foreign_option(const char *tok, const struct argp_option *a, enum cs_cmd cmd)
+{
+	const char *name = commands[cmd].name;
+	char who[64];
+
+	commands_taking(a->key, who, sizeof(who));
+	if (tok[1] == '-')
+		cs_warn("--%s is an option of %s, not of %s (see connscope %s --help)",
+			a->name, who, name, name);
+	else
+		cs_warn("-%c is an option of %s, not of %s (see connscope %s --help)",
+			a->key, who, name, name);
+}
+
+/*
+ * Before argp: a long option that another command takes, written in full, is
+ * refused, even where getopt_long would read it as an abbreviation of one of this
+ * command's (trace --pods F is not trace --pods-dir F).
+ */
+static void refuse_foreign_names(int argc, char **argv, enum cs_cmd cmd)
+{
+	struct token_match own, any;
+
+	for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+		if (!is_option_token(argv[i]))
+			continue;
+		match_token(argv[i], 1u << cmd, &own);
+		if (argv[i][1] == '-' && !own.exact) {
+			match_token(argv[i], ON_ALL, &any);
+			if (any.exact) {
+				foreign_option(argv[i], any.opt, cmd);
+				exit(2);
+			}
+		}
+		if (own.needs_value)
+			i++;    /* its value, whatever it looks like */
+	}
+}
+
+/*
+ * One line for what argp refused, which it does not name (ARGP_NO_ERRS): the
+ * token getopt stopped at is the one before state->next, or state->next itself
+ * when it stopped inside a cluster of short options ("-ojson").
+ */
+static void bad_option(const struct argp_state *state, enum cs_cmd cmd)
+{
+	const char *name = commands[cmd].name;
+	struct token_match own, any;
+
+	for (int at = state->next - 1; at <= state->next; at++) {
+		const char *tok;
+
+		if (at < 1 || at >= state->argc || !is_option_token(state->argv[at]))
+			continue;
+		tok = state->argv[at];
+		match_token(tok, 1u << cmd, &own);
+		if (own.opt && own.needs_value && at == state->argc - 1) {
+			cs_warn("%s needs a value (see connscope %s --help)", own.bad, name);
+			return;
+		}
+		if (own.opt)
+			continue;
+		if (own.ambiguous) {
+			cs_warn("ambiguous option '%s' (see connscope %s --help)", own.bad, name);
+			return;
+		}
+		/* Not this command's: another command's (say whose), or nobody's. */
+		match_token(tok, ON_ALL, &any);
+		if (any.opt)
+			foreign_option(tok, any.opt, cmd);
+		else
+			cs_warn("unknown option '%s' (see connscope %s --help)", own.bad, name);
+		return;
+	}
+	cs_warn("unknown option or missing value near '%s' (see connscope %s --help)",
+		state->next > 0 && state->next <= state->argc ? state->argv[state->next - 1] : "?",
+		name);
+}
 
 static int parse_seconds(const char *opt, const char *arg, double min, double *out)
 {
@@ -193,6 +431,9 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 	case 'o':
 		if (!strcmp(arg, "json")) {
 			o->fmt = FMT_JSON;
+		} else if (o->cmd == CMD_DAEMON) {
+			cs_warn("bad value for -o: '%s' (daemon writes json only)", arg);
+			exit(2);
 		} else if (!strcmp(arg, "text")) {
 			o->fmt = FMT_TEXT;
 		} else {
@@ -274,9 +515,7 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 		o->files[o->nfiles++] = arg;
 		break;
 	case ARGP_KEY_ERROR:
-		cs_warn("unknown option or missing value near '%s' (see connscope %s --help)",
-			state->next > 0 && state->next <= state->argc ? state->argv[state->next - 1] : "?",
-			commands[o->cmd].name);
+		bad_option(state, o->cmd);
 		exit(2);
 	default:
 		return ARGP_ERR_UNKNOWN;
@@ -338,7 +577,11 @@ int main(int argc, char **argv)
 	snprintf(progname, sizeof(progname), "connscope %s", commands[c].name);
 	argv[1] = progname;
 	{
+		struct argp_option options[N_OPTIONS + 1];
 		struct argp argp = { options, parse_opt, commands[c].args, commands[c].doc };
+
+		command_options(o.cmd, options);
+		refuse_foreign_names(argc - 1, argv + 1, o.cmd);
 
 		if (argp_parse(&argp, argc - 1, argv + 1, ARGP_NO_ERRS | ARGP_NO_HELP, NULL, &o))
 			return 2;
@@ -357,11 +600,6 @@ int main(int argc, char **argv)
 		rc = replay_run(&o);
 		break;
 	default:
-		if (o.metrics_addr && o.cmd != CMD_DAEMON) {
-			cs_warn("--metrics-addr goes with the daemon command");
-			rc = 2;
-			break;
-		}
 		rc = live_run(&o);
 	}
 	free(o.files);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
-/* Command-line options shared by every command. */
+/* The parsed command line. Which commands take which option: all_options in main.c. */
 #ifndef CONNSCOPE_OPTS_H
 #define CONNSCOPE_OPTS_H
 
@@ -40,8 +40,8 @@ struct cs_opts {
 	enum cs_conntrack conntrack; /* --conntrack */
 	const char *conntrack_netns; /* --conntrack-netns: where conntrack is watched */
 	double ct_pressure_pct;      /* --conntrack-pressure: % of nf_conntrack_max */
-	uint64_t ct_max;
-	int stacks;                  /* --stacks: enum hs_stack_mode */             /* --conntrack-max: the table size to measure against (0: the kernel's) */
+	uint64_t ct_max;             /* --conntrack-max: the table size to measure against (0: the kernel's) */
+	int stacks;                  /* --stacks: enum hs_stack_mode */
 };
 
 #endif
