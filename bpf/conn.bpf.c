@@ -26,7 +26,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
-#define E2BIG 7
 
 /* Load-time options (rodata): the verifier prunes what they switch off. */
 const volatile __u16 filter_port = 0;    /* 0: every port */
@@ -90,19 +89,12 @@ static __always_inline struct tcp_sock *tcp_of(struct sock *sk, enum store st)
 
 static __always_inline void count_established(__u64 cgroup_id)
 {
-	struct cs_cg_counts *c = bpf_map_lookup_elem(&cg_counts, &cgroup_id);
+	struct cs_cg_counts zero = {};
+	struct cs_cg_counts *c = cs_lookup_or_init(&cg_counts, &cgroup_id, &zero);
 
 	if (!c) {
-		struct cs_cg_counts zero = {};
-
-		/* EEXIST from a racing CPU is fine: look it up again. */
-		if (bpf_map_update_elem(&cg_counts, &cgroup_id, &zero, BPF_NOEXIST) == -E2BIG) {
-			cs_count(&counters, CS_CNT_MAP_FULL);
-			return;
-		}
-		c = bpf_map_lookup_elem(&cg_counts, &cgroup_id);
-		if (!c)
-			return;
+		cs_count(&counters, CS_CNT_MAP_FULL);
+		return;
 	}
 	c->established++;
 }
@@ -120,17 +112,14 @@ static __always_inline struct sk_info *info_get(struct sock *sk, enum store st, 
 	}
 
 	__u64 key = (__u64)sk;
-
-	info = bpf_map_lookup_elem(&sk_info_hash, &key);
-	if (info || !create)
-		return info;
 	struct sk_info zero = {};
 
-	if (bpf_map_update_elem(&sk_info_hash, &key, &zero, BPF_NOEXIST)) {
+	if (!create)
+		return bpf_map_lookup_elem(&sk_info_hash, &key);
+	info = cs_lookup_or_init(&sk_info_hash, &key, &zero);
+	if (!info)
 		cs_count(&counters, CS_CNT_MAP_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&sk_info_hash, &key);
+	return info;
 }
 
 static __always_inline void info_delete(struct sock *sk, enum store st)

@@ -50,7 +50,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define IPPROTO_TCP 6
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10
-#define EEXIST 17
 
 /* Walker steps per buffer: a frame header or a skipped payload is one step
  * whatever its size, so this bounds the cost of a call, not its bytes. A buffer
@@ -336,29 +335,26 @@ static __always_inline void state_bind(struct h2u_conn *st, struct h2u_key *k,
 static __always_inline struct h2u_conn *state_get(struct h2u_key *k, __u8 source,
 					       const struct h2u_sock *si)
 {
-	struct h2u_conn *st = bpf_map_lookup_elem(&h2u_state, k);
+	struct h2u_conn *st = bpf_map_lookup_elem(&h2u_state, k), *init;
 	__u32 zero = 0;
-	long err;
 
 	if (st)
 		return st;
-	st = bpf_map_lookup_elem(&h2u_scratch, &zero);
-	if (!st)
+	init = bpf_map_lookup_elem(&h2u_scratch, &zero);
+	if (!init)
 		return NULL;
-	state_reset(st);
-	st->pid = k->tgid;
-	st->source = source;
-	st->_pad = 0;
-	bpf_get_current_comm(st->comm, sizeof(st->comm));
-	/* EEXIST: another thread of the process created it first; use that one.
-	 * E2BIG (full) or ENOMEM (no element could be allocated): counted. */
-	err = bpf_map_update_elem(&h2u_state, k, st, BPF_NOEXIST);
-	if (err && err != -EEXIST) {
+	state_reset(init);
+	init->pid = k->tgid;
+	init->source = source;
+	init->_pad = 0;
+	bpf_get_current_comm(init->comm, sizeof(init->comm));
+	/* Another thread of the process may create it first: that one is used. */
+	st = cs_insert_lookup(&h2u_state, k, init);
+	if (!st) {
 		cs_count(&h2u_counters, CNT_MAP_FULL);
 		return NULL;
 	}
-	st = bpf_map_lookup_elem(&h2u_state, k);
-	if (st && si && si->cookie)
+	if (si && si->cookie)
 		state_bind(st, k, si);
 	return st;
 }
