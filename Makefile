@@ -16,6 +16,7 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-format-truncation -Wshadow -D_GNU_SOURCE
 CPPFLAGS += -I$(OUTPUT) -Ibpf -Iuser
 BPF_CFLAGS ?= -O2 -g
+BPF_CFLAGS += -Wall
 LDLIBS += -lbpf -lelf -lz -lcjson -lpcap -lcrypto -lm -lpthread
 
 ifeq ($(V),1)
