@@ -1,5 +1,5 @@
 # connscope build. `make` builds ./connscope with every BPF object embedded as a skeleton.
-# Overrides: make CLANG=clang-15 BPFTOOL=/usr/sbin/bpftool CFLAGS=... V=1
+# Overrides: make CLANG=clang-15 BPFTOOL=/usr/sbin/bpftool LLVM_STRIP=llvm-strip-15 CFLAGS=... V=1
 .DELETE_ON_ERROR:
 .SECONDARY:
 .DEFAULT_GOAL := all
@@ -7,6 +7,7 @@
 OUTPUT ?= .output
 CLANG ?= clang
 BPFTOOL ?= $(shell command -v bpftool 2>/dev/null || echo /usr/sbin/bpftool)
+LLVM_STRIP ?= llvm-strip
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 ARCH ?= $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
@@ -21,6 +22,7 @@ CFLAGS += $(if $(findstring clang,$(CC)),,-Wno-format-truncation)
 USER_DIRS := lib out agg replay live cli
 CPPFLAGS += -I$(OUTPUT) -Ibpf $(addprefix -Iuser/,$(USER_DIRS))
 BPF_CFLAGS ?= -O2 -g
+BPF_CFLAGS += -Wall
 LDLIBS += -lbpf -lelf -lz -lcjson -lpcap -lcrypto -lm -lpthread
 
 ifeq ($(V),1)
@@ -55,7 +57,14 @@ $(OUTPUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(VMLINUX_DIR)/vmlinux.h | $(OUTPUT)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -target bpf -D__TARGET_ARCH_$(ARCH) \
 		-I$(VMLINUX_DIR) -Ibpf -c $< -o $@
 
-$(OUTPUT)/%.skel.h: $(OUTPUT)/%.bpf.o
+# The skeleton embeds the object whole. Its DWARF serves only llvm-objdump -S
+# on .output/*.bpf.o; the embedded copy drops it and keeps .BTF and .BTF.ext,
+# which CO-RE relocation and the verifier's line info need.
+$(OUTPUT)/%.bpf.stripped.o: $(OUTPUT)/%.bpf.o
+	$(call msg,STRIP,$@)
+	$(Q)$(LLVM_STRIP) -g $< -o $@
+
+$(OUTPUT)/%.skel.h: $(OUTPUT)/%.bpf.stripped.o
 	$(call msg,SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name $*_bpf > $@
 

@@ -19,13 +19,13 @@
 #include <bpf/bpf_endian.h>
 #include "conn.h"
 #include "compat.h"
+#include "maps.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
-#define E2BIG 7
 
 /* Load-time options (rodata): the verifier prunes what they switch off. */
 const volatile __u16 filter_port = 0;    /* 0: every port */
@@ -87,29 +87,14 @@ static __always_inline struct tcp_sock *tcp_of(struct sock *sk, enum store st)
 	return (struct tcp_sock *)sk;
 }
 
-static __always_inline void count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
-
-	if (v)
-		(*v)++;
-}
-
 static __always_inline void count_established(__u64 cgroup_id)
 {
-	struct cs_cg_counts *c = bpf_map_lookup_elem(&cg_counts, &cgroup_id);
+	struct cs_cg_counts zero = {};
+	struct cs_cg_counts *c = cs_lookup_or_init(&cg_counts, &cgroup_id, &zero);
 
 	if (!c) {
-		struct cs_cg_counts zero = {};
-
-		/* EEXIST from a racing CPU is fine: look it up again. */
-		if (bpf_map_update_elem(&cg_counts, &cgroup_id, &zero, BPF_NOEXIST) == -E2BIG) {
-			count(CS_CNT_MAP_FULL);
-			return;
-		}
-		c = bpf_map_lookup_elem(&cg_counts, &cgroup_id);
-		if (!c)
-			return;
+		cs_count(&counters, CS_CNT_MAP_FULL);
+		return;
 	}
 	c->established++;
 }
@@ -122,22 +107,19 @@ static __always_inline struct sk_info *info_get(struct sock *sk, enum store st, 
 		info = bpf_sk_storage_get(&sk_info_storage, sk, NULL,
 					  create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
 		if (!info && create)
-			count(CS_CNT_MAP_FULL);
+			cs_count(&counters, CS_CNT_MAP_FULL);
 		return info;
 	}
 
 	__u64 key = (__u64)sk;
-
-	info = bpf_map_lookup_elem(&sk_info_hash, &key);
-	if (info || !create)
-		return info;
 	struct sk_info zero = {};
 
-	if (bpf_map_update_elem(&sk_info_hash, &key, &zero, BPF_NOEXIST)) {
-		count(CS_CNT_MAP_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&sk_info_hash, &key);
+	if (!create)
+		return bpf_map_lookup_elem(&sk_info_hash, &key);
+	info = cs_lookup_or_init(&sk_info_hash, &key, &zero);
+	if (!info)
+		cs_count(&counters, CS_CNT_MAP_FULL);
+	return info;
 }
 
 static __always_inline void info_delete(struct sock *sk, enum store st)
@@ -235,7 +217,7 @@ static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 typ
 		return;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count(CS_CNT_LOST);
+		cs_count(&counters, CS_CNT_LOST);
 		return;
 	}
 	e->ts_ns = bpf_ktime_get_ns();
@@ -287,7 +269,7 @@ static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 typ
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
-	count(CS_CNT_EVENTS);
+	cs_count(&counters, CS_CNT_EVENTS);
 }
 
 static __always_inline __u16 sk_protocol_of(struct sock *sk, enum store st)
@@ -489,7 +471,7 @@ static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 		 * matches the cookie against closes it kept. */
 		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (!e) {
-			count(CS_CNT_LOST);
+			cs_count(&counters, CS_CNT_LOST);
 			return 0;
 		}
 		__builtin_memset(e, 0, sizeof(*e));
@@ -497,7 +479,7 @@ static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 		e->cookie = sk_cookie(sk, st);
 		e->type = CS_EV_RST_OUT;
 		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-		count(CS_CNT_EVENTS);
+		cs_count(&counters, CS_CNT_EVENTS);
 		return 0;
 	}
 	info = info_get(sk, st, false);

@@ -19,6 +19,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "ct_events.h"
+#include "maps.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -96,14 +97,6 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
  * also has a struct nf_conn___init, which libbpf takes for a flavour of it. */
 const volatile __u32 nf_conn_btf_id = 0;
 
-static __always_inline void count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&ct_counters, &idx);
-
-	if (v)
-		*v += 1;
-}
-
 static __always_inline void live_add(__s64 d)
 {
 	__u32 zero = 0;
@@ -152,7 +145,7 @@ static __always_inline void emit(const struct bpf_nf_ctx *ctx, const struct nf_c
 	struct ct_event *e = bpf_ringbuf_reserve(&ct_events, sizeof(*e), 0);
 
 	if (!e) {
-		count(CT_CNT_LOST);
+		cs_count(&ct_counters, CT_CNT_LOST);
 		return;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -169,7 +162,7 @@ static __always_inline void emit(const struct bpf_nf_ctx *ctx, const struct nf_c
 	read_tuple(&e->orig, &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple);
 	read_tuple(&e->reply, &ct->tuplehash[IP_CT_DIR_REPLY].tuple);
 	bpf_ringbuf_submit(e, 0);
-	count(CT_CNT_EVENTS);
+	cs_count(&ct_counters, CT_CNT_EVENTS);
 }
 
 /*
@@ -260,7 +253,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 			return NF_ACCEPT; /* lost the race: the other CPU reported it */
 		/* An LRU hash evicts instead of failing; failure means it could
 		 * not even evict (memory pressure). */
-		count(CT_CNT_MAP_FULL);
+		cs_count(&ct_counters, CT_CNT_MAP_FULL);
 		emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);
 		return NF_ACCEPT;
 	}
@@ -269,7 +262,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	 * little before the map is exactly full, and entries the kernel
 	 * evicted are not subtracted, so once full every insert counts). */
 	if (live_get() >= CT_MAP_ENTRIES)
-		count(CT_CNT_EVICTIONS);
+		cs_count(&ct_counters, CT_CNT_EVICTIONS);
 	else
 		live_add(1);
 	emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);

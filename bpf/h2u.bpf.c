@@ -40,6 +40,7 @@
 #include <bpf/bpf_endian.h>
 #include "h2.h"
 #include "h2_events.h"
+#include "maps.bpf.h"
 #include "fdsock.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -49,7 +50,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define IPPROTO_TCP 6
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10
-#define EEXIST 17
 
 /* Walker steps per buffer: a frame header or a skipped payload is one step
  * whatever its size, so this bounds the cost of a call, not its bytes. A buffer
@@ -182,14 +182,6 @@ struct {
 	__type(value, struct h2u_conn);
 } h2u_scratch SEC(".maps");
 
-static __always_inline void count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&h2u_counters, &idx);
-
-	if (v)
-		(*v)++;
-}
-
 /* ---- events -------------------------------------------------------------------------- */
 
 /*
@@ -214,7 +206,7 @@ static __always_inline void emit(struct h2u_conn *st, __u8 type)
 		return;
 	e = bpf_ringbuf_reserve(&h2u_events, sizeof(*e), 0);
 	if (!e) {
-		count(CNT_LOST);
+		cs_count(&h2u_counters, CNT_LOST);
 		return;
 	}
 	e->ts_ns = bpf_ktime_get_ns();
@@ -239,7 +231,7 @@ static __always_inline void emit(struct h2u_conn *st, __u8 type)
 	if (bpf_ringbuf_query(&h2u_events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
-	count(CNT_EVENTS);
+	cs_count(&h2u_counters, CNT_EVENTS);
 }
 
 static __always_inline void flush(struct h2u_conn *st, __u8 pend)
@@ -267,7 +259,7 @@ static __always_inline void report(struct h2u_conn *st, __u32 notes, __u32 strea
 		pend |= PEND_GOAWAY;
 	if (notes & H2_N_DESYNC) {
 		pend |= PEND_DESYNC;
-		count(CNT_DESYNC);
+		cs_count(&h2u_counters, CNT_DESYNC);
 	}
 	if ((notes & H2_N_RST) ||
 	    conn_streams(st) / H2_UPDATE_STREAMS != streams_before / H2_UPDATE_STREAMS)
@@ -328,7 +320,7 @@ static __always_inline void state_bind(struct h2u_conn *st, struct h2u_key *k,
 	}
 	if (bpf_map_update_elem(&h2u_by_cookie, &si->cookie, k, BPF_ANY)) {
 		/* No way to find the state at close: leave it unbound (no events). */
-		count(CNT_MAP_FULL);
+		cs_count(&h2u_counters, CNT_MAP_FULL);
 		return;
 	}
 	__builtin_memcpy(&st->si, si, sizeof(st->si));
@@ -343,29 +335,26 @@ static __always_inline void state_bind(struct h2u_conn *st, struct h2u_key *k,
 static __always_inline struct h2u_conn *state_get(struct h2u_key *k, __u8 source,
 					       const struct h2u_sock *si)
 {
-	struct h2u_conn *st = bpf_map_lookup_elem(&h2u_state, k);
+	struct h2u_conn *st = bpf_map_lookup_elem(&h2u_state, k), *init;
 	__u32 zero = 0;
-	long err;
 
 	if (st)
 		return st;
-	st = bpf_map_lookup_elem(&h2u_scratch, &zero);
-	if (!st)
+	init = bpf_map_lookup_elem(&h2u_scratch, &zero);
+	if (!init)
 		return NULL;
-	state_reset(st);
-	st->pid = k->tgid;
-	st->source = source;
-	st->_pad = 0;
-	bpf_get_current_comm(st->comm, sizeof(st->comm));
-	/* EEXIST: another thread of the process created it first; use that one.
-	 * E2BIG (full) or ENOMEM (no element could be allocated): counted. */
-	err = bpf_map_update_elem(&h2u_state, k, st, BPF_NOEXIST);
-	if (err && err != -EEXIST) {
-		count(CNT_MAP_FULL);
+	state_reset(init);
+	init->pid = k->tgid;
+	init->source = source;
+	init->_pad = 0;
+	bpf_get_current_comm(init->comm, sizeof(init->comm));
+	/* Another thread of the process may create it first: that one is used. */
+	st = cs_insert_lookup(&h2u_state, k, init);
+	if (!st) {
+		cs_count(&h2u_counters, CNT_MAP_FULL);
 		return NULL;
 	}
-	st = bpf_map_lookup_elem(&h2u_state, k);
-	if (st && si && si->cookie)
+	if (si && si->cookie)
 		state_bind(st, k, si);
 	return st;
 }
@@ -491,7 +480,7 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u8 dir, bool ex)
 	struct h2u_call *c = call_of_current(true);
 
 	if (!c) {
-		count(CNT_MAP_FULL);
+		cs_count(&h2u_counters, CNT_MAP_FULL);
 		return 0;
 	}
 	/* Called from inside one of ours (deeper stack): the outer call reports.
@@ -684,7 +673,7 @@ int h2u_go_write(struct pt_regs *ctx)
 		struct h2u_call *c = call_of_current(true);
 
 		if (!c) {
-			count(CNT_MAP_FULL);
+			cs_count(&h2u_counters, CNT_MAP_FULL);
 		} else {
 			c->kind = CALL_GO;
 			c->ptr = k.ptr;

@@ -36,7 +36,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
-#define EEXIST 17
 
 const volatile __u8 stack_mode = HS_STACKS_OFF;
 

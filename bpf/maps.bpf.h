@@ -3,6 +3,11 @@
 #ifndef CONNSCOPE_MAPS_BPF_H
 #define CONNSCOPE_MAPS_BPF_H
 
+/* vmlinux.h has no errno values. */
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
 /* Bump entry idx of a per-CPU array of u64 counters, which user space sums over
  * the CPUs. Per CPU, so that counting never bounces a cache line between them. */
 static __always_inline void cs_count(void *percpu_array, __u32 idx)
@@ -11,6 +16,37 @@ static __always_inline void cs_count(void *percpu_array, __u32 idx)
 
 	if (v)
 		(*v)++;
+}
+
+/*
+ * The element at key of a hash map, a copy of *init inserted first if there is
+ * none. BPF_NOEXIST: of two CPUs inserting at once, one wins (EEXIST for the
+ * other) and both return the winner's element, never one overwritten under the
+ * other. NULL when the map cannot take it (E2BIG: full; ENOMEM), or when the
+ * element went again before it was looked up: the caller counts it as a map
+ * that could not keep the state.
+ *
+ * For a caller that looked up already and builds *init only on a miss (a large
+ * state, built in a scratch map).
+ */
+static __always_inline void *cs_insert_lookup(void *map, const void *key, const void *init)
+{
+	long err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);
+
+	if (err && err != -EEXIST)
+		return NULL;
+	return bpf_map_lookup_elem(map, key);
+}
+
+/* The element at key, created from *init where there is none: as cs_insert_lookup,
+ * after a plain lookup, the only step the common case takes. */
+static __always_inline void *cs_lookup_or_init(void *map, const void *key, const void *init)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+
+	if (v)
+		return v;
+	return cs_insert_lookup(map, key, init);
 }
 
 #endif

@@ -30,6 +30,7 @@
 #include "tls_events.h"
 #include "h2_events.h"
 #include "conn.h"
+#include "maps.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -140,14 +141,6 @@ struct {
 	__type(value, __u64);
 } tls_counters SEC(".maps");
 
-static __always_inline void count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&tls_counters, &idx);
-
-	if (v)
-		(*v)++;
-}
-
 /* Where this segment's TCP payload is: the skb starts at the network header. */
 struct seg {
 	__u8 saddr[16], daddr[16]; /* first: 8-byte aligned, copied in two loads */
@@ -223,7 +216,7 @@ static __always_inline struct tls_event *event_new(struct __sk_buff *skb, struct
 	struct tls_event *e = bpf_ringbuf_reserve(&tls_events, sizeof(*e), 0);
 
 	if (!e) {
-		count(TLS_CNT_LOST);
+		cs_count(&tls_counters, TLS_CNT_LOST);
 		return NULL;
 	}
 	/* Only the header part is written for non-data events; data[] is left as is
@@ -243,7 +236,7 @@ static __always_inline struct tls_event *event_new(struct __sk_buff *skb, struct
 static __always_inline void event_send(struct tls_event *e)
 {
 	bpf_ringbuf_submit(e, 0);
-	count(TLS_CNT_EVENTS);
+	cs_count(&tls_counters, TLS_CNT_EVENTS);
 }
 
 /* One data event of capture(): the loop state, on capture()'s stack. */
@@ -316,7 +309,7 @@ static __always_inline void finish(struct __sk_buff *skb, struct tls_sock *ts,
 
 	ts->state = TS_OVER;
 	if (type == TLS_EV_DESYNC)
-		count(TLS_CNT_DESYNC);
+		cs_count(&tls_counters, TLS_CNT_DESYNC);
 	e = event_new(skb, ts, s, egress, type);
 	if (!e)
 		return;
@@ -355,7 +348,7 @@ static __always_inline struct tls_sock *start(struct __sk_buff *skb, struct bpf_
 		return NULL;
 	ts = bpf_sk_storage_get(&tls_storage, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!ts) {
-		count(TLS_CNT_MAP_FULL);
+		cs_count(&tls_counters, TLS_CNT_MAP_FULL);
 		return NULL;
 	}
 	__builtin_memset(ts, 0, sizeof(*ts));
@@ -463,7 +456,7 @@ static __always_inline void h2_event_send(struct __sk_buff *skb, struct tls_sock
 	struct h2_event *e = bpf_ringbuf_reserve(&h2_events, sizeof(*e), 0);
 
 	if (!e) {
-		count(TLS_CNT_LOST);
+		cs_count(&tls_counters, TLS_CNT_LOST);
 		return;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -476,7 +469,7 @@ static __always_inline void h2_event_send(struct __sk_buff *skb, struct tls_sock
 	e->source = H2_SRC_WIRE;
 	__builtin_memcpy(&e->c, &ts->h2, sizeof(e->c));
 	bpf_ringbuf_submit(e, 0);
-	count(TLS_CNT_EVENTS);
+	cs_count(&tls_counters, TLS_CNT_EVENTS);
 }
 
 /* Bytes of a segment copied out at once: frame headers are read from this window,
@@ -611,7 +604,7 @@ __noinline int h2_segment(struct __sk_buff *skb, struct tls_sock *ts, struct seg
 	}
 	notes |= h2_walk_segment(skb, ts, s, dir);
 	if (notes & H2_N_DESYNC)
-		count(TLS_CNT_H2_DESYNC);
+		cs_count(&tls_counters, TLS_CNT_H2_DESYNC);
 	if (!(ts->h2.flags & H2_C_H2)) {
 		/* Not (yet) HTTP/2: nothing to tell. A direction that is not stops
 		 * everything. */
@@ -660,7 +653,7 @@ static __always_inline struct tls_sock *h2_start(struct __sk_buff *skb, struct b
 	if (!ts)
 		ts = bpf_sk_storage_get(&tls_storage, sk, NULL, 0);
 	if (!ts || ts->state != TS_H2) {
-		count(TLS_CNT_MAP_FULL);
+		cs_count(&tls_counters, TLS_CNT_MAP_FULL);
 		return NULL;
 	}
 	return ts;
@@ -699,7 +692,7 @@ static __always_inline void midway(struct __sk_buff *skb, struct bpf_sock *sk, b
 	h2_conn_init(&ts->h2);
 	ts->h2.flags = H2_C_MIDWAY;
 	ts->h2.desync = 1;
-	count(TLS_CNT_H2_DESYNC);
+	cs_count(&tls_counters, TLS_CNT_H2_DESYNC);
 	h2_event_send(skb, ts, &s, egress, H2_EV_DESYNC);
 }
 
