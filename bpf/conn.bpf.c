@@ -420,7 +420,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 			struct tcp_sock *tp = tcp_of(sk, st);
 
 			if (tp && !RD(st, tp, fastopen_rsk)) {
-				count(CS_CNT_CHILD_RACE);
+				cs_count(&counters, CS_CNT_CHILD_RACE);
 				info_delete(sk, st);
 				return 0;
 			}
