@@ -216,12 +216,15 @@ int hs_holders(struct bpf_iter__task_file *ctx)
 	/* The cookie is set once anything asked for it: the lifecycle edges
 	 * and sock_diag both did for every socket user space knows of. Where
 	 * it is not, the raw_tp lifecycle programs named the socket by its
-	 * address, and so does this. */
+	 * address, and so does this: by either name, since something else (a
+	 * sock_diag dump, another tool) may set the cookie after our raw_tp
+	 * program named the socket by address. */
 	h.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	if (!h.cookie)
+	if (!h.cookie || !bpf_map_lookup_elem(&want_cookies, &h.cookie)) {
 		h.cookie = (__u64)sk;
-	if (!bpf_map_lookup_elem(&want_cookies, &h.cookie))
-		return 0;
+		if (!bpf_map_lookup_elem(&want_cookies, &h.cookie))
+			return 0;
+	}
 	h.tgid = BPF_CORE_READ(task, tgid);
 	h.fd = ctx->fd;
 	h.state = BPF_CORE_READ(sk, __sk_common.skc_state);
