@@ -44,7 +44,7 @@
 #include "tls_events.h"
 #include "tlsdec.h"
 #include "track.h"
-#include "u64map.h"
+#include "kmap.h"
 #include "util.h"
 
 #define NS_PER_MS 1000000ull
@@ -137,7 +137,7 @@ struct replay {
 	/* groups: pods, or addresses without a pod */
 	struct group *groups;
 	size_t ngroups, cap_groups;
-	struct u64map group_by_addr;
+	struct kmap group_by_addr;         /* struct group_key -> group id */
 	/* flows */
 	struct flow **buckets;
 	size_t nbuckets, nflows;
@@ -152,15 +152,6 @@ struct replay {
 };
 
 /* ---- small helpers ---- */
-
-static uint64_t fnv(const void *p, size_t n, uint64_t h)
-{
-	const uint8_t *b = p;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 0x100000001b3ull;
-	return h;
-}
 
 static int32_t seq_diff(uint32_t a, uint32_t b)
 {
@@ -191,21 +182,30 @@ static void list_add_tail(struct flow *head, struct flow *f)
 
 /* ---- groups: who an address belongs to ---- */
 
+/* A pod (family 0) or an address without one. */
+struct group_key {
+	uint8_t family;
+	uint8_t addr[16];
+	char uid[sizeof(((struct pod_info *)0)->uid)];
+	char name[sizeof(((struct pod_info *)0)->name)];
+};
+
 static uint64_t group_for(struct replay *r, int family, const uint8_t *addr)
 {
 	const struct pod_info *p = r->kp ? kpods_find(r->kp, family, addr) : NULL;
-	uint64_t key;
+	struct group_key key;
 	void *v;
 
 	/* One group per pod (all its addresses) or per address. */
-	if (p)
-		key = fnv(p->uid, strlen(p->uid), fnv(p->name, strlen(p->name), 0xcbf29ce484222325ull));
-	else
-		key = fnv(addr, alen(family), fnv(&family, sizeof(family), 0x84222325cbf29ce4ull));
-	key |= 1;  /* never 0 */
-	if (key == U64MAP_TOMB)
-		key = 3;
-	if ((v = u64map_get(&r->group_by_addr, key)))
+	memset(&key, 0, sizeof(key));
+	if (p) {
+		memcpy(key.uid, p->uid, sizeof(key.uid));
+		memcpy(key.name, p->name, sizeof(key.name));
+	} else {
+		key.family = (uint8_t)family;
+		memcpy(key.addr, addr, alen(family));
+	}
+	if ((v = kmap_get(&r->group_by_addr, &key)))
 		return (uint64_t)(uintptr_t)v;
 	if (r->ngroups == r->cap_groups) {
 		size_t ncap = r->cap_groups ? r->cap_groups * 2 : 64;
@@ -224,7 +224,7 @@ static uint64_t group_for(struct replay *r, int family, const uint8_t *addr)
 	} else {
 		inet_ntop(family, addr, g->info.ip, sizeof(g->info.ip));
 	}
-	if (u64map_put(&r->group_by_addr, key, (void *)(uintptr_t)(r->ngroups + 1)))
+	if (kmap_put(&r->group_by_addr, &key, (void *)(uintptr_t)(r->ngroups + 1)))
 		return 0;
 	return ++r->ngroups;
 }
@@ -802,6 +802,16 @@ static bool wants_bytes(const struct flow *f)
 
 /* ---- flows ---- */
 
+static uint64_t fnv(const void *p, size_t n, uint64_t h)
+{
+	const uint8_t *b = p;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* The bucket of a flow; flow_find compares the endpoints themselves. */
 static uint64_t flow_hash(int family, const uint8_t *a, uint16_t ap, const uint8_t *b,
 			  uint16_t bp)
 {
@@ -1522,6 +1532,8 @@ int replay_run(const struct cs_opts *o)
 	struct text_sink text = {0};
 	cJSON *stats;
 
+	if (r)
+		kmap_init(&r->group_by_addr, sizeof(struct group_key), NULL);
 	if (!r || !files) {
 		cs_fail("replay", "%s", strerror(ENOMEM));
 		free(r);
@@ -1645,7 +1657,7 @@ out:
 	free(files);
 	free(r->buckets);
 	free(r->groups);
-	u64map_free(&r->group_by_addr);
+	kmap_free(&r->group_by_addr);
 	keylog_free(r->kl);
 	kpods_free(r->kp);
 	free(r);

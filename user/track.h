@@ -73,8 +73,7 @@ struct remote_agg {
 };
 
 struct pod_agg {
-	uint64_t hkey;
-	char key[320];
+	char key[320];        /* pods_key(), zero-padded: the tracker's map key */
 	struct pod_info pod;  /* container cleared when the pod has several */
 	uint64_t opened, closed, refused, timeouts, resets, failed, findings;
 	int64_t active;

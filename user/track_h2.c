@@ -328,7 +328,7 @@ static void add_deltas(struct pod_agg *a, struct h2_state *hs, const struct h2_c
 
 void track_h2_event(struct tracker *t, const struct h2_event *e)
 {
-	uint64_t key = tr_hkey(e->cookie);
+	uint64_t key = e->cookie;
 	struct h2_state *hs;
 	struct cg_entry *c;
 
@@ -390,7 +390,7 @@ void track_h2_event(struct tracker *t, const struct h2_event *e)
 
 struct h2_state *h2_take(struct tracker *t, uint64_t cookie)
 {
-	return u64map_del(&t->h2, tr_hkey(cookie));
+	return u64map_del(&t->h2, cookie);
 }
 
 static uint8_t end_of(const struct h2_state *hs, const struct cs_event *close)

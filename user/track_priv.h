@@ -7,6 +7,7 @@
 #include "h2_events.h"
 #include "procfd.h"
 #include "track.h"
+#include "kmap.h"
 #include "u64map.h"
 
 #define NS_PER_SEC 1000000000ull
@@ -48,9 +49,9 @@ struct tracker {
 	track_sink sink;
 	void *sink_arg;
 	struct u64map cgroups;  /* cgroup id -> cg_entry */
-	struct u64map aggs;     /* hkey -> pod_agg */
+	struct kmap aggs;       /* pod key (pods_key, zero-padded) -> pod_agg */
 	struct u64map watch;    /* cookie -> watch */
-	struct u64map folds;    /* hash -> fold */
+	struct kmap folds;      /* struct fold_key -> fold */
 	struct u64map snap_est; /* cookies of pre-existing ESTABLISHED sockets counted active */
 	uint64_t events;
 	/* Closes held back briefly: an abortive close sends its RST after CLOSE. */
@@ -67,9 +68,9 @@ struct tracker {
 	uint64_t h2_window_ns;
 	/* Conntrack (track_ct.c) */
 	bool ct_on;
-	struct u64map ct_orig;  /* orig tuple -> ct_entry */
-	struct u64map ct_reply; /* reply tuple (the backend's socket) -> the same */
-	struct u64map pod_addrs;/* a pod's own address -> "ns/name" (malloc'd) */
+	struct kmap ct_orig;    /* orig tuple -> ct_entry */
+	struct kmap ct_reply;   /* reply tuple (the backend's socket) -> the same */
+	struct kmap pod_addrs;  /* a pod's own address -> "ns/name" (malloc'd) */
 	uint64_t ct_events, ct_evictions;
 	bool ct_have_stat;
 	uint64_t ct_count, ct_max, ct_stat_ns, ct_drops, ct_insert_failed, ct_early_drops,
@@ -122,8 +123,6 @@ struct h2_state {
 	bool goaway_counted, goaway_error_reported;
 };
 
-uint64_t tr_fnv1a(const void *p, size_t n, uint64_t h);
-uint64_t tr_hkey(uint64_t h);
 struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid);
 double tr_secs3(double s);
 int tr_family(const struct cs_event *e);
@@ -163,6 +162,7 @@ void ct_finding_nat(struct tracker *t, cJSON *o, const struct cs_event *e);
 void ct_learn_pod(struct tracker *t, const struct cs_event *e, const struct pod_info *p);
 /* A socket of this node took part in the flow (an edge of it was seen). */
 void ct_socket_seen(struct tracker *t, const struct cs_event *e);
+void ct_init(struct tracker *t);
 void ct_tick(struct tracker *t, uint64_t now);
 void ct_free_all(struct tracker *t);
 

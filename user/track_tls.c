@@ -325,7 +325,7 @@ static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_m
 
 static void end_handshake(struct tracker *t, struct tls_conn *tc, uint8_t outcome)
 {
-	u64map_del(&t->tls_hs, tr_hkey(tc->ev.cookie));
+	u64map_del(&t->tls_hs, tc->ev.cookie);
 	if (tc->outcome == TLS_OUT_PROGRESS || tc->outcome == TLS_OUT_TIMEOUT)
 		tc->outcome = outcome;
 	parse_hellos(tc);
@@ -334,7 +334,7 @@ static void end_handshake(struct tracker *t, struct tls_conn *tc, uint8_t outcom
 
 void track_tls_event(struct tracker *t, const struct tls_event *e)
 {
-	uint64_t key = tr_hkey(e->cookie);
+	uint64_t key = e->cookie;
 	struct tls_conn *tc = u64map_get(&t->tls, key);
 
 	if (e->type == TLS_EV_START) {
@@ -394,7 +394,7 @@ void track_tls_event(struct tracker *t, const struct tls_event *e)
 
 void track_tls_alpn(struct tracker *t, uint64_t cookie, const char *alpn)
 {
-	struct tls_conn *tc = u64map_get(&t->tls, tr_hkey(cookie));
+	struct tls_conn *tc = u64map_get(&t->tls, cookie);
 
 	if (!tc)
 		return;
@@ -426,7 +426,7 @@ void tls_tick(struct tracker *t, uint64_t now)
 
 struct tls_conn *tls_take(struct tracker *t, uint64_t cookie)
 {
-	uint64_t key = tr_hkey(cookie);
+	uint64_t key = cookie;
 
 	u64map_del(&t->tls_hs, key);
 	return u64map_del(&t->tls, key);
