@@ -68,26 +68,38 @@ struct live {
 	int metrics_fd;
 };
 
+/* The tool's own counters, summed over every program that can drop: the stats
+ * record, /metrics and top all read them here, so a name means one thing. */
+struct self_counters {
+	uint64_t events, lost, ringbuf_full, missed_runs, map_full, parser_desync;
+};
+
+static void self_counters(struct live *lv, struct self_counters *sc)
+{
+	sc->events = loader_counter(&lv->L, CS_CNT_EVENTS);
+	sc->ringbuf_full = loader_counter(&lv->L, CS_CNT_LOST) + loader_tls_counter(&lv->L, 1) +
+			   (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_LOST) : 0);
+	sc->missed_runs = loader_prog_misses(&lv->L);
+	sc->lost = sc->ringbuf_full + sc->missed_runs;
+	sc->map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL) + loader_tls_counter(&lv->L, 2) +
+		       (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_MAP_FULL) : 0);
+	sc->parser_desync = loader_tls_counter(&lv->L, 3) + loader_tls_counter(&lv->L, 4) +
+			    (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_DESYNC) : 0);
+}
+
 static void stats_record(struct live *lv, const char *phase)
 {
 	cJSON *o = out_record("stats", cs_real_ns());
-	uint64_t rb_lost = loader_counter(&lv->L, CS_CNT_LOST);
-	uint64_t missed = loader_prog_misses(&lv->L);
+	struct self_counters sc;
 
+	self_counters(lv, &sc);
 	cJSON_AddStringToObject(o, "phase", phase);
-	cJSON_AddNumberToObject(o, "events", (double)loader_counter(&lv->L, CS_CNT_EVENTS));
-	rb_lost += loader_tls_counter(&lv->L, 1);
-	if (lv->h2u)
-		rb_lost += h2u_counter(lv->h2u, H2U_CNT_LOST);
-	cJSON_AddNumberToObject(o, "lost", (double)(rb_lost + missed));
-	cJSON_AddNumberToObject(o, "ringbuf_full", (double)rb_lost);
-	cJSON_AddNumberToObject(o, "missed_runs", (double)missed);
-	cJSON_AddNumberToObject(o, "map_full", (double)(loader_counter(&lv->L, CS_CNT_MAP_FULL) +
-						       loader_tls_counter(&lv->L, 2) +
-						       (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_MAP_FULL) : 0)));
-	cJSON_AddNumberToObject(o, "parser_desync", (double)(loader_tls_counter(&lv->L, 3) +
-							    loader_tls_counter(&lv->L, 4) +
-							    (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_DESYNC) : 0)));
+	cJSON_AddNumberToObject(o, "events", (double)sc.events);
+	cJSON_AddNumberToObject(o, "lost", (double)sc.lost);
+	cJSON_AddNumberToObject(o, "ringbuf_full", (double)sc.ringbuf_full);
+	cJSON_AddNumberToObject(o, "missed_runs", (double)sc.missed_runs);
+	cJSON_AddNumberToObject(o, "map_full", (double)sc.map_full);
+	cJSON_AddNumberToObject(o, "parser_desync", (double)sc.parser_desync);
 	cJSON_AddNumberToObject(o, "cpu_ms", (double)(int64_t)cpu_ms());
 	cJSON_AddNumberToObject(o, "bpf_ms", (double)(loader_bpf_runtime_ns(&lv->L) / 1000000));
 	cJSON_AddNumberToObject(o, "consumed", (double)(lv->t ? track_events(lv->t) : 0));
@@ -222,28 +234,34 @@ static void serve_metrics(struct live *lv)
 {
 	struct pollfd p = { .fd = lv->metrics_fd, .events = POLLIN };
 	struct metrics_self self;
+	struct self_counters sc;
 
 	if (lv->metrics_fd < 0 || poll(&p, 1, 0) <= 0)
 		return;
 	refresh_counts(lv);
-	self.events = loader_counter(&lv->L, CS_CNT_EVENTS);
-	self.lost = loader_counter(&lv->L, CS_CNT_LOST) + loader_prog_misses(&lv->L);
-	self.map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL);
+	self_counters(lv, &sc);
+	self.events = sc.events;
+	self.lost = sc.lost;
+	self.map_full = sc.map_full;
+	self.parser_desync = sc.parser_desync;
 	self.cpu_ms = cpu_ms();
 	metrics_serve(lv->metrics_fd, lv->t, &self);
 }
 
 static void render_top(struct live *lv, bool final)
 {
-	struct top_stats st = {
-		.events = loader_counter(&lv->L, CS_CNT_EVENTS),
-		.lost = loader_counter(&lv->L, CS_CNT_LOST) + loader_prog_misses(&lv->L),
-		.map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL),
+	struct self_counters sc;
+	struct top_stats st;
+
+	self_counters(lv, &sc);
+	st = (struct top_stats){
+		.events = sc.events,
+		.lost = sc.lost,
+		.map_full = sc.map_full,
 		.cpu_ms = cpu_ms(),
 		.attach = mode_name(lv->L.mode),
 		.elapsed_s = (cs_mono_ns() - lv->start_ns) / 1e9,
 	};
-
 	refresh_counts(lv);
 	top_render(lv->t, &st, lv->o->interval_s, final);
 }

@@ -146,7 +146,7 @@ struct replay {
 	uint64_t cur_packet;               /* the packet being read, for messages */
 	int cur_file;
 	/* stats */
-	uint64_t flows, evicted, gaps, tls_decrypted, tls_no_keys, tls_bad_keys,
+	uint64_t flows, evictions, lost, map_full, gaps, tls_decrypted, tls_no_keys, tls_bad_keys,
 		 tls_unsupported, tls_decrypt_errors, early_data, ignored, dup_segs, h2_desync, tls_desync;
 	uint8_t plain[TLS_REC_MAX_LEN + 256];
 };
@@ -936,14 +936,19 @@ static struct flow *flow_new(struct replay *r, const struct pcap_seg *s, bool sr
 		/* ... then the least recently seen open flow: reported as it stands. */
 		struct flow *old = r->lru.next;
 
-		r->evicted++;
+		r->evictions++;
 		flow_close(r, old, true);
 	}
-	if (r->nflows + 1 > r->nbuckets && !grow(r))
+	if (r->nflows >= MAX_FLOWS) {
+		/* Nothing to let go of (cannot happen while every flow is on a
+		 * list): the segment is dropped, and counted. */
+		r->map_full++;
 		return NULL;
-	f = calloc(1, sizeof(*f));
-	if (!f)
+	}
+	if ((r->nflows + 1 > r->nbuckets && !grow(r)) || !(f = calloc(1, sizeof(*f)))) {
+		r->lost++;  /* no memory: the segment is dropped */
 		return NULL;
+	}
 	f->family = (uint8_t)s->family;
 	memcpy(f->caddr, src_is_client ? s->saddr : s->daddr, 16);
 	memcpy(f->saddr, src_is_client ? s->daddr : s->saddr, 16);
@@ -1345,7 +1350,7 @@ static cJSON *stats_record(struct replay *r, struct rp_file *files, int n, doubl
 	cJSON_AddNumberToObject(o, "snap_cut", (double)cut);
 	cJSON_AddNumberToObject(o, "truncated_files", truncated);
 	cJSON_AddNumberToObject(o, "flows", (double)r->flows);
-	cJSON_AddNumberToObject(o, "evicted", (double)r->evicted);
+	cJSON_AddNumberToObject(o, "evictions", (double)r->evictions);
 	cJSON_AddNumberToObject(o, "ignored", (double)r->ignored);
 	cJSON_AddNumberToObject(o, "duplicates", (double)r->dup_segs);
 	cJSON_AddNumberToObject(o, "gaps", (double)r->gaps);
@@ -1358,8 +1363,10 @@ static cJSON *stats_record(struct replay *r, struct rp_file *files, int n, doubl
 	cJSON_AddNumberToObject(o, "tls_decrypt_errors", (double)r->tls_decrypt_errors);
 	cJSON_AddNumberToObject(o, "tls_early_data_records", (double)r->early_data);
 	cJSON_AddNumberToObject(o, "events", (double)track_events(r->t));
-	cJSON_AddNumberToObject(o, "lost", 0);
-	cJSON_AddNumberToObject(o, "map_full", (double)r->evicted);
+	/* As live: lost counts edges dropped on the way (here: no memory), map_full
+	 * those a full table refused; evictions were reported early, not lost. */
+	cJSON_AddNumberToObject(o, "lost", (double)(r->lost + track_dropped(r->t)));
+	cJSON_AddNumberToObject(o, "map_full", (double)r->map_full);
 	cJSON_AddNumberToObject(o, "cpu_ms", cpu_ms);
 	return o;
 }
@@ -1461,7 +1468,7 @@ static void text_report(struct replay *r, cJSON **sums, size_t n, const cJSON *s
 	       "%.0f flows evicted\n",
 	       jnum(stats, "decode_errors"), jnum(stats, "truncated_files"), jnum(stats, "gaps"),
 	       jnum(stats, "parser_desync"), jnum(stats, "ip_fragments"), jnum(stats, "snap_cut"),
-	       jnum(stats, "evicted"));
+	       jnum(stats, "evictions"));
 	if (r->kl)
 		printf("key log: %.0f TLS connections decrypted, %.0f without keys, %.0f with keys "
 		       "that did not match, %.0f with an unsupported cipher, %.0f lost to missing "

@@ -134,6 +134,11 @@ uint64_t track_events(const struct tracker *t)
 	return t->events;
 }
 
+uint64_t track_dropped(const struct tracker *t)
+{
+	return t->dropped;
+}
+
 /* ---- pods ---- */
 
 static struct pod_agg *agg_for(struct tracker *t, const struct pod_info *p, uint64_t cgid)
@@ -795,9 +800,13 @@ void track_event(struct tracker *t, const struct cs_event *e)
 	if (!port_match(t, e))
 		return;
 	c = tr_cgroup(t, e->cgroup_id);
-	if (c && c->pod.known)
+	if (!c) {
+		t->dropped++;  /* no memory for the cgroup's entry */
+		return;
+	}
+	if (c->pod.known)
 		ct_learn_pod(t, e, &c->pod);
-	if (!c || !c->match)
+	if (!c->match)
 		return;
 
 	switch (e->type) {

@@ -167,5 +167,7 @@ uint64_t track_ct_evictions(const struct tracker *t);
 /* For top: the pod aggregates. */
 int track_pods(struct tracker *t, struct pod_agg ***out);
 uint64_t track_events(const struct tracker *t);
+/* Edges the tracker could not keep (out of memory): part of replay's stats.lost. */
+uint64_t track_dropped(const struct tracker *t);
 
 #endif

@@ -54,6 +54,7 @@ struct tracker {
 	struct kmap folds;      /* struct fold_key -> fold */
 	struct u64map snap_est; /* cookies of pre-existing ESTABLISHED sockets counted active */
 	uint64_t events;
+	uint64_t dropped;       /* edges not kept: no memory for their cgroup's entry */
 	/* Closes held back briefly: an abortive close sends its RST after CLOSE. */
 	struct cs_event *pending;
 	size_t npending, cap_pending;
