@@ -70,11 +70,7 @@ struct live {
 
 /* The tool's own counters, summed over every program that can drop: the stats
  * record, /metrics and top all read them here, so a name means one thing. */
-struct self_counters {
-	uint64_t events, lost, ringbuf_full, missed_runs, map_full, parser_desync;
-};
-
-static void self_counters(struct live *lv, struct self_counters *sc)
+static void self_counters(struct live *lv, struct stats_rec *sc)
 {
 	sc->events = loader_counter(&lv->L, CS_CNT_EVENTS);
 	sc->ringbuf_full = loader_counter(&lv->L, CS_CNT_LOST) + loader_tls_counter(&lv->L, 1) +
@@ -89,51 +85,25 @@ static void self_counters(struct live *lv, struct self_counters *sc)
 
 static void stats_record(struct live *lv, const char *phase)
 {
-	cJSON *o = out_record("stats", cs_real_ns());
-	struct self_counters sc;
+	struct stats_rec s = {
+		.ts_real = cs_real_ns(),
+		.phase = phase,
+		.cpu_ms = (double)(int64_t)cpu_ms(),
+		.bpf_ms = loader_bpf_runtime_ns(&lv->L) / 1000000,
+		.consumed = lv->t ? track_events(lv->t) : 0,
+		.attach = mode_name(lv->L.mode),
+		.tls_cgroup = lv->L.tls ? lv->L.tls_cgroup : NULL,
+		.ct.watcher = ctwatch_describe(lv->ct),
+		.ct.evictions = lv->t ? track_ct_evictions(lv->t) : 0,
+		.stacks.mode = holders_mode_name((enum hs_stack_mode)lv->o->stacks),
+		.holders = holders_describe(lv->hold),
+		.uptime_s = (double)(int64_t)((cs_mono_ns() - lv->start_ns) / 1000000) / 1000,
+	};
 
-	self_counters(lv, &sc);
-	cJSON_AddStringToObject(o, "phase", phase);
-	cJSON_AddNumberToObject(o, "events", (double)sc.events);
-	cJSON_AddNumberToObject(o, "lost", (double)sc.lost);
-	cJSON_AddNumberToObject(o, "ringbuf_full", (double)sc.ringbuf_full);
-	cJSON_AddNumberToObject(o, "missed_runs", (double)sc.missed_runs);
-	cJSON_AddNumberToObject(o, "map_full", (double)sc.map_full);
-	cJSON_AddNumberToObject(o, "parser_desync", (double)sc.parser_desync);
-	cJSON_AddNumberToObject(o, "cpu_ms", (double)(int64_t)cpu_ms());
-	cJSON_AddNumberToObject(o, "bpf_ms", (double)(loader_bpf_runtime_ns(&lv->L) / 1000000));
-	cJSON_AddNumberToObject(o, "consumed", (double)(lv->t ? track_events(lv->t) : 0));
-	cJSON_AddStringToObject(o, "attach", mode_name(lv->L.mode));
-	if (lv->L.tls)
-		cJSON_AddStringToObject(o, "tls_cgroup", lv->L.tls_cgroup);
-	else
-		cJSON_AddNullToObject(o, "tls_cgroup");
-	{
-		uint64_t ev, lost, full, mev;
-
-		ctwatch_counters(lv->ct, &ev, &lost, &full, &mev);
-		cJSON *ct = cJSON_AddObjectToObject(o, "conntrack");
-
-		cJSON_AddStringToObject(ct, "watcher", ctwatch_describe(lv->ct));
-		cJSON_AddNumberToObject(ct, "events", (double)ev);
-		cJSON_AddNumberToObject(ct, "lost", (double)lost);
-		cJSON_AddNumberToObject(ct, "map_full", (double)full);
-		cJSON_AddNumberToObject(ct, "map_evictions", (double)mev);
-		cJSON_AddNumberToObject(ct, "evictions", (double)(lv->t ? track_ct_evictions(lv->t) : 0));
-	}
-	{
-		uint64_t cap = 0, drop = 0;
-		cJSON *st = cJSON_AddObjectToObject(o, "stacks");
-
-		holders_counters(lv->hold, &cap, &drop);
-		cJSON_AddStringToObject(st, "mode", holders_mode_name((enum hs_stack_mode)lv->o->stacks));
-		cJSON_AddNumberToObject(st, "captured", (double)cap);
-		cJSON_AddNumberToObject(st, "dropped", (double)drop);
-		cJSON_AddStringToObject(o, "holders", holders_describe(lv->hold));
-	}
-	cJSON_AddNumberToObject(o, "uptime_s",
-				(double)(int64_t)((cs_mono_ns() - lv->start_ns) / 1000000) / 1000);
-	out_emit(o);
+	self_counters(lv, &s);
+	ctwatch_counters(lv->ct, &s.ct.events, &s.ct.lost, &s.ct.map_full, &s.ct.map_evictions);
+	holders_counters(lv->hold, &s.stacks.captured, &s.stacks.dropped);
+	out_stats(&s);
 }
 
 static int on_event(void *ctx, void *data, size_t size)
@@ -234,7 +204,7 @@ static void serve_metrics(struct live *lv)
 {
 	struct pollfd p = { .fd = lv->metrics_fd, .events = POLLIN };
 	struct metrics_self self;
-	struct self_counters sc;
+	struct stats_rec sc = {0};
 
 	if (lv->metrics_fd < 0 || poll(&p, 1, 0) <= 0)
 		return;
@@ -250,7 +220,7 @@ static void serve_metrics(struct live *lv)
 
 static void render_top(struct live *lv, bool final)
 {
-	struct self_counters sc;
+	struct stats_rec sc = {0};
 	struct top_stats st;
 
 	self_counters(lv, &sc);
