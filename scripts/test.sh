@@ -22,6 +22,8 @@ run_unit() {
 		test_snapshot) srcs="$srcs user/snapshot.c user/procfd.c" ;;
 		test_u64map) srcs="$srcs user/u64map.c" ;;
 		test_kmap) srcs="$srcs user/kmap.c user/u64map.c" ;;
+		test_track) srcs="$srcs user/track.c user/track_tls.c user/track_h2.c user/track_ct.c
+			user/output.c user/jsonw.c user/procfd.c user/u64map.c user/kmap.c user/pods.c" ;;
 		test_jsonw) srcs="$srcs user/jsonw.c" ;;
 		test_reasm) srcs="$srcs user/reasm.c" ;;
 		test_pcapin) srcs="$srcs user/pcapin.c" ;;

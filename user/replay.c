@@ -229,6 +229,12 @@ static uint64_t group_for(struct replay *r, int family, const uint8_t *addr)
 	return ++r->ngroups;
 }
 
+/* The tracker runs on packet time. */
+static uint64_t packet_clock(void *arg)
+{
+	return ((const struct replay *)arg)->now;
+}
+
 static const struct pod_info *group_pod(void *arg, uint64_t id)
 {
 	static const struct pod_info none;
@@ -1563,6 +1569,7 @@ int replay_run(const struct cs_opts *o)
 		goto out;
 	}
 	track_set_replay(r->t, group_pod, r, o->files, o->nfiles);
+	track_set_clock(r->t, packet_clock, r);
 
 	while ((i = next_file(files, o->nfiles)) >= 0) {
 		struct pcap_seg *s = &files[i].seg;

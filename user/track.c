@@ -37,6 +37,23 @@ static void read_ephemeral_range(struct tracker *t)
 	t->eph_hi = hi;
 }
 
+static uint64_t mono_clock(void *arg)
+{
+	(void)arg;
+	return cs_mono_ns();
+}
+
+void track_set_clock(struct tracker *t, track_clock_fn now, void *arg)
+{
+	t->clock = now ? now : mono_clock;
+	t->clock_arg = arg;
+}
+
+uint64_t tr_now(const struct tracker *t)
+{
+	return t->clock(t->clock_arg);
+}
+
 struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 			  bool want_connections, track_sink sink, void *sink_arg)
 {
@@ -49,6 +66,7 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 	t->want_conns = want_connections;
 	t->sink = sink;
 	t->sink_arg = sink_arg;
+	t->clock = mono_clock;
 	t->cw_threshold_ns = (uint64_t)(o->close_wait_threshold_s * NS_PER_SEC);
 	t->connect_timeout_ns = (uint64_t)(o->connect_timeout_s * NS_PER_SEC);
 	t->fold_window_ns = (uint64_t)(o->finding_window_s * NS_PER_SEC);
@@ -175,7 +193,7 @@ struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid)
 	 * there yet gets another look now and then. */
 	if (c && !(c->pod.is_pod && !c->pod.known))
 		return c;
-	now = cs_mono_ns();
+	now = tr_now(t);
 	if (c && now - c->resolved_ns <= UNKNOWN_POD_RETRY_NS)
 		return c;
 	if (!c) {
@@ -452,7 +470,7 @@ static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_
 static void fold_hit(struct tracker *t, const char *kind, const struct cs_event *e,
 		     const struct cg_entry *c, int side)
 {
-	uint64_t now = cs_mono_ns();
+	uint64_t now = tr_now(t);
 	struct fold_key k;
 	struct fold *f;
 
@@ -916,7 +934,7 @@ void track_flush(struct tracker *t)
 
 void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
 {
-	uint64_t now = cs_mono_ns();
+	uint64_t now = tr_now(t);
 
 	for (int i = 0; i < n; i++) {
 		struct cs_event e = {0};
@@ -966,7 +984,7 @@ void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
 
 void track_tick(struct tracker *t)
 {
-	uint64_t now = cs_mono_ns(), k;
+	uint64_t now = tr_now(t), k;
 	struct watch *stuck[256];
 	uint64_t inos[256], cookies[256];
 	int nstuck = 0;

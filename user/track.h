@@ -101,10 +101,16 @@ typedef void (*track_sink)(cJSON *rec, void *arg);
 
 struct tracker;
 
+/* The tracker's time, monotonic ns: its timers (CLOSE_WAIT age, connect and TLS
+ * timeouts, folding windows, HTTP/2 windows) read nothing else. Live: the
+ * monotonic clock (the default); replay: packet time; tests: whatever they feed. */
+typedef uint64_t (*track_clock_fn)(void *arg);
+
 /* want_connections: build `connection` records (trace, daemon); top does not. */
 struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 			  bool want_connections, track_sink sink, void *sink_arg);
 void track_free(struct tracker *t);
+void track_set_clock(struct tracker *t, track_clock_fn now, void *arg);
 /* Replay: pods come from pod_fn (an id the caller hands out per pod or address, in
  * cs_event.cgroup_id) instead of cgroup2; connection records say which capture file
  * and packet each connection started at (cookie: (file index + 1) << 48 | packet

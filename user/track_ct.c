@@ -347,7 +347,7 @@ void ct_free_all(struct tracker *t)
 void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t drops,
 		       uint64_t insert_failed, uint64_t early_drops)
 {
-	uint64_t now = cs_mono_ns();
+	uint64_t now = tr_now(t);
 	double full = max ? (double)count / (double)max : 0, rate = 0;
 	uint64_t new_drops = t->ct_have_stat ? drops - t->ct_drops : 0;
 	uint64_t new_fail = t->ct_have_stat ? insert_failed - t->ct_insert_failed : 0;

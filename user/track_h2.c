@@ -463,7 +463,7 @@ void h2_view(const struct h2_state *hs, struct conn_view *v)
 
 void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
 {
-	uint64_t now = cs_mono_ns();
+	uint64_t now = tr_now(t);
 	struct h2_window w, all = { 0 };
 	cJSON *h2, *win, *rem;
 

@@ -48,6 +48,8 @@ struct tracker {
 	bool want_conns;
 	track_sink sink;
 	void *sink_arg;
+	track_clock_fn clock;
+	void *clock_arg;
 	struct u64map cgroups;  /* cgroup id -> cg_entry */
 	struct kmap aggs;       /* pod key (pods_key, zero-padded) -> pod_agg */
 	struct u64map watch;    /* cookie -> watch */
@@ -125,6 +127,8 @@ struct h2_state {
 };
 
 struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid);
+/* Now, on the tracker's clock (track_set_clock). */
+uint64_t tr_now(const struct tracker *t);
 double tr_secs3(double s);
 int tr_family(const struct cs_event *e);
 uint64_t tr_elapsed(uint64_t now, uint64_t since);
