@@ -22,7 +22,7 @@ run_unit() {
 		test_snapshot) srcs="$srcs user/snapshot.c user/procfd.c" ;;
 		test_u64map) srcs="$srcs user/u64map.c" ;;
 		test_kmap) srcs="$srcs user/kmap.c user/u64map.c" ;;
-		test_track) srcs="$srcs user/track.c user/track_tls.c user/track_h2.c user/track_ct.c
+		test_track) srcs="$srcs user/track.c user/track_parts.c user/track_tls.c user/track_h2.c user/track_ct.c
 			user/output.c user/jsonw.c user/procfd.c user/u64map.c user/kmap.c user/pods.c" ;;
 		test_jsonw) srcs="$srcs user/jsonw.c" ;;
 		test_reasm) srcs="$srcs user/reasm.c" ;;
@@ -66,7 +66,7 @@ run_fuzz() {
 		fuzz_tlsdec) extra="user/tlsdec.c" ;;
 		fuzz_ctnl) extra="user/ctnl.c user/ctstat.c" ;;
 		fuzz_symbolize) extra="user/symbolize.c -lelf" ;;
-		fuzz_replay) extra="user/replay.c user/track.c user/track_tls.c user/track_h2.c user/track_ct.c
+		fuzz_replay) extra="user/replay.c user/track.c user/track_parts.c user/track_tls.c user/track_h2.c user/track_ct.c
 			user/output.c user/jsonw.c user/procfd.c user/u64map.c user/kmap.c user/pcapin.c
 			user/reasm.c user/tlsdec.c user/kpods.c" ;;
 		esac

@@ -74,7 +74,9 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 	t->h2_window_ns = (uint64_t)(o->h2_window_s * NS_PER_SEC);
 	kmap_init(&t->aggs, sizeof(((struct pod_agg *)0)->key), NULL);
 	kmap_init(&t->folds, sizeof(struct fold_key), NULL);
-	ct_init(t);
+	for (const struct track_part *const *p = track_parts; *p; p++)
+		if ((*p)->init)
+			(*p)->init(t);
 	read_ephemeral_range(t);
 	return t;
 }
@@ -121,9 +123,9 @@ void track_free(struct tracker *t)
 {
 	if (!t)
 		return;
-	tls_free_all(t);
-	h2_free_all(t);
-	ct_free_all(t);
+	for (const struct track_part *const *p = track_parts; *p; p++)
+		if ((*p)->free_all)
+			(*p)->free_all(t);
 	free_all(&t->cgroups);
 	{
 		const void *k;
@@ -132,11 +134,9 @@ void track_free(struct tracker *t)
 		for (size_t i = 0; kmap_next(&t->aggs, &i, &k, &v);) {
 			struct pod_agg *a = v;
 
-			free(a->tls.ms);
-			for (int j = 0; j < a->ntls_dests; j++)
-				free(a->tls_dests[j].st.ms);
-			free(a->tls_dests);
-			h2_agg_free(a);
+			for (const struct track_part *const *p = track_parts; *p; p++)
+				if ((*p)->agg_free)
+					(*p)->agg_free(a);
 		}
 	}
 	free_all_k(&t->aggs);
@@ -992,8 +992,9 @@ void track_tick(struct tracker *t)
 	void *v;
 
 	release_closes(t, now > HOLD_NS ? now - HOLD_NS : 0);
-	tls_tick(t, now);
-	ct_tick(t, now);
+	for (const struct track_part *const *p = track_parts; *p; p++)
+		if ((*p)->tick)
+			(*p)->tick(t, now);
 
 	/* Reset the gauges; the watch list is their truth. */
 	for (size_t i = 0; kmap_next(&t->aggs, &i, &fk, &v);) {
@@ -1122,8 +1123,9 @@ static void summary_record(struct tracker *t, struct pod_agg *a)
 	cJSON_AddNumberToObject(cw, "current", (double)a->cw_current);
 	cJSON_AddNumberToObject(cw, "stuck", (double)a->cw_stuck);
 	cJSON_AddNumberToObject(cw, "max_age_s", (double)(int64_t)(a->cw_max_age_s * 10) / 10);
-	tls_summary(o, a);
-	h2_summary(t, o, a);
+	for (const struct track_part *const *p = track_parts; *p; p++)
+		if ((*p)->summary)
+			(*p)->summary(t, o, a);
 	cJSON_AddNumberToObject(o, "findings", (double)a->findings);
 	memcpy(sorted, a->remotes, sizeof(sorted[0]) * n);
 	qsort(sorted, n, sizeof(sorted[0]), remote_cmp);

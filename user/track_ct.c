@@ -103,7 +103,7 @@ static struct addr_key addr_key(uint8_t l3, const uint8_t *a)
 	return k;
 }
 
-void ct_init(struct tracker *t)
+static void ct_init(struct tracker *t)
 {
 	kmap_init(&t->ct_orig, sizeof(struct tuple_key), NULL);
 	kmap_init(&t->ct_reply, sizeof(struct tuple_key), NULL);
@@ -303,7 +303,7 @@ static void ct_close_wait_finding(struct tracker *t, struct ct_entry *c, uint64_
 	tr_emit(t, o);
 }
 
-void ct_tick(struct tracker *t, uint64_t now)
+static void ct_tick(struct tracker *t, uint64_t now)
 {
 	/* Forwarded flows belong to no pod: not reported under a pod filter. */
 	bool unfiltered = !t->o->pod && !t->o->ns;
@@ -328,7 +328,7 @@ void ct_tick(struct tracker *t, uint64_t now)
 	}
 }
 
-void ct_free_all(struct tracker *t)
+static void ct_free_all(struct tracker *t)
 {
 	const void *k;
 	void *v;
@@ -407,3 +407,10 @@ uint64_t track_ct_evictions(const struct tracker *t)
 {
 	return t->ct_evictions;
 }
+
+const struct track_part ct_part = {
+	.name = "conntrack",
+	.init = ct_init,
+	.tick = ct_tick,
+	.free_all = ct_free_all,
+};

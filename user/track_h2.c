@@ -51,7 +51,7 @@ static bool we_are_client(const struct h2_conn *c)
 	return c->client_dir == H2_LOCAL_OUT;
 }
 
-void h2_free_all(struct tracker *t)
+static void h2_free_all(struct tracker *t)
 {
 	uint64_t k;
 	void *v;
@@ -61,7 +61,7 @@ void h2_free_all(struct tracker *t)
 	u64map_free(&t->h2);
 }
 
-void h2_agg_free(struct pod_agg *a)
+static void h2_agg_free(struct pod_agg *a)
 {
 	for (int i = 0; i < a->nh2_remotes; i++)
 		free(a->h2_remotes[i]);
@@ -461,7 +461,7 @@ void h2_view(const struct h2_state *hs, struct conn_view *v)
 
 /* ---- summaries ---- */
 
-void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
+static void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
 {
 	uint64_t now = tr_now(t);
 	struct h2_window w, all = { 0 };
@@ -519,3 +519,10 @@ double h2_streams_per_conn(const struct pod_agg *a)
 {
 	return a->h2.connections ? (double)a->h2.streams / a->h2.connections : -1;
 }
+
+const struct track_part h2_part = {
+	.name = "h2",
+	.summary = h2_summary,
+	.agg_free = h2_agg_free,
+	.free_all = h2_free_all,
+};
