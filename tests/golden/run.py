@@ -93,7 +93,28 @@ def replay(case):
             problems.append(f"not a JSON object on stdout: {ln[:200]!r}")
             continue
         lines.append(json.dumps(normalize(rec), sort_keys=True))
-    return lines, cp.stderr, problems
+    return sort_summaries(lines), cp.stderr, problems
+
+
+def summary_key(line):
+    rec = json.loads(line)
+    pod = rec.get("pod") or {}
+    return (pod.get("namespace") or "", pod.get("name") or "", rec.get("ip") or "", line)
+
+
+def sort_summaries(lines):
+    """The summaries of one interval, in pod order: connscope prints them in the
+    order of its pod table, which is not part of the contract."""
+    out, run = [], []
+    for ln in lines + [None]:
+        if ln is not None and json.loads(ln).get("type") == "summary":
+            run.append(ln)
+            continue
+        out += sorted(run, key=summary_key)
+        run = []
+        if ln is not None:
+            out.append(ln)
+    return out
 
 
 def flatten(obj, prefix=""):

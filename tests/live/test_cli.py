@@ -216,6 +216,8 @@ def test_daemon_json_lines_and_metrics(cluster):
         assert 'connscope_tcp_closed_total{namespace="shop",pod="frontend"} 4' in text, text
         assert 'connscope_tcp_opened_total{namespace="shop",pod="backend"} 4' in text, text
         assert "connscope_lost_total 0" in text, text
+        assert "connscope_map_full_total 0" in text, text
+        assert "connscope_parser_desync_total 0" in text, text
         time.sleep(1.5)
     finally:
         d.send_signal(signal.SIGTERM)
@@ -223,6 +225,9 @@ def test_daemon_json_lines_and_metrics(cluster):
     assert d.returncode == 0, err
     recs = [json.loads(l) for l in out.splitlines()]
     assert recs[-1]["type"] == "stats" and recs[-1]["phase"] == "end"
+    # /metrics' self-health series count what the stats record's fields of the same
+    # names count (a quiet run: both 0).
+    assert recs[-1]["lost"] == 0 and recs[-1]["map_full"] == 0, recs[-1]
     sums = [r for r in recs if r["type"] == "summary" and r["pod"] and r["pod"]["name"] == "frontend"]
     assert sums and sums[-1]["tcp"]["opened"] == 4 and sums[-1]["tcp"]["closed"] == 4, sums[-1:]
     conns = [r for r in recs if r["type"] == "connection"]

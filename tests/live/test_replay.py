@@ -16,7 +16,8 @@ What replay prints (connscope(8): RECORDS and the replay command):
               tls_handshake_failed, h2_reuse_churn, h2_goaway, peer_reset, ...
   summary     one per pod (--pods) or per IP at the end, with "pod" and "ip";
   stats       last: packets, flows, bytes, tcp_segments, decode_errors, desyncs,
-              tls_decrypted, tls_no_keys, tls_bad_keys.
+              tls_decrypted, tls_no_keys, tls_bad_keys; lost and map_full as live
+              (0 here: nothing is dropped), evictions apart.
 Records' "ts" is packet time.
 
 Root: the captures are made in network namespaces these tests create (simpod).
@@ -119,8 +120,12 @@ def check_replay(res, rc=0):
     assert not problems, "records break the contract:\n  " + "\n  ".join(problems[:10])
     st = res.of("stats")
     assert st and res.records[-1] is st[-1], f"the stats record must come last:{show(res.records[-3:])}"
-    miss = STATS_KEYS - st[-1].keys()
+    miss = (STATS_KEYS | {"evictions"}) - st[-1].keys()
     assert not miss, f"stats lacks {sorted(miss)}: {st[-1]}"
+    # Replay drops nothing on these captures: lost and map_full mean what they mean
+    # live (dropped edges, a full table's refusals), evictions are counted apart.
+    assert st[-1]["lost"] == 0 and st[-1]["map_full"] == 0, st[-1]
+    assert "evicted" not in st[-1], st[-1]
     return res
 
 

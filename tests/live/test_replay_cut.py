@@ -82,6 +82,10 @@ def run(path, *args):
             break
     if recs and recs[-1]["type"] != "stats":
         probs.append(f"last record is {recs[-1]['type']}, not stats")
+    elif recs and (recs[-1].get("lost") != 0 or recs[-1].get("map_full") != 0 or
+                   "evictions" not in recs[-1]):
+        # A damaged file is decode errors and truncation, not dropped edges.
+        probs.append(f"stats: lost/map_full not 0 or no evictions: {recs[-1]}")
     bad_err = [ln for ln in out["stderr"].splitlines()
                if ln.strip() and not ln.startswith("connscope: ")]
     if bad_err:

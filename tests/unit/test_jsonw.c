@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /* The hot-path JSON writer: escaping, numbers, nesting, overflow. */
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "jsonw.h"
 
@@ -50,6 +53,33 @@ int main(void)
 	jw_end(&w);
 	expect("overflow is flagged", w.overflow ? "yes" : "no", "yes");
 	expect("overflow stays terminated", strlen(buf) < 16 ? "yes" : "no", "yes");
+
+	/* Numbers print as they did when records went out through cJSON's printer:
+	 * counters, rounded seconds and ratios, whole and not. */
+	{
+		static const double v[] = { 0, -0.0, 1, -1, 42, 2147483647.0, 2147483648.0,
+					    -2147483648.0, -2147483649.0, 4294967296.0,
+					    123456789012.0, 1e15, 1e16, 0.1, 0.125, 1.5, 12.345,
+					    0.001, 3.0 / 7, 2.0 / 3, 1e-7, 1e300, 29.5, 99.999,
+					    1234.5678, 18446744073709551615.0 };
+		int bad = 0;
+
+		for (size_t i = 0; i < sizeof(v) / sizeof(v[0]) + 2; i++) {
+			double d = i < sizeof(v) / sizeof(v[0]) ? v[i] : i % 2 ? NAN : INFINITY;
+			cJSON *n = cJSON_CreateNumber(d);
+			char *want = cJSON_PrintUnformatted(n);
+
+			jw_init(&w, buf, sizeof(buf));
+			jw_num(&w, NULL, d);
+			if (strcmp(buf, want)) {
+				printf("FAIL: jw_num(%.17g): got %s want %s\n", d, buf, want);
+				bad++;
+			}
+			free(want);
+			cJSON_Delete(n);
+		}
+		expect("jw_num prints every number as cJSON did", bad ? "no" : "yes", "yes");
+	}
 
 	printf("%d passed, %d failed\n", pass, fail);
 	return fail != 0;

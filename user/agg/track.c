@@ -13,21 +13,13 @@
 #include "u64map.h"
 #include "util.h"
 
-uint64_t tr_fnv1a(const void *p, size_t n, uint64_t h)
-{
-	const uint8_t *b = p;
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= b[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
-uint64_t tr_hkey(uint64_t h)
-{
-	return h == 0 || h == U64MAP_TOMB ? 1 : h;
-}
+/* A folded finding's identity: its kind, the pod's cgroup and the remote. */
+struct fold_key {
+	char kind[48];
+	uint64_t cgroup_id;
+	uint8_t daddr[16];
+	uint16_t port;
+};
 
 static void read_ephemeral_range(struct tracker *t)
 {
@@ -45,6 +37,23 @@ static void read_ephemeral_range(struct tracker *t)
 	t->eph_hi = hi;
 }
 
+static uint64_t mono_clock(void *arg)
+{
+	(void)arg;
+	return cs_mono_ns();
+}
+
+void track_set_clock(struct tracker *t, track_clock_fn now, void *arg)
+{
+	t->clock = now ? now : mono_clock;
+	t->clock_arg = arg;
+}
+
+uint64_t tr_now(const struct tracker *t)
+{
+	return t->clock(t->clock_arg);
+}
+
 struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 			  bool want_connections, track_sink sink, void *sink_arg)
 {
@@ -57,11 +66,17 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 	t->want_conns = want_connections;
 	t->sink = sink;
 	t->sink_arg = sink_arg;
+	t->clock = mono_clock;
 	t->cw_threshold_ns = (uint64_t)(o->close_wait_threshold_s * NS_PER_SEC);
 	t->connect_timeout_ns = (uint64_t)(o->connect_timeout_s * NS_PER_SEC);
 	t->fold_window_ns = (uint64_t)(o->finding_window_s * NS_PER_SEC);
 	t->tls_timeout_ns = (uint64_t)(o->tls_timeout_s * NS_PER_SEC);
 	t->h2_window_ns = (uint64_t)(o->h2_window_s * NS_PER_SEC);
+	kmap_init(&t->aggs, sizeof(((struct pod_agg *)0)->key), NULL);
+	kmap_init(&t->folds, sizeof(struct fold_key), NULL);
+	for (const struct track_part *const *p = track_parts; *p; p++)
+		if ((*p)->init)
+			(*p)->init(t);
 	read_ephemeral_range(t);
 	return t;
 }
@@ -94,31 +109,39 @@ static void free_all(struct u64map *m)
 	u64map_free(m);
 }
 
+static void free_all_k(struct kmap *m)
+{
+	const void *k;
+	void *v;
+
+	for (size_t i = 0; kmap_next(m, &i, &k, &v);)
+		free(v);
+	kmap_free(m);
+}
+
 void track_free(struct tracker *t)
 {
 	if (!t)
 		return;
-	tls_free_all(t);
-	h2_free_all(t);
-	ct_free_all(t);
+	for (const struct track_part *const *p = track_parts; *p; p++)
+		if ((*p)->free_all)
+			(*p)->free_all(t);
 	free_all(&t->cgroups);
 	{
-		uint64_t k;
+		const void *k;
 		void *v;
 
-		for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);) {
+		for (size_t i = 0; kmap_next(&t->aggs, &i, &k, &v);) {
 			struct pod_agg *a = v;
 
-			free(a->tls.ms);
-			for (int j = 0; j < a->ntls_dests; j++)
-				free(a->tls_dests[j].st.ms);
-			free(a->tls_dests);
-			h2_agg_free(a);
+			for (const struct track_part *const *p = track_parts; *p; p++)
+				if ((*p)->agg_free)
+					(*p)->agg_free(a);
 		}
 	}
-	free_all(&t->aggs);
+	free_all_k(&t->aggs);
 	free_all(&t->watch);
-	free_all(&t->folds);
+	free_all_k(&t->folds);
 	u64map_free(&t->snap_est);
 	free(t->pending);
 	free(t);
@@ -129,17 +152,20 @@ uint64_t track_events(const struct tracker *t)
 	return t->events;
 }
 
+uint64_t track_dropped(const struct tracker *t)
+{
+	return t->dropped;
+}
+
 /* ---- pods ---- */
 
 static struct pod_agg *agg_for(struct tracker *t, const struct pod_info *p, uint64_t cgid)
 {
-	char key[sizeof(((struct pod_agg *)0)->key)];
+	char key[sizeof(((struct pod_agg *)0)->key)] = {0};
 	struct pod_agg *a;
-	uint64_t h;
 
 	pods_key(p, cgid, key, sizeof(key));
-	h = tr_hkey(tr_fnv1a(key, strlen(key), 0xcbf29ce484222325ull));
-	a = u64map_get(&t->aggs, h);
+	a = kmap_get(&t->aggs, key);
 	if (a) {
 		/* One pod, several containers: the pod row names none of them. */
 		if (strcmp(a->pod.container, p->container))
@@ -149,10 +175,9 @@ static struct pod_agg *agg_for(struct tracker *t, const struct pod_info *p, uint
 	a = calloc(1, sizeof(*a));
 	if (!a)
 		return NULL;
-	a->hkey = h;
-	snprintf(a->key, sizeof(a->key), "%s", key);
+	memcpy(a->key, key, sizeof(a->key));
 	a->pod = *p;
-	if (u64map_put(&t->aggs, h, a)) {
+	if (kmap_put(&t->aggs, key, a)) {
 		free(a);
 		return NULL;
 	}
@@ -161,14 +186,14 @@ static struct pod_agg *agg_for(struct tracker *t, const struct pod_info *p, uint
 
 struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid)
 {
-	uint64_t key = tr_hkey(cgid), now;
+	uint64_t key = cgid, now;
 	struct cg_entry *c = u64map_get(&t->cgroups, key);
 
 	/* The hot path: a known cgroup. A pod whose log directory was not
 	 * there yet gets another look now and then. */
 	if (c && !(c->pod.is_pod && !c->pod.known))
 		return c;
-	now = cs_mono_ns();
+	now = tr_now(t);
 	if (c && now - c->resolved_ns <= UNKNOWN_POD_RETRY_NS)
 		return c;
 	if (!c) {
@@ -445,15 +470,16 @@ static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_
 static void fold_hit(struct tracker *t, const char *kind, const struct cs_event *e,
 		     const struct cg_entry *c, int side)
 {
-	uint64_t now = cs_mono_ns(), h;
-	uint16_t port = side == CS_SIDE_CLIENT ? e->dport : 0;
+	uint64_t now = tr_now(t);
+	struct fold_key k;
 	struct fold *f;
 
-	h = tr_fnv1a(kind, strlen(kind), 0xcbf29ce484222325ull);
-	h = tr_fnv1a(&e->cgroup_id, sizeof(e->cgroup_id), h);
-	h = tr_fnv1a(e->daddr, sizeof(e->daddr), h);
-	h = tr_hkey(tr_fnv1a(&port, sizeof(port), h));
-	f = u64map_get(&t->folds, h);
+	memset(&k, 0, sizeof(k));  /* padding takes part in compares */
+	snprintf(k.kind, sizeof(k.kind), "%s", kind);
+	k.cgroup_id = e->cgroup_id;
+	memcpy(k.daddr, e->daddr, sizeof(k.daddr));
+	k.port = side == CS_SIDE_CLIENT ? e->dport : 0;
+	f = kmap_get(&t->folds, &k);
 	if (f) {
 		f->ev = *e;
 		f->count++;
@@ -465,7 +491,7 @@ static void fold_hit(struct tracker *t, const char *kind, const struct cs_event 
 	f->ev = *e;
 	f->kind = kind;
 	f->window_start_ns = now;
-	if (u64map_put(&t->folds, h, f)) {
+	if (kmap_put(&t->folds, &k, f)) {
 		free(f);
 		return;
 	}
@@ -673,7 +699,7 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 
 static struct watch *watch_get(struct tracker *t, const struct cs_event *e, bool create)
 {
-	uint64_t key = tr_hkey(e->cookie);
+	uint64_t key = e->cookie;
 	struct watch *w = u64map_get(&t->watch, key);
 
 	if (w || !create)
@@ -688,12 +714,12 @@ static struct watch *watch_get(struct tracker *t, const struct cs_event *e, bool
 
 static void watch_drop(struct tracker *t, uint64_t cookie)
 {
-	free(u64map_del(&t->watch, tr_hkey(cookie)));
+	free(u64map_del(&t->watch, cookie));
 }
 
 static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entry *c)
 {
-	struct watch *w = u64map_get(&t->watch, tr_hkey(e->cookie));
+	struct watch *w = u64map_get(&t->watch, e->cookie);
 	int side = tr_side_of(t, e);
 	const char *outcome = outcome_of(t, e, side);
 	bool reset = e->close_cause == CS_CLOSE_RST_IN || e->close_cause == CS_CLOSE_RST_OUT;
@@ -703,7 +729,7 @@ static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entr
 		a->dirty++;
 		if ((e->flags & CS_F_WAS_EST) && !(e->flags & CS_F_OPEN)) {
 			bool counted = !(e->flags & CS_F_MIDWAY) ||
-				       u64map_del(&t->snap_est, tr_hkey(e->cookie));
+				       u64map_del(&t->snap_est, e->cookie);
 
 			a->closed++;
 			if (counted)
@@ -761,7 +787,7 @@ void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t establish
 
 bool track_cgroup_gone(struct tracker *t, uint64_t cgroup_id)
 {
-	struct cg_entry *c = u64map_get(&t->cgroups, tr_hkey(cgroup_id));
+	struct cg_entry *c = u64map_get(&t->cgroups, cgroup_id);
 	char path[1024];
 	struct stat st;
 
@@ -792,9 +818,13 @@ void track_event(struct tracker *t, const struct cs_event *e)
 	if (!port_match(t, e))
 		return;
 	c = tr_cgroup(t, e->cgroup_id);
-	if (c && c->pod.known)
+	if (!c) {
+		t->dropped++;  /* no memory for the cgroup's entry */
+		return;
+	}
+	if (c->pod.known)
 		ct_learn_pod(t, e, &c->pod);
-	if (!c || !c->match)
+	if (!c->match)
 		return;
 
 	switch (e->type) {
@@ -888,12 +918,12 @@ static void release_closes(struct tracker *t, uint64_t before)
 
 void track_flush(struct tracker *t)
 {
-	uint64_t k;
+	const void *k;
 	void *v;
 
 	release_closes(t, UINT64_MAX);
 	/* Repeats still folded in an open window are reported, not dropped. */
-	for (size_t i = 0; u64map_next(&t->folds, &i, &k, &v);) {
+	for (size_t i = 0; kmap_next(&t->folds, &i, &k, &v);) {
 		struct fold *f = v;
 
 		if (f->count)
@@ -904,7 +934,7 @@ void track_flush(struct tracker *t)
 
 void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
 {
-	uint64_t now = cs_mono_ns();
+	uint64_t now = tr_now(t);
 
 	for (int i = 0; i < n; i++) {
 		struct cs_event e = {0};
@@ -932,12 +962,12 @@ void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
 		if (!c || !c->match)
 			continue;
 		/* Counted active once; its close (a MIDWAY edge) takes it back. */
-		if (c->agg && !u64map_get(&t->snap_est, tr_hkey(e.cookie)) &&
-		    !u64map_put(&t->snap_est, tr_hkey(e.cookie), (void *)1)) {
+		if (c->agg && !u64map_get(&t->snap_est, e.cookie) &&
+		    !u64map_put(&t->snap_est, e.cookie, (void *)1)) {
 			c->agg->active++;
 			c->agg->dirty++;
 		}
-		if (s[i].state != CS_TCP_CLOSE_WAIT || u64map_get(&t->watch, tr_hkey(e.cookie)))
+		if (s[i].state != CS_TCP_CLOSE_WAIT || u64map_get(&t->watch, e.cookie))
 			continue;
 		w = watch_get(t, &e, true);
 		if (!w)
@@ -954,18 +984,20 @@ void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
 
 void track_tick(struct tracker *t)
 {
-	uint64_t now = cs_mono_ns(), k;
+	uint64_t now = tr_now(t), k;
 	struct watch *stuck[256];
 	uint64_t inos[256], cookies[256];
 	int nstuck = 0;
+	const void *fk;
 	void *v;
 
 	release_closes(t, now > HOLD_NS ? now - HOLD_NS : 0);
-	tls_tick(t, now);
-	ct_tick(t, now);
+	for (const struct track_part *const *p = track_parts; *p; p++)
+		if ((*p)->tick)
+			(*p)->tick(t, now);
 
 	/* Reset the gauges; the watch list is their truth. */
-	for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);) {
+	for (size_t i = 0; kmap_next(&t->aggs, &i, &fk, &v);) {
 		struct pod_agg *a = v;
 
 		a->cw_current = a->cw_stuck = 0;
@@ -1047,7 +1079,7 @@ void track_tick(struct tracker *t)
 		free(sh);
 	}
 	/* Folded findings whose window ended. */
-	for (size_t i = 0; u64map_next(&t->folds, &i, &k, &v);) {
+	for (size_t i = 0; kmap_next(&t->folds, &i, &fk, &v);) {
 		struct fold *f = v;
 
 		if (tr_elapsed(now, f->window_start_ns) < t->fold_window_ns)
@@ -1057,7 +1089,7 @@ void track_tick(struct tracker *t)
 			f->count = 0;
 			f->window_start_ns = now;
 		} else {
-			free(u64map_del(&t->folds, k));
+			free(kmap_del(&t->folds, fk));
 		}
 	}
 }
@@ -1091,8 +1123,9 @@ static void summary_record(struct tracker *t, struct pod_agg *a)
 	cJSON_AddNumberToObject(cw, "current", (double)a->cw_current);
 	cJSON_AddNumberToObject(cw, "stuck", (double)a->cw_stuck);
 	cJSON_AddNumberToObject(cw, "max_age_s", (double)(int64_t)(a->cw_max_age_s * 10) / 10);
-	tls_summary(o, a);
-	h2_summary(t, o, a);
+	for (const struct track_part *const *p = track_parts; *p; p++)
+		if ((*p)->summary)
+			(*p)->summary(t, o, a);
 	cJSON_AddNumberToObject(o, "findings", (double)a->findings);
 	memcpy(sorted, a->remotes, sizeof(sorted[0]) * n);
 	qsort(sorted, n, sizeof(sorted[0]), remote_cmp);
@@ -1119,10 +1152,10 @@ static void summary_record(struct tracker *t, struct pod_agg *a)
 
 void track_summaries(struct tracker *t, bool all)
 {
-	uint64_t k;
+	const void *k;
 	void *v;
 
-	for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);) {
+	for (size_t i = 0; kmap_next(&t->aggs, &i, &k, &v);) {
 		struct pod_agg *a = v;
 
 		if (!all && !a->dirty && !a->cw_current && a->active <= 0)
@@ -1135,13 +1168,13 @@ void track_summaries(struct tracker *t, bool all)
 int track_pods(struct tracker *t, struct pod_agg ***out)
 {
 	struct pod_agg **arr = calloc(t->aggs.len + 1, sizeof(*arr));
-	uint64_t k;
+	const void *k;
 	void *v;
 	int n = 0;
 
 	if (!arr)
 		return -1;
-	for (size_t i = 0; u64map_next(&t->aggs, &i, &k, &v);)
+	for (size_t i = 0; kmap_next(&t->aggs, &i, &k, &v);)
 		arr[n++] = v;
 	*out = arr;
 	return n;

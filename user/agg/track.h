@@ -73,8 +73,7 @@ struct remote_agg {
 };
 
 struct pod_agg {
-	uint64_t hkey;
-	char key[320];
+	char key[320];        /* pods_key(), zero-padded: the tracker's map key */
 	struct pod_info pod;  /* container cleared when the pod has several */
 	uint64_t opened, closed, refused, timeouts, resets, failed, findings;
 	int64_t active;
@@ -102,10 +101,16 @@ typedef void (*track_sink)(cJSON *rec, void *arg);
 
 struct tracker;
 
+/* The tracker's time, monotonic ns: its timers (CLOSE_WAIT age, connect and TLS
+ * timeouts, folding windows, HTTP/2 windows) read nothing else. Live: the
+ * monotonic clock (the default); replay: packet time; tests: whatever they feed. */
+typedef uint64_t (*track_clock_fn)(void *arg);
+
 /* want_connections: build `connection` records (trace, daemon); top does not. */
 struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 			  bool want_connections, track_sink sink, void *sink_arg);
 void track_free(struct tracker *t);
+void track_set_clock(struct tracker *t, track_clock_fn now, void *arg);
 /* Replay: pods come from pod_fn (an id the caller hands out per pod or address, in
  * cs_event.cgroup_id) instead of cgroup2; connection records say which capture file
  * and packet each connection started at (cookie: (file index + 1) << 48 | packet
@@ -168,5 +173,7 @@ uint64_t track_ct_evictions(const struct tracker *t);
 /* For top: the pod aggregates. */
 int track_pods(struct tracker *t, struct pod_agg ***out);
 uint64_t track_events(const struct tracker *t);
+/* Edges the tracker could not keep (out of memory): part of replay's stats.lost. */
+uint64_t track_dropped(const struct tracker *t);
 
 #endif

@@ -25,22 +25,34 @@
 #define POD_ADDRS_MAX 16384           /* pod addresses remembered */
 #define CT_KEEP_NS (5 * NS_PER_SEC)     /* a finished entry stays joinable this long */
 
+/* A conntrack tuple, as the maps key it: whole, so no two flows can share an entry. */
+struct tuple_key {
+	uint8_t l3;
+	uint8_t src[16], dst[16];
+	uint16_t sport, dport;
+};
+
 struct ct_entry {
 	struct ct_event ev;       /* the latest edge */
 	uint64_t first_ns, end_ns, cw_since_ns;
-	uint64_t korig, kreply;
+	struct tuple_key korig, kreply;
 	bool joined;              /* a local socket's record carried it */
 	bool cw_reported;
 };
 
-static uint64_t tuple_key(const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport,
-			  uint8_t l3)
+static struct tuple_key tuple_key(const uint8_t *src, uint16_t sport, const uint8_t *dst,
+				  uint16_t dport, uint8_t l3)
 {
-	uint64_t h = tr_fnv1a(src, l3 == AF_INET6 ? 16 : 4, 0xcbf29ce484222325ull ^ l3);
+	struct tuple_key k;
+	size_t n = l3 == AF_INET6 ? 16 : 4;
 
-	h = tr_fnv1a(&sport, 2, h);
-	h = tr_fnv1a(dst, l3 == AF_INET6 ? 16 : 4, h);
-	return tr_hkey(tr_fnv1a(&dport, 2, h));
+	memset(&k, 0, sizeof(k));  /* padding and unused address bytes take part in compares */
+	k.l3 = l3;
+	memcpy(k.src, src, n);
+	memcpy(k.dst, dst, n);
+	k.sport = sport;
+	k.dport = dport;
+	return k;
 }
 
 static bool translated(const struct ct_event *e)
@@ -53,10 +65,10 @@ static bool translated(const struct ct_event *e)
 
 static void entry_drop(struct tracker *t, struct ct_entry *c)
 {
-	if (u64map_get(&t->ct_orig, c->korig) == c)
-		u64map_del(&t->ct_orig, c->korig);
-	if (u64map_get(&t->ct_reply, c->kreply) == c)
-		u64map_del(&t->ct_reply, c->kreply);
+	if (kmap_get(&t->ct_orig, &c->korig) == c)
+		kmap_del(&t->ct_orig, &c->korig);
+	if (kmap_get(&t->ct_reply, &c->kreply) == c)
+		kmap_del(&t->ct_reply, &c->kreply);
 	free(c);
 }
 
@@ -76,30 +88,49 @@ static const char *state_name(uint8_t s)
 	return s < sizeof(names) / sizeof(names[0]) ? names[s] : "UNKNOWN";
 }
 
-static uint64_t addr_key(uint8_t l3, const uint8_t *a)
+struct addr_key {
+	uint8_t l3;
+	uint8_t a[16];
+};
+
+static struct addr_key addr_key(uint8_t l3, const uint8_t *a)
 {
-	return tr_hkey(tr_fnv1a(a, l3 == AF_INET6 ? 16 : 4, 0x84222325cbf29ce4ull ^ l3));
+	struct addr_key k;
+
+	memset(&k, 0, sizeof(k));
+	k.l3 = l3;
+	memcpy(k.a, a, l3 == AF_INET6 ? 16 : 4);
+	return k;
+}
+
+static void ct_init(struct tracker *t)
+{
+	kmap_init(&t->ct_orig, sizeof(struct tuple_key), NULL);
+	kmap_init(&t->ct_reply, sizeof(struct tuple_key), NULL);
+	kmap_init(&t->pod_addrs, sizeof(struct addr_key), NULL);
 }
 
 void ct_learn_pod(struct tracker *t, const struct cs_event *e, const struct pod_info *p)
 {
 	uint8_t l3 = e->family == AF_INET6 ? AF_INET6 : AF_INET;
-	uint64_t k = addr_key(l3, e->saddr);
+	struct addr_key k = addr_key(l3, e->saddr);
 	char *name;
 
-	if (t->o->conntrack == CT_OFF || t->replay || u64map_get(&t->pod_addrs, k) ||
+	if (t->o->conntrack == CT_OFF || t->replay || kmap_get(&t->pod_addrs, &k) ||
 	    t->pod_addrs.len >= POD_ADDRS_MAX)
 		return;
 	if (asprintf(&name, "%s/%s", p->namespace_, p->name) < 0)
 		return;
-	if (u64map_put(&t->pod_addrs, k, name))
+	if (kmap_put(&t->pod_addrs, &k, name))
 		free(name);
 }
 
 /* The pod that owns an address, if one of its sockets was seen here. */
 static const char *pod_of(struct tracker *t, uint8_t l3, const uint8_t *a)
 {
-	return u64map_get(&t->pod_addrs, addr_key(l3, a));
+	struct addr_key k = addr_key(l3, a);
+
+	return kmap_get(&t->pod_addrs, &k);
 }
 
 /* "nat": {"orig_dst": {ip, port}, "reply_src": {ip, port, pod}, "state", "source"} */
@@ -125,15 +156,17 @@ static struct ct_entry *lookup(struct tracker *t, const struct cs_event *e)
 {
 	struct ct_entry *c;
 	uint8_t l3 = e->family == AF_INET6 ? AF_INET6 : AF_INET;
+	struct tuple_key k;
 
 	if (!t->ct_on)
 		return NULL;
+	k = tuple_key(e->saddr, e->sport, e->daddr, e->dport, l3);
 	/* The client: it dialled orig.dst (the VIP). */
-	c = u64map_get(&t->ct_orig, tuple_key(e->saddr, e->sport, e->daddr, e->dport, l3));
+	c = kmap_get(&t->ct_orig, &k);
 	if (c)
 		return c;
 	/* The backend: its socket is the reply tuple's source. */
-	return u64map_get(&t->ct_reply, tuple_key(e->saddr, e->sport, e->daddr, e->dport, l3));
+	return kmap_get(&t->ct_reply, &k);
 }
 
 void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v)
@@ -202,8 +235,8 @@ static void forwarded_record(struct tracker *t, struct ct_entry *c)
 void track_ct_event(struct tracker *t, const struct ct_event *e)
 {
 	uint8_t l3 = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
-	uint64_t ko = tuple_key(e->orig.src, e->orig.sport, e->orig.dst, e->orig.dport, l3);
-	struct ct_entry *c = u64map_get(&t->ct_orig, ko);
+	struct tuple_key ko = tuple_key(e->orig.src, e->orig.sport, e->orig.dst, e->orig.dport, l3);
+	struct ct_entry *c = kmap_get(&t->ct_orig, &ko);
 
 	t->ct_on = true;
 	t->ct_events++;
@@ -221,7 +254,7 @@ void track_ct_event(struct tracker *t, const struct ct_event *e)
 		c->korig = ko;
 		/* The backend's socket: reply.src -> reply.dst. */
 		c->kreply = tuple_key(e->reply.src, e->reply.sport, e->reply.dst, e->reply.dport, l3);
-		if (u64map_put(&t->ct_orig, ko, c) || u64map_put(&t->ct_reply, c->kreply, c)) {
+		if (kmap_put(&t->ct_orig, &ko, c) || kmap_put(&t->ct_reply, &c->kreply, c)) {
 			entry_drop(t, c);
 			return;
 		}
@@ -270,14 +303,14 @@ static void ct_close_wait_finding(struct tracker *t, struct ct_entry *c, uint64_
 	tr_emit(t, o);
 }
 
-void ct_tick(struct tracker *t, uint64_t now)
+static void ct_tick(struct tracker *t, uint64_t now)
 {
 	/* Forwarded flows belong to no pod: not reported under a pod filter. */
 	bool unfiltered = !t->o->pod && !t->o->ns;
-	uint64_t k;
+	const void *k;
 	void *v;
 
-	for (size_t i = 0; u64map_next(&t->ct_orig, &i, &k, &v);) {
+	for (size_t i = 0; kmap_next(&t->ct_orig, &i, &k, &v);) {
 		struct ct_entry *c = v;
 
 		if (unfiltered && c->cw_since_ns && !c->cw_reported && !c->joined && !c->end_ns &&
@@ -295,18 +328,18 @@ void ct_tick(struct tracker *t, uint64_t now)
 	}
 }
 
-void ct_free_all(struct tracker *t)
+static void ct_free_all(struct tracker *t)
 {
-	uint64_t k;
+	const void *k;
 	void *v;
 
-	for (size_t i = 0; u64map_next(&t->ct_orig, &i, &k, &v);)
+	for (size_t i = 0; kmap_next(&t->ct_orig, &i, &k, &v);)
 		free(v);
-	u64map_free(&t->ct_orig);
-	u64map_free(&t->ct_reply);
-	for (size_t i = 0; u64map_next(&t->pod_addrs, &i, &k, &v);)
+	kmap_free(&t->ct_orig);
+	kmap_free(&t->ct_reply);
+	for (size_t i = 0; kmap_next(&t->pod_addrs, &i, &k, &v);)
 		free(v);
-	u64map_free(&t->pod_addrs);
+	kmap_free(&t->pod_addrs);
 }
 
 /* ---- conntrack_pressure ---- */
@@ -314,7 +347,7 @@ void ct_free_all(struct tracker *t)
 void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t drops,
 		       uint64_t insert_failed, uint64_t early_drops)
 {
-	uint64_t now = cs_mono_ns();
+	uint64_t now = tr_now(t);
 	double full = max ? (double)count / (double)max : 0, rate = 0;
 	uint64_t new_drops = t->ct_have_stat ? drops - t->ct_drops : 0;
 	uint64_t new_fail = t->ct_have_stat ? insert_failed - t->ct_insert_failed : 0;
@@ -374,3 +407,10 @@ uint64_t track_ct_evictions(const struct tracker *t)
 {
 	return t->ct_evictions;
 }
+
+const struct track_part ct_part = {
+	.name = "conntrack",
+	.init = ct_init,
+	.tick = ct_tick,
+	.free_all = ct_free_all,
+};

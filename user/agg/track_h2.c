@@ -51,7 +51,7 @@ static bool we_are_client(const struct h2_conn *c)
 	return c->client_dir == H2_LOCAL_OUT;
 }
 
-void h2_free_all(struct tracker *t)
+static void h2_free_all(struct tracker *t)
 {
 	uint64_t k;
 	void *v;
@@ -61,7 +61,7 @@ void h2_free_all(struct tracker *t)
 	u64map_free(&t->h2);
 }
 
-void h2_agg_free(struct pod_agg *a)
+static void h2_agg_free(struct pod_agg *a)
 {
 	for (int i = 0; i < a->nh2_remotes; i++)
 		free(a->h2_remotes[i]);
@@ -328,7 +328,7 @@ static void add_deltas(struct pod_agg *a, struct h2_state *hs, const struct h2_c
 
 void track_h2_event(struct tracker *t, const struct h2_event *e)
 {
-	uint64_t key = tr_hkey(e->cookie);
+	uint64_t key = e->cookie;
 	struct h2_state *hs;
 	struct cg_entry *c;
 
@@ -390,7 +390,7 @@ void track_h2_event(struct tracker *t, const struct h2_event *e)
 
 struct h2_state *h2_take(struct tracker *t, uint64_t cookie)
 {
-	return u64map_del(&t->h2, tr_hkey(cookie));
+	return u64map_del(&t->h2, cookie);
 }
 
 static uint8_t end_of(const struct h2_state *hs, const struct cs_event *close)
@@ -461,9 +461,9 @@ void h2_view(const struct h2_state *hs, struct conn_view *v)
 
 /* ---- summaries ---- */
 
-void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
+static void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
 {
-	uint64_t now = cs_mono_ns();
+	uint64_t now = tr_now(t);
 	struct h2_window w, all = { 0 };
 	cJSON *h2, *win, *rem;
 
@@ -519,3 +519,10 @@ double h2_streams_per_conn(const struct pod_agg *a)
 {
 	return a->h2.connections ? (double)a->h2.streams / a->h2.connections : -1;
 }
+
+const struct track_part h2_part = {
+	.name = "h2",
+	.summary = h2_summary,
+	.agg_free = h2_agg_free,
+	.free_all = h2_free_all,
+};

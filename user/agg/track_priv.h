@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
-/* The tracker's insides, shared by its parts (track.c: TCP, track_tls.c: TLS). */
+/* The tracker's insides, shared by its core (track.c: pods, TCP, findings, emit) and
+ * its parts (track_tls.c, track_h2.c, track_ct.c, listed in track_parts.c). */
 #ifndef CONNSCOPE_TRACK_PRIV_H
 #define CONNSCOPE_TRACK_PRIV_H
 
@@ -7,6 +8,7 @@
 #include "h2_events.h"
 #include "procfd.h"
 #include "track.h"
+#include "kmap.h"
 #include "u64map.h"
 
 #define NS_PER_SEC 1000000000ull
@@ -47,12 +49,15 @@ struct tracker {
 	bool want_conns;
 	track_sink sink;
 	void *sink_arg;
+	track_clock_fn clock;
+	void *clock_arg;
 	struct u64map cgroups;  /* cgroup id -> cg_entry */
-	struct u64map aggs;     /* hkey -> pod_agg */
+	struct kmap aggs;       /* pod key (pods_key, zero-padded) -> pod_agg */
 	struct u64map watch;    /* cookie -> watch */
-	struct u64map folds;    /* hash -> fold */
+	struct kmap folds;      /* struct fold_key -> fold */
 	struct u64map snap_est; /* cookies of pre-existing ESTABLISHED sockets counted active */
 	uint64_t events;
+	uint64_t dropped;       /* edges not kept: no memory for their cgroup's entry */
 	/* Closes held back briefly: an abortive close sends its RST after CLOSE. */
 	struct cs_event *pending;
 	size_t npending, cap_pending;
@@ -67,9 +72,9 @@ struct tracker {
 	uint64_t h2_window_ns;
 	/* Conntrack (track_ct.c) */
 	bool ct_on;
-	struct u64map ct_orig;  /* orig tuple -> ct_entry */
-	struct u64map ct_reply; /* reply tuple (the backend's socket) -> the same */
-	struct u64map pod_addrs;/* a pod's own address -> "ns/name" (malloc'd) */
+	struct kmap ct_orig;    /* orig tuple -> ct_entry */
+	struct kmap ct_reply;   /* reply tuple (the backend's socket) -> the same */
+	struct kmap pod_addrs;  /* a pod's own address -> "ns/name" (malloc'd) */
 	uint64_t ct_events, ct_evictions;
 	bool ct_have_stat;
 	uint64_t ct_count, ct_max, ct_stat_ns, ct_drops, ct_insert_failed, ct_early_drops,
@@ -122,9 +127,9 @@ struct h2_state {
 	bool goaway_counted, goaway_error_reported;
 };
 
-uint64_t tr_fnv1a(const void *p, size_t n, uint64_t h);
-uint64_t tr_hkey(uint64_t h);
 struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid);
+/* Now, on the tracker's clock (track_set_clock). */
+uint64_t tr_now(const struct tracker *t);
 double tr_secs3(double s);
 int tr_family(const struct cs_event *e);
 uint64_t tr_elapsed(uint64_t now, uint64_t since);
@@ -138,23 +143,33 @@ cJSON *tr_finding_new(struct tracker *t, const char *kind, const char *severity,
 void tr_emit(struct tracker *t, cJSON *rec);
 void tr_message(cJSON *o, const char *msg);
 
+/* A part of the tracker (TLS, HTTP/2, conntrack): the hooks the core calls for
+ * every part alike, in the order of track_parts (user/agg/track_parts.c). Any hook
+ * may be NULL. */
+struct track_part {
+	const char *name;
+	void (*init)(struct tracker *t);                 /* at track_new */
+	void (*tick)(struct tracker *t, uint64_t now);   /* timers, from track_tick */
+	/* Its member of a pod's summary record. */
+	void (*summary)(struct tracker *t, cJSON *o, const struct pod_agg *a);
+	void (*agg_free)(struct pod_agg *a);             /* what it holds in a pod */
+	void (*free_all)(struct tracker *t);             /* at track_free */
+};
+
+extern const struct track_part *const track_parts[]; /* NULL-terminated */
+extern const struct track_part tls_part, h2_part, ct_part;
+
 /* track_tls.c, called by track.c */
 struct conn_view;
 struct tls_conn *tls_take(struct tracker *t, uint64_t cookie);
 void tls_close(struct tracker *t, struct tls_conn *tc, const struct cs_event *close);
 void tls_view(const struct tls_conn *tc, struct conn_view *v);
-void tls_tick(struct tracker *t, uint64_t now);
-void tls_summary(cJSON *o, const struct pod_agg *a);
-void tls_free_all(struct tracker *t);
 void tls_free(struct tls_conn *tc);
 
 /* track_h2.c, called by track.c */
 struct h2_state *h2_take(struct tracker *t, uint64_t cookie);
 void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *close);
 void h2_view(const struct h2_state *hs, struct conn_view *v);
-void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a);
-void h2_free_all(struct tracker *t);
-void h2_agg_free(struct pod_agg *a);
 
 /* track_ct.c, called by track.c */
 void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v);
@@ -163,7 +178,5 @@ void ct_finding_nat(struct tracker *t, cJSON *o, const struct cs_event *e);
 void ct_learn_pod(struct tracker *t, const struct cs_event *e, const struct pod_info *p);
 /* A socket of this node took part in the flow (an edge of it was seen). */
 void ct_socket_seen(struct tracker *t, const struct cs_event *e);
-void ct_tick(struct tracker *t, uint64_t now);
-void ct_free_all(struct tracker *t);
 
 #endif

@@ -40,7 +40,7 @@ void tls_free(struct tls_conn *tc)
 	free(tc);
 }
 
-void tls_free_all(struct tracker *t)
+static void tls_free_all(struct tracker *t)
 {
 	uint64_t k;
 	void *v;
@@ -325,7 +325,7 @@ static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_m
 
 static void end_handshake(struct tracker *t, struct tls_conn *tc, uint8_t outcome)
 {
-	u64map_del(&t->tls_hs, tr_hkey(tc->ev.cookie));
+	u64map_del(&t->tls_hs, tc->ev.cookie);
 	if (tc->outcome == TLS_OUT_PROGRESS || tc->outcome == TLS_OUT_TIMEOUT)
 		tc->outcome = outcome;
 	parse_hellos(tc);
@@ -334,7 +334,7 @@ static void end_handshake(struct tracker *t, struct tls_conn *tc, uint8_t outcom
 
 void track_tls_event(struct tracker *t, const struct tls_event *e)
 {
-	uint64_t key = tr_hkey(e->cookie);
+	uint64_t key = e->cookie;
 	struct tls_conn *tc = u64map_get(&t->tls, key);
 
 	if (e->type == TLS_EV_START) {
@@ -394,7 +394,7 @@ void track_tls_event(struct tracker *t, const struct tls_event *e)
 
 void track_tls_alpn(struct tracker *t, uint64_t cookie, const char *alpn)
 {
-	struct tls_conn *tc = u64map_get(&t->tls, tr_hkey(cookie));
+	struct tls_conn *tc = u64map_get(&t->tls, cookie);
 
 	if (!tc)
 		return;
@@ -404,7 +404,7 @@ void track_tls_alpn(struct tracker *t, uint64_t cookie, const char *alpn)
 }
 
 /* Handshakes still on past --tls-timeout: a finding now, while they are open. */
-void tls_tick(struct tracker *t, uint64_t now)
+static void tls_tick(struct tracker *t, uint64_t now)
 {
 	uint64_t k;
 	void *v;
@@ -426,7 +426,7 @@ void tls_tick(struct tracker *t, uint64_t now)
 
 struct tls_conn *tls_take(struct tracker *t, uint64_t cookie)
 {
-	uint64_t key = tr_hkey(cookie);
+	uint64_t key = cookie;
 
 	u64map_del(&t->tls_hs, key);
 	return u64map_del(&t->tls, key);
@@ -481,10 +481,11 @@ static void stats_json(cJSON *o, const struct tls_stats *s)
 }
 
 /* The summary's tls object: null when the pod has had no TLS handshake. */
-void tls_summary(cJSON *o, const struct pod_agg *a)
+static void tls_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
 {
 	cJSON *tls, *dests;
 
+	(void)t;
 	if (!a->tls.handshakes) {
 		cJSON_AddNullToObject(o, "tls");
 		return;
@@ -501,3 +502,19 @@ void tls_summary(cJSON *o, const struct pod_agg *a)
 	}
 	cJSON_AddNumberToObject(tls, "destination_evictions", (double)a->tls_dest_evictions);
 }
+
+static void tls_agg_free(struct pod_agg *a)
+{
+	free(a->tls.ms);
+	for (int j = 0; j < a->ntls_dests; j++)
+		free(a->tls_dests[j].st.ms);
+	free(a->tls_dests);
+}
+
+const struct track_part tls_part = {
+	.name = "tls",
+	.tick = tls_tick,
+	.summary = tls_summary,
+	.agg_free = tls_agg_free,
+	.free_all = tls_free_all,
+};

@@ -14,8 +14,18 @@ static size_t slot(uint64_t key, size_t cap)
 	return key & (cap - 1);
 }
 
+/* 0 and U64MAP_TOMB mark slots: keys with those values are kept aside. */
+static int special(uint64_t key)
+{
+	return key == 0 ? 0 : key == U64MAP_TOMB ? 1 : -1;
+}
+
 void *u64map_get(const struct u64map *m, uint64_t key)
 {
+	int s = special(key);
+
+	if (s >= 0)
+		return m->has_special[s] ? m->special[s] : NULL;
 	if (!m->cap)
 		return NULL;
 	for (size_t i = slot(key, m->cap), n = 0; n < m->cap; i = (i + 1) & (m->cap - 1), n++) {
@@ -47,7 +57,8 @@ static int grow(struct u64map *m)
 		return -1;
 	}
 	m->cap = ncap;
-	m->used = m->len = 0;
+	m->used = 0;
+	m->len = m->has_special[0] + m->has_special[1];
 	for (size_t i = 0; i < ocap; i++)
 		if (okeys[i] && okeys[i] != U64MAP_TOMB)
 			u64map_put(m, okeys[i], ovals[i]);
@@ -59,7 +70,14 @@ static int grow(struct u64map *m)
 int u64map_put(struct u64map *m, uint64_t key, void *val)
 {
 	size_t tomb = SIZE_MAX;
+	int s = special(key);
 
+	if (s >= 0) {
+		m->len += !m->has_special[s];
+		m->has_special[s] = true;
+		m->special[s] = val;
+		return 0;
+	}
 	if ((m->used + 1) * 10 >= m->cap * 7 && grow(m))
 		return -1;
 	for (size_t i = slot(key, m->cap);; i = (i + 1) & (m->cap - 1)) {
@@ -84,6 +102,18 @@ int u64map_put(struct u64map *m, uint64_t key, void *val)
 
 void *u64map_del(struct u64map *m, uint64_t key)
 {
+	int s = special(key);
+
+	if (s >= 0) {
+		void *v = m->special[s];
+
+		if (!m->has_special[s])
+			return NULL;
+		m->has_special[s] = false;
+		m->special[s] = NULL;
+		m->len--;
+		return v;
+	}
 	if (!m->cap)
 		return NULL;
 	for (size_t i = slot(key, m->cap), n = 0; n < m->cap; i = (i + 1) & (m->cap - 1), n++) {
@@ -109,6 +139,17 @@ int u64map_next(const struct u64map *m, size_t *pos, uint64_t *key, void **val)
 		if (k && k != U64MAP_TOMB) {
 			*key = k;
 			*val = m->vals[*pos];
+			(*pos)++;
+			return 1;
+		}
+	}
+	/* Then the two kept aside, at positions cap and cap + 1. */
+	for (; *pos < m->cap + 2; (*pos)++) {
+		int s = (int)(*pos - m->cap);
+
+		if (m->has_special[s]) {
+			*key = s ? U64MAP_TOMB : 0;
+			*val = m->special[s];
 			(*pos)++;
 			return 1;
 		}

@@ -68,61 +68,43 @@ struct live {
 	int metrics_fd;
 };
 
+/* The tool's own counters, summed over every program that can drop: the stats
+ * record, /metrics and top all read them here, so a name means one thing. */
+static void self_counters(struct live *lv, struct stats_rec *sc)
+{
+	sc->events = loader_counter(&lv->L, CS_CNT_EVENTS);
+	sc->ringbuf_full = loader_counter(&lv->L, CS_CNT_LOST) + loader_tls_counter(&lv->L, 1) +
+			   (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_LOST) : 0);
+	sc->missed_runs = loader_prog_misses(&lv->L);
+	sc->lost = sc->ringbuf_full + sc->missed_runs;
+	sc->map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL) + loader_tls_counter(&lv->L, 2) +
+		       (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_MAP_FULL) : 0);
+	sc->child_races = loader_counter(&lv->L, CS_CNT_CHILD_RACE);
+	sc->parser_desync = loader_tls_counter(&lv->L, 3) + loader_tls_counter(&lv->L, 4) +
+			    (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_DESYNC) : 0);
+}
+
 static void stats_record(struct live *lv, const char *phase)
 {
-	cJSON *o = out_record("stats", cs_real_ns());
-	uint64_t rb_lost = loader_counter(&lv->L, CS_CNT_LOST);
-	uint64_t missed = loader_prog_misses(&lv->L);
+	struct stats_rec s = {
+		.ts_real = cs_real_ns(),
+		.phase = phase,
+		.cpu_ms = (double)(int64_t)cpu_ms(),
+		.bpf_ms = loader_bpf_runtime_ns(&lv->L) / 1000000,
+		.consumed = lv->t ? track_events(lv->t) : 0,
+		.attach = mode_name(lv->L.mode),
+		.tls_cgroup = lv->L.tls ? lv->L.tls_cgroup : NULL,
+		.ct.watcher = ctwatch_describe(lv->ct),
+		.ct.evictions = lv->t ? track_ct_evictions(lv->t) : 0,
+		.stacks.mode = holders_mode_name((enum hs_stack_mode)lv->o->stacks),
+		.holders = holders_describe(lv->hold),
+		.uptime_s = (double)(int64_t)((cs_mono_ns() - lv->start_ns) / 1000000) / 1000,
+	};
 
-	cJSON_AddStringToObject(o, "phase", phase);
-	cJSON_AddNumberToObject(o, "events", (double)loader_counter(&lv->L, CS_CNT_EVENTS));
-	rb_lost += loader_tls_counter(&lv->L, 1);
-	if (lv->h2u)
-		rb_lost += h2u_counter(lv->h2u, H2U_CNT_LOST);
-	cJSON_AddNumberToObject(o, "lost", (double)(rb_lost + missed));
-	cJSON_AddNumberToObject(o, "ringbuf_full", (double)rb_lost);
-	cJSON_AddNumberToObject(o, "missed_runs", (double)missed);
-	cJSON_AddNumberToObject(o, "map_full", (double)(loader_counter(&lv->L, CS_CNT_MAP_FULL) +
-						       loader_tls_counter(&lv->L, 2) +
-						       (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_MAP_FULL) : 0)));
-	cJSON_AddNumberToObject(o, "child_races", (double)loader_counter(&lv->L, CS_CNT_CHILD_RACE));
-	cJSON_AddNumberToObject(o, "parser_desync", (double)(loader_tls_counter(&lv->L, 3) +
-							    loader_tls_counter(&lv->L, 4) +
-							    (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_DESYNC) : 0)));
-	cJSON_AddNumberToObject(o, "cpu_ms", (double)(int64_t)cpu_ms());
-	cJSON_AddNumberToObject(o, "bpf_ms", (double)(loader_bpf_runtime_ns(&lv->L) / 1000000));
-	cJSON_AddNumberToObject(o, "consumed", (double)(lv->t ? track_events(lv->t) : 0));
-	cJSON_AddStringToObject(o, "attach", mode_name(lv->L.mode));
-	if (lv->L.tls)
-		cJSON_AddStringToObject(o, "tls_cgroup", lv->L.tls_cgroup);
-	else
-		cJSON_AddNullToObject(o, "tls_cgroup");
-	{
-		uint64_t ev, lost, full, mev;
-
-		ctwatch_counters(lv->ct, &ev, &lost, &full, &mev);
-		cJSON *ct = cJSON_AddObjectToObject(o, "conntrack");
-
-		cJSON_AddStringToObject(ct, "watcher", ctwatch_describe(lv->ct));
-		cJSON_AddNumberToObject(ct, "events", (double)ev);
-		cJSON_AddNumberToObject(ct, "lost", (double)lost);
-		cJSON_AddNumberToObject(ct, "map_full", (double)full);
-		cJSON_AddNumberToObject(ct, "map_evictions", (double)mev);
-		cJSON_AddNumberToObject(ct, "evictions", (double)(lv->t ? track_ct_evictions(lv->t) : 0));
-	}
-	{
-		uint64_t cap = 0, drop = 0;
-		cJSON *st = cJSON_AddObjectToObject(o, "stacks");
-
-		holders_counters(lv->hold, &cap, &drop);
-		cJSON_AddStringToObject(st, "mode", holders_mode_name((enum hs_stack_mode)lv->o->stacks));
-		cJSON_AddNumberToObject(st, "captured", (double)cap);
-		cJSON_AddNumberToObject(st, "dropped", (double)drop);
-		cJSON_AddStringToObject(o, "holders", holders_describe(lv->hold));
-	}
-	cJSON_AddNumberToObject(o, "uptime_s",
-				(double)(int64_t)((cs_mono_ns() - lv->start_ns) / 1000000) / 1000);
-	out_emit(o);
+	self_counters(lv, &s);
+	ctwatch_counters(lv->ct, &s.ct.events, &s.ct.lost, &s.ct.map_full, &s.ct.map_evictions);
+	holders_counters(lv->hold, &s.stacks.captured, &s.stacks.dropped);
+	out_stats(&s);
 }
 
 static int on_event(void *ctx, void *data, size_t size)
@@ -223,28 +205,34 @@ static void serve_metrics(struct live *lv)
 {
 	struct pollfd p = { .fd = lv->metrics_fd, .events = POLLIN };
 	struct metrics_self self;
+	struct stats_rec sc = {0};
 
 	if (lv->metrics_fd < 0 || poll(&p, 1, 0) <= 0)
 		return;
 	refresh_counts(lv);
-	self.events = loader_counter(&lv->L, CS_CNT_EVENTS);
-	self.lost = loader_counter(&lv->L, CS_CNT_LOST) + loader_prog_misses(&lv->L);
-	self.map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL);
+	self_counters(lv, &sc);
+	self.events = sc.events;
+	self.lost = sc.lost;
+	self.map_full = sc.map_full;
+	self.parser_desync = sc.parser_desync;
 	self.cpu_ms = cpu_ms();
 	metrics_serve(lv->metrics_fd, lv->t, &self);
 }
 
 static void render_top(struct live *lv, bool final)
 {
-	struct top_stats st = {
-		.events = loader_counter(&lv->L, CS_CNT_EVENTS),
-		.lost = loader_counter(&lv->L, CS_CNT_LOST) + loader_prog_misses(&lv->L),
-		.map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL),
+	struct stats_rec sc = {0};
+	struct top_stats st;
+
+	self_counters(lv, &sc);
+	st = (struct top_stats){
+		.events = sc.events,
+		.lost = sc.lost,
+		.map_full = sc.map_full,
 		.cpu_ms = cpu_ms(),
 		.attach = mode_name(lv->L.mode),
 		.elapsed_s = (cs_mono_ns() - lv->start_ns) / 1e9,
 	};
-
 	refresh_counts(lv);
 	top_render(lv->t, &st, lv->o->interval_s, final);
 }

@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include "jsonw.h"
 
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void jw_init(struct jw *w, char *buf, size_t cap)
@@ -136,6 +140,25 @@ void jw_ms(struct jw *w, const char *k, uint64_t ns)
 			n--;
 		put(w, f, n);
 	}
+}
+
+void jw_num(struct jw *w, const char *k, double val)
+{
+	char tmp[32];
+	double back;
+	int n;
+
+	key(w, k);
+	if (isnan(val) || isinf(val)) {
+		put(w, "null", 4);
+		return;
+	}
+	n = snprintf(tmp, sizeof(tmp), "%1.15g", val);
+	back = strtod(tmp, NULL);
+	/* Reads back equal within the last bit's worth: 15 digits are enough. */
+	if (fabs(back - val) > fmax(fabs(back), fabs(val)) * DBL_EPSILON)
+		n = snprintf(tmp, sizeof(tmp), "%1.17g", val);
+	put(w, tmp, (size_t)n);
 }
 
 void jw_bool(struct jw *w, const char *k, bool val)

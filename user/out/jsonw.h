@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * A small JSON writer for the hot path: `connection` records come at tens of
- * thousands a second, and building them as cJSON trees costs a malloc per field
- * and a printf round trip per number. This writes straight into a buffer.
+ * The one JSON writer: every record goes out through it. Built for the hot path:
+ * `connection` records come at tens of thousands a second, and building them as
+ * cJSON trees costs a malloc per field and a printf round trip per number. This
+ * writes straight into a buffer.
  */
 #ifndef CONNSCOPE_JSONW_H
 #define CONNSCOPE_JSONW_H
@@ -30,6 +31,9 @@ void jw_str(struct jw *w, const char *key, const char *val); /* val NULL -> null
 void jw_u64(struct jw *w, const char *key, uint64_t val);
 /* Nanoseconds as milliseconds with microsecond precision: 12345678 -> 12.345 */
 void jw_ms(struct jw *w, const char *key, uint64_t ns);
+/* A JSON number as the records have always printed it: 15 significant digits, or
+ * 17 when 15 do not read back the same; NaN and infinities as null. */
+void jw_num(struct jw *w, const char *key, double val);
 void jw_bool(struct jw *w, const char *key, bool val);
 void jw_null(struct jw *w, const char *key);
 

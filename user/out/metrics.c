@@ -135,14 +135,20 @@ static void render(FILE *f, struct tracker *t, const struct metrics_self *self)
 		free(pods);
 	fprintf(f, "# HELP connscope_events_total Lifecycle edges the kernel side sent.\n"
 		   "# TYPE connscope_events_total counter\nconnscope_events_total %llu\n"
-		   "# HELP connscope_lost_total Edges that never reached user space.\n"
+		   "# HELP connscope_lost_total Edges that never reached user space (stats.lost: "
+		   "ring buffers full and missed program runs, every program).\n"
 		   "# TYPE connscope_lost_total counter\nconnscope_lost_total %llu\n"
-		   "# HELP connscope_map_full_total Sockets whose state could not be stored.\n"
+		   "# HELP connscope_map_full_total Sockets whose state could not be stored "
+		   "(stats.map_full: every program's bounded maps).\n"
 		   "# TYPE connscope_map_full_total counter\nconnscope_map_full_total %llu\n"
+		   "# HELP connscope_parser_desync_total TLS handshakes and HTTP/2 directions whose "
+		   "boundaries were lost (stats.parser_desync).\n"
+		   "# TYPE connscope_parser_desync_total counter\nconnscope_parser_desync_total %llu\n"
 		   "# HELP connscope_cpu_seconds_total CPU time connscope itself used.\n"
 		   "# TYPE connscope_cpu_seconds_total counter\nconnscope_cpu_seconds_total %.3f\n",
 		(unsigned long long)self->events, (unsigned long long)self->lost,
-		(unsigned long long)self->map_full, self->cpu_ms / 1000);
+		(unsigned long long)self->map_full, (unsigned long long)self->parser_desync,
+		self->cpu_ms / 1000);
 }
 
 static void respond(int c, int code, const char *reason, const char *type, const char *body,

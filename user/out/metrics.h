@@ -6,8 +6,10 @@
 #include <stdint.h>
 #include "track.h"
 
+/* The same counters, with the same meaning, as the stats record's fields of the
+ * same names. */
 struct metrics_self {
-	uint64_t events, lost, map_full;
+	uint64_t events, lost, map_full, parser_desync;
 	double cpu_ms;
 };
 

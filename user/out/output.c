@@ -172,32 +172,70 @@ static void text_summary(const cJSON *o)
 	       num(cw, "current", 0), num(cw, "stuck", 0), num(cw, "max_age_s", 0));
 }
 
-static void text_stats(const cJSON *o)
+/* A cJSON tree through the one JSON writer. */
+static void jw_tree(struct jw *w, const char *k, const cJSON *item)
 {
-	char t[16];
+	const cJSON *c;
 
-	short_time(o, t, sizeof(t));
-	printf("%-12s STATS   phase=%s events=%.0f lost=%.0f map_full=%.0f parser_desync=%.0f "
-	       "cpu_ms=%.0f\n",
-	       t, str(o, "phase", "?"), num(o, "events", 0), num(o, "lost", 0),
-	       num(o, "map_full", 0), num(o, "parser_desync", 0), num(o, "cpu_ms", 0));
+	if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
+		bool obj = cJSON_IsObject(item);
+
+		if (obj)
+			jw_obj(w, k);
+		else
+			jw_arr(w, k);
+		cJSON_ArrayForEach(c, item)
+			jw_tree(w, obj ? c->string : NULL, c);
+		if (obj)
+			jw_end(w);
+		else
+			jw_end_arr(w);
+	} else if (cJSON_IsString(item)) {
+		jw_str(w, k, item->valuestring);
+	} else if (cJSON_IsNumber(item)) {
+		jw_num(w, k, item->valuedouble);
+	} else if (cJSON_IsBool(item)) {
+		jw_bool(w, k, cJSON_IsTrue(item));
+	} else {
+		jw_null(w, k);
+	}
+}
+
+/* One JSON line: fill writes the record; a record too big for the stack buffer (a
+ * summary with many remotes, stats of many files) is written again in one that fits. */
+static void emit_line(void (*fill)(struct jw *w, const void *rec), const void *rec)
+{
+	char stack_buf[8192], *buf = stack_buf;
+	size_t cap = sizeof(stack_buf);
+	struct jw w;
+
+	for (;;) {
+		jw_init(&w, buf, cap);
+		fill(&w, rec);
+		if (!w.overflow)
+			break;
+		if (buf != stack_buf)
+			free(buf);
+		cap *= 4;
+		buf = malloc(cap);
+		if (!buf)
+			return;
+	}
+	fputs(buf, stdout);
+	fputc('\n', stdout);
+	if (buf != stack_buf)
+		free(buf);
+}
+
+static void fill_tree(struct jw *w, const void *rec)
+{
+	jw_tree(w, NULL, rec);
 }
 
 void out_emit(cJSON *o)
 {
 	if (fmt == FMT_JSON) {
-		char buf[8192];
-
-		if (cJSON_PrintPreallocated(o, buf, sizeof(buf), 0)) {
-			fputs(buf, stdout);
-		} else {
-			char *s = cJSON_PrintUnformatted(o);
-
-			if (s)
-				fputs(s, stdout);
-			free(s);
-		}
-		fputc('\n', stdout);
+		emit_line(fill_tree, o);
 	} else {
 		const char *type = str(o, "type", "");
 
@@ -205,8 +243,6 @@ void out_emit(cJSON *o)
 			text_finding(o);
 		else if (!strcmp(type, "summary"))
 			text_summary(o);
-		else if (!strcmp(type, "stats"))
-			text_stats(o);
 	}
 	cJSON_Delete(o);
 }
@@ -453,4 +489,124 @@ void out_connection(const struct conn_view *v)
 void out_flush(void)
 {
 	fflush(stdout);
+}
+
+/* ---- stats ---- */
+
+/* Counters go out as JSON numbers printed from doubles, as they always have. */
+static void jw_cnt(struct jw *w, const char *k, uint64_t v)
+{
+	jw_num(w, k, (double)v);
+}
+
+static void jw_stats_live(struct jw *w, const struct stats_rec *s)
+{
+	jw_cnt(w, "events", s->events);
+	jw_cnt(w, "lost", s->lost);
+	jw_cnt(w, "ringbuf_full", s->ringbuf_full);
+	jw_cnt(w, "missed_runs", s->missed_runs);
+	jw_cnt(w, "map_full", s->map_full);
+	jw_cnt(w, "child_races", s->child_races);
+	jw_cnt(w, "parser_desync", s->parser_desync);
+	jw_num(w, "cpu_ms", s->cpu_ms);
+	jw_cnt(w, "bpf_ms", s->bpf_ms);
+	jw_cnt(w, "consumed", s->consumed);
+	jw_str(w, "attach", s->attach);
+	jw_str(w, "tls_cgroup", s->tls_cgroup);
+	jw_obj(w, "conntrack");
+	jw_str(w, "watcher", s->ct.watcher);
+	jw_cnt(w, "events", s->ct.events);
+	jw_cnt(w, "lost", s->ct.lost);
+	jw_cnt(w, "map_full", s->ct.map_full);
+	jw_cnt(w, "map_evictions", s->ct.map_evictions);
+	jw_cnt(w, "evictions", s->ct.evictions);
+	jw_end(w);
+	jw_obj(w, "stacks");
+	jw_str(w, "mode", s->stacks.mode);
+	jw_cnt(w, "captured", s->stacks.captured);
+	jw_cnt(w, "dropped", s->stacks.dropped);
+	jw_end(w);
+	jw_str(w, "holders", s->holders);
+	jw_num(w, "uptime_s", s->uptime_s);
+}
+
+static void jw_stats_replay(struct jw *w, const struct stats_rec *s)
+{
+	jw_arr(w, "files");
+	for (int i = 0; i < s->nfiles; i++) {
+		const struct stats_file *f = &s->files[i];
+
+		jw_obj(w, NULL);
+		jw_str(w, "file", f->file);
+		jw_bool(w, "read", f->read);
+		if (f->read) {
+			jw_str(w, "link", f->link);
+			jw_cnt(w, "packets", f->packets);
+			jw_bool(w, "truncated", f->truncated);
+		}
+		jw_end(w);
+	}
+	jw_end_arr(w);
+	jw_cnt(w, "packets", s->packets);
+	jw_cnt(w, "bytes", s->bytes);
+	jw_cnt(w, "tcp_segments", s->tcp_segments);
+	jw_cnt(w, "not_tcp", s->not_tcp);
+	jw_cnt(w, "ip_fragments", s->ip_fragments);
+	jw_cnt(w, "decode_errors", s->decode_errors);
+	jw_cnt(w, "snap_cut", s->snap_cut);
+	jw_cnt(w, "truncated_files", s->truncated_files);
+	jw_cnt(w, "flows", s->flows);
+	jw_cnt(w, "evictions", s->evictions);
+	jw_cnt(w, "ignored", s->ignored);
+	jw_cnt(w, "duplicates", s->duplicates);
+	jw_cnt(w, "gaps", s->gaps);
+	jw_cnt(w, "desyncs", s->desyncs);
+	jw_cnt(w, "parser_desync", s->parser_desync);
+	jw_cnt(w, "tls_decrypted", s->tls_decrypted);
+	jw_cnt(w, "tls_no_keys", s->tls_no_keys);
+	jw_cnt(w, "tls_bad_keys", s->tls_bad_keys);
+	jw_cnt(w, "tls_unsupported", s->tls_unsupported);
+	jw_cnt(w, "tls_decrypt_errors", s->tls_decrypt_errors);
+	jw_cnt(w, "tls_early_data_records", s->tls_early_data_records);
+	jw_cnt(w, "events", s->events);
+	jw_cnt(w, "lost", s->lost);
+	jw_cnt(w, "map_full", s->map_full);
+	jw_num(w, "cpu_ms", s->cpu_ms);
+}
+
+static void fill_stats(struct jw *w, const void *rec)
+{
+	const struct stats_rec *s = rec;
+	char ts[40];
+
+	jw_obj(w, NULL);
+	jw_str(w, "type", "stats");
+	if (s->ts_real) {
+		cs_fmt_ts(s->ts_real, ts, sizeof(ts));
+		jw_str(w, "ts", ts);
+	} else {
+		jw_null(w, "ts");
+	}
+	jw_str(w, "phase", s->phase);
+	if (s->replay)
+		jw_stats_replay(w, s);
+	else
+		jw_stats_live(w, s);
+	jw_end(w);
+}
+
+void out_stats(const struct stats_rec *s)
+{
+	char ts[40] = "";
+
+	if (fmt == FMT_JSON) {
+		emit_line(fill_stats, s);
+		return;
+	}
+	if (s->ts_real)
+		cs_fmt_ts(s->ts_real, ts, sizeof(ts));
+	printf("%-12.12s STATS   phase=%s events=%.0f lost=%.0f map_full=%.0f parser_desync=%.0f "
+	       "cpu_ms=%.0f\n",
+	       strlen(ts) > 11 ? ts + 11 : ts, s->phase, (double)s->events, (double)s->lost,
+	       (double)s->map_full, (double)s->parser_desync, s->cpu_ms);
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
-/* Records out: JSON lines (cJSON) or aligned text columns, on stdout only. */
+/* Records out: JSON lines (one writer, user/jsonw.c) or aligned text columns, on
+ * stdout only. Records still built as cJSON trees go out through the same writer. */
 #ifndef CONNSCOPE_OUTPUT_H
 #define CONNSCOPE_OUTPUT_H
 
@@ -7,6 +8,7 @@
 #include <stdint.h>
 #include "opts.h"
 #include "pods.h"
+#include "record.h"
 
 /* A `connection` record, rendered without cJSON (the hot path). */
 struct conn_view {
@@ -64,6 +66,8 @@ struct conn_view {
 };
 
 void out_connection(const struct conn_view *v);
+/* A `stats` record, as a JSON line or a text line. */
+void out_stats(const struct stats_rec *s);
 
 void out_init(enum cs_fmt fmt, bool text_header);
 /* A new record {"type": type, "ts": RFC 3339 of ts_real}. */

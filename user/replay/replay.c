@@ -44,7 +44,7 @@
 #include "tls_events.h"
 #include "tlsdec.h"
 #include "track.h"
-#include "u64map.h"
+#include "kmap.h"
 #include "util.h"
 
 #define NS_PER_MS 1000000ull
@@ -137,7 +137,7 @@ struct replay {
 	/* groups: pods, or addresses without a pod */
 	struct group *groups;
 	size_t ngroups, cap_groups;
-	struct u64map group_by_addr;
+	struct kmap group_by_addr;         /* struct group_key -> group id */
 	/* flows */
 	struct flow **buckets;
 	size_t nbuckets, nflows;
@@ -146,21 +146,12 @@ struct replay {
 	uint64_t cur_packet;               /* the packet being read, for messages */
 	int cur_file;
 	/* stats */
-	uint64_t flows, evicted, gaps, tls_decrypted, tls_no_keys, tls_bad_keys,
+	uint64_t flows, evictions, lost, map_full, gaps, tls_decrypted, tls_no_keys, tls_bad_keys,
 		 tls_unsupported, tls_decrypt_errors, early_data, ignored, dup_segs, h2_desync, tls_desync;
 	uint8_t plain[TLS_REC_MAX_LEN + 256];
 };
 
 /* ---- small helpers ---- */
-
-static uint64_t fnv(const void *p, size_t n, uint64_t h)
-{
-	const uint8_t *b = p;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 0x100000001b3ull;
-	return h;
-}
 
 static int32_t seq_diff(uint32_t a, uint32_t b)
 {
@@ -191,21 +182,30 @@ static void list_add_tail(struct flow *head, struct flow *f)
 
 /* ---- groups: who an address belongs to ---- */
 
+/* A pod (family 0) or an address without one. */
+struct group_key {
+	uint8_t family;
+	uint8_t addr[16];
+	char uid[sizeof(((struct pod_info *)0)->uid)];
+	char name[sizeof(((struct pod_info *)0)->name)];
+};
+
 static uint64_t group_for(struct replay *r, int family, const uint8_t *addr)
 {
 	const struct pod_info *p = r->kp ? kpods_find(r->kp, family, addr) : NULL;
-	uint64_t key;
+	struct group_key key;
 	void *v;
 
 	/* One group per pod (all its addresses) or per address. */
-	if (p)
-		key = fnv(p->uid, strlen(p->uid), fnv(p->name, strlen(p->name), 0xcbf29ce484222325ull));
-	else
-		key = fnv(addr, alen(family), fnv(&family, sizeof(family), 0x84222325cbf29ce4ull));
-	key |= 1;  /* never 0 */
-	if (key == U64MAP_TOMB)
-		key = 3;
-	if ((v = u64map_get(&r->group_by_addr, key)))
+	memset(&key, 0, sizeof(key));
+	if (p) {
+		memcpy(key.uid, p->uid, sizeof(key.uid));
+		memcpy(key.name, p->name, sizeof(key.name));
+	} else {
+		key.family = (uint8_t)family;
+		memcpy(key.addr, addr, alen(family));
+	}
+	if ((v = kmap_get(&r->group_by_addr, &key)))
 		return (uint64_t)(uintptr_t)v;
 	if (r->ngroups == r->cap_groups) {
 		size_t ncap = r->cap_groups ? r->cap_groups * 2 : 64;
@@ -224,9 +224,15 @@ static uint64_t group_for(struct replay *r, int family, const uint8_t *addr)
 	} else {
 		inet_ntop(family, addr, g->info.ip, sizeof(g->info.ip));
 	}
-	if (u64map_put(&r->group_by_addr, key, (void *)(uintptr_t)(r->ngroups + 1)))
+	if (kmap_put(&r->group_by_addr, &key, (void *)(uintptr_t)(r->ngroups + 1)))
 		return 0;
 	return ++r->ngroups;
+}
+
+/* The tracker runs on packet time. */
+static uint64_t packet_clock(void *arg)
+{
+	return ((const struct replay *)arg)->now;
 }
 
 static const struct pod_info *group_pod(void *arg, uint64_t id)
@@ -802,6 +808,16 @@ static bool wants_bytes(const struct flow *f)
 
 /* ---- flows ---- */
 
+static uint64_t fnv(const void *p, size_t n, uint64_t h)
+{
+	const uint8_t *b = p;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* The bucket of a flow; flow_find compares the endpoints themselves. */
 static uint64_t flow_hash(int family, const uint8_t *a, uint16_t ap, const uint8_t *b,
 			  uint16_t bp)
 {
@@ -926,14 +942,19 @@ static struct flow *flow_new(struct replay *r, const struct pcap_seg *s, bool sr
 		/* ... then the least recently seen open flow: reported as it stands. */
 		struct flow *old = r->lru.next;
 
-		r->evicted++;
+		r->evictions++;
 		flow_close(r, old, true);
 	}
-	if (r->nflows + 1 > r->nbuckets && !grow(r))
+	if (r->nflows >= MAX_FLOWS) {
+		/* Nothing to let go of (cannot happen while every flow is on a
+		 * list): the segment is dropped, and counted. */
+		r->map_full++;
 		return NULL;
-	f = calloc(1, sizeof(*f));
-	if (!f)
+	}
+	if ((r->nflows + 1 > r->nbuckets && !grow(r)) || !(f = calloc(1, sizeof(*f)))) {
+		r->lost++;  /* no memory: the segment is dropped */
 		return NULL;
+	}
 	f->family = (uint8_t)s->family;
 	memcpy(f->caddr, src_is_client ? s->saddr : s->daddr, 16);
 	memcpy(f->saddr, src_is_client ? s->daddr : s->saddr, 16);
@@ -1297,61 +1318,53 @@ static void set_time(struct replay *r, uint64_t ts)
 
 /* ---- the run ---- */
 
-static cJSON *stats_record(struct replay *r, struct rp_file *files, int n, double cpu_ms)
+/* The stats record; sf: n entries, filled here. */
+static void stats_record(struct replay *r, struct rp_file *files, int n, double cpu_ms,
+			 struct stats_file *sf, struct stats_rec *s)
 {
-	cJSON *o = out_record("stats", r->now ? r->now : cs_real_ns()), *arr;
-	uint64_t packets = 0, bytes = 0, tcp = 0, not_tcp = 0, frags = 0, bad = 0, cut = 0;
-	int truncated = 0;
-
-	cJSON_AddStringToObject(o, "phase", "end");
-	arr = cJSON_AddArrayToObject(o, "files");
+	*s = (struct stats_rec){
+		.ts_real = r->now ? r->now : cs_real_ns(),
+		.phase = "end",
+		.replay = true,
+		.files = sf,
+		.nfiles = n,
+	};
 	for (int i = 0; i < n; i++) {
 		const struct pcapin_stats *st = files[i].in ? pcapin_stats(files[i].in) : NULL;
-		cJSON *fo = cJSON_CreateObject();
 
-		cJSON_AddStringToObject(fo, "file", r->o->files[i]);
-		cJSON_AddBoolToObject(fo, "read", files[i].in != NULL);
-		if (st) {
-			cJSON_AddStringToObject(fo, "link", pcapin_linktype(files[i].in));
-			cJSON_AddNumberToObject(fo, "packets", (double)st->packets);
-			cJSON_AddBoolToObject(fo, "truncated", st->truncated || st->read_error);
-			packets += st->packets;
-			bytes += st->bytes;
-			tcp += st->tcp;
-			not_tcp += st->not_tcp;
-			frags += st->fragments;
-			bad += st->decode_errors;
-			cut += st->snap_cut;
-			truncated += st->truncated || st->read_error;
-		}
-		cJSON_AddItemToArray(arr, fo);
+		sf[i] = (struct stats_file){ .file = r->o->files[i], .read = files[i].in != NULL };
+		if (!st)
+			continue;
+		sf[i].link = pcapin_linktype(files[i].in);
+		sf[i].packets = st->packets;
+		sf[i].truncated = st->truncated || st->read_error;
+		s->packets += st->packets;
+		s->bytes += st->bytes;
+		s->tcp_segments += st->tcp;
+		s->not_tcp += st->not_tcp;
+		s->ip_fragments += st->fragments;
+		s->decode_errors += st->decode_errors;
+		s->snap_cut += st->snap_cut;
+		s->truncated_files += st->truncated || st->read_error;
 	}
-	cJSON_AddNumberToObject(o, "packets", (double)packets);
-	cJSON_AddNumberToObject(o, "bytes", (double)bytes);
-	cJSON_AddNumberToObject(o, "tcp_segments", (double)tcp);
-	cJSON_AddNumberToObject(o, "not_tcp", (double)not_tcp);
-	cJSON_AddNumberToObject(o, "ip_fragments", (double)frags);
-	cJSON_AddNumberToObject(o, "decode_errors", (double)bad);
-	cJSON_AddNumberToObject(o, "snap_cut", (double)cut);
-	cJSON_AddNumberToObject(o, "truncated_files", truncated);
-	cJSON_AddNumberToObject(o, "flows", (double)r->flows);
-	cJSON_AddNumberToObject(o, "evicted", (double)r->evicted);
-	cJSON_AddNumberToObject(o, "ignored", (double)r->ignored);
-	cJSON_AddNumberToObject(o, "duplicates", (double)r->dup_segs);
-	cJSON_AddNumberToObject(o, "gaps", (double)r->gaps);
-	cJSON_AddNumberToObject(o, "desyncs", (double)(r->tls_desync + r->h2_desync));
-	cJSON_AddNumberToObject(o, "parser_desync", (double)(r->tls_desync + r->h2_desync));
-	cJSON_AddNumberToObject(o, "tls_decrypted", (double)r->tls_decrypted);
-	cJSON_AddNumberToObject(o, "tls_no_keys", (double)r->tls_no_keys);
-	cJSON_AddNumberToObject(o, "tls_bad_keys", (double)r->tls_bad_keys);
-	cJSON_AddNumberToObject(o, "tls_unsupported", (double)r->tls_unsupported);
-	cJSON_AddNumberToObject(o, "tls_decrypt_errors", (double)r->tls_decrypt_errors);
-	cJSON_AddNumberToObject(o, "tls_early_data_records", (double)r->early_data);
-	cJSON_AddNumberToObject(o, "events", (double)track_events(r->t));
-	cJSON_AddNumberToObject(o, "lost", 0);
-	cJSON_AddNumberToObject(o, "map_full", (double)r->evicted);
-	cJSON_AddNumberToObject(o, "cpu_ms", cpu_ms);
-	return o;
+	s->flows = r->flows;
+	s->evictions = r->evictions;
+	s->ignored = r->ignored;
+	s->duplicates = r->dup_segs;
+	s->gaps = r->gaps;
+	s->desyncs = s->parser_desync = r->tls_desync + r->h2_desync;
+	s->tls_decrypted = r->tls_decrypted;
+	s->tls_no_keys = r->tls_no_keys;
+	s->tls_bad_keys = r->tls_bad_keys;
+	s->tls_unsupported = r->tls_unsupported;
+	s->tls_decrypt_errors = r->tls_decrypt_errors;
+	s->tls_early_data_records = r->early_data;
+	s->events = track_events(r->t);
+	/* As live: lost counts edges dropped on the way (here: no memory), map_full
+	 * those a full table refused; evictions were reported early, not lost. */
+	s->lost = r->lost + track_dropped(r->t);
+	s->map_full = r->map_full;
+	s->cpu_ms = cpu_ms;
 }
 
 static double cpu_ms_now(void)
@@ -1365,32 +1378,13 @@ static double cpu_ms_now(void)
 
 /* ---- -o text: a report for a person ---- */
 
-static double jnum(const cJSON *o, const char *path)
+/* Who a pod row is: namespace/name, else the address the group stands for. */
+static void who_text(const struct pod_agg *a, char *buf, size_t len)
 {
-	char key[64];
-	const char *dot;
-
-	/* "a.b.c": nested objects */
-	while (o && (dot = strchr(path, '.'))) {
-		snprintf(key, sizeof(key), "%.*s", (int)(dot - path), path);
-		o = cJSON_GetObjectItemCaseSensitive(o, key);
-		path = dot + 1;
-	}
-	o = o ? cJSON_GetObjectItemCaseSensitive(o, path) : NULL;
-	return cJSON_IsNumber(o) ? o->valuedouble : -1;
-}
-
-static void who_text(const cJSON *o, char *buf, size_t len)
-{
-	const cJSON *pod = cJSON_GetObjectItemCaseSensitive(o, "pod");
-	const cJSON *ip = cJSON_GetObjectItemCaseSensitive(o, "ip");
-	const cJSON *ns = cJSON_GetObjectItemCaseSensitive(pod, "namespace");
-	const cJSON *name = cJSON_GetObjectItemCaseSensitive(pod, "name");
-
-	if (cJSON_IsString(ns) && cJSON_IsString(name))
-		snprintf(buf, len, "%s/%s", ns->valuestring, name->valuestring);
-	else if (cJSON_IsString(ip))
-		snprintf(buf, len, "%s", ip->valuestring);
+	if (a->pod.is_pod && a->pod.known)
+		snprintf(buf, len, "%s/%s", a->pod.namespace_, a->pod.name);
+	else if (a->pod.ip[0])
+		snprintf(buf, len, "%s", a->pod.ip);
 	else
 		snprintf(buf, len, "-");
 }
@@ -1403,88 +1397,82 @@ static void cell(char *buf, size_t len, double v, const char *fmt)
 		snprintf(buf, len, fmt, v);
 }
 
-/* The pods' table, from their summary records, busiest first. */
-static int summary_cmp(const void *pa, const void *pb)
+/* The pods' table, from their aggregates, busiest first. */
+static int agg_cmp(const void *pa, const void *pb)
 {
-	double a = jnum(*(cJSON *const *)pa, "tcp.opened") + jnum(*(cJSON *const *)pa, "findings");
-	double b = jnum(*(cJSON *const *)pb, "tcp.opened") + jnum(*(cJSON *const *)pb, "findings");
+	const struct pod_agg *a = *(struct pod_agg *const *)pa, *b = *(struct pod_agg *const *)pb;
+	uint64_t na = a->opened + a->findings, nb = b->opened + b->findings;
 
-	return a < b ? 1 : a > b ? -1 : 0;
+	return na < nb ? 1 : na > nb ? -1 : strcmp(a->key, b->key);
 }
 
-static void text_report(struct replay *r, cJSON **sums, size_t n, const cJSON *stats)
+static void text_report(struct replay *r, const struct stats_rec *st)
 {
 	char t0[40], t1[40], who[300], c[12][24];
+	struct pod_agg **aggs = NULL;
+	int n = track_pods(r->t, &aggs);
 
-	qsort(sums, n, sizeof(*sums), summary_cmp);
+	if (n > 0)
+		qsort(aggs, (size_t)n, sizeof(*aggs), agg_cmp);
 	printf("\n%-32s %6s %6s %6s %7s %8s %6s %8s %6s %7s %8s %7s %8s %6s %8s\n", "POD / ADDRESS",
 	       "OPENED", "CLOSED", "OPEN", "REFUSED", "TIMEOUTS", "RESETS", "CW_STUCK", "TLS_OK",
 	       "TLS_ERR", "TLS_P99", "H2_CONN", "S/CONN", "GOAWAY", "FINDINGS");
-	for (size_t i = 0; i < n; i++) {
-		const cJSON *o = sums[i];
+	for (int i = 0; i < n; i++) {
+		const struct pod_agg *a = aggs[i];
+		bool tls = a->tls.handshakes, h2 = a->h2.connections;
+		/* As the summary record rounds them: p99 to the microsecond, streams per
+		 * connection to the hundredth. */
+		double p99 = tls ? track_tls_pct(&a->tls, 99) : -1;
+		double spc = h2 ? (double)(int64_t)(100.0 * a->h2.streams / a->h2.connections + 0.5) / 100
+				: -1;
 
-		who_text(o, who, sizeof(who));
-		cell(c[0], 24, jnum(o, "tcp.opened"), "%.0f");
-		cell(c[1], 24, jnum(o, "tcp.closed"), "%.0f");
-		cell(c[2], 24, jnum(o, "tcp.active"), "%.0f");
-		cell(c[3], 24, jnum(o, "tcp.refused"), "%.0f");
-		cell(c[4], 24, jnum(o, "tcp.timeouts"), "%.0f");
-		cell(c[5], 24, jnum(o, "tcp.resets"), "%.0f");
-		cell(c[6], 24, jnum(o, "close_wait.stuck"), "%.0f");
-		cell(c[7], 24, jnum(o, "tls.ok"), "%.0f");
-		cell(c[8], 24, jnum(o, "tls.failed") < 0 ? -1 :
-			 jnum(o, "tls.failed") + jnum(o, "tls.timeouts"), "%.0f");
-		cell(c[9], 24, jnum(o, "tls.p99_ms"), "%.1fms");
-		cell(c[10], 24, jnum(o, "h2.connections"), "%.0f");
-		cell(c[11], 24, jnum(o, "h2.streams_per_conn"), "%.1f");
-		printf("%-32.32s %6s %6s %6s %7s %8s %6s %8s %6s %7s %8s %7s %8s %6.0f %8.0f\n", who,
+		who_text(a, who, sizeof(who));
+		cell(c[0], 24, (double)a->opened, "%.0f");
+		cell(c[1], 24, (double)a->closed, "%.0f");
+		cell(c[2], 24, (double)(a->active > 0 ? a->active : 0), "%.0f");
+		cell(c[3], 24, (double)a->refused, "%.0f");
+		cell(c[4], 24, (double)a->timeouts, "%.0f");
+		cell(c[5], 24, (double)a->resets, "%.0f");
+		cell(c[6], 24, (double)a->cw_stuck, "%.0f");
+		cell(c[7], 24, tls ? (double)a->tls.ok : -1, "%.0f");
+		cell(c[8], 24, tls ? (double)(a->tls.failed + a->tls.timeouts) : -1, "%.0f");
+		cell(c[9], 24, p99 >= 0 ? (double)(int64_t)(p99 * 1000) / 1000 : -1, "%.1fms");
+		cell(c[10], 24, h2 ? (double)a->h2.connections : -1, "%.0f");
+		cell(c[11], 24, spc, "%.1f");
+		printf("%-32.32s %6s %6s %6s %7s %8s %6s %8s %6s %7s %8s %7s %8s %6llu %8llu\n", who,
 		       c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11],
-		       jnum(o, "h2.goaway") < 0 ? 0 : jnum(o, "h2.goaway"), jnum(o, "findings"));
+		       (unsigned long long)a->h2.goaway, (unsigned long long)a->findings);
 	}
+	free(aggs);
 	cs_fmt_ts(r->first_ns, t0, sizeof(t0));
 	cs_fmt_ts(r->now, t1, sizeof(t1));
-	printf("\ncapture: %s .. %s (%.1f s), %.0f packets, %.0f TCP segments, %.0f connections\n",
-	       t0, t1, (double)(r->now - r->first_ns) / 1e9, jnum(stats, "packets"),
-	       jnum(stats, "tcp_segments"), jnum(stats, "flows"));
-	printf("honesty: %.0f decode errors, %.0f truncated files, %.0f reassembly gaps, "
-	       "%.0f parser desyncs, %.0f IP fragments skipped, %.0f snap-length cuts, "
-	       "%.0f flows evicted\n",
-	       jnum(stats, "decode_errors"), jnum(stats, "truncated_files"), jnum(stats, "gaps"),
-	       jnum(stats, "parser_desync"), jnum(stats, "ip_fragments"), jnum(stats, "snap_cut"),
-	       jnum(stats, "evicted"));
+	printf("\ncapture: %s .. %s (%.1f s), %llu packets, %llu TCP segments, %llu connections\n",
+	       t0, t1, (double)(r->now - r->first_ns) / 1e9, (unsigned long long)st->packets,
+	       (unsigned long long)st->tcp_segments, (unsigned long long)st->flows);
+	printf("honesty: %llu decode errors, %llu truncated files, %llu reassembly gaps, "
+	       "%llu parser desyncs, %llu IP fragments skipped, %llu snap-length cuts, "
+	       "%llu flows evicted\n",
+	       (unsigned long long)st->decode_errors, (unsigned long long)st->truncated_files,
+	       (unsigned long long)st->gaps, (unsigned long long)st->parser_desync,
+	       (unsigned long long)st->ip_fragments, (unsigned long long)st->snap_cut,
+	       (unsigned long long)st->evictions);
 	if (r->kl)
-		printf("key log: %.0f TLS connections decrypted, %.0f without keys, %.0f with keys "
-		       "that did not match, %.0f with an unsupported cipher, %.0f lost to missing "
+		printf("key log: %llu TLS connections decrypted, %llu without keys, %llu with keys "
+		       "that did not match, %llu with an unsupported cipher, %llu lost to missing "
 		       "bytes\n",
-		       jnum(stats, "tls_decrypted"), jnum(stats, "tls_no_keys"),
-		       jnum(stats, "tls_bad_keys"), jnum(stats, "tls_unsupported"),
-		       jnum(stats, "tls_decrypt_errors"));
+		       (unsigned long long)st->tls_decrypted, (unsigned long long)st->tls_no_keys,
+		       (unsigned long long)st->tls_bad_keys, (unsigned long long)st->tls_unsupported,
+		       (unsigned long long)st->tls_decrypt_errors);
 }
-
-struct text_sink {
-	cJSON **sums;
-	size_t n, cap;
-};
 
 static void sink(cJSON *rec, void *arg)
 {
-	struct text_sink *ts = arg;
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
 
-	/* Text: findings as they come, summaries kept for the table at the end. */
-	if (ts && cJSON_IsString(type) && !strcmp(type->valuestring, "summary")) {
-		if (ts->n == ts->cap) {
-			size_t ncap = ts->cap ? ts->cap * 2 : 64;
-			cJSON **nb = realloc(ts->sums, ncap * sizeof(*nb));
-
-			if (!nb) {
-				cJSON_Delete(rec);
-				return;
-			}
-			ts->sums = nb;
-			ts->cap = ncap;
-		}
-		ts->sums[ts->n++] = rec;
+	/* Text: findings as they come; the table at the end reads the aggregates, so
+	 * summary records are not printed. */
+	if (arg && cJSON_IsString(type) && !strcmp(type->valuestring, "summary")) {
+		cJSON_Delete(rec);
 		return;
 	}
 	out_emit(rec);
@@ -1519,9 +1507,11 @@ int replay_run(const struct cs_opts *o)
 	struct rp_file *files = calloc((size_t)o->nfiles, sizeof(*files));
 	char err[512];
 	int opened = 0, rc = 0, i;
-	struct text_sink text = {0};
-	cJSON *stats;
+	struct stats_file *sf;
+	struct stats_rec stats;
 
+	if (r)
+		kmap_init(&r->group_by_addr, sizeof(struct group_key), NULL);
 	if (!r || !files) {
 		cs_fail("replay", "%s", strerror(ENOMEM));
 		free(r);
@@ -1572,13 +1562,14 @@ int replay_run(const struct cs_opts *o)
 	}
 	out_init(o->fmt, o->verbose);
 	r->t = track_new(o, NULL, o->fmt == FMT_JSON || o->verbose, sink,
-			 o->fmt == FMT_TEXT ? &text : NULL);
+			 o->fmt == FMT_TEXT ? (void *)r : NULL);
 	if (!r->t) {
 		cs_fail("replay", "%s", strerror(ENOMEM));
 		rc = 1;
 		goto out;
 	}
 	track_set_replay(r->t, group_pod, r, o->files, o->nfiles);
+	track_set_clock(r->t, packet_clock, r);
 
 	while ((i = next_file(files, o->nfiles)) >= 0) {
 		struct pcap_seg *s = &files[i].seg;
@@ -1615,22 +1606,22 @@ int replay_run(const struct cs_opts *o)
 				(unsigned long long)all);
 	}
 	track_summaries(r->t, true);
-	stats = stats_record(r, files, o->nfiles, cpu_ms_now());
-	if (o->fmt == FMT_TEXT) {
-		fflush(stdout);
-		text_report(r, text.sums, text.n, stats);
-		cJSON_Delete(stats);
-	} else {
-		out_emit(stats);
+	sf = calloc((size_t)o->nfiles, sizeof(*sf));
+	if (sf) {
+		stats_record(r, files, o->nfiles, cpu_ms_now(), sf, &stats);
+		if (o->fmt == FMT_TEXT) {
+			fflush(stdout);
+			text_report(r, &stats);
+		} else {
+			out_stats(&stats);
+		}
+		free(sf);
 	}
 	out_flush();
 	/* A truncated file is not a failure: what it held was reported. */
 	if (opened < o->nfiles)
 		rc = 1;
 out:
-	for (size_t k = 0; k < text.n; k++)
-		cJSON_Delete(text.sums[k]);
-	free(text.sums);
 	if (r->t)
 		track_free(r->t);
 	while (r->tombs.next && r->tombs.next != &r->tombs) {
@@ -1645,7 +1636,7 @@ out:
 	free(files);
 	free(r->buckets);
 	free(r->groups);
-	u64map_free(&r->group_by_addr);
+	kmap_free(&r->group_by_addr);
 	keylog_free(r->kl);
 	kpods_free(r->kp);
 	free(r);

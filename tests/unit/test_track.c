@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* The tracker's TCP timers on an injected clock: edges go in, time is moved by
+ * hand, and the findings come out exactly when their thresholds are crossed. */
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include "check.h"
+#include "track.h"
+
+#define SEC 1000000000ull
+
+static uint64_t now_ns;
+
+static uint64_t test_clock(void *arg)
+{
+	(void)arg;
+	return now_ns;
+}
+
+static const struct pod_info *test_pod(void *arg, uint64_t id)
+{
+	static struct pod_info p = { .ip = "10.0.0.1" };
+
+	(void)arg;
+	(void)id;
+	return &p;
+}
+
+/* The records the tracker sent, by type and kind. */
+static int nfindings, nsummaries;
+static char last_kind[64];
+static double last_count;
+
+static void sink(cJSON *rec, void *arg)
+{
+	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
+	const cJSON *kind = cJSON_GetObjectItemCaseSensitive(rec, "kind");
+	const cJSON *count = cJSON_GetObjectItemCaseSensitive(rec, "count");
+
+	(void)arg;
+	if (cJSON_IsString(type) && !strcmp(type->valuestring, "finding")) {
+		nfindings++;
+		snprintf(last_kind, sizeof(last_kind), "%s",
+			 cJSON_IsString(kind) ? kind->valuestring : "?");
+		last_count = cJSON_IsNumber(count) ? count->valuedouble : -1;
+	} else if (cJSON_IsString(type) && !strcmp(type->valuestring, "summary")) {
+		nsummaries++;
+	}
+	cJSON_Delete(rec);
+}
+
+static struct cs_event edge(uint8_t type, uint64_t cookie, uint64_t ts)
+{
+	struct cs_event e;
+
+	memset(&e, 0, sizeof(e));
+	e.type = type;
+	e.cookie = cookie;
+	e.ts_ns = ts;
+	e.start_ns = ts;
+	e.cgroup_id = 7;
+	e.family = AF_INET;
+	e.side = CS_SIDE_CLIENT;
+	e.sport = 40000;
+	e.dport = 8080;
+	inet_pton(AF_INET, "10.0.0.1", e.saddr);
+	inet_pton(AF_INET, "10.0.0.2", e.daddr);
+	return e;
+}
+
+static struct tracker *fresh(const struct cs_opts *o)
+{
+	struct tracker *t = track_new(o, NULL, false, sink, NULL);
+
+	if (!t)
+		abort();
+	track_set_replay(t, test_pod, NULL, NULL, 0);
+	track_set_clock(t, test_clock, NULL);
+	nfindings = nsummaries = 0;
+	last_kind[0] = 0;
+	return t;
+}
+
+static void connect_timeout(const struct cs_opts *o)
+{
+	struct tracker *t;
+	struct cs_event e;
+
+	now_ns = 100 * SEC;
+	t = fresh(o);
+	e = edge(CS_EV_SYN_RETRANS, 1, now_ns);
+	track_event(t, &e);
+	now_ns += (uint64_t)(o->connect_timeout_s * SEC) - 1;
+	track_tick(t);
+	check(nfindings == 0, "connect timeout: nothing 1 ns before the timeout (%d findings)",
+	      nfindings);
+	now_ns += 1;
+	track_tick(t);
+	check(nfindings == 1 && !strcmp(last_kind, "tcp_connect_timeout"),
+	      "connect timeout: one tcp_connect_timeout finding at the timeout (%d, %s)", nfindings,
+	      last_kind);
+	now_ns += 60 * SEC;
+	track_tick(t);
+	check(nfindings == 1, "connect timeout: reported once (%d findings)", nfindings);
+	track_free(t);
+}
+
+static void close_wait(const struct cs_opts *o)
+{
+	struct tracker *t;
+	struct cs_event e;
+
+	now_ns = 5000 * SEC;
+	t = fresh(o);
+	e = edge(CS_EV_CLOSE_WAIT, 2, now_ns);
+	e.close_wait_ns = now_ns;
+	track_event(t, &e);
+	now_ns += (uint64_t)(o->close_wait_threshold_s * SEC) - SEC;
+	track_tick(t);
+	check(nfindings == 0, "CLOSE_WAIT: not stuck a second before the threshold (%d findings)",
+	      nfindings);
+	now_ns += SEC;
+	track_tick(t);
+	check(nfindings == 1 && !strcmp(last_kind, "close_wait_stuck"),
+	      "CLOSE_WAIT: close_wait_stuck at the threshold, on the injected clock (%d, %s)",
+	      nfindings, last_kind);
+	track_summaries(t, true);
+	check(nsummaries == 1, "CLOSE_WAIT: one summary for the pod (%d)", nsummaries);
+	track_free(t);
+}
+
+/* Refused connects to one remote fold: one finding at once, the repeats counted
+ * and reported when the window ends. */
+static void fold(const struct cs_opts *o)
+{
+	struct tracker *t;
+
+	now_ns = 9000 * SEC;
+	t = fresh(o);
+	for (int i = 0; i < 3; i++) {
+		struct cs_event e = edge(CS_EV_CLOSE, 10 + i, now_ns);
+
+		e.sk_err = 111;  /* ECONNREFUSED */
+		e.oldstate = 2;  /* SYN_SENT */
+		e.newstate = 7;  /* CLOSE */
+		track_event(t, &e);
+		now_ns += SEC / 10;
+		track_tick(t);
+	}
+	check(nfindings == 1 && !strcmp(last_kind, "tcp_connect_refused"),
+	      "fold: the first refused connect is a finding at once (%d, %s)", nfindings, last_kind);
+	now_ns += (uint64_t)(o->finding_window_s * SEC);
+	track_tick(t);
+	check(nfindings == 2 && last_count == 2,
+	      "fold: the two repeats come as one finding when the window ends (%d, count %g)",
+	      nfindings, last_count);
+	track_free(t);
+}
+
+int main(void)
+{
+	struct cs_opts o = {
+		.close_wait_threshold_s = 30,
+		.connect_timeout_s = 5,
+		.finding_window_s = 10,
+		.tls_timeout_s = 10,
+		.h2_window_s = 30,
+	};
+
+	connect_timeout(&o);
+	close_wait(&o);
+	fold(&o);
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed != 0;
+}
