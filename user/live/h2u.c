@@ -767,7 +767,6 @@ static struct bpf_program **sys_progs(struct h2u_bpf *s, struct bpf_program **p)
  */
 static int load(struct h2u *u, char *why, size_t whylen)
 {
-	char hook_why[160];
 	int err = 0;
 
 	progfb_reset("h2u");
@@ -800,13 +799,10 @@ static int load(struct h2u *u, char *why, size_t whylen)
 			}
 		}
 		sys_progs(u->skel, sp);
-		for (int i = 0; i < SYS_BIND_PROGS; i++) {
-			if (kernel_tp)
+		/* progfb_prune already switched off the syscalls this kernel lacks. */
+		if (kernel_tp)
+			for (int i = 0; i < SYS_BIND_PROGS; i++)
 				bpf_program__set_autoload(sp[i], false);
-			else if (!progfb_hook_exists(bpf_program__section_name(sp[i]), hook_why,
-						     sizeof(hook_why)))
-				bpf_program__set_autoload(sp[i], false);
-		}
 		u->sys_bind = !kernel_tp;
 		err = h2u_bpf__load(u->skel);
 		if (!err)

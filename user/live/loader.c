@@ -221,21 +221,18 @@ static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *w
 int loader_open(struct loader *L, const struct cs_opts *o)
 {
 	char why_btf[256] = "", why_raw[256] = "";
-	struct btf *vmlinux;
 
 	memset(L, 0, sizeof(*L));
 	L->stats_fd = -1;
-	vmlinux = btf__load_vmlinux_btf();
 	for (int i = 0; i < LOADER_NHOOKS; i++) {
-		char name[96];
+		char sec[96], why[160];
 
 		L->hooks[i].tracepoint = hook_defs[i].tp;
 		L->hooks[i].purpose = hook_defs[i].purpose;
 		L->hooks[i].required = hook_defs[i].required;
-		snprintf(name, sizeof(name), "btf_trace_%s", hook_defs[i].tp);
-		L->hooks[i].in_btf = vmlinux && btf__find_by_name_kind(vmlinux, name, BTF_KIND_TYPEDEF) > 0;
+		snprintf(sec, sizeof(sec), "tp_btf/%s", hook_defs[i].tp);
+		L->hooks[i].in_btf = progfb_hook_exists(sec, why, sizeof(why));
 	}
-	btf__free(vmlinux);
 	if (!L->hooks[0].in_btf) {
 		cs_fail("find tracepoint inet_sock_set_state", "this kernel does not have it (4.16+ needed)");
 		return -1;

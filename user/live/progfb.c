@@ -33,7 +33,7 @@ static unsigned failed_processed;
 static struct btf *vmlinux;
 static bool vmlinux_tried;
 
-static bool btf_has_typedef(const char *name)
+static const struct btf *vmlinux_btf(void)
 {
 	if (!vmlinux_tried) {
 		vmlinux_tried = true;
@@ -41,13 +41,14 @@ static bool btf_has_typedef(const char *name)
 		if (libbpf_get_error(vmlinux))
 			vmlinux = NULL;
 	}
-	return vmlinux && btf__find_by_name_kind(vmlinux, name, BTF_KIND_TYPEDEF) > 0;
+	return vmlinux;
 }
 
-static bool btf_has_func(const char *name)
+static bool btf_has(const char *name, int kind)
 {
-	btf_has_typedef("");  /* loads vmlinux */
-	return vmlinux && btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC) > 0;
+	const struct btf *b = vmlinux_btf();
+
+	return b && btf__find_by_name_kind(b, name, kind) > 0;
 }
 
 /* Syscall and other perf tracepoints are found through tracefs. Where it is not
@@ -84,7 +85,7 @@ bool progfb_hook_exists(const char *sec, char *why, size_t len)
 	    !strncmp(sec, "raw_tracepoint/", 15)) {
 		tp = strchr(sec, '/') + 1;
 		snprintf(name, sizeof(name), "btf_trace_%s", tp);
-		if (btf_has_typedef(name))
+		if (btf_has(name, BTF_KIND_TYPEDEF))
 			return true;
 		snprintf(why, len, "tracepoint %s not in this kernel", tp);
 		return false;
@@ -103,7 +104,7 @@ bool progfb_hook_exists(const char *sec, char *why, size_t len)
 	}
 	if (!strncmp(sec, "iter/", 5)) {
 		snprintf(name, sizeof(name), "bpf_iter_%s", sec + 5);
-		if (btf_has_func(name))
+		if (btf_has(name, BTF_KIND_FUNC))
 			return true;
 		snprintf(why, len, "no %s iterator in this kernel (5.8+)", sec + 5);
 		return false;
