@@ -47,32 +47,98 @@ void out_add_ts(cJSON *o, const char *name, uint64_t ts_real)
 	cJSON_AddStringToObject(o, name, ts);
 }
 
-void out_add_pod(cJSON *o, const struct pod_info *p)
+/* ---- the pod and endpoint schema, written once ----
+ * Typed records write it through jsonw; records still built as cJSON trees get the
+ * same fields through the cJSON side of this small interface. */
+struct fields {
+	void (*obj)(struct fields *f, const char *k);
+	void (*end)(struct fields *f);
+	void (*str)(struct fields *f, const char *k, const char *v); /* v NULL: null */
+	void (*u64)(struct fields *f, const char *k, uint64_t v);
+};
+
+static void put_pod(struct fields *f, const struct pod_info *p)
 {
 	if (p && p->is_pod) {
-		cJSON *pod = cJSON_AddObjectToObject(o, "pod");
-
-		if (p->known) {
-			cJSON_AddStringToObject(pod, "namespace", p->namespace_);
-			cJSON_AddStringToObject(pod, "name", p->name);
-		} else {
-			cJSON_AddNullToObject(pod, "namespace");
-			cJSON_AddNullToObject(pod, "name");
-		}
-		cJSON_AddStringToObject(pod, "uid", p->uid);
-		if (p->container[0])
-			cJSON_AddStringToObject(pod, "container", p->container);
-		else
-			cJSON_AddNullToObject(pod, "container");
+		f->obj(f, "pod");
+		f->str(f, "namespace", p->known ? p->namespace_ : NULL);
+		f->str(f, "name", p->known ? p->name : NULL);
+		f->str(f, "uid", p->uid);
+		f->str(f, "container", p->container[0] ? p->container : NULL);
+		f->end(f);
 	} else {
-		cJSON_AddNullToObject(o, "pod");
+		f->str(f, "pod", NULL);
 	}
 	if (p && p->ip[0])
-		cJSON_AddStringToObject(o, "ip", p->ip);  /* replay: no cgroup */
-	else if (p && p->cgroup_path[0])
-		cJSON_AddStringToObject(o, "cgroup", p->cgroup_path);
+		f->str(f, "ip", p->ip);  /* replay: no cgroup */
 	else
-		cJSON_AddNullToObject(o, "cgroup");
+		f->str(f, "cgroup", p && p->cgroup_path[0] ? p->cgroup_path : NULL);
+}
+
+/* "ip" and "port" inside an endpoint's object; addr is 4 or 16 bytes by family. */
+static void put_endpoint_fields(struct fields *f, int family, const uint8_t *addr, uint16_t port)
+{
+	char txt[INET6_ADDRSTRLEN];
+
+	f->str(f, "ip", out_ip(family, addr, txt, sizeof(txt)));
+	f->u64(f, "port", port);
+}
+
+struct jw_fields {
+	struct fields f;
+	struct jw *w;
+};
+
+static void jf_obj(struct fields *f, const char *k) { jw_obj(((struct jw_fields *)f)->w, k); }
+static void jf_end(struct fields *f) { jw_end(((struct jw_fields *)f)->w); }
+static void jf_str(struct fields *f, const char *k, const char *v)
+{
+	jw_str(((struct jw_fields *)f)->w, k, v);
+}
+static void jf_u64(struct fields *f, const char *k, uint64_t v)
+{
+	jw_u64(((struct jw_fields *)f)->w, k, v);
+}
+
+#define JW_FIELDS(w) { { jf_obj, jf_end, jf_str, jf_u64 }, (w) }
+
+struct cj_fields {
+	struct fields f;
+	cJSON *at[4];              /* the open objects, innermost last */
+	int depth;
+};
+
+static void cf_obj(struct fields *f, const char *k)
+{
+	struct cj_fields *c = (struct cj_fields *)f;
+
+	c->at[c->depth + 1] = cJSON_AddObjectToObject(c->at[c->depth], k);
+	c->depth++;
+}
+static void cf_end(struct fields *f) { ((struct cj_fields *)f)->depth--; }
+static void cf_str(struct fields *f, const char *k, const char *v)
+{
+	struct cj_fields *c = (struct cj_fields *)f;
+
+	if (v)
+		cJSON_AddStringToObject(c->at[c->depth], k, v);
+	else
+		cJSON_AddNullToObject(c->at[c->depth], k);
+}
+static void cf_u64(struct fields *f, const char *k, uint64_t v)
+{
+	struct cj_fields *c = (struct cj_fields *)f;
+
+	cJSON_AddNumberToObject(c->at[c->depth], k, (double)v);
+}
+
+#define CJ_FIELDS(o) { { cf_obj, cf_end, cf_str, cf_u64 }, { (o) }, 0 }
+
+void out_add_pod(cJSON *o, const struct pod_info *p)
+{
+	struct cj_fields c = CJ_FIELDS(o);
+
+	put_pod(&c.f, p);
 }
 
 const char *out_ip(int family, const uint8_t *addr, char *buf, unsigned len)
@@ -85,11 +151,11 @@ const char *out_ip(int family, const uint8_t *addr, char *buf, unsigned len)
 void out_add_endpoint(cJSON *o, const char *name, int family, const uint8_t *addr,
 		      uint16_t port)
 {
-	cJSON *ep = cJSON_AddObjectToObject(o, name);
-	char ip[INET6_ADDRSTRLEN];
+	struct cj_fields c = CJ_FIELDS(o);
 
-	cJSON_AddStringToObject(ep, "ip", out_ip(family, addr, ip, sizeof(ip)));
-	cJSON_AddNumberToObject(ep, "port", port);
+	c.f.obj(&c.f, name);
+	put_endpoint_fields(&c.f, family, addr, port);
+	c.f.end(&c.f);
 }
 
 /* ---- text rendering: read back the fields of the record ---- */
@@ -249,29 +315,17 @@ void out_emit(cJSON *o)
 
 static void jw_pod(struct jw *w, const struct pod_info *p)
 {
-	if (p && p->is_pod) {
-		jw_obj(w, "pod");
-		jw_str(w, "namespace", p->known ? p->namespace_ : NULL);
-		jw_str(w, "name", p->known ? p->name : NULL);
-		jw_str(w, "uid", p->uid);
-		jw_str(w, "container", p->container[0] ? p->container : NULL);
-		jw_end(w);
-	} else {
-		jw_null(w, "pod");
-	}
-	if (p && p->ip[0])
-		jw_str(w, "ip", p->ip);  /* replay: no cgroup */
-	else
-		jw_str(w, "cgroup", p && p->cgroup_path[0] ? p->cgroup_path : NULL);
+	struct jw_fields j = JW_FIELDS(w);
+
+	put_pod(&j.f, p);
 }
 
 static void jw_endpoint(struct jw *w, const char *k, int family, const uint8_t *ip, uint16_t port)
 {
-	char txt[INET6_ADDRSTRLEN];
+	struct jw_fields j = JW_FIELDS(w);
 
 	jw_obj(w, k);
-	jw_str(w, "ip", out_ip(family, ip, txt, sizeof(txt)));
-	jw_u64(w, "port", port);
+	put_endpoint_fields(&j.f, family, ip, port);
 	jw_end(w);
 }
 
@@ -397,11 +451,10 @@ static void json_connection(const struct conn_view *v)
 		jw_obj(&w, "nat");
 		jw_endpoint(&w, "orig_dst", v->nat_family, v->nat_orig_dst, v->nat_orig_dport);
 		{
-			char txt[INET6_ADDRSTRLEN];
+			struct jw_fields j = JW_FIELDS(&w);
 
 			jw_obj(&w, "reply_src");
-			jw_str(&w, "ip", out_ip(v->nat_family, v->nat_reply_src, txt, sizeof(txt)));
-			jw_u64(&w, "port", v->nat_reply_sport);
+			put_endpoint_fields(&j.f, v->nat_family, v->nat_reply_src, v->nat_reply_sport);
 			jw_str(&w, "pod", v->nat_reply_pod);
 			jw_end(&w);
 		}
