@@ -51,4 +51,125 @@ struct stats_rec {
 		 tls_early_data_records;
 };
 
+struct pod_info;
+
+/* An address and port; addr is 4 or 16 bytes by family. */
+struct rec_endpoint {
+	int family;
+	const uint8_t *addr;
+	uint16_t port;
+};
+
+/* "nat": what conntrack translated (a Service address to its backend). */
+struct nat_rec {
+	int family;
+	const uint8_t *orig_dst, *reply_src;
+	uint16_t orig_dport, reply_sport;
+	const char *reply_pod;   /* "ns/name" of the backend, if its sockets were seen; NULL */
+	const char *state;       /* conntrack's TCP state when the record was made */
+	const char *source;      /* "bpf", "netlink" */
+};
+
+/* `finding`: what it is about decides its common fields. */
+enum finding_about {
+	FINDING_SOCKET,          /* a local socket: pod, owner, netns, cookie, side, ends, nat */
+	FINDING_FORWARDED,       /* a flow this node forwards: side, source, ends (nat last) */
+	FINDING_NODE,            /* the node itself */
+};
+
+/* The fields that follow the common ones, one set per kind. */
+enum finding_detail {
+	FD_FOLD,                 /* tcp_connect_refused, tcp_reset */
+	FD_CONNECT_TIMEOUT,
+	FD_CLOSE_WAIT,
+	FD_TLS_TIMEOUT,
+	FD_TLS_FAILED,
+	FD_H2_CHURN,
+	FD_H2_GOAWAY,
+	FD_CT_PRESSURE,
+};
+
+#define FINDING_MAX_HOLDERS 8
+#define FINDING_MAX_FRAMES 40
+#define FINDING_MESSAGE_LEN 2048
+
+struct finding_holder {
+	uint32_t pid, fd;
+	const char *comm;
+};
+
+/* An HTTP/2 reuse window (h2_reuse_churn). */
+struct h2_window_rec {
+	double seconds;
+	uint32_t opened, closed;
+	uint64_t streams;
+	double streams_per_conn; /* < 0: no closed connection */
+	double median_lifetime_ms; /* < 0: none */
+	uint32_t by_goaway, by_peer_fin, by_local_fin, by_rst, by_other;
+};
+
+struct finding_rec {
+	uint64_t ts_real;
+	const char *kind, *severity;
+	enum finding_about about;
+	/* FINDING_SOCKET */
+	const struct pod_info *pod;
+	uint32_t pid;            /* 0: unknown */
+	const char *comm;
+	uint32_t netns;
+	uint64_t cookie;
+	/* FINDING_SOCKET and FINDING_FORWARDED */
+	const char *side;
+	const char *source;      /* FINDING_FORWARDED */
+	struct rec_endpoint client, server;
+	bool has_nat;
+	struct nat_rec nat;
+	enum finding_detail detail;
+	union {
+		struct {
+			uint64_t count;
+			double window_s;
+		} fold;
+		struct {
+			double elapsed_s, threshold_s;
+			unsigned syn_retrans;
+		} connect_timeout;
+		struct {
+			double age_s, threshold_s;
+			bool preexisting, age_estimated; /* FINDING_SOCKET */
+			bool has_holders;                /* the holders and stack fields */
+			struct finding_holder holders[FINDING_MAX_HOLDERS];
+			int nholders;                    /* shown */
+			int holders_total;               /* written when above nholders */
+			const char *holders_note;        /* NULL: none */
+			const char *stack[FINDING_MAX_FRAMES]; /* innermost first */
+			int nstack;                      /* 0: "stack" null, and stack_note */
+			const char *stack_origin, *stack_note;
+		} close_wait;
+		struct {
+			const char *sni;                 /* NULL: none */
+			double elapsed_s, threshold_s;   /* FD_TLS_TIMEOUT */
+			const char *failed_by, *alert, *reason; /* FD_TLS_FAILED; alert NULL */
+		} tls;
+		struct {
+			struct h2_window_rec window;
+			unsigned threshold_conns;
+			double threshold_streams_per_conn;
+		} h2_churn;
+		struct {
+			const char *by;
+			uint32_t last_stream_id, streams;
+			char error[24];          /* the code's name, or "0x1f" */
+			bool run;                        /* a run of GOAWAYs: the two below */
+			uint32_t goaway_connections;
+			double window_s;
+		} h2_goaway;
+		struct {
+			uint64_t count, max, drops, insert_failed, early_drops;
+			double percent, growth_per_s, threshold_percent;
+		} ct_pressure;
+	} d;
+	char message[FINDING_MESSAGE_LEN];
+};
+
 #endif

@@ -97,7 +97,13 @@ struct pod_agg {
 	double open_rate;
 };
 
-typedef void (*track_sink)(cJSON *rec, void *arg);
+/* Where records go: typed ones by type; the rest still as cJSON trees, which the
+ * sink owns. */
+struct finding_rec;
+struct track_sink {
+	void (*finding)(const struct finding_rec *f, void *arg);
+	void (*tree)(cJSON *rec, void *arg);   /* summary, forwarded connection */
+};
 
 struct tracker;
 
@@ -108,7 +114,8 @@ typedef uint64_t (*track_clock_fn)(void *arg);
 
 /* want_connections: build `connection` records (trace, daemon); top does not. */
 struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
-			  bool want_connections, track_sink sink, void *sink_arg);
+			  bool want_connections, const struct track_sink *sink,
+			  void *sink_arg);
 void track_free(struct tracker *t);
 void track_set_clock(struct tracker *t, track_clock_fn now, void *arg);
 /* Replay: pods come from pod_fn (an id the caller hands out per pod or address, in

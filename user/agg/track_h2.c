@@ -190,6 +190,24 @@ static void window_json(cJSON *o, const struct h2_window *w)
 		cJSON_AddNumberToObject(by, end_names[i], w->by[i]);
 }
 
+/* A window as a record shows it. */
+static void window_rec(const struct tracker *t, const struct h2_window *w,
+		       struct h2_window_rec *r)
+{
+	r->seconds = t->o->h2_window_s;
+	r->opened = w->opened;
+	r->closed = w->closed;
+	r->streams = w->streams;
+	r->streams_per_conn = w->closed ?
+		(double)(int64_t)(100.0 * w->streams / w->closed + 0.5) / 100 : -1;
+	r->median_lifetime_ms = w->median_life_ms;
+	r->by_goaway = w->by[H2_END_GOAWAY];
+	r->by_peer_fin = w->by[H2_END_PEER_FIN];
+	r->by_local_fin = w->by[H2_END_LOCAL_FIN];
+	r->by_rst = w->by[H2_END_RST];
+	r->by_other = w->by[H2_END_OTHER];
+}
+
 /* ---- findings ---- */
 
 static void remote_text(const struct h2_remote *r, char *buf, size_t len)
@@ -209,7 +227,7 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	struct h2_window w;
 	char who[640], remote[80], msg[900];
 	double spc;
-	cJSON *o, *win;
+	struct finding_rec o;
 
 	if (!r->client || (r->churn_reported_ns && now - r->churn_reported_ns < t->h2_window_ns))
 		return;
@@ -220,12 +238,11 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	if (spc > t->o->h2_churn_streams)
 		return;
 	r->churn_reported_ns = now;
-	o = tr_finding_new(t, "h2_reuse_churn", "warning", &hs->ev, c, hs->pid, hs->comm, now);
-	win = cJSON_AddObjectToObject(o, "window");
-	cJSON_AddNumberToObject(win, "seconds", t->o->h2_window_s);
-	window_json(win, &w);
-	cJSON_AddNumberToObject(o, "threshold_conns", t->o->h2_churn_conns);
-	cJSON_AddNumberToObject(o, "threshold_streams_per_conn", t->o->h2_churn_streams);
+	tr_finding_init(t, &o, "h2_reuse_churn", "warning", &hs->ev, c, hs->pid, hs->comm, now);
+	o.detail = FD_H2_CHURN;
+	window_rec(t, &w, &o.d.h2_churn.window);
+	o.d.h2_churn.threshold_conns = t->o->h2_churn_conns;
+	o.d.h2_churn.threshold_streams_per_conn = t->o->h2_churn_streams;
 	tr_pod_text(&c->pod, who, sizeof(who));
 	remote_text(r, remote, sizeof(remote));
 	snprintf(msg, sizeof(msg),
@@ -234,20 +251,21 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 		 "client or channel per call, or a close after each request); keep one "
 		 "connection per backend and multiplex requests on it.",
 		 who, w.closed, remote, t->o->h2_window_s, spc, w.median_life_ms);
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
-static void goaway_json(cJSON *o, const struct h2_state *hs, bool client)
+static void goaway_rec(struct finding_rec *o, const struct h2_state *hs, bool client)
 {
 	const struct h2_conn *hc = &hs->last.c;
 	char buf[16];
 
-	cJSON_AddStringToObject(o, "goaway_by", (hc->goaway_dir == H2_LOCAL_OUT) == client ?
-						       "client" : "server");
-	cJSON_AddNumberToObject(o, "last_stream_id", hc->goaway_last_id);
-	cJSON_AddStringToObject(o, "error", error_text(hc->goaway_error, buf, sizeof(buf)));
-	cJSON_AddNumberToObject(o, "streams", hc->streams);
+	o->detail = FD_H2_GOAWAY;
+	o->d.h2_goaway.by = (hc->goaway_dir == H2_LOCAL_OUT) == client ? "client" : "server";
+	o->d.h2_goaway.last_stream_id = hc->goaway_last_id;
+	snprintf(o->d.h2_goaway.error, sizeof(o->d.h2_goaway.error), "%s",
+		 error_text(hc->goaway_error, buf, sizeof(buf)));
+	o->d.h2_goaway.streams = hc->streams;
 }
 
 /* A GOAWAY in this connection: an error code is a finding at once; graceful ones
@@ -259,7 +277,7 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	bool sent = hc->goaway_dir == H2_LOCAL_OUT;
 	char who[640], remote[80], msg[900], err[16];
 	struct h2_remote *r;
-	cJSON *o;
+	struct finding_rec o;
 
 	if (!c->agg)
 		return;
@@ -267,16 +285,16 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	tr_remote_text(&hs->ev, client ? CS_SIDE_CLIENT : CS_SIDE_SERVER, remote, sizeof(remote));
 	if (hc->goaway_error != H2_NO_ERROR && !hs->goaway_error_reported) {
 		hs->goaway_error_reported = true;
-		o = tr_finding_new(t, "h2_goaway", "error", &hs->ev, c, hs->pid, hs->comm, now);
-		goaway_json(o, hs, client);
+		tr_finding_init(t, &o, "h2_goaway", "error", &hs->ev, c, hs->pid, hs->comm, now);
+		goaway_rec(&o, hs, client);
 		snprintf(msg, sizeof(msg),
 			 "%s %s a GOAWAY with error %s %s %s after %u stream(s) (last stream id "
 			 "%u): the connection was torn down by a protocol error, not recycled; "
 			 "streams above that id failed and must be retried.",
 			 who, sent ? "sent" : "received", error_text(hc->goaway_error, err, sizeof(err)),
 			 sent ? "to" : "from", remote, hc->streams, hc->goaway_last_id);
-		tr_message(o, msg);
-		tr_emit(t, o);
+		tr_message(&o, msg);
+		tr_emit_finding(t, &o);
 	}
 	/* A client's GOAWAY(NO_ERROR) is its ordinary goodbye (h2load, nghttp and
 	 * browsers send one before closing): only the server's recycle connections. */
@@ -296,10 +314,11 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	if (w.goaway_conns < t->o->h2_goaway_runs)
 		return;
 	r->goaway_reported_ns = now;
-	o = tr_finding_new(t, "h2_goaway", "warning", &hs->ev, c, hs->pid, hs->comm, now);
-	goaway_json(o, hs, client);
-	cJSON_AddNumberToObject(o, "goaway_connections", w.goaway_conns);
-	cJSON_AddNumberToObject(o, "window_s", t->o->h2_window_s);
+	tr_finding_init(t, &o, "h2_goaway", "warning", &hs->ev, c, hs->pid, hs->comm, now);
+	goaway_rec(&o, hs, client);
+	o.d.h2_goaway.run = true;
+	o.d.h2_goaway.goaway_connections = w.goaway_conns;
+	o.d.h2_goaway.window_s = t->o->h2_window_s;
 	snprintf(msg, sizeof(msg),
 		 "%u HTTP/2 connections between %s and %s ended by GOAWAY in the last %.0fs "
 		 "(latest: %s): the server is recycling connections (e.g. gRPC "
@@ -308,8 +327,8 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 		 w.goaway_conns, who, remote, t->o->h2_window_s,
 		 error_text(hc->goaway_error, err, sizeof(err)),
 		 hs->last.source == H2_SRC_WIRE ? "" : " and a new TLS handshake");
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 /* ---- events ---- */

@@ -241,41 +241,39 @@ static void peer_text(const struct tls_conn *tc, char *buf, size_t len)
 		snprintf(buf, len, "client %s:%u", ip, e->dport);
 }
 
-static cJSON *tls_finding(struct tracker *t, const char *kind, const char *sev,
-			  struct tls_conn *tc, uint64_t ts_mono, char *who, size_t wlen,
-			  char *proc, size_t plen)
+/* False: not about a pod we report. own keeps the owner's name the finding points at. */
+static bool tls_finding(struct tracker *t, struct finding_rec *o, const char *kind,
+			const char *sev, struct tls_conn *tc, uint64_t ts_mono,
+			struct sock_owner *own, char *who, size_t wlen, char *proc, size_t plen)
 {
 	struct cg_entry *c = tr_cgroup(t, tc->ev.cgroup_id);
-	struct sock_owner own;
-	cJSON *o;
 
 	if (!c || !c->match)
-		return NULL;
-	owner(tc, &own);
-	o = tr_finding_new(t, kind, sev, &tc->ev, c, own.pid, own.comm, ts_mono);
-	if (tc->sni[0])
-		cJSON_AddStringToObject(o, "sni", tc->sni);
-	else
-		cJSON_AddNullToObject(o, "sni");
+		return false;
+	owner(tc, own);
+	tr_finding_init(t, o, kind, sev, &tc->ev, c, own->pid, own->comm, ts_mono);
+	o->d.tls.sni = tc->sni[0] ? tc->sni : NULL;
 	tr_pod_text(&c->pod, who, wlen);
-	if (own.pid)
-		snprintf(proc, plen, "%s (pid %u)", own.comm, own.pid);
+	if (own->pid)
+		snprintf(proc, plen, "%s (pid %u)", own->comm, own->pid);
 	else
 		snprintf(proc, plen, "A process");
-	return o;
+	return true;
 }
 
 static void timeout_finding(struct tracker *t, struct tls_conn *tc, uint64_t now)
 {
 	char who[640], proc[64], peer[400], msg[1400];
 	double el = tr_elapsed(now, tc->start_ns) / 1e9;
-	cJSON *o = tls_finding(t, "tls_handshake_timeout", "error", tc, 0, who, sizeof(who),
-			       proc, sizeof(proc));
+	struct sock_owner own;
+	struct finding_rec o;
 
-	if (!o)
+	if (!tls_finding(t, &o, "tls_handshake_timeout", "error", tc, 0, &own, who, sizeof(who),
+			 proc, sizeof(proc)))
 		return;
-	cJSON_AddNumberToObject(o, "elapsed_s", tr_secs3(el));
-	cJSON_AddNumberToObject(o, "threshold_s", t->o->tls_timeout_s);
+	o.detail = FD_TLS_TIMEOUT;
+	o.d.tls.elapsed_s = tr_secs3(el);
+	o.d.tls.threshold_s = t->o->tls_timeout_s;
 	peer_text(tc, peer, sizeof(peer));
 	if (tc->we_are_client)
 		snprintf(msg, sizeof(msg),
@@ -288,26 +286,25 @@ static void timeout_finding(struct tracker *t, struct tls_conn *tc, uint64_t now
 			 "A TLS handshake from %s to %s has not finished after %.1fs: the client "
 			 "stopped answering, or this server is stuck mid-handshake.",
 			 peer, who, el);
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_mono,
 			   const char *how)
 {
 	char who[640], proc[64], peer[400], msg[1600], why[160];
-	cJSON *o = tls_finding(t, "tls_handshake_failed", "error", tc, ts_mono, who, sizeof(who),
-			       proc, sizeof(proc));
 	const char *by = tc->failed_by_client ? "client" : "server";
+	struct sock_owner own;
+	struct finding_rec o;
 
-	if (!o)
+	if (!tls_finding(t, &o, "tls_handshake_failed", "error", tc, ts_mono, &own, who,
+			 sizeof(who), proc, sizeof(proc)))
 		return;
-	cJSON_AddStringToObject(o, "failed_by", by);
-	if (tc->alert_clear)
-		cJSON_AddStringToObject(o, "alert", tls_alert_name(tc->alert_desc));
-	else
-		cJSON_AddNullToObject(o, "alert");
-	cJSON_AddStringToObject(o, "reason", how);
+	o.detail = FD_TLS_FAILED;
+	o.d.tls.failed_by = by;
+	o.d.tls.alert = tc->alert_clear ? tls_alert_name(tc->alert_desc) : NULL;
+	o.d.tls.reason = how;
 	if (tc->alert_clear)
 		snprintf(why, sizeof(why), "it sent alert %s", tls_alert_name(tc->alert_desc));
 	else
@@ -317,8 +314,8 @@ static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_m
 		 "The TLS handshake between %s and %s failed: the %s gave up (%s); check "
 		 "certificates (SAN, CA, expiry), TLS versions and ALPN on both sides.",
 		 who, peer, by, why);
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 /* ---- events ---- */

@@ -205,25 +205,6 @@ static void pod_text(const cJSON *o, char *buf, size_t len)
 	}
 }
 
-static void text_finding(const cJSON *o)
-{
-	char t[16], pod[96];
-
-	short_time(o, t, sizeof(t));
-	pod_text(o, pod, sizeof(pod));
-	printf("%-12s FINDING %-8s %-22s %s: %s\n", t, str(o, "severity", "?"),
-	       str(o, "kind", "?"), pod, str(o, "message", ""));
-	/* The code path that made a leaked socket, a frame a line, innermost first. */
-	const cJSON *stack = cJSON_GetObjectItemCaseSensitive(o, "stack"), *fr;
-
-	if (cJSON_IsArray(stack) && cJSON_GetArraySize(stack) > 0) {
-		printf("%-12s   stack of its %s():\n", "", str(o, "stack_origin", "?"));
-		cJSON_ArrayForEach(fr, stack)
-			if (cJSON_IsString(fr))
-				printf("%-12s     %s\n", "", fr->valuestring);
-	}
-}
-
 static void text_summary(const cJSON *o)
 {
 	const cJSON *tcp = obj(o, "tcp"), *cw = obj(o, "close_wait");
@@ -305,9 +286,7 @@ void out_emit(cJSON *o)
 	} else {
 		const char *type = str(o, "type", "");
 
-		if (!strcmp(type, "finding"))
-			text_finding(o);
-		else if (!strcmp(type, "summary"))
+		if (!strcmp(type, "summary"))
 			text_summary(o);
 	}
 	cJSON_Delete(o);
@@ -326,6 +305,21 @@ static void jw_endpoint(struct jw *w, const char *k, int family, const uint8_t *
 
 	jw_obj(w, k);
 	put_endpoint_fields(&j.f, family, ip, port);
+	jw_end(w);
+}
+
+static void jw_nat(struct jw *w, const struct nat_rec *n)
+{
+	struct jw_fields j = JW_FIELDS(w);
+
+	jw_obj(w, "nat");
+	jw_endpoint(w, "orig_dst", n->family, n->orig_dst, n->orig_dport);
+	jw_obj(w, "reply_src");
+	put_endpoint_fields(&j.f, n->family, n->reply_src, n->reply_sport);
+	jw_str(w, "pod", n->reply_pod);
+	jw_end(w);
+	jw_str(w, "state", n->state);
+	jw_str(w, "source", n->source);
 	jw_end(w);
 }
 
@@ -447,21 +441,8 @@ static void json_connection(const struct conn_view *v)
 		jw_tls(&w, v);
 	if (v->has_h2)
 		jw_h2(&w, v);
-	if (v->has_nat) {
-		jw_obj(&w, "nat");
-		jw_endpoint(&w, "orig_dst", v->nat_family, v->nat_orig_dst, v->nat_orig_dport);
-		{
-			struct jw_fields j = JW_FIELDS(&w);
-
-			jw_obj(&w, "reply_src");
-			put_endpoint_fields(&j.f, v->nat_family, v->nat_reply_src, v->nat_reply_sport);
-			jw_str(&w, "pod", v->nat_reply_pod);
-			jw_end(&w);
-		}
-		jw_str(&w, "state", v->nat_state);
-		jw_str(&w, "source", v->nat_source);
-		jw_end(&w);
-	}
+	if (v->has_nat)
+		jw_nat(&w, &v->nat);
 	jw_end(&w);
 	if (w.overflow) {
 		/* Cannot happen with bounded fields; never print half a record. */
@@ -470,6 +451,236 @@ static void json_connection(const struct conn_view *v)
 	}
 	fwrite(buf, 1, w.len, stdout);
 	fputc('\n', stdout);
+}
+
+/* ---- findings ---- */
+
+static void jw_ts(struct jw *w, const char *k, uint64_t ts_real)
+{
+	char ts[40];
+
+	if (!ts_real) {
+		jw_null(w, k);
+		return;
+	}
+	cs_fmt_ts(ts_real, ts, sizeof(ts));
+	jw_str(w, k, ts);
+}
+
+static void jw_rec_endpoint(struct jw *w, const char *k, const struct rec_endpoint *e)
+{
+	jw_endpoint(w, k, e->family, e->addr, e->port);
+}
+
+static void jw_close_wait(struct jw *w, const struct finding_rec *f)
+{
+	const typeof(f->d.close_wait) *cw = &f->d.close_wait;
+
+	jw_num(w, "age_s", cw->age_s);
+	jw_num(w, "threshold_s", cw->threshold_s);
+	if (f->about == FINDING_SOCKET) {
+		jw_bool(w, "preexisting", cw->preexisting);
+		jw_bool(w, "age_estimated", cw->age_estimated);
+	}
+	if (!cw->has_holders)
+		return;
+	jw_arr(w, "holders");
+	for (int i = 0; i < cw->nholders; i++) {
+		jw_obj(w, NULL);
+		jw_num(w, "pid", cw->holders[i].pid);
+		jw_str(w, "comm", cw->holders[i].comm);
+		jw_num(w, "fd", cw->holders[i].fd);
+		jw_end(w);
+	}
+	jw_end_arr(w);
+	if (cw->holders_total > cw->nholders)
+		jw_num(w, "holders_total", cw->holders_total);
+	if (cw->holders_note)
+		jw_str(w, "holders_note", cw->holders_note);
+	if (cw->nstack) {
+		jw_arr(w, "stack");
+		for (int i = 0; i < cw->nstack; i++)
+			jw_str(w, NULL, cw->stack[i]);
+		jw_end_arr(w);
+		jw_str(w, "stack_origin", cw->stack_origin);
+	} else {
+		jw_null(w, "stack");
+		jw_str(w, "stack_note", cw->stack_note);
+	}
+}
+
+static void jw_h2_window(struct jw *w, const struct h2_window_rec *win)
+{
+	jw_obj(w, "window");
+	jw_num(w, "seconds", win->seconds);
+	jw_num(w, "opened", win->opened);
+	jw_num(w, "closed", win->closed);
+	jw_num(w, "streams", (double)win->streams);
+	if (win->streams_per_conn >= 0)
+		jw_num(w, "streams_per_conn", win->streams_per_conn);
+	else
+		jw_null(w, "streams_per_conn");
+	if (win->median_lifetime_ms >= 0)
+		jw_num(w, "median_lifetime_ms", win->median_lifetime_ms);
+	else
+		jw_null(w, "median_lifetime_ms");
+	jw_obj(w, "ended_by");
+	jw_num(w, "goaway", win->by_goaway);
+	jw_num(w, "peer_fin", win->by_peer_fin);
+	jw_num(w, "local_fin", win->by_local_fin);
+	jw_num(w, "rst", win->by_rst);
+	jw_num(w, "other", win->by_other);
+	jw_end(w);
+	jw_end(w);
+}
+
+static void jw_finding_detail(struct jw *w, const struct finding_rec *f)
+{
+	switch (f->detail) {
+	case FD_FOLD:
+		jw_num(w, "count", (double)f->d.fold.count);
+		jw_num(w, "window_s", f->d.fold.window_s);
+		break;
+	case FD_CONNECT_TIMEOUT:
+		jw_num(w, "elapsed_s", f->d.connect_timeout.elapsed_s);
+		jw_num(w, "threshold_s", f->d.connect_timeout.threshold_s);
+		jw_num(w, "syn_retrans", f->d.connect_timeout.syn_retrans);
+		break;
+	case FD_CLOSE_WAIT:
+		jw_close_wait(w, f);
+		break;
+	case FD_TLS_TIMEOUT:
+		jw_str(w, "sni", f->d.tls.sni);
+		jw_num(w, "elapsed_s", f->d.tls.elapsed_s);
+		jw_num(w, "threshold_s", f->d.tls.threshold_s);
+		break;
+	case FD_TLS_FAILED:
+		jw_str(w, "sni", f->d.tls.sni);
+		jw_str(w, "failed_by", f->d.tls.failed_by);
+		jw_str(w, "alert", f->d.tls.alert);
+		jw_str(w, "reason", f->d.tls.reason);
+		break;
+	case FD_H2_CHURN:
+		jw_h2_window(w, &f->d.h2_churn.window);
+		jw_num(w, "threshold_conns", f->d.h2_churn.threshold_conns);
+		jw_num(w, "threshold_streams_per_conn", f->d.h2_churn.threshold_streams_per_conn);
+		break;
+	case FD_H2_GOAWAY:
+		jw_str(w, "goaway_by", f->d.h2_goaway.by);
+		jw_num(w, "last_stream_id", f->d.h2_goaway.last_stream_id);
+		jw_str(w, "error", f->d.h2_goaway.error);
+		jw_num(w, "streams", f->d.h2_goaway.streams);
+		if (f->d.h2_goaway.run) {
+			jw_num(w, "goaway_connections", f->d.h2_goaway.goaway_connections);
+			jw_num(w, "window_s", f->d.h2_goaway.window_s);
+		}
+		break;
+	case FD_CT_PRESSURE:
+		jw_num(w, "count", (double)f->d.ct_pressure.count);
+		jw_num(w, "max", (double)f->d.ct_pressure.max);
+		jw_num(w, "percent", f->d.ct_pressure.percent);
+		jw_num(w, "growth_per_s", f->d.ct_pressure.growth_per_s);
+		jw_num(w, "threshold_percent", f->d.ct_pressure.threshold_percent);
+		jw_num(w, "drops", (double)f->d.ct_pressure.drops);
+		jw_num(w, "insert_failed", (double)f->d.ct_pressure.insert_failed);
+		jw_num(w, "early_drops", (double)f->d.ct_pressure.early_drops);
+		break;
+	}
+}
+
+static void fill_finding(struct jw *w, const void *rec)
+{
+	const struct finding_rec *f = rec;
+
+	jw_obj(w, NULL);
+	jw_str(w, "type", "finding");
+	jw_ts(w, "ts", f->ts_real);
+	jw_str(w, "kind", f->kind);
+	jw_str(w, "severity", f->severity);
+	switch (f->about) {
+	case FINDING_SOCKET:
+		jw_pod(w, f->pod);
+		if (f->pid) {
+			jw_num(w, "pid", f->pid);
+			jw_str(w, "comm", f->comm);
+		} else {
+			jw_null(w, "pid");
+			jw_null(w, "comm");
+		}
+		jw_num(w, "netns", f->netns);
+		jw_num(w, "cookie", (double)f->cookie);
+		jw_str(w, "side", f->side);
+		jw_rec_endpoint(w, "client", &f->client);
+		jw_rec_endpoint(w, "server", &f->server);
+		if (f->has_nat)
+			jw_nat(w, &f->nat);
+		jw_finding_detail(w, f);
+		break;
+	case FINDING_FORWARDED:
+		jw_null(w, "pod");
+		jw_str(w, "side", f->side);
+		jw_str(w, "source", f->source);
+		jw_rec_endpoint(w, "client", &f->client);
+		jw_rec_endpoint(w, "server", &f->server);
+		jw_finding_detail(w, f);
+		if (f->has_nat)
+			jw_nat(w, &f->nat);
+		break;
+	case FINDING_NODE:
+		jw_null(w, "pod");
+		jw_finding_detail(w, f);
+		break;
+	}
+	jw_str(w, "message", f->message);
+	jw_end(w);
+}
+
+/* The pod a finding or summary is about, in a text column. */
+static void pod_label(const struct pod_info *p, char *buf, size_t len)
+{
+	if (p && p->is_pod) {
+		if (p->known)
+			snprintf(buf, len, "%s/%s", p->namespace_, p->name);
+		else
+			snprintf(buf, len, "pod:%.8s", p->uid);
+	} else if (p && p->ip[0]) {
+		snprintf(buf, len, "%s", p->ip);
+	} else {
+		snprintf(buf, len, "%s", p && p->cgroup_path[0] ? p->cgroup_path : "-");
+	}
+}
+
+/* "12:34:56.789" of a wall-clock time. */
+static void short_ts(uint64_t ts_real, char *buf, size_t len)
+{
+	char ts[40] = "";
+
+	if (ts_real)
+		cs_fmt_ts(ts_real, ts, sizeof(ts));
+	snprintf(buf, len, "%.12s", strlen(ts) > 11 ? ts + 11 : ts);
+}
+
+static void text_finding(const struct finding_rec *f)
+{
+	char t[16], pod[96];
+
+	short_ts(f->ts_real, t, sizeof(t));
+	pod_label(f->about == FINDING_SOCKET ? f->pod : NULL, pod, sizeof(pod));
+	printf("%-12s FINDING %-8s %-22s %s: %s\n", t, f->severity, f->kind, pod, f->message);
+	/* The code path that made a leaked socket, a frame a line, innermost first. */
+	if (f->detail == FD_CLOSE_WAIT && f->d.close_wait.has_holders && f->d.close_wait.nstack) {
+		printf("%-12s   stack of its %s():\n", "", f->d.close_wait.stack_origin);
+		for (int i = 0; i < f->d.close_wait.nstack; i++)
+			printf("%-12s     %s\n", "", f->d.close_wait.stack[i]);
+	}
+}
+
+void out_finding(const struct finding_rec *f)
+{
+	if (fmt == FMT_JSON)
+		emit_line(fill_finding, f);
+	else
+		text_finding(f);
 }
 
 static void text_header(void)

@@ -52,12 +52,7 @@ struct conn_view {
 #define H2_UNSET_VALUE 0xffffffffu  /* h2_max_concurrent: never announced */
 	/* nat: only when has_nat (conntrack translated the connection) */
 	bool has_nat;
-	int nat_family;
-	const uint8_t *nat_orig_dst, *nat_reply_src;
-	uint16_t nat_orig_dport, nat_reply_sport;
-	const char *nat_source;
-	const char *nat_state;        /* conntrack's TCP state when the record was made */
-	const char *nat_reply_pod;    /* "ns/name" of the backend, if its sockets were seen; NULL */
+	struct nat_rec nat;
 	/* replay: no process, cgroup or socket; where in which capture it began */
 	bool replay;
 	bool open;                    /* still open when the capture ended */
@@ -66,6 +61,8 @@ struct conn_view {
 };
 
 void out_connection(const struct conn_view *v);
+/* A `finding` record, as a JSON line or text lines. */
+void out_finding(const struct finding_rec *f);
 /* A `stats` record, as a JSON line or a text line. */
 void out_stats(const struct stats_rec *s);
 

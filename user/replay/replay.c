@@ -1465,7 +1465,13 @@ static void text_report(struct replay *r, const struct stats_rec *st)
 		       (unsigned long long)st->tls_decrypt_errors);
 }
 
-static void sink(cJSON *rec, void *arg)
+static void sink_finding(const struct finding_rec *f, void *arg)
+{
+	(void)arg;
+	out_finding(f);
+}
+
+static void sink_tree(cJSON *rec, void *arg)
 {
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
 
@@ -1561,7 +1567,9 @@ int replay_run(const struct cs_opts *o)
 		goto out;
 	}
 	out_init(o->fmt, o->verbose);
-	r->t = track_new(o, NULL, o->fmt == FMT_JSON || o->verbose, sink,
+	static const struct track_sink sink = { sink_finding, sink_tree };
+
+	r->t = track_new(o, NULL, o->fmt == FMT_JSON || o->verbose, &sink,
 			 o->fmt == FMT_TEXT ? (void *)r : NULL);
 	if (!r->t) {
 		cs_fail("replay", "%s", strerror(ENOMEM));
