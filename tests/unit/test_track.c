@@ -39,6 +39,12 @@ static void sink_finding(const struct finding_rec *f, void *arg)
 	last_count = f->detail == FD_FOLD ? (double)f->d.fold.count : -1;
 }
 
+static void sink_connection(const struct conn_rec *c, void *arg)
+{
+	(void)c;
+	(void)arg;
+}
+
 static void sink_tree(cJSON *rec, void *arg)
 {
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
@@ -49,7 +55,7 @@ static void sink_tree(cJSON *rec, void *arg)
 	cJSON_Delete(rec);
 }
 
-static const struct track_sink sink = { sink_finding, sink_tree };
+static const struct track_sink sink = { sink_finding, sink_connection, sink_tree };
 
 static struct cs_event edge(uint8_t type, uint64_t cookie, uint64_t ts)
 {

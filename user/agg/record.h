@@ -172,4 +172,62 @@ struct finding_rec {
 	char message[FINDING_MESSAGE_LEN];
 };
 
+/* `connection`: a socket's connection from its start to its close, or a flow this
+ * node only forwarded (conntrack saw it, no socket here took part). */
+struct conn_rec {
+	uint64_t ts_real;
+	uint64_t start_real;      /* 0: unknown (pre-existing) */
+	uint64_t duration_ns;
+	const struct pod_info *pod;
+	uint32_t pid;             /* 0: unknown */
+	const char *comm;
+	uint32_t netns;
+	uint64_t cookie;
+	const char *side;
+	int family;
+	const uint8_t *client_ip, *server_ip;
+	uint16_t client_port, server_port;
+	bool preexisting;
+	const char *outcome;
+	bool connect_known;
+	uint64_t connect_ns;
+	unsigned syn_retrans;
+	const char *close;
+	uint64_t close_wait_ns;
+	uint64_t bytes_in, bytes_out;
+	unsigned retrans;
+	const char *error;        /* NULL: none */
+	/* tls: only when has_tls */
+	bool has_tls;
+	const char *tls_version, *tls_sni, *tls_alpn, *tls_outcome;
+	const char *tls_alpn_offered; /* comma-joined */
+	bool tls_ms_known;
+	uint64_t tls_ns;
+	/* h2: only when has_h2 */
+	bool has_h2;
+	bool h2_midway;               /* joined mid-connection: counts unknown */
+	bool h2_joined;               /* replay: joined mid-connection, counted from a frame boundary */
+	const char *h2_source;
+	uint32_t h2_streams, h2_goaway, h2_goaway_last_id, h2_goaway_error_code;
+	const char *h2_goaway_error;  /* NULL: a code without a name */
+	const char *h2_goaway_by;     /* NULL: no GOAWAY */
+	uint32_t h2_rst_stream, h2_max_concurrent, h2_pings, h2_desync;
+#define H2_UNSET_VALUE 0xffffffffu  /* h2_max_concurrent: never announced */
+	/* nat: only when has_nat (conntrack translated the connection) */
+	bool has_nat;
+	struct nat_rec nat;
+	/* replay: no process, cgroup or socket; where in which capture it began */
+	bool replay;
+	bool open;                    /* still open when the capture ended */
+	const char *capture_file;
+	uint64_t capture_packet;
+	/* forwarded: no pod, process or socket; what conntrack held (nat as above) */
+	bool forwarded;
+	const char *ct_state;
+	bool ct_seen_reply, ct_assured;
+	uint32_t ct_netns, ct_mark;
+	bool ct_close_wait_known;
+	uint64_t ct_close_wait_ns;
+};
+
 #endif

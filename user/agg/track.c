@@ -392,6 +392,11 @@ void tr_emit_finding(struct tracker *t, const struct finding_rec *f)
 	t->sink.finding(f, t->sink_arg);
 }
 
+void tr_emit_connection(struct tracker *t, const struct conn_rec *c)
+{
+	t->sink.connection(c, t->sink_arg);
+}
+
 void tr_emit(struct tracker *t, cJSON *rec)
 {
 	t->sink.tree(rec, t->sink_arg);
@@ -626,7 +631,7 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 	bool pre = (e->flags & CS_F_MIDWAY) || (w && w->preexisting);
 	uint64_t cw_since = e->close_wait_ns ? e->close_wait_ns : (w ? w->cw_since_ns : 0);
 	bool client = side == CS_SIDE_CLIENT;
-	struct conn_view v = {
+	struct conn_rec v = {
 		.ts_real = cs_mono_to_real(e->ts_ns),
 		.pod = &c->pod,
 		.pid = e->pid,
@@ -680,7 +685,7 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 	if (hs)
 		h2_view(hs, &v);
 	ct_view(t, e, &v);
-	out_connection(&v);
+	tr_emit_connection(t, &v);
 }
 
 /* ---- events ---- */

@@ -100,9 +100,11 @@ struct pod_agg {
 /* Where records go: typed ones by type; the rest still as cJSON trees, which the
  * sink owns. */
 struct finding_rec;
+struct conn_rec;
 struct track_sink {
 	void (*finding)(const struct finding_rec *f, void *arg);
-	void (*tree)(cJSON *rec, void *arg);   /* summary, forwarded connection */
+	void (*connection)(const struct conn_rec *c, void *arg);
+	void (*tree)(cJSON *rec, void *arg);   /* summary */
 };
 
 struct tracker;

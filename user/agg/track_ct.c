@@ -146,24 +146,6 @@ static void nat_of(struct tracker *t, const struct ct_event *e, struct nat_rec *
 	n->reply_pod = pod_of(t, e->reply.l3, e->reply.src);
 }
 
-/* "nat": {"orig_dst": {ip, port}, "reply_src": {ip, port, pod}, "state", "source"} */
-static void add_nat(struct tracker *t, cJSON *o, const struct ct_event *e)
-{
-	cJSON *nat = cJSON_AddObjectToObject(o, "nat"), *rs;
-	int fam = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
-	const char *pod = pod_of(t, e->reply.l3, e->reply.src);
-
-	out_add_endpoint(nat, "orig_dst", fam, e->orig.dst, e->orig.dport);
-	out_add_endpoint(nat, "reply_src", fam, e->reply.src, e->reply.sport);
-	rs = cJSON_GetObjectItemCaseSensitive(nat, "reply_src");
-	if (pod)
-		cJSON_AddStringToObject(rs, "pod", pod);
-	else
-		cJSON_AddNullToObject(rs, "pod");
-	cJSON_AddStringToObject(nat, "state", state_name(e->tcp_state));
-	cJSON_AddStringToObject(nat, "source", e->source == CT_SRC_BPF ? "bpf" : "netlink");
-}
-
 /* The entry a socket's traffic went through, seen from either end. */
 static struct ct_entry *lookup(struct tracker *t, const struct cs_event *e)
 {
@@ -182,7 +164,7 @@ static struct ct_entry *lookup(struct tracker *t, const struct cs_event *e)
 	return kmap_get(&t->ct_reply, &k);
 }
 
-void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v)
+void ct_view(struct tracker *t, const struct cs_event *e, struct conn_rec *v)
 {
 	struct ct_entry *c = lookup(t, e);
 
@@ -216,27 +198,32 @@ void ct_socket_seen(struct tracker *t, const struct cs_event *e)
 static void forwarded_record(struct tracker *t, struct ct_entry *c)
 {
 	const struct ct_event *e = &c->ev;
-	cJSON *o = out_record("connection", cs_mono_to_real(c->end_ns)), *ct;
 	int fam = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
+	struct conn_rec v = {
+		.ts_real = cs_mono_to_real(c->end_ns),
+		.forwarded = true,
+		.side = "forwarded",
+		.family = fam,
+		.client_ip = e->orig.src,
+		.client_port = e->orig.sport,
+		.server_ip = e->reply.src,
+		.server_port = e->reply.sport,
+		.start_real = cs_mono_to_real(c->first_ns),
+		.duration_ns = tr_elapsed(c->end_ns, c->first_ns),
+		.ct_state = state_name(e->tcp_state),
+		.ct_seen_reply = e->status & CT_S_SEEN_REPLY,
+		.ct_assured = e->status & CT_S_ASSURED,
+		.ct_netns = e->netns,
+		.ct_mark = e->mark,
+		.ct_close_wait_known = c->cw_since_ns != 0,
+		.ct_close_wait_ns = c->cw_since_ns ? tr_elapsed(c->end_ns, c->cw_since_ns) : 0,
+	};
 
-	cJSON_AddNullToObject(o, "pod");
-	cJSON_AddStringToObject(o, "side", "forwarded");
-	out_add_endpoint(o, "client", fam, e->orig.src, e->orig.sport);
-	out_add_endpoint(o, "server", fam, e->reply.src, e->reply.sport);
-	out_add_ts(o, "start", cs_mono_to_real(c->first_ns));
-	cJSON_AddNumberToObject(o, "duration_ms", out_ms(tr_elapsed(c->end_ns, c->first_ns)));
-	ct = cJSON_AddObjectToObject(o, "conntrack");
-	cJSON_AddStringToObject(ct, "state", state_name(e->tcp_state));
-	cJSON_AddBoolToObject(ct, "seen_reply", e->status & CT_S_SEEN_REPLY);
-	cJSON_AddBoolToObject(ct, "assured", e->status & CT_S_ASSURED);
-	cJSON_AddNumberToObject(ct, "netns", e->netns);
-	cJSON_AddNumberToObject(ct, "mark", e->mark);
-	if (c->cw_since_ns)
-		cJSON_AddNumberToObject(ct, "close_wait_ms",
-					out_ms(tr_elapsed(c->end_ns, c->cw_since_ns)));
-	if (translated(e))
-		add_nat(t, o, e);
-	tr_emit(t, o);
+	if (translated(e)) {
+		v.has_nat = true;
+		nat_of(t, e, &v.nat);
+	}
+	tr_emit_connection(t, &v);
 }
 
 void track_ct_event(struct tracker *t, const struct ct_event *e)

@@ -454,7 +454,7 @@ void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *clo
 	churn_check(t, hs, c, r, close->ts_ns);
 }
 
-void h2_view(const struct h2_state *hs, struct conn_view *v)
+void h2_view(const struct h2_state *hs, struct conn_rec *v)
 {
 	const struct h2_conn *hc = &hs->last.c;
 	bool client = we_are_client(hc);

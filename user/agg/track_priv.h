@@ -146,6 +146,7 @@ void tr_finding_init(struct tracker *t, struct finding_rec *f, const char *kind,
 /* The message, with where conntrack sent the connection when it did. */
 void tr_message(struct finding_rec *f, const char *msg);
 void tr_emit_finding(struct tracker *t, const struct finding_rec *f);
+void tr_emit_connection(struct tracker *t, const struct conn_rec *c);
 void tr_emit(struct tracker *t, cJSON *rec);
 
 /* A part of the tracker (TLS, HTTP/2, conntrack): the hooks the core calls for
@@ -165,19 +166,19 @@ extern const struct track_part *const track_parts[]; /* NULL-terminated */
 extern const struct track_part tls_part, h2_part, ct_part;
 
 /* track_tls.c, called by track.c */
-struct conn_view;
+struct conn_rec;
 struct tls_conn *tls_take(struct tracker *t, uint64_t cookie);
 void tls_close(struct tracker *t, struct tls_conn *tc, const struct cs_event *close);
-void tls_view(const struct tls_conn *tc, struct conn_view *v);
+void tls_view(const struct tls_conn *tc, struct conn_rec *v);
 void tls_free(struct tls_conn *tc);
 
 /* track_h2.c, called by track.c */
 struct h2_state *h2_take(struct tracker *t, uint64_t cookie);
 void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *close);
-void h2_view(const struct h2_state *hs, struct conn_view *v);
+void h2_view(const struct h2_state *hs, struct conn_rec *v);
 
 /* track_ct.c, called by track.c */
-void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v);
+void ct_view(struct tracker *t, const struct cs_event *e, struct conn_rec *v);
 void ct_finding_nat(struct tracker *t, struct finding_rec *f, const struct cs_event *e);
 /* A pod's socket shows the pod's address: remembered, so a NAT'd backend is named. */
 void ct_learn_pod(struct tracker *t, const struct cs_event *e, const struct pod_info *p);

@@ -448,7 +448,7 @@ void tls_close(struct tracker *t, struct tls_conn *tc, const struct cs_event *cl
 }
 
 /* The connection record's tls object, in view form. */
-void tls_view(const struct tls_conn *tc, struct conn_view *v)
+void tls_view(const struct tls_conn *tc, struct conn_rec *v)
 {
 	v->has_tls = true;
 	v->tls_version = tc->version ? tls_version_name(tc->version) : NULL;

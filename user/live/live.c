@@ -158,13 +158,19 @@ static void print_finding(const struct finding_rec *f, void *arg)
 	out_finding(f);
 }
 
+static void print_connection(const struct conn_rec *c, void *arg)
+{
+	(void)arg;
+	out_connection(c);
+}
+
 static void print_tree(cJSON *rec, void *arg)
 {
 	(void)arg;
 	out_emit(rec);
 }
 
-static const struct track_sink sink_print = { print_finding, print_tree };
+static const struct track_sink sink_print = { print_finding, print_connection, print_tree };
 
 /* top shows findings in its panel, and reads the pods' aggregates for the rest. */
 static void top_finding(const struct finding_rec *f, void *arg)
@@ -173,13 +179,19 @@ static void top_finding(const struct finding_rec *f, void *arg)
 	top_note_finding(f);
 }
 
+static void top_connection(const struct conn_rec *c, void *arg)
+{
+	(void)c;
+	(void)arg;
+}
+
 static void top_tree(cJSON *rec, void *arg)
 {
 	(void)arg;
 	cJSON_Delete(rec);
 }
 
-static const struct track_sink sink_top = { top_finding, top_tree };
+static const struct track_sink sink_top = { top_finding, top_connection, top_tree };
 
 #define CG_GC_NS (30 * 1000000000ull)
 

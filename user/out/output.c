@@ -308,6 +308,18 @@ static void jw_endpoint(struct jw *w, const char *k, int family, const uint8_t *
 	jw_end(w);
 }
 
+static void jw_ts(struct jw *w, const char *k, uint64_t ts_real)
+{
+	char ts[40];
+
+	if (!ts_real) {
+		jw_null(w, k);
+		return;
+	}
+	cs_fmt_ts(ts_real, ts, sizeof(ts));
+	jw_str(w, k, ts);
+}
+
 static void jw_nat(struct jw *w, const struct nat_rec *n)
 {
 	struct jw_fields j = JW_FIELDS(w);
@@ -323,7 +335,7 @@ static void jw_nat(struct jw *w, const struct nat_rec *n)
 	jw_end(w);
 }
 
-static void jw_tls(struct jw *w, const struct conn_view *v)
+static void jw_tls(struct jw *w, const struct conn_rec *v)
 {
 	jw_obj(w, "tls");
 	jw_str(w, "version", v->tls_version);
@@ -347,7 +359,7 @@ static void jw_tls(struct jw *w, const struct conn_view *v)
 	jw_end(w);
 }
 
-static void jw_h2(struct jw *w, const struct conn_view *v)
+static void jw_h2(struct jw *w, const struct conn_rec *v)
 {
 	char code[16];
 
@@ -382,7 +394,35 @@ static void jw_h2(struct jw *w, const struct conn_view *v)
 	jw_end(w);
 }
 
-static void json_connection(const struct conn_view *v)
+/* A flow this node only forwarded: what conntrack held of it. */
+static void fill_forwarded(struct jw *w, const void *rec)
+{
+	const struct conn_rec *v = rec;
+
+	jw_obj(w, NULL);
+	jw_str(w, "type", "connection");
+	jw_ts(w, "ts", v->ts_real);
+	jw_null(w, "pod");
+	jw_str(w, "side", v->side);
+	jw_endpoint(w, "client", v->family, v->client_ip, v->client_port);
+	jw_endpoint(w, "server", v->family, v->server_ip, v->server_port);
+	jw_ts(w, "start", v->start_real);
+	jw_num(w, "duration_ms", out_ms(v->duration_ns));
+	jw_obj(w, "conntrack");
+	jw_str(w, "state", v->ct_state);
+	jw_bool(w, "seen_reply", v->ct_seen_reply);
+	jw_bool(w, "assured", v->ct_assured);
+	jw_num(w, "netns", v->ct_netns);
+	jw_num(w, "mark", v->ct_mark);
+	if (v->ct_close_wait_known)
+		jw_num(w, "close_wait_ms", out_ms(v->ct_close_wait_ns));
+	jw_end(w);
+	if (v->has_nat)
+		jw_nat(w, &v->nat);
+	jw_end(w);
+}
+
+static void json_connection(const struct conn_rec *v)
 {
 	char buf[4096], ts[40];
 	struct jw w;
@@ -454,18 +494,6 @@ static void json_connection(const struct conn_view *v)
 }
 
 /* ---- findings ---- */
-
-static void jw_ts(struct jw *w, const char *k, uint64_t ts_real)
-{
-	char ts[40];
-
-	if (!ts_real) {
-		jw_null(w, k);
-		return;
-	}
-	cs_fmt_ts(ts_real, ts, sizeof(ts));
-	jw_str(w, k, ts);
-}
 
 static void jw_rec_endpoint(struct jw *w, const char *k, const struct rec_endpoint *e)
 {
@@ -701,7 +729,7 @@ static void ep_text_raw(int family, const uint8_t *ip, uint16_t port, char *buf,
 	snprintf(buf, len, family == AF_INET6 ? "[%s]:%u" : "%s:%u", txt, port);
 }
 
-static void text_connection(const struct conn_view *v)
+static void text_connection(const struct conn_rec *v)
 {
 	char ts[40], pod[96], cl[64], sv[64], own[48];
 
@@ -742,8 +770,14 @@ static void text_connection(const struct conn_view *v)
 	putchar('\n');
 }
 
-void out_connection(const struct conn_view *v)
+void out_connection(const struct conn_rec *v)
 {
+	if (v->forwarded) {
+		/* The text table shows sockets of this node only. */
+		if (fmt == FMT_JSON)
+			emit_line(fill_forwarded, v);
+		return;
+	}
 	if (fmt == FMT_JSON)
 		json_connection(v);
 	else

@@ -10,57 +10,8 @@
 #include "pods.h"
 #include "record.h"
 
-/* A `connection` record, rendered without cJSON (the hot path). */
-struct conn_view {
-	uint64_t ts_real;
-	uint64_t start_real;      /* 0: unknown (pre-existing) */
-	uint64_t duration_ns;
-	const struct pod_info *pod;
-	uint32_t pid;             /* 0: unknown */
-	const char *comm;
-	uint32_t netns;
-	uint64_t cookie;
-	const char *side;
-	int family;
-	const uint8_t *client_ip, *server_ip;
-	uint16_t client_port, server_port;
-	bool preexisting;
-	const char *outcome;
-	bool connect_known;
-	uint64_t connect_ns;
-	unsigned syn_retrans;
-	const char *close;
-	uint64_t close_wait_ns;
-	uint64_t bytes_in, bytes_out;
-	unsigned retrans;
-	const char *error;        /* NULL: none */
-	/* tls: only when has_tls */
-	bool has_tls;
-	const char *tls_version, *tls_sni, *tls_alpn, *tls_outcome;
-	const char *tls_alpn_offered; /* comma-joined */
-	bool tls_ms_known;
-	uint64_t tls_ns;
-	/* h2: only when has_h2 */
-	bool has_h2;
-	bool h2_midway;               /* joined mid-connection: counts unknown */
-	bool h2_joined;               /* replay: joined mid-connection, counted from a frame boundary */
-	const char *h2_source;
-	uint32_t h2_streams, h2_goaway, h2_goaway_last_id, h2_goaway_error_code;
-	const char *h2_goaway_error;  /* NULL: a code without a name */
-	const char *h2_goaway_by;     /* NULL: no GOAWAY */
-	uint32_t h2_rst_stream, h2_max_concurrent, h2_pings, h2_desync;
-#define H2_UNSET_VALUE 0xffffffffu  /* h2_max_concurrent: never announced */
-	/* nat: only when has_nat (conntrack translated the connection) */
-	bool has_nat;
-	struct nat_rec nat;
-	/* replay: no process, cgroup or socket; where in which capture it began */
-	bool replay;
-	bool open;                    /* still open when the capture ended */
-	const char *capture_file;
-	uint64_t capture_packet;
-};
-
-void out_connection(const struct conn_view *v);
+/* A `connection` record, as a JSON line or a text line (none for a forwarded flow). */
+void out_connection(const struct conn_rec *v);
 /* A `finding` record, as a JSON line or text lines. */
 void out_finding(const struct finding_rec *f);
 /* A `stats` record, as a JSON line or a text line. */

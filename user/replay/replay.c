@@ -1471,6 +1471,12 @@ static void sink_finding(const struct finding_rec *f, void *arg)
 	out_finding(f);
 }
 
+static void sink_connection(const struct conn_rec *c, void *arg)
+{
+	(void)arg;
+	out_connection(c);
+}
+
 static void sink_tree(cJSON *rec, void *arg)
 {
 	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
@@ -1567,7 +1573,7 @@ int replay_run(const struct cs_opts *o)
 		goto out;
 	}
 	out_init(o->fmt, o->verbose);
-	static const struct track_sink sink = { sink_finding, sink_tree };
+	static const struct track_sink sink = { sink_finding, sink_connection, sink_tree };
 
 	r->t = track_new(o, NULL, o->fmt == FMT_JSON || o->verbose, &sink,
 			 o->fmt == FMT_TEXT ? (void *)r : NULL);
