@@ -45,17 +45,14 @@ static void sink_connection(const struct conn_rec *c, void *arg)
 	(void)arg;
 }
 
-static void sink_tree(cJSON *rec, void *arg)
+static void sink_summary(const struct summary_rec *s, void *arg)
 {
-	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
-
+	(void)s;
 	(void)arg;
-	if (cJSON_IsString(type) && !strcmp(type->valuestring, "summary"))
-		nsummaries++;
-	cJSON_Delete(rec);
+	nsummaries++;
 }
 
-static const struct track_sink sink = { sink_finding, sink_connection, sink_tree };
+static const struct track_sink sink = { sink_finding, sink_connection, sink_summary };
 
 static struct cs_event edge(uint8_t type, uint64_t cookie, uint64_t ts)
 {

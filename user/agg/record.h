@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * Records as typed values, handed to the sinks (user/output.c) that write them as
+ * Records as typed values, handed to the sinks (user/out/output.c) that write them as
  * JSON lines or text: the schema of each lives in its sink alone, and whoever
  * needs a figure reads the struct, not a key of the printed record.
  */
@@ -228,6 +228,58 @@ struct conn_rec {
 	uint32_t ct_netns, ct_mark;
 	bool ct_close_wait_known;
 	uint64_t ct_close_wait_ns;
+};
+
+/* `summary`: one pod's figures since start. */
+#define SUMMARY_MAX_REMOTES 5      /* the remotes shown, most troubled first */
+#define SUMMARY_MAX_TLS_DESTS 16
+#define SUMMARY_MAX_H2_REMOTES 16
+
+struct tls_stats_rec {
+	uint64_t handshakes, ok, failed, timeouts;
+	double p50_ms, p99_ms;     /* < 0: no handshake time yet */
+};
+
+struct summary_rec {
+	uint64_t ts_real;
+	const struct pod_info *pod;
+	struct {
+		uint64_t opened, closed, active, refused, timeouts, resets, failed;
+	} tcp;
+	struct {
+		uint64_t current, stuck;
+		double max_age_s;
+	} close_wait;
+	bool has_tls;              /* false: "tls" null (no handshake yet) */
+	struct {
+		struct tls_stats_rec all;
+		struct {
+			const char *destination;
+			struct tls_stats_rec st;
+		} dests[SUMMARY_MAX_TLS_DESTS];
+		int ndests;
+		uint64_t dest_evictions;
+	} tls;
+	bool has_h2;               /* false: "h2" null (no HTTP/2 connection yet) */
+	struct {
+		uint64_t connections, closed, streams, goaway, rst_stream, desync;
+		double streams_per_conn;
+		struct h2_window_rec window;  /* all remotes; no median_lifetime_ms */
+		struct {
+			struct rec_endpoint ep;  /* port 0: the remote is a client */
+			bool client;             /* the pod is its client */
+			struct h2_window_rec window;
+		} remotes[SUMMARY_MAX_H2_REMOTES];
+		int nremotes;
+		uint64_t remote_evictions;
+	} h2;
+	uint64_t findings;
+	struct {
+		struct rec_endpoint ep;  /* port 0: the remote is a client */
+		uint64_t connections, refused, timeouts, resets;
+	} remotes[SUMMARY_MAX_REMOTES];
+	int nremotes;
+	uint64_t remote_evictions;
 };
 
 #endif

@@ -397,11 +397,6 @@ void tr_emit_connection(struct tracker *t, const struct conn_rec *c)
 	t->sink.connection(c, t->sink_arg);
 }
 
-void tr_emit(struct tracker *t, cJSON *rec)
-{
-	t->sink.tree(rec, t->sink_arg);
-}
-
 void tr_message(struct finding_rec *f, const char *msg)
 {
 	char pod[320] = "", vip[INET6_ADDRSTRLEN], be[INET6_ADDRSTRLEN];
@@ -1099,48 +1094,42 @@ static int remote_cmp(const void *pa, const void *pb)
 
 static void summary_record(struct tracker *t, struct pod_agg *a)
 {
-	cJSON *o = out_record("summary", cs_real_ns()), *tcp, *cw, *rem;
 	struct remote_agg sorted[TRACK_MAX_REMOTES];
 	int n = a->nremotes;
+	struct summary_rec s;
 
-	out_add_pod(o, &a->pod);
-	tcp = cJSON_AddObjectToObject(o, "tcp");
-	cJSON_AddNumberToObject(tcp, "opened", (double)a->opened);
-	cJSON_AddNumberToObject(tcp, "closed", (double)a->closed);
-	cJSON_AddNumberToObject(tcp, "active", (double)(a->active > 0 ? a->active : 0));
-	cJSON_AddNumberToObject(tcp, "refused", (double)a->refused);
-	cJSON_AddNumberToObject(tcp, "timeouts", (double)a->timeouts);
-	cJSON_AddNumberToObject(tcp, "resets", (double)a->resets);
-	cJSON_AddNumberToObject(tcp, "failed", (double)a->failed);
-	cw = cJSON_AddObjectToObject(o, "close_wait");
-	cJSON_AddNumberToObject(cw, "current", (double)a->cw_current);
-	cJSON_AddNumberToObject(cw, "stuck", (double)a->cw_stuck);
-	cJSON_AddNumberToObject(cw, "max_age_s", (double)(int64_t)(a->cw_max_age_s * 10) / 10);
+	memset(&s, 0, sizeof(s));
+	s.ts_real = cs_real_ns();
+	s.pod = &a->pod;
+	s.tcp.opened = a->opened;
+	s.tcp.closed = a->closed;
+	s.tcp.active = a->active > 0 ? (uint64_t)a->active : 0;
+	s.tcp.refused = a->refused;
+	s.tcp.timeouts = a->timeouts;
+	s.tcp.resets = a->resets;
+	s.tcp.failed = a->failed;
+	s.close_wait.current = a->cw_current;
+	s.close_wait.stuck = a->cw_stuck;
+	s.close_wait.max_age_s = (double)(int64_t)(a->cw_max_age_s * 10) / 10;
 	for (const struct track_part *const *p = track_parts; *p; p++)
 		if ((*p)->summary)
-			(*p)->summary(t, o, a);
-	cJSON_AddNumberToObject(o, "findings", (double)a->findings);
+			(*p)->summary(t, &s, a);
+	s.findings = a->findings;
 	memcpy(sorted, a->remotes, sizeof(sorted[0]) * n);
 	qsort(sorted, n, sizeof(sorted[0]), remote_cmp);
-	rem = cJSON_AddArrayToObject(o, "remotes");
-	for (int i = 0; i < n && i < 5; i++) {
-		cJSON *r = cJSON_CreateObject();
-		char ip[64];
+	for (int i = 0; i < n && i < SUMMARY_MAX_REMOTES; i++) {
+		typeof(s.remotes[0]) *r = &s.remotes[s.nremotes++];
 
-		cJSON_AddStringToObject(r, "ip", out_ip(sorted[i].family == AF_INET6 ? AF_INET6 : AF_INET,
-							sorted[i].addr, ip, sizeof(ip)));
-		if (sorted[i].port)
-			cJSON_AddNumberToObject(r, "port", sorted[i].port);
-		else
-			cJSON_AddNullToObject(r, "port");
-		cJSON_AddNumberToObject(r, "connections", (double)sorted[i].conns);
-		cJSON_AddNumberToObject(r, "refused", (double)sorted[i].refused);
-		cJSON_AddNumberToObject(r, "timeouts", (double)sorted[i].timeouts);
-		cJSON_AddNumberToObject(r, "resets", (double)sorted[i].resets);
-		cJSON_AddItemToArray(rem, r);
+		r->ep.family = sorted[i].family == AF_INET6 ? AF_INET6 : AF_INET;
+		r->ep.addr = sorted[i].addr;
+		r->ep.port = sorted[i].port;
+		r->connections = sorted[i].conns;
+		r->refused = sorted[i].refused;
+		r->timeouts = sorted[i].timeouts;
+		r->resets = sorted[i].resets;
 	}
-	cJSON_AddNumberToObject(o, "remote_evictions", (double)a->remote_evictions);
-	tr_emit(t, o);
+	s.remote_evictions = a->remote_evictions;
+	t->sink.summary(&s, t->sink_arg);
 }
 
 void track_summaries(struct tracker *t, bool all)

@@ -7,7 +7,6 @@
 #ifndef CONNSCOPE_TRACK_H
 #define CONNSCOPE_TRACK_H
 
-#include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include "conn.h"
@@ -97,14 +96,14 @@ struct pod_agg {
 	double open_rate;
 };
 
-/* Where records go: typed ones by type; the rest still as cJSON trees, which the
- * sink owns. */
+/* Where records go, one callback per type (user/agg/record.h). */
 struct finding_rec;
 struct conn_rec;
+struct summary_rec;
 struct track_sink {
 	void (*finding)(const struct finding_rec *f, void *arg);
 	void (*connection)(const struct conn_rec *c, void *arg);
-	void (*tree)(cJSON *rec, void *arg);   /* summary */
+	void (*summary)(const struct summary_rec *s, void *arg);
 };
 
 struct tracker;

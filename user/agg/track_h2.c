@@ -167,29 +167,6 @@ static void window_of(const struct tracker *t, const struct h2_remote *r, uint64
 	}
 }
 
-static const char *end_names[H2_END_MAX] = { "goaway", "peer_fin", "local_fin", "rst", "other" };
-
-static void window_json(cJSON *o, const struct h2_window *w)
-{
-	cJSON *by;
-
-	cJSON_AddNumberToObject(o, "opened", w->opened);
-	cJSON_AddNumberToObject(o, "closed", w->closed);
-	cJSON_AddNumberToObject(o, "streams", (double)w->streams);
-	if (w->closed)
-		cJSON_AddNumberToObject(o, "streams_per_conn",
-					(double)(int64_t)(100.0 * w->streams / w->closed + 0.5) / 100);
-	else
-		cJSON_AddNullToObject(o, "streams_per_conn");
-	if (w->median_life_ms >= 0)
-		cJSON_AddNumberToObject(o, "median_lifetime_ms", w->median_life_ms);
-	else
-		cJSON_AddNullToObject(o, "median_lifetime_ms");
-	by = cJSON_AddObjectToObject(o, "ended_by");
-	for (int i = 0; i < H2_END_MAX; i++)
-		cJSON_AddNumberToObject(by, end_names[i], w->by[i]);
-}
-
 /* A window as a record shows it. */
 static void window_rec(const struct tracker *t, const struct h2_window *w,
 		       struct h2_window_rec *r)
@@ -480,31 +457,27 @@ void h2_view(const struct h2_state *hs, struct conn_rec *v)
 
 /* ---- summaries ---- */
 
-static void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
+static void h2_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *a)
 {
 	uint64_t now = tr_now(t);
 	struct h2_window w, all = { 0 };
-	cJSON *h2, *win, *rem;
 
-	if (!a->h2.connections) {
-		cJSON_AddNullToObject(o, "h2");
+	_Static_assert(TRACK_MAX_H2_REMOTES <= SUMMARY_MAX_H2_REMOTES, "a summary shows every remote");
+	if (!a->h2.connections)
 		return;
-	}
-	h2 = cJSON_AddObjectToObject(o, "h2");
-	cJSON_AddNumberToObject(h2, "connections", (double)a->h2.connections);
-	cJSON_AddNumberToObject(h2, "closed", (double)a->h2.closed);
-	cJSON_AddNumberToObject(h2, "streams", (double)a->h2.streams);
-	cJSON_AddNumberToObject(h2, "streams_per_conn",
-				(double)(int64_t)(100.0 * a->h2.streams / a->h2.connections + 0.5) / 100);
-	cJSON_AddNumberToObject(h2, "goaway", (double)a->h2.goaway);
-	cJSON_AddNumberToObject(h2, "rst_stream", (double)a->h2.rst_stream);
-	cJSON_AddNumberToObject(h2, "desync", (double)a->h2.desync);
-	rem = cJSON_CreateArray();
+	s->has_h2 = true;
+	s->h2.connections = a->h2.connections;
+	s->h2.closed = a->h2.closed;
+	s->h2.streams = a->h2.streams;
+	s->h2.streams_per_conn =
+		(double)(int64_t)(100.0 * a->h2.streams / a->h2.connections + 0.5) / 100;
+	s->h2.goaway = a->h2.goaway;
+	s->h2.rst_stream = a->h2.rst_stream;
+	s->h2.desync = a->h2.desync;
 	all.median_life_ms = -1;
 	for (int i = 0; i < a->nh2_remotes; i++) {
 		const struct h2_remote *r = a->h2_remotes[i];
-		char ip[64];
-		cJSON *ro;
+		typeof(s->h2.remotes[0]) *ro;
 
 		window_of(t, r, now, &w);
 		all.opened += w.opened;
@@ -514,24 +487,15 @@ static void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
 			all.by[j] += w.by[j];
 		if (!w.opened && !w.closed)
 			continue;
-		ro = cJSON_CreateObject();
-		cJSON_AddStringToObject(ro, "ip", out_ip(r->family == AF_INET6 ? AF_INET6 : AF_INET,
-							 r->addr, ip, sizeof(ip)));
-		if (r->port)
-			cJSON_AddNumberToObject(ro, "port", r->port);
-		else
-			cJSON_AddNullToObject(ro, "port");
-		cJSON_AddStringToObject(ro, "side", r->client ? "client" : "server");
-		window_json(ro, &w);
-		cJSON_AddItemToArray(rem, ro);
+		ro = &s->h2.remotes[s->h2.nremotes++];
+		ro->ep = (struct rec_endpoint){ r->family == AF_INET6 ? AF_INET6 : AF_INET, r->addr,
+						r->port };
+		ro->client = r->client;
+		window_rec(t, &w, &ro->window);
 	}
-	win = cJSON_AddObjectToObject(h2, "window");
-	cJSON_AddNumberToObject(win, "seconds", t->o->h2_window_s);
-	window_json(win, &all);
-	/* The pod-wide median is not the median of medians: left out. */
-	cJSON_DeleteItemFromObject(win, "median_lifetime_ms");
-	cJSON_AddItemToObject(h2, "remotes", rem);
-	cJSON_AddNumberToObject(h2, "remote_evictions", (double)a->h2_remote_evictions);
+	/* The pod-wide median is not the median of medians: the writer leaves it out. */
+	window_rec(t, &all, &s->h2.window);
+	s->h2.remote_evictions = a->h2_remote_evictions;
 }
 
 double h2_streams_per_conn(const struct pod_agg *a)

@@ -4,7 +4,6 @@
 #ifndef CONNSCOPE_TRACK_PRIV_H
 #define CONNSCOPE_TRACK_PRIV_H
 
-#include <cjson/cJSON.h>
 #include "h2_events.h"
 #include "procfd.h"
 #include "track.h"
@@ -147,7 +146,6 @@ void tr_finding_init(struct tracker *t, struct finding_rec *f, const char *kind,
 void tr_message(struct finding_rec *f, const char *msg);
 void tr_emit_finding(struct tracker *t, const struct finding_rec *f);
 void tr_emit_connection(struct tracker *t, const struct conn_rec *c);
-void tr_emit(struct tracker *t, cJSON *rec);
 
 /* A part of the tracker (TLS, HTTP/2, conntrack): the hooks the core calls for
  * every part alike, in the order of track_parts (user/agg/track_parts.c). Any hook
@@ -157,7 +155,7 @@ struct track_part {
 	void (*init)(struct tracker *t);                 /* at track_new */
 	void (*tick)(struct tracker *t, uint64_t now);   /* timers, from track_tick */
 	/* Its member of a pod's summary record. */
-	void (*summary)(struct tracker *t, cJSON *o, const struct pod_agg *a);
+	void (*summary)(struct tracker *t, struct summary_rec *s, const struct pod_agg *a);
 	void (*agg_free)(struct pod_agg *a);             /* what it holds in a pod */
 	void (*free_all)(struct tracker *t);             /* at track_free */
 };

@@ -460,44 +460,33 @@ void tls_view(const struct tls_conn *tc, struct conn_rec *v)
 	v->tls_outcome = tc->outcome == TLS_OUT_PROGRESS ? "incomplete" : outcome_name(tc->outcome);
 }
 
-static void stats_json(cJSON *o, const struct tls_stats *s)
+static void stats_rec(struct tls_stats_rec *r, const struct tls_stats *s)
 {
 	double p50 = track_tls_pct(s, 50), p99 = track_tls_pct(s, 99);
 
-	cJSON_AddNumberToObject(o, "handshakes", (double)s->handshakes);
-	cJSON_AddNumberToObject(o, "ok", (double)s->ok);
-	cJSON_AddNumberToObject(o, "failed", (double)s->failed);
-	cJSON_AddNumberToObject(o, "timeouts", (double)s->timeouts);
-	if (p50 >= 0) {
-		cJSON_AddNumberToObject(o, "p50_ms", (double)(int64_t)(p50 * 1000) / 1000);
-		cJSON_AddNumberToObject(o, "p99_ms", (double)(int64_t)(p99 * 1000) / 1000);
-	} else {
-		cJSON_AddNullToObject(o, "p50_ms");
-		cJSON_AddNullToObject(o, "p99_ms");
-	}
+	r->handshakes = s->handshakes;
+	r->ok = s->ok;
+	r->failed = s->failed;
+	r->timeouts = s->timeouts;
+	r->p50_ms = p50 >= 0 ? (double)(int64_t)(p50 * 1000) / 1000 : -1;
+	r->p99_ms = p50 >= 0 ? (double)(int64_t)(p99 * 1000) / 1000 : -1;
 }
 
-/* The summary's tls object: null when the pod has had no TLS handshake. */
-static void tls_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
+/* The summary's tls member: none when the pod has had no TLS handshake. */
+static void tls_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *a)
 {
-	cJSON *tls, *dests;
-
+	_Static_assert(TRACK_MAX_TLS_DESTS <= SUMMARY_MAX_TLS_DESTS, "a summary shows every destination");
 	(void)t;
-	if (!a->tls.handshakes) {
-		cJSON_AddNullToObject(o, "tls");
+	if (!a->tls.handshakes)
 		return;
-	}
-	tls = cJSON_AddObjectToObject(o, "tls");
-	stats_json(tls, &a->tls);
-	dests = cJSON_AddArrayToObject(tls, "destinations");
+	s->has_tls = true;
+	stats_rec(&s->tls.all, &a->tls);
 	for (int i = 0; i < a->ntls_dests; i++) {
-		cJSON *d = cJSON_CreateObject();
-
-		cJSON_AddStringToObject(d, "destination", a->tls_dests[i].name);
-		stats_json(d, &a->tls_dests[i].st);
-		cJSON_AddItemToArray(dests, d);
+		s->tls.dests[i].destination = a->tls_dests[i].name;
+		stats_rec(&s->tls.dests[i].st, &a->tls_dests[i].st);
 	}
-	cJSON_AddNumberToObject(tls, "destination_evictions", (double)a->tls_dest_evictions);
+	s->tls.ndests = a->ntls_dests;
+	s->tls.dest_evictions = a->tls_dest_evictions;
 }
 
 static void tls_agg_free(struct pod_agg *a)

@@ -164,13 +164,14 @@ static void print_connection(const struct conn_rec *c, void *arg)
 	out_connection(c);
 }
 
-static void print_tree(cJSON *rec, void *arg)
+static void print_summary(const struct summary_rec *s, void *arg)
 {
 	(void)arg;
-	out_emit(rec);
+	out_summary(s);
 }
 
-static const struct track_sink sink_print = { print_finding, print_connection, print_tree };
+static const struct track_sink sink_print = { print_finding, print_connection,
+						     print_summary };
 
 /* top shows findings in its panel, and reads the pods' aggregates for the rest. */
 static void top_finding(const struct finding_rec *f, void *arg)
@@ -185,13 +186,13 @@ static void top_connection(const struct conn_rec *c, void *arg)
 	(void)arg;
 }
 
-static void top_tree(cJSON *rec, void *arg)
+static void top_summary(const struct summary_rec *s, void *arg)
 {
+	(void)s;
 	(void)arg;
-	cJSON_Delete(rec);
 }
 
-static const struct track_sink sink_top = { top_finding, top_connection, top_tree };
+static const struct track_sink sink_top = { top_finding, top_connection, top_summary };
 
 #define CG_GC_NS (30 * 1000000000ull)
 

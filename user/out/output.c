@@ -26,226 +26,11 @@ double out_ms(uint64_t ns)
 	return (double)(ns / 1000) / 1000.0;
 }
 
-cJSON *out_record(const char *type, uint64_t ts_real)
-{
-	cJSON *o = cJSON_CreateObject();
-
-	cJSON_AddStringToObject(o, "type", type);
-	out_add_ts(o, "ts", ts_real);
-	return o;
-}
-
-void out_add_ts(cJSON *o, const char *name, uint64_t ts_real)
-{
-	char ts[40];
-
-	if (!ts_real) {
-		cJSON_AddNullToObject(o, name);
-		return;
-	}
-	cs_fmt_ts(ts_real, ts, sizeof(ts));
-	cJSON_AddStringToObject(o, name, ts);
-}
-
-/* ---- the pod and endpoint schema, written once ----
- * Typed records write it through jsonw; records still built as cJSON trees get the
- * same fields through the cJSON side of this small interface. */
-struct fields {
-	void (*obj)(struct fields *f, const char *k);
-	void (*end)(struct fields *f);
-	void (*str)(struct fields *f, const char *k, const char *v); /* v NULL: null */
-	void (*u64)(struct fields *f, const char *k, uint64_t v);
-};
-
-static void put_pod(struct fields *f, const struct pod_info *p)
-{
-	if (p && p->is_pod) {
-		f->obj(f, "pod");
-		f->str(f, "namespace", p->known ? p->namespace_ : NULL);
-		f->str(f, "name", p->known ? p->name : NULL);
-		f->str(f, "uid", p->uid);
-		f->str(f, "container", p->container[0] ? p->container : NULL);
-		f->end(f);
-	} else {
-		f->str(f, "pod", NULL);
-	}
-	if (p && p->ip[0])
-		f->str(f, "ip", p->ip);  /* replay: no cgroup */
-	else
-		f->str(f, "cgroup", p && p->cgroup_path[0] ? p->cgroup_path : NULL);
-}
-
-/* "ip" and "port" inside an endpoint's object; addr is 4 or 16 bytes by family. */
-static void put_endpoint_fields(struct fields *f, int family, const uint8_t *addr, uint16_t port)
-{
-	char txt[INET6_ADDRSTRLEN];
-
-	f->str(f, "ip", out_ip(family, addr, txt, sizeof(txt)));
-	f->u64(f, "port", port);
-}
-
-struct jw_fields {
-	struct fields f;
-	struct jw *w;
-};
-
-static void jf_obj(struct fields *f, const char *k) { jw_obj(((struct jw_fields *)f)->w, k); }
-static void jf_end(struct fields *f) { jw_end(((struct jw_fields *)f)->w); }
-static void jf_str(struct fields *f, const char *k, const char *v)
-{
-	jw_str(((struct jw_fields *)f)->w, k, v);
-}
-static void jf_u64(struct fields *f, const char *k, uint64_t v)
-{
-	jw_u64(((struct jw_fields *)f)->w, k, v);
-}
-
-#define JW_FIELDS(w) { { jf_obj, jf_end, jf_str, jf_u64 }, (w) }
-
-struct cj_fields {
-	struct fields f;
-	cJSON *at[4];              /* the open objects, innermost last */
-	int depth;
-};
-
-static void cf_obj(struct fields *f, const char *k)
-{
-	struct cj_fields *c = (struct cj_fields *)f;
-
-	c->at[c->depth + 1] = cJSON_AddObjectToObject(c->at[c->depth], k);
-	c->depth++;
-}
-static void cf_end(struct fields *f) { ((struct cj_fields *)f)->depth--; }
-static void cf_str(struct fields *f, const char *k, const char *v)
-{
-	struct cj_fields *c = (struct cj_fields *)f;
-
-	if (v)
-		cJSON_AddStringToObject(c->at[c->depth], k, v);
-	else
-		cJSON_AddNullToObject(c->at[c->depth], k);
-}
-static void cf_u64(struct fields *f, const char *k, uint64_t v)
-{
-	struct cj_fields *c = (struct cj_fields *)f;
-
-	cJSON_AddNumberToObject(c->at[c->depth], k, (double)v);
-}
-
-#define CJ_FIELDS(o) { { cf_obj, cf_end, cf_str, cf_u64 }, { (o) }, 0 }
-
-void out_add_pod(cJSON *o, const struct pod_info *p)
-{
-	struct cj_fields c = CJ_FIELDS(o);
-
-	put_pod(&c.f, p);
-}
-
 const char *out_ip(int family, const uint8_t *addr, char *buf, unsigned len)
 {
 	if (!inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, buf, len))
 		snprintf(buf, len, "?");
 	return buf;
-}
-
-void out_add_endpoint(cJSON *o, const char *name, int family, const uint8_t *addr,
-		      uint16_t port)
-{
-	struct cj_fields c = CJ_FIELDS(o);
-
-	c.f.obj(&c.f, name);
-	put_endpoint_fields(&c.f, family, addr, port);
-	c.f.end(&c.f);
-}
-
-/* ---- text rendering: read back the fields of the record ---- */
-
-static const char *str(const cJSON *o, const char *k, const char *dflt)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-
-	return cJSON_IsString(v) ? v->valuestring : dflt;
-}
-
-static double num(const cJSON *o, const char *k, double dflt)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-
-	return cJSON_IsNumber(v) ? v->valuedouble : dflt;
-}
-
-static const cJSON *obj(const cJSON *o, const char *k)
-{
-	return cJSON_GetObjectItemCaseSensitive(o, k);
-}
-
-/* "12:34:56.789" out of the RFC 3339 stamp. */
-static void short_time(const cJSON *o, char *buf, size_t len)
-{
-	const char *ts = str(o, "ts", "");
-
-	snprintf(buf, len, "%.12s", strlen(ts) > 11 ? ts + 11 : ts);
-}
-
-static void pod_text(const cJSON *o, char *buf, size_t len)
-{
-	const cJSON *pod = obj(o, "pod");
-
-	if (cJSON_IsObject(pod)) {
-		const char *ns = str(pod, "namespace", NULL), *name = str(pod, "name", NULL);
-
-		if (ns && name)
-			snprintf(buf, len, "%s/%s", ns, name);
-		else
-			snprintf(buf, len, "pod:%.8s", str(pod, "uid", "?"));
-	} else if (str(o, "ip", NULL)) {
-		snprintf(buf, len, "%s", str(o, "ip", "-"));
-	} else {
-		snprintf(buf, len, "%s", str(o, "cgroup", "-"));
-	}
-}
-
-static void text_summary(const cJSON *o)
-{
-	const cJSON *tcp = obj(o, "tcp"), *cw = obj(o, "close_wait");
-	char t[16], pod[96];
-
-	short_time(o, t, sizeof(t));
-	pod_text(o, pod, sizeof(pod));
-	printf("%-12s SUMMARY %s: opened=%.0f closed=%.0f active=%.0f refused=%.0f timeouts=%.0f "
-	       "resets=%.0f close_wait=%.0f stuck=%.0f max_age_s=%.1f\n",
-	       t, pod, num(tcp, "opened", 0), num(tcp, "closed", 0), num(tcp, "active", 0),
-	       num(tcp, "refused", 0), num(tcp, "timeouts", 0), num(tcp, "resets", 0),
-	       num(cw, "current", 0), num(cw, "stuck", 0), num(cw, "max_age_s", 0));
-}
-
-/* A cJSON tree through the one JSON writer. */
-static void jw_tree(struct jw *w, const char *k, const cJSON *item)
-{
-	const cJSON *c;
-
-	if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
-		bool obj = cJSON_IsObject(item);
-
-		if (obj)
-			jw_obj(w, k);
-		else
-			jw_arr(w, k);
-		cJSON_ArrayForEach(c, item)
-			jw_tree(w, obj ? c->string : NULL, c);
-		if (obj)
-			jw_end(w);
-		else
-			jw_end_arr(w);
-	} else if (cJSON_IsString(item)) {
-		jw_str(w, k, item->valuestring);
-	} else if (cJSON_IsNumber(item)) {
-		jw_num(w, k, item->valuedouble);
-	} else if (cJSON_IsBool(item)) {
-		jw_bool(w, k, cJSON_IsTrue(item));
-	} else {
-		jw_null(w, k);
-	}
 }
 
 /* One JSON line: fill writes the record; a record too big for the stack buffer (a
@@ -274,37 +59,41 @@ static void emit_line(void (*fill)(struct jw *w, const void *rec), const void *r
 		free(buf);
 }
 
-static void fill_tree(struct jw *w, const void *rec)
-{
-	jw_tree(w, NULL, rec);
-}
+/* ---- the pod and endpoint schema, written once ---- */
 
-void out_emit(cJSON *o)
-{
-	if (fmt == FMT_JSON) {
-		emit_line(fill_tree, o);
-	} else {
-		const char *type = str(o, "type", "");
-
-		if (!strcmp(type, "summary"))
-			text_summary(o);
-	}
-	cJSON_Delete(o);
-}
-
+/* "pod": {namespace,name,uid,container} or null, and "cgroup": path or null (replay:
+ * "ip", the pod's address). */
 static void jw_pod(struct jw *w, const struct pod_info *p)
 {
-	struct jw_fields j = JW_FIELDS(w);
+	if (p && p->is_pod) {
+		jw_obj(w, "pod");
+		jw_str(w, "namespace", p->known ? p->namespace_ : NULL);
+		jw_str(w, "name", p->known ? p->name : NULL);
+		jw_str(w, "uid", p->uid);
+		jw_str(w, "container", p->container[0] ? p->container : NULL);
+		jw_end(w);
+	} else {
+		jw_null(w, "pod");
+	}
+	if (p && p->ip[0])
+		jw_str(w, "ip", p->ip);  /* replay: no cgroup */
+	else
+		jw_str(w, "cgroup", p && p->cgroup_path[0] ? p->cgroup_path : NULL);
+}
 
-	put_pod(&j.f, p);
+/* "ip" and "port" inside an endpoint's object; addr is 4 or 16 bytes by family. */
+static void jw_endpoint_fields(struct jw *w, int family, const uint8_t *addr, uint16_t port)
+{
+	char txt[INET6_ADDRSTRLEN];
+
+	jw_str(w, "ip", out_ip(family, addr, txt, sizeof(txt)));
+	jw_u64(w, "port", port);
 }
 
 static void jw_endpoint(struct jw *w, const char *k, int family, const uint8_t *ip, uint16_t port)
 {
-	struct jw_fields j = JW_FIELDS(w);
-
 	jw_obj(w, k);
-	put_endpoint_fields(&j.f, family, ip, port);
+	jw_endpoint_fields(w, family, ip, port);
 	jw_end(w);
 }
 
@@ -322,12 +111,10 @@ static void jw_ts(struct jw *w, const char *k, uint64_t ts_real)
 
 static void jw_nat(struct jw *w, const struct nat_rec *n)
 {
-	struct jw_fields j = JW_FIELDS(w);
-
 	jw_obj(w, "nat");
 	jw_endpoint(w, "orig_dst", n->family, n->orig_dst, n->orig_dport);
 	jw_obj(w, "reply_src");
-	put_endpoint_fields(&j.f, n->family, n->reply_src, n->reply_sport);
+	jw_endpoint_fields(w, n->family, n->reply_src, n->reply_sport);
 	jw_str(w, "pod", n->reply_pod);
 	jw_end(w);
 	jw_str(w, "state", n->state);
@@ -537,10 +324,9 @@ static void jw_close_wait(struct jw *w, const struct finding_rec *f)
 	}
 }
 
-static void jw_h2_window(struct jw *w, const struct h2_window_rec *win)
+/* An HTTP/2 window's figures, inside an open object. */
+static void jw_h2_window_fields(struct jw *w, const struct h2_window_rec *win, bool median)
 {
-	jw_obj(w, "window");
-	jw_num(w, "seconds", win->seconds);
 	jw_num(w, "opened", win->opened);
 	jw_num(w, "closed", win->closed);
 	jw_num(w, "streams", (double)win->streams);
@@ -548,9 +334,9 @@ static void jw_h2_window(struct jw *w, const struct h2_window_rec *win)
 		jw_num(w, "streams_per_conn", win->streams_per_conn);
 	else
 		jw_null(w, "streams_per_conn");
-	if (win->median_lifetime_ms >= 0)
+	if (median && win->median_lifetime_ms >= 0)
 		jw_num(w, "median_lifetime_ms", win->median_lifetime_ms);
-	else
+	else if (median)
 		jw_null(w, "median_lifetime_ms");
 	jw_obj(w, "ended_by");
 	jw_num(w, "goaway", win->by_goaway);
@@ -559,6 +345,15 @@ static void jw_h2_window(struct jw *w, const struct h2_window_rec *win)
 	jw_num(w, "rst", win->by_rst);
 	jw_num(w, "other", win->by_other);
 	jw_end(w);
+}
+
+/* "window": {"seconds", figures}; median false: a pod's window over all its remotes,
+ * whose median lifetime is not the median of theirs. */
+static void jw_h2_window(struct jw *w, const struct h2_window_rec *win, bool median)
+{
+	jw_obj(w, "window");
+	jw_num(w, "seconds", win->seconds);
+	jw_h2_window_fields(w, win, median);
 	jw_end(w);
 }
 
@@ -589,7 +384,7 @@ static void jw_finding_detail(struct jw *w, const struct finding_rec *f)
 		jw_str(w, "reason", f->d.tls.reason);
 		break;
 	case FD_H2_CHURN:
-		jw_h2_window(w, &f->d.h2_churn.window);
+		jw_h2_window(w, &f->d.h2_churn.window, true);
 		jw_num(w, "threshold_conns", f->d.h2_churn.threshold_conns);
 		jw_num(w, "threshold_streams_per_conn", f->d.h2_churn.threshold_streams_per_conn);
 		break;
@@ -709,6 +504,144 @@ void out_finding(const struct finding_rec *f)
 		emit_line(fill_finding, f);
 	else
 		text_finding(f);
+}
+
+/* ---- summaries ---- */
+
+static void jw_tls_stats(struct jw *w, const struct tls_stats_rec *st)
+{
+	jw_num(w, "handshakes", (double)st->handshakes);
+	jw_num(w, "ok", (double)st->ok);
+	jw_num(w, "failed", (double)st->failed);
+	jw_num(w, "timeouts", (double)st->timeouts);
+	if (st->p50_ms >= 0) {
+		jw_num(w, "p50_ms", st->p50_ms);
+		jw_num(w, "p99_ms", st->p99_ms);
+	} else {
+		jw_null(w, "p50_ms");
+		jw_null(w, "p99_ms");
+	}
+}
+
+static void jw_summary_tls(struct jw *w, const struct summary_rec *s)
+{
+	if (!s->has_tls) {
+		jw_null(w, "tls");
+		return;
+	}
+	jw_obj(w, "tls");
+	jw_tls_stats(w, &s->tls.all);
+	jw_arr(w, "destinations");
+	for (int i = 0; i < s->tls.ndests; i++) {
+		jw_obj(w, NULL);
+		jw_str(w, "destination", s->tls.dests[i].destination);
+		jw_tls_stats(w, &s->tls.dests[i].st);
+		jw_end(w);
+	}
+	jw_end_arr(w);
+	jw_num(w, "destination_evictions", (double)s->tls.dest_evictions);
+	jw_end(w);
+}
+
+/* A remote of a summary: "ip", and "port" or null when the remote is a client. */
+static void jw_remote_ep(struct jw *w, const struct rec_endpoint *ep)
+{
+	char txt[INET6_ADDRSTRLEN];
+
+	jw_str(w, "ip", out_ip(ep->family, ep->addr, txt, sizeof(txt)));
+	if (ep->port)
+		jw_num(w, "port", ep->port);
+	else
+		jw_null(w, "port");
+}
+
+static void jw_summary_h2(struct jw *w, const struct summary_rec *s)
+{
+	if (!s->has_h2) {
+		jw_null(w, "h2");
+		return;
+	}
+	jw_obj(w, "h2");
+	jw_num(w, "connections", (double)s->h2.connections);
+	jw_num(w, "closed", (double)s->h2.closed);
+	jw_num(w, "streams", (double)s->h2.streams);
+	jw_num(w, "streams_per_conn", s->h2.streams_per_conn);
+	jw_num(w, "goaway", (double)s->h2.goaway);
+	jw_num(w, "rst_stream", (double)s->h2.rst_stream);
+	jw_num(w, "desync", (double)s->h2.desync);
+	jw_h2_window(w, &s->h2.window, false);
+	jw_arr(w, "remotes");
+	for (int i = 0; i < s->h2.nremotes; i++) {
+		jw_obj(w, NULL);
+		jw_remote_ep(w, &s->h2.remotes[i].ep);
+		jw_str(w, "side", s->h2.remotes[i].client ? "client" : "server");
+		jw_h2_window_fields(w, &s->h2.remotes[i].window, true);
+		jw_end(w);
+	}
+	jw_end_arr(w);
+	jw_num(w, "remote_evictions", (double)s->h2.remote_evictions);
+	jw_end(w);
+}
+
+static void fill_summary(struct jw *w, const void *rec)
+{
+	const struct summary_rec *s = rec;
+
+	jw_obj(w, NULL);
+	jw_str(w, "type", "summary");
+	jw_ts(w, "ts", s->ts_real);
+	jw_pod(w, s->pod);
+	jw_obj(w, "tcp");
+	jw_num(w, "opened", (double)s->tcp.opened);
+	jw_num(w, "closed", (double)s->tcp.closed);
+	jw_num(w, "active", (double)s->tcp.active);
+	jw_num(w, "refused", (double)s->tcp.refused);
+	jw_num(w, "timeouts", (double)s->tcp.timeouts);
+	jw_num(w, "resets", (double)s->tcp.resets);
+	jw_num(w, "failed", (double)s->tcp.failed);
+	jw_end(w);
+	jw_obj(w, "close_wait");
+	jw_num(w, "current", (double)s->close_wait.current);
+	jw_num(w, "stuck", (double)s->close_wait.stuck);
+	jw_num(w, "max_age_s", s->close_wait.max_age_s);
+	jw_end(w);
+	jw_summary_tls(w, s);
+	jw_summary_h2(w, s);
+	jw_num(w, "findings", (double)s->findings);
+	jw_arr(w, "remotes");
+	for (int i = 0; i < s->nremotes; i++) {
+		jw_obj(w, NULL);
+		jw_remote_ep(w, &s->remotes[i].ep);
+		jw_num(w, "connections", (double)s->remotes[i].connections);
+		jw_num(w, "refused", (double)s->remotes[i].refused);
+		jw_num(w, "timeouts", (double)s->remotes[i].timeouts);
+		jw_num(w, "resets", (double)s->remotes[i].resets);
+		jw_end(w);
+	}
+	jw_end_arr(w);
+	jw_num(w, "remote_evictions", (double)s->remote_evictions);
+	jw_end(w);
+}
+
+static void text_summary(const struct summary_rec *s)
+{
+	char t[16], pod[96];
+
+	short_ts(s->ts_real, t, sizeof(t));
+	pod_label(s->pod, pod, sizeof(pod));
+	printf("%-12s SUMMARY %s: opened=%.0f closed=%.0f active=%.0f refused=%.0f timeouts=%.0f "
+	       "resets=%.0f close_wait=%.0f stuck=%.0f max_age_s=%.1f\n",
+	       t, pod, (double)s->tcp.opened, (double)s->tcp.closed, (double)s->tcp.active,
+	       (double)s->tcp.refused, (double)s->tcp.timeouts, (double)s->tcp.resets,
+	       (double)s->close_wait.current, (double)s->close_wait.stuck, s->close_wait.max_age_s);
+}
+
+void out_summary(const struct summary_rec *s)
+{
+	if (fmt == FMT_JSON)
+		emit_line(fill_summary, s);
+	else
+		text_summary(s);
 }
 
 static void text_header(void)

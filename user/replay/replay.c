@@ -1477,17 +1477,12 @@ static void sink_connection(const struct conn_rec *c, void *arg)
 	out_connection(c);
 }
 
-static void sink_tree(cJSON *rec, void *arg)
+static void sink_summary(const struct summary_rec *s, void *arg)
 {
-	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
-
-	/* Text: findings as they come; the table at the end reads the aggregates, so
-	 * summary records are not printed. */
-	if (arg && cJSON_IsString(type) && !strcmp(type->valuestring, "summary")) {
-		cJSON_Delete(rec);
-		return;
-	}
-	out_emit(rec);
+	/* Text: the table at the end reads the aggregates, so summary records are
+	 * not printed. */
+	if (!arg)
+		out_summary(s);
 }
 
 /* The file whose next packet is the earliest (files are merged by packet time). */
@@ -1573,7 +1568,7 @@ int replay_run(const struct cs_opts *o)
 		goto out;
 	}
 	out_init(o->fmt, o->verbose);
-	static const struct track_sink sink = { sink_finding, sink_connection, sink_tree };
+	static const struct track_sink sink = { sink_finding, sink_connection, sink_summary };
 
 	r->t = track_new(o, NULL, o->fmt == FMT_JSON || o->verbose, &sink,
 			 o->fmt == FMT_TEXT ? (void *)r : NULL);
