@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include "check.h"
+#include "record.h"
 #include "track.h"
 
 #define SEC 1000000000ull
@@ -30,23 +31,28 @@ static int nfindings, nsummaries;
 static char last_kind[64];
 static double last_count;
 
-static void sink(cJSON *rec, void *arg)
+static void sink_finding(const struct finding_rec *f, void *arg)
 {
-	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
-	const cJSON *kind = cJSON_GetObjectItemCaseSensitive(rec, "kind");
-	const cJSON *count = cJSON_GetObjectItemCaseSensitive(rec, "count");
-
 	(void)arg;
-	if (cJSON_IsString(type) && !strcmp(type->valuestring, "finding")) {
-		nfindings++;
-		snprintf(last_kind, sizeof(last_kind), "%s",
-			 cJSON_IsString(kind) ? kind->valuestring : "?");
-		last_count = cJSON_IsNumber(count) ? count->valuedouble : -1;
-	} else if (cJSON_IsString(type) && !strcmp(type->valuestring, "summary")) {
-		nsummaries++;
-	}
-	cJSON_Delete(rec);
+	nfindings++;
+	snprintf(last_kind, sizeof(last_kind), "%s", f->kind);
+	last_count = f->detail == FD_FOLD ? (double)f->d.fold.count : -1;
 }
+
+static void sink_connection(const struct conn_rec *c, void *arg)
+{
+	(void)c;
+	(void)arg;
+}
+
+static void sink_summary(const struct summary_rec *s, void *arg)
+{
+	(void)s;
+	(void)arg;
+	nsummaries++;
+}
+
+static const struct track_sink sink = { sink_finding, sink_connection, sink_summary };
 
 static struct cs_event edge(uint8_t type, uint64_t cookie, uint64_t ts)
 {
@@ -69,7 +75,7 @@ static struct cs_event edge(uint8_t type, uint64_t cookie, uint64_t ts)
 
 static struct tracker *fresh(const struct cs_opts *o)
 {
-	struct tracker *t = track_new(o, NULL, false, sink, NULL);
+	struct tracker *t = track_new(o, NULL, false, &sink, NULL);
 
 	if (!t)
 		abort();

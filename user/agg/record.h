@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * Records as typed values, handed to the sinks (user/output.c) that write them as
+ * Records as typed values, handed to the sinks (user/out/output.c) that write them as
  * JSON lines or text: the schema of each lives in its sink alone, and whoever
  * needs a figure reads the struct, not a key of the printed record.
  */
@@ -49,6 +49,237 @@ struct stats_rec {
 		 truncated_files, flows, evictions, ignored, duplicates, gaps, desyncs,
 		 tls_decrypted, tls_no_keys, tls_bad_keys, tls_unsupported, tls_decrypt_errors,
 		 tls_early_data_records;
+};
+
+struct pod_info;
+
+/* An address and port; addr is 4 or 16 bytes by family. */
+struct rec_endpoint {
+	int family;
+	const uint8_t *addr;
+	uint16_t port;
+};
+
+/* "nat": what conntrack translated (a Service address to its backend). */
+struct nat_rec {
+	int family;
+	const uint8_t *orig_dst, *reply_src;
+	uint16_t orig_dport, reply_sport;
+	const char *reply_pod;   /* "ns/name" of the backend, if its sockets were seen; NULL */
+	const char *state;       /* conntrack's TCP state when the record was made */
+	const char *source;      /* "bpf", "netlink" */
+};
+
+/* `finding`: what it is about decides its common fields. */
+enum finding_about {
+	FINDING_SOCKET,          /* a local socket: pod, owner, netns, cookie, side, ends, nat */
+	FINDING_FORWARDED,       /* a flow this node forwards: side, source, ends (nat last) */
+	FINDING_NODE,            /* the node itself */
+};
+
+/* The fields that follow the common ones, one set per kind. */
+enum finding_detail {
+	FD_FOLD,                 /* tcp_connect_refused, tcp_reset */
+	FD_CONNECT_TIMEOUT,
+	FD_CLOSE_WAIT,
+	FD_TLS_TIMEOUT,
+	FD_TLS_FAILED,
+	FD_H2_CHURN,
+	FD_H2_GOAWAY,
+	FD_CT_PRESSURE,
+};
+
+#define FINDING_MAX_HOLDERS 8
+#define FINDING_MAX_FRAMES 40
+#define FINDING_MESSAGE_LEN 2048
+
+struct finding_holder {
+	uint32_t pid, fd;
+	const char *comm;
+};
+
+/* An HTTP/2 reuse window (h2_reuse_churn). */
+struct h2_window_rec {
+	double seconds;
+	uint32_t opened, closed;
+	uint64_t streams;
+	double streams_per_conn; /* < 0: no closed connection */
+	double median_lifetime_ms; /* < 0: none */
+	uint32_t by_goaway, by_peer_fin, by_local_fin, by_rst, by_other;
+};
+
+struct finding_rec {
+	uint64_t ts_real;
+	const char *kind, *severity;
+	enum finding_about about;
+	/* FINDING_SOCKET */
+	const struct pod_info *pod;
+	uint32_t pid;            /* 0: unknown */
+	const char *comm;
+	uint32_t netns;
+	uint64_t cookie;
+	/* FINDING_SOCKET and FINDING_FORWARDED */
+	const char *side;
+	const char *source;      /* FINDING_FORWARDED */
+	struct rec_endpoint client, server;
+	bool has_nat;
+	struct nat_rec nat;
+	enum finding_detail detail;
+	union {
+		struct {
+			uint64_t count;
+			double window_s;
+		} fold;
+		struct {
+			double elapsed_s, threshold_s;
+			unsigned syn_retrans;
+		} connect_timeout;
+		struct {
+			double age_s, threshold_s;
+			bool preexisting, age_estimated; /* FINDING_SOCKET */
+			bool has_holders;                /* the holders and stack fields */
+			struct finding_holder holders[FINDING_MAX_HOLDERS];
+			int nholders;                    /* shown */
+			int holders_total;               /* written when above nholders */
+			const char *holders_note;        /* NULL: none */
+			const char *stack[FINDING_MAX_FRAMES]; /* innermost first */
+			int nstack;                      /* 0: "stack" null, and stack_note */
+			const char *stack_origin, *stack_note;
+		} close_wait;
+		struct {
+			const char *sni;                 /* NULL: none */
+			double elapsed_s, threshold_s;   /* FD_TLS_TIMEOUT */
+			const char *failed_by, *alert, *reason; /* FD_TLS_FAILED; alert NULL */
+		} tls;
+		struct {
+			struct h2_window_rec window;
+			unsigned threshold_conns;
+			double threshold_streams_per_conn;
+		} h2_churn;
+		struct {
+			const char *by;
+			uint32_t last_stream_id, streams;
+			char error[24];          /* the code's name, or "0x1f" */
+			bool run;                        /* a run of GOAWAYs: the two below */
+			uint32_t goaway_connections;
+			double window_s;
+		} h2_goaway;
+		struct {
+			uint64_t count, max, drops, insert_failed, early_drops;
+			double percent, growth_per_s, threshold_percent;
+		} ct_pressure;
+	} d;
+	char message[FINDING_MESSAGE_LEN];
+};
+
+/* `connection`: a socket's connection from its start to its close, or a flow this
+ * node only forwarded (conntrack saw it, no socket here took part). */
+struct conn_rec {
+	uint64_t ts_real;
+	uint64_t start_real;      /* 0: unknown (pre-existing) */
+	uint64_t duration_ns;
+	const struct pod_info *pod;
+	uint32_t pid;             /* 0: unknown */
+	const char *comm;
+	uint32_t netns;
+	uint64_t cookie;
+	const char *side;
+	int family;
+	const uint8_t *client_ip, *server_ip;
+	uint16_t client_port, server_port;
+	bool preexisting;
+	const char *outcome;
+	bool connect_known;
+	uint64_t connect_ns;
+	unsigned syn_retrans;
+	const char *close;
+	uint64_t close_wait_ns;
+	uint64_t bytes_in, bytes_out;
+	unsigned retrans;
+	const char *error;        /* NULL: none */
+	/* tls: only when has_tls */
+	bool has_tls;
+	const char *tls_version, *tls_sni, *tls_alpn, *tls_outcome;
+	const char *tls_alpn_offered; /* comma-joined */
+	bool tls_ms_known;
+	uint64_t tls_ns;
+	/* h2: only when has_h2 */
+	bool has_h2;
+	bool h2_midway;               /* joined mid-connection: counts unknown */
+	bool h2_joined;               /* replay: joined mid-connection, counted from a frame boundary */
+	const char *h2_source;
+	uint32_t h2_streams, h2_goaway, h2_goaway_last_id, h2_goaway_error_code;
+	const char *h2_goaway_error;  /* NULL: a code without a name */
+	const char *h2_goaway_by;     /* NULL: no GOAWAY */
+	uint32_t h2_rst_stream, h2_max_concurrent, h2_pings, h2_desync;
+#define H2_UNSET_VALUE 0xffffffffu  /* h2_max_concurrent: never announced */
+	/* nat: only when has_nat (conntrack translated the connection) */
+	bool has_nat;
+	struct nat_rec nat;
+	/* replay: no process, cgroup or socket; where in which capture it began */
+	bool replay;
+	bool open;                    /* still open when the capture ended */
+	const char *capture_file;
+	uint64_t capture_packet;
+	/* forwarded: no pod, process or socket; what conntrack held (nat as above) */
+	bool forwarded;
+	const char *ct_state;
+	bool ct_seen_reply, ct_assured;
+	uint32_t ct_netns, ct_mark;
+	bool ct_close_wait_known;
+	uint64_t ct_close_wait_ns;
+};
+
+/* `summary`: one pod's figures since start. */
+#define SUMMARY_MAX_REMOTES 5      /* the remotes shown, most troubled first */
+#define SUMMARY_MAX_TLS_DESTS 16
+#define SUMMARY_MAX_H2_REMOTES 16
+
+struct tls_stats_rec {
+	uint64_t handshakes, ok, failed, timeouts;
+	double p50_ms, p99_ms;     /* < 0: no handshake time yet */
+};
+
+struct summary_rec {
+	uint64_t ts_real;
+	const struct pod_info *pod;
+	struct {
+		uint64_t opened, closed, active, refused, timeouts, resets, failed;
+	} tcp;
+	struct {
+		uint64_t current, stuck;
+		double max_age_s;
+	} close_wait;
+	bool has_tls;              /* false: "tls" null (no handshake yet) */
+	struct {
+		struct tls_stats_rec all;
+		struct {
+			const char *destination;
+			struct tls_stats_rec st;
+		} dests[SUMMARY_MAX_TLS_DESTS];
+		int ndests;
+		uint64_t dest_evictions;
+	} tls;
+	bool has_h2;               /* false: "h2" null (no HTTP/2 connection yet) */
+	struct {
+		uint64_t connections, closed, streams, goaway, rst_stream, desync;
+		double streams_per_conn;
+		struct h2_window_rec window;  /* all remotes; no median_lifetime_ms */
+		struct {
+			struct rec_endpoint ep;  /* port 0: the remote is a client */
+			bool client;             /* the pod is its client */
+			struct h2_window_rec window;
+		} remotes[SUMMARY_MAX_H2_REMOTES];
+		int nremotes;
+		uint64_t remote_evictions;
+	} h2;
+	uint64_t findings;
+	struct {
+		struct rec_endpoint ep;  /* port 0: the remote is a client */
+		uint64_t connections, refused, timeouts, resets;
+	} remotes[SUMMARY_MAX_REMOTES];
+	int nremotes;
+	uint64_t remote_evictions;
 };
 
 #endif

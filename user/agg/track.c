@@ -2,6 +2,7 @@
 #include "track_priv.h"
 #include "holders.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +56,8 @@ uint64_t tr_now(const struct tracker *t)
 }
 
 struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
-			  bool want_connections, track_sink sink, void *sink_arg)
+			  bool want_connections, const struct track_sink *sink,
+			  void *sink_arg)
 {
 	struct tracker *t = calloc(1, sizeof(*t));
 
@@ -64,7 +66,7 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 	t->o = o;
 	t->pods = pods;
 	t->want_conns = want_connections;
-	t->sink = sink;
+	t->sink = *sink;
 	t->sink_arg = sink_arg;
 	t->clock = mono_clock;
 	t->cw_threshold_ns = (uint64_t)(o->close_wait_threshold_s * NS_PER_SEC);
@@ -284,28 +286,13 @@ static const char *close_name(uint8_t cause)
 	}
 }
 
-static void add_endpoints(cJSON *o, const struct cs_event *e, int side)
+static void finding_ends(struct finding_rec *f, const struct cs_event *e, int side)
 {
-	int fam = tr_family(e);
+	struct rec_endpoint local = { tr_family(e), e->saddr, e->sport };
+	struct rec_endpoint peer = { tr_family(e), e->daddr, e->dport };
 
-	if (side == CS_SIDE_CLIENT) {
-		out_add_endpoint(o, "client", fam, e->saddr, e->sport);
-		out_add_endpoint(o, "server", fam, e->daddr, e->dport);
-	} else {
-		out_add_endpoint(o, "client", fam, e->daddr, e->dport);
-		out_add_endpoint(o, "server", fam, e->saddr, e->sport);
-	}
-}
-
-static void add_owner(cJSON *o, uint32_t pid, const char *comm)
-{
-	if (pid) {
-		cJSON_AddNumberToObject(o, "pid", pid);
-		cJSON_AddStringToObject(o, "comm", comm);
-	} else {
-		cJSON_AddNullToObject(o, "pid");
-		cJSON_AddNullToObject(o, "comm");
-	}
+	f->client = side == CS_SIDE_CLIENT ? local : peer;
+	f->server = side == CS_SIDE_CLIENT ? peer : local;
 }
 
 void tr_remote_text(const struct cs_event *e, int side, char *buf, size_t len)
@@ -377,53 +364,55 @@ static void remote_count(struct pod_agg *a, const struct cs_event *e, int side,
 /* ---- findings ---- */
 
 /* Stamped when it was seen: the edge's time, or now for timers (ts_mono 0). */
-cJSON *tr_finding_new(struct tracker *t, const char *kind, const char *severity,
-			  const struct cs_event *e, const struct cg_entry *c, uint32_t pid,
-			  const char *comm, uint64_t ts_mono)
+void tr_finding_init(struct tracker *t, struct finding_rec *f, const char *kind,
+		     const char *severity, const struct cs_event *e, const struct cg_entry *c,
+		     uint32_t pid, const char *comm, uint64_t ts_mono)
 {
-	cJSON *o = out_record("finding", ts_mono ? cs_mono_to_real(ts_mono) : cs_real_ns());
 	int side = tr_side_of(t, e);
 
-	cJSON_AddStringToObject(o, "kind", kind);
-	cJSON_AddStringToObject(o, "severity", severity);
-	out_add_pod(o, &c->pod);
-	add_owner(o, pid, comm);
-	cJSON_AddNumberToObject(o, "netns", e->netns);
-	cJSON_AddNumberToObject(o, "cookie", (double)e->cookie);
-	cJSON_AddStringToObject(o, "side", tr_side_name(side));
-	add_endpoints(o, e, side);
-	ct_finding_nat(t, o, e);
+	memset(f, 0, sizeof(*f));
+	f->ts_real = ts_mono ? cs_mono_to_real(ts_mono) : cs_real_ns();
+	f->kind = kind;
+	f->severity = severity;
+	f->about = FINDING_SOCKET;
+	f->pod = &c->pod;
+	f->pid = pid;
+	f->comm = comm;
+	f->netns = e->netns;
+	f->cookie = e->cookie;
+	f->side = tr_side_name(side);
+	finding_ends(f, e, side);
+	ct_finding_nat(t, f, e);
 	if (c->agg)
 		c->agg->findings++;
-	return o;
 }
 
-void tr_emit(struct tracker *t, cJSON *rec)
+void tr_emit_finding(struct tracker *t, const struct finding_rec *f)
 {
-	t->sink(rec, t->sink_arg);
+	t->sink.finding(f, t->sink_arg);
 }
 
-void tr_message(cJSON *o, const char *msg)
+void tr_emit_connection(struct tracker *t, const struct conn_rec *c)
 {
-	const cJSON *nat = cJSON_GetObjectItemCaseSensitive(o, "nat");
-	const cJSON *vip = cJSON_GetObjectItemCaseSensitive(nat, "orig_dst");
-	const cJSON *be = cJSON_GetObjectItemCaseSensitive(nat, "reply_src");
-	const cJSON *vi = cJSON_GetObjectItemCaseSensitive(vip, "ip");
-	const cJSON *bi = cJSON_GetObjectItemCaseSensitive(be, "ip");
-	const cJSON *bp = cJSON_GetObjectItemCaseSensitive(be, "pod");
-	char full[1400], pod[320] = "";
+	t->sink.connection(c, t->sink_arg);
+}
+
+void tr_message(struct finding_rec *f, const char *msg)
+{
+	char pod[320] = "", vip[INET6_ADDRSTRLEN], be[INET6_ADDRSTRLEN];
+	const struct nat_rec *n = &f->nat;
 
 	/* Which backend a Service address led to is the first question: say it. */
-	if (cJSON_IsString(vi) && cJSON_IsString(bi)) {
-		if (cJSON_IsString(bp))
-			snprintf(pod, sizeof(pod), " (pod %s)", bp->valuestring);
-		snprintf(full, sizeof(full), "%s (Conntrack: %s:%.0f was translated to the backend "
-			 "%s:%.0f%s.)", msg, vi->valuestring,
-			 cJSON_GetObjectItemCaseSensitive(vip, "port")->valuedouble, bi->valuestring,
-			 cJSON_GetObjectItemCaseSensitive(be, "port")->valuedouble, pod);
-		msg = full;
+	if (!f->has_nat) {
+		snprintf(f->message, sizeof(f->message), "%s", msg);
+		return;
 	}
-	cJSON_AddStringToObject(o, "message", msg);
+	if (n->reply_pod)
+		snprintf(pod, sizeof(pod), " (pod %s)", n->reply_pod);
+	snprintf(f->message, sizeof(f->message), "%s (Conntrack: %s:%u was translated to the "
+		 "backend %s:%u%s.)", msg, out_ip(n->family, n->orig_dst, vip, sizeof(vip)),
+		 n->orig_dport, out_ip(n->family, n->reply_src, be, sizeof(be)), n->reply_sport,
+		 pod);
 }
 
 static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_t ts_mono)
@@ -433,7 +422,7 @@ static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_
 	int side = tr_side_of(t, e);
 	char who[640], remote[80], msg[768];
 	double win = t->o->finding_window_s;
-	cJSON *o;
+	struct finding_rec o;
 
 	struct sock_owner own = { .pid = e->pid };
 
@@ -445,9 +434,10 @@ static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_
 		memcpy(own.comm, e->comm, sizeof(own.comm));
 	else if (e->ino && procfd_lookup(e->ino, &own, 1) != 1)
 		own.pid = 0;
-	o = tr_finding_new(t, f->kind, "warning", e, c, own.pid, own.comm, ts_mono);
-	cJSON_AddNumberToObject(o, "count", (double)count);
-	cJSON_AddNumberToObject(o, "window_s", win);
+	tr_finding_init(t, &o, f->kind, "warning", e, c, own.pid, own.comm, ts_mono);
+	o.detail = FD_FOLD;
+	o.d.fold.count = count;
+	o.d.fold.window_s = win;
 	tr_pod_text(&c->pod, who, sizeof(who));
 	tr_remote_text(e, side, remote, sizeof(remote));
 	if (!strcmp(f->kind, "tcp_connect_refused"))
@@ -461,8 +451,8 @@ static void emit_fold(struct tracker *t, struct fold *f, uint64_t count, uint64_
 			 "peer's logs for aborts, idle timeouts or a proxy in between.",
 			 side == CS_SIDE_CLIENT ? "The server" : "The client", remote,
 			 (unsigned long long)count, who, win);
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 /* First occurrence: a finding at once. Repeats within the window: counted,
@@ -503,11 +493,13 @@ static void connect_timeout_finding(struct tracker *t, const struct cs_event *e,
 				    const struct cg_entry *c, double elapsed_s, uint64_t ts_mono)
 {
 	char who[640], remote[80], msg[768];
-	cJSON *o = tr_finding_new(t, "tcp_connect_timeout", "error", e, c, e->pid, e->comm, ts_mono);
+	struct finding_rec o;
 
-	cJSON_AddNumberToObject(o, "elapsed_s", tr_secs3(elapsed_s));
-	cJSON_AddNumberToObject(o, "threshold_s", t->o->connect_timeout_s);
-	cJSON_AddNumberToObject(o, "syn_retrans", e->syn_retrans);
+	tr_finding_init(t, &o, "tcp_connect_timeout", "error", e, c, e->pid, e->comm, ts_mono);
+	o.detail = FD_CONNECT_TIMEOUT;
+	o.d.connect_timeout.elapsed_s = tr_secs3(elapsed_s);
+	o.d.connect_timeout.threshold_s = t->o->connect_timeout_s;
+	o.d.connect_timeout.syn_retrans = e->syn_retrans;
 	tr_pod_text(&c->pod, who, sizeof(who));
 	tr_remote_text(e, CS_SIDE_CLIENT, remote, sizeof(remote));
 	char proc[64];
@@ -520,8 +512,8 @@ static void connect_timeout_finding(struct tracker *t, const struct cs_event *e,
 		 "%s in %s has waited %.1fs to connect to %s after %u SYN retransmit(s) with "
 		 "no answer: the destination is down or a firewall drops its SYNs.",
 		 proc, who, elapsed_s, remote, e->syn_retrans);
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 /* "comm (pid 12)", "comm (pid 12) and 2 other processes: a (pid 3), b (pid 4)". */
@@ -550,41 +542,38 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 	const char *comm = named ? sh->h[0].comm : e->comm;
 	char who[640], proc[600], local[80], peer[80], ip[64], msg[2048], where[SYM_LEN + 64] = "";
 	int fam = tr_family(e);
-	cJSON *o = tr_finding_new(t, "close_wait_stuck", "warning", e, c, pid, comm, 0);
+	struct finding_rec o;
+	typeof(o.d.close_wait) *cw = &o.d.close_wait;
 
-	cJSON_AddNumberToObject(o, "age_s", tr_secs3(age_s));
-	cJSON_AddNumberToObject(o, "threshold_s", t->o->close_wait_threshold_s);
-	cJSON_AddBoolToObject(o, "preexisting", w->preexisting);
-	cJSON_AddBoolToObject(o, "age_estimated", w->cw_estimated);
+	_Static_assert(HOLDERS_MAX <= FINDING_MAX_HOLDERS, "a finding names every holder kept");
+	_Static_assert(HOLDERS_MAX_FRAMES <= FINDING_MAX_FRAMES, "a finding shows the whole stack");
+	tr_finding_init(t, &o, "close_wait_stuck", "warning", e, c, pid, comm, 0);
+	o.detail = FD_CLOSE_WAIT;
+	cw->age_s = tr_secs3(age_s);
+	cw->threshold_s = t->o->close_wait_threshold_s;
+	cw->preexisting = w->preexisting;
+	cw->age_estimated = w->cw_estimated;
 	if (!sh && t->replay) {
 		/* The same fields as live, and why they are empty. */
-		cJSON_AddArrayToObject(o, "holders");
-		cJSON_AddStringToObject(o, "holders_note", "a capture does not show which process "
-					"held the socket");
-		cJSON_AddNullToObject(o, "stack");
-		cJSON_AddStringToObject(o, "stack_note", "a capture has no stacks");
+		cw->has_holders = true;
+		cw->holders_note = "a capture does not show which process held the socket";
+		cw->stack_note = "a capture has no stacks";
 	} else if (sh) {
-		cJSON *arr = cJSON_AddArrayToObject(o, "holders");
 		int shown = sh->nholders < HOLDERS_MAX ? sh->nholders : HOLDERS_MAX;
 
-		for (int i = 0; i < shown; i++) {
-			cJSON *x = cJSON_CreateObject();
-
-			cJSON_AddNumberToObject(x, "pid", sh->h[i].pid);
-			cJSON_AddStringToObject(x, "comm", sh->h[i].comm);
-			cJSON_AddNumberToObject(x, "fd", sh->h[i].fd);
-			cJSON_AddItemToArray(arr, x);
-		}
-		if (shown < sh->nholders)
-			cJSON_AddNumberToObject(o, "holders_total", sh->nholders);
+		cw->has_holders = true;
+		for (int i = 0; i < shown; i++)
+			cw->holders[i] = (struct finding_holder){ sh->h[i].pid, sh->h[i].fd,
+								  sh->h[i].comm };
+		cw->nholders = shown;
+		cw->holders_total = sh->nholders;
 		if (!named)
-			cJSON_AddStringToObject(o, "holders_note", sh->why);
+			cw->holders_note = sh->why;
 		if (sh->nframes) {
-			cJSON *st = cJSON_AddArrayToObject(o, "stack");
-
 			for (int i = 0; i < sh->nframes; i++)
-				cJSON_AddItemToArray(st, cJSON_CreateString(sh->frames[i]));
-			cJSON_AddStringToObject(o, "stack_origin", sh->origin ? sh->origin : "unknown");
+				cw->stack[i] = sh->frames[i];
+			cw->nstack = sh->nframes;
+			cw->stack_origin = sh->origin ? sh->origin : "unknown";
 			/* The innermost frame is the syscall wrapper; name the first
 			 * named frame past it, where the application made the call. */
 			for (int i = sh->nframes > 1 ? 1 : 0; i < sh->nframes; i++) {
@@ -595,8 +584,7 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 				break;
 			}
 		} else {
-			cJSON_AddNullToObject(o, "stack");
-			cJSON_AddStringToObject(o, "stack_note", sh->stack_note);
+			cw->stack_note = sh->stack_note;
 		}
 	}
 	tr_pod_text(&c->pod, who, sizeof(who));
@@ -624,8 +612,8 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 			 "the application never closes this socket; find the code path that leaks it.%s",
 			 proc, who, named && sh->nholders > 1 ? "have held" : "has held", local,
 			 w->cw_estimated ? "about " : "", age_s, peer, where);
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 /* ---- connection records ---- */
@@ -638,7 +626,7 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 	bool pre = (e->flags & CS_F_MIDWAY) || (w && w->preexisting);
 	uint64_t cw_since = e->close_wait_ns ? e->close_wait_ns : (w ? w->cw_since_ns : 0);
 	bool client = side == CS_SIDE_CLIENT;
-	struct conn_view v = {
+	struct conn_rec v = {
 		.ts_real = cs_mono_to_real(e->ts_ns),
 		.pod = &c->pod,
 		.pid = e->pid,
@@ -692,7 +680,7 @@ static void connection_record(struct tracker *t, const struct cs_event *e,
 	if (hs)
 		h2_view(hs, &v);
 	ct_view(t, e, &v);
-	out_connection(&v);
+	tr_emit_connection(t, &v);
 }
 
 /* ---- events ---- */
@@ -1106,48 +1094,42 @@ static int remote_cmp(const void *pa, const void *pb)
 
 static void summary_record(struct tracker *t, struct pod_agg *a)
 {
-	cJSON *o = out_record("summary", cs_real_ns()), *tcp, *cw, *rem;
 	struct remote_agg sorted[TRACK_MAX_REMOTES];
 	int n = a->nremotes;
+	struct summary_rec s;
 
-	out_add_pod(o, &a->pod);
-	tcp = cJSON_AddObjectToObject(o, "tcp");
-	cJSON_AddNumberToObject(tcp, "opened", (double)a->opened);
-	cJSON_AddNumberToObject(tcp, "closed", (double)a->closed);
-	cJSON_AddNumberToObject(tcp, "active", (double)(a->active > 0 ? a->active : 0));
-	cJSON_AddNumberToObject(tcp, "refused", (double)a->refused);
-	cJSON_AddNumberToObject(tcp, "timeouts", (double)a->timeouts);
-	cJSON_AddNumberToObject(tcp, "resets", (double)a->resets);
-	cJSON_AddNumberToObject(tcp, "failed", (double)a->failed);
-	cw = cJSON_AddObjectToObject(o, "close_wait");
-	cJSON_AddNumberToObject(cw, "current", (double)a->cw_current);
-	cJSON_AddNumberToObject(cw, "stuck", (double)a->cw_stuck);
-	cJSON_AddNumberToObject(cw, "max_age_s", (double)(int64_t)(a->cw_max_age_s * 10) / 10);
+	memset(&s, 0, sizeof(s));
+	s.ts_real = cs_real_ns();
+	s.pod = &a->pod;
+	s.tcp.opened = a->opened;
+	s.tcp.closed = a->closed;
+	s.tcp.active = a->active > 0 ? (uint64_t)a->active : 0;
+	s.tcp.refused = a->refused;
+	s.tcp.timeouts = a->timeouts;
+	s.tcp.resets = a->resets;
+	s.tcp.failed = a->failed;
+	s.close_wait.current = a->cw_current;
+	s.close_wait.stuck = a->cw_stuck;
+	s.close_wait.max_age_s = (double)(int64_t)(a->cw_max_age_s * 10) / 10;
 	for (const struct track_part *const *p = track_parts; *p; p++)
 		if ((*p)->summary)
-			(*p)->summary(t, o, a);
-	cJSON_AddNumberToObject(o, "findings", (double)a->findings);
+			(*p)->summary(t, &s, a);
+	s.findings = a->findings;
 	memcpy(sorted, a->remotes, sizeof(sorted[0]) * n);
 	qsort(sorted, n, sizeof(sorted[0]), remote_cmp);
-	rem = cJSON_AddArrayToObject(o, "remotes");
-	for (int i = 0; i < n && i < 5; i++) {
-		cJSON *r = cJSON_CreateObject();
-		char ip[64];
+	for (int i = 0; i < n && i < SUMMARY_MAX_REMOTES; i++) {
+		typeof(s.remotes[0]) *r = &s.remotes[s.nremotes++];
 
-		cJSON_AddStringToObject(r, "ip", out_ip(sorted[i].family == AF_INET6 ? AF_INET6 : AF_INET,
-							sorted[i].addr, ip, sizeof(ip)));
-		if (sorted[i].port)
-			cJSON_AddNumberToObject(r, "port", sorted[i].port);
-		else
-			cJSON_AddNullToObject(r, "port");
-		cJSON_AddNumberToObject(r, "connections", (double)sorted[i].conns);
-		cJSON_AddNumberToObject(r, "refused", (double)sorted[i].refused);
-		cJSON_AddNumberToObject(r, "timeouts", (double)sorted[i].timeouts);
-		cJSON_AddNumberToObject(r, "resets", (double)sorted[i].resets);
-		cJSON_AddItemToArray(rem, r);
+		r->ep.family = sorted[i].family == AF_INET6 ? AF_INET6 : AF_INET;
+		r->ep.addr = sorted[i].addr;
+		r->ep.port = sorted[i].port;
+		r->connections = sorted[i].conns;
+		r->refused = sorted[i].refused;
+		r->timeouts = sorted[i].timeouts;
+		r->resets = sorted[i].resets;
 	}
-	cJSON_AddNumberToObject(o, "remote_evictions", (double)a->remote_evictions);
-	tr_emit(t, o);
+	s.remote_evictions = a->remote_evictions;
+	t->sink.summary(&s, t->sink_arg);
 }
 
 void track_summaries(struct tracker *t, bool all)

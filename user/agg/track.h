@@ -7,7 +7,6 @@
 #ifndef CONNSCOPE_TRACK_H
 #define CONNSCOPE_TRACK_H
 
-#include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include "conn.h"
@@ -97,7 +96,15 @@ struct pod_agg {
 	double open_rate;
 };
 
-typedef void (*track_sink)(cJSON *rec, void *arg);
+/* Where records go, one callback per type (user/agg/record.h). */
+struct finding_rec;
+struct conn_rec;
+struct summary_rec;
+struct track_sink {
+	void (*finding)(const struct finding_rec *f, void *arg);
+	void (*connection)(const struct conn_rec *c, void *arg);
+	void (*summary)(const struct summary_rec *s, void *arg);
+};
 
 struct tracker;
 
@@ -108,7 +115,8 @@ typedef uint64_t (*track_clock_fn)(void *arg);
 
 /* want_connections: build `connection` records (trace, daemon); top does not. */
 struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
-			  bool want_connections, track_sink sink, void *sink_arg);
+			  bool want_connections, const struct track_sink *sink,
+			  void *sink_arg);
 void track_free(struct tracker *t);
 void track_set_clock(struct tracker *t, track_clock_fn now, void *arg);
 /* Replay: pods come from pod_fn (an id the caller hands out per pod or address, in

@@ -133,22 +133,17 @@ static const char *pod_of(struct tracker *t, uint8_t l3, const uint8_t *a)
 	return kmap_get(&t->pod_addrs, &k);
 }
 
-/* "nat": {"orig_dst": {ip, port}, "reply_src": {ip, port, pod}, "state", "source"} */
-static void add_nat(struct tracker *t, cJSON *o, const struct ct_event *e)
+/* What conntrack translated, for a record's "nat". */
+static void nat_of(struct tracker *t, const struct ct_event *e, struct nat_rec *n)
 {
-	cJSON *nat = cJSON_AddObjectToObject(o, "nat"), *rs;
-	int fam = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
-	const char *pod = pod_of(t, e->reply.l3, e->reply.src);
-
-	out_add_endpoint(nat, "orig_dst", fam, e->orig.dst, e->orig.dport);
-	out_add_endpoint(nat, "reply_src", fam, e->reply.src, e->reply.sport);
-	rs = cJSON_GetObjectItemCaseSensitive(nat, "reply_src");
-	if (pod)
-		cJSON_AddStringToObject(rs, "pod", pod);
-	else
-		cJSON_AddNullToObject(rs, "pod");
-	cJSON_AddStringToObject(nat, "state", state_name(e->tcp_state));
-	cJSON_AddStringToObject(nat, "source", e->source == CT_SRC_BPF ? "bpf" : "netlink");
+	n->family = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
+	n->orig_dst = e->orig.dst;
+	n->orig_dport = e->orig.dport;
+	n->reply_src = e->reply.src;
+	n->reply_sport = e->reply.sport;
+	n->source = e->source == CT_SRC_BPF ? "bpf" : "netlink";
+	n->state = state_name(e->tcp_state);
+	n->reply_pod = pod_of(t, e->reply.l3, e->reply.src);
 }
 
 /* The entry a socket's traffic went through, seen from either end. */
@@ -169,7 +164,7 @@ static struct ct_entry *lookup(struct tracker *t, const struct cs_event *e)
 	return kmap_get(&t->ct_reply, &k);
 }
 
-void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v)
+void ct_view(struct tracker *t, const struct cs_event *e, struct conn_rec *v)
 {
 	struct ct_entry *c = lookup(t, e);
 
@@ -177,23 +172,17 @@ void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v)
 		return;
 	c->joined = true;
 	v->has_nat = true;
-	v->nat_family = c->ev.orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
-	v->nat_orig_dst = c->ev.orig.dst;
-	v->nat_orig_dport = c->ev.orig.dport;
-	v->nat_reply_src = c->ev.reply.src;
-	v->nat_reply_sport = c->ev.reply.sport;
-	v->nat_source = c->ev.source == CT_SRC_BPF ? "bpf" : "netlink";
-	v->nat_state = state_name(c->ev.tcp_state);
-	v->nat_reply_pod = pod_of(t, c->ev.reply.l3, c->ev.reply.src);
+	nat_of(t, &c->ev, &v->nat);
 }
 
-void ct_finding_nat(struct tracker *t, cJSON *o, const struct cs_event *e)
+void ct_finding_nat(struct tracker *t, struct finding_rec *f, const struct cs_event *e)
 {
 	struct ct_entry *c = lookup(t, e);
 
 	if (c) {
 		c->joined = true;  /* a socket here is part of it: not a forwarded flow */
-		add_nat(t, o, &c->ev);
+		f->has_nat = true;
+		nat_of(t, &c->ev, &f->nat);
 	}
 }
 
@@ -209,27 +198,32 @@ void ct_socket_seen(struct tracker *t, const struct cs_event *e)
 static void forwarded_record(struct tracker *t, struct ct_entry *c)
 {
 	const struct ct_event *e = &c->ev;
-	cJSON *o = out_record("connection", cs_mono_to_real(c->end_ns)), *ct;
 	int fam = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
+	struct conn_rec v = {
+		.ts_real = cs_mono_to_real(c->end_ns),
+		.forwarded = true,
+		.side = "forwarded",
+		.family = fam,
+		.client_ip = e->orig.src,
+		.client_port = e->orig.sport,
+		.server_ip = e->reply.src,
+		.server_port = e->reply.sport,
+		.start_real = cs_mono_to_real(c->first_ns),
+		.duration_ns = tr_elapsed(c->end_ns, c->first_ns),
+		.ct_state = state_name(e->tcp_state),
+		.ct_seen_reply = e->status & CT_S_SEEN_REPLY,
+		.ct_assured = e->status & CT_S_ASSURED,
+		.ct_netns = e->netns,
+		.ct_mark = e->mark,
+		.ct_close_wait_known = c->cw_since_ns != 0,
+		.ct_close_wait_ns = c->cw_since_ns ? tr_elapsed(c->end_ns, c->cw_since_ns) : 0,
+	};
 
-	cJSON_AddNullToObject(o, "pod");
-	cJSON_AddStringToObject(o, "side", "forwarded");
-	out_add_endpoint(o, "client", fam, e->orig.src, e->orig.sport);
-	out_add_endpoint(o, "server", fam, e->reply.src, e->reply.sport);
-	out_add_ts(o, "start", cs_mono_to_real(c->first_ns));
-	cJSON_AddNumberToObject(o, "duration_ms", out_ms(tr_elapsed(c->end_ns, c->first_ns)));
-	ct = cJSON_AddObjectToObject(o, "conntrack");
-	cJSON_AddStringToObject(ct, "state", state_name(e->tcp_state));
-	cJSON_AddBoolToObject(ct, "seen_reply", e->status & CT_S_SEEN_REPLY);
-	cJSON_AddBoolToObject(ct, "assured", e->status & CT_S_ASSURED);
-	cJSON_AddNumberToObject(ct, "netns", e->netns);
-	cJSON_AddNumberToObject(ct, "mark", e->mark);
-	if (c->cw_since_ns)
-		cJSON_AddNumberToObject(ct, "close_wait_ms",
-					out_ms(tr_elapsed(c->end_ns, c->cw_since_ns)));
-	if (translated(e))
-		add_nat(t, o, e);
-	tr_emit(t, o);
+	if (translated(e)) {
+		v.has_nat = true;
+		nat_of(t, e, &v.nat);
+	}
+	tr_emit_connection(t, &v);
 }
 
 void track_ct_event(struct tracker *t, const struct ct_event *e)
@@ -272,35 +266,40 @@ void track_ct_event(struct tracker *t, const struct ct_event *e)
 static void ct_close_wait_finding(struct tracker *t, struct ct_entry *c, uint64_t now)
 {
 	const struct ct_event *e = &c->ev;
-	cJSON *o = out_record("finding", cs_mono_to_real(now));
+	struct finding_rec o = {
+		.ts_real = cs_mono_to_real(now),
+		.kind = "close_wait_stuck",
+		.severity = "warning",
+		.about = FINDING_FORWARDED,
+		.side = "forwarded",
+		.source = "conntrack",
+		.detail = FD_CLOSE_WAIT,
+	};
+	typeof(o.d.close_wait) *cw = &o.d.close_wait;
 	char cl[80], sv[80], msg[512];
 	double age = tr_elapsed(now, c->cw_since_ns) / 1e9;
 	int fam = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
 
-	cJSON_AddStringToObject(o, "kind", "close_wait_stuck");
-	cJSON_AddStringToObject(o, "severity", "warning");
-	cJSON_AddNullToObject(o, "pod");
-	cJSON_AddStringToObject(o, "side", "forwarded");
-	cJSON_AddStringToObject(o, "source", "conntrack");
-	out_add_endpoint(o, "client", fam, e->orig.src, e->orig.sport);
-	out_add_endpoint(o, "server", fam, e->reply.src, e->reply.sport);
-	cJSON_AddNumberToObject(o, "age_s", tr_secs3(age));
-	cJSON_AddNumberToObject(o, "threshold_s", t->o->close_wait_threshold_s);
-	cJSON_AddArrayToObject(o, "holders");
-	cJSON_AddStringToObject(o, "holders_note", "a forwarded flow: the socket is on another "
-				"host, and no process of this node holds it");
-	cJSON_AddNullToObject(o, "stack");
-	cJSON_AddStringToObject(o, "stack_note", "a forwarded flow has no local stack");
-	if (translated(e))
-		add_nat(t, o, e);
+	o.client = (struct rec_endpoint){ fam, e->orig.src, e->orig.sport };
+	o.server = (struct rec_endpoint){ fam, e->reply.src, e->reply.sport };
+	cw->age_s = tr_secs3(age);
+	cw->threshold_s = t->o->close_wait_threshold_s;
+	cw->has_holders = true;
+	cw->holders_note = "a forwarded flow: the socket is on another host, and no process of "
+			   "this node holds it";
+	cw->stack_note = "a forwarded flow has no local stack";
+	if (translated(e)) {
+		o.has_nat = true;
+		nat_of(t, e, &o.nat);
+	}
 	ep_text(e->orig.l3, e->orig.src, e->orig.sport, cl, sizeof(cl));
 	ep_text(e->reply.l3, e->reply.src, e->reply.sport, sv, sizeof(sv));
 	snprintf(msg, sizeof(msg),
 		 "Conntrack has held the forwarded connection %s -> %s in CLOSE_WAIT for %.1fs: "
 		 "%s closed its side and %s has not; the application at %s leaks the socket.",
 		 cl, sv, age, cl, sv, sv);
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 static void ct_tick(struct tracker *t, uint64_t now)
@@ -377,20 +376,25 @@ void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t
 		return;
 	t->ct_pressure_ns = now;
 
-	cJSON *o = out_record("finding", cs_mono_to_real(now));
+	struct finding_rec o = {
+		.ts_real = cs_mono_to_real(now),
+		.kind = "conntrack_pressure",
+		.severity = new_drops || new_fail || new_early ? "error" : "warning",
+		.about = FINDING_NODE,
+		.detail = FD_CT_PRESSURE,
+		.d.ct_pressure = {
+			.count = count,
+			.max = max,
+			.percent = tr_secs3(full * 100),
+			.growth_per_s = tr_secs3(rate),
+			.threshold_percent = t->o->ct_pressure_pct,
+			.drops = new_drops,
+			.insert_failed = new_fail,
+			.early_drops = new_early,
+		},
+	};
 	char msg[512];
 
-	cJSON_AddStringToObject(o, "kind", "conntrack_pressure");
-	cJSON_AddStringToObject(o, "severity", new_drops || new_fail || new_early ? "error" : "warning");
-	cJSON_AddNullToObject(o, "pod");
-	cJSON_AddNumberToObject(o, "count", (double)count);
-	cJSON_AddNumberToObject(o, "max", (double)max);
-	cJSON_AddNumberToObject(o, "percent", tr_secs3(full * 100));
-	cJSON_AddNumberToObject(o, "growth_per_s", tr_secs3(rate));
-	cJSON_AddNumberToObject(o, "threshold_percent", t->o->ct_pressure_pct);
-	cJSON_AddNumberToObject(o, "drops", (double)new_drops);
-	cJSON_AddNumberToObject(o, "insert_failed", (double)new_fail);
-	cJSON_AddNumberToObject(o, "early_drops", (double)new_early);
 	snprintf(msg, sizeof(msg),
 		 "The conntrack table is %.0f%% full (%llu of %llu entries) and %s %.0f entries/s%s: "
 		 "when it is full the kernel drops new connections; raise nf_conntrack_max or find "
@@ -399,8 +403,8 @@ void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t
 		 rate >= 0 ? "growing by" : "shrinking by", rate >= 0 ? rate : -rate,
 		 new_drops || new_fail || new_early ? "; it has already dropped or failed to insert "
 						      "entries" : "");
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 uint64_t track_ct_evictions(const struct tracker *t)

@@ -167,27 +167,22 @@ static void window_of(const struct tracker *t, const struct h2_remote *r, uint64
 	}
 }
 
-static const char *end_names[H2_END_MAX] = { "goaway", "peer_fin", "local_fin", "rst", "other" };
-
-static void window_json(cJSON *o, const struct h2_window *w)
+/* A window as a record shows it. */
+static void window_rec(const struct tracker *t, const struct h2_window *w,
+		       struct h2_window_rec *r)
 {
-	cJSON *by;
-
-	cJSON_AddNumberToObject(o, "opened", w->opened);
-	cJSON_AddNumberToObject(o, "closed", w->closed);
-	cJSON_AddNumberToObject(o, "streams", (double)w->streams);
-	if (w->closed)
-		cJSON_AddNumberToObject(o, "streams_per_conn",
-					(double)(int64_t)(100.0 * w->streams / w->closed + 0.5) / 100);
-	else
-		cJSON_AddNullToObject(o, "streams_per_conn");
-	if (w->median_life_ms >= 0)
-		cJSON_AddNumberToObject(o, "median_lifetime_ms", w->median_life_ms);
-	else
-		cJSON_AddNullToObject(o, "median_lifetime_ms");
-	by = cJSON_AddObjectToObject(o, "ended_by");
-	for (int i = 0; i < H2_END_MAX; i++)
-		cJSON_AddNumberToObject(by, end_names[i], w->by[i]);
+	r->seconds = t->o->h2_window_s;
+	r->opened = w->opened;
+	r->closed = w->closed;
+	r->streams = w->streams;
+	r->streams_per_conn = w->closed ?
+		(double)(int64_t)(100.0 * w->streams / w->closed + 0.5) / 100 : -1;
+	r->median_lifetime_ms = w->median_life_ms;
+	r->by_goaway = w->by[H2_END_GOAWAY];
+	r->by_peer_fin = w->by[H2_END_PEER_FIN];
+	r->by_local_fin = w->by[H2_END_LOCAL_FIN];
+	r->by_rst = w->by[H2_END_RST];
+	r->by_other = w->by[H2_END_OTHER];
 }
 
 /* ---- findings ---- */
@@ -209,7 +204,7 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	struct h2_window w;
 	char who[640], remote[80], msg[900];
 	double spc;
-	cJSON *o, *win;
+	struct finding_rec o;
 
 	if (!r->client || (r->churn_reported_ns && now - r->churn_reported_ns < t->h2_window_ns))
 		return;
@@ -220,12 +215,11 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	if (spc > t->o->h2_churn_streams)
 		return;
 	r->churn_reported_ns = now;
-	o = tr_finding_new(t, "h2_reuse_churn", "warning", &hs->ev, c, hs->pid, hs->comm, now);
-	win = cJSON_AddObjectToObject(o, "window");
-	cJSON_AddNumberToObject(win, "seconds", t->o->h2_window_s);
-	window_json(win, &w);
-	cJSON_AddNumberToObject(o, "threshold_conns", t->o->h2_churn_conns);
-	cJSON_AddNumberToObject(o, "threshold_streams_per_conn", t->o->h2_churn_streams);
+	tr_finding_init(t, &o, "h2_reuse_churn", "warning", &hs->ev, c, hs->pid, hs->comm, now);
+	o.detail = FD_H2_CHURN;
+	window_rec(t, &w, &o.d.h2_churn.window);
+	o.d.h2_churn.threshold_conns = t->o->h2_churn_conns;
+	o.d.h2_churn.threshold_streams_per_conn = t->o->h2_churn_streams;
 	tr_pod_text(&c->pod, who, sizeof(who));
 	remote_text(r, remote, sizeof(remote));
 	snprintf(msg, sizeof(msg),
@@ -234,20 +228,21 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 		 "client or channel per call, or a close after each request); keep one "
 		 "connection per backend and multiplex requests on it.",
 		 who, w.closed, remote, t->o->h2_window_s, spc, w.median_life_ms);
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
-static void goaway_json(cJSON *o, const struct h2_state *hs, bool client)
+static void goaway_rec(struct finding_rec *o, const struct h2_state *hs, bool client)
 {
 	const struct h2_conn *hc = &hs->last.c;
 	char buf[16];
 
-	cJSON_AddStringToObject(o, "goaway_by", (hc->goaway_dir == H2_LOCAL_OUT) == client ?
-						       "client" : "server");
-	cJSON_AddNumberToObject(o, "last_stream_id", hc->goaway_last_id);
-	cJSON_AddStringToObject(o, "error", error_text(hc->goaway_error, buf, sizeof(buf)));
-	cJSON_AddNumberToObject(o, "streams", hc->streams);
+	o->detail = FD_H2_GOAWAY;
+	o->d.h2_goaway.by = (hc->goaway_dir == H2_LOCAL_OUT) == client ? "client" : "server";
+	o->d.h2_goaway.last_stream_id = hc->goaway_last_id;
+	snprintf(o->d.h2_goaway.error, sizeof(o->d.h2_goaway.error), "%s",
+		 error_text(hc->goaway_error, buf, sizeof(buf)));
+	o->d.h2_goaway.streams = hc->streams;
 }
 
 /* A GOAWAY in this connection: an error code is a finding at once; graceful ones
@@ -259,7 +254,7 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	bool sent = hc->goaway_dir == H2_LOCAL_OUT;
 	char who[640], remote[80], msg[900], err[16];
 	struct h2_remote *r;
-	cJSON *o;
+	struct finding_rec o;
 
 	if (!c->agg)
 		return;
@@ -267,16 +262,16 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	tr_remote_text(&hs->ev, client ? CS_SIDE_CLIENT : CS_SIDE_SERVER, remote, sizeof(remote));
 	if (hc->goaway_error != H2_NO_ERROR && !hs->goaway_error_reported) {
 		hs->goaway_error_reported = true;
-		o = tr_finding_new(t, "h2_goaway", "error", &hs->ev, c, hs->pid, hs->comm, now);
-		goaway_json(o, hs, client);
+		tr_finding_init(t, &o, "h2_goaway", "error", &hs->ev, c, hs->pid, hs->comm, now);
+		goaway_rec(&o, hs, client);
 		snprintf(msg, sizeof(msg),
 			 "%s %s a GOAWAY with error %s %s %s after %u stream(s) (last stream id "
 			 "%u): the connection was torn down by a protocol error, not recycled; "
 			 "streams above that id failed and must be retried.",
 			 who, sent ? "sent" : "received", error_text(hc->goaway_error, err, sizeof(err)),
 			 sent ? "to" : "from", remote, hc->streams, hc->goaway_last_id);
-		tr_message(o, msg);
-		tr_emit(t, o);
+		tr_message(&o, msg);
+		tr_emit_finding(t, &o);
 	}
 	/* A client's GOAWAY(NO_ERROR) is its ordinary goodbye (h2load, nghttp and
 	 * browsers send one before closing): only the server's recycle connections. */
@@ -296,10 +291,11 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	if (w.goaway_conns < t->o->h2_goaway_runs)
 		return;
 	r->goaway_reported_ns = now;
-	o = tr_finding_new(t, "h2_goaway", "warning", &hs->ev, c, hs->pid, hs->comm, now);
-	goaway_json(o, hs, client);
-	cJSON_AddNumberToObject(o, "goaway_connections", w.goaway_conns);
-	cJSON_AddNumberToObject(o, "window_s", t->o->h2_window_s);
+	tr_finding_init(t, &o, "h2_goaway", "warning", &hs->ev, c, hs->pid, hs->comm, now);
+	goaway_rec(&o, hs, client);
+	o.d.h2_goaway.run = true;
+	o.d.h2_goaway.goaway_connections = w.goaway_conns;
+	o.d.h2_goaway.window_s = t->o->h2_window_s;
 	snprintf(msg, sizeof(msg),
 		 "%u HTTP/2 connections between %s and %s ended by GOAWAY in the last %.0fs "
 		 "(latest: %s): the server is recycling connections (e.g. gRPC "
@@ -308,8 +304,8 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 		 w.goaway_conns, who, remote, t->o->h2_window_s,
 		 error_text(hc->goaway_error, err, sizeof(err)),
 		 hs->last.source == H2_SRC_WIRE ? "" : " and a new TLS handshake");
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 /* ---- events ---- */
@@ -435,7 +431,7 @@ void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *clo
 	churn_check(t, hs, c, r, close->ts_ns);
 }
 
-void h2_view(const struct h2_state *hs, struct conn_view *v)
+void h2_view(const struct h2_state *hs, struct conn_rec *v)
 {
 	const struct h2_conn *hc = &hs->last.c;
 	bool client = we_are_client(hc);
@@ -461,31 +457,27 @@ void h2_view(const struct h2_state *hs, struct conn_view *v)
 
 /* ---- summaries ---- */
 
-static void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
+static void h2_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *a)
 {
 	uint64_t now = tr_now(t);
 	struct h2_window w, all = { 0 };
-	cJSON *h2, *win, *rem;
 
-	if (!a->h2.connections) {
-		cJSON_AddNullToObject(o, "h2");
+	_Static_assert(TRACK_MAX_H2_REMOTES <= SUMMARY_MAX_H2_REMOTES, "a summary shows every remote");
+	if (!a->h2.connections)
 		return;
-	}
-	h2 = cJSON_AddObjectToObject(o, "h2");
-	cJSON_AddNumberToObject(h2, "connections", (double)a->h2.connections);
-	cJSON_AddNumberToObject(h2, "closed", (double)a->h2.closed);
-	cJSON_AddNumberToObject(h2, "streams", (double)a->h2.streams);
-	cJSON_AddNumberToObject(h2, "streams_per_conn",
-				(double)(int64_t)(100.0 * a->h2.streams / a->h2.connections + 0.5) / 100);
-	cJSON_AddNumberToObject(h2, "goaway", (double)a->h2.goaway);
-	cJSON_AddNumberToObject(h2, "rst_stream", (double)a->h2.rst_stream);
-	cJSON_AddNumberToObject(h2, "desync", (double)a->h2.desync);
-	rem = cJSON_CreateArray();
+	s->has_h2 = true;
+	s->h2.connections = a->h2.connections;
+	s->h2.closed = a->h2.closed;
+	s->h2.streams = a->h2.streams;
+	s->h2.streams_per_conn =
+		(double)(int64_t)(100.0 * a->h2.streams / a->h2.connections + 0.5) / 100;
+	s->h2.goaway = a->h2.goaway;
+	s->h2.rst_stream = a->h2.rst_stream;
+	s->h2.desync = a->h2.desync;
 	all.median_life_ms = -1;
 	for (int i = 0; i < a->nh2_remotes; i++) {
 		const struct h2_remote *r = a->h2_remotes[i];
-		char ip[64];
-		cJSON *ro;
+		typeof(s->h2.remotes[0]) *ro;
 
 		window_of(t, r, now, &w);
 		all.opened += w.opened;
@@ -495,24 +487,15 @@ static void h2_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
 			all.by[j] += w.by[j];
 		if (!w.opened && !w.closed)
 			continue;
-		ro = cJSON_CreateObject();
-		cJSON_AddStringToObject(ro, "ip", out_ip(r->family == AF_INET6 ? AF_INET6 : AF_INET,
-							 r->addr, ip, sizeof(ip)));
-		if (r->port)
-			cJSON_AddNumberToObject(ro, "port", r->port);
-		else
-			cJSON_AddNullToObject(ro, "port");
-		cJSON_AddStringToObject(ro, "side", r->client ? "client" : "server");
-		window_json(ro, &w);
-		cJSON_AddItemToArray(rem, ro);
+		ro = &s->h2.remotes[s->h2.nremotes++];
+		ro->ep = (struct rec_endpoint){ r->family == AF_INET6 ? AF_INET6 : AF_INET, r->addr,
+						r->port };
+		ro->client = r->client;
+		window_rec(t, &w, &ro->window);
 	}
-	win = cJSON_AddObjectToObject(h2, "window");
-	cJSON_AddNumberToObject(win, "seconds", t->o->h2_window_s);
-	window_json(win, &all);
-	/* The pod-wide median is not the median of medians: left out. */
-	cJSON_DeleteItemFromObject(win, "median_lifetime_ms");
-	cJSON_AddItemToObject(h2, "remotes", rem);
-	cJSON_AddNumberToObject(h2, "remote_evictions", (double)a->h2_remote_evictions);
+	/* The pod-wide median is not the median of medians: the writer leaves it out. */
+	window_rec(t, &all, &s->h2.window);
+	s->h2.remote_evictions = a->h2_remote_evictions;
 }
 
 double h2_streams_per_conn(const struct pod_agg *a)

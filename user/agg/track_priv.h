@@ -4,11 +4,11 @@
 #ifndef CONNSCOPE_TRACK_PRIV_H
 #define CONNSCOPE_TRACK_PRIV_H
 
-#include <cjson/cJSON.h>
 #include "h2_events.h"
 #include "procfd.h"
 #include "track.h"
 #include "kmap.h"
+#include "record.h"
 #include "u64map.h"
 
 #define NS_PER_SEC 1000000000ull
@@ -47,7 +47,7 @@ struct tracker {
 	const struct cs_opts *o;
 	struct pod_resolver *pods;
 	bool want_conns;
-	track_sink sink;
+	struct track_sink sink;
 	void *sink_arg;
 	track_clock_fn clock;
 	void *clock_arg;
@@ -137,11 +137,15 @@ int tr_side_of(const struct tracker *t, const struct cs_event *e);
 const char *tr_side_name(int side);
 void tr_remote_text(const struct cs_event *e, int side, char *buf, size_t len);
 void tr_pod_text(const struct pod_info *p, char *buf, size_t len);
-cJSON *tr_finding_new(struct tracker *t, const char *kind, const char *severity,
-		      const struct cs_event *e, const struct cg_entry *c, uint32_t pid,
-		      const char *comm, uint64_t ts_mono);
-void tr_emit(struct tracker *t, cJSON *rec);
-void tr_message(cJSON *o, const char *msg);
+/* A finding about a socket: the common fields (and its nat) filled, the detail left
+ * to the caller. */
+void tr_finding_init(struct tracker *t, struct finding_rec *f, const char *kind,
+		     const char *severity, const struct cs_event *e, const struct cg_entry *c,
+		     uint32_t pid, const char *comm, uint64_t ts_mono);
+/* The message, with where conntrack sent the connection when it did. */
+void tr_message(struct finding_rec *f, const char *msg);
+void tr_emit_finding(struct tracker *t, const struct finding_rec *f);
+void tr_emit_connection(struct tracker *t, const struct conn_rec *c);
 
 /* A part of the tracker (TLS, HTTP/2, conntrack): the hooks the core calls for
  * every part alike, in the order of track_parts (user/agg/track_parts.c). Any hook
@@ -151,7 +155,7 @@ struct track_part {
 	void (*init)(struct tracker *t);                 /* at track_new */
 	void (*tick)(struct tracker *t, uint64_t now);   /* timers, from track_tick */
 	/* Its member of a pod's summary record. */
-	void (*summary)(struct tracker *t, cJSON *o, const struct pod_agg *a);
+	void (*summary)(struct tracker *t, struct summary_rec *s, const struct pod_agg *a);
 	void (*agg_free)(struct pod_agg *a);             /* what it holds in a pod */
 	void (*free_all)(struct tracker *t);             /* at track_free */
 };
@@ -160,20 +164,20 @@ extern const struct track_part *const track_parts[]; /* NULL-terminated */
 extern const struct track_part tls_part, h2_part, ct_part;
 
 /* track_tls.c, called by track.c */
-struct conn_view;
+struct conn_rec;
 struct tls_conn *tls_take(struct tracker *t, uint64_t cookie);
 void tls_close(struct tracker *t, struct tls_conn *tc, const struct cs_event *close);
-void tls_view(const struct tls_conn *tc, struct conn_view *v);
+void tls_view(const struct tls_conn *tc, struct conn_rec *v);
 void tls_free(struct tls_conn *tc);
 
 /* track_h2.c, called by track.c */
 struct h2_state *h2_take(struct tracker *t, uint64_t cookie);
 void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *close);
-void h2_view(const struct h2_state *hs, struct conn_view *v);
+void h2_view(const struct h2_state *hs, struct conn_rec *v);
 
 /* track_ct.c, called by track.c */
-void ct_view(struct tracker *t, const struct cs_event *e, struct conn_view *v);
-void ct_finding_nat(struct tracker *t, cJSON *o, const struct cs_event *e);
+void ct_view(struct tracker *t, const struct cs_event *e, struct conn_rec *v);
+void ct_finding_nat(struct tracker *t, struct finding_rec *f, const struct cs_event *e);
 /* A pod's socket shows the pod's address: remembered, so a NAT'd backend is named. */
 void ct_learn_pod(struct tracker *t, const struct cs_event *e, const struct pod_info *p);
 /* A socket of this node took part in the flow (an edge of it was seen). */

@@ -241,41 +241,39 @@ static void peer_text(const struct tls_conn *tc, char *buf, size_t len)
 		snprintf(buf, len, "client %s:%u", ip, e->dport);
 }
 
-static cJSON *tls_finding(struct tracker *t, const char *kind, const char *sev,
-			  struct tls_conn *tc, uint64_t ts_mono, char *who, size_t wlen,
-			  char *proc, size_t plen)
+/* False: not about a pod we report. own keeps the owner's name the finding points at. */
+static bool tls_finding(struct tracker *t, struct finding_rec *o, const char *kind,
+			const char *sev, struct tls_conn *tc, uint64_t ts_mono,
+			struct sock_owner *own, char *who, size_t wlen, char *proc, size_t plen)
 {
 	struct cg_entry *c = tr_cgroup(t, tc->ev.cgroup_id);
-	struct sock_owner own;
-	cJSON *o;
 
 	if (!c || !c->match)
-		return NULL;
-	owner(tc, &own);
-	o = tr_finding_new(t, kind, sev, &tc->ev, c, own.pid, own.comm, ts_mono);
-	if (tc->sni[0])
-		cJSON_AddStringToObject(o, "sni", tc->sni);
-	else
-		cJSON_AddNullToObject(o, "sni");
+		return false;
+	owner(tc, own);
+	tr_finding_init(t, o, kind, sev, &tc->ev, c, own->pid, own->comm, ts_mono);
+	o->d.tls.sni = tc->sni[0] ? tc->sni : NULL;
 	tr_pod_text(&c->pod, who, wlen);
-	if (own.pid)
-		snprintf(proc, plen, "%s (pid %u)", own.comm, own.pid);
+	if (own->pid)
+		snprintf(proc, plen, "%s (pid %u)", own->comm, own->pid);
 	else
 		snprintf(proc, plen, "A process");
-	return o;
+	return true;
 }
 
 static void timeout_finding(struct tracker *t, struct tls_conn *tc, uint64_t now)
 {
 	char who[640], proc[64], peer[400], msg[1400];
 	double el = tr_elapsed(now, tc->start_ns) / 1e9;
-	cJSON *o = tls_finding(t, "tls_handshake_timeout", "error", tc, 0, who, sizeof(who),
-			       proc, sizeof(proc));
+	struct sock_owner own;
+	struct finding_rec o;
 
-	if (!o)
+	if (!tls_finding(t, &o, "tls_handshake_timeout", "error", tc, 0, &own, who, sizeof(who),
+			 proc, sizeof(proc)))
 		return;
-	cJSON_AddNumberToObject(o, "elapsed_s", tr_secs3(el));
-	cJSON_AddNumberToObject(o, "threshold_s", t->o->tls_timeout_s);
+	o.detail = FD_TLS_TIMEOUT;
+	o.d.tls.elapsed_s = tr_secs3(el);
+	o.d.tls.threshold_s = t->o->tls_timeout_s;
 	peer_text(tc, peer, sizeof(peer));
 	if (tc->we_are_client)
 		snprintf(msg, sizeof(msg),
@@ -288,26 +286,25 @@ static void timeout_finding(struct tracker *t, struct tls_conn *tc, uint64_t now
 			 "A TLS handshake from %s to %s has not finished after %.1fs: the client "
 			 "stopped answering, or this server is stuck mid-handshake.",
 			 peer, who, el);
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_mono,
 			   const char *how)
 {
 	char who[640], proc[64], peer[400], msg[1600], why[160];
-	cJSON *o = tls_finding(t, "tls_handshake_failed", "error", tc, ts_mono, who, sizeof(who),
-			       proc, sizeof(proc));
 	const char *by = tc->failed_by_client ? "client" : "server";
+	struct sock_owner own;
+	struct finding_rec o;
 
-	if (!o)
+	if (!tls_finding(t, &o, "tls_handshake_failed", "error", tc, ts_mono, &own, who,
+			 sizeof(who), proc, sizeof(proc)))
 		return;
-	cJSON_AddStringToObject(o, "failed_by", by);
-	if (tc->alert_clear)
-		cJSON_AddStringToObject(o, "alert", tls_alert_name(tc->alert_desc));
-	else
-		cJSON_AddNullToObject(o, "alert");
-	cJSON_AddStringToObject(o, "reason", how);
+	o.detail = FD_TLS_FAILED;
+	o.d.tls.failed_by = by;
+	o.d.tls.alert = tc->alert_clear ? tls_alert_name(tc->alert_desc) : NULL;
+	o.d.tls.reason = how;
 	if (tc->alert_clear)
 		snprintf(why, sizeof(why), "it sent alert %s", tls_alert_name(tc->alert_desc));
 	else
@@ -317,8 +314,8 @@ static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_m
 		 "The TLS handshake between %s and %s failed: the %s gave up (%s); check "
 		 "certificates (SAN, CA, expiry), TLS versions and ALPN on both sides.",
 		 who, peer, by, why);
-	tr_message(o, msg);
-	tr_emit(t, o);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
 }
 
 /* ---- events ---- */
@@ -451,7 +448,7 @@ void tls_close(struct tracker *t, struct tls_conn *tc, const struct cs_event *cl
 }
 
 /* The connection record's tls object, in view form. */
-void tls_view(const struct tls_conn *tc, struct conn_view *v)
+void tls_view(const struct tls_conn *tc, struct conn_rec *v)
 {
 	v->has_tls = true;
 	v->tls_version = tc->version ? tls_version_name(tc->version) : NULL;
@@ -463,44 +460,33 @@ void tls_view(const struct tls_conn *tc, struct conn_view *v)
 	v->tls_outcome = tc->outcome == TLS_OUT_PROGRESS ? "incomplete" : outcome_name(tc->outcome);
 }
 
-static void stats_json(cJSON *o, const struct tls_stats *s)
+static void stats_rec(struct tls_stats_rec *r, const struct tls_stats *s)
 {
 	double p50 = track_tls_pct(s, 50), p99 = track_tls_pct(s, 99);
 
-	cJSON_AddNumberToObject(o, "handshakes", (double)s->handshakes);
-	cJSON_AddNumberToObject(o, "ok", (double)s->ok);
-	cJSON_AddNumberToObject(o, "failed", (double)s->failed);
-	cJSON_AddNumberToObject(o, "timeouts", (double)s->timeouts);
-	if (p50 >= 0) {
-		cJSON_AddNumberToObject(o, "p50_ms", (double)(int64_t)(p50 * 1000) / 1000);
-		cJSON_AddNumberToObject(o, "p99_ms", (double)(int64_t)(p99 * 1000) / 1000);
-	} else {
-		cJSON_AddNullToObject(o, "p50_ms");
-		cJSON_AddNullToObject(o, "p99_ms");
-	}
+	r->handshakes = s->handshakes;
+	r->ok = s->ok;
+	r->failed = s->failed;
+	r->timeouts = s->timeouts;
+	r->p50_ms = p50 >= 0 ? (double)(int64_t)(p50 * 1000) / 1000 : -1;
+	r->p99_ms = p50 >= 0 ? (double)(int64_t)(p99 * 1000) / 1000 : -1;
 }
 
-/* The summary's tls object: null when the pod has had no TLS handshake. */
-static void tls_summary(struct tracker *t, cJSON *o, const struct pod_agg *a)
+/* The summary's tls member: none when the pod has had no TLS handshake. */
+static void tls_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *a)
 {
-	cJSON *tls, *dests;
-
+	_Static_assert(TRACK_MAX_TLS_DESTS <= SUMMARY_MAX_TLS_DESTS, "a summary shows every destination");
 	(void)t;
-	if (!a->tls.handshakes) {
-		cJSON_AddNullToObject(o, "tls");
+	if (!a->tls.handshakes)
 		return;
-	}
-	tls = cJSON_AddObjectToObject(o, "tls");
-	stats_json(tls, &a->tls);
-	dests = cJSON_AddArrayToObject(tls, "destinations");
+	s->has_tls = true;
+	stats_rec(&s->tls.all, &a->tls);
 	for (int i = 0; i < a->ntls_dests; i++) {
-		cJSON *d = cJSON_CreateObject();
-
-		cJSON_AddStringToObject(d, "destination", a->tls_dests[i].name);
-		stats_json(d, &a->tls_dests[i].st);
-		cJSON_AddItemToArray(dests, d);
+		s->tls.dests[i].destination = a->tls_dests[i].name;
+		stats_rec(&s->tls.dests[i].st, &a->tls_dests[i].st);
 	}
-	cJSON_AddNumberToObject(tls, "destination_evictions", (double)a->tls_dest_evictions);
+	s->tls.ndests = a->ntls_dests;
+	s->tls.dest_evictions = a->tls_dest_evictions;
 }
 
 static void tls_agg_free(struct pod_agg *a)

@@ -152,22 +152,47 @@ static void on_flag(void *arg, uint64_t cgroup_id)
 	holders_flag_cgroup(lv->hold, cgroup_id);
 }
 
-static void sink_print(cJSON *rec, void *arg)
+static void print_finding(const struct finding_rec *f, void *arg)
 {
 	(void)arg;
-	out_emit(rec);
+	out_finding(f);
 }
 
-static void sink_top(cJSON *rec, void *arg)
+static void print_connection(const struct conn_rec *c, void *arg)
 {
 	(void)arg;
-	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
-
-	if (cJSON_IsString(type) && !strcmp(type->valuestring, "finding"))
-		top_note_finding(rec);
-	else
-		cJSON_Delete(rec);
+	out_connection(c);
 }
+
+static void print_summary(const struct summary_rec *s, void *arg)
+{
+	(void)arg;
+	out_summary(s);
+}
+
+static const struct track_sink sink_print = { print_finding, print_connection,
+						     print_summary };
+
+/* top shows findings in its panel, and reads the pods' aggregates for the rest. */
+static void top_finding(const struct finding_rec *f, void *arg)
+{
+	(void)arg;
+	top_note_finding(f);
+}
+
+static void top_connection(const struct conn_rec *c, void *arg)
+{
+	(void)c;
+	(void)arg;
+}
+
+static void top_summary(const struct summary_rec *s, void *arg)
+{
+	(void)s;
+	(void)arg;
+}
+
+static const struct track_sink sink_top = { top_finding, top_connection, top_summary };
 
 #define CG_GC_NS (30 * 1000000000ull)
 
@@ -270,7 +295,7 @@ int live_run(const struct cs_opts *o)
 	if (!pods)
 		return 1;
 	out_init(o->fmt, o->cmd == CMD_TRACE);
-	lv.t = track_new(o, pods, !is_top, is_top ? sink_top : sink_print, &lv);
+	lv.t = track_new(o, pods, !is_top, is_top ? &sink_top : &sink_print, &lv);
 	if (!lv.t) {
 		cs_fail("start", "out of memory");
 		goto out;

@@ -26,179 +26,11 @@ double out_ms(uint64_t ns)
 	return (double)(ns / 1000) / 1000.0;
 }
 
-cJSON *out_record(const char *type, uint64_t ts_real)
-{
-	cJSON *o = cJSON_CreateObject();
-
-	cJSON_AddStringToObject(o, "type", type);
-	out_add_ts(o, "ts", ts_real);
-	return o;
-}
-
-void out_add_ts(cJSON *o, const char *name, uint64_t ts_real)
-{
-	char ts[40];
-
-	if (!ts_real) {
-		cJSON_AddNullToObject(o, name);
-		return;
-	}
-	cs_fmt_ts(ts_real, ts, sizeof(ts));
-	cJSON_AddStringToObject(o, name, ts);
-}
-
-void out_add_pod(cJSON *o, const struct pod_info *p)
-{
-	if (p && p->is_pod) {
-		cJSON *pod = cJSON_AddObjectToObject(o, "pod");
-
-		if (p->known) {
-			cJSON_AddStringToObject(pod, "namespace", p->namespace_);
-			cJSON_AddStringToObject(pod, "name", p->name);
-		} else {
-			cJSON_AddNullToObject(pod, "namespace");
-			cJSON_AddNullToObject(pod, "name");
-		}
-		cJSON_AddStringToObject(pod, "uid", p->uid);
-		if (p->container[0])
-			cJSON_AddStringToObject(pod, "container", p->container);
-		else
-			cJSON_AddNullToObject(pod, "container");
-	} else {
-		cJSON_AddNullToObject(o, "pod");
-	}
-	if (p && p->ip[0])
-		cJSON_AddStringToObject(o, "ip", p->ip);  /* replay: no cgroup */
-	else if (p && p->cgroup_path[0])
-		cJSON_AddStringToObject(o, "cgroup", p->cgroup_path);
-	else
-		cJSON_AddNullToObject(o, "cgroup");
-}
-
 const char *out_ip(int family, const uint8_t *addr, char *buf, unsigned len)
 {
 	if (!inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, buf, len))
 		snprintf(buf, len, "?");
 	return buf;
-}
-
-void out_add_endpoint(cJSON *o, const char *name, int family, const uint8_t *addr,
-		      uint16_t port)
-{
-	cJSON *ep = cJSON_AddObjectToObject(o, name);
-	char ip[INET6_ADDRSTRLEN];
-
-	cJSON_AddStringToObject(ep, "ip", out_ip(family, addr, ip, sizeof(ip)));
-	cJSON_AddNumberToObject(ep, "port", port);
-}
-
-/* ---- text rendering: read back the fields of the record ---- */
-
-static const char *str(const cJSON *o, const char *k, const char *dflt)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-
-	return cJSON_IsString(v) ? v->valuestring : dflt;
-}
-
-static double num(const cJSON *o, const char *k, double dflt)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-
-	return cJSON_IsNumber(v) ? v->valuedouble : dflt;
-}
-
-static const cJSON *obj(const cJSON *o, const char *k)
-{
-	return cJSON_GetObjectItemCaseSensitive(o, k);
-}
-
-/* "12:34:56.789" out of the RFC 3339 stamp. */
-static void short_time(const cJSON *o, char *buf, size_t len)
-{
-	const char *ts = str(o, "ts", "");
-
-	snprintf(buf, len, "%.12s", strlen(ts) > 11 ? ts + 11 : ts);
-}
-
-static void pod_text(const cJSON *o, char *buf, size_t len)
-{
-	const cJSON *pod = obj(o, "pod");
-
-	if (cJSON_IsObject(pod)) {
-		const char *ns = str(pod, "namespace", NULL), *name = str(pod, "name", NULL);
-
-		if (ns && name)
-			snprintf(buf, len, "%s/%s", ns, name);
-		else
-			snprintf(buf, len, "pod:%.8s", str(pod, "uid", "?"));
-	} else if (str(o, "ip", NULL)) {
-		snprintf(buf, len, "%s", str(o, "ip", "-"));
-	} else {
-		snprintf(buf, len, "%s", str(o, "cgroup", "-"));
-	}
-}
-
-static void text_finding(const cJSON *o)
-{
-	char t[16], pod[96];
-
-	short_time(o, t, sizeof(t));
-	pod_text(o, pod, sizeof(pod));
-	printf("%-12s FINDING %-8s %-22s %s: %s\n", t, str(o, "severity", "?"),
-	       str(o, "kind", "?"), pod, str(o, "message", ""));
-	/* The code path that made a leaked socket, a frame a line, innermost first. */
-	const cJSON *stack = cJSON_GetObjectItemCaseSensitive(o, "stack"), *fr;
-
-	if (cJSON_IsArray(stack) && cJSON_GetArraySize(stack) > 0) {
-		printf("%-12s   stack of its %s():\n", "", str(o, "stack_origin", "?"));
-		cJSON_ArrayForEach(fr, stack)
-			if (cJSON_IsString(fr))
-				printf("%-12s     %s\n", "", fr->valuestring);
-	}
-}
-
-static void text_summary(const cJSON *o)
-{
-	const cJSON *tcp = obj(o, "tcp"), *cw = obj(o, "close_wait");
-	char t[16], pod[96];
-
-	short_time(o, t, sizeof(t));
-	pod_text(o, pod, sizeof(pod));
-	printf("%-12s SUMMARY %s: opened=%.0f closed=%.0f active=%.0f refused=%.0f timeouts=%.0f "
-	       "resets=%.0f close_wait=%.0f stuck=%.0f max_age_s=%.1f\n",
-	       t, pod, num(tcp, "opened", 0), num(tcp, "closed", 0), num(tcp, "active", 0),
-	       num(tcp, "refused", 0), num(tcp, "timeouts", 0), num(tcp, "resets", 0),
-	       num(cw, "current", 0), num(cw, "stuck", 0), num(cw, "max_age_s", 0));
-}
-
-/* A cJSON tree through the one JSON writer. */
-static void jw_tree(struct jw *w, const char *k, const cJSON *item)
-{
-	const cJSON *c;
-
-	if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
-		bool obj = cJSON_IsObject(item);
-
-		if (obj)
-			jw_obj(w, k);
-		else
-			jw_arr(w, k);
-		cJSON_ArrayForEach(c, item)
-			jw_tree(w, obj ? c->string : NULL, c);
-		if (obj)
-			jw_end(w);
-		else
-			jw_end_arr(w);
-	} else if (cJSON_IsString(item)) {
-		jw_str(w, k, item->valuestring);
-	} else if (cJSON_IsNumber(item)) {
-		jw_num(w, k, item->valuedouble);
-	} else if (cJSON_IsBool(item)) {
-		jw_bool(w, k, cJSON_IsTrue(item));
-	} else {
-		jw_null(w, k);
-	}
 }
 
 /* One JSON line: fill writes the record; a record too big for the stack buffer (a
@@ -227,26 +59,10 @@ static void emit_line(void (*fill)(struct jw *w, const void *rec), const void *r
 		free(buf);
 }
 
-static void fill_tree(struct jw *w, const void *rec)
-{
-	jw_tree(w, NULL, rec);
-}
+/* ---- the pod and endpoint schema, written once ---- */
 
-void out_emit(cJSON *o)
-{
-	if (fmt == FMT_JSON) {
-		emit_line(fill_tree, o);
-	} else {
-		const char *type = str(o, "type", "");
-
-		if (!strcmp(type, "finding"))
-			text_finding(o);
-		else if (!strcmp(type, "summary"))
-			text_summary(o);
-	}
-	cJSON_Delete(o);
-}
-
+/* "pod": {namespace,name,uid,container} or null, and "cgroup": path or null (replay:
+ * "ip", the pod's address). */
 static void jw_pod(struct jw *w, const struct pod_info *p)
 {
 	if (p && p->is_pod) {
@@ -265,17 +81,48 @@ static void jw_pod(struct jw *w, const struct pod_info *p)
 		jw_str(w, "cgroup", p && p->cgroup_path[0] ? p->cgroup_path : NULL);
 }
 
-static void jw_endpoint(struct jw *w, const char *k, int family, const uint8_t *ip, uint16_t port)
+/* "ip" and "port" inside an endpoint's object; addr is 4 or 16 bytes by family. */
+static void jw_endpoint_fields(struct jw *w, int family, const uint8_t *addr, uint16_t port)
 {
 	char txt[INET6_ADDRSTRLEN];
 
-	jw_obj(w, k);
-	jw_str(w, "ip", out_ip(family, ip, txt, sizeof(txt)));
+	jw_str(w, "ip", out_ip(family, addr, txt, sizeof(txt)));
 	jw_u64(w, "port", port);
+}
+
+static void jw_endpoint(struct jw *w, const char *k, int family, const uint8_t *ip, uint16_t port)
+{
+	jw_obj(w, k);
+	jw_endpoint_fields(w, family, ip, port);
 	jw_end(w);
 }
 
-static void jw_tls(struct jw *w, const struct conn_view *v)
+static void jw_ts(struct jw *w, const char *k, uint64_t ts_real)
+{
+	char ts[40];
+
+	if (!ts_real) {
+		jw_null(w, k);
+		return;
+	}
+	cs_fmt_ts(ts_real, ts, sizeof(ts));
+	jw_str(w, k, ts);
+}
+
+static void jw_nat(struct jw *w, const struct nat_rec *n)
+{
+	jw_obj(w, "nat");
+	jw_endpoint(w, "orig_dst", n->family, n->orig_dst, n->orig_dport);
+	jw_obj(w, "reply_src");
+	jw_endpoint_fields(w, n->family, n->reply_src, n->reply_sport);
+	jw_str(w, "pod", n->reply_pod);
+	jw_end(w);
+	jw_str(w, "state", n->state);
+	jw_str(w, "source", n->source);
+	jw_end(w);
+}
+
+static void jw_tls(struct jw *w, const struct conn_rec *v)
 {
 	jw_obj(w, "tls");
 	jw_str(w, "version", v->tls_version);
@@ -299,7 +146,7 @@ static void jw_tls(struct jw *w, const struct conn_view *v)
 	jw_end(w);
 }
 
-static void jw_h2(struct jw *w, const struct conn_view *v)
+static void jw_h2(struct jw *w, const struct conn_rec *v)
 {
 	char code[16];
 
@@ -334,7 +181,35 @@ static void jw_h2(struct jw *w, const struct conn_view *v)
 	jw_end(w);
 }
 
-static void json_connection(const struct conn_view *v)
+/* A flow this node only forwarded: what conntrack held of it. */
+static void fill_forwarded(struct jw *w, const void *rec)
+{
+	const struct conn_rec *v = rec;
+
+	jw_obj(w, NULL);
+	jw_str(w, "type", "connection");
+	jw_ts(w, "ts", v->ts_real);
+	jw_null(w, "pod");
+	jw_str(w, "side", v->side);
+	jw_endpoint(w, "client", v->family, v->client_ip, v->client_port);
+	jw_endpoint(w, "server", v->family, v->server_ip, v->server_port);
+	jw_ts(w, "start", v->start_real);
+	jw_num(w, "duration_ms", out_ms(v->duration_ns));
+	jw_obj(w, "conntrack");
+	jw_str(w, "state", v->ct_state);
+	jw_bool(w, "seen_reply", v->ct_seen_reply);
+	jw_bool(w, "assured", v->ct_assured);
+	jw_num(w, "netns", v->ct_netns);
+	jw_num(w, "mark", v->ct_mark);
+	if (v->ct_close_wait_known)
+		jw_num(w, "close_wait_ms", out_ms(v->ct_close_wait_ns));
+	jw_end(w);
+	if (v->has_nat)
+		jw_nat(w, &v->nat);
+	jw_end(w);
+}
+
+static void json_connection(const struct conn_rec *v)
 {
 	char buf[4096], ts[40];
 	struct jw w;
@@ -393,22 +268,8 @@ static void json_connection(const struct conn_view *v)
 		jw_tls(&w, v);
 	if (v->has_h2)
 		jw_h2(&w, v);
-	if (v->has_nat) {
-		jw_obj(&w, "nat");
-		jw_endpoint(&w, "orig_dst", v->nat_family, v->nat_orig_dst, v->nat_orig_dport);
-		{
-			char txt[INET6_ADDRSTRLEN];
-
-			jw_obj(&w, "reply_src");
-			jw_str(&w, "ip", out_ip(v->nat_family, v->nat_reply_src, txt, sizeof(txt)));
-			jw_u64(&w, "port", v->nat_reply_sport);
-			jw_str(&w, "pod", v->nat_reply_pod);
-			jw_end(&w);
-		}
-		jw_str(&w, "state", v->nat_state);
-		jw_str(&w, "source", v->nat_source);
-		jw_end(&w);
-	}
+	if (v->has_nat)
+		jw_nat(&w, &v->nat);
 	jw_end(&w);
 	if (w.overflow) {
 		/* Cannot happen with bounded fields; never print half a record. */
@@ -417,6 +278,370 @@ static void json_connection(const struct conn_view *v)
 	}
 	fwrite(buf, 1, w.len, stdout);
 	fputc('\n', stdout);
+}
+
+/* ---- findings ---- */
+
+static void jw_rec_endpoint(struct jw *w, const char *k, const struct rec_endpoint *e)
+{
+	jw_endpoint(w, k, e->family, e->addr, e->port);
+}
+
+static void jw_close_wait(struct jw *w, const struct finding_rec *f)
+{
+	const typeof(f->d.close_wait) *cw = &f->d.close_wait;
+
+	jw_num(w, "age_s", cw->age_s);
+	jw_num(w, "threshold_s", cw->threshold_s);
+	if (f->about == FINDING_SOCKET) {
+		jw_bool(w, "preexisting", cw->preexisting);
+		jw_bool(w, "age_estimated", cw->age_estimated);
+	}
+	if (!cw->has_holders)
+		return;
+	jw_arr(w, "holders");
+	for (int i = 0; i < cw->nholders; i++) {
+		jw_obj(w, NULL);
+		jw_num(w, "pid", cw->holders[i].pid);
+		jw_str(w, "comm", cw->holders[i].comm);
+		jw_num(w, "fd", cw->holders[i].fd);
+		jw_end(w);
+	}
+	jw_end_arr(w);
+	if (cw->holders_total > cw->nholders)
+		jw_num(w, "holders_total", cw->holders_total);
+	if (cw->holders_note)
+		jw_str(w, "holders_note", cw->holders_note);
+	if (cw->nstack) {
+		jw_arr(w, "stack");
+		for (int i = 0; i < cw->nstack; i++)
+			jw_str(w, NULL, cw->stack[i]);
+		jw_end_arr(w);
+		jw_str(w, "stack_origin", cw->stack_origin);
+	} else {
+		jw_null(w, "stack");
+		jw_str(w, "stack_note", cw->stack_note);
+	}
+}
+
+/* An HTTP/2 window's figures, inside an open object. */
+static void jw_h2_window_fields(struct jw *w, const struct h2_window_rec *win, bool median)
+{
+	jw_num(w, "opened", win->opened);
+	jw_num(w, "closed", win->closed);
+	jw_num(w, "streams", (double)win->streams);
+	if (win->streams_per_conn >= 0)
+		jw_num(w, "streams_per_conn", win->streams_per_conn);
+	else
+		jw_null(w, "streams_per_conn");
+	if (median && win->median_lifetime_ms >= 0)
+		jw_num(w, "median_lifetime_ms", win->median_lifetime_ms);
+	else if (median)
+		jw_null(w, "median_lifetime_ms");
+	jw_obj(w, "ended_by");
+	jw_num(w, "goaway", win->by_goaway);
+	jw_num(w, "peer_fin", win->by_peer_fin);
+	jw_num(w, "local_fin", win->by_local_fin);
+	jw_num(w, "rst", win->by_rst);
+	jw_num(w, "other", win->by_other);
+	jw_end(w);
+}
+
+/* "window": {"seconds", figures}; median false: a pod's window over all its remotes,
+ * whose median lifetime is not the median of theirs. */
+static void jw_h2_window(struct jw *w, const struct h2_window_rec *win, bool median)
+{
+	jw_obj(w, "window");
+	jw_num(w, "seconds", win->seconds);
+	jw_h2_window_fields(w, win, median);
+	jw_end(w);
+}
+
+static void jw_finding_detail(struct jw *w, const struct finding_rec *f)
+{
+	switch (f->detail) {
+	case FD_FOLD:
+		jw_num(w, "count", (double)f->d.fold.count);
+		jw_num(w, "window_s", f->d.fold.window_s);
+		break;
+	case FD_CONNECT_TIMEOUT:
+		jw_num(w, "elapsed_s", f->d.connect_timeout.elapsed_s);
+		jw_num(w, "threshold_s", f->d.connect_timeout.threshold_s);
+		jw_num(w, "syn_retrans", f->d.connect_timeout.syn_retrans);
+		break;
+	case FD_CLOSE_WAIT:
+		jw_close_wait(w, f);
+		break;
+	case FD_TLS_TIMEOUT:
+		jw_str(w, "sni", f->d.tls.sni);
+		jw_num(w, "elapsed_s", f->d.tls.elapsed_s);
+		jw_num(w, "threshold_s", f->d.tls.threshold_s);
+		break;
+	case FD_TLS_FAILED:
+		jw_str(w, "sni", f->d.tls.sni);
+		jw_str(w, "failed_by", f->d.tls.failed_by);
+		jw_str(w, "alert", f->d.tls.alert);
+		jw_str(w, "reason", f->d.tls.reason);
+		break;
+	case FD_H2_CHURN:
+		jw_h2_window(w, &f->d.h2_churn.window, true);
+		jw_num(w, "threshold_conns", f->d.h2_churn.threshold_conns);
+		jw_num(w, "threshold_streams_per_conn", f->d.h2_churn.threshold_streams_per_conn);
+		break;
+	case FD_H2_GOAWAY:
+		jw_str(w, "goaway_by", f->d.h2_goaway.by);
+		jw_num(w, "last_stream_id", f->d.h2_goaway.last_stream_id);
+		jw_str(w, "error", f->d.h2_goaway.error);
+		jw_num(w, "streams", f->d.h2_goaway.streams);
+		if (f->d.h2_goaway.run) {
+			jw_num(w, "goaway_connections", f->d.h2_goaway.goaway_connections);
+			jw_num(w, "window_s", f->d.h2_goaway.window_s);
+		}
+		break;
+	case FD_CT_PRESSURE:
+		jw_num(w, "count", (double)f->d.ct_pressure.count);
+		jw_num(w, "max", (double)f->d.ct_pressure.max);
+		jw_num(w, "percent", f->d.ct_pressure.percent);
+		jw_num(w, "growth_per_s", f->d.ct_pressure.growth_per_s);
+		jw_num(w, "threshold_percent", f->d.ct_pressure.threshold_percent);
+		jw_num(w, "drops", (double)f->d.ct_pressure.drops);
+		jw_num(w, "insert_failed", (double)f->d.ct_pressure.insert_failed);
+		jw_num(w, "early_drops", (double)f->d.ct_pressure.early_drops);
+		break;
+	}
+}
+
+static void fill_finding(struct jw *w, const void *rec)
+{
+	const struct finding_rec *f = rec;
+
+	jw_obj(w, NULL);
+	jw_str(w, "type", "finding");
+	jw_ts(w, "ts", f->ts_real);
+	jw_str(w, "kind", f->kind);
+	jw_str(w, "severity", f->severity);
+	switch (f->about) {
+	case FINDING_SOCKET:
+		jw_pod(w, f->pod);
+		if (f->pid) {
+			jw_num(w, "pid", f->pid);
+			jw_str(w, "comm", f->comm);
+		} else {
+			jw_null(w, "pid");
+			jw_null(w, "comm");
+		}
+		jw_num(w, "netns", f->netns);
+		jw_num(w, "cookie", (double)f->cookie);
+		jw_str(w, "side", f->side);
+		jw_rec_endpoint(w, "client", &f->client);
+		jw_rec_endpoint(w, "server", &f->server);
+		if (f->has_nat)
+			jw_nat(w, &f->nat);
+		jw_finding_detail(w, f);
+		break;
+	case FINDING_FORWARDED:
+		jw_null(w, "pod");
+		jw_str(w, "side", f->side);
+		jw_str(w, "source", f->source);
+		jw_rec_endpoint(w, "client", &f->client);
+		jw_rec_endpoint(w, "server", &f->server);
+		jw_finding_detail(w, f);
+		if (f->has_nat)
+			jw_nat(w, &f->nat);
+		break;
+	case FINDING_NODE:
+		jw_null(w, "pod");
+		jw_finding_detail(w, f);
+		break;
+	}
+	jw_str(w, "message", f->message);
+	jw_end(w);
+}
+
+/* The pod a finding or summary is about, in a text column. */
+static void pod_label(const struct pod_info *p, char *buf, size_t len)
+{
+	if (p && p->is_pod) {
+		if (p->known)
+			snprintf(buf, len, "%s/%s", p->namespace_, p->name);
+		else
+			snprintf(buf, len, "pod:%.8s", p->uid);
+	} else if (p && p->ip[0]) {
+		snprintf(buf, len, "%s", p->ip);
+	} else {
+		snprintf(buf, len, "%s", p && p->cgroup_path[0] ? p->cgroup_path : "-");
+	}
+}
+
+/* "12:34:56.789" of a wall-clock time. */
+static void short_ts(uint64_t ts_real, char *buf, size_t len)
+{
+	char ts[40] = "";
+
+	if (ts_real)
+		cs_fmt_ts(ts_real, ts, sizeof(ts));
+	snprintf(buf, len, "%.12s", strlen(ts) > 11 ? ts + 11 : ts);
+}
+
+static void text_finding(const struct finding_rec *f)
+{
+	char t[16], pod[96];
+
+	short_ts(f->ts_real, t, sizeof(t));
+	pod_label(f->about == FINDING_SOCKET ? f->pod : NULL, pod, sizeof(pod));
+	printf("%-12s FINDING %-8s %-22s %s: %s\n", t, f->severity, f->kind, pod, f->message);
+	/* The code path that made a leaked socket, a frame a line, innermost first. */
+	if (f->detail == FD_CLOSE_WAIT && f->d.close_wait.has_holders && f->d.close_wait.nstack) {
+		printf("%-12s   stack of its %s():\n", "", f->d.close_wait.stack_origin);
+		for (int i = 0; i < f->d.close_wait.nstack; i++)
+			printf("%-12s     %s\n", "", f->d.close_wait.stack[i]);
+	}
+}
+
+void out_finding(const struct finding_rec *f)
+{
+	if (fmt == FMT_JSON)
+		emit_line(fill_finding, f);
+	else
+		text_finding(f);
+}
+
+/* ---- summaries ---- */
+
+static void jw_tls_stats(struct jw *w, const struct tls_stats_rec *st)
+{
+	jw_num(w, "handshakes", (double)st->handshakes);
+	jw_num(w, "ok", (double)st->ok);
+	jw_num(w, "failed", (double)st->failed);
+	jw_num(w, "timeouts", (double)st->timeouts);
+	if (st->p50_ms >= 0) {
+		jw_num(w, "p50_ms", st->p50_ms);
+		jw_num(w, "p99_ms", st->p99_ms);
+	} else {
+		jw_null(w, "p50_ms");
+		jw_null(w, "p99_ms");
+	}
+}
+
+static void jw_summary_tls(struct jw *w, const struct summary_rec *s)
+{
+	if (!s->has_tls) {
+		jw_null(w, "tls");
+		return;
+	}
+	jw_obj(w, "tls");
+	jw_tls_stats(w, &s->tls.all);
+	jw_arr(w, "destinations");
+	for (int i = 0; i < s->tls.ndests; i++) {
+		jw_obj(w, NULL);
+		jw_str(w, "destination", s->tls.dests[i].destination);
+		jw_tls_stats(w, &s->tls.dests[i].st);
+		jw_end(w);
+	}
+	jw_end_arr(w);
+	jw_num(w, "destination_evictions", (double)s->tls.dest_evictions);
+	jw_end(w);
+}
+
+/* A remote of a summary: "ip", and "port" or null when the remote is a client. */
+static void jw_remote_ep(struct jw *w, const struct rec_endpoint *ep)
+{
+	char txt[INET6_ADDRSTRLEN];
+
+	jw_str(w, "ip", out_ip(ep->family, ep->addr, txt, sizeof(txt)));
+	if (ep->port)
+		jw_num(w, "port", ep->port);
+	else
+		jw_null(w, "port");
+}
+
+static void jw_summary_h2(struct jw *w, const struct summary_rec *s)
+{
+	if (!s->has_h2) {
+		jw_null(w, "h2");
+		return;
+	}
+	jw_obj(w, "h2");
+	jw_num(w, "connections", (double)s->h2.connections);
+	jw_num(w, "closed", (double)s->h2.closed);
+	jw_num(w, "streams", (double)s->h2.streams);
+	jw_num(w, "streams_per_conn", s->h2.streams_per_conn);
+	jw_num(w, "goaway", (double)s->h2.goaway);
+	jw_num(w, "rst_stream", (double)s->h2.rst_stream);
+	jw_num(w, "desync", (double)s->h2.desync);
+	jw_h2_window(w, &s->h2.window, false);
+	jw_arr(w, "remotes");
+	for (int i = 0; i < s->h2.nremotes; i++) {
+		jw_obj(w, NULL);
+		jw_remote_ep(w, &s->h2.remotes[i].ep);
+		jw_str(w, "side", s->h2.remotes[i].client ? "client" : "server");
+		jw_h2_window_fields(w, &s->h2.remotes[i].window, true);
+		jw_end(w);
+	}
+	jw_end_arr(w);
+	jw_num(w, "remote_evictions", (double)s->h2.remote_evictions);
+	jw_end(w);
+}
+
+static void fill_summary(struct jw *w, const void *rec)
+{
+	const struct summary_rec *s = rec;
+
+	jw_obj(w, NULL);
+	jw_str(w, "type", "summary");
+	jw_ts(w, "ts", s->ts_real);
+	jw_pod(w, s->pod);
+	jw_obj(w, "tcp");
+	jw_num(w, "opened", (double)s->tcp.opened);
+	jw_num(w, "closed", (double)s->tcp.closed);
+	jw_num(w, "active", (double)s->tcp.active);
+	jw_num(w, "refused", (double)s->tcp.refused);
+	jw_num(w, "timeouts", (double)s->tcp.timeouts);
+	jw_num(w, "resets", (double)s->tcp.resets);
+	jw_num(w, "failed", (double)s->tcp.failed);
+	jw_end(w);
+	jw_obj(w, "close_wait");
+	jw_num(w, "current", (double)s->close_wait.current);
+	jw_num(w, "stuck", (double)s->close_wait.stuck);
+	jw_num(w, "max_age_s", s->close_wait.max_age_s);
+	jw_end(w);
+	jw_summary_tls(w, s);
+	jw_summary_h2(w, s);
+	jw_num(w, "findings", (double)s->findings);
+	jw_arr(w, "remotes");
+	for (int i = 0; i < s->nremotes; i++) {
+		jw_obj(w, NULL);
+		jw_remote_ep(w, &s->remotes[i].ep);
+		jw_num(w, "connections", (double)s->remotes[i].connections);
+		jw_num(w, "refused", (double)s->remotes[i].refused);
+		jw_num(w, "timeouts", (double)s->remotes[i].timeouts);
+		jw_num(w, "resets", (double)s->remotes[i].resets);
+		jw_end(w);
+	}
+	jw_end_arr(w);
+	jw_num(w, "remote_evictions", (double)s->remote_evictions);
+	jw_end(w);
+}
+
+static void text_summary(const struct summary_rec *s)
+{
+	char t[16], pod[96];
+
+	short_ts(s->ts_real, t, sizeof(t));
+	pod_label(s->pod, pod, sizeof(pod));
+	printf("%-12s SUMMARY %s: opened=%.0f closed=%.0f active=%.0f refused=%.0f timeouts=%.0f "
+	       "resets=%.0f close_wait=%.0f stuck=%.0f max_age_s=%.1f\n",
+	       t, pod, (double)s->tcp.opened, (double)s->tcp.closed, (double)s->tcp.active,
+	       (double)s->tcp.refused, (double)s->tcp.timeouts, (double)s->tcp.resets,
+	       (double)s->close_wait.current, (double)s->close_wait.stuck, s->close_wait.max_age_s);
+}
+
+void out_summary(const struct summary_rec *s)
+{
+	if (fmt == FMT_JSON)
+		emit_line(fill_summary, s);
+	else
+		text_summary(s);
 }
 
 static void text_header(void)
@@ -437,7 +662,7 @@ static void ep_text_raw(int family, const uint8_t *ip, uint16_t port, char *buf,
 	snprintf(buf, len, family == AF_INET6 ? "[%s]:%u" : "%s:%u", txt, port);
 }
 
-static void text_connection(const struct conn_view *v)
+static void text_connection(const struct conn_rec *v)
 {
 	char ts[40], pod[96], cl[64], sv[64], own[48];
 
@@ -478,8 +703,14 @@ static void text_connection(const struct conn_view *v)
 	putchar('\n');
 }
 
-void out_connection(const struct conn_view *v)
+void out_connection(const struct conn_rec *v)
 {
+	if (v->forwarded) {
+		/* The text table shows sockets of this node only. */
+		if (fmt == FMT_JSON)
+			emit_line(fill_forwarded, v);
+		return;
+	}
 	if (fmt == FMT_JSON)
 		json_connection(v);
 	else

@@ -7,26 +7,24 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sys/socket.h>
+#include "util.h"
 
 #define RECENT 6
 
 static char recent[RECENT][256];
 static int nrecent, recent_pos;
 
-void top_note_finding(cJSON *rec)
+void top_note_finding(const struct finding_rec *f)
 {
-	const cJSON *kind = cJSON_GetObjectItemCaseSensitive(rec, "kind");
-	const cJSON *msg = cJSON_GetObjectItemCaseSensitive(rec, "message");
-	const cJSON *ts = cJSON_GetObjectItemCaseSensitive(rec, "ts");
+	char ts[40] = "";
 
+	if (f->ts_real)
+		cs_fmt_ts(f->ts_real, ts, sizeof(ts));
 	snprintf(recent[recent_pos], sizeof(recent[0]), "%.8s %-20s %s",
-		 cJSON_IsString(ts) && strlen(ts->valuestring) > 19 ? ts->valuestring + 11 : "",
-		 cJSON_IsString(kind) ? kind->valuestring : "?",
-		 cJSON_IsString(msg) ? msg->valuestring : "");
+		 strlen(ts) > 19 ? ts + 11 : "", f->kind, f->message);
 	recent_pos = (recent_pos + 1) % RECENT;
 	if (nrecent < RECENT)
 		nrecent++;
-	cJSON_Delete(rec);
 }
 
 /* How bad a pod looks: stuck sockets and failed connects first. */

@@ -3,8 +3,8 @@
 #ifndef CONNSCOPE_TOP_H
 #define CONNSCOPE_TOP_H
 
-#include <cjson/cJSON.h>
 #include <stdint.h>
+#include "record.h"
 #include "track.h"
 
 struct top_stats {
@@ -14,8 +14,8 @@ struct top_stats {
 	double elapsed_s;
 };
 
-/* Keep a finding for the "recent findings" panel (takes ownership, frees). */
-void top_note_finding(cJSON *rec);
+/* Keep a finding for the "recent findings" panel. */
+void top_note_finding(const struct finding_rec *f);
 void top_render(struct tracker *t, const struct top_stats *st, double interval_s, bool final);
 
 #endif

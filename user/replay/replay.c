@@ -1465,17 +1465,24 @@ static void text_report(struct replay *r, const struct stats_rec *st)
 		       (unsigned long long)st->tls_decrypt_errors);
 }
 
-static void sink(cJSON *rec, void *arg)
+static void sink_finding(const struct finding_rec *f, void *arg)
 {
-	const cJSON *type = cJSON_GetObjectItemCaseSensitive(rec, "type");
+	(void)arg;
+	out_finding(f);
+}
 
-	/* Text: findings as they come; the table at the end reads the aggregates, so
-	 * summary records are not printed. */
-	if (arg && cJSON_IsString(type) && !strcmp(type->valuestring, "summary")) {
-		cJSON_Delete(rec);
-		return;
-	}
-	out_emit(rec);
+static void sink_connection(const struct conn_rec *c, void *arg)
+{
+	(void)arg;
+	out_connection(c);
+}
+
+static void sink_summary(const struct summary_rec *s, void *arg)
+{
+	/* Text: the table at the end reads the aggregates, so summary records are
+	 * not printed. */
+	if (!arg)
+		out_summary(s);
 }
 
 /* The file whose next packet is the earliest (files are merged by packet time). */
@@ -1561,7 +1568,9 @@ int replay_run(const struct cs_opts *o)
 		goto out;
 	}
 	out_init(o->fmt, o->verbose);
-	r->t = track_new(o, NULL, o->fmt == FMT_JSON || o->verbose, sink,
+	static const struct track_sink sink = { sink_finding, sink_connection, sink_summary };
+
+	r->t = track_new(o, NULL, o->fmt == FMT_JSON || o->verbose, &sink,
 			 o->fmt == FMT_TEXT ? (void *)r : NULL);
 	if (!r->t) {
 		cs_fail("replay", "%s", strerror(ENOMEM));
