@@ -17,6 +17,16 @@ static uint64_t test_clock(void *arg)
 	return now_ns;
 }
 
+/* The wall clock of the test's time: far from the machine's, so a record stamped
+ * from any other clock shows. */
+#define REAL_OFFSET (1000000 * SEC)
+
+static uint64_t test_real(void *arg, uint64_t mono)
+{
+	(void)arg;
+	return mono + REAL_OFFSET;
+}
+
 static const struct pod_info *test_pod(void *arg, uint64_t id)
 {
 	static struct pod_info p = { .ip = "10.0.0.1" };
@@ -30,6 +40,7 @@ static const struct pod_info *test_pod(void *arg, uint64_t id)
 static int nfindings, nsummaries;
 static char last_kind[64];
 static double last_count;
+static uint64_t last_ts, last_summary_ts;
 
 static void sink_finding(const struct finding_rec *f, void *arg)
 {
@@ -37,6 +48,7 @@ static void sink_finding(const struct finding_rec *f, void *arg)
 	nfindings++;
 	snprintf(last_kind, sizeof(last_kind), "%s", f->kind);
 	last_count = f->detail == FD_FOLD ? (double)f->d.fold.count : -1;
+	last_ts = f->ts_real;
 }
 
 static void sink_connection(const struct conn_rec *c, void *arg)
@@ -47,9 +59,9 @@ static void sink_connection(const struct conn_rec *c, void *arg)
 
 static void sink_summary(const struct summary_rec *s, void *arg)
 {
-	(void)s;
 	(void)arg;
 	nsummaries++;
+	last_summary_ts = s->ts_real;
 }
 
 static const struct track_sink sink = { sink_finding, sink_connection, sink_summary };
@@ -80,7 +92,7 @@ static struct tracker *fresh(const struct cs_opts *o)
 	if (!t)
 		abort();
 	track_set_replay(t, test_pod, NULL, NULL, 0);
-	track_set_clock(t, test_clock, NULL);
+	track_set_clock(t, &(struct track_clock){ test_clock, test_real, NULL });
 	nfindings = nsummaries = 0;
 	last_kind[0] = 0;
 	return t;
@@ -104,6 +116,9 @@ static void connect_timeout(const struct cs_opts *o)
 	check(nfindings == 1 && !strcmp(last_kind, "tcp_connect_timeout"),
 	      "connect timeout: one tcp_connect_timeout finding at the timeout (%d, %s)", nfindings,
 	      last_kind);
+	check(last_ts == now_ns + REAL_OFFSET,
+	      "connect timeout: stamped with the tracker's clock (%llu, want %llu)",
+	      (unsigned long long)last_ts, (unsigned long long)(now_ns + REAL_OFFSET));
 	now_ns += 60 * SEC;
 	track_tick(t);
 	check(nfindings == 1, "connect timeout: reported once (%d findings)", nfindings);
@@ -131,6 +146,8 @@ static void close_wait(const struct cs_opts *o)
 	      nfindings, last_kind);
 	track_summaries(t, true);
 	check(nsummaries == 1, "CLOSE_WAIT: one summary for the pod (%d)", nsummaries);
+	check(last_summary_ts == now_ns + REAL_OFFSET, "CLOSE_WAIT: the summary is stamped with "
+	      "the tracker's clock (%llu)", (unsigned long long)last_summary_ts);
 	track_free(t);
 }
 

@@ -243,6 +243,7 @@ struct tls_stats_rec {
 struct summary_rec {
 	uint64_t ts_real;
 	const struct pod_info *pod;
+	const char *key;           /* the pod's key in the tracker (not written) */
 	struct {
 		uint64_t opened, closed, active, refused, timeouts, resets, failed;
 	} tcp;

@@ -40,6 +40,22 @@ struct ct_entry {
 	bool cw_reported;
 };
 
+struct ct_state {
+	bool on;                  /* an edge came: conntrack is watched */
+	struct kmap orig;         /* orig tuple -> ct_entry */
+	struct kmap reply;        /* reply tuple (the backend's socket) -> the same */
+	struct kmap pod_addrs;    /* a pod's own address -> "ns/name" (malloc'd) */
+	uint64_t events, evictions;
+	bool have_stat;
+	uint64_t count, max, stat_ns, drops, insert_failed, early_drops, pressure_ns;
+	uint64_t cw_threshold_ns;
+};
+
+static struct ct_state *S(const struct tracker *t)
+{
+	return tr_state(t, &ct_part);
+}
+
 static struct tuple_key tuple_key(const uint8_t *src, uint16_t sport, const uint8_t *dst,
 				  uint16_t dport, uint8_t l3)
 {
@@ -65,10 +81,10 @@ static bool translated(const struct ct_event *e)
 
 static void entry_drop(struct tracker *t, struct ct_entry *c)
 {
-	if (kmap_get(&t->ct_orig, &c->korig) == c)
-		kmap_del(&t->ct_orig, &c->korig);
-	if (kmap_get(&t->ct_reply, &c->kreply) == c)
-		kmap_del(&t->ct_reply, &c->kreply);
+	if (kmap_get(&S(t)->orig, &c->korig) == c)
+		kmap_del(&S(t)->orig, &c->korig);
+	if (kmap_get(&S(t)->reply, &c->kreply) == c)
+		kmap_del(&S(t)->reply, &c->kreply);
 	free(c);
 }
 
@@ -103,25 +119,28 @@ static struct addr_key addr_key(uint8_t l3, const uint8_t *a)
 	return k;
 }
 
-static void ct_init(struct tracker *t)
+static void ct_init(struct tracker *t, void *st)
 {
-	kmap_init(&t->ct_orig, sizeof(struct tuple_key), NULL);
-	kmap_init(&t->ct_reply, sizeof(struct tuple_key), NULL);
-	kmap_init(&t->pod_addrs, sizeof(struct addr_key), NULL);
+	((struct ct_state *)st)->cw_threshold_ns =
+		(uint64_t)(t->o->close_wait_threshold_s * NS_PER_SEC);
+	kmap_init(&S(t)->orig, sizeof(struct tuple_key), NULL);
+	kmap_init(&S(t)->reply, sizeof(struct tuple_key), NULL);
+	kmap_init(&S(t)->pod_addrs, sizeof(struct addr_key), NULL);
 }
 
-void ct_learn_pod(struct tracker *t, const struct cs_event *e, const struct pod_info *p)
+/* A pod's socket shows the pod's address: remembered, so a NAT'd backend is named. */
+static void learn_pod(struct tracker *t, const struct cs_event *e, const struct pod_info *p)
 {
 	uint8_t l3 = e->family == AF_INET6 ? AF_INET6 : AF_INET;
 	struct addr_key k = addr_key(l3, e->saddr);
 	char *name;
 
-	if (t->o->conntrack == CT_OFF || t->replay || kmap_get(&t->pod_addrs, &k) ||
-	    t->pod_addrs.len >= POD_ADDRS_MAX)
+	if (t->o->conntrack == CT_OFF || t->replay || kmap_get(&S(t)->pod_addrs, &k) ||
+	    S(t)->pod_addrs.len >= POD_ADDRS_MAX)
 		return;
 	if (asprintf(&name, "%s/%s", p->namespace_, p->name) < 0)
 		return;
-	if (kmap_put(&t->pod_addrs, &k, name))
+	if (kmap_put(&S(t)->pod_addrs, &k, name))
 		free(name);
 }
 
@@ -130,7 +149,7 @@ static const char *pod_of(struct tracker *t, uint8_t l3, const uint8_t *a)
 {
 	struct addr_key k = addr_key(l3, a);
 
-	return kmap_get(&t->pod_addrs, &k);
+	return kmap_get(&S(t)->pod_addrs, &k);
 }
 
 /* What conntrack translated, for a record's "nat". */
@@ -153,18 +172,18 @@ static struct ct_entry *lookup(struct tracker *t, const struct cs_event *e)
 	uint8_t l3 = e->family == AF_INET6 ? AF_INET6 : AF_INET;
 	struct tuple_key k;
 
-	if (!t->ct_on)
+	if (!S(t)->on)
 		return NULL;
 	k = tuple_key(e->saddr, e->sport, e->daddr, e->dport, l3);
 	/* The client: it dialled orig.dst (the VIP). */
-	c = kmap_get(&t->ct_orig, &k);
+	c = kmap_get(&S(t)->orig, &k);
 	if (c)
 		return c;
 	/* The backend: its socket is the reply tuple's source. */
-	return kmap_get(&t->ct_reply, &k);
+	return kmap_get(&S(t)->reply, &k);
 }
 
-void ct_view(struct tracker *t, const struct cs_event *e, struct conn_rec *v)
+static void ct_conn_close(struct tracker *t, const struct cs_event *e, struct conn_rec *v)
 {
 	struct ct_entry *c = lookup(t, e);
 
@@ -175,7 +194,7 @@ void ct_view(struct tracker *t, const struct cs_event *e, struct conn_rec *v)
 	nat_of(t, &c->ev, &v->nat);
 }
 
-void ct_finding_nat(struct tracker *t, struct finding_rec *f, const struct cs_event *e)
+static void ct_finding(struct tracker *t, struct finding_rec *f, const struct cs_event *e)
 {
 	struct ct_entry *c = lookup(t, e);
 
@@ -186,11 +205,19 @@ void ct_finding_nat(struct tracker *t, struct finding_rec *f, const struct cs_ev
 	}
 }
 
-void ct_socket_seen(struct tracker *t, const struct cs_event *e)
+/* Every lifecycle edge: a pod's address is learnt; a socket of this node in
+ * CLOSE_WAIT took part in its flow, which is then not a forwarded one. */
+static void ct_edge(struct tracker *t, const struct cs_event *e)
 {
-	struct ct_entry *c = lookup(t, e);
+	struct cg_entry *cg;
+	struct ct_entry *c;
 
-	if (c)
+	if (e->type == CS_EV_RST_OUT || !tr_port_match(t, e) ||
+	    !(cg = tr_cgroup(t, e->cgroup_id)))
+		return;
+	if (cg->pod.known)
+		learn_pod(t, e, &cg->pod);
+	if (e->type == CS_EV_CLOSE_WAIT && cg->match && (c = lookup(t, e)))
 		c->joined = true;
 }
 
@@ -200,7 +227,7 @@ static void forwarded_record(struct tracker *t, struct ct_entry *c)
 	const struct ct_event *e = &c->ev;
 	int fam = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
 	struct conn_rec v = {
-		.ts_real = cs_mono_to_real(c->end_ns),
+		.ts_real = tr_real(t, c->end_ns),
 		.forwarded = true,
 		.side = "forwarded",
 		.family = fam,
@@ -208,7 +235,7 @@ static void forwarded_record(struct tracker *t, struct ct_entry *c)
 		.client_port = e->orig.sport,
 		.server_ip = e->reply.src,
 		.server_port = e->reply.sport,
-		.start_real = cs_mono_to_real(c->first_ns),
+		.start_real = tr_real(t, c->first_ns),
 		.duration_ns = tr_elapsed(c->end_ns, c->first_ns),
 		.ct_state = state_name(e->tcp_state),
 		.ct_seen_reply = e->status & CT_S_SEEN_REPLY,
@@ -230,15 +257,15 @@ void track_ct_event(struct tracker *t, const struct ct_event *e)
 {
 	uint8_t l3 = e->orig.l3 == AF_INET6 ? AF_INET6 : AF_INET;
 	struct tuple_key ko = tuple_key(e->orig.src, e->orig.sport, e->orig.dst, e->orig.dport, l3);
-	struct ct_entry *c = kmap_get(&t->ct_orig, &ko);
+	struct ct_entry *c = kmap_get(&S(t)->orig, &ko);
 
-	t->ct_on = true;
-	t->ct_events++;
+	S(t)->on = true;
+	S(t)->events++;
 	if (!c) {
 		if (e->type == CT_EV_DESTROY)
 			return;  /* never seen alive: nothing to join */
-		if (t->ct_orig.len >= CT_MAX_ENTRIES) {
-			t->ct_evictions++;
+		if (S(t)->orig.len >= CT_MAX_ENTRIES) {
+			S(t)->evictions++;
 			return;
 		}
 		c = calloc(1, sizeof(*c));
@@ -248,7 +275,7 @@ void track_ct_event(struct tracker *t, const struct ct_event *e)
 		c->korig = ko;
 		/* The backend's socket: reply.src -> reply.dst. */
 		c->kreply = tuple_key(e->reply.src, e->reply.sport, e->reply.dst, e->reply.dport, l3);
-		if (kmap_put(&t->ct_orig, &ko, c) || kmap_put(&t->ct_reply, &c->kreply, c)) {
+		if (kmap_put(&S(t)->orig, &ko, c) || kmap_put(&S(t)->reply, &c->kreply, c)) {
 			entry_drop(t, c);
 			return;
 		}
@@ -267,7 +294,7 @@ static void ct_close_wait_finding(struct tracker *t, struct ct_entry *c, uint64_
 {
 	const struct ct_event *e = &c->ev;
 	struct finding_rec o = {
-		.ts_real = cs_mono_to_real(now),
+		.ts_real = tr_real(t, now),
 		.kind = "close_wait_stuck",
 		.severity = "warning",
 		.about = FINDING_FORWARDED,
@@ -309,12 +336,12 @@ static void ct_tick(struct tracker *t, uint64_t now)
 	const void *k;
 	void *v;
 
-	for (size_t i = 0; kmap_next(&t->ct_orig, &i, &k, &v);) {
+	for (size_t i = 0; kmap_next(&S(t)->orig, &i, &k, &v);) {
 		struct ct_entry *c = v;
 
 		if (unfiltered && c->cw_since_ns && !c->cw_reported && !c->joined && !c->end_ns &&
 		    c->ev.tcp_state == CT_TCP_CLOSE_WAIT &&
-		    tr_elapsed(now, c->cw_since_ns) >= t->cw_threshold_ns) {
+		    tr_elapsed(now, c->cw_since_ns) >= S(t)->cw_threshold_ns) {
 			c->cw_reported = true;
 			ct_close_wait_finding(t, c, now);
 		}
@@ -332,13 +359,13 @@ static void ct_free_all(struct tracker *t)
 	const void *k;
 	void *v;
 
-	for (size_t i = 0; kmap_next(&t->ct_orig, &i, &k, &v);)
+	for (size_t i = 0; kmap_next(&S(t)->orig, &i, &k, &v);)
 		free(v);
-	kmap_free(&t->ct_orig);
-	kmap_free(&t->ct_reply);
-	for (size_t i = 0; kmap_next(&t->pod_addrs, &i, &k, &v);)
+	kmap_free(&S(t)->orig);
+	kmap_free(&S(t)->reply);
+	for (size_t i = 0; kmap_next(&S(t)->pod_addrs, &i, &k, &v);)
 		free(v);
-	kmap_free(&t->pod_addrs);
+	kmap_free(&S(t)->pod_addrs);
 }
 
 /* ---- conntrack_pressure ---- */
@@ -348,36 +375,36 @@ void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t
 {
 	uint64_t now = tr_now(t);
 	double full = max ? (double)count / (double)max : 0, rate = 0;
-	uint64_t new_drops = t->ct_have_stat ? drops - t->ct_drops : 0;
-	uint64_t new_fail = t->ct_have_stat ? insert_failed - t->ct_insert_failed : 0;
-	uint64_t new_early = t->ct_have_stat ? early_drops - t->ct_early_drops : 0;
+	uint64_t new_drops = S(t)->have_stat ? drops - S(t)->drops : 0;
+	uint64_t new_fail = S(t)->have_stat ? insert_failed - S(t)->insert_failed : 0;
+	uint64_t new_early = S(t)->have_stat ? early_drops - S(t)->early_drops : 0;
 	bool high = max && full * 100 >= t->o->ct_pressure_pct;
 
-	if (t->ct_have_stat && now > t->ct_stat_ns)
-		rate = ((double)count - (double)t->ct_count) / ((now - t->ct_stat_ns) / 1e9);
-	t->ct_count = count;
-	t->ct_max = max;
-	t->ct_stat_ns = now;
-	if (t->ct_have_stat && drops < t->ct_drops)
+	if (S(t)->have_stat && now > S(t)->stat_ns)
+		rate = ((double)count - (double)S(t)->count) / ((now - S(t)->stat_ns) / 1e9);
+	S(t)->count = count;
+	S(t)->max = max;
+	S(t)->stat_ns = now;
+	if (S(t)->have_stat && drops < S(t)->drops)
 		new_drops = 0;  /* counters restarted */
-	t->ct_drops = drops;
-	t->ct_insert_failed = insert_failed;
-	t->ct_early_drops = early_drops;
-	if (!t->ct_have_stat) {
-		t->ct_have_stat = true;
+	S(t)->drops = drops;
+	S(t)->insert_failed = insert_failed;
+	S(t)->early_drops = early_drops;
+	if (!S(t)->have_stat) {
+		S(t)->have_stat = true;
 		if (!high)
 			return;
 	}
 	if (!high && !new_drops && !new_fail && !new_early)
 		return;
 	/* Once per finding window, unless it gets worse (new drops). */
-	if (t->ct_pressure_ns && tr_elapsed(now, t->ct_pressure_ns) < t->fold_window_ns &&
+	if (S(t)->pressure_ns && tr_elapsed(now, S(t)->pressure_ns) < t->fold_window_ns &&
 	    !new_drops && !new_fail && !new_early)
 		return;
-	t->ct_pressure_ns = now;
+	S(t)->pressure_ns = now;
 
 	struct finding_rec o = {
-		.ts_real = cs_mono_to_real(now),
+		.ts_real = tr_real(t, now),
 		.kind = "conntrack_pressure",
 		.severity = new_drops || new_fail || new_early ? "error" : "warning",
 		.about = FINDING_NODE,
@@ -409,12 +436,16 @@ void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t
 
 uint64_t track_ct_evictions(const struct tracker *t)
 {
-	return t->ct_evictions;
+	return S(t)->evictions;
 }
 
 const struct track_part ct_part = {
 	.name = "conntrack",
+	.state_size = sizeof(struct ct_state),
 	.init = ct_init,
+	.edge = ct_edge,
+	.conn_close = ct_conn_close,
+	.finding = ct_finding,
 	.tick = ct_tick,
 	.free_all = ct_free_all,
 };

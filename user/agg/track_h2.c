@@ -24,6 +24,77 @@
 #include "track_priv.h"
 #include "util.h"
 
+#define MAX_H2_REMOTES 16    /* remotes with an HTTP/2 window per pod */
+#define H2_SAMPLES 256       /* events kept per remote and window ring */
+
+/* How an HTTP/2 connection ended. */
+enum h2_end { H2_END_GOAWAY, H2_END_PEER_FIN, H2_END_LOCAL_FIN, H2_END_RST, H2_END_OTHER,
+	      H2_END_MAX };
+
+struct h2_closed {
+	uint64_t end_ns;
+	uint32_t life_ms;
+	uint32_t streams;
+	uint8_t end;               /* enum h2_end */
+};
+
+/* One remote service of a pod, for the HTTP/2 reuse window (rings of the most
+ * recent H2_SAMPLES events; the window reads those inside it). */
+struct h2_remote {
+	uint8_t family;
+	uint8_t addr[16];
+	uint16_t port;             /* 0: the remote is a client */
+	bool client;               /* the pod is the client of this remote */
+	uint64_t last_ns;
+	uint64_t opened[H2_SAMPLES];
+	uint32_t open_pos, nopened;
+	uint64_t goaways[H2_SAMPLES];  /* connections' first GOAWAY */
+	uint32_t goaway_pos, ngoaways;
+	struct h2_closed closed[H2_SAMPLES];
+	uint32_t closed_pos, nclosed;
+	uint64_t churn_reported_ns, goaway_reported_ns;
+};
+
+struct h2_agg {
+	uint64_t connections, closed, streams, goaway, rst_stream, desync;
+};
+
+/* One connection's HTTP/2 totals, as its watcher last sent them. */
+struct h2_state {
+	struct cs_event ev;       /* endpoints, cgroup, cookie, side */
+	struct h2_event last;     /* the latest totals */
+	struct h2_conn counted;   /* what the pod's counters hold of it */
+	uint64_t start_ns;
+	uint32_t pid;
+	char comm[16];
+	bool match;               /* passes the filters */
+	bool goaway_counted, goaway_error_reported;
+};
+
+/* A pod's HTTP/2 counts and its remotes' windows. */
+struct h2_pod {
+	struct h2_agg n;
+	struct h2_remote **remotes; /* MAX_H2_REMOTES, allocated on first use */
+	int nremotes;
+	uint64_t remote_evictions;
+};
+
+struct h2_part_state {
+	struct u64map conns;        /* cookie -> h2_state, until the connection closes */
+	struct h2_state *closing;   /* taken at the close, freed once its record is out */
+	uint64_t window_ns;
+};
+
+static struct h2_part_state *S(const struct tracker *t)
+{
+	return tr_state(t, &h2_part);
+}
+
+static struct h2_pod *P(struct cg_entry *c)
+{
+	return c->agg ? tr_pod_state(c->agg, &h2_part, true) : NULL;
+}
+
 static const char *source_name(uint8_t s)
 {
 	switch (s) {
@@ -51,53 +122,62 @@ static bool we_are_client(const struct h2_conn *c)
 	return c->client_dir == H2_LOCAL_OUT;
 }
 
+static void h2_init(struct tracker *t, void *st)
+{
+	((struct h2_part_state *)st)->window_ns = (uint64_t)(t->o->h2_window_s * NS_PER_SEC);
+}
+
 static void h2_free_all(struct tracker *t)
 {
+	struct h2_part_state *s = S(t);
 	uint64_t k;
 	void *v;
 
-	for (size_t i = 0; u64map_next(&t->h2, &i, &k, &v);)
+	for (size_t i = 0; u64map_next(&s->conns, &i, &k, &v);)
 		free(v);
-	u64map_free(&t->h2);
+	u64map_free(&s->conns);
+	free(s->closing);
 }
 
-static void h2_agg_free(struct pod_agg *a)
+static void h2_pod_free(void *st)
 {
-	for (int i = 0; i < a->nh2_remotes; i++)
-		free(a->h2_remotes[i]);
-	free(a->h2_remotes);
+	struct h2_pod *a = st;
+
+	for (int i = 0; i < a->nremotes; i++)
+		free(a->remotes[i]);
+	free(a->remotes);
 }
 
 /* ---- per pod and remote ---- */
 
-static struct h2_remote *remote_for(struct pod_agg *a, const struct cs_event *e, bool client,
+static struct h2_remote *remote_for(struct h2_pod *a, const struct cs_event *e, bool client,
 				    uint64_t now)
 {
 	uint16_t port = client ? e->dport : 0;
 	struct h2_remote *r;
 	int i, oldest = 0;
 
-	for (i = 0; i < a->nh2_remotes; i++) {
-		r = a->h2_remotes[i];
+	for (i = 0; i < a->nremotes; i++) {
+		r = a->remotes[i];
 		if (r->port == port && r->family == e->family &&
 		    !memcmp(r->addr, e->daddr, sizeof(r->addr)))
 			return r;
-		if (r->last_ns < a->h2_remotes[oldest]->last_ns)
+		if (r->last_ns < a->remotes[oldest]->last_ns)
 			oldest = i;
 	}
-	if (!a->h2_remotes &&
-	    !(a->h2_remotes = calloc(TRACK_MAX_H2_REMOTES, sizeof(*a->h2_remotes))))
+	if (!a->remotes &&
+	    !(a->remotes = calloc(MAX_H2_REMOTES, sizeof(*a->remotes))))
 		return NULL;
-	if (a->nh2_remotes < TRACK_MAX_H2_REMOTES) {
+	if (a->nremotes < MAX_H2_REMOTES) {
 		r = calloc(1, sizeof(*r));
 		if (!r)
 			return NULL;
-		a->h2_remotes[a->nh2_remotes++] = r;
+		a->remotes[a->nremotes++] = r;
 	} else {
 		/* The remote quiet the longest makes room. */
-		r = a->h2_remotes[oldest];
+		r = a->remotes[oldest];
 		memset(r, 0, sizeof(*r));
-		a->h2_remote_evictions++;
+		a->remote_evictions++;
 	}
 	r->family = e->family;
 	memcpy(r->addr, e->daddr, sizeof(r->addr));
@@ -110,8 +190,8 @@ static struct h2_remote *remote_for(struct pod_agg *a, const struct cs_event *e,
 static void ring_push(uint64_t *ring, uint32_t *pos, uint32_t *n, uint64_t v)
 {
 	ring[*pos] = v;
-	*pos = (*pos + 1) % TRACK_H2_SAMPLES;
-	if (*n < TRACK_H2_SAMPLES)
+	*pos = (*pos + 1) % H2_SAMPLES;
+	if (*n < H2_SAMPLES)
 		(*n)++;
 }
 
@@ -143,8 +223,8 @@ struct h2_window {
 static void window_of(const struct tracker *t, const struct h2_remote *r, uint64_t now,
 		      struct h2_window *w)
 {
-	uint64_t since = now > t->h2_window_ns ? now - t->h2_window_ns : 0;
-	uint32_t lives[TRACK_H2_SAMPLES], nl = 0;
+	uint64_t since = now > S(t)->window_ns ? now - S(t)->window_ns : 0;
+	uint32_t lives[H2_SAMPLES], nl = 0;
 
 	memset(w, 0, sizeof(*w));
 	w->opened = ring_since(r->opened, r->nopened, since);
@@ -206,7 +286,7 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	double spc;
 	struct finding_rec o;
 
-	if (!r->client || (r->churn_reported_ns && now - r->churn_reported_ns < t->h2_window_ns))
+	if (!r->client || (r->churn_reported_ns && now - r->churn_reported_ns < S(t)->window_ns))
 		return;
 	window_of(t, r, now, &w);
 	if (w.closed < t->o->h2_churn_conns)
@@ -256,7 +336,7 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	struct h2_remote *r;
 	struct finding_rec o;
 
-	if (!c->agg)
+	if (!P(c))
 		return;
 	tr_pod_text(&c->pod, who, sizeof(who));
 	tr_remote_text(&hs->ev, client ? CS_SIDE_CLIENT : CS_SIDE_SERVER, remote, sizeof(remote));
@@ -278,12 +358,12 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	if (hs->goaway_counted || sent == client)
 		return;
 	hs->goaway_counted = true;
-	r = remote_for(c->agg, &hs->ev, client, now);
+	r = remote_for(P(c), &hs->ev, client, now);
 	if (!r)
 		return;
 	r->last_ns = now;
 	ring_push(r->goaways, &r->goaway_pos, &r->ngoaways, now);
-	if (r->goaway_reported_ns && now - r->goaway_reported_ns < t->h2_window_ns)
+	if (r->goaway_reported_ns && now - r->goaway_reported_ns < S(t)->window_ns)
 		return;
 	struct h2_window w;
 
@@ -310,16 +390,15 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 
 /* ---- events ---- */
 
-static void add_deltas(struct pod_agg *a, struct h2_state *hs, const struct h2_conn *n)
+static void add_deltas(struct h2_pod *a, struct h2_state *hs, const struct h2_conn *n)
 {
 	uint32_t goaway = n->goaway[0] + n->goaway[1], rst = n->rst_stream[0] + n->rst_stream[1];
 
-	a->h2.streams += n->streams - hs->counted.streams;
-	a->h2.goaway += goaway - (hs->counted.goaway[0] + hs->counted.goaway[1]);
-	a->h2.rst_stream += rst - (hs->counted.rst_stream[0] + hs->counted.rst_stream[1]);
-	a->h2.desync += n->desync - hs->counted.desync;
+	a->n.streams += n->streams - hs->counted.streams;
+	a->n.goaway += goaway - (hs->counted.goaway[0] + hs->counted.goaway[1]);
+	a->n.rst_stream += rst - (hs->counted.rst_stream[0] + hs->counted.rst_stream[1]);
+	a->n.desync += n->desync - hs->counted.desync;
 	hs->counted = *n;
-	a->dirty++;
 }
 
 void track_h2_event(struct tracker *t, const struct h2_event *e)
@@ -332,10 +411,10 @@ void track_h2_event(struct tracker *t, const struct h2_event *e)
 	 * another CPU) is older than what we hold. */
 	if (!e->cookie || !(e->c.flags & (H2_C_H2 | H2_C_MIDWAY)))
 		return;
-	hs = u64map_get(&t->h2, key);
+	hs = u64map_get(&S(t)->conns, key);
 	if (!hs) {
 		hs = calloc(1, sizeof(*hs));
-		if (!hs || u64map_put(&t->h2, key, hs)) {
+		if (!hs || u64map_put(&S(t)->conns, key, hs)) {
 			free(hs);
 			return;
 		}
@@ -356,15 +435,14 @@ void track_h2_event(struct tracker *t, const struct h2_event *e)
 		hs->counted.max_concurrent[0] = hs->counted.max_concurrent[1] = 0;
 		hs->last = *e;
 		c = tr_cgroup(t, e->cgroup_id);
-		hs->match = c && c->match &&
-			    (!t->o->port || e->sport == t->o->port || e->dport == t->o->port);
+		hs->match = c && c->match && tr_port_match(t, &hs->ev);
 		/* A connection joined midway counts only as a desync: its streams
 		 * are unknown, and it would water down streams per connection. */
-		if (hs->match && c->agg && !(e->c.flags & H2_C_MIDWAY)) {
-			struct h2_remote *r = remote_for(c->agg, &hs->ev, we_are_client(&e->c),
+		if (hs->match && P(c) && !(e->c.flags & H2_C_MIDWAY)) {
+			struct h2_remote *r = remote_for(P(c), &hs->ev, we_are_client(&e->c),
 							 e->ts_ns);
 
-			c->agg->h2.connections++;
+			P(c)->n.connections++;
 			if (r)
 				ring_push(r->opened, &r->open_pos, &r->nopened, e->ts_ns);
 		}
@@ -375,19 +453,15 @@ void track_h2_event(struct tracker *t, const struct h2_event *e)
 		hs->last = *e;
 		c = tr_cgroup(t, e->cgroup_id);
 	}
-	if (!hs->match || !c || !c->agg)
+	if (!hs->match || !c || !P(c))
 		return;
-	add_deltas(c->agg, hs, &e->c);
+	add_deltas(P(c), hs, &e->c);
+	c->agg->dirty++;
 	if (e->c.goaway[0] + e->c.goaway[1])
 		on_goaway(t, hs, c, e->ts_ns);
 }
 
 /* ---- the connection ends ---- */
-
-struct h2_state *h2_take(struct tracker *t, uint64_t cookie)
-{
-	return u64map_del(&t->h2, cookie);
-}
 
 static uint8_t end_of(const struct h2_state *hs, const struct cs_event *close)
 {
@@ -405,24 +479,24 @@ static uint8_t end_of(const struct h2_state *hs, const struct cs_event *close)
 	}
 }
 
-void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *close)
+static void close_conn(struct tracker *t, struct h2_state *hs, const struct cs_event *close)
 {
 	struct cg_entry *c = tr_cgroup(t, hs->ev.cgroup_id);
 	struct h2_remote *r;
 	struct h2_closed *s;
 
-	if (!hs->match || !c || !c->agg || (hs->last.c.flags & H2_C_MIDWAY))
+	if (!hs->match || !c || !P(c) || (hs->last.c.flags & H2_C_MIDWAY))
 		return;
 	if (close->flags & CS_F_OPEN)
 		return;  /* replay: the capture ended, the connection did not */
-	c->agg->h2.closed++;
-	r = remote_for(c->agg, &hs->ev, we_are_client(&hs->last.c), close->ts_ns);
+	P(c)->n.closed++;
+	r = remote_for(P(c), &hs->ev, we_are_client(&hs->last.c), close->ts_ns);
 	if (!r)
 		return;
 	r->last_ns = close->ts_ns;
 	s = &r->closed[r->closed_pos];
-	r->closed_pos = (r->closed_pos + 1) % TRACK_H2_SAMPLES;
-	if (r->nclosed < TRACK_H2_SAMPLES)
+	r->closed_pos = (r->closed_pos + 1) % H2_SAMPLES;
+	if (r->nclosed < H2_SAMPLES)
 		r->nclosed++;
 	s->end_ns = close->ts_ns;
 	s->life_ms = (uint32_t)(tr_elapsed(close->ts_ns, hs->start_ns) / 1000000);
@@ -431,7 +505,7 @@ void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *clo
 	churn_check(t, hs, c, r, close->ts_ns);
 }
 
-void h2_view(const struct h2_state *hs, struct conn_rec *v)
+static void view(const struct h2_state *hs, struct conn_rec *v)
 {
 	const struct h2_conn *hc = &hs->last.c;
 	bool client = we_are_client(hc);
@@ -455,28 +529,51 @@ void h2_view(const struct h2_state *hs, struct conn_rec *v)
 	v->h2_desync = hc->desync;
 }
 
+/* The connection ended: its pod's window learns how, and the record gets its h2
+ * object. The state lives until the record is out (h2_conn_done). */
+static void h2_conn_close(struct tracker *t, const struct cs_event *e, struct conn_rec *v)
+{
+	struct h2_part_state *s = S(t);
+	struct h2_state *hs = u64map_del(&s->conns, e->cookie);
+
+	if (!hs)
+		return;
+	close_conn(t, hs, e);
+	view(hs, v);
+	free(s->closing);
+	s->closing = hs;
+}
+
+static void h2_conn_done(struct tracker *t, const struct cs_event *e)
+{
+	(void)e;
+	free(S(t)->closing);
+	S(t)->closing = NULL;
+}
+
 /* ---- summaries ---- */
 
-static void h2_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *a)
+static void h2_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *pa)
 {
+	const struct h2_pod *a = tr_pod_state_c(pa, &h2_part);
 	uint64_t now = tr_now(t);
 	struct h2_window w, all = { 0 };
 
-	_Static_assert(TRACK_MAX_H2_REMOTES <= SUMMARY_MAX_H2_REMOTES, "a summary shows every remote");
-	if (!a->h2.connections)
+	_Static_assert(MAX_H2_REMOTES <= SUMMARY_MAX_H2_REMOTES, "a summary shows every remote");
+	if (!a || !a->n.connections)
 		return;
 	s->has_h2 = true;
-	s->h2.connections = a->h2.connections;
-	s->h2.closed = a->h2.closed;
-	s->h2.streams = a->h2.streams;
+	s->h2.connections = a->n.connections;
+	s->h2.closed = a->n.closed;
+	s->h2.streams = a->n.streams;
 	s->h2.streams_per_conn =
-		(double)(int64_t)(100.0 * a->h2.streams / a->h2.connections + 0.5) / 100;
-	s->h2.goaway = a->h2.goaway;
-	s->h2.rst_stream = a->h2.rst_stream;
-	s->h2.desync = a->h2.desync;
+		(double)(int64_t)(100.0 * a->n.streams / a->n.connections + 0.5) / 100;
+	s->h2.goaway = a->n.goaway;
+	s->h2.rst_stream = a->n.rst_stream;
+	s->h2.desync = a->n.desync;
 	all.median_life_ms = -1;
-	for (int i = 0; i < a->nh2_remotes; i++) {
-		const struct h2_remote *r = a->h2_remotes[i];
+	for (int i = 0; i < a->nremotes; i++) {
+		const struct h2_remote *r = a->remotes[i];
 		typeof(s->h2.remotes[0]) *ro;
 
 		window_of(t, r, now, &w);
@@ -495,17 +592,17 @@ static void h2_summary(struct tracker *t, struct summary_rec *s, const struct po
 	}
 	/* The pod-wide median is not the median of medians: the writer leaves it out. */
 	window_rec(t, &all, &s->h2.window);
-	s->h2.remote_evictions = a->h2_remote_evictions;
-}
-
-double h2_streams_per_conn(const struct pod_agg *a)
-{
-	return a->h2.connections ? (double)a->h2.streams / a->h2.connections : -1;
+	s->h2.remote_evictions = a->remote_evictions;
 }
 
 const struct track_part h2_part = {
 	.name = "h2",
+	.state_size = sizeof(struct h2_part_state),
+	.pod_size = sizeof(struct h2_pod),
+	.init = h2_init,
+	.conn_close = h2_conn_close,
+	.conn_done = h2_conn_done,
 	.summary = h2_summary,
-	.agg_free = h2_agg_free,
+	.pod_free = h2_pod_free,
 	.free_all = h2_free_all,
 };

@@ -6,6 +6,7 @@
 #include "track_priv.h"
 
 const struct track_part *const track_parts[] = {
+	&tcp_part,
 	&tls_part,
 	&h2_part,
 	&ct_part,

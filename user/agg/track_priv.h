@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
-/* The tracker's insides, shared by its core (track.c: pods, TCP, findings, emit) and
- * its parts (track_tls.c, track_h2.c, track_ct.c, listed in track_parts.c). */
+/* The tracker's insides, shared by its core (track.c: the cgroup -> pod cache, the
+ * pods' aggregates, folding windows, the finding builder, emit) and its parts
+ * (track_tcp.c, track_tls.c, track_h2.c, track_ct.c, listed in track_parts.c). */
 #ifndef CONNSCOPE_TRACK_PRIV_H
 #define CONNSCOPE_TRACK_PRIV_H
 
@@ -23,62 +24,21 @@ struct cg_entry {
 	uint64_t established;  /* the kernel's count for this cgroup, last read */
 };
 
-/* A socket in trouble, watched for timers. */
-struct watch {
-	struct cs_event ev;    /* the last edge seen (endpoints, owner, cgroup) */
-	uint64_t cw_since_ns;  /* CLOSE_WAIT entered (monotonic) */
-	uint64_t connect_start_ns;
-	bool in_cw, cw_reported, cw_estimated;
-	bool connecting, timeout_reported;
-	bool preexisting;
-	bool flagged;          /* its cgroup was flagged for stacks (--stacks auto) */
-	struct sock_owner owner; /* first holder, found when it got stuck */
-};
-
-/* Repeats of one finding about one pod and remote, folded into a count. */
-struct fold {
-	struct cs_event ev;
-	const char *kind;
-	uint64_t window_start_ns;
-	uint64_t count;        /* occurrences since the last emitted finding */
-};
-
 struct tracker {
 	const struct cs_opts *o;
 	struct pod_resolver *pods;
 	bool want_conns;
 	struct track_sink sink;
 	void *sink_arg;
-	track_clock_fn clock;
-	void *clock_arg;
+	struct track_clock clock;
 	struct u64map cgroups;  /* cgroup id -> cg_entry */
 	struct kmap aggs;       /* pod key (pods_key, zero-padded) -> pod_agg */
-	struct u64map watch;    /* cookie -> watch */
 	struct kmap folds;      /* struct fold_key -> fold */
-	struct u64map snap_est; /* cookies of pre-existing ESTABLISHED sockets counted active */
 	uint64_t events;
 	uint64_t dropped;       /* edges not kept: no memory for their cgroup's entry */
-	/* Closes held back briefly: an abortive close sends its RST after CLOSE. */
-	struct cs_event *pending;
-	size_t npending, cap_pending;
 	uint16_t eph_lo, eph_hi;
-	uint64_t cw_threshold_ns, connect_timeout_ns, fold_window_ns;
-	/* TLS (track_tls.c) */
-	struct u64map tls;      /* cookie -> tls_conn, until the connection closes */
-	struct u64map tls_hs;   /* cookie -> tls_conn, while the handshake is on */
-	uint64_t tls_timeout_ns;
-	/* HTTP/2 (track_h2.c) */
-	struct u64map h2;       /* cookie -> h2_state, until the connection closes */
-	uint64_t h2_window_ns;
-	/* Conntrack (track_ct.c) */
-	bool ct_on;
-	struct kmap ct_orig;    /* orig tuple -> ct_entry */
-	struct kmap ct_reply;   /* reply tuple (the backend's socket) -> the same */
-	struct kmap pod_addrs;  /* a pod's own address -> "ns/name" (malloc'd) */
-	uint64_t ct_events, ct_evictions;
-	bool ct_have_stat;
-	uint64_t ct_count, ct_max, ct_stat_ns, ct_drops, ct_insert_failed, ct_early_drops,
-		 ct_pressure_ns;
+	uint64_t fold_window_ns;
+	void *part[TRACK_MAX_PARTS]; /* each part's own state (track_part.state_size) */
 	/* Live: holders and stacks (track_set_holders) */
 	track_holders_fn holders_fn;
 	track_flag_fn flag_fn;
@@ -89,42 +49,6 @@ struct tracker {
 	void *pod_arg;
 	char *const *files;
 	int nfiles;
-};
-
-/* One connection's TLS handshake, as the wire showed it. */
-enum tls_outcome { TLS_OUT_PROGRESS, TLS_OUT_OK, TLS_OUT_FAILED, TLS_OUT_TIMEOUT,
-		   TLS_OUT_INCOMPLETE };
-
-struct tls_conn {
-	struct cs_event ev;       /* endpoints, cgroup, cookie (ts: start) */
-	uint64_t start_ns, done_ns;
-	uint8_t *ch, *sh;         /* captured ClientHello / server flight, freed once read */
-	uint32_t ch_have, sh_have;
-	char sni[256];
-	char alpn_offered[128];   /* comma-joined */
-	char alpn[32];
-	char alpn_ee[32];         /* replay: TLS 1.3's selected ALPN, from the decrypted
-				     EncryptedExtensions (the ServerHello has none) */
-	uint16_t version;
-	uint8_t outcome;          /* enum tls_outcome */
-	uint8_t we_are_client;
-	uint8_t failed_by_client; /* valid when failed */
-	uint8_t alert_level, alert_desc, alert_clear;
-	bool timeout_reported, counted;
-	uint64_t ino;
-};
-
-
-/* One connection's HTTP/2 totals, as its watcher last sent them. */
-struct h2_state {
-	struct cs_event ev;       /* endpoints, cgroup, cookie, side */
-	struct h2_event last;     /* the latest totals */
-	struct h2_conn counted;   /* what the pod's counters hold of it */
-	uint64_t start_ns;
-	uint32_t pid;
-	char comm[16];
-	bool match;               /* passes the filters */
-	bool goaway_counted, goaway_error_reported;
 };
 
 struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid);
@@ -147,40 +71,55 @@ void tr_message(struct finding_rec *f, const char *msg);
 void tr_emit_finding(struct tracker *t, const struct finding_rec *f);
 void tr_emit_connection(struct tracker *t, const struct conn_rec *c);
 
-/* A part of the tracker (TLS, HTTP/2, conntrack): the hooks the core calls for
- * every part alike, in the order of track_parts (user/agg/track_parts.c). Any hook
- * may be NULL. */
+/* A part of the tracker (TCP, TLS, HTTP/2, conntrack): the hooks the core calls
+ * for every part alike, in the order of track_parts (user/agg/track_parts.c).
+ * The core names no part; a part keeps its state in what the core allocates for
+ * it (tr_state, tr_pod_state) and reaches the others only through the records.
+ * Any hook may be NULL. */
 struct track_part {
 	const char *name;
-	void (*init)(struct tracker *t);                 /* at track_new */
+	size_t state_size;    /* its state in the tracker: zeroed at track_new */
+	size_t pod_size;      /* its state in a pod: zeroed, at its first tr_pod_state */
+	void (*init)(struct tracker *t, void *st);
+	/* Every lifecycle edge (struct cs_event), before any filter. */
+	void (*edge)(struct tracker *t, const struct cs_event *e);
+	/* A connection ended (the TCP part's close): a part adds what it knows to the
+	 * record, and settles its own accounts; conn_done after the record is out. */
+	void (*conn_close)(struct tracker *t, const struct cs_event *e, struct conn_rec *v);
+	void (*conn_done)(struct tracker *t, const struct cs_event *e);
+	/* A finding about a socket is being built: what the part adds to it. */
+	void (*finding)(struct tracker *t, struct finding_rec *f, const struct cs_event *e);
 	void (*tick)(struct tracker *t, uint64_t now);   /* timers, from track_tick */
-	/* Its member of a pod's summary record. */
+	void (*flush)(struct tracker *t);                /* at the end: nothing held back */
+	/* Its members of a pod's summary record; pod_live: a summary is due even
+	 * when nothing changed (a live gauge). */
 	void (*summary)(struct tracker *t, struct summary_rec *s, const struct pod_agg *a);
-	void (*agg_free)(struct pod_agg *a);             /* what it holds in a pod */
+	bool (*pod_live)(const struct tracker *t, const struct pod_agg *a);
+	void (*pod_free)(void *pod_st);                  /* what its pod state holds */
 	void (*free_all)(struct tracker *t);             /* at track_free */
 };
 
 extern const struct track_part *const track_parts[]; /* NULL-terminated */
-extern const struct track_part tls_part, h2_part, ct_part;
+extern const struct track_part tcp_part, tls_part, h2_part, ct_part;
 
-/* track_tls.c, called by track.c */
-struct conn_rec;
-struct tls_conn *tls_take(struct tracker *t, uint64_t cookie);
-void tls_close(struct tracker *t, struct tls_conn *tc, const struct cs_event *close);
-void tls_view(const struct tls_conn *tc, struct conn_rec *v);
-void tls_free(struct tls_conn *tc);
-
-/* track_h2.c, called by track.c */
-struct h2_state *h2_take(struct tracker *t, uint64_t cookie);
-void h2_close(struct tracker *t, struct h2_state *hs, const struct cs_event *close);
-void h2_view(const struct h2_state *hs, struct conn_rec *v);
-
-/* track_ct.c, called by track.c */
-void ct_view(struct tracker *t, const struct cs_event *e, struct conn_rec *v);
-void ct_finding_nat(struct tracker *t, struct finding_rec *f, const struct cs_event *e);
-/* A pod's socket shows the pod's address: remembered, so a NAT'd backend is named. */
-void ct_learn_pod(struct tracker *t, const struct cs_event *e, const struct pod_info *p);
-/* A socket of this node took part in the flow (an edge of it was seen). */
-void ct_socket_seen(struct tracker *t, const struct cs_event *e);
+/* A part's state in the tracker, and in a pod (NULL when create is false and the
+ * pod has none yet, or when memory ran out). */
+void *tr_state(const struct tracker *t, const struct track_part *p);
+void *tr_pod_state(struct pod_agg *a, const struct track_part *p, bool create);
+const void *tr_pod_state_c(const struct pod_agg *a, const struct track_part *p);
+/* Passes --port. */
+bool tr_port_match(const struct tracker *t, const struct cs_event *e);
+/* The real time (ns since the epoch) of a time on the tracker's clock. */
+uint64_t tr_real(const struct tracker *t, uint64_t mono);
+/* A connection ended: every part adds to its record, which goes out when
+ * connection records are wanted. */
+void tr_connection_end(struct tracker *t, const struct cs_event *e, struct conn_rec *v);
+/* A finding about one pod and remote: the first at once, repeats within
+ * --finding-window counted and reported with their count when it ends. The
+ * caller's message function writes the text. */
+typedef void (*tr_fold_msg_fn)(struct tracker *t, const struct finding_rec *f,
+			       const struct cs_event *e, int side, char *msg, size_t len);
+void tr_fold_hit(struct tracker *t, const char *kind, const struct cs_event *e, int side,
+		 tr_fold_msg_fn msg_fn);
 
 #endif

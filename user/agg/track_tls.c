@@ -17,6 +17,64 @@
 #include "track_priv.h"
 #include "util.h"
 
+#define TLS_SAMPLES 512      /* handshake times kept per pod, for p50/p99 */
+#define TLS_DEST_SAMPLES 128 /* ... and per destination */
+#define MAX_TLS_DESTS 16
+
+/* One connection's TLS handshake, as the wire showed it. */
+enum tls_outcome { TLS_OUT_PROGRESS, TLS_OUT_OK, TLS_OUT_FAILED, TLS_OUT_TIMEOUT,
+		   TLS_OUT_INCOMPLETE };
+
+struct tls_conn {
+	struct cs_event ev;       /* endpoints, cgroup, cookie (ts: start) */
+	uint64_t start_ns, done_ns;
+	uint8_t *ch, *sh;         /* captured ClientHello / server flight, freed once read */
+	uint32_t ch_have, sh_have;
+	char sni[256];
+	char alpn_offered[128];   /* comma-joined */
+	char alpn[32];
+	char alpn_ee[32];         /* replay: TLS 1.3's selected ALPN, from the decrypted
+				     EncryptedExtensions (the ServerHello has none) */
+	uint16_t version;
+	uint8_t outcome;          /* enum tls_outcome */
+	uint8_t we_are_client;
+	uint8_t failed_by_client; /* valid when failed */
+	uint8_t alert_level, alert_desc, alert_clear;
+	bool timeout_reported, counted;
+	uint64_t ino;
+};
+
+struct tls_stats {
+	uint64_t handshakes, ok, failed, timeouts;
+	uint32_t nsamples, pos;    /* ring of the most recent handshake times */
+	float *ms;                 /* TLS_SAMPLES or TLS_DEST_SAMPLES */
+};
+
+struct tls_dest {
+	char name[272];            /* SNI, or else server ip:port */
+	struct tls_stats st;
+};
+
+/* A pod's handshakes, in all and per destination. */
+struct tls_pod {
+	struct tls_stats all;
+	struct tls_dest *dests;    /* MAX_TLS_DESTS, allocated on first use */
+	int ndests;
+	uint64_t dest_evictions;
+};
+
+struct tls_state {
+	struct u64map conns;       /* cookie -> tls_conn, until the connection closes */
+	struct u64map hs;          /* cookie -> tls_conn, while the handshake is on */
+	struct tls_conn *closing;  /* taken at the close, freed once its record is out */
+	uint64_t timeout_ns;
+};
+
+static struct tls_state *S(const struct tracker *t)
+{
+	return tr_state(t, &tls_part);
+}
+
 /* The parser masks every offset with TLS_BUF_MAX - 1: it reads from a buffer of
  * that size, whatever the message's length. */
 static uint8_t parse_buf[TLS_BUF_MAX];
@@ -31,7 +89,7 @@ static const char *outcome_name(uint8_t o)
 	}
 }
 
-void tls_free(struct tls_conn *tc)
+static void tls_free(struct tls_conn *tc)
 {
 	if (!tc)
 		return;
@@ -40,15 +98,22 @@ void tls_free(struct tls_conn *tc)
 	free(tc);
 }
 
+static void tls_init(struct tracker *t, void *st)
+{
+	((struct tls_state *)st)->timeout_ns = (uint64_t)(t->o->tls_timeout_s * NS_PER_SEC);
+}
+
 static void tls_free_all(struct tracker *t)
 {
+	struct tls_state *s = S(t);
 	uint64_t k;
 	void *v;
 
-	for (size_t i = 0; u64map_next(&t->tls, &i, &k, &v);)
+	for (size_t i = 0; u64map_next(&s->conns, &i, &k, &v);)
 		tls_free(v);
-	u64map_free(&t->tls);
-	u64map_free(&t->tls_hs);
+	u64map_free(&s->conns);
+	u64map_free(&s->hs);
+	tls_free(s->closing);
 }
 
 /* ---- stats ---- */
@@ -79,9 +144,10 @@ static int cmp_float(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-double track_tls_pct(const struct tls_stats *s, double p)
+/* p-th percentile (0..100) of a stats ring, in ms; -1 when empty. */
+static double pct(const struct tls_stats *s, double p)
 {
-	float sorted[TRACK_TLS_SAMPLES];
+	float sorted[TLS_SAMPLES];
 	uint32_t n = s->nsamples, idx;
 
 	if (!n || !s->ms)
@@ -113,7 +179,7 @@ static void destination(const struct tls_conn *tc, char *buf, size_t len)
 static void account(struct tracker *t, struct tls_conn *tc)
 {
 	struct cg_entry *c = tr_cgroup(t, tc->ev.cgroup_id);
-	struct pod_agg *a = c ? c->agg : NULL;
+	struct tls_pod *a = c && c->agg ? tr_pod_state(c->agg, &tls_part, true) : NULL;
 	double ms = tc->done_ns ? tr_elapsed(tc->done_ns, tc->start_ns) / 1e6 : 0;
 	char dest[272];
 	int i;
@@ -121,32 +187,32 @@ static void account(struct tracker *t, struct tls_conn *tc)
 	if (tc->counted || !a)
 		return;
 	tc->counted = true;
-	a->dirty++;
-	stats_add(&a->tls, tc->outcome, ms, TRACK_TLS_SAMPLES);
-	if (!a->tls_dests && !(a->tls_dests = calloc(TRACK_MAX_TLS_DESTS, sizeof(*a->tls_dests))))
+	c->agg->dirty++;
+	stats_add(&a->all, tc->outcome, ms, TLS_SAMPLES);
+	if (!a->dests && !(a->dests = calloc(MAX_TLS_DESTS, sizeof(*a->dests))))
 		return;
 	destination(tc, dest, sizeof(dest));
-	for (i = 0; i < a->ntls_dests; i++)
-		if (!strcmp(a->tls_dests[i].name, dest))
+	for (i = 0; i < a->ndests; i++)
+		if (!strcmp(a->dests[i].name, dest))
 			break;
-	if (i == a->ntls_dests) {
-		if (a->ntls_dests < TRACK_MAX_TLS_DESTS) {
-			a->ntls_dests++;
+	if (i == a->ndests) {
+		if (a->ndests < MAX_TLS_DESTS) {
+			a->ndests++;
 		} else {
 			/* Full: the destination with the fewest handshakes makes room. */
 			int min = 0;
 
-			for (int j = 1; j < a->ntls_dests; j++)
-				if (a->tls_dests[j].st.handshakes < a->tls_dests[min].st.handshakes)
+			for (int j = 1; j < a->ndests; j++)
+				if (a->dests[j].st.handshakes < a->dests[min].st.handshakes)
 					min = j;
 			i = min;
-			free(a->tls_dests[i].st.ms);
-			a->tls_dest_evictions++;
+			free(a->dests[i].st.ms);
+			a->dest_evictions++;
 		}
-		memset(&a->tls_dests[i], 0, sizeof(a->tls_dests[i]));
-		snprintf(a->tls_dests[i].name, sizeof(a->tls_dests[i].name), "%s", dest);
+		memset(&a->dests[i], 0, sizeof(a->dests[i]));
+		snprintf(a->dests[i].name, sizeof(a->dests[i].name), "%s", dest);
 	}
-	stats_add(&a->tls_dests[i].st, tc->outcome, ms, TRACK_TLS_DEST_SAMPLES);
+	stats_add(&a->dests[i].st, tc->outcome, ms, TLS_DEST_SAMPLES);
 }
 
 /* ---- the captured hellos ---- */
@@ -322,7 +388,7 @@ static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_m
 
 static void end_handshake(struct tracker *t, struct tls_conn *tc, uint8_t outcome)
 {
-	u64map_del(&t->tls_hs, tc->ev.cookie);
+	u64map_del(&S(t)->hs, tc->ev.cookie);
 	if (tc->outcome == TLS_OUT_PROGRESS || tc->outcome == TLS_OUT_TIMEOUT)
 		tc->outcome = outcome;
 	parse_hellos(tc);
@@ -331,20 +397,21 @@ static void end_handshake(struct tracker *t, struct tls_conn *tc, uint8_t outcom
 
 void track_tls_event(struct tracker *t, const struct tls_event *e)
 {
+	struct tls_state *s = S(t);
 	uint64_t key = e->cookie;
-	struct tls_conn *tc = u64map_get(&t->tls, key);
+	struct tls_conn *tc = u64map_get(&s->conns, key);
 
 	if (e->type == TLS_EV_START) {
 		if (tc) {
-			u64map_del(&t->tls_hs, key);
+			u64map_del(&s->hs, key);
 			tls_free(tc);
 		}
 		tc = calloc(1, sizeof(*tc));
-		if (!tc || u64map_put(&t->tls, key, tc)) {
+		if (!tc || u64map_put(&s->conns, key, tc)) {
 			free(tc);
 			return;
 		}
-		u64map_put(&t->tls_hs, key, tc);
+		u64map_put(&s->hs, key, tc);
 		tc->ev.ts_ns = e->ts_ns;
 		tc->ev.cookie = e->cookie;
 		tc->ev.cgroup_id = e->cgroup_id;
@@ -391,7 +458,7 @@ void track_tls_event(struct tracker *t, const struct tls_event *e)
 
 void track_tls_alpn(struct tracker *t, uint64_t cookie, const char *alpn)
 {
-	struct tls_conn *tc = u64map_get(&t->tls, cookie);
+	struct tls_conn *tc = u64map_get(&S(t)->conns, cookie);
 
 	if (!tc)
 		return;
@@ -403,15 +470,16 @@ void track_tls_alpn(struct tracker *t, uint64_t cookie, const char *alpn)
 /* Handshakes still on past --tls-timeout: a finding now, while they are open. */
 static void tls_tick(struct tracker *t, uint64_t now)
 {
+	struct tls_state *s = S(t);
 	uint64_t k;
 	void *v;
 
-	if (!t->tls_timeout_ns)
+	if (!s->timeout_ns)
 		return;
-	for (size_t i = 0; u64map_next(&t->tls_hs, &i, &k, &v);) {
+	for (size_t i = 0; u64map_next(&s->hs, &i, &k, &v);) {
 		struct tls_conn *tc = v;
 
-		if (tc->timeout_reported || tr_elapsed(now, tc->start_ns) < t->tls_timeout_ns)
+		if (tc->timeout_reported || tr_elapsed(now, tc->start_ns) < s->timeout_ns)
 			continue;
 		tc->timeout_reported = true;
 		tc->outcome = TLS_OUT_TIMEOUT;
@@ -421,16 +489,8 @@ static void tls_tick(struct tracker *t, uint64_t now)
 	}
 }
 
-struct tls_conn *tls_take(struct tracker *t, uint64_t cookie)
-{
-	uint64_t key = cookie;
-
-	u64map_del(&t->tls_hs, key);
-	return u64map_del(&t->tls, key);
-}
-
 /* The connection closed: a handshake still on failed, unless it had timed out. */
-void tls_close(struct tracker *t, struct tls_conn *tc, const struct cs_event *close)
+static void close_handshake(struct tracker *t, struct tls_conn *tc, const struct cs_event *close)
 {
 	bool we_closed = close->close_cause == CS_CLOSE_LOCAL_FIN ||
 			 close->close_cause == CS_CLOSE_RST_OUT;
@@ -447,9 +507,18 @@ void tls_close(struct tracker *t, struct tls_conn *tc, const struct cs_event *cl
 			       : "connection closed before the handshake completed");
 }
 
-/* The connection record's tls object, in view form. */
-void tls_view(const struct tls_conn *tc, struct conn_rec *v)
+/* The connection ended: its handshake is settled, and the record gets its tls
+ * object. The state lives until the record is out (tls_conn_done). */
+static void tls_conn_close(struct tracker *t, const struct cs_event *e, struct conn_rec *v)
 {
+	struct tls_state *s = S(t);
+	struct tls_conn *tc;
+
+	u64map_del(&s->hs, e->cookie);
+	tc = u64map_del(&s->conns, e->cookie);
+	if (!tc)
+		return;
+	close_handshake(t, tc, e);
 	v->has_tls = true;
 	v->tls_version = tc->version ? tls_version_name(tc->version) : NULL;
 	v->tls_sni = tc->sni[0] ? tc->sni : NULL;
@@ -458,11 +527,22 @@ void tls_view(const struct tls_conn *tc, struct conn_rec *v)
 	v->tls_ms_known = tc->done_ns != 0;
 	v->tls_ns = tc->done_ns ? tr_elapsed(tc->done_ns, tc->start_ns) : 0;
 	v->tls_outcome = tc->outcome == TLS_OUT_PROGRESS ? "incomplete" : outcome_name(tc->outcome);
+	tls_free(s->closing);
+	s->closing = tc;
+}
+
+static void tls_conn_done(struct tracker *t, const struct cs_event *e)
+{
+	struct tls_state *s = S(t);
+
+	(void)e;
+	tls_free(s->closing);
+	s->closing = NULL;
 }
 
 static void stats_rec(struct tls_stats_rec *r, const struct tls_stats *s)
 {
-	double p50 = track_tls_pct(s, 50), p99 = track_tls_pct(s, 99);
+	double p50 = pct(s, 50), p99 = pct(s, 99);
 
 	r->handshakes = s->handshakes;
 	r->ok = s->ok;
@@ -473,34 +553,43 @@ static void stats_rec(struct tls_stats_rec *r, const struct tls_stats *s)
 }
 
 /* The summary's tls member: none when the pod has had no TLS handshake. */
-static void tls_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *a)
+static void tls_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *pa)
 {
-	_Static_assert(TRACK_MAX_TLS_DESTS <= SUMMARY_MAX_TLS_DESTS, "a summary shows every destination");
+	const struct tls_pod *a = tr_pod_state_c(pa, &tls_part);
+
+	_Static_assert(MAX_TLS_DESTS <= SUMMARY_MAX_TLS_DESTS, "a summary shows every destination");
 	(void)t;
-	if (!a->tls.handshakes)
+	if (!a || !a->all.handshakes)
 		return;
 	s->has_tls = true;
-	stats_rec(&s->tls.all, &a->tls);
-	for (int i = 0; i < a->ntls_dests; i++) {
-		s->tls.dests[i].destination = a->tls_dests[i].name;
-		stats_rec(&s->tls.dests[i].st, &a->tls_dests[i].st);
+	stats_rec(&s->tls.all, &a->all);
+	for (int i = 0; i < a->ndests; i++) {
+		s->tls.dests[i].destination = a->dests[i].name;
+		stats_rec(&s->tls.dests[i].st, &a->dests[i].st);
 	}
-	s->tls.ndests = a->ntls_dests;
-	s->tls.dest_evictions = a->tls_dest_evictions;
+	s->tls.ndests = a->ndests;
+	s->tls.dest_evictions = a->dest_evictions;
 }
 
-static void tls_agg_free(struct pod_agg *a)
+static void tls_pod_free(void *st)
 {
-	free(a->tls.ms);
-	for (int j = 0; j < a->ntls_dests; j++)
-		free(a->tls_dests[j].st.ms);
-	free(a->tls_dests);
+	struct tls_pod *a = st;
+
+	free(a->all.ms);
+	for (int j = 0; j < a->ndests; j++)
+		free(a->dests[j].st.ms);
+	free(a->dests);
 }
 
 const struct track_part tls_part = {
 	.name = "tls",
+	.state_size = sizeof(struct tls_state),
+	.pod_size = sizeof(struct tls_pod),
+	.init = tls_init,
+	.conn_close = tls_conn_close,
+	.conn_done = tls_conn_done,
 	.tick = tls_tick,
 	.summary = tls_summary,
-	.agg_free = tls_agg_free,
+	.pod_free = tls_pod_free,
 	.free_all = tls_free_all,
 };

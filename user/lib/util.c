@@ -69,17 +69,8 @@ static uint64_t ts_ns(clockid_t id)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static bool virtual_clock;
-static uint64_t virtual_ns;
-
-void cs_clock_virtual(uint64_t ns)
-{
-	virtual_clock = true;
-	virtual_ns = ns;
-}
-
-uint64_t cs_mono_ns(void) { return virtual_clock ? virtual_ns : ts_ns(CLOCK_MONOTONIC); }
-uint64_t cs_real_ns(void) { return virtual_clock ? virtual_ns : ts_ns(CLOCK_REALTIME); }
+uint64_t cs_mono_ns(void) { return ts_ns(CLOCK_MONOTONIC); }
+uint64_t cs_real_ns(void) { return ts_ns(CLOCK_REALTIME); }
 
 static int64_t real_minus_mono;
 
@@ -93,8 +84,6 @@ void cs_clock_init(void)
 
 uint64_t cs_mono_to_real(uint64_t mono_ns)
 {
-	if (virtual_clock)
-		return mono_ns;
 	return (uint64_t)((int64_t)mono_ns + real_minus_mono);
 }
 

@@ -18,9 +18,6 @@ void cs_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cs_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 int cs_parse_double(const char *s, double min, double max, double *out);
 
-/* Replay runs on packet time: once set, every clock below reads `ns` (nanoseconds
- * since the epoch) and mono and real are the same clock. */
-void cs_clock_virtual(uint64_t ns);
 /* Monotonic clock in nanoseconds (CLOCK_MONOTONIC, the clock bpf_ktime_get_ns uses). */
 uint64_t cs_mono_ns(void);
 /* Realtime in nanoseconds since the epoch. */

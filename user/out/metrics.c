@@ -6,6 +6,7 @@
  * timeout so they cannot stall the event loop.
  */
 #include "metrics.h"
+#include "record.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -72,35 +73,35 @@ static void label(FILE *f, const char *name, const char *val, bool last)
 	fputs(last ? "\"" : "\",", f);
 }
 
-static void pod_labels(FILE *f, const struct pod_agg *a)
+static void pod_labels(FILE *f, const struct summary_rec *a)
 {
 	fputc('{', f);
-	if (a->pod.known) {
-		label(f, "namespace", a->pod.namespace_, false);
-		label(f, "pod", a->pod.name, true);
-	} else if (a->pod.is_pod) {
-		label(f, "pod_uid", a->pod.uid, true);
+	if (a->pod->known) {
+		label(f, "namespace", a->pod->namespace_, false);
+		label(f, "pod", a->pod->name, true);
+	} else if (a->pod->is_pod) {
+		label(f, "pod_uid", a->pod->uid, true);
 	} else {
-		label(f, "cgroup", a->pod.cgroup_path[0] ? a->pod.cgroup_path : a->key, true);
+		label(f, "cgroup", a->pod->cgroup_path[0] ? a->pod->cgroup_path : a->key, true);
 	}
 	fputc('}', f);
 }
 
 struct family {
 	const char *name, *type, *help;
-	double (*get)(const struct pod_agg *);
+	double (*get)(const struct summary_rec *);
 };
 
-static double g_opened(const struct pod_agg *a) { return (double)a->opened; }
-static double g_closed(const struct pod_agg *a) { return (double)a->closed; }
-static double g_active(const struct pod_agg *a) { return a->active > 0 ? (double)a->active : 0; }
-static double g_refused(const struct pod_agg *a) { return (double)a->refused; }
-static double g_timeouts(const struct pod_agg *a) { return (double)a->timeouts; }
-static double g_resets(const struct pod_agg *a) { return (double)a->resets; }
-static double g_cw(const struct pod_agg *a) { return (double)a->cw_current; }
-static double g_stuck(const struct pod_agg *a) { return (double)a->cw_stuck; }
-static double g_cw_age(const struct pod_agg *a) { return a->cw_max_age_s; }
-static double g_findings(const struct pod_agg *a) { return (double)a->findings; }
+static double g_opened(const struct summary_rec *a) { return (double)a->tcp.opened; }
+static double g_closed(const struct summary_rec *a) { return (double)a->tcp.closed; }
+static double g_active(const struct summary_rec *a) { return (double)a->tcp.active; }
+static double g_refused(const struct summary_rec *a) { return (double)a->tcp.refused; }
+static double g_timeouts(const struct summary_rec *a) { return (double)a->tcp.timeouts; }
+static double g_resets(const struct summary_rec *a) { return (double)a->tcp.resets; }
+static double g_cw(const struct summary_rec *a) { return (double)a->close_wait.current; }
+static double g_stuck(const struct summary_rec *a) { return (double)a->close_wait.stuck; }
+static double g_cw_age(const struct summary_rec *a) { return a->close_wait.max_age_s; }
+static double g_findings(const struct summary_rec *a) { return (double)a->findings; }
 
 static const struct family families[] = {
 	{ "connscope_tcp_opened_total", "counter", "TCP connections established.", g_opened },
@@ -119,20 +120,20 @@ static const struct family families[] = {
 
 static void render(FILE *f, struct tracker *t, const struct metrics_self *self)
 {
-	struct pod_agg **pods;
-	int n = track_pods(t, &pods);
+	struct summary_rec *pods;
+	int n = track_views(t, &pods);
 
 	for (size_t i = 0; n >= 0 && i < sizeof(families) / sizeof(families[0]); i++) {
 		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", families[i].name, families[i].help,
 			families[i].name, families[i].type);
 		for (int j = 0; j < n; j++) {
 			fputs(families[i].name, f);
-			pod_labels(f, pods[j]);
-			fprintf(f, " %.17g\n", families[i].get(pods[j]));
+			pod_labels(f, &pods[j]);
+			fprintf(f, " %.17g\n", families[i].get(&pods[j]));
 		}
 	}
 	if (n >= 0)
-		free(pods);
+		track_views_free(pods, n);
 	fprintf(f, "# HELP connscope_events_total Lifecycle edges the kernel side sent.\n"
 		   "# TYPE connscope_events_total counter\nconnscope_events_total %llu\n"
 		   "# HELP connscope_lost_total Edges that never reached user space (stats.lost: "

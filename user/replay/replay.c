@@ -14,7 +14,7 @@
  *           -> TLS handshake rule (tls_walk, tls_hs_step) -> tls_event
  *           -> h2c frame walker (h2_walk_mem)                -> h2_event
  *           -> with --keylog: TLS records -> tlsdec -> plaintext -> h2 walker
- *   -> tracker on packet time (cs_clock_virtual) -> records
+ *   -> tracker on packet time (its clock) -> records
  *
  * Each TCP connection is seen from its client's side (one record per connection).
  * The one edge told from the server's side is CLOSE_WAIT when the client closed
@@ -229,10 +229,16 @@ static uint64_t group_for(struct replay *r, int family, const uint8_t *addr)
 	return ++r->ngroups;
 }
 
-/* The tracker runs on packet time. */
+/* The tracker runs on packet time, which is wall-clock time already. */
 static uint64_t packet_clock(void *arg)
 {
 	return ((const struct replay *)arg)->now;
+}
+
+static uint64_t packet_real(void *arg, uint64_t t)
+{
+	(void)arg;
+	return t;
 }
 
 static const struct pod_info *group_pod(void *arg, uint64_t id)
@@ -1308,7 +1314,6 @@ static void set_time(struct replay *r, uint64_t ts)
 		r->now = ts;
 	if (!r->first_ns)
 		r->first_ns = ts;
-	cs_clock_virtual(r->now);
 	if (r->now >= r->next_tick) {
 		if (r->next_tick)
 			tick(r);
@@ -1379,12 +1384,12 @@ static double cpu_ms_now(void)
 /* ---- -o text: a report for a person ---- */
 
 /* Who a pod row is: namespace/name, else the address the group stands for. */
-static void who_text(const struct pod_agg *a, char *buf, size_t len)
+static void who_text(const struct summary_rec *a, char *buf, size_t len)
 {
-	if (a->pod.is_pod && a->pod.known)
-		snprintf(buf, len, "%s/%s", a->pod.namespace_, a->pod.name);
-	else if (a->pod.ip[0])
-		snprintf(buf, len, "%s", a->pod.ip);
+	if (a->pod->is_pod && a->pod->known)
+		snprintf(buf, len, "%s/%s", a->pod->namespace_, a->pod->name);
+	else if (a->pod->ip[0])
+		snprintf(buf, len, "%s", a->pod->ip);
 	else
 		snprintf(buf, len, "-");
 }
@@ -1397,11 +1402,11 @@ static void cell(char *buf, size_t len, double v, const char *fmt)
 		snprintf(buf, len, fmt, v);
 }
 
-/* The pods' table, from their aggregates, busiest first. */
+/* The pods' table, from their summaries, busiest first. */
 static int agg_cmp(const void *pa, const void *pb)
 {
-	const struct pod_agg *a = *(struct pod_agg *const *)pa, *b = *(struct pod_agg *const *)pb;
-	uint64_t na = a->opened + a->findings, nb = b->opened + b->findings;
+	const struct summary_rec *a = pa, *b = pb;
+	uint64_t na = a->tcp.opened + a->findings, nb = b->tcp.opened + b->findings;
 
 	return na < nb ? 1 : na > nb ? -1 : strcmp(a->key, b->key);
 }
@@ -1409,8 +1414,8 @@ static int agg_cmp(const void *pa, const void *pb)
 static void text_report(struct replay *r, const struct stats_rec *st)
 {
 	char t0[40], t1[40], who[300], c[12][24];
-	struct pod_agg **aggs = NULL;
-	int n = track_pods(r->t, &aggs);
+	struct summary_rec *aggs = NULL;
+	int n = track_views(r->t, &aggs);
 
 	if (n > 0)
 		qsort(aggs, (size_t)n, sizeof(*aggs), agg_cmp);
@@ -1418,32 +1423,27 @@ static void text_report(struct replay *r, const struct stats_rec *st)
 	       "OPENED", "CLOSED", "OPEN", "REFUSED", "TIMEOUTS", "RESETS", "CW_STUCK", "TLS_OK",
 	       "TLS_ERR", "TLS_P99", "H2_CONN", "S/CONN", "GOAWAY", "FINDINGS");
 	for (int i = 0; i < n; i++) {
-		const struct pod_agg *a = aggs[i];
-		bool tls = a->tls.handshakes, h2 = a->h2.connections;
-		/* As the summary record rounds them: p99 to the microsecond, streams per
-		 * connection to the hundredth. */
-		double p99 = tls ? track_tls_pct(&a->tls, 99) : -1;
-		double spc = h2 ? (double)(int64_t)(100.0 * a->h2.streams / a->h2.connections + 0.5) / 100
-				: -1;
+		const struct summary_rec *a = &aggs[i];
+		bool tls = a->has_tls, h2 = a->has_h2;
 
 		who_text(a, who, sizeof(who));
-		cell(c[0], 24, (double)a->opened, "%.0f");
-		cell(c[1], 24, (double)a->closed, "%.0f");
-		cell(c[2], 24, (double)(a->active > 0 ? a->active : 0), "%.0f");
-		cell(c[3], 24, (double)a->refused, "%.0f");
-		cell(c[4], 24, (double)a->timeouts, "%.0f");
-		cell(c[5], 24, (double)a->resets, "%.0f");
-		cell(c[6], 24, (double)a->cw_stuck, "%.0f");
-		cell(c[7], 24, tls ? (double)a->tls.ok : -1, "%.0f");
-		cell(c[8], 24, tls ? (double)(a->tls.failed + a->tls.timeouts) : -1, "%.0f");
-		cell(c[9], 24, p99 >= 0 ? (double)(int64_t)(p99 * 1000) / 1000 : -1, "%.1fms");
+		cell(c[0], 24, (double)a->tcp.opened, "%.0f");
+		cell(c[1], 24, (double)a->tcp.closed, "%.0f");
+		cell(c[2], 24, (double)a->tcp.active, "%.0f");
+		cell(c[3], 24, (double)a->tcp.refused, "%.0f");
+		cell(c[4], 24, (double)a->tcp.timeouts, "%.0f");
+		cell(c[5], 24, (double)a->tcp.resets, "%.0f");
+		cell(c[6], 24, (double)a->close_wait.stuck, "%.0f");
+		cell(c[7], 24, tls ? (double)a->tls.all.ok : -1, "%.0f");
+		cell(c[8], 24, tls ? (double)(a->tls.all.failed + a->tls.all.timeouts) : -1, "%.0f");
+		cell(c[9], 24, tls ? a->tls.all.p99_ms : -1, "%.1fms");
 		cell(c[10], 24, h2 ? (double)a->h2.connections : -1, "%.0f");
-		cell(c[11], 24, spc, "%.1f");
+		cell(c[11], 24, h2 ? a->h2.streams_per_conn : -1, "%.1f");
 		printf("%-32.32s %6s %6s %6s %7s %8s %6s %8s %6s %7s %8s %7s %8s %6llu %8llu\n", who,
 		       c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11],
 		       (unsigned long long)a->h2.goaway, (unsigned long long)a->findings);
 	}
-	free(aggs);
+	track_views_free(aggs, n);
 	cs_fmt_ts(r->first_ns, t0, sizeof(t0));
 	cs_fmt_ts(r->now, t1, sizeof(t1));
 	printf("\ncapture: %s .. %s (%.1f s), %llu packets, %llu TCP segments, %llu connections\n",
@@ -1578,7 +1578,7 @@ int replay_run(const struct cs_opts *o)
 		goto out;
 	}
 	track_set_replay(r->t, group_pod, r, o->files, o->nfiles);
-	track_set_clock(r->t, packet_clock, r);
+	track_set_clock(r->t, &(struct track_clock){ packet_clock, packet_real, r });
 
 	while ((i = next_file(files, o->nfiles)) >= 0) {
 		struct pcap_seg *s = &files[i].seg;

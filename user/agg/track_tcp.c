@@ -1,0 +1,801 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * The TCP part of the tracker: lifecycle edges (bpf/conn.bpf.c, or replay's
+ * flows) become connection records and the pod's TCP counts; sockets in trouble
+ * (CLOSE_WAIT, SYN retransmits) sit in a watch list for their timers
+ * (close_wait_stuck, tcp_connect_timeout); refused connects and received resets
+ * are folded findings. It keeps no state for a healthy connection.
+ */
+#include "track_priv.h"
+#include "holders.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include "output.h"
+#include "procfd.h"
+#include "u64map.h"
+#include "util.h"
+
+#define MAX_REMOTES 32  /* remotes counted per pod; the quietest makes room */
+
+/* A socket in trouble, watched for timers. */
+struct watch {
+	struct cs_event ev;    /* the last edge seen (endpoints, owner, cgroup) */
+	uint64_t cw_since_ns;  /* CLOSE_WAIT entered (monotonic) */
+	uint64_t connect_start_ns;
+	bool in_cw, cw_reported, cw_estimated;
+	bool connecting, timeout_reported;
+	bool preexisting;
+	bool flagged;          /* its cgroup was flagged for stacks (--stacks auto) */
+	struct sock_owner owner; /* first holder, found when it got stuck */
+};
+
+struct remote_agg {
+	uint8_t family;
+	uint8_t addr[16];
+	uint16_t port;        /* 0: the remote is a client (many source ports) */
+	uint64_t conns, refused, timeouts, resets;
+};
+
+/* A pod's TCP counts. */
+struct tcp_pod {
+	uint64_t opened, closed, refused, timeouts, resets, failed;
+	int64_t active;
+	/* CLOSE_WAIT gauge, refreshed by the tick */
+	uint64_t cw_current, cw_stuck;
+	double cw_max_age_s;
+	struct remote_agg remotes[MAX_REMOTES];
+	int nremotes;
+	uint64_t remote_evictions;
+};
+
+struct tcp_state {
+	struct u64map watch;    /* cookie -> watch */
+	struct u64map snap_est; /* cookies of pre-existing ESTABLISHED sockets counted active */
+	/* Closes held back briefly: an abortive close sends its RST after CLOSE. */
+	struct cs_event *pending;
+	size_t npending, cap_pending;
+	uint64_t cw_threshold_ns, connect_timeout_ns;
+};
+
+static struct tcp_state *S(const struct tracker *t)
+{
+	return tr_state(t, &tcp_part);
+}
+
+/* The pod's TCP counts; NULL for a cgroup outside the filters, or out of memory. */
+static struct tcp_pod *P(struct cg_entry *c)
+{
+	return c->agg ? tr_pod_state(c->agg, &tcp_part, true) : NULL;
+}
+
+static void tcp_init(struct tracker *t, void *st)
+{
+	struct tcp_state *s = st;
+
+	s->cw_threshold_ns = (uint64_t)(t->o->close_wait_threshold_s * NS_PER_SEC);
+	s->connect_timeout_ns = (uint64_t)(t->o->connect_timeout_s * NS_PER_SEC);
+}
+
+static void tcp_free_all(struct tracker *t)
+{
+	struct tcp_state *s = S(t);
+	uint64_t k;
+	void *v;
+
+	for (size_t i = 0; u64map_next(&s->watch, &i, &k, &v);)
+		free(v);
+	u64map_free(&s->watch);
+	u64map_free(&s->snap_est);
+	free(s->pending);
+}
+
+static const char *outcome_of(const struct tracker *t, const struct cs_event *e, int side)
+{
+	if (e->flags & CS_F_WAS_EST)
+		return "established";
+	/* Replay: the capture ended while it was still connecting. */
+	if ((e->flags & CS_F_OPEN) && !e->syn_retrans &&
+	    tr_elapsed(e->ts_ns, e->start_ns) < S(t)->connect_timeout_ns)
+		return "connecting";
+	if (side == CS_SIDE_CLIENT) {
+		if (e->sk_err == ECONNREFUSED || (e->flags & CS_F_RST_IN))
+			return "refused";
+		if (e->sk_err == ETIMEDOUT || e->syn_retrans)
+			return "timeout";
+		return "failed";
+	}
+	return (e->flags & CS_F_RST_IN) ? "reset" : "failed";
+}
+
+static const char *close_name(uint8_t cause)
+{
+	switch (cause) {
+	case CS_CLOSE_LOCAL_FIN: return "local_fin";
+	case CS_CLOSE_PEER_FIN: return "peer_fin";
+	case CS_CLOSE_RST_IN: return "rst_in";
+	case CS_CLOSE_RST_OUT: return "rst_out";
+	default: return "none";
+	}
+}
+
+static void remote_count(struct tcp_pod *a, const struct cs_event *e, int side,
+			 const char *outcome, bool reset)
+{
+	uint16_t port = side == CS_SIDE_CLIENT ? e->dport : 0;
+	struct remote_agg *r = NULL;
+	int i;
+
+	for (i = 0; i < a->nremotes; i++) {
+		r = &a->remotes[i];
+		if (r->port == port && r->family == e->family &&
+		    !memcmp(r->addr, e->daddr, sizeof(r->addr)))
+			break;
+	}
+	if (i == a->nremotes) {
+		if (a->nremotes < MAX_REMOTES) {
+			r = &a->remotes[a->nremotes++];
+		} else {
+			/* Full: replace the quietest remote, and say so in the summary. */
+			int min = 0;
+
+			for (i = 1; i < a->nremotes; i++)
+				if (a->remotes[i].conns < a->remotes[min].conns)
+					min = i;
+			r = &a->remotes[min];
+			a->remote_evictions++;
+		}
+		memset(r, 0, sizeof(*r));
+		r->family = e->family;
+		r->port = port;
+		memcpy(r->addr, e->daddr, sizeof(r->addr));
+	}
+	r->conns++;
+	if (!strcmp(outcome, "refused"))
+		r->refused++;
+	else if (!strcmp(outcome, "timeout"))
+		r->timeouts++;
+	if (reset)
+		r->resets++;
+}
+
+/* ---- findings ---- */
+
+static void fold_text(struct tracker *t, const struct finding_rec *f, const struct cs_event *e,
+		      int side, char *msg, size_t len)
+{
+	char who[640], remote[80];
+	double win = t->o->finding_window_s;
+	unsigned long long count = f->d.fold.count;
+
+	tr_pod_text(f->pod, who, sizeof(who));
+	tr_remote_text(e, side, remote, sizeof(remote));
+	if (!strcmp(f->kind, "tcp_connect_refused"))
+		snprintf(msg, len,
+			 "Connections from %s to %s were refused %llu time(s) in %.0fs (RST in "
+			 "answer to SYN): nothing listens on that port, or the backend is down.",
+			 who, remote, count, win);
+	else
+		snprintf(msg, len,
+			 "%s %s reset %llu established connection(s) of %s in %.0fs: check that "
+			 "peer's logs for aborts, idle timeouts or a proxy in between.",
+			 side == CS_SIDE_CLIENT ? "The server" : "The client", remote, count, who, win);
+}
+
+static void connect_timeout_finding(struct tracker *t, const struct cs_event *e,
+				    const struct cg_entry *c, double elapsed_s, uint64_t ts_mono)
+{
+	char who[640], remote[80], msg[768];
+	struct finding_rec o;
+
+	tr_finding_init(t, &o, "tcp_connect_timeout", "error", e, c, e->pid, e->comm, ts_mono);
+	o.detail = FD_CONNECT_TIMEOUT;
+	o.d.connect_timeout.elapsed_s = tr_secs3(elapsed_s);
+	o.d.connect_timeout.threshold_s = t->o->connect_timeout_s;
+	o.d.connect_timeout.syn_retrans = e->syn_retrans;
+	tr_pod_text(&c->pod, who, sizeof(who));
+	tr_remote_text(e, CS_SIDE_CLIENT, remote, sizeof(remote));
+	char proc[64];
+
+	if (e->pid)
+		snprintf(proc, sizeof(proc), "%s (pid %u)", e->comm, e->pid);
+	else
+		snprintf(proc, sizeof(proc), "A process");
+	snprintf(msg, sizeof(msg),
+		 "%s in %s has waited %.1fs to connect to %s after %u SYN retransmit(s) with "
+		 "no answer: the destination is down or a firewall drops its SYNs.",
+		 proc, who, elapsed_s, remote, e->syn_retrans);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
+}
+
+/* "comm (pid 12)", "comm (pid 12) and 2 other processes: a (pid 3), b (pid 4)". */
+static void holders_text(const struct sock_holders *sh, char *buf, size_t len)
+{
+	int shown = sh->nholders < HOLDERS_MAX ? sh->nholders : HOLDERS_MAX;
+	size_t n;
+
+	n = (size_t)snprintf(buf, len, "%s (pid %u)", sh->h[0].comm, sh->h[0].pid);
+	if (sh->nholders > 1 && n < len)
+		n += (size_t)snprintf(buf + n, len - n, " and %d other process%s:", sh->nholders - 1,
+				      sh->nholders > 2 ? "es" : "");
+	for (int i = 1; i < shown && n < len; i++)
+		n += (size_t)snprintf(buf + n, len - n, "%s %s (pid %u)", i > 1 ? "," : "",
+				      sh->h[i].comm, sh->h[i].pid);
+	if (shown < sh->nholders && n < len)
+		snprintf(buf + n, len - n, ", ...");
+}
+
+static void close_wait_finding(struct tracker *t, struct watch *w, const struct cg_entry *c,
+			       const struct sock_holders *sh, double age_s)
+{
+	const struct cs_event *e = &w->ev;
+	bool named = sh && sh->nholders > 0;
+	uint32_t pid = named ? sh->h[0].pid : e->pid;
+	const char *comm = named ? sh->h[0].comm : e->comm;
+	char who[640], proc[600], local[80], peer[80], ip[64], msg[2048], where[SYM_LEN + 64] = "";
+	int fam = tr_family(e);
+	struct finding_rec o;
+	typeof(o.d.close_wait) *cw = &o.d.close_wait;
+
+	_Static_assert(HOLDERS_MAX <= FINDING_MAX_HOLDERS, "a finding names every holder kept");
+	_Static_assert(HOLDERS_MAX_FRAMES <= FINDING_MAX_FRAMES, "a finding shows the whole stack");
+	tr_finding_init(t, &o, "close_wait_stuck", "warning", e, c, pid, comm, 0);
+	o.detail = FD_CLOSE_WAIT;
+	cw->age_s = tr_secs3(age_s);
+	cw->threshold_s = t->o->close_wait_threshold_s;
+	cw->preexisting = w->preexisting;
+	cw->age_estimated = w->cw_estimated;
+	if (!sh && t->replay) {
+		/* The same fields as live, and why they are empty. */
+		cw->has_holders = true;
+		cw->holders_note = "a capture does not show which process held the socket";
+		cw->stack_note = "a capture has no stacks";
+	} else if (sh) {
+		int shown = sh->nholders < HOLDERS_MAX ? sh->nholders : HOLDERS_MAX;
+
+		cw->has_holders = true;
+		for (int i = 0; i < shown; i++)
+			cw->holders[i] = (struct finding_holder){ sh->h[i].pid, sh->h[i].fd,
+								  sh->h[i].comm };
+		cw->nholders = shown;
+		cw->holders_total = sh->nholders;
+		if (!named)
+			cw->holders_note = sh->why;
+		if (sh->nframes) {
+			for (int i = 0; i < sh->nframes; i++)
+				cw->stack[i] = sh->frames[i];
+			cw->nstack = sh->nframes;
+			cw->stack_origin = sh->origin ? sh->origin : "unknown";
+			/* The innermost frame is the syscall wrapper; name the first
+			 * named frame past it, where the application made the call. */
+			for (int i = sh->nframes > 1 ? 1 : 0; i < sh->nframes; i++) {
+				if (!strncmp(sh->frames[i], "0x", 2))
+					continue;
+				snprintf(where, sizeof(where), " The socket was made by %s() in %s.",
+					 sh->origin ? sh->origin : "a call", sh->frames[i]);
+				break;
+			}
+		} else {
+			cw->stack_note = sh->stack_note;
+		}
+	}
+	tr_pod_text(&c->pod, who, sizeof(who));
+	if (named)
+		holders_text(sh, proc, sizeof(proc));
+	else if (pid)
+		snprintf(proc, sizeof(proc), "%s (pid %u)", comm, pid);
+	else if (sh)
+		snprintf(proc, sizeof(proc), "No process (%s)", sh->why);
+	else
+		snprintf(proc, sizeof(proc), "A process that connscope could not name");
+	out_ip(fam, e->saddr, ip, sizeof(ip));
+	snprintf(local, sizeof(local), fam == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->sport);
+	out_ip(fam, e->daddr, ip, sizeof(ip));
+	snprintf(peer, sizeof(peer), fam == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->dport);
+	if (t->replay)
+		snprintf(msg, sizeof(msg),
+			 "In the capture, %s (%s) kept its side open for %.1fs after %s closed "
+			 "its side (CLOSE_WAIT): the application never closes this socket; find "
+			 "the code path that leaks it.",
+			 local, who, age_s, peer);
+	else
+		snprintf(msg, sizeof(msg),
+			 "%s in %s %s %s in CLOSE_WAIT for %s%.1fs since %s closed its side: "
+			 "the application never closes this socket; find the code path that leaks it.%s",
+			 proc, who, named && sh->nholders > 1 ? "have held" : "has held", local,
+			 w->cw_estimated ? "about " : "", age_s, peer, where);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
+}
+
+/* ---- connection records ---- */
+
+static void connection_end(struct tracker *t, const struct cs_event *e,
+			   const struct cg_entry *c, const struct watch *w, int side,
+			   const char *outcome)
+{
+	bool pre = (e->flags & CS_F_MIDWAY) || (w && w->preexisting);
+	uint64_t cw_since = e->close_wait_ns ? e->close_wait_ns : (w ? w->cw_since_ns : 0);
+	bool client = side == CS_SIDE_CLIENT;
+	struct conn_rec v = {
+		.ts_real = tr_real(t, e->ts_ns),
+		.pod = &c->pod,
+		.pid = e->pid,
+		.comm = e->comm,
+		.netns = e->netns,
+		.cookie = e->cookie,
+		.side = tr_side_name(side),
+		.family = tr_family(e),
+		.client_ip = client ? e->saddr : e->daddr,
+		.server_ip = client ? e->daddr : e->saddr,
+		.client_port = client ? e->sport : e->dport,
+		.server_port = client ? e->dport : e->sport,
+		.preexisting = pre,
+		.outcome = outcome,
+		.syn_retrans = e->syn_retrans,
+		.close = close_name(e->close_cause),
+		.close_wait_ns = cw_since ? tr_elapsed(e->ts_ns, cw_since) : 0,
+		.bytes_in = e->bytes_in,
+		.bytes_out = e->bytes_out,
+		.retrans = e->retrans,
+		.error = e->sk_err ? strerrorname_np(e->sk_err) : NULL,
+	};
+
+	if (!e->pid && w && w->owner.pid) {
+		v.pid = w->owner.pid;
+		v.comm = w->owner.comm;
+	}
+	if (t->replay) {
+		int fi = TRACK_COOKIE_FILE(e->cookie);
+
+		v.replay = true;
+		v.open = e->flags & CS_F_OPEN;
+		v.capture_file = fi >= 0 && fi < t->nfiles ? t->files[fi] : NULL;
+		v.capture_packet = TRACK_COOKIE_PACKET(e->cookie);
+	}
+	if (e->start_ns && !pre) {
+		v.start_real = tr_real(t, e->start_ns);
+		v.duration_ns = tr_elapsed(e->ts_ns, e->start_ns);
+	}
+	if (e->flags & CS_F_WAS_EST) {
+		/* Established: the handshake time; unknown for sockets older than us. */
+		v.connect_known = !pre;
+		v.connect_ns = (uint64_t)e->connect_us * 1000;
+	} else {
+		/* Never connected: the time it took to fail. */
+		v.connect_known = true;
+		v.connect_ns = e->start_ns ? tr_elapsed(e->ts_ns, e->start_ns) : 0;
+	}
+	tr_connection_end(t, e, &v);
+}
+
+/* ---- events ---- */
+
+static struct watch *watch_get(struct tracker *t, const struct cs_event *e, bool create)
+{
+	uint64_t key = e->cookie;
+	struct u64map *m = &S(t)->watch;
+	struct watch *w = u64map_get(m, key);
+
+	if (w || !create)
+		return w;
+	w = calloc(1, sizeof(*w));
+	if (!w || u64map_put(m, key, w)) {
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+static void watch_drop(struct tracker *t, uint64_t cookie)
+{
+	free(u64map_del(&S(t)->watch, cookie));
+}
+
+static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entry *c)
+{
+	struct tcp_state *s = S(t);
+	struct watch *w = u64map_get(&s->watch, e->cookie);
+	int side = tr_side_of(t, e);
+	const char *outcome = outcome_of(t, e, side);
+	bool reset = e->close_cause == CS_CLOSE_RST_IN || e->close_cause == CS_CLOSE_RST_OUT;
+	struct tcp_pod *a = P(c);
+
+	if (c->agg)
+		c->agg->dirty++;
+	if (a) {
+		if ((e->flags & CS_F_WAS_EST) && !(e->flags & CS_F_OPEN)) {
+			bool counted = !(e->flags & CS_F_MIDWAY) ||
+				       u64map_del(&s->snap_est, e->cookie);
+
+			a->closed++;
+			if (counted)
+				a->active--;
+		}
+		if (!strcmp(outcome, "refused"))
+			a->refused++;
+		else if (!strcmp(outcome, "timeout"))
+			a->timeouts++;
+		else if (!strcmp(outcome, "failed") || !strcmp(outcome, "reset"))
+			a->failed++;
+		if (reset)
+			a->resets++;
+		remote_count(a, e, side, outcome, reset);
+	}
+	connection_end(t, e, c, w, side, outcome);
+
+	if (!strcmp(outcome, "refused")) {
+		tr_fold_hit(t, "tcp_connect_refused", e, side, fold_text);
+	} else if (!strcmp(outcome, "timeout") && !(w && w->timeout_reported)) {
+		connect_timeout_finding(t, e, c,
+					e->start_ns ? (e->ts_ns - e->start_ns) / 1e9 : 0, e->ts_ns);
+	} else if (e->close_cause == CS_CLOSE_RST_IN) {
+		tr_fold_hit(t, "peer_reset", e, side, fold_text);
+	}
+	if (w)
+		watch_drop(t, e->cookie);
+}
+
+void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t established)
+{
+	struct cg_entry *c = tr_cgroup(t, cgroup_id);
+	struct tcp_pod *a;
+	uint64_t delta;
+
+	if (!c || established <= c->established)
+		return;
+	delta = established - c->established;
+	c->established = established;
+	if (c->agg && (a = P(c))) {
+		a->opened += delta;
+		a->active += delta;
+		c->agg->dirty++;
+	}
+}
+
+static void hold_close(struct tracker *t, const struct cs_event *e);
+static void amend_rst_out(struct tracker *t, const struct cs_event *e);
+
+static void tcp_edge(struct tracker *t, const struct cs_event *e)
+{
+	struct cg_entry *c;
+	struct watch *w;
+
+	if (e->type == CS_EV_RST_OUT) {
+		amend_rst_out(t, e);
+		return;
+	}
+	if (!tr_port_match(t, e))
+		return;
+	c = tr_cgroup(t, e->cgroup_id);
+	if (!c) {
+		t->dropped++;  /* no memory for the cgroup's entry */
+		return;
+	}
+	if (!c->match)
+		return;
+
+	switch (e->type) {
+	case CS_EV_ESTABLISHED:
+		/* Counted through track_established; the edge only ends a watch. */
+		if ((w = watch_get(t, e, false)) && !w->in_cw)
+			watch_drop(t, e->cookie);
+		break;
+	case CS_EV_SYN_RETRANS:
+		w = watch_get(t, e, true);
+		if (w) {
+			w->ev = *e;
+			w->connecting = true;
+			w->connect_start_ns = e->start_ns ? e->start_ns : e->ts_ns;
+		}
+		break;
+	case CS_EV_CLOSE_WAIT: /* again when the owner becomes known: same timer */
+		w = watch_get(t, e, true);
+		if (w) {
+			w->ev = *e;
+			w->connecting = false;
+			w->in_cw = true;
+			w->cw_since_ns = e->close_wait_ns;
+			w->cw_estimated = false;
+			w->preexisting = e->flags & CS_F_MIDWAY;
+		}
+		if (c->agg)
+			c->agg->dirty++;
+		break;
+	case CS_EV_CLOSE:
+		hold_close(t, e);
+		break;
+	}
+}
+
+/* How long a close waits for the RST of an abortive close (same call chain in
+ * the kernel, so microseconds in practice). */
+#define HOLD_NS (20 * 1000 * 1000ull)
+
+static void hold_close(struct tracker *t, const struct cs_event *e)
+{
+	struct tcp_state *s = S(t);
+
+	if (s->npending == s->cap_pending) {
+		size_t ncap = s->cap_pending ? s->cap_pending * 2 : 256;
+		struct cs_event *n = realloc(s->pending, ncap * sizeof(*n));
+
+		if (!n) {
+			/* No room to wait: report it as it is. */
+			struct cg_entry *c = tr_cgroup(t, e->cgroup_id);
+
+			if (c)
+				on_close(t, e, c);
+			return;
+		}
+		s->pending = n;
+		s->cap_pending = ncap;
+	}
+	s->pending[s->npending++] = *e;
+}
+
+static void amend_rst_out(struct tracker *t, const struct cs_event *e)
+{
+	struct tcp_state *s = S(t);
+
+	for (size_t i = s->npending; i-- > 0;) {
+		struct cs_event *p = &s->pending[i];
+
+		if (p->cookie != e->cookie)
+			continue;
+		p->flags |= CS_F_RST_OUT;
+		if ((p->flags & CS_F_WAS_EST) && p->close_cause == CS_CLOSE_NONE)
+			p->close_cause = CS_CLOSE_RST_OUT;
+		return;
+	}
+}
+
+/* Report held closes older than `before` (monotonic ns); all with UINT64_MAX. */
+static void release_closes(struct tracker *t, uint64_t before)
+{
+	struct tcp_state *s = S(t);
+	size_t i;
+
+	for (i = 0; i < s->npending && s->pending[i].ts_ns < before; i++) {
+		struct cg_entry *c = tr_cgroup(t, s->pending[i].cgroup_id);
+
+		if (c)
+			on_close(t, &s->pending[i], c);
+	}
+	if (!i)
+		return;
+	memmove(s->pending, s->pending + i, (s->npending - i) * sizeof(*s->pending));
+	s->npending -= i;
+}
+
+static void tcp_flush(struct tracker *t)
+{
+	release_closes(t, UINT64_MAX);
+}
+
+void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
+{
+	struct tcp_state *st = S(t);
+	uint64_t now = tr_now(t);
+
+	for (int i = 0; i < n; i++) {
+		struct cs_event e = {0};
+		struct cg_entry *c;
+		struct watch *w;
+
+		if (s[i].state != CS_TCP_ESTABLISHED && s[i].state != CS_TCP_CLOSE_WAIT)
+			continue;
+		e.ts_ns = now;
+		e.cookie = s[i].cookie;
+		e.cgroup_id = s[i].cgroup_id;
+		e.ino = s[i].ino;
+		e.netns = s[i].netns;
+		e.family = s[i].family;
+		e.sport = s[i].sport;
+		e.dport = s[i].dport;
+		e.bytes_in = s[i].bytes_received;
+		e.bytes_out = s[i].bytes_acked;
+		e.flags = CS_F_MIDWAY | CS_F_WAS_EST;
+		memcpy(e.saddr, s[i].saddr, sizeof(e.saddr));
+		memcpy(e.daddr, s[i].daddr, sizeof(e.daddr));
+		if (!tr_port_match(t, &e))
+			continue;
+		c = tr_cgroup(t, e.cgroup_id);
+		if (!c || !c->match)
+			continue;
+		/* Counted active once; its close (a MIDWAY edge) takes it back. */
+		if (P(c) && !u64map_get(&st->snap_est, e.cookie) &&
+		    !u64map_put(&st->snap_est, e.cookie, (void *)1)) {
+			P(c)->active++;
+			c->agg->dirty++;
+		}
+		if (s[i].state != CS_TCP_CLOSE_WAIT || u64map_get(&st->watch, e.cookie))
+			continue;
+		w = watch_get(t, &e, true);
+		if (!w)
+			continue;
+		/* When did the peer's FIN come? Not recorded anywhere; the last ACK
+		 * received is the FIN itself when the application sends nothing. */
+		w->ev = e;
+		w->in_cw = true;
+		w->preexisting = true;
+		w->cw_estimated = true;
+		w->cw_since_ns = now - (uint64_t)s[i].last_ack_recv_ms * 1000000ull;
+	}
+}
+
+static void tcp_tick(struct tracker *t, uint64_t now)
+{
+	struct tcp_state *s = S(t);
+	struct watch *stuck[256];
+	uint64_t inos[256], cookies[256], k;
+	int nstuck = 0;
+	const void *fk;
+	void *v;
+
+	release_closes(t, now > HOLD_NS ? now - HOLD_NS : 0);
+
+	/* Reset the gauges; the watch list is their truth. */
+	for (size_t i = 0; kmap_next(&t->aggs, &i, &fk, &v);) {
+		struct tcp_pod *a = tr_pod_state(v, &tcp_part, false);
+
+		if (a) {
+			a->cw_current = a->cw_stuck = 0;
+			a->cw_max_age_s = 0;
+		}
+	}
+	for (size_t i = 0; u64map_next(&s->watch, &i, &k, &v);) {
+		struct watch *w = v;
+		struct cg_entry *c = tr_cgroup(t, w->ev.cgroup_id);
+
+		if (!c)
+			continue;
+		if (w->connecting && !w->timeout_reported && s->connect_timeout_ns &&
+		    tr_elapsed(now, w->connect_start_ns) >= s->connect_timeout_ns) {
+			w->timeout_reported = true;
+			connect_timeout_finding(t, &w->ev, c, tr_elapsed(now, w->connect_start_ns) / 1e9, 0);
+		}
+		if (!w->in_cw)
+			continue;
+		double age = tr_elapsed(now, w->cw_since_ns) / 1e9;
+
+		struct tcp_pod *a = P(c);
+
+		if (a) {
+			a->cw_current++;
+			if (age > a->cw_max_age_s)
+				a->cw_max_age_s = age;
+			if (tr_elapsed(now, w->cw_since_ns) >= s->cw_threshold_ns)
+				a->cw_stuck++;
+		}
+		/* Half way to stuck: the pod's next sockets get their stacks. */
+		if (!w->flagged && t->flag_fn && tr_elapsed(now, w->cw_since_ns) >= s->cw_threshold_ns / 2) {
+			w->flagged = true;
+			t->flag_fn(t->holders_arg, w->ev.cgroup_id);
+		}
+		if (!w->cw_reported && tr_elapsed(now, w->cw_since_ns) >= s->cw_threshold_ns &&
+		    nstuck < (int)(sizeof(stuck) / sizeof(stuck[0]))) {
+			stuck[nstuck] = w;
+			inos[nstuck] = w->ev.ino;
+			cookies[nstuck] = w->ev.cookie;
+			nstuck++;
+		}
+	}
+	/* Name the holders of the newly stuck sockets in one pass. */
+	if (nstuck) {
+		struct sock_holders *sh = NULL;
+		struct sock_owner owners[256];
+
+		if (t->holders_fn && (sh = calloc((size_t)nstuck, sizeof(*sh))))
+			t->holders_fn(t->holders_arg, cookies, inos, nstuck, sh);
+		else if (!t->replay)
+			procfd_lookup_many(inos, owners, nstuck);
+		for (int i = 0; i < nstuck; i++) {
+			struct watch *w = stuck[i];
+			struct cg_entry *c = tr_cgroup(t, w->ev.cgroup_id);
+
+			w->cw_reported = true;
+			if (sh && sh[i].nholders) {
+				w->owner.pid = sh[i].h[0].pid;
+				w->owner.fd = sh[i].h[0].fd;
+				memcpy(w->owner.comm, sh[i].h[0].comm, sizeof(w->owner.comm));
+			} else if (!sh && !t->replay && inos[i]) {
+				w->owner = owners[i];
+			}
+			if (c) {
+				if (sh) {
+					close_wait_finding(t, w, c, &sh[i], tr_elapsed(now, w->cw_since_ns) / 1e9);
+				} else {
+					struct sock_holders one = { 0 };
+
+					if (w->owner.pid) {
+						one.nholders = 1;
+						one.h[0].pid = w->owner.pid;
+						one.h[0].fd = w->owner.fd;
+						memcpy(one.h[0].comm, w->owner.comm, sizeof(one.h[0].comm));
+					}
+					close_wait_finding(t, w, c, t->replay ? NULL : w->owner.pid ? &one : NULL,
+							   tr_elapsed(now, w->cw_since_ns) / 1e9);
+				}
+			}
+		}
+		free(sh);
+	}
+}
+
+/* Most troubled first, then busiest (the summary shows the first few). */
+static int remote_cmp(const void *pa, const void *pb)
+{
+	const struct remote_agg *a = *(const struct remote_agg *const *)pa,
+				*b = *(const struct remote_agg *const *)pb;
+	uint64_t pa_ = a->refused + a->timeouts + a->resets, pb_ = b->refused + b->timeouts + b->resets;
+
+	if (pa_ != pb_)
+		return pa_ < pb_ ? 1 : -1;
+	return a->conns < b->conns ? 1 : a->conns > b->conns ? -1 : 0;
+}
+
+/* The summary's tcp, close_wait and remotes members. */
+static void tcp_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *pa)
+{
+	const struct tcp_pod *a = tr_pod_state_c(pa, &tcp_part);
+	const struct remote_agg *sorted[MAX_REMOTES];
+	int n;
+
+	(void)t;
+	if (!a)
+		return;
+	n = a->nremotes;
+	s->tcp.opened = a->opened;
+	s->tcp.closed = a->closed;
+	s->tcp.active = a->active > 0 ? (uint64_t)a->active : 0;
+	s->tcp.refused = a->refused;
+	s->tcp.timeouts = a->timeouts;
+	s->tcp.resets = a->resets;
+	s->tcp.failed = a->failed;
+	s->close_wait.current = a->cw_current;
+	s->close_wait.stuck = a->cw_stuck;
+	s->close_wait.max_age_s = (double)(int64_t)(a->cw_max_age_s * 10) / 10;
+	for (int i = 0; i < n; i++)
+		sorted[i] = &a->remotes[i];
+	qsort(sorted, n, sizeof(sorted[0]), remote_cmp);
+	for (int i = 0; i < n && i < SUMMARY_MAX_REMOTES; i++) {
+		typeof(s->remotes[0]) *r = &s->remotes[s->nremotes++];
+
+		r->ep.family = sorted[i]->family == AF_INET6 ? AF_INET6 : AF_INET;
+		r->ep.addr = sorted[i]->addr;
+		r->ep.port = sorted[i]->port;
+		r->connections = sorted[i]->conns;
+		r->refused = sorted[i]->refused;
+		r->timeouts = sorted[i]->timeouts;
+		r->resets = sorted[i]->resets;
+	}
+	s->remote_evictions = a->remote_evictions;
+}
+
+/* Open connections and CLOSE_WAIT sockets: the pod's summary is due every interval. */
+static bool tcp_pod_live(const struct tracker *t, const struct pod_agg *pa)
+{
+	const struct tcp_pod *a = tr_pod_state_c(pa, &tcp_part);
+
+	(void)t;
+	return a && (a->cw_current || a->active > 0);
+}
+
+const struct track_part tcp_part = {
+	.name = "tcp",
+	.state_size = sizeof(struct tcp_state),
+	.pod_size = sizeof(struct tcp_pod),
+	.init = tcp_init,
+	.edge = tcp_edge,
+	.tick = tcp_tick,
+	.flush = tcp_flush,
+	.summary = tcp_summary,
+	.pod_live = tcp_pod_live,
+	.free_all = tcp_free_all,
+};
