@@ -93,6 +93,7 @@ struct flow {
 	uint8_t flags;                     /* CS_F_* */
 	uint8_t seen_first[2];             /* a direction's first payload was looked at */
 	bool midway, h2_on, fin[2];
+	bool cw_server;                    /* the server got the first FIN (cw_ns is its) */
 	bool data_start;                   /* midway, but its data is seen from the start */
 	bool registered;                   /* midway: told to the tracker as pre-existing */
 	bool h2_sync[2];                   /* midway: the direction is walked from a frame header */
@@ -254,7 +255,15 @@ static void edge(const struct replay *r, const struct flow *f, uint8_t type, boo
 	e->cookie = f->cookie;
 	e->start_ns = f->midway ? 0 : f->start_ns;
 	e->est_ns = f->est_ns;
-	e->close_wait_ns = f->cw_ns;
+	/* CLOSE_WAIT (the peer's FIN to our close) is the time of the side that got
+	 * the first FIN; the side that sent it sat in FIN_WAIT_2 and has none. The
+	 * tracker reads a watch of the same cookie when close_wait_ns is 0, and in
+	 * replay that is the other side's CLOSE_WAIT: a start at this very edge
+	 * says 0 instead. */
+	if (f->cw_ns && f->cw_server == server_view)
+		e->close_wait_ns = f->cw_ns;
+	else if (f->cw_ns)
+		e->close_wait_ns = r->now;
 	e->cgroup_id = server_view ? f->gs : f->gc;
 	e->bytes_in = f->bytes[server_view ? 0 : 1];
 	e->bytes_out = f->bytes[server_view ? 1 : 0];
@@ -1280,6 +1289,7 @@ static void segment(struct replay *r, const struct pcap_seg *s)
 			/* The first FIN: the other side is now in CLOSE_WAIT. */
 			f->close_cause = dir ? CS_CLOSE_PEER_FIN : CS_CLOSE_LOCAL_FIN;
 			f->cw_ns = r->now;
+			f->cw_server = dir == 0;
 			send_edge(r, f, CS_EV_CLOSE_WAIT, dir == 0);
 		} else {
 			flow_close(r, f, false);
