@@ -61,6 +61,14 @@ static void emit_line(void (*fill)(struct jw *w, const void *rec), const void *r
 
 /* ---- the pod and endpoint schema, written once ---- */
 
+/* Replay's pods (and address groups) name the address they stand for; live's never
+ * do (struct pod_info.ip): what jw_pod writes in place of the cgroup, and how a
+ * finding, whose record has no replay flag, knows it comes from a capture. */
+static bool rec_replay_pod(const struct pod_info *p)
+{
+	return p && p->ip[0];
+}
+
 /* "pod": {namespace,name,uid,container} or null, and "cgroup": path or null (replay:
  * "ip", the pod's address). */
 static void jw_pod(struct jw *w, const struct pod_info *p)
@@ -75,7 +83,7 @@ static void jw_pod(struct jw *w, const struct pod_info *p)
 	} else {
 		jw_null(w, "pod");
 	}
-	if (p && p->ip[0])
+	if (rec_replay_pod(p))
 		jw_str(w, "ip", p->ip);  /* replay: no cgroup */
 	else
 		jw_str(w, "cgroup", p && p->cgroup_path[0] ? p->cgroup_path : NULL);
@@ -423,15 +431,20 @@ static void fill_finding(struct jw *w, const void *rec)
 	switch (f->about) {
 	case FINDING_SOCKET:
 		jw_pod(w, f->pod);
-		if (f->pid) {
-			jw_num(w, "pid", f->pid);
-			jw_str(w, "comm", f->comm);
-		} else {
-			jw_null(w, "pid");
-			jw_null(w, "comm");
+		/* Replay has no process, namespace or socket: left out, as in its
+		 * connection records (connscope(8)); its cookie is replay's own flow
+		 * number. A replay pod is the one that names an address. */
+		if (!rec_replay_pod(f->pod)) {
+			if (f->pid) {
+				jw_num(w, "pid", f->pid);
+				jw_str(w, "comm", f->comm);
+			} else {
+				jw_null(w, "pid");
+				jw_null(w, "comm");
+			}
+			jw_num(w, "netns", f->netns);
+			jw_num(w, "cookie", (double)f->cookie);
 		}
-		jw_num(w, "netns", f->netns);
-		jw_num(w, "cookie", (double)f->cookie);
 		jw_str(w, "side", f->side);
 		jw_rec_endpoint(w, "client", &f->client);
 		jw_rec_endpoint(w, "server", &f->server);

@@ -93,6 +93,7 @@ struct flow {
 	uint8_t flags;                     /* CS_F_* */
 	uint8_t seen_first[2];             /* a direction's first payload was looked at */
 	bool midway, h2_on, fin[2];
+	bool cw_server;                    /* the server got the first FIN (cw_ns is its) */
 	bool data_start;                   /* midway, but its data is seen from the start */
 	bool registered;                   /* midway: told to the tracker as pre-existing */
 	bool h2_sync[2];                   /* midway: the direction is walked from a frame header */
@@ -143,6 +144,11 @@ struct replay {
 	size_t nbuckets, nflows;
 	struct flow lru, tombs;            /* list heads */
 	uint64_t now, next_tick, first_ns;
+	/* Moments a tracker timer is due (a CLOSE_WAIT or a connect reaching its
+	 * threshold), a min-heap: time is advanced to each and the timers run
+	 * there, not at the next packet. */
+	uint64_t *due;
+	size_t ndue, cap_due;
 	uint64_t cur_packet;               /* the packet being read, for messages */
 	int cur_file;
 	/* stats */
@@ -260,7 +266,15 @@ static void edge(const struct replay *r, const struct flow *f, uint8_t type, boo
 	e->cookie = f->cookie;
 	e->start_ns = f->midway ? 0 : f->start_ns;
 	e->est_ns = f->est_ns;
-	e->close_wait_ns = f->cw_ns;
+	/* CLOSE_WAIT (the peer's FIN to our close) is the time of the side that got
+	 * the first FIN; the side that sent it sat in FIN_WAIT_2 and has none. The
+	 * tracker reads a watch of the same cookie when close_wait_ns is 0, and in
+	 * replay that is the other side's CLOSE_WAIT: a start at this very edge
+	 * says 0 instead. */
+	if (f->cw_ns && f->cw_server == server_view)
+		e->close_wait_ns = f->cw_ns;
+	else if (f->cw_ns)
+		e->close_wait_ns = r->now;
 	e->cgroup_id = server_view ? f->gs : f->gc;
 	e->bytes_in = f->bytes[server_view ? 0 : 1];
 	e->bytes_out = f->bytes[server_view ? 1 : 0];
@@ -1166,6 +1180,50 @@ static void count_bytes(struct flow *f, int dir, const struct pcap_seg *s, uint6
 	}
 }
 
+/* ---- timer moments ---- */
+
+/* The tracker's timer that starts at `from` runs out `secs` later (its own
+ * rounding: track.c). A moment that cannot be kept (no memory) falls back on
+ * the 100 ms ticks. */
+static void due_at(struct replay *r, uint64_t from, double secs)
+{
+	uint64_t at = from + (uint64_t)(secs * NS_PER_SEC);
+	size_t i;
+
+	if (secs <= 0 || at <= r->now)
+		return;
+	if (r->ndue == r->cap_due) {
+		size_t ncap = r->cap_due ? r->cap_due * 2 : 64;
+		uint64_t *n = realloc(r->due, ncap * sizeof(*n));
+
+		if (!n)
+			return;
+		r->due = n;
+		r->cap_due = ncap;
+	}
+	for (i = r->ndue++; i && r->due[(i - 1) / 2] > at; i = (i - 1) / 2)
+		r->due[i] = r->due[(i - 1) / 2];
+	r->due[i] = at;
+}
+
+static uint64_t due_pop(struct replay *r)
+{
+	uint64_t top = r->due[0], last = r->due[--r->ndue];
+	size_t i = 0, c;
+
+	while ((c = 2 * i + 1) < r->ndue) {
+		if (c + 1 < r->ndue && r->due[c + 1] < r->due[c])
+			c++;
+		if (r->due[c] >= last)
+			break;
+		r->due[i] = r->due[c];
+		i = c;
+	}
+	if (r->ndue)
+		r->due[i] = last;
+	return top;
+}
+
 static void segment(struct replay *r, const struct pcap_seg *s)
 {
 	uint64_t h = flow_hash(s->family, s->saddr, s->sport, s->daddr, s->dport);
@@ -1229,6 +1287,8 @@ static void segment(struct replay *r, const struct pcap_seg *s)
 			if (r->now - f->last_syn_ns >= SYN_DUP_NS && f->last_syn_ns != r->now) {
 				f->syn_retrans++;
 				send_edge(r, f, CS_EV_SYN_RETRANS, false);
+				if (f->syn_retrans == 1)
+					due_at(r, f->start_ns, r->o->connect_timeout_s);
 			}
 			f->last_syn_ns = r->now;
 		} else if (dir == 1 && ack && f->state == FS_SYN_SENT) {
@@ -1286,7 +1346,9 @@ static void segment(struct replay *r, const struct pcap_seg *s)
 			/* The first FIN: the other side is now in CLOSE_WAIT. */
 			f->close_cause = dir ? CS_CLOSE_PEER_FIN : CS_CLOSE_LOCAL_FIN;
 			f->cw_ns = r->now;
+			f->cw_server = dir == 0;
 			send_edge(r, f, CS_EV_CLOSE_WAIT, dir == 0);
+			due_at(r, f->cw_ns, r->o->close_wait_threshold_s);
 		} else {
 			flow_close(r, f, false);
 		}
@@ -1306,18 +1368,44 @@ static void tick(struct replay *r)
 	}
 }
 
+/* Before a packet: the timers due before it run at their own moment, so a
+ * finding is stamped when its threshold passed, not with whatever packet
+ * came next. */
 static void set_time(struct replay *r, uint64_t ts)
 {
-	/* Packet time never runs backwards for the tracker (files merged, clocks
-	 * stepped): a packet stamped earlier counts at the latest time seen. */
-	if (ts > r->now)
-		r->now = ts;
 	if (!r->first_ns)
 		r->first_ns = ts;
-	if (r->now >= r->next_tick) {
-		if (r->next_tick)
+	/* Packet time never runs backwards for the tracker (files merged, clocks
+	 * stepped): a packet stamped earlier counts at the latest time seen. */
+	while (r->ndue && r->due[0] < ts) {
+		uint64_t at = due_pop(r);
+
+		if (at <= r->now)
+			continue;
+		r->now = at;
+		tick(r);
+	}
+	if (ts > r->now)
+		r->now = ts;
+}
+
+/* After a packet: timers due at its moment, and every 100 ms of packet time the
+ * rest (folding windows, held closes, HTTP/2 windows, gauges), with the packet
+ * already counted (a SYN retransmit at the very moment a connect times out is
+ * one of the retransmits the finding names). */
+static void timers(struct replay *r)
+{
+	bool due = false;
+
+	while (r->ndue && r->due[0] <= r->now) {
+		due_pop(r);
+		due = true;
+	}
+	if (due || r->now >= r->next_tick) {
+		if (r->next_tick || due)
 			tick(r);
-		r->next_tick = r->now + TICK_NS;
+		if (r->now >= r->next_tick)
+			r->next_tick = r->now + TICK_NS;
 	}
 }
 
@@ -1587,9 +1675,9 @@ int replay_run(const struct cs_opts *o)
 		r->cur_file = i;
 		r->cur_packet = s->num;
 		set_time(r, s->ts_ns);
-		if (o->port && s->sport != o->port && s->dport != o->port)
-			continue;
-		segment(r, s);
+		if (!o->port || s->sport == o->port || s->dport == o->port)
+			segment(r, s);
+		timers(r);
 	}
 	/* The end of the capture: timers run at its last moment, then what is still
 	 * open is reported as open. */
@@ -1644,6 +1732,7 @@ out:
 			pcapin_close(files[i].in);
 	free(files);
 	free(r->buckets);
+	free(r->due);
 	free(r->groups);
 	kmap_free(&r->group_by_addr);
 	keylog_free(r->kl);
