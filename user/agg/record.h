@@ -112,6 +112,7 @@ struct finding_rec {
 	uint64_t ts_real;
 	const char *kind, *severity;
 	enum finding_about about;
+	bool replay;             /* from a capture: no pid, comm, netns or cookie */
 	/* FINDING_SOCKET */
 	const struct pod_info *pod;
 	uint32_t pid;            /* 0: unknown */

@@ -372,6 +372,7 @@ void tr_finding_init(struct tracker *t, struct finding_rec *f, const char *kind,
 	f->kind = kind;
 	f->severity = severity;
 	f->about = FINDING_SOCKET;
+	f->replay = t->replay;
 	f->pod = &c->pod;
 	f->pid = pid;
 	f->comm = comm;

@@ -26,6 +26,7 @@
 
 #define MAX_H2_REMOTES 16    /* remotes with an HTTP/2 window per pod */
 #define H2_SAMPLES 256       /* events kept per remote and window ring */
+#define LIFE_UNKNOWN UINT32_MAX
 
 /* How an HTTP/2 connection ended. */
 enum h2_end { H2_END_GOAWAY, H2_END_PEER_FIN, H2_END_LOCAL_FIN, H2_END_RST, H2_END_OTHER,
@@ -33,7 +34,7 @@ enum h2_end { H2_END_GOAWAY, H2_END_PEER_FIN, H2_END_LOCAL_FIN, H2_END_RST, H2_E
 
 struct h2_closed {
 	uint64_t end_ns;
-	uint32_t life_ms;
+	uint32_t life_ms;          /* LIFE_UNKNOWN: it started before it was seen */
 	uint32_t streams;
 	uint8_t end;               /* enum h2_end */
 };
@@ -236,7 +237,8 @@ static void window_of(const struct tracker *t, const struct h2_remote *r, uint64
 			continue;
 		w->closed++;
 		w->streams += s->streams;
-		lives[nl++] = s->life_ms;
+		if (s->life_ms != LIFE_UNKNOWN)
+			lives[nl++] = s->life_ms;
 		if (s->end < H2_END_MAX)
 			w->by[s->end]++;
 	}
@@ -282,7 +284,7 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 			struct h2_remote *r, uint64_t now)
 {
 	struct h2_window w;
-	char who[640], remote[80], msg[900];
+	char who[640], remote[80], msg[900], life[48];
 	double spc;
 	struct finding_rec o;
 
@@ -302,12 +304,16 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	o.d.h2_churn.threshold_streams_per_conn = t->o->h2_churn_streams;
 	tr_pod_text(&c->pod, who, sizeof(who));
 	remote_text(r, remote, sizeof(remote));
+	if (w.median_life_ms >= 0)
+		snprintf(life, sizeof(life), "median life %.0f ms", w.median_life_ms);
+	else
+		snprintf(life, sizeof(life), "lifetimes unknown");
 	snprintf(msg, sizeof(msg),
 		 "%s opened and closed %u HTTP/2 connections to %s in the last %.0fs, carrying "
-		 "%.2f stream(s) each (median life %.0f ms): it is not reusing connections (a new "
+		 "%.2f stream(s) each (%s): it is not reusing connections (a new "
 		 "client or channel per call, or a close after each request); keep one "
 		 "connection per backend and multiplex requests on it.",
-		 who, w.closed, remote, t->o->h2_window_s, spc, w.median_life_ms);
+		 who, w.closed, remote, t->o->h2_window_s, spc, life);
 	tr_message(&o, msg);
 	tr_emit_finding(t, &o);
 }
@@ -499,7 +505,11 @@ static void close_conn(struct tracker *t, struct h2_state *hs, const struct cs_e
 	if (r->nclosed < H2_SAMPLES)
 		r->nclosed++;
 	s->end_ns = close->ts_ns;
-	s->life_ms = (uint32_t)(tr_elapsed(close->ts_ns, hs->start_ns) / 1000000);
+	/* A connection older than what was seen of it has no known lifetime: kept out
+	 * of the median rather than counted from its first frame seen. */
+	s->life_ms = (close->flags & CS_F_MIDWAY) || (hs->last.c.flags & H2_C_JOINED)
+			     ? LIFE_UNKNOWN
+			     : (uint32_t)(tr_elapsed(close->ts_ns, hs->start_ns) / 1000000);
 	s->streams = hs->last.c.streams;
 	s->end = end_of(hs, close);
 	churn_check(t, hs, c, r, close->ts_ns);

@@ -299,9 +299,9 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 	snprintf(peer, sizeof(peer), fam == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, e->dport);
 	if (t->replay)
 		snprintf(msg, sizeof(msg),
-			 "In the capture, %s (%s) kept its side open for %.1fs after %s closed "
-			 "its side (CLOSE_WAIT): the application never closes this socket; find "
-			 "the code path that leaks it.",
+			 "In the capture, %s (%s) had kept its side open for %.1fs after %s closed "
+			 "its side (CLOSE_WAIT): the application had not closed this socket by "
+			 "then; if it never does, find the code path that leaks it.",
 			 local, who, age_s, peer);
 	else
 		snprintf(msg, sizeof(msg),

@@ -62,8 +62,7 @@ static void emit_line(void (*fill)(struct jw *w, const void *rec), const void *r
 /* ---- the pod and endpoint schema, written once ---- */
 
 /* Replay's pods (and address groups) name the address they stand for; live's never
- * do (struct pod_info.ip): what jw_pod writes in place of the cgroup, and how a
- * finding, whose record has no replay flag, knows it comes from a capture. */
+ * do (struct pod_info.ip): jw_pod writes it in place of the cgroup. */
 static bool rec_replay_pod(const struct pod_info *p)
 {
 	return p && p->ip[0];
@@ -433,8 +432,8 @@ static void fill_finding(struct jw *w, const void *rec)
 		jw_pod(w, f->pod);
 		/* Replay has no process, namespace or socket: left out, as in its
 		 * connection records (connscope(8)); its cookie is replay's own flow
-		 * number. A replay pod is the one that names an address. */
-		if (!rec_replay_pod(f->pod)) {
+		 * number. */
+		if (!f->replay) {
 			if (f->pid) {
 				jw_num(w, "pid", f->pid);
 				jw_str(w, "comm", f->comm);
