@@ -4,8 +4,17 @@
  *
  * inet_sock_set_state tells every state change of every TCP socket. Per-socket
  * state (start, connect latency, owner, CLOSE_WAIT entry, close cause) lives in
- * BPF socket storage and dies with the socket. Only edges leave the kernel:
- * ESTABLISHED, CLOSE_WAIT, SYN retransmit and CLOSE.
+ * BPF socket storage and dies with the socket. Every connection is counted here,
+ * per cgroup (cg_counts: opened, closed by cause, refused, timeouts, resets, bytes,
+ * a histogram of connect times) and per remote (remote_counts, bounded): healthy
+ * traffic needs no event, and no lost event can make a count wrong. Sockets in
+ * CLOSE_WAIT sit in cw_socks while they are there, for user space to time.
+ *
+ * Only edges leave the kernel, on two ring buffers: problems (`events`: connects
+ * that failed, resets, aborts, SYN retransmits, sockets older than us, sockets user
+ * space keeps state for) and, with --connections all, the closes of healthy
+ * connections (`conn_events`), sampled when user space falls behind, so that a
+ * flood of those can never crowd a problem out.
  *
  * Each hook has one handler and two thin wrappers: tp_btf (preferred, socket
  * storage) and raw_tp (fallback where tp_btf cannot attach; raw_tp programs may
@@ -30,6 +39,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Load-time options (rodata): the verifier prunes what they switch off. */
 const volatile __u16 filter_port = 0;    /* 0: every port */
 const volatile __u64 wakeup_bytes = 256 * 1024; /* wake user space past this backlog */
+const volatile __u8 conn_mode = CS_CONN_ALL;     /* enum cs_conn_mode */
+const volatile __u64 sample_above = 4 * 1024 * 1024; /* conn_events backlog that starts sampling */
+const volatile __u16 eph_lo = 32768, eph_hi = 60999; /* ip_local_port_range: guesses the side */
+const volatile __u64 cw_threshold_ns = 5000000000ull; /* --close-wait-threshold */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -46,10 +59,17 @@ struct {
 	__type(value, struct sk_info);
 } sk_info_hash SEC(".maps");
 
+/* Problems: findings are made of these, and they are never sampled. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 * 1024 * 1024);
 } events SEC(".maps");
+
+/* Healthy closes, for connection records (--connections all). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} conn_events SEC(".maps");
 
 /* Per CPU: every connect bumps it, and a shared counter would bounce its
  * cache line between CPUs on every connection. User space sums the CPUs. */
@@ -59,6 +79,41 @@ struct {
 	__type(key, __u64);
 	__type(value, struct cs_cg_counts);
 } cg_counts SEC(".maps");
+
+/* A zeroed cs_cg_counts to create entries from: too large for the stack. Never
+ * written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cs_cg_counts);
+} cg_zero SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct cs_remote_key);
+	__type(value, struct cs_remote_counts);
+} remote_counts SEC(".maps");
+
+/* Sockets in CLOSE_WAIT now, by cookie: their edge as it was when they entered
+ * it (owner updated when learnt). User space reads it to time them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct cs_event);
+} cw_socks SEC(".maps");
+
+/* Established connections that closed without a FIN (an abort): the RST that
+ * follows their CLOSE moves them from cause "none" to rst_out. By socket address;
+ * LRU, so an abort with no RST after it cannot fill it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct cs_remote_key);
+} aborts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -87,16 +142,46 @@ static __always_inline struct tcp_sock *tcp_of(struct sock *sk, enum store st)
 	return (struct tcp_sock *)sk;
 }
 
-static __always_inline void count_established(__u64 cgroup_id)
+/* The slot of v in a log2 histogram (CS_HIST_SLOTS). */
+static __always_inline __u32 log2_slot(__u64 v)
 {
-	struct cs_cg_counts zero = {};
-	struct cs_cg_counts *c = cs_lookup_or_init(&cg_counts, &cgroup_id, &zero);
+	__u32 r = 0;
 
-	if (!c) {
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { r += 1; }
+	/* v >= 1: floor(log2 v) + 1; v == 0: 0. */
+	r = v ? r + 1 : 0;
+	return r < CS_HIST_SLOTS ? r : CS_HIST_SLOTS - 1;
+}
+
+static __always_inline struct cs_cg_counts *cg_counts_of(__u64 cgroup_id)
+{
+	__u32 zero_key = 0;
+	struct cs_cg_counts *c = bpf_map_lookup_elem(&cg_counts, &cgroup_id), *zero;
+
+	if (c)
+		return c;
+	zero = bpf_map_lookup_elem(&cg_zero, &zero_key);
+	if (!zero)
+		return NULL;
+	c = cs_insert_lookup(&cg_counts, &cgroup_id, zero);
+	if (!c)
 		cs_count(&counters, CS_CNT_MAP_FULL);
+	return c;
+}
+
+static __always_inline void count_established(__u64 cgroup_id, __u32 connect_us)
+{
+	struct cs_cg_counts *c = cg_counts_of(cgroup_id);
+
+	if (!c)
 		return;
-	}
-	c->established++;
+	c->opened++;
+	c->connect_us[log2_slot(connect_us) & (CS_HIST_SLOTS - 1)]++;
 }
 
 static __always_inline struct sk_info *info_get(struct sock *sk, enum store st, bool create)
@@ -207,19 +292,32 @@ static __always_inline void remember_port(struct sock *sk, struct sk_info *info,
 		info->sport = p;
 }
 
-static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 type,
-				 int oldstate, int newstate, enum store st)
+static __always_inline void read_addrs(struct sock *sk, __u16 family, __u8 *saddr,
+					__u8 *daddr, enum store st)
 {
-	struct tcp_sock *tp = tcp_of(sk, st);
-	struct cs_event *e;
-
-	if (!tp)
-		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		cs_count(&counters, CS_CNT_LOST);
-		return;
+	if (family == AF_INET6) {
+		if (st == STORE_SK) {
+			__builtin_memcpy(saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+			__builtin_memcpy(daddr, &sk->__sk_common.skc_v6_daddr, 16);
+		} else {
+			BPF_CORE_READ_INTO((__u8(*)[16])saddr, sk,
+					   __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+			BPF_CORE_READ_INTO((__u8(*)[16])daddr, sk,
+					   __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		}
+	} else {
+		__builtin_memset(saddr, 0, 16);
+		__builtin_memset(daddr, 0, 16);
+		*(__u32 *)saddr = RD(st, sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)daddr = RD(st, sk, __sk_common.skc_daddr);
 	}
+}
+
+/* An edge, as it crosses to user space (or sits in cw_socks). */
+static __always_inline void fill_event(struct sock *sk, struct tcp_sock *tp, struct sk_info *info,
+				       struct cs_event *e, __u8 type, int oldstate, int newstate,
+				       enum store st)
+{
 	e->ts_ns = bpf_ktime_get_ns();
 	e->cookie = sk_cookie(sk, st);
 	e->start_ns = info->start_ns;
@@ -246,30 +344,162 @@ static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 typ
 	e->newstate = newstate;
 	e->close_cause = info->close_cause;
 	e->flags = info->flags;
-	if (e->family == AF_INET6) {
-		if (st == STORE_SK) {
-			__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
-			__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, 16);
-		} else {
-			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-			BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-		}
-	} else {
-		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
-		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-		*(__u32 *)e->saddr = RD(st, sk, __sk_common.skc_rcv_saddr);
-		*(__u32 *)e->daddr = RD(st, sk, __sk_common.skc_daddr);
-	}
+	read_addrs(sk, e->family, e->saddr, e->daddr, st);
 	__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
+}
+
+/* Send an edge on ring (events or conn_events); false if the ring was full. */
+static __always_inline bool emit_on(void *ring, struct sock *sk, struct sk_info *info, __u8 type,
+				    int oldstate, int newstate, enum store st)
+{
+	struct tcp_sock *tp = tcp_of(sk, st);
+	struct cs_event *e;
+
+	if (!tp)
+		return true;
+	e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
+	if (!e)
+		return false;
+	fill_event(sk, tp, info, e, type, oldstate, newstate, st);
 
 	/* Batch wake-ups: user space also drains on a short timer, so a wake-up
 	 * per event would only burn CPU. Wake it once a backlog builds. */
 	__u64 flags = BPF_RB_NO_WAKEUP;
 
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
-	cs_count(&counters, CS_CNT_EVENTS);
+	return true;
+}
+
+/* A problem edge: never sampled; a full ring is a lost event. */
+static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 type,
+				 int oldstate, int newstate, enum store st)
+{
+	if (emit_on(&events, sk, info, type, oldstate, newstate, st))
+		cs_count(&counters, CS_CNT_EVENTS);
+	else
+		cs_count(&counters, CS_CNT_LOST);
+}
+
+/* A healthy close, for its connection record: past a backlog of sample_above
+ * bytes, one in eight is sent and the rest counted as sampled out (their counts
+ * are in the maps already). */
+static __always_inline void emit_healthy(struct sock *sk, struct sk_info *info, int oldstate,
+					 int newstate, enum store st)
+{
+	if (bpf_ringbuf_query(&conn_events, BPF_RB_AVAIL_DATA) >= sample_above &&
+	    (bpf_get_prandom_u32() & 7)) {
+		cs_count(&counters, CS_CNT_SAMPLED_OUT);
+		return;
+	}
+	if (emit_on(&conn_events, sk, info, CS_EV_CLOSE, oldstate, newstate, st))
+		cs_count(&counters, CS_CNT_CONN_EVENTS);
+	else
+		cs_count(&counters, CS_CNT_SAMPLED_OUT);
+}
+
+static __always_inline bool in_eph(__u16 port)
+{
+	return port >= eph_lo && port <= eph_hi;
+}
+
+/* The side of a socket not seen being born: as user space guesses it. */
+static __always_inline __u8 side_of(struct sk_info *info, __u16 sport, __u16 dport)
+{
+	if (info->side != CS_SIDE_UNKNOWN)
+		return info->side;
+	if (in_eph(sport) != in_eph(dport))
+		return in_eph(sport) ? CS_SIDE_CLIENT : CS_SIDE_SERVER;
+	return sport < dport ? CS_SIDE_SERVER : CS_SIDE_CLIENT;
+}
+
+/* A connection ended: its counts, in its cgroup and under its remote. */
+static __always_inline void count_close(struct sock *sk, struct sk_info *info, int oldstate,
+					enum store st)
+{
+	struct cs_cg_counts *c = cg_counts_of(info->cgroup_id);
+	struct cs_remote_key k = {};
+	struct cs_remote_counts *r, zero = {};
+	__u8 saddr[16];
+	__u16 sport = info->sport ? info->sport : RD(st, sk, __sk_common.skc_num);
+	__u16 dport = bpf_ntohs(RD(st, sk, __sk_common.skc_dport));
+	bool client = side_of(info, sport, dport) == CS_SIDE_CLIENT;
+	bool est = info->flags & CS_F_WAS_EST;
+	bool reset = est && (info->close_cause == CS_CLOSE_RST_IN ||
+			     info->close_cause == CS_CLOSE_RST_OUT);
+	__u8 outcome = 0;  /* 0 established, 1 refused, 2 timeout, 3 failed */
+	__u16 err = (__u16)RD(st, sk, sk_err);
+
+	if (!est) {
+		if (client && (err == 111 /* ECONNREFUSED */ || (info->flags & CS_F_RST_IN)))
+			outcome = 1;
+		else if (client && (err == 110 /* ETIMEDOUT */ || info->syn_retrans))
+			outcome = 2;
+		else
+			outcome = 3;
+	}
+	if (c) {
+		if (est) {
+			struct tcp_sock *tp = tcp_of(sk, st);
+			__u64 in = 0, out = 0;
+
+			c->closed++;
+			if (info->flags & CS_F_MIDWAY)
+				c->closed_midway++;
+			c->close_cause[info->close_cause < 5 ? info->close_cause : 0]++;
+			if (tp) {
+				payload_bytes(sk, tp, info, oldstate, &in, &out, st);
+				c->bytes_in += in;
+				c->bytes_out += out;
+			}
+		} else if (outcome == 1) {
+			c->refused++;
+		} else if (outcome == 2) {
+			c->timeouts++;
+		} else {
+			c->failed++;
+		}
+		if (reset)
+			c->resets++;
+	}
+	k.cgroup_id = info->cgroup_id;
+	k.family = RD(st, sk, __sk_common.skc_family);
+	k.port = client ? dport : 0;
+	read_addrs(sk, k.family, saddr, k.addr, st);
+	r = cs_lookup_or_init(&remote_counts, &k, &zero);
+	if (!r) {
+		/* Full: the cgroup's "other" entry takes it. */
+		__builtin_memset(&k, 0, sizeof(k));
+		k.cgroup_id = info->cgroup_id;
+		r = cs_lookup_or_init(&remote_counts, &k, &zero);
+		if (!r) {
+			cs_count(&counters, CS_CNT_REMOTE_FULL);
+			return;
+		}
+	}
+	r->conns++;
+	if (outcome == 1)
+		r->refused++;
+	else if (outcome == 2)
+		r->timeouts++;
+	if (reset)
+		r->resets++;
+}
+
+/* What user space must hear of at the close: anything it would report, or that it
+ * keeps state for. A healthy close is counted, and crosses only for its record. */
+static __always_inline bool is_problem(struct sk_info *info, __u64 now)
+{
+	if (info->close_wait_ns && now - info->close_wait_ns >= cw_threshold_ns)
+		return true;   /* it was stuck in CLOSE_WAIT */
+	if (!(info->flags & CS_F_WAS_EST))
+		return true;   /* a connect or handshake that failed */
+	if (info->flags & (CS_F_RST_IN | CS_F_RST_OUT | CS_F_MIDWAY | CS_F_HELD))
+		return true;   /* resets; sockets older than us; sockets with TLS/HTTP/2 state */
+	if (info->close_cause == CS_CLOSE_NONE)
+		return true;   /* an abort: its RST comes after the close */
+	return info->syn_retrans != 0;  /* user space watched its connect */
 }
 
 static __always_inline __u16 sk_protocol_of(struct sock *sk, enum store st)
@@ -289,6 +519,63 @@ static __always_inline void own_by_current(struct sk_info *info)
 {
 	info->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(info->comm, sizeof(info->comm));
+}
+
+/* The peer's FIN came: the socket waits in cw_socks for its close (user space
+ * times it there). If the map is full, an edge tells user space instead. */
+static __always_inline void cw_enter(struct sock *sk, struct sk_info *info, int oldstate,
+				     enum store st)
+{
+	struct tcp_sock *tp = tcp_of(sk, st);
+	struct cs_event e;
+
+	if (!tp)
+		return;
+	fill_event(sk, tp, info, &e, CS_EV_CLOSE_WAIT, oldstate, CS_TCP_CLOSE_WAIT, st);
+	if (bpf_map_update_elem(&cw_socks, &e.cookie, &e, BPF_ANY)) {
+		cs_count(&counters, CS_CNT_CW_FULL);
+		emit(sk, info, CS_EV_CLOSE_WAIT, oldstate, CS_TCP_CLOSE_WAIT, st);
+	}
+}
+
+/* An established connection closed without a FIN: the RST it sends next (an
+ * abort) is counted against its cgroup and remote then. */
+static __always_inline void abort_note(struct sock *sk, struct sk_info *info, enum store st)
+{
+	struct cs_remote_key k = {};
+	__u8 saddr[16];
+	__u16 sport = info->sport ? info->sport : RD(st, sk, __sk_common.skc_num);
+	__u16 dport = bpf_ntohs(RD(st, sk, __sk_common.skc_dport));
+	__u64 key = (__u64)sk;
+
+	k.cgroup_id = info->cgroup_id;
+	k.family = RD(st, sk, __sk_common.skc_family);
+	k.port = side_of(info, sport, dport) == CS_SIDE_CLIENT ? dport : 0;
+	read_addrs(sk, k.family, saddr, k.addr, st);
+	bpf_map_update_elem(&aborts, &key, &k, BPF_ANY);
+}
+
+/* The RST of an abort went out: it was counted closed with cause "none". */
+static __always_inline void abort_counted(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct cs_remote_key *k = bpf_map_lookup_elem(&aborts, &key), kk;
+	struct cs_cg_counts *c;
+	struct cs_remote_counts *r;
+
+	if (!k)
+		return;
+	kk = *k;
+	bpf_map_delete_elem(&aborts, &key);
+	c = bpf_map_lookup_elem(&cg_counts, &kk.cgroup_id);
+	if (c) {
+		c->close_cause[CS_CLOSE_NONE]--;
+		c->close_cause[CS_CLOSE_RST_OUT]++;
+		c->resets++;
+	}
+	r = bpf_map_lookup_elem(&remote_counts, &kk);
+	if (r)
+		r->resets++;
 }
 
 /* One handler for every state change. */
@@ -391,7 +678,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 			if (info->start_ns > srtt * 1000ull)
 				info->start_ns -= srtt * 1000ull;
 		}
-		count_established(info->cgroup_id);
+		count_established(info->cgroup_id, info->connect_us);
 		/* Healthy connects are counted in the map, not sent: only a connect
 		 * that user space watches (it retransmitted its SYN) needs the edge. */
 		if (info->syn_retrans)
@@ -400,7 +687,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 	case CS_TCP_CLOSE_WAIT:
 		info->close_wait_ns = now;
 		set_cause(info, CS_CLOSE_PEER_FIN);
-		emit(sk, info, CS_EV_CLOSE_WAIT, oldstate, newstate, st);
+		cw_enter(sk, info, oldstate, st);
 		return 0;
 	case CS_TCP_FIN_WAIT1:
 		/* close() or shutdown(), in the owner's context. */
@@ -428,7 +715,18 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		/* Only established connections have a close cause. */
 		if (!(info->flags & CS_F_WAS_EST))
 			info->close_cause = CS_CLOSE_NONE;
-		emit(sk, info, CS_EV_CLOSE, oldstate, newstate, st);
+		count_close(sk, info, oldstate, st);
+		if (info->close_wait_ns) {
+			__u64 cookie = sk_cookie(sk, st);
+
+			bpf_map_delete_elem(&cw_socks, &cookie);
+		}
+		if ((info->flags & CS_F_WAS_EST) && info->close_cause == CS_CLOSE_NONE)
+			abort_note(sk, info, st);
+		if (is_problem(info, now))
+			emit(sk, info, CS_EV_CLOSE, oldstate, newstate, st);
+		else if (conn_mode == CS_CONN_ALL)
+			emit_healthy(sk, info, oldstate, newstate, st);
 		info_delete(sk, st);
 		return 0;
 	default:
@@ -480,6 +778,7 @@ static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 		e->type = CS_EV_RST_OUT;
 		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 		cs_count(&counters, CS_CNT_EVENTS);
+		abort_counted(sk);
 		return 0;
 	}
 	info = info_get(sk, st, false);
@@ -523,8 +822,18 @@ static __always_inline int handle_owner(struct sock *sk, enum store st)
 		info->ino = sk_ino(sk, st);
 	/* The peer's FIN came before accept() (no owner, no inode then): tell
 	 * user space who holds the socket now, so a stuck finding names it. */
-	if (info->close_wait_ns && RD(st, sk, __sk_common.skc_state) == CS_TCP_CLOSE_WAIT)
-		emit(sk, info, CS_EV_CLOSE_WAIT, CS_TCP_CLOSE_WAIT, CS_TCP_CLOSE_WAIT, st);
+	if (info->close_wait_ns && RD(st, sk, __sk_common.skc_state) == CS_TCP_CLOSE_WAIT) {
+		__u64 cookie = sk_cookie(sk, st);
+		struct cs_event *e = bpf_map_lookup_elem(&cw_socks, &cookie);
+
+		if (e) {
+			e->pid = info->pid;
+			e->ino = info->ino;
+			__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
+		} else {
+			emit(sk, info, CS_EV_CLOSE_WAIT, CS_TCP_CLOSE_WAIT, CS_TCP_CLOSE_WAIT, st);
+		}
+	}
 	return 0;
 }
 

@@ -58,6 +58,14 @@ enum cs_close_cause {
 #define CS_F_RST_OUT 0x04  /* a RST was sent */
 #define CS_F_WAS_EST 0x08  /* reached ESTABLISHED */
 #define CS_F_OPEN 0x10     /* replay: still open when the capture ended (not a close) */
+#define CS_F_HELD 0x20     /* user space keeps state for it (TLS, HTTP/2): its close crosses */
+
+/* Which closes cross the ring buffers (rodata conn_mode). Counts are kept in the
+ * kernel either way (cg_counts, remote_counts). */
+enum cs_conn_mode {
+	CS_CONN_ALL = 0,       /* every close: problems on `events`, the rest on `conn_events` */
+	CS_CONN_PROBLEMS = 1,  /* only problems (see conn.bpf.c: is_problem) */
+};
 
 /* Per-CPU counters in the `counters` array map, summed by user space. */
 enum cs_counter {
@@ -65,13 +73,49 @@ enum cs_counter {
 	CS_CNT_LOST = 1,      /* ring buffer reserve failures */
 	CS_CNT_MAP_FULL = 2,  /* socket state could not be stored */
 	CS_CNT_CHILD_RACE = 3, /* listener children closed in SYN_RECV: lost the race for their request */
-	CS_CNT_MAX = 4,
+	CS_CNT_SAMPLED_OUT = 4, /* healthy closes not sent (conn_events backlog): counted, no record */
+	CS_CNT_CW_FULL = 5,   /* CLOSE_WAIT sockets the cw_socks map could not take (sent as edges) */
+	CS_CNT_REMOTE_FULL = 6, /* closes no remote_counts entry could take, not even "other" */
+	CS_CNT_CONN_EVENTS = 7, /* healthy closes sent on conn_events */
+	CS_CNT_MAX = 8,
 };
 
-/* Per-cgroup counters kept in the kernel (map cg_counts, keyed by cgroup id):
- * healthy connections need no edge of their own to be counted. */
+/* Log2 histogram of microseconds: slot 0 holds < 1 us, slot i [2^(i-1), 2^i) us;
+ * the last slot everything from 2^(CS_HIST_SLOTS-2) us (about 18 min) up. */
+#define CS_HIST_SLOTS 32
+
+/* Per-cgroup counters kept in the kernel (per-CPU map cg_counts, keyed by cgroup
+ * id): every connection is counted here, whether or not an edge crosses, so a lost
+ * event can never make a count wrong. User space sums the CPUs. */
 struct cs_cg_counts {
-	__u64 established; /* connections that reached ESTABLISHED */
+	__u64 opened;          /* reached ESTABLISHED while connscope watched */
+	__u64 closed;          /* established connections that ended */
+	__u64 closed_midway;   /* ... of which open before connscope attached */
+	__u64 close_cause[5];  /* closed, by enum cs_close_cause */
+	__u64 refused;         /* our connects answered by a RST (or ECONNREFUSED) */
+	__u64 timeouts;        /* our connects that timed out (or retransmitted their SYN and died) */
+	__u64 failed;          /* other connects and accepted handshakes that never established */
+	__u64 resets;          /* established connections ended by a RST, either way */
+	__u64 bytes_in;        /* payload of the connections that closed */
+	__u64 bytes_out;
+	__u64 connect_us[CS_HIST_SLOTS]; /* connect time of those established (client: SYN to
+					    ESTABLISHED; server: SYN-ACK round trip) */
+};
+
+/* A pod's remote (bounded map remote_counts): the server for the pod's connects
+ * (port set), the client for its accepted connections (port 0). family 0 is the
+ * "other" entry of a cgroup: closes the full map could not give their own. */
+struct cs_remote_key {
+	__u64 cgroup_id;
+	__u8 addr[16];
+	__u16 port;
+	__u16 family;
+	__u32 _pad;
+};
+
+struct cs_remote_counts {
+	__u64 conns;           /* connections that ended, every outcome */
+	__u64 refused, timeouts, resets;
 };
 
 struct cs_event {

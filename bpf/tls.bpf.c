@@ -99,8 +99,9 @@ struct {
 	__uint(max_entries, 1024 * 1024);
 } h2_events SEC(".maps");
 
-/* The lifecycle programs' per-socket state (bpf/conn.bpf.c), shared by the loader;
- * only looked up, never written. */
+/* The lifecycle programs' per-socket state (bpf/conn.bpf.c), shared by the loader
+ * (midway_check): looked up, and marked CS_F_HELD where user space now keeps state
+ * for the socket, so that its close crosses even when healthy closes do not. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -696,6 +697,18 @@ static __always_inline void midway(struct __sk_buff *skb, struct bpf_sock *sk, b
 	h2_event_send(skb, ts, &s, egress, H2_EV_DESYNC);
 }
 
+/* User space keeps state for this socket from now on: its close must reach it. */
+static __always_inline void hold(struct bpf_sock *sk)
+{
+	struct sk_info *ci;
+
+	if (!midway_check)
+		return;
+	ci = bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0);
+	if (ci)
+		ci->flags |= CS_F_HELD;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, bool egress)
 {
 	struct bpf_sock *sk = skb->sk;
@@ -734,6 +747,8 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 		if (parse_seg(skb, &s) || !s.len || !first_payload(tp, &s, egress))
 			return ALLOW;
 		ts = start(skb, sk, tp, &s, egress);
+		if (ts)
+			hold(sk);
 		if (!ts) {
 			/* Not TLS: perhaps h2c. */
 			if (s.len < 6 || bpf_skb_load_bytes(skb, s.off, head,
@@ -742,8 +757,10 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 			if (!h2_looks_like_start(head, s.len < sizeof(head) ? 6 : sizeof(head)))
 				return ALLOW;
 			ts = h2_start(skb, sk, &s);
-			if (ts)
+			if (ts) {
+				hold(sk);
 				h2_segment(skb, ts, &s, egress | H2SEG_FIRST);
+			}
 			return ALLOW;
 		}
 	} else if (parse_seg(skb, &s)) {

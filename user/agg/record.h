@@ -30,6 +30,7 @@ struct stats_rec {
 	/* live */
 	uint64_t ringbuf_full, missed_runs, bpf_ms, consumed;
 	uint64_t child_races;    /* listener children closed in SYN_RECV: no record */
+	uint64_t sampled_out;    /* healthy connections not sent for their record (backlog) */
 	const char *attach;
 	const char *tls_cgroup;  /* NULL: the TLS programs are not attached */
 	struct {
@@ -247,6 +248,9 @@ struct summary_rec {
 	const char *key;           /* the pod's key in the tracker (not written) */
 	struct {
 		uint64_t opened, closed, active, refused, timeouts, resets, failed;
+		uint64_t closed_by[5];     /* enum cs_close_cause */
+		uint64_t bytes_in, bytes_out;
+		double connect_p50_ms, connect_p99_ms;  /* -1: no connect timed */
 	} tcp;
 	struct {
 		uint64_t current, stuck;

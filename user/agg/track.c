@@ -39,22 +39,6 @@ struct fold {
 	uint64_t count;        /* occurrences since the last emitted finding */
 };
 
-static void read_ephemeral_range(struct tracker *t)
-{
-	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
-	unsigned lo = 32768, hi = 60999;
-
-	if (f) {
-		if (fscanf(f, "%u %u", &lo, &hi) != 2 || lo > 65535 || hi > 65535) {
-			lo = 32768;
-			hi = 60999;
-		}
-		fclose(f);
-	}
-	t->eph_lo = lo;
-	t->eph_hi = hi;
-}
-
 static uint64_t mono_clock(void *arg)
 {
 	(void)arg;
@@ -146,7 +130,7 @@ struct tracker *track_new(const struct cs_opts *o, struct pod_resolver *pods,
 			(*p)->init(t, t->part[i]);
 		i++;
 	}
-	read_ephemeral_range(t);
+	cs_ephemeral_range(&t->eph_lo, &t->eph_hi);
 	return t;
 }
 
@@ -397,12 +381,28 @@ void tr_emit_connection(struct tracker *t, const struct conn_rec *c)
 	t->sink.connection(c, t->sink_arg);
 }
 
+/* --connections problems: what makes a connection record worth writing. */
+static bool problem_record(const struct tracker *t, const struct conn_rec *v)
+{
+	if (v->outcome && strcmp(v->outcome, "established") && strcmp(v->outcome, "connecting"))
+		return true;   /* failed, refused, timed out, reset */
+	if (v->close && (!strcmp(v->close, "rst_in") || !strcmp(v->close, "rst_out") ||
+			 (!strcmp(v->close, "none") && !v->open)))
+		return true;   /* resets and aborts */
+	if (v->close_wait_ns >= (uint64_t)(t->o->close_wait_threshold_s * NS_PER_SEC))
+		return true;   /* stuck in CLOSE_WAIT */
+	if (v->has_tls && v->tls_outcome && strcmp(v->tls_outcome, "ok"))
+		return true;   /* TLS failures and timeouts */
+	return v->has_h2 && ((v->h2_goaway && v->h2_goaway_error_code) || v->h2_desync);
+}
+
 void tr_connection_end(struct tracker *t, const struct cs_event *e, struct conn_rec *v)
 {
 	for_each_part(p)
 		if ((*p)->conn_close)
 			(*p)->conn_close(t, e, v);
-	if (t->want_conns)
+	if (t->want_conns && t->o->connections != CONNS_NONE &&
+	    (t->o->connections != CONNS_PROBLEMS || problem_record(t, v)))
 		tr_emit_connection(t, v);
 	for_each_part(p)
 		if ((*p)->conn_done)
@@ -511,12 +511,17 @@ static void fold_tick(struct tracker *t, uint64_t now)
 
 /* ---- events and timers ---- */
 
-void track_event(struct tracker *t, const struct cs_event *e)
+void tr_edge(struct tracker *t, const struct cs_event *e)
 {
-	t->events++;
 	for_each_part(p)
 		if ((*p)->edge)
 			(*p)->edge(t, e);
+}
+
+void track_event(struct tracker *t, const struct cs_event *e)
+{
+	t->events++;
+	tr_edge(t, e);
 }
 
 bool track_cgroup_gone(struct tracker *t, uint64_t cgroup_id)
@@ -533,6 +538,7 @@ bool track_cgroup_gone(struct tracker *t, uint64_t cgroup_id)
 		return false;
 	/* Its kernel counter is about to be deleted: a new one starts at 0. */
 	c->established = 0;
+	memset(&c->k, 0, sizeof(c->k));
 	return true;
 }
 

@@ -87,9 +87,19 @@ void track_tls_alpn(struct tracker *t, uint64_t cookie, const char *alpn);
 struct h2_event;
 /* Totals from an HTTP/2 watcher (wire or TLS library uprobes). */
 void track_h2_event(struct tracker *t, const struct h2_event *e);
-/* The kernel's running count of connections established in a cgroup (map
- * cg_counts): call for every entry before summaries or a top refresh. */
+/* Replay: the running count of connections established in a cgroup. */
 void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t established);
+/* Live: the counts come from the kernel (cg_counts, remote_counts) and edges are
+ * not counted again; each refresh gives every cgroup's counts (summed over the
+ * CPUs), then every remote's, before summaries, a top frame or /metrics. */
+void track_set_kernel_counts(struct tracker *t);
+void track_kcounts(struct tracker *t, uint64_t cgroup_id, const struct cs_cg_counts *k);
+void track_kremotes_begin(struct tracker *t);
+void track_kremote(struct tracker *t, const struct cs_remote_key *k,
+		   const struct cs_remote_counts *r);
+/* The sockets in CLOSE_WAIT now, as the kernel keeps them (map cw_socks): new ones
+ * are watched, those gone from it have left CLOSE_WAIT. */
+void track_cw_sockets(struct tracker *t, const struct cs_event *e, int n);
 /* True if the cgroup's directory is gone: its kernel counter can be deleted
  * (cgroup ids are never reused). Resets what the tracker read of it. */
 bool track_cgroup_gone(struct tracker *t, uint64_t cgroup_id);

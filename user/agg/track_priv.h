@@ -21,7 +21,8 @@ struct cg_entry {
 	struct pod_agg *agg;
 	bool match;            /* passes --pod / --namespace */
 	uint64_t resolved_ns;
-	uint64_t established;  /* the kernel's count for this cgroup, last read */
+	uint64_t established;  /* replay: the count given by track_established */
+	struct cs_cg_counts k; /* live: the kernel's counts for this cgroup, last read */
 };
 
 struct tracker {
@@ -38,6 +39,7 @@ struct tracker {
 	uint64_t dropped;       /* edges not kept: no memory for their cgroup's entry */
 	uint16_t eph_lo, eph_hi;
 	uint64_t fold_window_ns;
+	bool kcounts;           /* the kernel counts (track_kcounts); edges are not counted */
 	void *part[TRACK_MAX_PARTS]; /* each part's own state (track_part.state_size) */
 	/* Live: holders and stacks (track_set_holders) */
 	track_holders_fn holders_fn;
@@ -107,6 +109,8 @@ extern const struct track_part tcp_part, tls_part, h2_part, ct_part;
 void *tr_state(const struct tracker *t, const struct track_part *p);
 void *tr_pod_state(struct pod_agg *a, const struct track_part *p, bool create);
 const void *tr_pod_state_c(const struct pod_agg *a, const struct track_part *p);
+/* An edge for every part, not counted as one the kernel sent (track_event). */
+void tr_edge(struct tracker *t, const struct cs_event *e);
 /* Passes --port. */
 bool tr_port_match(const struct tracker *t, const struct cs_event *e);
 /* The real time (ns since the epoch) of a time on the tracker's clock. */

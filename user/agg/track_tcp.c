@@ -28,6 +28,8 @@ struct watch {
 	uint64_t cw_since_ns;  /* CLOSE_WAIT entered (monotonic) */
 	uint64_t connect_start_ns;
 	bool in_cw, cw_reported, cw_estimated;
+	bool from_map;         /* known from the kernel's cw_socks (track_cw_sockets) */
+	uint64_t scan;         /* the last scan that saw it there */
 	bool connecting, timeout_reported;
 	bool preexisting;
 	bool flagged;          /* its cgroup was flagged for stacks (--stacks auto) */
@@ -41,10 +43,14 @@ struct remote_agg {
 	uint64_t conns, refused, timeouts, resets;
 };
 
-/* A pod's TCP counts. */
+/* A pod's TCP counts: the kernel's, summed over the pod's cgroups (live), or
+ * counted from the edges (replay). */
 struct tcp_pod {
-	uint64_t opened, closed, refused, timeouts, resets, failed;
-	int64_t active;
+	uint64_t opened, closed, closed_midway, refused, timeouts, resets, failed;
+	uint64_t closed_by[5];           /* enum cs_close_cause */
+	uint64_t bytes_in, bytes_out;
+	uint64_t connect_us[CS_HIST_SLOTS];
+	int64_t snap_live;               /* counted active by the start-up snapshot, still open */
 	/* CLOSE_WAIT gauge, refreshed by the tick */
 	uint64_t cw_current, cw_stuck;
 	double cw_max_age_s;
@@ -60,7 +66,43 @@ struct tcp_state {
 	struct cs_event *pending;
 	size_t npending, cap_pending;
 	uint64_t cw_threshold_ns, connect_timeout_ns;
+	uint64_t scan;          /* scans of cw_socks so far */
 };
+
+/* Established connections open now: those opened while watched, less those of
+ * them that closed, and the older ones the snapshot found, still open. */
+static int64_t active_of(const struct tcp_pod *a)
+{
+	return (int64_t)(a->opened - (a->closed - a->closed_midway)) + a->snap_live;
+}
+
+static uint32_t hist_slot(uint64_t us)
+{
+	uint32_t r = us ? 64 - (uint32_t)__builtin_clzll(us) : 0;
+
+	return r < CS_HIST_SLOTS ? r : CS_HIST_SLOTS - 1;
+}
+
+/* p-th percentile (0..100) of a log2 histogram of microseconds, in ms: the upper
+ * bound of the slot the rank falls in (within a factor of 2); -1 when empty. */
+static double hist_pct_ms(const uint64_t *h, double p)
+{
+	uint64_t n = 0, rank, seen = 0;
+
+	for (int i = 0; i < CS_HIST_SLOTS; i++)
+		n += h[i];
+	if (!n)
+		return -1;
+	rank = (uint64_t)(p / 100.0 * (double)n + 0.999999);
+	if (!rank)
+		rank = 1;
+	for (int i = 0; i < CS_HIST_SLOTS; i++) {
+		seen += h[i];
+		if (seen >= rank)
+			return i ? (double)(1ull << i) / 1000.0 : 0.001;
+	}
+	return (double)(1ull << (CS_HIST_SLOTS - 1)) / 1000.0;
+}
 
 static struct tcp_state *S(const struct tracker *t)
 {
@@ -408,15 +450,20 @@ static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entr
 
 	if (c->agg)
 		c->agg->dirty++;
-	if (a) {
+	if (a && (e->flags & CS_F_MIDWAY) && u64map_del(&s->snap_est, e->cookie))
+		a->snap_live--;
+	/* Live, the kernel counted it already (track_kcounts). */
+	if (a && !t->kcounts) {
 		if ((e->flags & CS_F_WAS_EST) && !(e->flags & CS_F_OPEN)) {
-			bool counted = !(e->flags & CS_F_MIDWAY) ||
-				       u64map_del(&s->snap_est, e->cookie);
-
 			a->closed++;
-			if (counted)
-				a->active--;
+			if (e->flags & CS_F_MIDWAY)
+				a->closed_midway++;
+			a->closed_by[e->close_cause < 5 ? e->close_cause : 0]++;
+			a->bytes_in += e->bytes_in;
+			a->bytes_out += e->bytes_out;
 		}
+		if ((e->flags & CS_F_WAS_EST) && !(e->flags & CS_F_MIDWAY))
+			a->connect_us[hist_slot(e->connect_us)]++;
 		if (!strcmp(outcome, "refused"))
 			a->refused++;
 		else if (!strcmp(outcome, "timeout"))
@@ -453,9 +500,151 @@ void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t establish
 	c->established = established;
 	if (c->agg && (a = P(c))) {
 		a->opened += delta;
-		a->active += delta;
 		c->agg->dirty++;
 	}
+}
+
+void track_set_kernel_counts(struct tracker *t)
+{
+	t->kcounts = true;
+}
+
+void track_kcounts(struct tracker *t, uint64_t cgroup_id, const struct cs_cg_counts *k)
+{
+	struct cg_entry *c = tr_cgroup(t, cgroup_id);
+	struct tcp_pod *a;
+
+	if (!c)
+		return;
+	/* Counters only grow, but a cgroup's entry may have been deleted and made
+	 * again (track_cgroup_gone): then the last read is 0. Add what changed. */
+	if (c->agg && (a = P(c)) && memcmp(&c->k, k, sizeof(*k))) {
+#define D(f) (k->f - c->k.f)
+		a->opened += D(opened);
+		a->closed += D(closed);
+		a->closed_midway += D(closed_midway);
+		for (int i = 0; i < 5; i++)
+			a->closed_by[i] += D(close_cause[i]);
+		a->refused += D(refused);
+		a->timeouts += D(timeouts);
+		a->failed += D(failed);
+		a->resets += D(resets);
+		a->bytes_in += D(bytes_in);
+		a->bytes_out += D(bytes_out);
+		for (int i = 0; i < CS_HIST_SLOTS; i++)
+			a->connect_us[i] += D(connect_us[i]);
+#undef D
+		c->agg->dirty++;
+	}
+	c->k = *k;
+}
+
+/* Live: a pod's remotes are the kernel's, rebuilt at each refresh. */
+void track_kremotes_begin(struct tracker *t)
+{
+	const void *k;
+	void *v;
+
+	for (size_t i = 0; kmap_next(&t->aggs, &i, &k, &v);) {
+		struct tcp_pod *a = tr_pod_state(v, &tcp_part, false);
+
+		if (a) {
+			a->nremotes = 0;
+			a->remote_evictions = 0;
+		}
+	}
+}
+
+void track_kremote(struct tracker *t, const struct cs_remote_key *k,
+		   const struct cs_remote_counts *rc)
+{
+	struct cg_entry *c = tr_cgroup(t, k->cgroup_id);
+	struct tcp_pod *a;
+	struct remote_agg *r = NULL;
+	int i;
+
+	if (!c || !c->agg || !(a = P(c)))
+		return;
+	if (!k->family) {
+		/* The kernel's table was full: these went to the cgroup's "other". */
+		a->remote_evictions++;
+		return;
+	}
+	for (i = 0; i < a->nremotes; i++) {
+		r = &a->remotes[i];
+		if (r->port == k->port && r->family == k->family &&
+		    !memcmp(r->addr, k->addr, sizeof(r->addr)))
+			break;
+	}
+	if (i == a->nremotes) {
+		if (a->nremotes == MAX_REMOTES) {
+			/* Keep the busiest: the quietest kept makes room. */
+			int min = 0;
+
+			for (i = 1; i < a->nremotes; i++)
+				if (a->remotes[i].conns < a->remotes[min].conns)
+					min = i;
+			a->remote_evictions++;
+			if (a->remotes[min].conns >= rc->conns)
+				return;
+			r = &a->remotes[min];
+		} else {
+			r = &a->remotes[a->nremotes++];
+		}
+		memset(r, 0, sizeof(*r));
+		r->family = (uint8_t)k->family;
+		r->port = k->port;
+		memcpy(r->addr, k->addr, sizeof(r->addr));
+	}
+	/* Several cgroups of one pod may share a remote: add them up. */
+	r->conns += rc->conns;
+	r->refused += rc->refused;
+	r->timeouts += rc->timeouts;
+	r->resets += rc->resets;
+}
+
+void track_cw_sockets(struct tracker *t, const struct cs_event *e, int n)
+{
+	struct tcp_state *s = S(t);
+	uint64_t k;
+	void *v;
+
+	s->scan++;
+	for (int i = 0; i < n; i++) {
+		struct watch *w = u64map_get(&s->watch, e[i].cookie);
+
+		/* New in CLOSE_WAIT, or its owner became known: an edge, as the
+		 * kernel used to send it. */
+		if (!w || !w->from_map || w->ev.pid != e[i].pid || w->ev.ino != e[i].ino)
+			tr_edge(t, &e[i]);
+		w = u64map_get(&s->watch, e[i].cookie);
+		if (w) {
+			w->from_map = true;
+			w->scan = s->scan;
+		}
+	}
+	/* Gone from the map: closed (a healthy close sends no edge), so no longer
+	 * in CLOSE_WAIT. */
+	uint64_t *gone = NULL;
+	size_t ngone = 0, cap = 0;
+
+	for (size_t i = 0; u64map_next(&s->watch, &i, &k, &v);) {
+		struct watch *w = v;
+
+		if (!w->from_map || w->scan == s->scan)
+			continue;
+		if (ngone == cap) {
+			uint64_t *g = realloc(gone, (cap = cap ? cap * 2 : 64) * sizeof(*g));
+
+			if (!g)
+				break;
+			gone = g;
+		}
+		gone[ngone++] = k;
+	}
+	for (size_t i = 0; i < ngone; i++)
+		watch_drop(t, gone[i]);
+	free(gone);
 }
 
 static void hold_close(struct tracker *t, const struct cs_event *e);
@@ -611,7 +800,7 @@ void track_snapshot(struct tracker *t, const struct snap_sock *s, int n)
 		/* Counted active once; its close (a MIDWAY edge) takes it back. */
 		if (P(c) && !u64map_get(&st->snap_est, e.cookie) &&
 		    !u64map_put(&st->snap_est, e.cookie, (void *)1)) {
-			P(c)->active++;
+			P(c)->snap_live++;
 			c->agg->dirty++;
 		}
 		if (s[i].state != CS_TCP_CLOSE_WAIT || u64map_get(&st->watch, e.cookie))
@@ -753,7 +942,13 @@ static void tcp_summary(struct tracker *t, struct summary_rec *s, const struct p
 	n = a->nremotes;
 	s->tcp.opened = a->opened;
 	s->tcp.closed = a->closed;
-	s->tcp.active = a->active > 0 ? (uint64_t)a->active : 0;
+	s->tcp.active = active_of(a) > 0 ? (uint64_t)active_of(a) : 0;
+	for (int i = 0; i < 5; i++)
+		s->tcp.closed_by[i] = a->closed_by[i];
+	s->tcp.bytes_in = a->bytes_in;
+	s->tcp.bytes_out = a->bytes_out;
+	s->tcp.connect_p50_ms = hist_pct_ms(a->connect_us, 50);
+	s->tcp.connect_p99_ms = hist_pct_ms(a->connect_us, 99);
 	s->tcp.refused = a->refused;
 	s->tcp.timeouts = a->timeouts;
 	s->tcp.resets = a->resets;
@@ -784,7 +979,7 @@ static bool tcp_pod_live(const struct tracker *t, const struct pod_agg *pa)
 	const struct tcp_pod *a = tr_pod_state_c(pa, &tcp_part);
 
 	(void)t;
-	return a && (a->cw_current || a->active > 0);
+	return a && (a->cw_current || active_of(a) > 0);
 }
 
 const struct track_part tcp_part = {

@@ -53,7 +53,7 @@ enum {
 	OPT_METRICS, OPT_KEYLOG, OPT_PODS_FILE, OPT_ATTACH, OPT_NO_SNAPSHOT, OPT_WINDOW, OPT_CGROUP,
 	OPT_H2_WINDOW, OPT_H2_CHURN_CONNS, OPT_H2_CHURN_STREAMS, OPT_H2_GOAWAY_RUNS,
 	OPT_CONNTRACK, OPT_CONNTRACK_NETNS, OPT_CONNTRACK_PRESSURE, OPT_CONNTRACK_MAX,
-	OPT_STACKS, OPT_USAGE,
+	OPT_STACKS, OPT_USAGE, OPT_CONNECTIONS,
 };
 
 /* Which commands take an option: one bit per enum cs_cmd. */
@@ -124,6 +124,13 @@ static const struct cs_option {
 	  "Also write summary and stats records every SEC seconds (default: never)", G_OUTPUT } },
 	{ ON_DAEMON, { "interval", 'i', "SEC", 0,
 	  "Write summary and stats records every SEC seconds (default 10)", G_OUTPUT } },
+	{ ON_TRACE | ON_REPLAY, { "connections", OPT_CONNECTIONS, "all|problems|none", 0,
+	  "Which connection records to write: every connection (the default), only "
+	  "problems (failed, refused, timed-out or reset connects, resets, stuck CLOSE_WAIT, "
+	  "TLS failures, HTTP/2 errors), or none (findings and summaries only)", G_OUTPUT } },
+	{ ON_DAEMON, { "connections", OPT_CONNECTIONS, "all|problems|none", 0,
+	  "Which connection records to write (default problems: healthy connections are "
+	  "counted in the kernel and cost no record)", G_OUTPUT } },
 	{ ON_LIVE, { "duration", 'd', "SEC", 0, "Stop by itself after SEC seconds", G_OUTPUT } },
 	{ ON_DAEMON, { "metrics-addr", OPT_METRICS, "HOST:PORT", 0,
 	  "Serve Prometheus /metrics and /healthz on this address", G_OUTPUT } },
@@ -472,6 +479,18 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 		}
 		break;
 	case OPT_CONNTRACK_NETNS: o->conntrack_netns = arg; break;
+	case OPT_CONNECTIONS:
+		if (!strcmp(arg, "all")) {
+			o->connections = CONNS_ALL;
+		} else if (!strcmp(arg, "problems")) {
+			o->connections = CONNS_PROBLEMS;
+		} else if (!strcmp(arg, "none")) {
+			o->connections = CONNS_NONE;
+		} else {
+			cs_warn("bad value for --connections: '%s' (all, problems or none)", arg);
+			exit(2);
+		}
+		break;
 	case OPT_STACKS: {
 		enum hs_stack_mode m;
 
@@ -590,6 +609,19 @@ int main(int argc, char **argv)
 		o.interval_s = o.cmd == CMD_TOP ? 2 : o.cmd == CMD_DAEMON ? 10 : 0;
 	if (o.cmd == CMD_DAEMON)
 		o.fmt = FMT_JSON;
+	/* trace and replay show every connection; top shows none, and daemon only
+	 * problems: on a busy node, a record per healthy connection is noise. */
+	if (o.connections == CONNS_DEFAULT)
+		o.connections = o.cmd == CMD_DAEMON ? CONNS_PROBLEMS :
+				o.cmd == CMD_TOP ? CONNS_NONE : CONNS_ALL;
+	{
+		const char *rb = getenv("CONNSCOPE_RINGBUF_BYTES");
+
+		if (rb && cs_parse_u64(rb, 4096, 1ull << 30, &o.ringbuf_bytes)) {
+			cs_warn("bad CONNSCOPE_RINGBUF_BYTES: '%s' (4096 to 2^30, a power of 2)", rb);
+			return 2;
+		}
+	}
 	loader_set_verbose(o.verbose);
 
 	switch (o.cmd) {

@@ -10,6 +10,8 @@ enum cs_cmd { CMD_TOP, CMD_TRACE, CMD_DAEMON, CMD_REPLAY, CMD_CHECK };
 enum cs_fmt { FMT_TEXT, FMT_JSON };
 enum cs_attach { ATTACH_AUTO, ATTACH_TP_BTF, ATTACH_RAW_TP };
 enum cs_conntrack { CT_AUTO, CT_BPF, CT_NETLINK, CT_OFF };
+/* --connections: which connection records are written. */
+enum cs_conns { CONNS_DEFAULT, CONNS_ALL, CONNS_PROBLEMS, CONNS_NONE };
 
 struct cs_opts {
 	enum cs_cmd cmd;
@@ -42,6 +44,8 @@ struct cs_opts {
 	double ct_pressure_pct;      /* --conntrack-pressure: % of nf_conntrack_max */
 	uint64_t ct_max;             /* --conntrack-max: the table size to measure against (0: the kernel's) */
 	int stacks;                  /* --stacks: enum hs_stack_mode */
+	enum cs_conns connections;   /* --connections (resolved: never CONNS_DEFAULT) */
+	uint64_t ringbuf_bytes;      /* CONNSCOPE_RINGBUF_BYTES: the lifecycle rings' size (tests) */
 };
 
 #endif

@@ -117,3 +117,19 @@ void cs_fmt_ts(uint64_t real_ns, char *buf, size_t len)
 	buf[n++] = 'Z';
 	buf[n] = 0;
 }
+
+void cs_ephemeral_range(uint16_t *lo, uint16_t *hi)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	unsigned l = 32768, h = 60999;
+
+	if (f) {
+		if (fscanf(f, "%u %u", &l, &h) != 2 || l > 65535 || h > 65535 || l > h) {
+			l = 32768;
+			h = 60999;
+		}
+		fclose(f);
+	}
+	*lo = (uint16_t)l;
+	*hi = (uint16_t)h;
+}

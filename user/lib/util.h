@@ -18,6 +18,8 @@ void cs_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cs_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 int cs_parse_double(const char *s, double min, double max, double *out);
 
+/* The kernel's ephemeral port range (ip_local_port_range; 32768-60999 if unreadable). */
+void cs_ephemeral_range(uint16_t *lo, uint16_t *hi);
 /* Monotonic clock in nanoseconds (CLOCK_MONOTONIC, the clock bpf_ktime_get_ns uses). */
 uint64_t cs_mono_ns(void);
 /* Realtime in nanoseconds since the epoch. */

@@ -33,6 +33,7 @@
 
 #define TICK_MS 100
 #define RESCAN_NS 1000000000ull  /* look for new TLS processes every second */
+#define CW_SCAN_NS 250000000ull  /* read the sockets in CLOSE_WAIT four times a second */
 
 static volatile sig_atomic_t stop;
 
@@ -80,6 +81,10 @@ static void self_counters(struct live *lv, struct stats_rec *sc)
 	sc->map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL) + loader_tls_counter(&lv->L, 2) +
 		       (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_MAP_FULL) : 0);
 	sc->child_races = loader_counter(&lv->L, CS_CNT_CHILD_RACE);
+	sc->sampled_out = loader_counter(&lv->L, CS_CNT_SAMPLED_OUT);
+	sc->events += loader_counter(&lv->L, CS_CNT_CONN_EVENTS);
+	sc->map_full += loader_counter(&lv->L, CS_CNT_CW_FULL) +
+			loader_counter(&lv->L, CS_CNT_REMOTE_FULL);
 	sc->parser_desync = loader_tls_counter(&lv->L, 3) + loader_tls_counter(&lv->L, 4) +
 			    (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_DESYNC) : 0);
 }
@@ -201,17 +206,29 @@ struct cg_walk {
 	bool gc;
 };
 
-static bool on_cg_count(uint64_t cgid, uint64_t established, void *arg)
+static bool on_cg_count(const void *key, const void *counts, void *arg)
 {
 	struct cg_walk *w = arg;
+	uint64_t cgid = *(const uint64_t *)key;
 
-	track_established(w->t, cgid, established);
+	track_kcounts(w->t, cgid, counts);
 	return w->gc && track_cgroup_gone(w->t, cgid);
 }
 
-/* Bring the kernel's per-cgroup counts into the per-pod aggregates. Every 30 s,
- * drop the counters of cgroups that were removed, so pod churn cannot fill the
- * map over the weeks a DaemonSet runs. */
+static bool on_remote(const void *key, const void *counts, void *arg)
+{
+	struct cg_walk *w = arg;
+	const struct cs_remote_key *k = key;
+
+	if (w->gc && track_cgroup_gone(w->t, k->cgroup_id))
+		return true;
+	track_kremote(w->t, k, counts);
+	return false;
+}
+
+/* Bring the kernel's per-cgroup and per-remote counts into the per-pod
+ * aggregates. Every 30 s, drop the entries of cgroups that were removed, so pod
+ * churn cannot fill the maps over the weeks a DaemonSet runs. */
 static void refresh_counts(struct live *lv)
 {
 	static uint64_t last_gc;
@@ -223,6 +240,19 @@ static void refresh_counts(struct live *lv)
 		last_gc = now;
 	}
 	loader_for_each_cg_count(&lv->L, on_cg_count, &w);
+	track_kremotes_begin(lv->t);
+	loader_for_each_remote(&lv->L, on_remote, &w);
+}
+
+/* The sockets in CLOSE_WAIT, as the kernel keeps them, for their timers. */
+static void scan_close_wait(struct live *lv)
+{
+	struct cs_event *e;
+	int n = loader_cw_socks(&lv->L, &e);
+
+	if (n >= 0)
+		track_cw_sockets(lv->t, e, n);
+	free(e);
 }
 
 /* Answer Prometheus scrapes waiting on the listener, if any. */
@@ -280,7 +310,7 @@ int live_run(const struct cs_opts *o)
 	struct live lv = { .o = o, .metrics_fd = -1 };
 	struct pod_resolver *pods = NULL;
 	bool is_top = o->cmd == CMD_TOP;
-	uint64_t next_interval, deadline = 0, now, next_rescan = 0;
+	uint64_t next_interval, deadline = 0, now, next_rescan = 0, next_cw_scan = 0;
 	int rc = 1, err;
 
 	cs_clock_init();
@@ -300,6 +330,7 @@ int live_run(const struct cs_opts *o)
 		cs_fail("start", "out of memory");
 		goto out;
 	}
+	track_set_kernel_counts(lv.t);
 	if (o->metrics_addr && (lv.metrics_fd = metrics_listen(o->metrics_addr)) < 0)
 		goto out;
 	if (loader_open(&lv.L, o))
@@ -307,7 +338,8 @@ int live_run(const struct cs_opts *o)
 	if (lv.L.mode == ATTACH_RAW_TP && o->attach == ATTACH_AUTO)
 		cs_warn("using raw_tp fallback: %s", lv.L.fallback_why);
 	lv.rb = ring_buffer__new(bpf_map__fd(lv.L.skel->maps.events), on_event, &lv, NULL);
-	if (!lv.rb) {
+	if (!lv.rb || ring_buffer__add(lv.rb, bpf_map__fd(lv.L.skel->maps.conn_events), on_event,
+				       &lv)) {
 		cs_fail("open the ring buffer", "%s", strerror(errno));
 		goto out;
 	}
@@ -362,6 +394,11 @@ int live_run(const struct cs_opts *o)
 		/* Producers only wake us past a backlog; drain what is there. */
 		ring_buffer__consume(lv.rb);
 		ctwatch_poll(lv.ct);
+		now = cs_mono_ns();
+		if (now >= next_cw_scan) {
+			scan_close_wait(&lv);
+			next_cw_scan = now + CW_SCAN_NS;
+		}
 		track_tick(lv.t);
 		holders_tick(lv.hold);
 		serve_metrics(&lv);
@@ -395,6 +432,7 @@ int live_run(const struct cs_opts *o)
 	}
 	/* Final flush: what is still in the ring, then the totals. */
 	ring_buffer__consume(lv.rb);
+	scan_close_wait(&lv);
 	track_flush(lv.t);
 	track_tick(lv.t);
 	if (is_top) {

@@ -153,6 +153,18 @@ static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, boo
 			return NULL;
 		}
 		s->rodata->filter_port = o->port;
+		cs_ephemeral_range((uint16_t *)&s->rodata->eph_lo, (uint16_t *)&s->rodata->eph_hi);
+		/* Only problems cross when connection records are not all wanted;
+		 * but a socket with TLS or HTTP/2 state must still tell its close,
+		 * and only the socket storage the TLS programs share can say so. */
+		L->problems_only = o->connections != CONNS_ALL && btf && !o->port;
+		s->rodata->conn_mode = L->problems_only ? CS_CONN_PROBLEMS : CS_CONN_ALL;
+		if (o->ringbuf_bytes) {
+			bpf_map__set_max_entries(s->maps.events, (uint32_t)o->ringbuf_bytes);
+			bpf_map__set_max_entries(s->maps.conn_events, (uint32_t)o->ringbuf_bytes);
+		}
+		s->rodata->sample_above = bpf_map__max_entries(s->maps.conn_events) / 2;
+		s->rodata->cw_threshold_ns = (uint64_t)(o->close_wait_threshold_s * 1e9);
 		for (int i = 0; i < LOADER_NHOOKS; i++) {
 			bpf_program__set_autoload(prog_of(s, i, true), btf);
 			bpf_program__set_autoload(prog_of(s, i, false), !btf);
@@ -350,31 +362,92 @@ uint64_t loader_counter(struct loader *L, int idx)
 	return L->skel ? cs_percpu_sum(bpf_map__fd(L->skel->maps.counters), idx) : 0;
 }
 
-int loader_for_each_cg_count(struct loader *L, bool (*fn)(uint64_t, uint64_t, void *), void *arg)
+/* Sum n_u64 counters of a per-CPU value over the CPUs (the values are arrays of
+ * __u64 fields, as every per-CPU counter struct of ours is). */
+static void sum_cpus(const void *percpu, int ncpu, size_t size, void *out)
 {
-	int fd = bpf_map__fd(L->skel->maps.cg_counts), n = 0;
-	int ncpu = libbpf_num_possible_cpus();
-	__u64 key, next, *prev = NULL;
-	struct cs_cg_counts *v;
+	const __u64 *v = percpu;
+	__u64 *o = out;
+	size_t n = size / sizeof(__u64);
 
-	if (ncpu <= 0 || !(v = calloc(ncpu, sizeof(*v))))
+	memset(out, 0, size);
+	for (int c = 0; c < ncpu; c++)
+		for (size_t i = 0; i < n; i++)
+			o[i] += v[(size_t)c * n + i];
+}
+
+/* Walk a per-CPU hash: fn(key, summed value, arg) for each entry; an entry for
+ * which fn returns true is deleted. */
+static int walk_percpu(int fd, size_t ksize, size_t vsize,
+		       bool (*fn)(const void *key, const void *sum, void *arg), void *arg)
+{
+	int ncpu = libbpf_num_possible_cpus(), n = 0;
+	uint8_t key[64], next[64];
+	void *v, *sum;
+	bool first = true;
+
+	if (ncpu <= 0 || ksize > sizeof(key))
 		return -1;
-	while (!bpf_map_get_next_key(fd, prev, &next)) {
-		if (!bpf_map_lookup_elem(fd, &next, v)) {
-			uint64_t sum = 0;
-
-			for (int i = 0; i < ncpu; i++)
-				sum += v[i].established;
+	v = calloc((size_t)ncpu, vsize);
+	sum = calloc(1, vsize);
+	if (!v || !sum) {
+		free(v);
+		free(sum);
+		return -1;
+	}
+	while (!bpf_map_get_next_key(fd, first ? NULL : key, next)) {
+		if (!bpf_map_lookup_elem(fd, next, v)) {
+			sum_cpus(v, ncpu, vsize, sum);
 			n++;
-			/* fn says the cgroup is gone: drop its entry; iteration
-			 * goes on from the key before it. */
-			if (fn(next, sum, arg) && !bpf_map_delete_elem(fd, &next))
+			/* Deleted: iteration goes on from the key before it. */
+			if (fn(next, sum, arg) && !bpf_map_delete_elem(fd, next))
 				continue;
 		}
-		key = next;
-		prev = &key;
+		memcpy(key, next, ksize);
+		first = false;
 	}
 	free(v);
+	free(sum);
+	return n;
+}
+
+int loader_for_each_cg_count(struct loader *L,
+			     bool (*fn)(const void *cgid, const void *counts, void *arg), void *arg)
+{
+	return walk_percpu(bpf_map__fd(L->skel->maps.cg_counts), sizeof(__u64),
+			   sizeof(struct cs_cg_counts), fn, arg);
+}
+
+int loader_for_each_remote(struct loader *L,
+			   bool (*fn)(const void *key, const void *counts, void *arg), void *arg)
+{
+	return walk_percpu(bpf_map__fd(L->skel->maps.remote_counts), sizeof(struct cs_remote_key),
+			   sizeof(struct cs_remote_counts), fn, arg);
+}
+
+int loader_cw_socks(struct loader *L, struct cs_event **out)
+{
+	int fd = bpf_map__fd(L->skel->maps.cw_socks), n = 0, cap = 0;
+	__u64 key, next;
+	bool first = true;
+	struct cs_event *arr = NULL;
+
+	*out = NULL;
+	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
+		if (n == cap) {
+			struct cs_event *a = realloc(arr, (size_t)(cap ? cap * 2 : 64) * sizeof(*a));
+
+			if (!a)
+				break;
+			arr = a;
+			cap = cap ? cap * 2 : 64;
+		}
+		if (!bpf_map_lookup_elem(fd, &next, &arr[n]))
+			n++;
+		key = next;
+		first = false;
+	}
+	*out = arr;
 	return n;
 }
 

@@ -30,6 +30,7 @@ struct loader {
 	char fallback_why[256];
 	struct hook_status hooks[LOADER_NHOOKS];
 	int stats_fd;
+	bool problems_only;   /* the kernel sends only problem closes (conn_mode) */
 };
 
 /* Check the environment (privileges, BTF); one line on stderr and -1 if unfit. */
@@ -44,9 +45,17 @@ int loader_tls_open(struct loader *L, const char *cgroup_dir);
 uint64_t loader_tls_counter(struct loader *L, int idx);
 /* Sum of a per-CPU counter (enum cs_counter). */
 uint64_t loader_counter(struct loader *L, int idx);
-/* Call fn(cgroup_id, established, arg) for every entry of the cg_counts map;
- * an entry for which fn returns true is deleted. */
-int loader_for_each_cg_count(struct loader *L, bool (*fn)(uint64_t, uint64_t, void *), void *arg);
+/* Call fn(&cgroup_id, &counts, arg) for every entry of the cg_counts map (struct
+ * cs_cg_counts, summed over the CPUs); an entry for which fn returns true is
+ * deleted. */
+int loader_for_each_cg_count(struct loader *L,
+			     bool (*fn)(const void *cgid, const void *counts, void *arg), void *arg);
+/* The same for remote_counts (struct cs_remote_key -> struct cs_remote_counts). */
+int loader_for_each_remote(struct loader *L,
+			   bool (*fn)(const void *key, const void *counts, void *arg), void *arg);
+/* The sockets in CLOSE_WAIT now (map cw_socks): n edges in *out, to free(). */
+struct cs_event;
+int loader_cw_socks(struct loader *L, struct cs_event **out);
 /* Program runs the kernel skipped because the program was already running on
  * that CPU (a softirq interrupting it): edges lost before the ring buffer. */
 uint64_t loader_prog_misses(struct loader *L);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include "output.h"
+#include "conn.h"
 
 #include <arpa/inet.h>
 #include <math.h>
@@ -611,6 +612,22 @@ static void fill_summary(struct jw *w, const void *rec)
 	jw_num(w, "timeouts", (double)s->tcp.timeouts);
 	jw_num(w, "resets", (double)s->tcp.resets);
 	jw_num(w, "failed", (double)s->tcp.failed);
+	jw_obj(w, "closed_by");
+	jw_num(w, "local_fin", (double)s->tcp.closed_by[CS_CLOSE_LOCAL_FIN]);
+	jw_num(w, "peer_fin", (double)s->tcp.closed_by[CS_CLOSE_PEER_FIN]);
+	jw_num(w, "rst_in", (double)s->tcp.closed_by[CS_CLOSE_RST_IN]);
+	jw_num(w, "rst_out", (double)s->tcp.closed_by[CS_CLOSE_RST_OUT]);
+	jw_num(w, "none", (double)s->tcp.closed_by[CS_CLOSE_NONE]);
+	jw_end(w);
+	jw_num(w, "bytes_in", (double)s->tcp.bytes_in);
+	jw_num(w, "bytes_out", (double)s->tcp.bytes_out);
+	if (s->tcp.connect_p50_ms >= 0) {
+		jw_num(w, "connect_p50_ms", s->tcp.connect_p50_ms);
+		jw_num(w, "connect_p99_ms", s->tcp.connect_p99_ms);
+	} else {
+		jw_null(w, "connect_p50_ms");
+		jw_null(w, "connect_p99_ms");
+	}
 	jw_end(w);
 	jw_obj(w, "close_wait");
 	jw_num(w, "current", (double)s->close_wait.current);
@@ -750,6 +767,7 @@ static void jw_stats_live(struct jw *w, const struct stats_rec *s)
 	jw_cnt(w, "missed_runs", s->missed_runs);
 	jw_cnt(w, "map_full", s->map_full);
 	jw_cnt(w, "child_races", s->child_races);
+	jw_cnt(w, "sampled_out", s->sampled_out);
 	jw_cnt(w, "parser_desync", s->parser_desync);
 	jw_num(w, "cpu_ms", s->cpu_ms);
 	jw_cnt(w, "bpf_ms", s->bpf_ms);

@@ -1,0 +1,120 @@
+"""Counts kept in the kernel: exact whatever the ring buffers lose, and only the
+records asked for (--connections).
+
+The lifecycle programs count every connection in per-cgroup maps; records and
+problem edges cross ring buffers that a test can make tiny
+(CONNSCOPE_RINGBUF_BYTES) so that they overflow. The summaries must still give
+the exact number of connections the workload made.
+"""
+
+import pytest
+
+from records import conns, findings, show
+from simpod import Connscope
+import workloads
+from workloads import start_server
+
+NS = "shop"
+FE_IP, BE_IP = "10.244.1.10", "10.244.1.20"
+TINY_RING = 4096     # the smallest ring the kernel takes: about 25 edges
+
+
+def shop(cluster):
+    return (cluster.add_pod(NS, "frontend", FE_IP), cluster.add_pod(NS, "backend", BE_IP))
+
+
+def last_summary(records, pod):
+    sums = [r for r in records if r["type"] == "summary" and r.get("pod")
+            and r["pod"]["name"] == pod.name]
+    assert sums, f"no summary for {pod.ref}"
+    return sums[-1]
+
+
+def end_stats(records):
+    ends = [r for r in records if r["type"] == "stats" and r.get("phase") == "end"]
+    assert len(ends) == 1, show(ends)
+    return ends[0]
+
+
+def test_counts_exact_when_records_overflow(cluster, monkeypatch):
+    """--connections all with a ring of 4 KiB: most healthy closes cannot cross.
+    They are counted as sampled out, never as lost, and the counts stay exact."""
+    fe, be = shop(cluster)
+    port, n = 30310, 1500
+    monkeypatch.setenv("CONNSCOPE_RINGBUF_BYTES", str(TINY_RING))
+    with Connscope(cluster, "--namespace", NS, "--connections", "all", "-i", "1") as cs:
+        srv = start_server(be, "echo", port, n)
+        out = workloads.run_client(fe, "echo", be.ip, port, n, 10.0)[1]
+        assert out["results"] == ["echoed"] * n
+        assert srv.wait(timeout=30) == 0
+        cs.wait_for(lambda r: r["type"] == "summary" and r.get("pod") and
+                    r["pod"]["name"] == "frontend" and r["tcp"]["closed"] == n, 15,
+                    what="a frontend summary with every close")
+        records = cs.stop()
+    st = end_stats(records)
+    recs = conns(records, port)
+    print(f"\n{n} connections, ring {TINY_RING} B: {len(recs)} of {2 * n} connection "
+          f"records crossed, sampled_out {st['sampled_out']}, lost {st['lost']}")
+    assert st["sampled_out"] > 0, "the tiny ring must have overflowed: " + show([st])
+    assert st["lost"] == 0, show([st])
+    # every healthy close either crossed or was counted as sampled out
+    assert len(recs) + st["sampled_out"] == 2 * n, show([st])
+    for pod in (fe, be):
+        tcp = last_summary(records, pod)["tcp"]
+        assert tcp["opened"] == n and tcp["closed"] == n and tcp["active"] == 0, show([tcp])
+        assert tcp["failed"] == tcp["refused"] == tcp["resets"] == 0, show([tcp])
+    assert last_summary(records, fe)["tcp"]["closed_by"]["local_fin"] == n
+    assert last_summary(records, be)["tcp"]["closed_by"]["peer_fin"] == n
+    rem = last_summary(records, fe)["remotes"]
+    assert rem and rem[0]["ip"] == BE_IP and rem[0]["port"] == port and \
+        rem[0]["connections"] == n, show(rem)
+
+
+def test_refused_count_exact_when_problem_edges_are_lost(cluster, monkeypatch):
+    """A storm of refused connects through a 4 KiB problem ring: edges are lost
+    (and said to be), the refused count is not."""
+    fe, be = shop(cluster)
+    port, n = 30311, 2000    # nothing listens there
+    monkeypatch.setenv("CONNSCOPE_RINGBUF_BYTES", str(TINY_RING))
+    with Connscope(cluster, "--namespace", NS, "-i", "1") as cs:
+        out = workloads.run_client(fe, "refused", be.ip, port, n, 10.0)[1]
+        assert out["results"] == ["refused"] * n
+        cs.wait_for(lambda r: r["type"] == "summary" and r.get("pod") and
+                    r["pod"]["name"] == "frontend" and r["tcp"]["refused"] == n, 15,
+                    what="a frontend summary with every refused connect")
+        records = cs.stop()
+    st = end_stats(records)
+    recs = conns(records, port, "client")
+    print(f"\n{n} refused connects, ring {TINY_RING} B: {len(recs)} records, "
+          f"lost {st['lost']}")
+    assert st["lost"] > 0, "the tiny ring must have overflowed: " + show([st])
+    assert len(recs) + st["lost"] >= n, show([st])
+    tcp = last_summary(records, fe)["tcp"]
+    assert tcp["refused"] == n and tcp["opened"] == 0, show([tcp])
+    assert last_summary(records, fe)["remotes"][0]["refused"] == n
+
+
+@pytest.mark.parametrize("mode,want", [("problems", "problems"), ("none", "none")])
+def test_connections_modes(cluster, mode, want):
+    """--connections problems writes the refused connects' records and not the
+    healthy ones; none writes neither. Findings and counts are the same."""
+    fe, be = shop(cluster)
+    port, bad, n = 30312, 30313, 20
+    with Connscope(cluster, "--namespace", NS, "--connections", mode, "-i", "1") as cs:
+        srv = start_server(be, "echo", port, n)
+        out = workloads.run_client(fe, "echo", be.ip, port, n, 10.0)[1]
+        assert out["results"] == ["echoed"] * n
+        assert srv.wait(timeout=10) == 0
+        workloads.run_client(fe, "refused", be.ip, bad, 3, 10.0)
+        cs.wait_for(lambda r: r["type"] == "finding" and r["kind"] == "tcp_connect_refused", 10)
+        cs.wait_for(lambda r: r["type"] == "summary" and r.get("pod") and
+                    r["pod"]["name"] == "frontend" and r["tcp"]["closed"] == n and
+                    r["tcp"]["refused"] == 3, 15, what="the frontend's summary")
+        records = cs.stop()
+    assert conns(records, port) == [], show(conns(records, port))
+    refused = conns(records, bad)
+    assert len(refused) == (3 if want == "problems" else 0), show(refused)
+    assert findings(records, "tcp_connect_refused", fe)
+    st = end_stats(records)
+    # healthy closes did not cross at all
+    assert st["events"] < 3 + 10, show([st])
