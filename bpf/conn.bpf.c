@@ -72,10 +72,14 @@ struct {
 } conn_events SEC(".maps");
 
 /* Per CPU: every connect bumps it, and a shared counter would bounce its
- * cache line between CPUs on every connection. User space sums the CPUs. */
+ * cache line between CPUs on every connection. User space sums the CPUs. Not
+ * preallocated: a node has a few hundred cgroups with sockets, and an entry is
+ * CPUs x 616 bytes, so memory follows the cgroups in use (and removed ones are
+ * reclaimed by user space). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192);
 	__type(key, __u64);
 	__type(value, struct cs_cg_counts);
 } cg_counts SEC(".maps");
@@ -91,16 +95,21 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192);
 	__type(key, struct cs_remote_key);
 	__type(value, struct cs_remote_counts);
 } remote_counts SEC(".maps");
 
 /* Sockets in CLOSE_WAIT now, by cookie: their edge as it was when they entered
  * it (owner updated when learnt). User space reads it to time them. */
+/* Preallocated (3.4 MB): an entry comes and goes with every passive close, and
+ * the allocator of a non-preallocated map refills itself from an irq_work whose
+ * interrupt lets the network softirq run inside this program, whose nested run
+ * the kernel then skips (a missed run, a lost count). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct cs_event);
 } cw_socks SEC(".maps");
@@ -324,7 +333,7 @@ static __always_inline void fill_event(struct sock *sk, struct tcp_sock *tp, str
 	e->est_ns = info->est_ns;
 	e->close_wait_ns = info->close_wait_ns;
 	e->cgroup_id = info->cgroup_id;
-	e->ino = info->ino;
+	e->ino = info->ino ? info->ino : sk_ino(sk, st);
 	payload_bytes(sk, tp, info, oldstate, &e->bytes_in, &e->bytes_out, st);
 	if (st == STORE_SK)
 		e->netns = sk->__sk_common.skc_net.net->ns.inum;
@@ -595,21 +604,23 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 	if (port_filtered(sk, st))
 		return 0;
 	/* Later steps of a close tell nothing new: the first step out of
-	 * ESTABLISHED gave the cause, and CLOSE reports the end. Only a socket
-	 * older than us, seen here first, goes on to get a record. */
+	 * ESTABLISHED gave the cause, and CLOSE reports the end. (A socket older
+	 * than us gets its state at CLOSE, where the old state says who began.)
+	 * These run for every connection: no lookup, no clock. */
 	if (newstate == CS_TCP_FIN_WAIT2 || newstate == CS_TCP_CLOSING ||
-	    newstate == CS_TCP_TIME_WAIT || newstate == CS_TCP_LAST_ACK) {
+	    newstate == CS_TCP_TIME_WAIT)
+		return 0;
+	if (newstate == CS_TCP_LAST_ACK) {
+		/* close() after the peer's FIN, in the owner's context; name the
+		 * owner of a socket that never read. */
 		info = info_get(sk, st, false);
-		if (info) {
-			/* LAST_ACK: close() after the peer's FIN, in the owner's
-			 * context; name the owner of a socket that never read. */
-			if (newstate == CS_TCP_LAST_ACK && !info->pid)
-				own_by_current(info);
-			return 0;
-		}
+		if (info && !info->pid)
+			own_by_current(info);
+		return 0;
 	}
 
-	now = bpf_ktime_get_ns();
+	/* The clock only where a time is kept (it is not free in a VM). */
+	now = newstate == CS_TCP_FIN_WAIT1 ? 0 : bpf_ktime_get_ns();
 
 	if (newstate == CS_TCP_SYN_SENT) {
 		/* connect(): we run in the caller's context, so it owns the socket. */

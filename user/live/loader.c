@@ -91,13 +91,14 @@ static const struct {
 	const char *tp;
 	const char *purpose;
 	bool required;
+	bool per_io;    /* runs on every send or receive */
 } hook_defs[LOADER_NHOOKS] = {
-	{ "inet_sock_set_state", "every TCP state change", true },
-	{ "tcp_receive_reset", "resets received (rst_in, refused)", false },
-	{ "tcp_send_reset", "resets sent (rst_out)", false },
-	{ "tcp_retransmit_skb", "SYN retransmits (connect timeouts)", false },
-	{ "sock_recv_length", "owner of accepted sockets (pid, comm)", false },
-	{ "sock_send_length", "owner of accepted sockets (pid, comm)", false },
+	{ "inet_sock_set_state", "every TCP state change", true, false },
+	{ "tcp_receive_reset", "resets received (rst_in, refused)", false, false },
+	{ "tcp_send_reset", "resets sent (rst_out)", false, false },
+	{ "tcp_retransmit_skb", "SYN retransmits (connect timeouts)", false, false },
+	{ "sock_recv_length", "owner of accepted sockets (pid, comm)", false, true },
+	{ "sock_send_length", "owner of accepted sockets (pid, comm)", false, true },
 };
 
 static struct bpf_program *prog_of(struct conn_bpf *s, int i, bool btf)
@@ -206,6 +207,14 @@ static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *w
 		}
 		if (!bpf_program__autoload(prog_of(s, i, btf))) {
 			snprintf(h->note, sizeof(h->note), "program switched off (see \"programs off\")");
+			continue;
+		}
+		/* The owner hooks run on every send and receive: with only problems
+		 * wanted, holders are found when a finding is due instead. */
+		if (L->problems_only && hook_defs[i].per_io) {
+			snprintf(h->note, sizeof(h->note), "not attached: --connections %s costs nothing "
+				 "per send and receive (holders are found when a finding is due)",
+				 o->connections == CONNS_NONE ? "none" : "problems");
 			continue;
 		}
 		link = bpf_program__attach(prog_of(s, i, btf));
