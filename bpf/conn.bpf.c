@@ -604,19 +604,19 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 	if (port_filtered(sk, st))
 		return 0;
 	/* Later steps of a close tell nothing new: the first step out of
-	 * ESTABLISHED gave the cause, and CLOSE reports the end. (A socket older
-	 * than us gets its state at CLOSE, where the old state says who began.)
-	 * These run for every connection: no lookup, no clock. */
+	 * ESTABLISHED gave the cause, and CLOSE reports the end. Only a socket
+	 * older than us, seen here first, goes on to get its state here: by
+	 * CLOSE, the kernel has let go of its local port. */
 	if (newstate == CS_TCP_FIN_WAIT2 || newstate == CS_TCP_CLOSING ||
-	    newstate == CS_TCP_TIME_WAIT)
-		return 0;
-	if (newstate == CS_TCP_LAST_ACK) {
-		/* close() after the peer's FIN, in the owner's context; name the
-		 * owner of a socket that never read. */
+	    newstate == CS_TCP_TIME_WAIT || newstate == CS_TCP_LAST_ACK) {
 		info = info_get(sk, st, false);
-		if (info && !info->pid)
-			own_by_current(info);
-		return 0;
+		if (info) {
+			/* LAST_ACK: close() after the peer's FIN, in the owner's
+			 * context; name the owner of a socket that never read. */
+			if (newstate == CS_TCP_LAST_ACK && !info->pid)
+				own_by_current(info);
+			return 0;
+		}
 	}
 
 	/* The clock only where a time is kept (it is not free in a VM). */
