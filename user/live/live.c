@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,6 +306,65 @@ static void take_snapshot(struct live *lv)
 	free(socks);
 }
 
+/* The parts that load after the lifecycle programs, in parallel. */
+struct part_load {
+	struct live *lv;
+	const struct cs_opts *o;
+	const char *cg;
+	int tls_rc;
+	char h2u_why[256];
+};
+
+static void *load_tls(void *arg)
+{
+	struct part_load *pl = arg;
+
+	pl->tls_rc = loader_tls_open(&pl->lv->L, pl->cg);
+	return NULL;
+}
+
+static void *load_h2u(void *arg)
+{
+	struct part_load *pl = arg;
+
+	pl->lv->h2u = h2u_open(pl->h2u_why, sizeof(pl->h2u_why));
+	return NULL;
+}
+
+static void *load_holders(void *arg)
+{
+	struct part_load *pl = arg;
+
+	pl->lv->hold = holders_open((enum hs_stack_mode)pl->o->stacks,
+				    pl->lv->L.mode == ATTACH_RAW_TP);
+	return NULL;
+}
+
+static void *load_ct(void *arg)
+{
+	struct part_load *pl = arg;
+
+	pl->lv->ct = ctwatch_open(pl->o, pl->lv->t);
+	return NULL;
+}
+
+static void load_parts(struct part_load *pl)
+{
+	void *(*const jobs[])(void *) = { load_tls, load_h2u, load_holders, load_ct };
+	pthread_t tid[sizeof(jobs) / sizeof(jobs[0])];
+	bool started[sizeof(jobs) / sizeof(jobs[0])];
+
+	for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++)
+		started[i] = !pthread_create(&tid[i], NULL, jobs[i], pl);
+	/* A thread that could not start: its part loads here, in turn. */
+	for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++) {
+		if (started[i])
+			pthread_join(tid[i], NULL);
+		else
+			jobs[i](pl);
+	}
+}
+
 int live_run(const struct cs_opts *o)
 {
 	struct live lv = { .o = o, .metrics_fd = -1 };
@@ -343,33 +403,35 @@ int live_run(const struct cs_opts *o)
 		cs_fail("open the ring buffer", "%s", strerror(errno));
 		goto out;
 	}
-	/* TLS: packet programs at the cgroup2 root (every pod of the node), or
-	 * where --cgroup says. Without them the TCP view still stands. */
-	if (loader_tls_open(&lv.L, o->cgroup ? o->cgroup : pods_cgroup2_root(pods)))
-		cs_warn("TLS handshakes are not observed: %s", lv.L.tls_note);
-	else if (ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.tls_events), on_tls_event, &lv) ||
-		 ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.h2_events), on_h2_event, &lv))
-		cs_warn("TLS handshakes and h2c are not observed: cannot read their ring buffers");
-	/* HTTP/2 inside TLS: uprobes on the TLS libraries of every process (and of
-	 * those that start later, found by a rescan every second). */
+	/* The other parts load at once, each in a thread of its own (their
+	 * objects are independent, and most of their time is the verifier's and
+	 * the kernel's): start-up takes the slowest part's time, not their sum. */
 	{
-		char why[256];
+		struct part_load pl = { .lv = &lv, .o = o,
+					.cg = o->cgroup ? o->cgroup : pods_cgroup2_root(pods) };
 
-		lv.h2u = h2u_open(why, sizeof(why));
+		load_parts(&pl);
+		/* TLS: packet programs at the cgroup2 root (every pod of the node),
+		 * or where --cgroup says. Without them the TCP view still stands. */
+		if (pl.tls_rc)
+			cs_warn("TLS handshakes are not observed: %s", lv.L.tls_note);
+		else if (ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.tls_events), on_tls_event, &lv) ||
+			 ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.h2_events), on_h2_event, &lv))
+			cs_warn("TLS handshakes and h2c are not observed: cannot read their ring buffers");
+		/* HTTP/2 inside TLS: uprobes on the TLS libraries of every process
+		 * (and of those that start later, found by a rescan every second). */
 		if (!lv.h2u)
-			cs_warn("HTTP/2 inside TLS is not observed: %s", why);
+			cs_warn("HTTP/2 inside TLS is not observed: %s", pl.h2u_why);
 		else if (h2u_add_ring(lv.h2u, lv.rb, on_h2_event, &lv))
 			cs_warn("HTTP/2 inside TLS is not observed: cannot read its ring buffer");
+		/* Holders of stuck sockets, and the stacks of the calls that made them. */
+		if (lv.hold)
+			track_set_holders(lv.t, on_holders, on_flag, &lv);
+		/* Conntrack: which backend a Service connection reached, forwarded
+		 * flows, and the table's pressure. */
+		if (lv.ct && o->conntrack != CT_OFF && !strncmp(ctwatch_describe(lv.ct), "NOT", 3))
+			cs_warn("conntrack is %s", ctwatch_describe(lv.ct));
 	}
-	/* Holders of stuck sockets, and the stacks of the calls that made them. */
-	lv.hold = holders_open((enum hs_stack_mode)o->stacks, lv.L.mode == ATTACH_RAW_TP);
-	if (lv.hold)
-		track_set_holders(lv.t, on_holders, on_flag, &lv);
-	/* Conntrack: which backend a Service connection reached, forwarded flows,
-	 * and the table's pressure. */
-	lv.ct = ctwatch_open(o, lv.t);
-	if (lv.ct && o->conntrack != CT_OFF && !strncmp(ctwatch_describe(lv.ct), "NOT", 3))
-		cs_warn("conntrack is %s", ctwatch_describe(lv.ct));
 	/* Attached first, then the snapshot: nothing falls between the two. */
 	if (!o->no_snapshot)
 		take_snapshot(&lv);
@@ -468,6 +530,8 @@ int check_run(const struct cs_opts *o)
 	struct loader L;
 	struct utsname u;
 	struct pod_resolver *pods;
+	double load_ms[5] = { 0 };
+	uint64_t t0;
 	int rc = 0;
 	bool ok;
 
@@ -487,10 +551,12 @@ int check_run(const struct cs_opts *o)
 	pods_free(pods);
 	if (loader_preflight())
 		return 1;
+	t0 = cs_mono_ns();
 	if (loader_open(&L, o)) {
 		printf("attach:           FAILED (see above)\n");
 		return 1;
 	}
+	load_ms[0] = (cs_mono_ns() - t0) / 1e6;
 	printf("attach type:      %s%s%s\n", mode_name(L.mode),
 	       L.mode == ATTACH_RAW_TP ? ", fallback because: " : " (preferred)",
 	       L.mode == ATTACH_RAW_TP ? L.fallback_why : "");
@@ -511,27 +577,39 @@ int check_run(const struct cs_opts *o)
 		struct pod_resolver *pr = pods_new(NULL, o->pods_dir);
 		const char *cg = o->cgroup ? o->cgroup : pr ? pods_cgroup2_root(pr) : "/sys/fs/cgroup";
 
-		if (!loader_tls_open(&L, cg))
+		t0 = cs_mono_ns();
+		ok = !loader_tls_open(&L, cg);
+		load_ms[1] = (cs_mono_ns() - t0) / 1e6;
+		if (ok)
 			printf("TLS, h2c (wire):   cgroup_skb ingress+egress attached at %s\n", cg);
 		else
 			printf("TLS, h2c (wire):   NOT observed: %s\n", L.tls_note);
 		pods_free(pr);
 	}
 	/* Each part stays loaded to the end, so that -v can list every program. */
+	t0 = cs_mono_ns();
 	hu = h2u_open(why, sizeof(why));
+	load_ms[2] = (cs_mono_ns() - t0) / 1e6;
 	if (hu) {
 		h2u_describe(hu, desc, sizeof(desc));
 		printf("HTTP/2 in TLS:     %s\n", desc);
 	} else {
 		printf("HTTP/2 in TLS:     NOT observed: %s\n", why);
 	}
+	t0 = cs_mono_ns();
 	ho = holders_open((enum hs_stack_mode)o->stacks, L.mode == ATTACH_RAW_TP);
+	load_ms[3] = (cs_mono_ns() - t0) / 1e6;
 	printf("socket holders:    %s\n", holders_describe(ho));
 	printf("stacks:            %s\n", holders_stacks_describe(ho));
+	t0 = cs_mono_ns();
 	cw = ctwatch_open(o, NULL);
+	load_ms[4] = (cs_mono_ns() - t0) / 1e6;
 	printf("conntrack:         %s\n", ctwatch_describe(cw));
 	replay_describe(desc, sizeof(desc));
 	printf("replay:            %s\n", desc);
+	printf("load time (ms):    lifecycle %.0f, TLS and h2c %.0f, HTTP/2 in TLS %.0f, "
+	       "holders and stacks %.0f, conntrack %.0f (live runs start writing after the "
+	       "lifecycle's)\n", load_ms[0], load_ms[1], load_ms[2], load_ms[3], load_ms[4]);
 	printf("programs off:      ");
 	fflush(stdout);
 	if (progfb_count())

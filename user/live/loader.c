@@ -22,7 +22,7 @@
 
 
 static bool verbose;
-static char last_msg[512];
+static __thread char last_msg[512];  /* per thread: the parts load in parallel */
 
 /* Warnings are kept (the last one explains a failure; progfb learns from them
  * which program the kernel refused), with -v or without; -v also prints all. */

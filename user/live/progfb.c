@@ -7,6 +7,7 @@
 #include "progfb.h"
 
 #include <bpf/btf.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,23 +25,30 @@ struct off_rec {
 
 static struct off_rec recs[MAX_OFF];
 static int nrecs;
+/* The parts load in threads of their own (live start-up): the table is shared. */
+static pthread_mutex_t recs_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* From the libbpf log of the last failed load. */
-static char failed_prog[64];
-static char failed_log[160];   /* the verifier's last words on it */
-static unsigned failed_processed;
+/* From the libbpf log of the last failed load, per thread: each part's loader
+ * blames what its own load logged. */
+static __thread char failed_prog[64];
+static __thread char failed_log[160];   /* the verifier's last words on it */
+static __thread unsigned failed_processed;
 
 static struct btf *vmlinux;
 static bool vmlinux_tried;
 
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static const struct btf *vmlinux_btf(void)
 {
+	pthread_mutex_lock(&init_lock);
 	if (!vmlinux_tried) {
 		vmlinux_tried = true;
 		vmlinux = btf__load_vmlinux_btf();
 		if (libbpf_get_error(vmlinux))
 			vmlinux = NULL;
 	}
+	pthread_mutex_unlock(&init_lock);
 	return vmlinux;
 }
 
@@ -60,16 +68,19 @@ static const char *tracefs_events(void)
 {
 	static const char *const dirs[] = { "/sys/kernel/tracing/events",
 					    "/sys/kernel/debug/tracing/events" };
+	const char *found = NULL;
 
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+	pthread_mutex_lock(&init_lock);
+	for (int pass = 0; pass < 2 && !found; pass++) {
+		for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && !found; i++)
 			if (!access(dirs[i], F_OK))
-				return dirs[i];
-		if (pass == 0 && mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL))
+				found = dirs[i];
+		if (found || (pass == 0 && mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL)))
 			break;
 		we_mounted_tracefs = true;
 	}
-	return NULL;
+	pthread_mutex_unlock(&init_lock);
+	return found;
 }
 
 bool progfb_hook_exists(const char *sec, char *why, size_t len)
@@ -132,33 +143,42 @@ void progfb_record(const char *object, const char *prog, const struct progfb_rol
 		    const char *why)
 {
 	const struct progfb_role *r = role_of(roles, prog);
-	struct off_rec *o = rec_find(object, prog);
+	struct off_rec *o;
 
-	if (!o) {
-		if (nrecs == MAX_OFF)
-			return;
+	pthread_mutex_lock(&recs_lock);
+	o = rec_find(object, prog);
+	if (!o && nrecs < MAX_OFF)
 		o = &recs[nrecs++];
+	if (o) {
+		snprintf(o->object, sizeof(o->object), "%s", object);
+		snprintf(o->prog, sizeof(o->prog), "%s", prog);
+		snprintf(o->why, sizeof(o->why), "%s", why);
+		o->instead = r ? r->instead : "";
+		o->lost = r ? r->lost : "";
 	}
-	snprintf(o->object, sizeof(o->object), "%s", object);
-	snprintf(o->prog, sizeof(o->prog), "%s", prog);
-	snprintf(o->why, sizeof(o->why), "%s", why);
-	o->instead = r ? r->instead : "";
-	o->lost = r ? r->lost : "";
+	pthread_mutex_unlock(&recs_lock);
 }
 
 bool progfb_is_off(const char *object, const char *prog)
 {
-	return rec_find(object, prog) != NULL;
+	bool off;
+
+	pthread_mutex_lock(&recs_lock);
+	off = rec_find(object, prog) != NULL;
+	pthread_mutex_unlock(&recs_lock);
+	return off;
 }
 
 void progfb_reset(const char *object)
 {
 	int j = 0;
 
+	pthread_mutex_lock(&recs_lock);
 	for (int i = 0; i < nrecs; i++)
 		if (strcmp(recs[i].object, object))
 			recs[j++] = recs[i];
 	nrecs = j;
+	pthread_mutex_unlock(&recs_lock);
 }
 
 static bool env_names(const char *prog)
