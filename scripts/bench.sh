@@ -1,11 +1,25 @@
 #!/bin/bash
 # connscope benchmark (`make bench`). Needs root.
 #
-# 1. Throughput: loopback connect/send/close at the maximum rate (closed loop), with
-#    no tracer, with `connscope trace -o json` attached and with Debian's libbpf-tools
-#    `tcpstates` attached. The three configurations run interleaved in one run
-#    (ROUNDS rounds, rotating order), and the report gives the median rate of each and
-#    its ratio to the baseline. Target for connscope: >= 0.97.
+# 1. Throughput: loopback connect/send/close at the maximum rate (closed loop), for
+#    each close style in BENCH_CLOSES: fin (the client closes, the server reads EOF and
+#    closes) and rst (connload --close rst-client: the client closes with SO_LINGER 0,
+#    a RST and no TIME_WAIT; BENCH_RST_SIDE=server makes the server answer the FIN with
+#    one instead). Per style, interleaved in one run (ROUNDS rounds, rotating order):
+#    bare (no tracer), `connscope daemon` (stdout to a file, as a DaemonSet's log),
+#    `connscope top -i TOP_INTERVAL` (stdout a file, not a terminal: a frame per
+#    interval), `connscope trace -o json` to a file, and Debian's libbpf-tools
+#    `tcpstates` and `tcplife` (anchors). The report gives each one's median rate, its
+#    ratio to bare and the per-round ratio range. Targets: daemon >= 0.97, top >= 0.97,
+#    trace >= 0.92 (the anchors have none). Per connscope mode, per connection: its
+#    user-space CPU (utime + stime of the process, /proc/PID/stat, before and after the
+#    timed window, over the connections made in it; median round and range) and, from
+#    one more run per mode with kernel.bpf_stats_enabled=1 (outside the ratios), its
+#    programs' BPF run time over the window (`bpftool -j prog show` before and after).
+#    Lost events at the maximum rate in daemon mode, from the daemon's end stats record
+#    (lost, events) in each round: target lost == 0. daemon and trace count as attached
+#    once their stats start record is out, top once its first frame is in the file, the
+#    anchors once their BPF link exists (plus 1 s for their perf buffers).
 # 1b. Stacks: the same closed loop, interleaved (ROUNDS rounds): no tracer,
 #    `connscope trace --stacks off` and `connscope trace --stacks all` (a user stack
 #    taken at every connect and accept on the node, the worst case of the default
@@ -13,6 +27,10 @@
 # 2. Fixed rate: RATE connections/s for RATE_SECONDS with `connscope trace -o json`
 #    writing to a file; then its final stats record (events, lost, map_full) and the
 #    number of connection records against 2 x the connections made. Target: lost == 0.
+#    Then the same rate with `connscope daemon` writing to a file: the bytes the file
+#    grew by from the load's start to 1 s after its end (the start record and the final
+#    summaries left out), over the load's seconds, and by record type. Target at 20,000
+#    healthy connections/s: < 2000 bytes/s.
 # 3. TLS: the per-packet cost of connscope's cgroup_skb programs (they follow TLS
 #    handshakes). tests/bench/tlsload.c, run inside a cgroup of the bench's own, does
 #    a bulk TLS 1.3 transfer (one connection, 16 KiB writes; MB/s) and back-to-back
@@ -71,10 +89,11 @@
 #
 # The load is tests/bench/connload.c. In the throughput rounds a tracer's stdout is a
 # regular file (as with `connscope daemon > file`); connscope counts as attached
-# once its first record (stats, phase "start") is out. Runs during which other BPF
-# programs were loaded (e.g. someone's test running connscope) are flagged in the report.
-# For the run's duration: net.ipv4.tcp_tw_reuse=1, kernel.bpf_stats_enabled=1 in part 2,
-# tracefs mounted if tcpstates needs it; all put back on exit, as are the processes.
+# once its first record (stats, phase "start") is out (top: its first frame). Runs
+# during which other BPF programs were loaded (e.g. someone's test running connscope)
+# are flagged in the report. For the run's duration: net.ipv4.tcp_tw_reuse=1,
+# kernel.bpf_stats_enabled=1 in part 2 and in the detail runs, tracefs mounted if
+# tcpstates and tcplife need it; all put back on exit, as are the processes.
 #
 # Exits non-zero only when something broke (a build, the load generator, a tracer that
 # does not start); a missed target is printed as MISS. Settings (environment):
@@ -83,6 +102,8 @@
 #   BENCH_QUIET_WAIT=5 (s to wait per run for other BPF programs to go and the CPUs to
 #   be idle, at most BENCH_QUIET_BUDGET=40 s in all; BENCH_QUIET_BUSY=15 % is idle)
 #   BENCH_KEEP=1 (keep the work directory)  TCPSTATES=/usr/sbin/tcpstates
+#   TCPLIFE=/usr/sbin/tcplife  BENCH_CLOSES="fin rst"  BENCH_RST_SIDE=client (or server)
+#   BENCH_TOP_INTERVAL=2 (top's -i in part 1)
 #   BENCH_PARTS="tcp stacks rate tls h2 replay dnat" (which parts run; e.g. BENCH_PARTS=tls)
 #   BENCH_TLS_ROUNDS=5 BENCH_TLS_SECONDS=4 BENCH_TLS_WORKERS=<cpus>
 #   BENCH_TLS_PORT=<BENCH_PORT + 8>
