@@ -530,8 +530,14 @@ def daemon_rate(a):
     print()
     print("Daemon output: %d connections/s for %gs, connscope daemon > file (the log a "
           "DaemonSet keeps)" % (a.rate, a.rate_seconds))
-    print("  load       achieved %.0f conns/s: %d made, %d failed of %d attempted" % (
-        load["conns_per_s"], load["connections"], load["failed"], load["attempted"]))
+    print("  load       achieved %.0f conns/s: %d made, %d failed of %d attempted "
+          "(%d started > 10 ms late, max %.1f ms)" % (
+              load["conns_per_s"], load["connections"], load["failed"], load["attempted"],
+              load.get("late_10ms", 0), load.get("max_late_ms", 0)))
+    short = load["conns_per_s"] < 0.95 * a.rate
+    if short:
+        print("  note       the load fell short of %d conns/s (a busy machine?): the bytes/s "
+              "below are at the achieved rate, not the target's" % a.rate)
     if b0 is None or b2 is None or not load["seconds"]:
         print("  daemon     output size not recorded: MISS")
         TARGETS.append(("daemon output at %d conns/s, bytes/s" % a.rate, "?", "",
@@ -572,7 +578,14 @@ def daemon_rate(a):
     if stats_end:
         print("             end stats: events %d, lost %d, map_full %d" % (
             stats_end["events"], stats_end["lost"], stats_end["map_full"]))
+    c = None if c0 is None or c1 is None else c1 - c0
+    env = run_env(d, load, c, a.cpus)
+    if env["foreign"] or (env["other_pct"] or 0) > 10:
+        print("  noise      other BPF programs: %s; rest of the machine used %.0f%% CPU" % (
+            ",".join(env["foreign"]) or "none", env["other_pct"] or 0))
     note = "" if a.rate == 20000 else " (the target is set at 20,000 conns/s; this run: %d)" % a.rate
+    if short:
+        note += " (achieved %.0f conns/s only)" % load["conns_per_s"]
     print("  target     < %d bytes/s: %s%s" % (DAEMON_BYTES_TARGET,
                                               verdict(bps < DAEMON_BYTES_TARGET), note))
     TARGETS.append(("daemon output at %d conns/s, bytes/s" % a.rate, "%.0f" % bps, "",
@@ -1481,7 +1494,8 @@ def main():
             ms = [int(l.split()[1]) for l in f if len(l.split()) == 2]
         if ms:
             print()
-            print(f"connscope start-up (launch to its stats start record, polled every 50 ms): "
+            print(f"connscope start-up (launch to its stats start record, top: to its first "
+                  f"frame; polled every 50 ms): "
                   f"median {statistics.median(ms) / 1000:.2f} s, "
                   f"range {min(ms) / 1000:.2f}-{max(ms) / 1000:.2f} s over {len(ms)} starts")
     try:
