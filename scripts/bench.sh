@@ -1,11 +1,25 @@
 #!/bin/bash
 # connscope benchmark (`make bench`). Needs root.
 #
-# 1. Throughput: loopback connect/send/close at the maximum rate (closed loop), with
-#    no tracer, with `connscope trace -o json` attached and with Debian's libbpf-tools
-#    `tcpstates` attached. The three configurations run interleaved in one run
-#    (ROUNDS rounds, rotating order), and the report gives the median rate of each and
-#    its ratio to the baseline. Target for connscope: >= 0.97.
+# 1. Throughput: loopback connect/send/close at the maximum rate (closed loop), for
+#    each close style in BENCH_CLOSES: fin (the client closes, the server reads EOF and
+#    closes) and rst (connload --close rst-client: the client closes with SO_LINGER 0,
+#    a RST and no TIME_WAIT; BENCH_RST_SIDE=server makes the server answer the FIN with
+#    one instead). Per style, interleaved in one run (ROUNDS rounds, rotating order):
+#    bare (no tracer), `connscope daemon` (stdout to a file, as a DaemonSet's log),
+#    `connscope top -i TOP_INTERVAL` (stdout a file, not a terminal: a frame per
+#    interval), `connscope trace -o json` to a file, and Debian's libbpf-tools
+#    `tcpstates` and `tcplife` (anchors). The report gives each one's median rate, its
+#    ratio to bare and the per-round ratio range. Targets: daemon >= 0.97, top >= 0.97,
+#    trace >= 0.92 (the anchors have none). Per connscope mode, per connection: its
+#    user-space CPU (utime + stime of the process, /proc/PID/stat, before and after the
+#    timed window, over the connections made in it; median round and range) and, from
+#    one more run per mode with kernel.bpf_stats_enabled=1 (outside the ratios), its
+#    programs' BPF run time over the window (`bpftool -j prog show` before and after).
+#    Lost events at the maximum rate in daemon mode, from the daemon's end stats record
+#    (lost, events) in each round: target lost == 0. daemon and trace count as attached
+#    once their stats start record is out, top once its first frame is in the file, the
+#    anchors once their BPF link exists (plus 1 s for their perf buffers).
 # 1b. Stacks: the same closed loop, interleaved (ROUNDS rounds): no tracer,
 #    `connscope trace --stacks off` and `connscope trace --stacks all` (a user stack
 #    taken at every connect and accept on the node, the worst case of the default
@@ -13,6 +27,10 @@
 # 2. Fixed rate: RATE connections/s for RATE_SECONDS with `connscope trace -o json`
 #    writing to a file; then its final stats record (events, lost, map_full) and the
 #    number of connection records against 2 x the connections made. Target: lost == 0.
+#    Then the same rate with `connscope daemon` writing to a file: the bytes the file
+#    grew by from the load's start to 1 s after its end (the start record and the final
+#    summaries left out), over the load's seconds, and by record type. Target at 20,000
+#    healthy connections/s: < 2000 bytes/s.
 # 3. TLS: the per-packet cost of connscope's cgroup_skb programs (they follow TLS
 #    handshakes). tests/bench/tlsload.c, run inside a cgroup of the bench's own, does
 #    a bulk TLS 1.3 transfer (one connection, 16 KiB writes; MB/s) and back-to-back
@@ -71,10 +89,11 @@
 #
 # The load is tests/bench/connload.c. In the throughput rounds a tracer's stdout is a
 # regular file (as with `connscope daemon > file`); connscope counts as attached
-# once its first record (stats, phase "start") is out. Runs during which other BPF
-# programs were loaded (e.g. someone's test running connscope) are flagged in the report.
-# For the run's duration: net.ipv4.tcp_tw_reuse=1, kernel.bpf_stats_enabled=1 in part 2,
-# tracefs mounted if tcpstates needs it; all put back on exit, as are the processes.
+# once its first record (stats, phase "start") is out (top: its first frame). Runs
+# during which other BPF programs were loaded (e.g. someone's test running connscope)
+# are flagged in the report. For the run's duration: net.ipv4.tcp_tw_reuse=1,
+# kernel.bpf_stats_enabled=1 in part 2 and in the detail runs, tracefs mounted if
+# tcpstates and tcplife need it; all put back on exit, as are the processes.
 #
 # Exits non-zero only when something broke (a build, the load generator, a tracer that
 # does not start); a missed target is printed as MISS. Settings (environment):
@@ -83,6 +102,8 @@
 #   BENCH_QUIET_WAIT=5 (s to wait per run for other BPF programs to go and the CPUs to
 #   be idle, at most BENCH_QUIET_BUDGET=40 s in all; BENCH_QUIET_BUSY=15 % is idle)
 #   BENCH_KEEP=1 (keep the work directory)  TCPSTATES=/usr/sbin/tcpstates
+#   TCPLIFE=/usr/sbin/tcplife  BENCH_CLOSES="fin rst"  BENCH_RST_SIDE=client (or server)
+#   BENCH_TOP_INTERVAL=2 (top's -i in part 1)
 #   BENCH_PARTS="tcp stacks rate tls h2 replay dnat" (which parts run; e.g. BENCH_PARTS=tls)
 #   BENCH_TLS_ROUNDS=5 BENCH_TLS_SECONDS=4 BENCH_TLS_WORKERS=<cpus>
 #   BENCH_TLS_PORT=<BENCH_PORT + 8>
@@ -130,6 +151,12 @@ BULK=$ROOT/.output/bulk
 PCAPREAD=$ROOT/.output/pcapread
 BPFTOOL=${BPFTOOL:-$(command -v bpftool 2>/dev/null || echo /usr/sbin/bpftool)}
 TCPSTATES=${TCPSTATES:-$(command -v tcpstates 2>/dev/null || echo /usr/sbin/tcpstates)}
+TCPLIFE=${TCPLIFE:-$(command -v tcplife 2>/dev/null || echo /usr/sbin/tcplife)}
+# Part 1's close styles: fin (both sides close normally) and rst (SO_LINGER 0 on the
+# side BENCH_RST_SIDE names: client or server).
+CLOSES=${BENCH_CLOSES:-fin rst}
+RST_SIDE=${BENCH_RST_SIDE:-client}
+TOP_INTERVAL=${BENCH_TOP_INTERVAL:-2}
 CONNSCOPE=$ROOT/connscope
 CONNLOAD=$ROOT/.output/connload
 TLSLOAD=$ROOT/.output/tlsload
@@ -141,6 +168,10 @@ has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 for part in $PARTS; do
 	case $part in tcp | stacks | rate | tls | h2 | replay | dnat) ;; *) die "parse BENCH_PARTS: unknown part '$part' (tcp stacks rate tls h2 replay dnat)" ;; esac
 done
+for style in $CLOSES; do
+	case $style in fin | rst) ;; *) die "parse BENCH_CLOSES: unknown close style '$style' (fin rst)" ;; esac
+done
+case $RST_SIDE in client | server) ;; *) die "parse BENCH_RST_SIDE: '$RST_SIDE' (client or server)" ;; esac
 
 [ "$(id -u)" = 0 ] || die "run: needs root (BPF programs and sysctls)"
 [ -x "$CONNSCOPE" ] || die "find ./connscope: run make first"
@@ -318,25 +349,34 @@ for part in $PARTS; do
 	break
 done
 
-HAVE_TCPSTATES=1
-if ! has_part tcp; then
-	HAVE_TCPSTATES=0
-elif [ ! -x "$TCPSTATES" ]; then
-	HAVE_TCPSTATES=0
-	log "tcpstates not found ($TCPSTATES): comparison skipped (apt-get install libbpf-tools)"
-elif [ ! -d /sys/kernel/tracing/events/sock ]; then
-	# libbpf-tools' tcpstates attaches a classic tracepoint, which needs tracefs.
-	if mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null; then
+# The anchors of part 1, libbpf-tools' tcpstates and tcplife: both attach the classic
+# tracepoint sock:inet_sock_set_state, which needs tracefs.
+tracefs_ready() {
+	[ -d /sys/kernel/tracing/events/sock ] && return 0
+	if [ "$UNMOUNT_TRACEFS" = 0 ] && mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null; then
 		UNMOUNT_TRACEFS=1
 	fi
-	if [ ! -d /sys/kernel/tracing/events/sock ]; then
-		HAVE_TCPSTATES=0
-		log "tracefs is not available: tcpstates comparison skipped"
-	fi
-fi
+	[ -d /sys/kernel/tracing/events/sock ]
+}
 
-CONFIGS=(baseline connscope)
-[ "$HAVE_TCPSTATES" = 1 ] && CONFIGS+=(tcpstates)
+# anchor_ok NAME PATH: whether the anchor tool can run here (says why not).
+anchor_ok() {
+	if [ ! -x "$2" ]; then
+		log "$1 not found ($2): comparison skipped (apt-get install libbpf-tools)"
+		return 1
+	fi
+	if ! tracefs_ready; then
+		log "tracefs is not available: $1 comparison skipped"
+		return 1
+	fi
+}
+
+# Part 1's configurations: no tracer, connscope's three live modes, the two anchors.
+CONFIGS=(baseline daemon top trace)
+if has_part tcp; then
+	anchor_ok tcpstates "$TCPSTATES" && CONFIGS+=(tcpstates)
+	anchor_ok tcplife "$TCPLIFE" && CONFIGS+=(tcplife)
+fi
 
 LOAD_ARGS=(--workers "$WORKERS" --server-threads "$SERVER_THREADS" --base-port "$PORT"
 	--ports "$NPORTS")
@@ -346,12 +386,14 @@ LOAD_ARGS=(--workers "$WORKERS" --server-threads "$SERVER_THREADS" --base-port "
 # (connscope's start record = attached) and the last one (its end stats record).
 TRACER_PID=
 TRACER_OUT=
+TRACER_NAME=
 
 # start_tracer NAME DIR [OUTFILE]: returns once the tracer is attached.
 start_tracer() {
 	local name=$1 dir=$2 out=${3:-$2/out} i t0
 	mkdir -p "$dir"
 	t0=$(date +%s%N)
+	TRACER_NAME=$name
 	# Records go to a regular file, as `connscope daemon > file` would: no
 	# reader process competes with the load for the CPUs. Conntrack's netfilter
 	# program stays off here: these parts measure the socket and packet programs,
@@ -361,7 +403,15 @@ start_tracer() {
 	stacksoff | stacksall)
 		"$CONNSCOPE" trace -o json --cgroup "$CGROUP" --conntrack off \
 			--stacks "${name#stacks}" >"$out" 2>"$dir/err" & ;;
-	connscope)
+	# Part 1's three modes, as a node would run them: daemon (the DaemonSet, its log a
+	# file), top (no terminal: a frame every TOP_INTERVAL s appended to a file) and
+	# trace -o json into a file.
+	daemon)
+		"$CONNSCOPE" daemon --cgroup "$CGROUP" --conntrack off >"$out" 2>"$dir/err" & ;;
+	top)
+		"$CONNSCOPE" top -i "$TOP_INTERVAL" --cgroup "$CGROUP" --conntrack off \
+			>"$out" 2>"$dir/err" </dev/null & ;;
+	connscope | trace)
 		if [ -n "${CT_NETNS:-}" ]; then
 			# The DNAT part: conntrack's program in the bench's node namespace only.
 			"$CONNSCOPE" trace -o json --cgroup "$CGROUP" --conntrack bpf \
@@ -370,6 +420,7 @@ start_tracer() {
 			"$CONNSCOPE" trace -o json --cgroup "$CGROUP" --conntrack off >"$out" 2>"$dir/err" &
 		fi ;;
 	tcpstates) "$TCPSTATES" >"$out" 2>"$dir/err" & ;;
+	tcplife) "$TCPLIFE" >"$out" 2>"$dir/err" & ;;
 	*) die "start $name: unknown tracer" ;;
 	esac
 	TRACER_PID=$!
@@ -381,14 +432,21 @@ start_tracer() {
 			die "start $name (it exited; stderr above)"
 		}
 		case $name in
-		connscope | stacksoff | stacksall)
+		connscope | trace | daemon | stacksoff | stacksall)
 			# Attached once its first record, stats phase "start", is out:
 			# its start-up time (load, verify, attach, snapshot) is kept.
 			if head -n 1 "$out" 2>/dev/null | grep -q '"phase":"start"'; then
 				echo "$name $((($(date +%s%N) - t0) / 1000000))" >>"$WORK/startup.txt"
 				return 0
 			fi ;;
-		tcpstates)
+		top)
+			# top writes no stats record; it draws its first frame once attached
+			# (after the snapshot).
+			if grep -q '^connscope top - ' "$out" 2>/dev/null; then
+				echo "$name $((($(date +%s%N) - t0) / 1000000))" >>"$WORK/startup.txt"
+				return 0
+			fi ;;
+		tcpstates | tcplife)
 			# Its stdout is block-buffered, so no header shows up: wait for the BPF
 			# link, then give it a moment to set up its perf buffer.
 			if has_bpf_link "$TRACER_PID"; then
@@ -437,8 +495,14 @@ stop_tracer() {
 	# The report reads the tracer's first and last lines; the file itself can go.
 	head -n 1 "$TRACER_OUT" >"$dir/first" 2>/dev/null || true
 	tail -n 1 "$TRACER_OUT" >"$dir/last" 2>/dev/null || true
+	# top's counters (events, lost) are in its last frame's title line.
+	if [ "$TRACER_NAME" = top ]; then
+		{ grep '^connscope top - ' "$TRACER_OUT" | tail -n 1 >"$dir/top_last"; } 2>/dev/null || true
+	fi
+	stat -c %s "$TRACER_OUT" >"$dir/out_bytes_end" 2>/dev/null || true
 	[ "$TRACER_OUT" = "$dir/out" ] && rm -f "$TRACER_OUT"
 	TRACER_PID=
+	TRACER_NAME=
 }
 
 run_load() {
@@ -513,7 +577,14 @@ wait_quiet() {
 	done
 }
 
+# The size of the tracer's output file so far (bytes).
+out_bytes() { stat -c %s "$TRACER_OUT" 2>/dev/null || echo 0; }
+
 # measured_run CONFIG DIR LOAD-ARGS...: the load, with CONFIG's tracer attached.
+# Around the timed window: the tracer's CPU time (tracer_cpu0/1, from /proc/PID/stat)
+# and the size of its output (out_bytes0/1); with PROG_STATS=1 (kernel.bpf_stats_enabled
+# on) also every program's run count and time (prog_stats0/1.json) and the ids of the
+# tracer's programs (tracer_prog_ids).
 measured_run() {
 	local cfg=$1 dir=$2
 	shift 2
@@ -523,17 +594,32 @@ measured_run() {
 	[ "$cfg" != baseline ] && start_tracer "$cfg" "$dir" "${OUTFILE:-}"
 	bpf_progs >"$dir/progs1"
 	sleep 0.5
+	if [ "${PROG_STATS:-0}" = 1 ] && [ -n "$TRACER_PID" ]; then
+		tracer_prog_ids "$TRACER_PID" >"$dir/tracer_prog_ids"
+		"$BPFTOOL" -j prog show >"$dir/prog_stats0.json" 2>/dev/null || true
+	fi
 	cpu_busy >"$dir/busy0"
-	[ -n "$TRACER_PID" ] && proc_cpu_ms "$TRACER_PID" >"$dir/tracer_cpu0"
+	if [ -n "$TRACER_PID" ]; then
+		proc_cpu_ms "$TRACER_PID" >"$dir/tracer_cpu0"
+		out_bytes >"$dir/out_bytes0"
+	fi
 	"${LOAD_FN:-run_load}" "$dir/load.json" "$@"
 	cpu_busy >"$dir/busy1"
-	[ -n "$TRACER_PID" ] && proc_cpu_ms "$TRACER_PID" >"$dir/tracer_cpu1"
+	if [ -n "$TRACER_PID" ]; then
+		proc_cpu_ms "$TRACER_PID" >"$dir/tracer_cpu1"
+		out_bytes >"$dir/out_bytes1"
+	fi
+	if [ "${PROG_STATS:-0}" = 1 ] && [ -n "$TRACER_PID" ]; then
+		"$BPFTOOL" -j prog show >"$dir/prog_stats1.json" 2>/dev/null || true
+	fi
 	bpf_progs >"$dir/progs2"
 	return 0
 }
 
 # interleave SUBDIR LABEL CONFIG...: ROUNDS rounds of the closed loop, one run per
 # config, the order rotating per round; results in $WORK/SUBDIR/r<round>-<slot>-<config>.
+# CLOSE_ARGS (an array, may be empty) goes to every connload run.
+CLOSE_ARGS=()
 interleave() {
 	local sub=$1 label=$2 r k cfg dir
 	shift 2
@@ -543,7 +629,7 @@ interleave() {
 		for ((k = 0; k < n; k++)); do
 			cfg=${cfgs[$(((r - 1 + k) % n))]}
 			dir=$WORK/$sub/r$r-$k-$cfg
-			measured_run "$cfg" "$dir" --closed-loop --seconds "$SECS"
+			measured_run "$cfg" "$dir" --closed-loop --seconds "$SECS" "${CLOSE_ARGS[@]}"
 			[ "$cfg" != baseline ] && stop_tracer "$dir"
 			log "${label}round $r/$ROUNDS $(printf '%-10s' "$cfg")" \
 				"$("$PYTHON" -c 'import json,sys; print("%.0f conns/s" % json.load(open(sys.argv[1]))["conns_per_s"])' "$dir/load.json")"
@@ -551,11 +637,42 @@ interleave() {
 	done
 }
 
-# ---- 1. throughput, interleaved -----------------------------------------------------
+# ---- 1. throughput, interleaved, per close style -------------------------------------
+# close_args STYLE: connload's options for a close style.
+close_args() {
+	case $1 in
+	fin) echo "--close fin" ;;
+	rst) echo "--close rst-$RST_SIDE" ;;
+	esac
+}
+
+# One more run of each connscope mode with kernel.bpf_stats_enabled=1 (which itself
+# costs a little, hence outside the ratios): its programs' run time over the timed
+# window, per connection (prog_stats0/1.json), and its CPU time again.
+tcp_detail() {
+	local style=$1 mode dir
+	set_sysctl kernel.bpf_stats_enabled 1
+	for mode in daemon top trace; do
+		dir=$WORK/runs-$style/detail-$mode
+		PROG_STATS=1 measured_run "$mode" "$dir" --closed-loop --seconds "$SECS" "${CLOSE_ARGS[@]}"
+		stop_tracer "$dir"
+		log "$style detail $(printf '%-10s' "$mode") kernel.bpf_stats_enabled=1" \
+			"$("$PYTHON" -c 'import json,sys; print("%.0f conns/s" % json.load(open(sys.argv[1]))["conns_per_s"])' "$dir/load.json")"
+	done
+	restore_sysctl kernel.bpf_stats_enabled
+}
+
 if has_part tcp; then
-	log "throughput: ${#CONFIGS[@]} configs x $ROUNDS rounds x ${SECS}s, closed loop," \
-		"$WORKERS client + $SERVER_THREADS server threads, $NCPU CPUs"
-	interleave runs "" "${CONFIGS[@]}"
+	for style in $CLOSES; do
+		# shellcheck disable=SC2207 # two words, no globbing in them
+		CLOSE_ARGS=($(close_args "$style"))
+		log "throughput, $style closes (connload ${CLOSE_ARGS[*]}): ${#CONFIGS[@]} configs x" \
+			"$ROUNDS rounds x ${SECS}s, closed loop, $WORKERS client + $SERVER_THREADS server" \
+			"threads, $NCPU CPUs"
+		interleave "runs-$style" "$style " "${CONFIGS[@]}"
+		tcp_detail "$style"
+	done
+	CLOSE_ARGS=()
 fi
 
 # ---- 1b. stacks: --stacks all against --stacks off, interleaved ---------------------
@@ -565,6 +682,9 @@ if has_part stacks; then
 fi
 
 # ---- 2. fixed rate with connscope writing to a file ---------------------------------
+# First `connscope trace -o json > file` (records and lost events), then
+# `connscope daemon > file` (how many bytes a DaemonSet's log grows by per second
+# of healthy churn).
 if has_part rate; then
 	log "fixed rate: $RATE connections/s for ${RATE_SECS}s with connscope trace -o json > file"
 	dir=$WORK/rate
@@ -572,6 +692,12 @@ if has_part rate; then
 	set_sysctl kernel.bpf_stats_enabled 1
 	OUTFILE=$dir/trace.jsonl measured_run connscope "$dir" --rate "$RATE" --seconds "$RATE_SECS"
 	sleep 1 # every connection's last state change is in; let connscope drain and print
+	stop_tracer "$dir"
+	log "fixed rate: $RATE connections/s for ${RATE_SECS}s with connscope daemon > file"
+	dir=$WORK/rate-daemon
+	OUTFILE=$dir/daemon.jsonl measured_run daemon "$dir" --rate "$RATE" --seconds "$RATE_SECS"
+	sleep 1 # the window's last records are out (daemon writes every tick)
+	out_bytes >"$dir/out_bytes2"
 	stop_tracer "$dir"
 	restore_sysctl kernel.bpf_stats_enabled
 fi
@@ -962,7 +1088,8 @@ fi
 # ---- report -------------------------------------------------------------------------
 "$PYTHON" tests/bench/report.py --work "$WORK" --rounds "$ROUNDS" --seconds "$SECS" \
 	--rate "$RATE" --rate-seconds "$RATE_SECS" --port "$PORT" --nports "$NPORTS" \
-	--cpus "$NCPU" --configs "${CONFIGS[*]}" --parts "$PARTS" --tls-rounds "$TLS_ROUNDS" \
+	--cpus "$NCPU" --configs "${CONFIGS[*]}" --closes "$CLOSES" --rst-side "$RST_SIDE" \
+	--top-interval "$TOP_INTERVAL" --parts "$PARTS" --tls-rounds "$TLS_ROUNDS" \
 	--tls-seconds "$TLS_SECS" --tls-port "$TLS_PORT" --tls-workers "$TLS_WORKERS" \
 	--h2-rounds "$H2_ROUNDS" --h2-seconds "$H2_SECS" --h2-port "$H2_PORT" \
 	--h2-tls-port "$H2_TLS_PORT" --h2-clients "$H2_CLIENTS" --h2-streams "$H2_STREAMS" \

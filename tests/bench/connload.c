@@ -6,7 +6,14 @@
  * several ports) accepts, reads the client's bytes up to EOF and closes, so the
  * server side does an ordinary passive close (CLOSE_WAIT -> LAST_ACK). Client
  * workers connect, send a few bytes and close (active close, FIN_WAIT -> TIME_WAIT),
- * then repeat. No resets are involved anywhere.
+ * then repeat. No resets are involved anywhere, unless --close says otherwise:
+ *   --close fin         the above (default)
+ *   --close rst-client  the client sets SO_LINGER {1, 0} before its close(): it
+ *                       sends a RST instead of a FIN and leaves no TIME_WAIT; the
+ *                       server's read sees ECONNRESET (counted as server_resets,
+ *                       not as an error) and closes
+ *   --close rst-server  the client closes with a FIN; the server, once it has read
+ *                       EOF, closes with SO_LINGER {1, 0}: a RST answers the FIN
  *
  * Clients spread over source addresses 127.0.0.2 .. 127.0.0.(1+N) and over the
  * server ports. IP_BIND_ADDRESS_NO_PORT defers the port choice to connect(), so
@@ -63,8 +70,12 @@
 #define MAX_THREADS 256
 #define LISTEN_TAG (1ULL << 63)
 
+enum close_style { CLOSE_FIN, CLOSE_RST_CLIENT, CLOSE_RST_SERVER };
+static const char *const close_names[] = { "fin", "rst-client", "rst-server" };
+
 struct cfg {
 	bool closed_loop;
+	enum close_style close;
 	double rate;		/* connections/s, open loop */
 	double seconds;
 	int workers;
@@ -120,6 +131,7 @@ struct server {
 	uint64_t accepted;
 	uint64_t closed;
 	uint64_t read_errs;
+	uint64_t resets;	/* reads that ended in ECONNRESET (expected with rst-client) */
 	uint64_t accept_errs;
 } __attribute__((aligned(64)));
 
@@ -187,6 +199,15 @@ static int listen_on(int port)
 	return fd;
 }
 
+/* close() that sends a RST instead of a FIN (and skips TIME_WAIT). */
+static void close_rst(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
 /* Read until EAGAIN (returns false: keep the socket) or EOF/error (closes it). */
 static bool drain_and_maybe_close(struct server *s, int fd)
 {
@@ -201,9 +222,15 @@ static bool drain_and_maybe_close(struct server *s, int fd)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return false;
-		if (n < 0)
+		if (n < 0 && errno == ECONNRESET)
+			s->resets++;
+		else if (n < 0)
 			s->read_errs++;
-		close(fd);	/* also leaves the epoll set */
+		/* close() also leaves the epoll set */
+		if (n == 0 && C.close == CLOSE_RST_SERVER)
+			close_rst(fd);
+		else
+			close(fd);
 		s->closed++;
 		return true;
 	}
@@ -292,7 +319,10 @@ static void one_connection(struct worker *w, uint64_t seq, const char *payload)
 	}
 	if (send(fd, payload, (size_t)C.bytes, MSG_NOSIGNAL) != C.bytes)
 		return fail(w, E_SEND, fd);
-	close(fd);
+	if (C.close == CLOSE_RST_CLIENT)
+		close_rst(fd);
+	else
+		close(fd);
 	w->connected++;
 }
 
@@ -353,6 +383,7 @@ static void usage(FILE *f)
 		"Usage: connload (--closed-loop | --rate R) [--seconds S] [--workers N]\n"
 		"                [--server-threads N] [--ports N] [--base-port P]\n"
 		"                [--src-addrs N] [--bytes N] [--drain-ms MS]\n"
+		"                [--close fin|rst-client|rst-server]\n"
 		"Loopback TCP connect/send/close load. Prints one JSON line.\n"
 		"  --closed-loop       connect back to back, report the maximum rate\n"
 		"  --rate R            open loop, R connections/s over all workers\n"
@@ -364,6 +395,9 @@ static void usage(FILE *f)
 		"  --src-addrs N       client sources 127.0.0.2.. (default 249, max 253)\n"
 		"  --bytes N           bytes each client sends (default 16, max 1024)\n"
 		"  --drain-ms MS       how long the server may drain after the load (3000)\n"
+		"  --close STYLE       fin: both sides close normally (default); rst-client:\n"
+		"                      the client closes with SO_LINGER 0 (a RST); rst-server:\n"
+		"                      the server does, after the client's FIN\n"
 		"  --tick-us US        open loop: wake at most every US to send what is due;\n"
 		"                      0 wakes for each connection (default 1000)\n"
 		"  --server-netns F    make the listeners in the network namespace F\n"
@@ -440,12 +474,13 @@ int main(int argc, char **argv)
 		{ "connect-addr", required_argument, NULL, 'A' },
 		{ "connect-port", required_argument, NULL, 'P' },
 		{ "src-base", required_argument, NULL, 'B' },
+		{ "close", required_argument, NULL, 'x' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	struct rusage ru;
 	struct rlimit rl;
-	uint64_t attempted = 0, connected = 0, accepted = 0, closed = 0, read_errs = 0;
+	uint64_t attempted = 0, connected = 0, accepted = 0, closed = 0, read_errs = 0, resets = 0;
 	uint64_t accept_errs = 0, late = 0, max_late = 0, errs[E_NR] = { 0 }, last_end = 0;
 	int last_errno[E_NR] = { 0 };
 	uint64_t drain_start, drained_ns;
@@ -471,6 +506,19 @@ int main(int argc, char **argv)
 		case 'A': C.connect_addr = parse_addr("--connect-addr", optarg); break;
 		case 'P': C.connect_port = (int)parse_num("--connect-port", optarg, 1, 65535); break;
 		case 'B': C.src_base = parse_addr("--src-base", optarg); break;
+		case 'x':
+			if (!strcmp(optarg, "fin")) {
+				C.close = CLOSE_FIN;
+			} else if (!strcmp(optarg, "rst-client")) {
+				C.close = CLOSE_RST_CLIENT;
+			} else if (!strcmp(optarg, "rst-server")) {
+				C.close = CLOSE_RST_SERVER;
+			} else {
+				fprintf(stderr, "connload: failed to parse --close: '%s' (fin, "
+					"rst-client or rst-server)\n", optarg);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -583,6 +631,7 @@ int main(int argc, char **argv)
 		accepted += S[i].accepted;
 		closed += S[i].closed;
 		read_errs += S[i].read_errs;
+		resets += S[i].resets;
 		accept_errs += S[i].accept_errs;
 		for (int p = 0; p < C.ports; p++)
 			close(S[i].lfd[p]);
@@ -590,7 +639,8 @@ int main(int argc, char **argv)
 	}
 	getrusage(RUSAGE_SELF, &ru);
 
-	printf("{\"mode\":\"%s\",", C.closed_loop ? "closed" : "open");
+	printf("{\"mode\":\"%s\",\"close\":\"%s\",", C.closed_loop ? "closed" : "open",
+	       close_names[C.close]);
 	if (!C.closed_loop)
 		printf("\"target_rate\":%.0f,\"scheduled\":%.0f,", C.rate, C.rate * C.seconds);
 	if (!C.closed_loop)
@@ -617,9 +667,10 @@ int main(int argc, char **argv)
 		printf("\"late_10ms\":%llu,\"max_late_ms\":%.3f,", (unsigned long long)late,
 		       max_late / 1e6);
 	printf("\"accepted\":%llu,\"server_closed\":%llu,\"server_read_errors\":%llu,"
-	       "\"accept_errors\":%llu,\"drain_ms\":%.1f,\"cpu_ms\":%.0f}\n",
+	       "\"server_resets\":%llu,\"accept_errors\":%llu,\"drain_ms\":%.1f,\"cpu_ms\":%.0f}\n",
 	       (unsigned long long)accepted, (unsigned long long)closed,
-	       (unsigned long long)read_errs, (unsigned long long)accept_errs, drained_ns / 1e6,
+	       (unsigned long long)read_errs, (unsigned long long)resets,
+	       (unsigned long long)accept_errs, drained_ns / 1e6,
 	       (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
 		       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3);
 	fflush(stdout);

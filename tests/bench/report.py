@@ -2,15 +2,27 @@
 """Summarise a scripts/bench.sh run: medians, ratios, targets, record counts.
 
 Reads the work directory bench.sh filled:
-  runs/r<round>-<slot>-<config>/load.json   connload's result line
+  runs-<close>/r<round>-<slot>-<config>/    part 1, per close style (fin, rst); configs
+                                            baseline daemon top trace tcpstates tcplife
+                               /load.json   connload's result line
                                /last        the tracer's last stdout line
+                               /top_last    top's last frame title (events, lost)
                                /cpu_ms      the tracer's CPU time (ms) before SIGINT
                                /tracer_cpu0, /tracer_cpu1   ... when the load began, ended
+                               /out_bytes0, /out_bytes1     its output's size, same times
                                /busy0, /busy1   machine busy and steal ms, same times
                                /progs0..2   BPF programs loaded: before the tracer, after it
                                             attached, after the load
                                /err         the tracer's stderr
-  rate/load.json, rate/trace.jsonl          the fixed-rate run
+  runs-<close>/detail-<mode>/               one more run per connscope mode with
+                                            kernel.bpf_stats_enabled=1: as above, and
+                               /prog_stats0.json, /prog_stats1.json  `bpftool -j prog
+                                            show` when the load began, ended
+                               /tracer_prog_ids   the ids of connscope's programs
+  rate/load.json, rate/trace.jsonl          the fixed-rate run (trace)
+  rate-daemon/load.json, daemon.jsonl       the same rate with `connscope daemon`:
+                               /out_bytes0, /out_bytes2  its output's size when the load
+                                            began and 1 s after it ended
   tls/<mode>/r<round>-<slot>-<config>/      the TLS runs (mode bulk or handshakes):
                                load.json    tlsload's result line
                                first, last  connscope's first and last lines
@@ -59,7 +71,10 @@ import re
 import statistics
 import sys
 
-RATIO_TARGET = 0.97
+# Part 1, per close style: each connscope mode's median rate / the bare median.
+TCP_TARGETS = {"daemon": 0.97, "top": 0.97, "trace": 0.92}
+ANCHORS = ("tcpstates", "tcplife")        # ratios reported, no target
+DAEMON_BYTES_TARGET = 2000                # daemon output, bytes/s at 20,000 healthy conns/s
 TLS_BULK_TARGET = 0.98
 TLS_HANDSHAKE_TARGET = 0.97
 H2C_TARGET = 0.97
@@ -139,14 +154,49 @@ def fmt_ratio(x):
     return "-" if x is None else "%.3f" % x
 
 
-CONNSCOPE_CONFIGS = ("connscope", "stacksoff", "stacksall")
+def verdict(ok):
+    return "met" if ok else "MISS"
+
+
+# The targets of part 1 and of the daemon's output, gathered for one table at the end:
+# (measure, value, per-round range or "", target, met).
+TARGETS = []
+
+
+def print_targets():
+    if not TARGETS:
+        return
+    print()
+    print("Targets (part 1 and the daemon's output; medians, per-round ranges):")
+    print("  %-52s %12s %12s %10s  %s" % ("measure", "value", "rounds", "target", ""))
+    for what, value, rounds, target, ok in TARGETS:
+        print("  %-52s %12s %12s %10s  %s" % (what, value, rounds, target, verdict(ok)))
+
+
+def spread(xs, fmt="%.2f"):
+    """A per-round range, min-max."""
+    return (fmt + "-" + fmt) % (min(xs), max(xs)) if xs else "-"
+
+
+CONNSCOPE_CONFIGS = ("connscope", "stacksoff", "stacksall", "daemon", "trace")
+TOP_TITLE = re.compile(r"events (\d+), lost (\d+), map_full (\d+)")
+
+
+def top_counters(path):
+    """events, lost and map_full from top's last frame title, or None."""
+    try:
+        with open(path) as f:
+            m = TOP_TITLE.search(f.read())
+    except OSError:
+        return None
+    return {"events": int(m[1]), "lost": int(m[2]), "map_full": int(m[3])} if m else None
 
 
 def stacks(a):
     """--stacks all against --stacks off on the same churn: the cost of taking a
     user stack at every connect and accept."""
-    med = throughput(a, ["baseline", "stacksoff", "stacksall"], "stacks_runs",
-                     "Stacks (connscope trace --stacks off | all)")
+    med, _ = throughput(a, ["baseline", "stacksoff", "stacksall"], "stacks_runs",
+                        "Stacks (connscope trace --stacks off | all)")
     if med.get("stacksoff") and med.get("stacksall"):
         print("  --stacks all / --stacks off: %.3f (median rates %.0f / %.0f conns/s)" % (
             med["stacksall"] / med["stacksoff"], med["stacksall"], med["stacksoff"]))
@@ -172,7 +222,12 @@ def stacks(a):
         print("  --stacks all per round: " + "; ".join(caps))
 
 
-def throughput(a, configs, subdir="runs", title="Throughput"):
+def throughput(a, configs, subdir="runs", title="Throughput", targets=None, what=None):
+    """One interleaved closed-loop part: the per-round table, then per config its median,
+    ratio to the bare median, per-round ratio range, tracer CPU per connection, lost
+    events and the target (from targets, config -> minimum ratio). Returns the medians
+    and the runs by config."""
+    targets = targets or {}
     runs = {c: [] for c in configs}
     order = {}
     base = os.path.join(a.work, subdir)
@@ -195,22 +250,24 @@ def throughput(a, configs, subdir="runs", title="Throughput"):
             "tracer_cpu_ms": tracer_cpu,
             "env": run_env(d, load, tracer_cpu, a.cpus),
             "stats": last_stats(os.path.join(d, "last")),
+            "top": top_counters(os.path.join(d, "top_last")),
             "stderr_lost": lost_in_stderr(os.path.join(d, "err")),
         }
         runs[cfg].append(run)
         order.setdefault(rnd, []).append((slot, cfg))
 
     print()
-    print("%s: loopback connect/send/close, closed loop, %d rounds x %gs, "
-          "%d CPUs (medians, interleaved in one run)" % (title, a.rounds, a.seconds, a.cpus))
-    hdr = "  %-6s %-32s" % ("round", "order") + "".join("%12s" % c for c in configs)
+    print("%s: loopback %s, closed loop, %d rounds x %gs, "
+          "%d CPUs (medians, interleaved in one run)" % (
+              title, what or "connect/send/close", a.rounds, a.seconds, a.cpus))
+    hdr = "  %-6s %-44s" % ("round", "order") + "".join("%12s" % c for c in configs)
     if "baseline" in configs:
         hdr += "".join("%16s" % (c + "/base") for c in configs if c != "baseline")
     print(hdr)
     paired = {c: [] for c in configs}
     for rnd in sorted(order):
         by = {c: next((r for r in runs[c] if r["round"] == rnd), None) for c in configs}
-        line = "  %-6d %-32s" % (rnd, ",".join(c for _, c in sorted(order[rnd])))
+        line = "  %-6d %-44s" % (rnd, ",".join(c for _, c in sorted(order[rnd])))
         line += "".join("%11.0f%s" % (by[c]["rate"], "*" if by[c]["env"]["foreign"] else " ")
                         if by[c] else "%12s" % "-" for c in configs)
         for c in configs:
@@ -227,37 +284,43 @@ def throughput(a, configs, subdir="runs", title="Throughput"):
     print("  (* = other BPF programs were loaded during the run; see the notes below)")
     med = {c: statistics.median(r["rate"] for r in runs[c]) for c in configs if runs[c]}
     print()
-    print("  %-10s %12s %8s %8s %18s %10s %8s  %s" % (
-        "config", "median c/s", "ratio", "min-max", "tracer CPU/1k conn", "lost", "failed",
+    print("  %-10s %12s %8s %11s %20s %10s %8s  %s" % (
+        "config", "median c/s", "ratio", "rounds", "CPU us/conn (rounds)", "lost", "failed",
         "target"))
     for c in configs:
         rs = runs[c]
         if not rs:
             continue
         failed = sum(r["failed"] for r in rs)
-        conns = sum(r["conns"] for r in rs)
         if c == "baseline":
-            print("  %-10s %12.0f %8s %8s %18s %10s %8d" % (c, med[c], "1.000", "", "-", "-",
+            print("  %-10s %12.0f %8s %11s %20s %10s %8d" % (c, med[c], "1.000", "", "-", "-",
                                                             failed))
             continue
         ratio = med[c] / med["baseline"] if "baseline" in med else None
-        spread = ("%.2f-%.2f" % (min(paired[c]), max(paired[c]))) if paired[c] else "-"
-        # The tracer's own CPU time while the load ran (from /proc, 10 ms ticks).
-        cpu = [r["tracer_cpu_ms"] for r in rs]
-        cpu_k = ("%.2f ms" % (sum(cpu) / conns * 1000)
-                 if conns and all(x is not None for x in cpu) else "-")
+        # The tracer's own CPU time (utime + stime from /proc/PID/stat, 10 ms ticks) over
+        # the timed window, per connection made in it: the median round and the range.
+        cpu = [1000.0 * r["tracer_cpu_ms"] / r["conns"] for r in rs
+               if r["tracer_cpu_ms"] is not None and r["conns"]]
+        cpu_s = ("%.2f (%s)" % (statistics.median(cpu), spread(cpu)) if len(cpu) == len(rs)
+                 else "-")
         if c in CONNSCOPE_CONFIGS:
             lost = [r["stats"]["lost"] if r["stats"] else None for r in rs]
+        elif c == "top":
+            lost = [r["top"]["lost"] if r["top"] else None for r in rs]
         else:
             lost = [r["stderr_lost"] for r in rs]
         lost_s = str(sum(lost)) if all(x is not None for x in lost) else "?"
-        if c == "connscope":
-            verdict = "%s (>= %.2f)" % ("PASS" if ratio is not None and ratio >= RATIO_TARGET
-                                        else "MISS", RATIO_TARGET)
+        if c in targets:
+            v = "%s (>= %.2f)" % (verdict(ratio is not None and ratio >= targets[c]), targets[c])
+        elif c in ANCHORS:
+            v = "(anchor, no target)"
         else:
-            verdict = "(comparison)"
-        print("  %-10s %12.0f %8s %8s %18s %10s %8d  %s" % (
-            c, med[c], fmt_ratio(ratio), spread, cpu_k, lost_s, failed, verdict))
+            v = "(comparison)"
+        print("  %-10s %12.0f %8s %11s %20s %10s %8d  %s" % (
+            c, med[c], fmt_ratio(ratio), spread(paired[c]), cpu_s, lost_s, failed, v))
+        if c in targets and ratio is not None:
+            TARGETS.append(("%s: %s / bare, conns/s" % (title, c), fmt_ratio(ratio),
+                            spread(paired[c]), ">= %.2f" % targets[c], ratio >= targets[c]))
     for c in configs:
         for r in runs[c]:
             if r["tracer_cpu_ms"] is not None and c != "baseline":
@@ -284,14 +347,104 @@ def throughput(a, configs, subdir="runs", title="Throughput"):
             print("  Rounds without other BPF programs only: " + ", ".join(
                 "%s %.0f (%s)" % (c, statistics.median(v), fmt_ratio(statistics.median(v) / mb))
                 for c, v in clean.items()))
-    if "connscope" in runs and runs["connscope"]:
-        st = [r["stats"] for r in runs["connscope"] if r["stats"]]
+    for c in configs:
+        if c not in CONNSCOPE_CONFIGS or not runs[c]:
+            continue
+        st = [r["stats"] for r in runs[c] if r["stats"]]
         if st:
-            print("  connscope per round (end stats): " + "; ".join(
+            print("  %s per round (end stats): " % c + "; ".join(
                 "events %d lost %d map_full %d cpu_ms %d" % (
                     s["events"], s["lost"], s["map_full"], s["cpu_ms"]) for s in st))
         else:
-            print("  connscope: no end stats record seen (it did not stop cleanly?)")
+            print("  %s: no end stats record seen (it did not stop cleanly?)" % c)
+    return med, runs
+
+
+def window_prog_stats(d):
+    """connscope's programs' run count and time over the timed window: the difference
+    of two bpftool listings (kernel.bpf_stats_enabled=1). (runs, ns) or None."""
+    ours = set(int(x) for x in read_words(os.path.join(d, "tracer_prog_ids")))
+    tot = []
+    for i in (0, 1):
+        try:
+            with open(os.path.join(d, "prog_stats%d.json" % i)) as f:
+                progs = json.load(f)
+        except (OSError, ValueError):
+            return None
+        tot.append({p["id"]: (p.get("run_cnt", 0), p.get("run_time_ns", 0))
+                    for p in progs if p.get("id") in ours})
+    if not ours or not tot[1]:
+        return None
+    runs = sum(v[0] - tot[0].get(k, (0, 0))[0] for k, v in tot[1].items())
+    ns = sum(v[1] - tot[0].get(k, (0, 0))[1] for k, v in tot[1].items())
+    return runs, ns
+
+
+CLOSE_WHAT = {
+    "fin": "connect/send/close, FIN closes (client active close, server reads EOF and closes)",
+    "rst-client": "connect/send/close, RST closes (the client closes with SO_LINGER 0)",
+    "rst-server": "connect/send/close, RST closes (the server answers the client's FIN "
+                  "with close() under SO_LINGER 0)",
+}
+
+
+def tcp(a, style):
+    """Part 1 for one close style: ratios to bare, CPU and BPF time per connection,
+    the daemon's lost events."""
+    configs = a.configs.split()
+    flavour = "fin" if style == "fin" else "rst-" + a.rst_side
+    med, runs = throughput(a, configs, "runs-" + style, "TCP churn, %s closes" % style.upper(),
+                           TCP_TARGETS, CLOSE_WHAT[flavour])
+    print("  modes: daemon > file (its default interval), top -i %g > file (no terminal), "
+          "trace -o json > file, all with --conntrack off; tcpstates and tcplife > file "
+          "(anchors)" % (a.top_interval or 2))
+    # Per connection: user space from the interleaved rounds, BPF from the detail runs.
+    print()
+    print("  Per connection, each connscope mode: user-space CPU = utime + stime of the "
+          "connscope process (/proc/PID/stat) over the timed window / connections made in it "
+          "(median round, range); BPF = run time of its programs over the window of one more "
+          "run with kernel.bpf_stats_enabled=1 / connections made in it")
+    print("  %-10s %22s %14s %12s %12s" % ("mode", "user us/conn (rounds)", "BPF us/conn",
+                                         "BPF runs/conn", "detail c/s"))
+    for c in ("daemon", "top", "trace"):
+        if c not in runs:
+            continue
+        cpu = [1000.0 * r["tracer_cpu_ms"] / r["conns"] for r in runs[c]
+               if r["tracer_cpu_ms"] is not None and r["conns"]]
+        user = "%.2f (%s)" % (statistics.median(cpu), spread(cpu)) if cpu else "-"
+        d = os.path.join(a.work, "runs-" + style, "detail-" + c)
+        bpf = runs_per = rate = "-"
+        if os.path.isdir(d):
+            try:
+                load = load_json(os.path.join(d, "load.json"))
+            except (OSError, ValueError):
+                load = None
+            ps = window_prog_stats(d)
+            if load:
+                rate = "%.0f" % load["conns_per_s"]
+            if load and load["connections"] and ps:
+                bpf = "%.2f" % (ps[1] / 1e3 / load["connections"])
+                runs_per = "%.1f" % (ps[0] / load["connections"])
+            elif load:
+                bpf = "? (no run times: is kernel.bpf_stats_enabled honoured?)"
+        print("  %-10s %22s %14s %12s %12s" % (c, user, bpf, runs_per, rate))
+    # Lost events at the maximum rate, daemon mode: its end stats record.
+    if runs.get("daemon"):
+        st = [r["stats"] for r in runs["daemon"]]
+        if all(st):
+            lost = sum(s["lost"] for s in st)
+            print("  daemon at the maximum closed-loop rate, end stats per round: %s; lost %d:"
+                  " %s (lost == 0)" % (
+                      ", ".join("events %d lost %d" % (s["events"], s["lost"]) for s in st),
+                      lost, verdict(lost == 0)))
+            TARGETS.append(("TCP churn, %s closes: daemon lost events" % style.upper(),
+                            str(lost), spread([s["lost"] for s in st], "%d"), "== 0",
+                            lost == 0))
+        else:
+            print("  daemon at the maximum closed-loop rate: a round has no end stats record "
+                  "(it did not stop cleanly?): MISS (lost == 0)")
+            TARGETS.append(("TCP churn, %s closes: daemon lost events" % style.upper(),
+                            "?", "", "== 0", False))
     return med
 
 
@@ -365,6 +518,78 @@ def fixed_rate(a):
     print("  targets    lost == 0: %s    map_full == 0: %s" % (
         "PASS" if stats_end["lost"] == 0 else "MISS",
         "PASS" if stats_end["map_full"] == 0 else "MISS"))
+
+
+def daemon_rate(a):
+    """Bytes per second of `connscope daemon > file` under RATE healthy connections/s:
+    what the file grew by from the start of the load to 1 s after its end (the start
+    and end records left out), over the load's seconds; and which records made them."""
+    d = os.path.join(a.work, "rate-daemon")
+    load = load_json(os.path.join(d, "load.json"))
+    b0, b2 = read_int(os.path.join(d, "out_bytes0")), read_int(os.path.join(d, "out_bytes2"))
+    print()
+    print("Daemon output: %d connections/s for %gs, connscope daemon > file (the log a "
+          "DaemonSet keeps)" % (a.rate, a.rate_seconds))
+    print("  load       achieved %.0f conns/s: %d made, %d failed of %d attempted "
+          "(%d started > 10 ms late, max %.1f ms)" % (
+              load["conns_per_s"], load["connections"], load["failed"], load["attempted"],
+              load.get("late_10ms", 0), load.get("max_late_ms", 0)))
+    short = load["conns_per_s"] < 0.95 * a.rate
+    if short:
+        print("  note       the load fell short of %d conns/s (a busy machine?): the bytes/s "
+              "below are at the achieved rate, not the target's" % a.rate)
+    if b0 is None or b2 is None or not load["seconds"]:
+        print("  daemon     output size not recorded: MISS")
+        TARGETS.append(("daemon output at %d conns/s, bytes/s" % a.rate, "?", "",
+                        "< %d" % DAEMON_BYTES_TARGET, False))
+        return
+    kinds = {}
+    stats_end = None
+    with open(os.path.join(d, "daemon.jsonl"), "rb") as f:
+        f.seek(b0)
+        window = f.read(b2 - b0)
+        for line in f:  # after the window: the final summaries and the end stats
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("type") == "stats" and rec.get("phase") == "end":
+                stats_end = rec
+    for line in window.splitlines(keepends=True):
+        try:
+            t = json.loads(line).get("type", "?")
+        except ValueError:
+            t = "(a line cut at the window's edge)"
+        k = kinds.setdefault(t, [0, 0])
+        k[0] += 1
+        k[1] += len(line)
+    bps = (b2 - b0) / load["seconds"]
+    print("  daemon     %d bytes written from the load's start to 1 s after its end, over "
+          "%.2fs: %.0f bytes/s, %.1f bytes per connection" % (
+              b2 - b0, load["seconds"], bps,
+              (b2 - b0) / load["connections"] if load["connections"] else 0))
+    print("             by record type: " + (", ".join(
+        "%s %d records %d bytes" % (t, v[0], v[1]) for t, v in sorted(
+            kinds.items(), key=lambda kv: -kv[1][1])) or "none"))
+    c0, c1 = read_int(os.path.join(d, "tracer_cpu0")), read_int(os.path.join(d, "tracer_cpu1"))
+    if c0 is not None and c1 is not None and load["connections"]:
+        print("             CPU while the load ran: %d ms, %.2f us per connection" % (
+            c1 - c0, 1000.0 * (c1 - c0) / load["connections"]))
+    if stats_end:
+        print("             end stats: events %d, lost %d, map_full %d" % (
+            stats_end["events"], stats_end["lost"], stats_end["map_full"]))
+    c = None if c0 is None or c1 is None else c1 - c0
+    env = run_env(d, load, c, a.cpus)
+    if env["foreign"] or (env["other_pct"] or 0) > 10:
+        print("  noise      other BPF programs: %s; rest of the machine used %.0f%% CPU" % (
+            ",".join(env["foreign"]) or "none", env["other_pct"] or 0))
+    note = "" if a.rate == 20000 else " (the target is set at 20,000 conns/s; this run: %d)" % a.rate
+    if short:
+        note += " (achieved %.0f conns/s only)" % load["conns_per_s"]
+    print("  target     < %d bytes/s: %s%s" % (DAEMON_BYTES_TARGET,
+                                              verdict(bps < DAEMON_BYTES_TARGET), note))
+    TARGETS.append(("daemon output at %d conns/s, bytes/s" % a.rate, "%.0f" % bps, "",
+                    "< %d" % DAEMON_BYTES_TARGET, bps < DAEMON_BYTES_TARGET))
 
 
 def count_tls(path, port):
@@ -1177,6 +1402,9 @@ def main():
     p.add_argument("--nports", type=int)
     p.add_argument("--cpus", type=int)
     p.add_argument("--configs")
+    p.add_argument("--closes", default="fin rst")
+    p.add_argument("--rst-side", default="client")
+    p.add_argument("--top-interval", type=float)
     p.add_argument("--tls-rounds", type=int)
     p.add_argument("--tls-seconds", type=float)
     p.add_argument("--tls-port", type=int)
@@ -1266,16 +1494,19 @@ def main():
             ms = [int(l.split()[1]) for l in f if len(l.split()) == 2]
         if ms:
             print()
-            print(f"connscope start-up (launch to its stats start record, polled every 50 ms): "
+            print(f"connscope start-up (launch to its stats start record, top: to its first "
+                  f"frame; polled every 50 ms): "
                   f"median {statistics.median(ms) / 1000:.2f} s, "
                   f"range {min(ms) / 1000:.2f}-{max(ms) / 1000:.2f} s over {len(ms)} starts")
     try:
         if "tcp" in parts:
-            throughput(a, a.configs.split())
+            for style in a.closes.split():
+                tcp(a, style)
         if "stacks" in parts:
             stacks(a)
         if "rate" in parts:
             fixed_rate(a)
+            daemon_rate(a)
         if "tls" in parts:
             tls(a)
         if "h2" in parts:
@@ -1284,6 +1515,7 @@ def main():
             replay(a)
         if "dnat" in parts:
             dnat(a)
+        print_targets()
     except (OSError, KeyError, ValueError, ZeroDivisionError) as e:
         print("bench: failed to read the results: %s" % e, file=sys.stderr)
         return 1
