@@ -33,6 +33,8 @@
 
 #define TICK_MS 100
 #define RESCAN_NS 1000000000ull  /* look for new TLS processes every second */
+#define OUT_QUEUE_BYTES (8u << 20)  /* records waiting for stdout; past it, dropped */
+#define MS 1000000ull
 
 static volatile sig_atomic_t stop;
 
@@ -102,6 +104,7 @@ static void stats_record(struct live *lv, const char *phase)
 	};
 
 	self_counters(lv, &s);
+	out_dropped(&s);
 	ctwatch_counters(lv->ct, &s.ct.events, &s.ct.lost, &s.ct.map_full, &s.ct.map_evictions);
 	holders_counters(lv->hold, &s.stacks.captured, &s.stacks.dropped);
 	out_stats(&s);
@@ -294,7 +297,7 @@ int live_run(const struct cs_opts *o)
 	pods = pods_new(NULL, o->pods_dir);
 	if (!pods)
 		return 1;
-	out_init(o->fmt, o->cmd == CMD_TRACE);
+	out_init_live(o->fmt, o->cmd == CMD_TRACE, OUT_QUEUE_BYTES);
 	lv.t = track_new(o, pods, !is_top, is_top ? &sink_top : &sink_print, &lv);
 	if (!lv.t) {
 		cs_fail("start", "out of memory");
@@ -385,7 +388,7 @@ int live_run(const struct cs_opts *o)
 		}
 		if (!is_top)
 			out_flush();
-		if (ferror(stdout)) {
+		if (out_failed()) {
 			/* The reader went away (a closed pipe): nothing more to say. */
 			rc = 0;
 			goto out;
@@ -406,9 +409,10 @@ int live_run(const struct cs_opts *o)
 		}
 		stats_record(&lv, "end");
 	}
-	out_flush();
 	rc = 0;
 out:
+	/* The writer gets as long as stdout keeps taking what is queued. */
+	out_close(UINT64_MAX, 1000 * MS, &stop, 500 * MS);
 	if (lv.metrics_fd >= 0)
 		close(lv.metrics_fd);
 	ctwatch_close(lv.ct);
