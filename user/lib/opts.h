@@ -42,6 +42,7 @@ struct cs_opts {
 	double ct_pressure_pct;      /* --conntrack-pressure: % of nf_conntrack_max */
 	uint64_t ct_max;             /* --conntrack-max: the table size to measure against (0: the kernel's) */
 	int stacks;                  /* --stacks: enum hs_stack_mode */
+	unsigned output_queue_mib;   /* --output-queue: MiB of records for stdout, 0: 8 */
 };
 
 #endif

@@ -297,7 +297,8 @@ int live_run(const struct cs_opts *o)
 	pods = pods_new(NULL, o->pods_dir);
 	if (!pods)
 		return 1;
-	out_init_live(o->fmt, o->cmd == CMD_TRACE, OUT_QUEUE_BYTES);
+	out_init_live(o->fmt, o->cmd == CMD_TRACE,
+		      o->output_queue_mib ? (size_t)o->output_queue_mib << 20 : OUT_QUEUE_BYTES);
 	lv.t = track_new(o, pods, !is_top, is_top ? &sink_top : &sink_print, &lv);
 	if (!lv.t) {
 		cs_fail("start", "out of memory");
