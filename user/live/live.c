@@ -244,6 +244,11 @@ static void serve_metrics(struct live *lv)
 	self.map_full = sc.map_full;
 	self.parser_desync = sc.parser_desync;
 	self.cpu_ms = cpu_ms();
+	out_dropped(&sc);
+	self.output_dropped[0] = sc.output_dropped.connection;
+	self.output_dropped[1] = sc.output_dropped.finding;
+	self.output_dropped[2] = sc.output_dropped.summary;
+	self.output_dropped[3] = sc.output_dropped.stats;
 	metrics_serve(lv->metrics_fd, lv->t, &self);
 }
 
