@@ -107,7 +107,8 @@ static size_t make_rec(char *buf, size_t cap, int i)
 static void test_full_queue_drops(void)
 {
 	struct sink s;
-	struct outq_conf c = { .fd = -1, .cap = 1000, .batch = 1, .wr = sink_wr, .wr_arg = &s };
+	struct outq_conf c = { .fd = -1, .cap = 1000, .reserve = 150, .batch = 1, .wr = sink_wr,
+			       .wr_arg = &s };
 	struct outq_counts k;
 	struct outq *q;
 	char rec[99];
@@ -125,8 +126,9 @@ static void test_full_queue_drops(void)
 		if (mono_ns() - t0 > worst)
 			worst = mono_ns() - t0;
 	}
-	check(!put(q, OUTQ_STATS, rec, sizeof(rec)) && !put(q, OUTQ_SUMMARY, rec, sizeof(rec)),
-	      "a full queue takes no stats and no summary record");
+	check(!put(q, OUTQ_SUMMARY, rec, sizeof(rec)), "a full queue takes no summary record");
+	check(put(q, OUTQ_STATS, rec, sizeof(rec)), "a stats record takes the reserve");
+	check(!put(q, OUTQ_STATS, rec, sizeof(rec)), "a second one finds the reserve taken");
 	outq_counts(q, &k);
 	check(accepted == 10, "10 records of 100 bytes fit 1000 bytes (%d)", accepted);
 	check(k.dropped[OUTQ_CONNECTION] == 10 && k.dropped[OUTQ_FINDING] == 10 &&
@@ -139,8 +141,9 @@ static void test_full_queue_drops(void)
 	sink_open(&s);
 	check(outq_drain(q, mono_ns() + 5000000000ull) == 0, "drained once the writer goes on");
 	outq_counts(q, &k);
-	check(k.written[OUTQ_CONNECTION] == 5 && k.written[OUTQ_FINDING] == 5 && s.len == 1000,
-	      "the 10 queued records written whole (%zu bytes)", s.len);
+	check(k.written[OUTQ_CONNECTION] == 5 && k.written[OUTQ_FINDING] == 5 &&
+	      k.written[OUTQ_STATS] == 1 && s.len == 1100,
+	      "the 11 queued records written whole (%zu bytes)", s.len);
 	check(put(q, OUTQ_STATS, rec, sizeof(rec)) && outq_drain(q, mono_ns() + 5000000000ull) == 0,
 	      "room again: a record is taken");
 	outq_free(q);

@@ -32,7 +32,10 @@ static uint64_t sync_dropped[OUTQ_NTYPES];
 
 static void start(enum cs_fmt f, bool text_header, size_t queue_bytes, bool lossless)
 {
-	struct outq_conf c = { .fd = STDOUT_FILENO, .cap = queue_bytes, .lossless = lossless };
+	/* Stats records have 64 KiB of their own: a queue full of connections still
+	 * takes the end record. */
+	struct outq_conf c = { .fd = STDOUT_FILENO, .cap = queue_bytes, .reserve = 64 * 1024,
+			       .lossless = lossless };
 
 	fmt = f;
 	header_due = f == FMT_TEXT && text_header;

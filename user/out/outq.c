@@ -27,7 +27,8 @@ struct outq {
 	pthread_cond_t moved;    /* waiters: bytes written, the writer failed or stopped */
 	pthread_t thr;
 	struct outq_conf c;
-	char *buf;               /* ring of c.cap bytes */
+	char *buf;               /* ring of size bytes: c.cap, and c.reserve for stats */
+	size_t size;
 	uint64_t head, tail;     /* stream positions: written up to head, queued up to tail */
 	struct rec_end *ends;    /* ring of nends (a power of two) */
 	size_t nends;
@@ -54,8 +55,8 @@ static uint64_t now_ns(void)
 /* The bytes [from, to) of the stream as at most two pieces of the ring. */
 static int ring_iov(struct outq *q, uint64_t from, uint64_t to, struct iovec iov[2])
 {
-	size_t off = (size_t)(from % q->c.cap), len = (size_t)(to - from);
-	size_t first = q->c.cap - off < len ? q->c.cap - off : len;
+	size_t off = (size_t)(from % q->size), len = (size_t)(to - from);
+	size_t first = q->size - off < len ? q->size - off : len;
 
 	iov[0] = (struct iovec){ q->buf + off, first };
 	if (first == len)
@@ -163,7 +164,8 @@ struct outq *outq_new(const struct outq_conf *c)
 	if (!q->c.chunk)
 		q->c.chunk = !fstat(c->fd, &st) && S_ISFIFO(st.st_mode) ? PIPE_BUF : 256 * 1024;
 	q->nends = 1024;
-	q->buf = malloc(q->c.cap ? q->c.cap : 1);
+	q->size = q->c.cap + q->c.reserve;
+	q->buf = malloc(q->size ? q->size : 1);
 	q->ends = malloc(q->nends * sizeof(*q->ends));
 	if (!q->c.cap || !q->buf || !q->ends) {
 		free(q->buf);
@@ -216,21 +218,22 @@ static bool ends_room(struct outq *q)
 
 bool outq_putv(struct outq *q, enum outq_type t, const struct iovec *iov, int n)
 {
-	size_t len = 0;
+	size_t len = 0, room = q->c.cap + (t == OUTQ_STATS ? q->c.reserve : 0);
 	struct iovec dst[2];
 
 	for (int i = 0; i < n; i++)
 		len += iov[i].iov_len;
 	pthread_mutex_lock(&q->mu);
 	if (q->c.lossless) {
-		while (!q->err && !q->stopped && len <= q->c.cap &&
-		       q->c.cap - (q->tail - q->head) < len) {
+		while (!q->err && !q->stopped && len <= room &&
+		       (q->tail - q->head > room || room - (q->tail - q->head) < len)) {
 			q->kicked = true;
 			pthread_cond_signal(&q->wake);
 			pthread_cond_wait(&q->moved, &q->mu);
 		}
 	}
-	if (!len || q->err || q->stopped || q->c.cap - (q->tail - q->head) < len || !ends_room(q)) {
+	if (!len || q->err || q->stopped || q->tail - q->head > room ||
+	    room - (q->tail - q->head) < len || !ends_room(q)) {
 		if (len)
 			q->cnt.dropped[t]++;
 		pthread_mutex_unlock(&q->mu);

@@ -27,6 +27,7 @@ struct outq_counts {
 struct outq_conf {
 	int fd;
 	size_t cap;         /* bytes the queue holds */
+	size_t reserve;     /* and more for stats records only: the end record finds room */
 	bool lossless;      /* put waits for room instead of dropping */
 	size_t batch;       /* the writer starts on this many bytes, or on a kick; 0: 64 KiB */
 	size_t chunk;       /* bytes a write carries at most; 0: PIPE_BUF for a pipe, else 256 KiB */
