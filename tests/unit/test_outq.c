@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "check.h"
+#include "output.h"
 #include "outq.h"
 
 static uint64_t mono_ns(void)
@@ -283,6 +284,55 @@ static void test_reader_gone(void)
 	close(p[1]);
 }
 
+/* The output layer on a stdout nobody reads: stats records beyond the queue are
+ * counted in the next one's output_dropped, out_close keeps to its deadline, and
+ * stderr says what was dropped and what was not written. */
+static void test_output_close_on_stalled_stdout(void)
+{
+	struct stats_rec st = { .phase = "interval", .attach = "tp_btf", .holders = "x" };
+	int out[2], err[2], save_out = dup(1), save_err = dup(2);
+	char msg[2048] = "";
+	uint64_t t0, took;
+	ssize_t n;
+	int rc;
+
+	if (pipe(out) || pipe(err))
+		abort();
+	fflush(stdout);
+	dup2(out[1], 1);
+	dup2(err[1], 2);
+	out_init_live(FMT_JSON, false, 4096);
+	for (int i = 0; i < 400; i++) {
+		out_dropped(&st);
+		out_stats(&st);
+	}
+	out_flush();
+	out_dropped(&st);
+	t0 = mono_ns();
+	rc = out_close(t0 + 300000000ull, 1000000000ull, NULL, 0);
+	took = mono_ns() - t0;
+	fflush(stderr);
+	dup2(save_out, 1);
+	dup2(save_err, 2);
+	close(save_out);
+	close(save_err);
+	fcntl(err[0], F_SETFL, O_NONBLOCK);
+	n = read(err[0], msg, sizeof(msg) - 1);
+	msg[n > 0 ? n : 0] = 0;
+	check(rc == -1 && took >= 290000000ull && took < 1000000000ull,
+	      "out_close gives up on a stalled stdout at its deadline (%.1f ms of 300)", took / 1e6);
+	check(st.output_dropped.stats > 0 && st.output_dropped.connection == 0,
+	      "output_dropped counts the stats records that found no room (%llu)",
+	      (unsigned long long)st.output_dropped.stats);
+	check(strstr(msg, "dropped") && strstr(msg, "queued but not written") &&
+	      strstr(msg, "connection=0 finding=0 summary=0 stats="),
+	      "stderr says what was dropped and what was not written: %s", msg);
+	close(out[0]);
+	close(out[1]);
+	close(err[0]);
+	close(err[1]);
+}
+
 int main(void)
 {
 	test_full_queue_drops();
@@ -291,6 +341,7 @@ int main(void)
 	test_order_partial_writes(SIZE_MAX, 100);
 	test_flush_deadline();
 	test_reader_gone();
+	test_output_close_on_stalled_stdout();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

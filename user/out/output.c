@@ -935,8 +935,8 @@ static int report(int fd, const char *why)
 		return 0;
 	line[0] = 0;
 	if (nd)
-		snprintf(line, sizeof(line), "connscope: stdout: %s dropped, not written%s%s%s\n", a,
-			 err ? " (" : " (the queue was full)", err ? strerror(err) : "", err ? ")" : "");
+		snprintf(line, sizeof(line), "connscope: stdout: %s dropped: %s\n", a,
+			 err ? strerror(err) : "stdout did not keep up and the queue was full");
 	if (nu)
 		snprintf(line + strlen(line), sizeof(line) - strlen(line),
 			 "connscope: stdout: %s queued but not written: %s\n", b, why);
