@@ -939,7 +939,8 @@ static int report(int fd, const char *why)
 			 err ? strerror(err) : "stdout did not keep up and the queue was full");
 	if (nu)
 		snprintf(line + strlen(line), sizeof(line) - strlen(line),
-			 "connscope: stdout: %s queued but not written: %s\n", b, why);
+			 "connscope: stdout: %s queued but not written: %s\n", b,
+			 err ? strerror(err) : why);
 	if (write(fd, line, strlen(line)) < 0)
 		return -1;  /* stderr gone too: nothing more to do */
 	return -1;
