@@ -23,6 +23,7 @@
 #include "holders.h"
 #include "loader.h"
 #include "progfb.h"
+#include "sigend.h"
 #include "metrics.h"
 #include "output.h"
 #include "pods.h"
@@ -35,14 +36,6 @@
 #define RESCAN_NS 1000000000ull  /* look for new TLS processes every second */
 #define OUT_QUEUE_BYTES (8u << 20)  /* records waiting for stdout; past it, dropped */
 #define MS 1000000ull
-
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop = 1;
-}
 
 static double cpu_ms(void)
 {
@@ -221,6 +214,8 @@ static void refresh_counts(struct live *lv)
 	struct cg_walk w = { .t = lv->t };
 	uint64_t now = cs_mono_ns();
 
+	if (!lv->L.skel)  /* start-up ended by a signal */
+		return;
 	if (now - last_gc >= CG_GC_NS) {
 		w.gc = true;
 		last_gc = now;
@@ -285,19 +280,18 @@ static void take_snapshot(struct live *lv)
 
 int live_run(const struct cs_opts *o)
 {
-	struct live lv = { .o = o, .metrics_fd = -1 };
+	struct live lv = { .o = o, .metrics_fd = -1, .L.stats_fd = -1 };
 	struct pod_resolver *pods = NULL;
 	bool is_top = o->cmd == CMD_TOP;
-	uint64_t next_interval, deadline = 0, now, next_rescan = 0;
+	uint64_t next_interval, deadline = 0, now, next_rescan = 0, until;
 	int rc = 1, err;
 
+	sigend_install();
+	signal(SIGPIPE, SIG_IGN);
 	cs_clock_init();
 	lv.start_ns = cs_mono_ns();
 	if (loader_preflight())
 		return 1;
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	signal(SIGPIPE, SIG_IGN);
 
 	pods = pods_new(NULL, o->pods_dir);
 	if (!pods)
@@ -311,8 +305,8 @@ int live_run(const struct cs_opts *o)
 	}
 	if (o->metrics_addr && (lv.metrics_fd = metrics_listen(o->metrics_addr)) < 0)
 		goto out;
-	if (loader_open(&lv.L, o))
-		goto out;
+	if (sigend_stop || loader_open(&lv.L, o))
+		goto signalled;
 	if (lv.L.mode == ATTACH_RAW_TP && o->attach == ATTACH_AUTO)
 		cs_warn("using raw_tp fallback: %s", lv.L.fallback_why);
 	lv.rb = ring_buffer__new(bpf_map__fd(lv.L.skel->maps.events), on_event, &lv, NULL);
@@ -327,6 +321,8 @@ int live_run(const struct cs_opts *o)
 	else if (ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.tls_events), on_tls_event, &lv) ||
 		 ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.h2_events), on_h2_event, &lv))
 		cs_warn("TLS handshakes and h2c are not observed: cannot read their ring buffers");
+	if (sigend_stop)  /* a signal during start-up: end now, with the end record */
+		goto end;
 	/* HTTP/2 inside TLS: uprobes on the TLS libraries of every process (and of
 	 * those that start later, found by a rescan every second). */
 	{
@@ -338,16 +334,20 @@ int live_run(const struct cs_opts *o)
 		else if (h2u_add_ring(lv.h2u, lv.rb, on_h2_event, &lv))
 			cs_warn("HTTP/2 inside TLS is not observed: cannot read its ring buffer");
 	}
+	if (sigend_stop)
+		goto end;
 	/* Holders of stuck sockets, and the stacks of the calls that made them. */
 	lv.hold = holders_open((enum hs_stack_mode)o->stacks, lv.L.mode == ATTACH_RAW_TP);
 	if (lv.hold)
 		track_set_holders(lv.t, on_holders, on_flag, &lv);
 	/* Conntrack: which backend a Service connection reached, forwarded flows,
 	 * and the table's pressure. */
-	lv.ct = ctwatch_open(o, lv.t);
+	lv.ct = sigend_stop ? NULL : ctwatch_open(o, lv.t);
 	if (lv.ct && o->conntrack != CT_OFF && !strncmp(ctwatch_describe(lv.ct), "NOT", 3))
 		cs_warn("conntrack is %s", ctwatch_describe(lv.ct));
 	/* Attached first, then the snapshot: nothing falls between the two. */
+	if (sigend_stop)
+		goto end;
 	if (!o->no_snapshot)
 		take_snapshot(&lv);
 	if (!is_top) {
@@ -362,7 +362,7 @@ int live_run(const struct cs_opts *o)
 	if (is_top)
 		render_top(&lv, false);
 
-	while (!stop) {
+	while (!sigend_stop) {
 		err = ring_buffer__poll(lv.rb, TICK_MS);
 		if (err < 0 && err != -EINTR) {
 			cs_fail("read the ring buffer", "%s", strerror(-err));
@@ -402,8 +402,10 @@ int live_run(const struct cs_opts *o)
 		if (deadline && now >= deadline)
 			break;
 	}
+end:
 	/* Final flush: what is still in the ring, then the totals. */
-	ring_buffer__consume(lv.rb);
+	if (lv.rb)
+		ring_buffer__consume(lv.rb);
 	track_flush(lv.t);
 	track_tick(lv.t);
 	if (is_top) {
@@ -417,8 +419,21 @@ int live_run(const struct cs_opts *o)
 	}
 	rc = 0;
 out:
-	/* The writer gets as long as stdout keeps taking what is queued. */
-	out_close(UINT64_MAX, 1000 * MS, &stop, 500 * MS);
+	/* After a signal, stdout gets what it takes within 500 ms and the guard's
+	 * margin; otherwise as long as it keeps taking. */
+	now = cs_mono_ns();
+	until = sigend_when_ns() ? now + 500 * MS : UINT64_MAX;
+	if (sigend_when_ns() && sigend_when_ns() + 800 * MS < until)
+		until = sigend_when_ns() + 800 * MS;
+	out_close(until, 1000 * MS, &sigend_stop, 500 * MS);
+	sigend_done(rc);
+	if (sigend_when_ns()) {
+		/* Ended by a signal: everything is said; the teardown must not hold the
+		 * exit past the second (sigend_exit). */
+		if (lv.metrics_fd >= 0)
+			close(lv.metrics_fd);
+		sigend_exit(rc);
+	}
 	if (lv.metrics_fd >= 0)
 		close(lv.metrics_fd);
 	ctwatch_close(lv.ct);
@@ -429,6 +444,11 @@ out:
 	track_free(lv.t);
 	pods_free(pods);
 	return rc;
+signalled:
+	/* Start-up stopped before the programs were loaded: the end record all the same. */
+	if (sigend_stop)
+		goto end;
+	goto out;
 }
 
 int check_run(const struct cs_opts *o)
