@@ -246,8 +246,8 @@ LIVE_OWN = {"pod", "namespace", "port", "close-wait-threshold", "connect-timeout
             "conntrack", "conntrack-netns", "stacks", "verbose", "help", "usage"}
 OWN = {
     "top": LIVE_OWN,
-    "trace": LIVE_OWN | {"output", "connections"},
-    "daemon": LIVE_OWN | {"output", "metrics-addr", "connections"},
+    "trace": LIVE_OWN | {"output", "output-queue", "connections"},
+    "daemon": LIVE_OWN | {"output", "output-queue", "metrics-addr", "connections"},
     "replay": {"pod", "namespace", "port", "close-wait-threshold", "connect-timeout",
                "tls-timeout", "finding-window", "h2-window", "h2-churn-conns",
                "h2-churn-streams", "h2-goaway-runs", "output", "keylog", "pods", "verbose",

@@ -42,6 +42,11 @@ struct stats_rec {
 		uint64_t captured, dropped;
 	} stacks;
 	const char *holders;
+	/* Records connscope could not write to stdout (its queue was full, or stdout
+	 * failed), by type. */
+	struct {
+		uint64_t connection, finding, summary, stats;
+	} output_dropped;
 	double uptime_s;
 	/* replay */
 	const struct stats_file *files;

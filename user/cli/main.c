@@ -53,7 +53,7 @@ enum {
 	OPT_METRICS, OPT_KEYLOG, OPT_PODS_FILE, OPT_ATTACH, OPT_NO_SNAPSHOT, OPT_WINDOW, OPT_CGROUP,
 	OPT_H2_WINDOW, OPT_H2_CHURN_CONNS, OPT_H2_CHURN_STREAMS, OPT_H2_GOAWAY_RUNS,
 	OPT_CONNTRACK, OPT_CONNTRACK_NETNS, OPT_CONNTRACK_PRESSURE, OPT_CONNTRACK_MAX,
-	OPT_STACKS, OPT_USAGE, OPT_CONNECTIONS,
+	OPT_STACKS, OPT_USAGE, OPT_CONNECTIONS, OPT_OUTPUT_QUEUE,
 };
 
 /* Which commands take an option: one bit per enum cs_cmd. */
@@ -132,6 +132,9 @@ static const struct cs_option {
 	  "Which connection records to write (default problems: healthy connections are "
 	  "counted in the kernel and cost no record)", G_OUTPUT } },
 	{ ON_LIVE, { "duration", 'd', "SEC", 0, "Stop by itself after SEC seconds", G_OUTPUT } },
+	{ ON_TRACE | ON_DAEMON, { "output-queue", OPT_OUTPUT_QUEUE, "MIB", 0,
+	  "Hold at most MIB MiB of records that stdout has not taken yet (default 8); past "
+	  "it, records are dropped and counted, never waited for", G_OUTPUT } },
 	{ ON_DAEMON, { "metrics-addr", OPT_METRICS, "HOST:PORT", 0,
 	  "Serve Prometheus /metrics and /healthz on this address", G_OUTPUT } },
 
@@ -499,6 +502,16 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 			exit(2);
 		}
 		o->stacks = m;
+		break;
+	}
+	case OPT_OUTPUT_QUEUE: {
+		uint64_t mib;
+
+		if (cs_parse_u64(arg, 1, 4096, &mib)) {
+			cs_warn("bad value for --output-queue: '%s' (1-4096 MiB)", arg);
+			exit(2);
+		}
+		o->output_queue_mib = (unsigned)mib;
 		break;
 	}
 	case OPT_CONNTRACK_MAX:

@@ -46,6 +46,7 @@ struct cs_opts {
 	int stacks;                  /* --stacks: enum hs_stack_mode */
 	enum cs_conns connections;   /* --connections (resolved: never CONNS_DEFAULT) */
 	uint64_t ringbuf_bytes;      /* CONNSCOPE_RINGBUF_BYTES: the lifecycle rings' size (tests) */
+	unsigned output_queue_mib;   /* --output-queue: MiB of records for stdout, 0: 8 */
 };
 
 #endif

@@ -24,6 +24,7 @@
 #include "holders.h"
 #include "loader.h"
 #include "progfb.h"
+#include "sigend.h"
 #include "metrics.h"
 #include "output.h"
 #include "pods.h"
@@ -35,14 +36,8 @@
 #define TICK_MS 100
 #define RESCAN_NS 1000000000ull  /* look for new TLS processes every second */
 #define CW_SCAN_NS 250000000ull  /* read the sockets in CLOSE_WAIT four times a second */
-
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop = 1;
-}
+#define OUT_QUEUE_BYTES (8u << 20)  /* records waiting for stdout; past it, dropped */
+#define MS 1000000ull
 
 static double cpu_ms(void)
 {
@@ -108,6 +103,7 @@ static void stats_record(struct live *lv, const char *phase)
 	};
 
 	self_counters(lv, &s);
+	out_dropped(&s);
 	ctwatch_counters(lv->ct, &s.ct.events, &s.ct.lost, &s.ct.map_full, &s.ct.map_evictions);
 	holders_counters(lv->hold, &s.stacks.captured, &s.stacks.dropped);
 	out_stats(&s);
@@ -236,6 +232,8 @@ static void refresh_counts(struct live *lv)
 	struct cg_walk w = { .t = lv->t };
 	uint64_t now = cs_mono_ns();
 
+	if (!lv->L.skel)  /* start-up ended by a signal */
+		return;
 	if (now - last_gc >= CG_GC_NS) {
 		w.gc = true;
 		last_gc = now;
@@ -272,6 +270,11 @@ static void serve_metrics(struct live *lv)
 	self.map_full = sc.map_full;
 	self.parser_desync = sc.parser_desync;
 	self.cpu_ms = cpu_ms();
+	out_dropped(&sc);
+	self.output_dropped[0] = sc.output_dropped.connection;
+	self.output_dropped[1] = sc.output_dropped.finding;
+	self.output_dropped[2] = sc.output_dropped.summary;
+	self.output_dropped[3] = sc.output_dropped.stats;
 	metrics_serve(lv->metrics_fd, lv->t, &self);
 }
 
@@ -367,24 +370,24 @@ static void load_parts(struct part_load *pl)
 
 int live_run(const struct cs_opts *o)
 {
-	struct live lv = { .o = o, .metrics_fd = -1 };
+	struct live lv = { .o = o, .metrics_fd = -1, .L.stats_fd = -1 };
 	struct pod_resolver *pods = NULL;
 	bool is_top = o->cmd == CMD_TOP;
-	uint64_t next_interval, deadline = 0, now, next_rescan = 0, next_cw_scan = 0;
+	uint64_t next_interval, deadline = 0, now, next_rescan = 0, next_cw_scan = 0, until;
 	int rc = 1, err;
 
+	sigend_install();
+	signal(SIGPIPE, SIG_IGN);
 	cs_clock_init();
 	lv.start_ns = cs_mono_ns();
 	if (loader_preflight())
 		return 1;
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	signal(SIGPIPE, SIG_IGN);
 
 	pods = pods_new(NULL, o->pods_dir);
 	if (!pods)
 		return 1;
-	out_init(o->fmt, o->cmd == CMD_TRACE);
+	out_init_live(o->fmt, o->cmd == CMD_TRACE,
+		      o->output_queue_mib ? (size_t)o->output_queue_mib << 20 : OUT_QUEUE_BYTES);
 	lv.t = track_new(o, pods, !is_top, is_top ? &sink_top : &sink_print, &lv);
 	if (!lv.t) {
 		cs_fail("start", "out of memory");
@@ -393,8 +396,8 @@ int live_run(const struct cs_opts *o)
 	track_set_kernel_counts(lv.t);
 	if (o->metrics_addr && (lv.metrics_fd = metrics_listen(o->metrics_addr)) < 0)
 		goto out;
-	if (loader_open(&lv.L, o))
-		goto out;
+	if (sigend_stop || loader_open(&lv.L, o))
+		goto signalled;
 	if (lv.L.mode == ATTACH_RAW_TP && o->attach == ATTACH_AUTO)
 		cs_warn("using raw_tp fallback: %s", lv.L.fallback_why);
 	lv.rb = ring_buffer__new(bpf_map__fd(lv.L.skel->maps.events), on_event, &lv, NULL);
@@ -432,7 +435,11 @@ int live_run(const struct cs_opts *o)
 		if (lv.ct && o->conntrack != CT_OFF && !strncmp(ctwatch_describe(lv.ct), "NOT", 3))
 			cs_warn("conntrack is %s", ctwatch_describe(lv.ct));
 	}
+	if (sigend_stop)  /* a signal during start-up: end now, with the end record */
+		goto end;
 	/* Attached first, then the snapshot: nothing falls between the two. */
+	if (sigend_stop)
+		goto end;
 	if (!o->no_snapshot)
 		take_snapshot(&lv);
 	if (!is_top) {
@@ -447,7 +454,7 @@ int live_run(const struct cs_opts *o)
 	if (is_top)
 		render_top(&lv, false);
 
-	while (!stop) {
+	while (!sigend_stop) {
 		err = ring_buffer__poll(lv.rb, TICK_MS);
 		if (err < 0 && err != -EINTR) {
 			cs_fail("read the ring buffer", "%s", strerror(-err));
@@ -484,7 +491,7 @@ int live_run(const struct cs_opts *o)
 		}
 		if (!is_top)
 			out_flush();
-		if (ferror(stdout)) {
+		if (out_failed()) {
 			/* The reader went away (a closed pipe): nothing more to say. */
 			rc = 0;
 			goto out;
@@ -492,9 +499,12 @@ int live_run(const struct cs_opts *o)
 		if (deadline && now >= deadline)
 			break;
 	}
+end:
 	/* Final flush: what is still in the ring, then the totals. */
-	ring_buffer__consume(lv.rb);
-	scan_close_wait(&lv);
+	if (lv.rb)
+		ring_buffer__consume(lv.rb);
+	if (lv.L.skel)
+		scan_close_wait(&lv);
 	track_flush(lv.t);
 	track_tick(lv.t);
 	if (is_top) {
@@ -506,9 +516,23 @@ int live_run(const struct cs_opts *o)
 		}
 		stats_record(&lv, "end");
 	}
-	out_flush();
 	rc = 0;
 out:
+	/* After a signal, stdout gets what it takes within 500 ms and the guard's
+	 * margin; otherwise as long as it keeps taking. */
+	now = cs_mono_ns();
+	until = sigend_when_ns() ? now + 500 * MS : UINT64_MAX;
+	if (sigend_when_ns() && sigend_when_ns() + 800 * MS < until)
+		until = sigend_when_ns() + 800 * MS;
+	out_close(until, 1000 * MS, &sigend_stop, 500 * MS);
+	sigend_done(rc);
+	if (sigend_when_ns()) {
+		/* Ended by a signal: everything is said; the teardown must not hold the
+		 * exit past the second (sigend_exit). */
+		if (lv.metrics_fd >= 0)
+			close(lv.metrics_fd);
+		sigend_exit(rc);
+	}
 	if (lv.metrics_fd >= 0)
 		close(lv.metrics_fd);
 	ctwatch_close(lv.ct);
@@ -519,6 +543,11 @@ out:
 	track_free(lv.t);
 	pods_free(pods);
 	return rc;
+signalled:
+	/* Start-up stopped before the programs were loaded: the end record all the same. */
+	if (sigend_stop)
+		goto end;
+	goto out;
 }
 
 int check_run(const struct cs_opts *o)

@@ -150,6 +150,13 @@ static void render(FILE *f, struct tracker *t, const struct metrics_self *self)
 		(unsigned long long)self->events, (unsigned long long)self->lost,
 		(unsigned long long)self->map_full, (unsigned long long)self->parser_desync,
 		self->cpu_ms / 1000);
+	fprintf(f, "# HELP connscope_output_dropped_total Records not written to stdout: it did "
+		   "not keep up and its queue was full, or it failed (stats.output_dropped).\n"
+		   "# TYPE connscope_output_dropped_total counter\n");
+	for (int i = 0; i < 4; i++)
+		fprintf(f, "connscope_output_dropped_total{type=\"%s\"} %llu\n",
+			(const char *[]){ "connection", "finding", "summary", "stats" }[i],
+			(unsigned long long)self->output_dropped[i]);
 }
 
 static void respond(int c, int code, const char *reason, const char *type, const char *body,

@@ -11,6 +11,8 @@
 struct metrics_self {
 	uint64_t events, lost, map_full, parser_desync;
 	double cpu_ms;
+	/* stats.output_dropped, by type: connection, finding, summary, stats */
+	uint64_t output_dropped[4];
 };
 
 /* Listen on HOST:PORT (numeric or a name; [v6]:port accepted). -1 with one line on error. */

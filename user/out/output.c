@@ -3,23 +3,152 @@
 #include "conn.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include "jsonw.h"
+#include "outq.h"
 #include "util.h"
 
 static enum cs_fmt fmt;
 static bool header_due;
-static char outbuf[1 << 16];
+/* Every record goes through the stdout writer (outq.h); NULL only if it could not
+ * start, and then records are written here, as they come. */
+static struct outq *q;
+static int sync_err;
+static bool closed;
+/* Held while the queue is reported on or freed: the end guard reports from its thread. */
+static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t sync_dropped[OUTQ_NTYPES];
+
+/* Replay: the lossless writer. A record waits for room rather than being dropped:
+ * replay has no kernel to protect, and its output is whole or it is nothing. */
+#define REPLAY_QUEUE_BYTES (1u << 20)
+
+static void start(enum cs_fmt f, bool text_header, size_t queue_bytes, bool lossless)
+{
+	/* Stats records have 64 KiB of their own: a queue full of connections still
+	 * takes the end record. */
+	struct outq_conf c = { .fd = STDOUT_FILENO, .cap = queue_bytes, .reserve = 64 * 1024,
+			       .lossless = lossless };
+
+	fmt = f;
+	header_due = f == FMT_TEXT && text_header;
+	q = outq_new(&c);
+	if (!q)
+		cs_warn("stdout is written without its own writer: %s", strerror(errno));
+}
 
 void out_init(enum cs_fmt f, bool text_header)
 {
-	fmt = f;
-	header_due = f == FMT_TEXT && text_header;
-	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
+	start(f, text_header, REPLAY_QUEUE_BYTES, true);
+}
+
+void out_init_live(enum cs_fmt f, bool text_header, size_t queue_bytes)
+{
+	start(f, text_header, queue_bytes, false);
+}
+
+/* No writer thread: blocking writes, as stdio did. */
+static void write_sync(enum outq_type t, const struct iovec *iov, int n)
+{
+	for (int i = 0; i < n && !sync_err; i++) {
+		const char *p = iov[i].iov_base;
+		size_t left = iov[i].iov_len;
+
+		while (left) {
+			ssize_t k = write(STDOUT_FILENO, p, left);
+
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0) {
+				sync_err = k < 0 ? errno : EIO;
+				break;
+			}
+			p += k;
+			left -= (size_t)k;
+		}
+	}
+	if (sync_err)
+		sync_dropped[t]++;
+}
+
+/* One whole record, its bytes in pieces; false if it was not queued (counted). */
+static bool emit(enum outq_type t, const struct iovec *iov, int n)
+{
+	if (q)
+		return outq_putv(q, t, iov, n);
+	write_sync(t, iov, n);
+	return !sync_err;
+}
+
+/* A record's bytes and the newline that ends it. */
+static bool emit_nl(enum outq_type t, const char *buf, size_t len)
+{
+	struct iovec iov[2] = { { (void *)buf, len }, { "\n", 1 } };
+
+	return emit(t, iov, 2);
+}
+
+/* Text records are printed into one buffer, then emitted whole. */
+static char *tbuf;
+static size_t tlen, tcap;
+static bool tfail;
+
+__attribute__((format(printf, 1, 2)))
+static void tprintf(const char *f, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, f);
+		n = vsnprintf(tbuf ? tbuf + tlen : NULL, tbuf ? tcap - tlen : 0, f, ap);
+		va_end(ap);
+		if (n < 0) {
+			tfail = true;
+			return;
+		}
+		if (tbuf && tlen + (size_t)n < tcap) {
+			tlen += (size_t)n;
+			return;
+		}
+		{
+			size_t ncap = tcap ? tcap : 4096;
+			char *nb;
+
+			while (ncap <= tlen + (size_t)n)
+				ncap *= 2;
+			nb = realloc(tbuf, ncap);
+			if (!nb) {
+				tfail = true;
+				return;
+			}
+			tbuf = nb;
+			tcap = ncap;
+		}
+	}
+}
+
+/* The text record printed since the last one. */
+static bool temit(enum outq_type t)
+{
+	bool ok = false;
+
+	if (!tfail && tlen) {
+		struct iovec iov = { tbuf, tlen };
+
+		ok = emit(t, &iov, 1);
+	}
+	tlen = 0;
+	tfail = false;
+	return ok;
 }
 
 double out_ms(uint64_t ns)
@@ -36,7 +165,8 @@ const char *out_ip(int family, const uint8_t *addr, char *buf, unsigned len)
 
 /* One JSON line: fill writes the record; a record too big for the stack buffer (a
  * summary with many remotes, stats of many files) is written again in one that fits. */
-static void emit_line(void (*fill)(struct jw *w, const void *rec), const void *rec)
+static void emit_line(enum outq_type t, void (*fill)(struct jw *w, const void *rec),
+		      const void *rec)
 {
 	char stack_buf[8192], *buf = stack_buf;
 	size_t cap = sizeof(stack_buf);
@@ -54,8 +184,7 @@ static void emit_line(void (*fill)(struct jw *w, const void *rec), const void *r
 		if (!buf)
 			return;
 	}
-	fputs(buf, stdout);
-	fputc('\n', stdout);
+	emit_nl(t, buf, w.len);
 	if (buf != stack_buf)
 		free(buf);
 }
@@ -284,8 +413,7 @@ static void json_connection(const struct conn_rec *v)
 		cs_warn("a connection record did not fit its buffer and was dropped");
 		return;
 	}
-	fwrite(buf, 1, w.len, stdout);
-	fputc('\n', stdout);
+	emit_nl(OUTQ_CONNECTION, buf, w.len);
 }
 
 /* ---- findings ---- */
@@ -502,19 +630,20 @@ static void text_finding(const struct finding_rec *f)
 
 	short_ts(f->ts_real, t, sizeof(t));
 	pod_label(f->about == FINDING_SOCKET ? f->pod : NULL, pod, sizeof(pod));
-	printf("%-12s FINDING %-8s %-22s %s: %s\n", t, f->severity, f->kind, pod, f->message);
+	tprintf("%-12s FINDING %-8s %-22s %s: %s\n", t, f->severity, f->kind, pod, f->message);
 	/* The code path that made a leaked socket, a frame a line, innermost first. */
 	if (f->detail == FD_CLOSE_WAIT && f->d.close_wait.has_holders && f->d.close_wait.nstack) {
-		printf("%-12s   stack of its %s():\n", "", f->d.close_wait.stack_origin);
+		tprintf("%-12s   stack of its %s():\n", "", f->d.close_wait.stack_origin);
 		for (int i = 0; i < f->d.close_wait.nstack; i++)
-			printf("%-12s     %s\n", "", f->d.close_wait.stack[i]);
+			tprintf("%-12s     %s\n", "", f->d.close_wait.stack[i]);
 	}
+	temit(OUTQ_FINDING);
 }
 
 void out_finding(const struct finding_rec *f)
 {
 	if (fmt == FMT_JSON)
-		emit_line(fill_finding, f);
+		emit_line(OUTQ_FINDING, fill_finding, f);
 	else
 		text_finding(f);
 }
@@ -658,29 +787,30 @@ static void text_summary(const struct summary_rec *s)
 
 	short_ts(s->ts_real, t, sizeof(t));
 	pod_label(s->pod, pod, sizeof(pod));
-	printf("%-12s SUMMARY %s: opened=%.0f closed=%.0f active=%.0f refused=%.0f timeouts=%.0f "
+	tprintf("%-12s SUMMARY %s: opened=%.0f closed=%.0f active=%.0f refused=%.0f timeouts=%.0f "
 	       "resets=%.0f close_wait=%.0f stuck=%.0f max_age_s=%.1f\n",
 	       t, pod, (double)s->tcp.opened, (double)s->tcp.closed, (double)s->tcp.active,
 	       (double)s->tcp.refused, (double)s->tcp.timeouts, (double)s->tcp.resets,
 	       (double)s->close_wait.current, (double)s->close_wait.stuck, s->close_wait.max_age_s);
+	temit(OUTQ_SUMMARY);
 }
 
 void out_summary(const struct summary_rec *s)
 {
 	if (fmt == FMT_JSON)
-		emit_line(fill_summary, s);
+		emit_line(OUTQ_SUMMARY, fill_summary, s);
 	else
 		text_summary(s);
 }
 
+/* The column header, printed as part of the first connection record. */
 static void text_header(void)
 {
 	if (!header_due)
 		return;
-	printf("%-12s %-6s %-28s %-22s %-22s %-11s %-9s %8s %9s %8s %9s %9s %s\n", "TIME", "SIDE",
+	tprintf("%-12s %-6s %-28s %-22s %-22s %-11s %-9s %8s %9s %8s %9s %9s %s\n", "TIME", "SIDE",
 	       "POD", "CLIENT", "SERVER", "OUTCOME", "CLOSE", "CONN_MS", "DUR_MS", "CW_MS", "IN",
 	       "OUT", "PID/COMM");
-	header_due = false;
 }
 
 static void ep_text_raw(int family, const uint8_t *ip, uint16_t port, char *buf, size_t len)
@@ -694,6 +824,7 @@ static void ep_text_raw(int family, const uint8_t *ip, uint16_t port, char *buf,
 static void text_connection(const struct conn_rec *v)
 {
 	char ts[40], pod[96], cl[64], sv[64], own[48];
+	bool header = header_due;
 
 	text_header();
 	cs_fmt_ts(v->ts_real, ts, sizeof(ts));
@@ -711,25 +842,27 @@ static void text_connection(const struct conn_rec *v)
 		snprintf(own, sizeof(own), "%u/%s", v->pid, v->comm);
 	else
 		snprintf(own, sizeof(own), "-");
-	printf("%-12.12s %-6s %-28.28s %-22s %-22s %-11s %-9s %8.3f %9.1f %8.0f %9llu %9llu %s%s",
+	tprintf("%-12.12s %-6s %-28.28s %-22s %-22s %-11s %-9s %8.3f %9.1f %8.0f %9llu %9llu %s%s",
 	       strlen(ts) > 11 ? ts + 11 : ts, v->side, pod, cl, sv, v->outcome, v->close,
 	       v->connect_known ? v->connect_ns / 1e6 : 0.0, v->duration_ns / 1e6,
 	       v->close_wait_ns / 1e6, (unsigned long long)v->bytes_in,
 	       (unsigned long long)v->bytes_out, own, v->preexisting ? " (pre-existing)" : "");
 	if (v->has_tls)
-		printf(" tls=%s %s %.1fms sni=%s", v->tls_outcome, v->tls_version ? v->tls_version : "?",
+		tprintf(" tls=%s %s %.1fms sni=%s", v->tls_outcome, v->tls_version ? v->tls_version : "?",
 		       v->tls_ns / 1e6, v->tls_sni ? v->tls_sni : "-");
 	if (v->has_h2) {
-		printf(" h2 streams=%u", v->h2_streams);
+		tprintf(" h2 streams=%u", v->h2_streams);
 		if (v->h2_goaway)
-			printf(" goaway=%u(%s by %s)", v->h2_goaway,
+			tprintf(" goaway=%u(%s by %s)", v->h2_goaway,
 			       v->h2_goaway_error ? v->h2_goaway_error : "?", v->h2_goaway_by);
 		if (v->h2_rst_stream)
-			printf(" rst_stream=%u", v->h2_rst_stream);
+			tprintf(" rst_stream=%u", v->h2_rst_stream);
 		if (v->h2_desync)
-			printf(" desync");
+			tprintf(" desync");
 	}
-	putchar('\n');
+	tprintf("\n");
+	if (temit(OUTQ_CONNECTION) && header)
+		header_due = false;
 }
 
 void out_connection(const struct conn_rec *v)
@@ -737,7 +870,7 @@ void out_connection(const struct conn_rec *v)
 	if (v->forwarded) {
 		/* The text table shows sockets of this node only. */
 		if (fmt == FMT_JSON)
-			emit_line(fill_forwarded, v);
+			emit_line(OUTQ_CONNECTION, fill_forwarded, v);
 		return;
 	}
 	if (fmt == FMT_JSON)
@@ -748,7 +881,139 @@ void out_connection(const struct conn_rec *v)
 
 void out_flush(void)
 {
-	fflush(stdout);
+	if (!q)
+		return;
+	/* Lossless (replay): written before this returns, as fflush did. Live: the writer
+	 * is woken and the caller goes on. */
+	if (outq_lossless(q))
+		outq_drain(q, UINT64_MAX);
+	else
+		outq_kick(q);
+}
+
+bool out_failed(void)
+{
+	return q ? outq_error(q) != 0 : sync_err != 0;
+}
+
+static void counts(struct outq_counts *c)
+{
+	if (q) {
+		outq_counts(q, c);
+		return;
+	}
+	memset(c, 0, sizeof(*c));
+	memcpy(c->dropped, sync_dropped, sizeof(sync_dropped));
+}
+
+void out_dropped(struct stats_rec *s)
+{
+	struct outq_counts c;
+
+	counts(&c);
+	s->output_dropped.connection = c.dropped[OUTQ_CONNECTION];
+	s->output_dropped.finding = c.dropped[OUTQ_FINDING];
+	s->output_dropped.summary = c.dropped[OUTQ_SUMMARY];
+	s->output_dropped.stats = c.dropped[OUTQ_STATS];
+}
+
+/* "N records (connection=a finding=b summary=c stats=d)" of per-type counts; the total. */
+static uint64_t fmt_counts(const uint64_t *n, char *buf, size_t len)
+{
+	uint64_t total = 0;
+	size_t off;
+
+	for (int i = 0; i < OUTQ_NTYPES; i++)
+		total += n[i];
+	off = (size_t)snprintf(buf, len, "%llu record%s (", (unsigned long long)total,
+			       total == 1 ? "" : "s");
+	for (int i = 0; i < OUTQ_NTYPES && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s=%llu", i ? " " : "",
+					outq_type_names[i], (unsigned long long)n[i]);
+	if (off < len)
+		snprintf(buf + off, len - off, ")");
+	return total;
+}
+
+static int report(int fd, const char *why)
+{
+	struct outq_counts c;
+	uint64_t unwritten[OUTQ_NTYPES];
+	char a[160], b[160], line[512];
+	uint64_t nd, nu;
+	int err = out_failed() ? (q ? outq_error(q) : sync_err) : 0;
+
+	counts(&c);
+	for (int i = 0; i < OUTQ_NTYPES; i++)
+		unwritten[i] = c.queued[i] - c.written[i];
+	nd = fmt_counts(c.dropped, a, sizeof(a));
+	nu = fmt_counts(unwritten, b, sizeof(b));
+	if (!nd && !nu)
+		return 0;
+	line[0] = 0;
+	if (nd)
+		snprintf(line, sizeof(line), "connscope: stdout: %s dropped: %s\n", a,
+			 err ? strerror(err) : "stdout did not keep up and the queue was full");
+	if (nu)
+		snprintf(line + strlen(line), sizeof(line) - strlen(line),
+			 "connscope: stdout: %s queued but not written: %s\n", b,
+			 err ? strerror(err) : why);
+	if (write(fd, line, strlen(line)) < 0)
+		return -1;  /* stderr gone too: nothing more to do */
+	return -1;
+}
+
+int out_report(int fd, const char *why)
+{
+	int rc;
+
+	pthread_mutex_lock(&qlock);
+	rc = report(fd, why);
+	pthread_mutex_unlock(&qlock);
+	return rc;
+}
+
+int out_close(uint64_t deadline_ns, uint64_t idle_ns, volatile const sig_atomic_t *cut,
+	      uint64_t cut_ns)
+{
+	struct outq_counts c;
+	uint64_t last = 0, moved_ns = cs_mono_ns();
+	bool was_cut = cut && *cut;
+	int rc;
+
+	if (closed)
+		return 0;
+	closed = true;
+	/* A writer that keeps writing is waited for (a slow reader still gets all); one
+	 * that wrote nothing for idle_ns, or past the deadline, is not. A cut (a signal)
+	 * while waiting leaves cut_ns more. */
+	while (q) {
+		uint64_t now = cs_mono_ns(), until = now + 50 * 1000000ull;
+
+		if (!was_cut && cut && *cut) {
+			was_cut = true;
+			if (now + cut_ns < deadline_ns)
+				deadline_ns = now + cut_ns;
+		}
+		if (until > deadline_ns)
+			until = deadline_ns;
+		if (!outq_drain(q, until) || outq_error(q))
+			break;
+		now = cs_mono_ns();
+		outq_counts(q, &c);
+		if (c.bytes_written != last) {
+			last = c.bytes_written;
+			moved_ns = now;
+		}
+		if (now >= deadline_ns || now - moved_ns >= idle_ns)
+			break;
+	}
+	pthread_mutex_lock(&qlock);
+	rc = report(STDERR_FILENO, "stdout did not take them in time");
+	outq_free(q);
+	q = NULL;
+	pthread_mutex_unlock(&qlock);
+	return rc;
 }
 
 /* ---- stats ---- */
@@ -772,6 +1037,12 @@ static void jw_stats_live(struct jw *w, const struct stats_rec *s)
 	jw_num(w, "cpu_ms", s->cpu_ms);
 	jw_cnt(w, "bpf_ms", s->bpf_ms);
 	jw_cnt(w, "consumed", s->consumed);
+	jw_obj(w, "output_dropped");
+	jw_cnt(w, "connection", s->output_dropped.connection);
+	jw_cnt(w, "finding", s->output_dropped.finding);
+	jw_cnt(w, "summary", s->output_dropped.summary);
+	jw_cnt(w, "stats", s->output_dropped.stats);
+	jw_end(w);
 	jw_str(w, "attach", s->attach);
 	jw_str(w, "tls_cgroup", s->tls_cgroup);
 	jw_obj(w, "conntrack");
@@ -861,13 +1132,23 @@ void out_stats(const struct stats_rec *s)
 	char ts[40] = "";
 
 	if (fmt == FMT_JSON) {
-		emit_line(fill_stats, s);
+		emit_line(OUTQ_STATS, fill_stats, s);
 		return;
 	}
 	if (s->ts_real)
 		cs_fmt_ts(s->ts_real, ts, sizeof(ts));
-	printf("%-12.12s STATS   phase=%s events=%.0f lost=%.0f map_full=%.0f parser_desync=%.0f "
-	       "cpu_ms=%.0f\n",
+	tprintf("%-12.12s STATS   phase=%s events=%.0f lost=%.0f map_full=%.0f parser_desync=%.0f "
+	       "cpu_ms=%.0f",
 	       strlen(ts) > 11 ? ts + 11 : ts, s->phase, (double)s->events, (double)s->lost,
 	       (double)s->map_full, (double)s->parser_desync, s->cpu_ms);
+	if (!s->replay) {
+		uint64_t d = s->output_dropped.connection + s->output_dropped.finding +
+			     s->output_dropped.summary + s->output_dropped.stats;
+
+		/* Said only when records were dropped: the line is as before otherwise. */
+		if (d)
+			tprintf(" output_dropped=%.0f", (double)d);
+	}
+	tprintf("\n");
+	temit(OUTQ_STATS);
 }

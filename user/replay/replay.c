@@ -1707,7 +1707,7 @@ int replay_run(const struct cs_opts *o)
 	if (sf) {
 		stats_record(r, files, o->nfiles, cpu_ms_now(), sf, &stats);
 		if (o->fmt == FMT_TEXT) {
-			fflush(stdout);
+			out_flush();  /* the records, written before the report */
 			text_report(r, &stats);
 		} else {
 			out_stats(&stats);
