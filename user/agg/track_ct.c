@@ -385,8 +385,14 @@ void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t
 	S(t)->count = count;
 	S(t)->max = max;
 	S(t)->stat_ns = now;
+	/* A counter that went back restarted (the netns or module was reloaded):
+	 * nothing new in it, rather than a difference that wraps around. */
 	if (S(t)->have_stat && drops < S(t)->drops)
-		new_drops = 0;  /* counters restarted */
+		new_drops = 0;
+	if (S(t)->have_stat && insert_failed < S(t)->insert_failed)
+		new_fail = 0;
+	if (S(t)->have_stat && early_drops < S(t)->early_drops)
+		new_early = 0;
 	S(t)->drops = drops;
 	S(t)->insert_failed = insert_failed;
 	S(t)->early_drops = early_drops;

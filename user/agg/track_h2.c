@@ -288,7 +288,8 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	double spc;
 	struct finding_rec o;
 
-	if (!r->client || (r->churn_reported_ns && now - r->churn_reported_ns < S(t)->window_ns))
+	if (!r->client ||
+	    (r->churn_reported_ns && tr_elapsed(now, r->churn_reported_ns) < S(t)->window_ns))
 		return;
 	window_of(t, r, now, &w);
 	if (w.closed < t->o->h2_churn_conns)
@@ -369,7 +370,7 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 		return;
 	r->last_ns = now;
 	ring_push(r->goaways, &r->goaway_pos, &r->ngoaways, now);
-	if (r->goaway_reported_ns && now - r->goaway_reported_ns < S(t)->window_ns)
+	if (r->goaway_reported_ns && tr_elapsed(now, r->goaway_reported_ns) < S(t)->window_ns)
 		return;
 	struct h2_window w;
 

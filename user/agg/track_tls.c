@@ -403,7 +403,10 @@ void track_tls_event(struct tracker *t, const struct tls_event *e)
 
 	if (e->type == TLS_EV_START) {
 		if (tc) {
+			/* Out of both maps before it is freed: a failed put below must
+			 * not leave a freed entry behind. */
 			u64map_del(&s->hs, key);
+			u64map_del(&s->conns, key);
 			tls_free(tc);
 		}
 		tc = calloc(1, sizeof(*tc));
