@@ -866,19 +866,16 @@ static void ct_pressure(const struct cs_opts *o)
 	track_ct_pressure(t, at - 100, max, 4, 0, 0);
 	check(nfindings == 3, "ct pressure: below the threshold, no drops: nothing (%d)",
 	      nfindings);
-	/* KNOWN BUG, left out until track_ct.c is fixed: when the kernel's counters
-	 * restart (drops, insert_failed, early_drops all lower than last read),
-	 * track_ct_pressure() resets only new_drops; new_fail and new_early are
-	 * unsigned differences that wrap to ~1.8e19, so a table at 10% gets a
-	 * conntrack_pressure error claiming 18446744073709551612 insert failures.
-	 * What it should do, asserted here once fixed:
-	 *
-	 * track_ct_pressure(t, 100, max, 4, 3, 2);   // the counters so far
-	 * now_ns += (uint64_t)(o->finding_window_s * SEC);
-	 * track_ct_pressure(t, 100, max, 0, 0, 0);   // restarted
-	 * check(nfindings == 3, "ct pressure: restarted counters are no new failures (%d)",
-	 *       nfindings);
-	 */
+	/* When the kernel's counters restart (drops, insert_failed, early_drops all
+	 * lower than last read), nothing is new: no finding with a wrapped count. */
+	track_ct_pressure(t, 100, max, 4, 3, 2);   /* new insert failures and early drops */
+	check(nfindings == 4 && last_finding()->d.ct_pressure.insert_failed == 3 &&
+	      last_finding()->d.ct_pressure.early_drops == 2,
+	      "ct pressure: new insert failures and early drops are an error (%d)", nfindings);
+	now_ns += (uint64_t)(o->finding_window_s * SEC);
+	track_ct_pressure(t, 100, max, 0, 0, 0);   /* restarted */
+	check(nfindings == 4, "ct pressure: restarted counters are no new failures (%d)",
+	      nfindings);
 	track_free(t);
 }
 
