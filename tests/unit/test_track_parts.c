@@ -12,39 +12,13 @@
 #include "record.h"
 #include "tls_events.h"
 #include "track.h"
+#include "track_clock.h"
 
-#define SEC 1000000000ull
 #define MS 1000000ull
 /* The TCP part holds a close back 20 ms for the RST of an abortive close: a tick
  * this long after a close reports it. */
 #define PAST_HOLD (20 * MS + 1)
 
-static uint64_t now_ns;
-
-static uint64_t test_clock(void *arg)
-{
-	(void)arg;
-	return now_ns;
-}
-
-/* The wall clock of the test's time: far from the machine's, so a record stamped
- * from any other clock shows. */
-#define REAL_OFFSET (1000000 * SEC)
-
-static uint64_t test_real(void *arg, uint64_t mono)
-{
-	(void)arg;
-	return mono + REAL_OFFSET;
-}
-
-static const struct pod_info *test_pod(void *arg, uint64_t id)
-{
-	static struct pod_info p = { .ip = "10.0.0.1" };
-
-	(void)arg;
-	(void)id;
-	return &p;
-}
 
 /* ---- what reached the sink: copies, since a record's pointers die with it ---- */
 
@@ -147,12 +121,8 @@ static bool ip4_is(const uint8_t *a, const char *txt)
 
 static struct tracker *fresh(const struct cs_opts *o)
 {
-	struct tracker *t = track_new(o, NULL, true, &sink, NULL);
+	struct tracker *t = test_tracker(o, true, &sink);
 
-	if (!t)
-		abort();
-	track_set_replay(t, test_pod, NULL, NULL, 0);
-	track_set_clock(t, &(struct track_clock){ test_clock, test_real, NULL });
 	nfindings = nconns = nsummaries = 0;
 	memset(&summary, 0, sizeof(summary));
 	return t;
