@@ -6,35 +6,9 @@
 #include "check.h"
 #include "record.h"
 #include "track.h"
+#include "track_clock.h"
 
-#define SEC 1000000000ull
 
-static uint64_t now_ns;
-
-static uint64_t test_clock(void *arg)
-{
-	(void)arg;
-	return now_ns;
-}
-
-/* The wall clock of the test's time: far from the machine's, so a record stamped
- * from any other clock shows. */
-#define REAL_OFFSET (1000000 * SEC)
-
-static uint64_t test_real(void *arg, uint64_t mono)
-{
-	(void)arg;
-	return mono + REAL_OFFSET;
-}
-
-static const struct pod_info *test_pod(void *arg, uint64_t id)
-{
-	static struct pod_info p = { .ip = "10.0.0.1" };
-
-	(void)arg;
-	(void)id;
-	return &p;
-}
 
 /* The records the tracker sent, by type and kind. */
 static int nfindings, nsummaries;
@@ -87,12 +61,8 @@ static struct cs_event edge(uint8_t type, uint64_t cookie, uint64_t ts)
 
 static struct tracker *fresh(const struct cs_opts *o)
 {
-	struct tracker *t = track_new(o, NULL, false, &sink, NULL);
+	struct tracker *t = test_tracker(o, false, &sink);
 
-	if (!t)
-		abort();
-	track_set_replay(t, test_pod, NULL, NULL, 0);
-	track_set_clock(t, &(struct track_clock){ test_clock, test_real, NULL });
 	nfindings = nsummaries = 0;
 	last_kind[0] = 0;
 	return t;
