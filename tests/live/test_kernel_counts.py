@@ -3,7 +3,8 @@ records asked for (--connections).
 
 The lifecycle programs count every connection in per-cgroup maps; records and
 problem edges cross ring buffers that a test can make tiny
-(CONNSCOPE_RINGBUF_BYTES) so that they overflow. The summaries must still give
+(CONNSCOPE_RINGBUF_BYTES for problems, CONNSCOPE_CONN_RINGBUF_BYTES for healthy
+closes) so that they overflow. The summaries must still give
 the exact number of connections the workload made.
 """
 
@@ -41,7 +42,7 @@ def test_counts_exact_when_records_overflow(cluster, monkeypatch):
     They are counted as sampled out, never as lost, and the counts stay exact."""
     fe, be = shop(cluster)
     port, n = 30310, 1500
-    monkeypatch.setenv("CONNSCOPE_RINGBUF_BYTES", str(TINY_RING))
+    monkeypatch.setenv("CONNSCOPE_CONN_RINGBUF_BYTES", str(TINY_RING))
     with Connscope(cluster, "--namespace", NS, "--connections", "all", "-i", "1") as cs:
         srv = start_server(be, "echo", port, n)
         out = workloads.run_client(fe, "echo", be.ip, port, n, 10.0)[1]
@@ -57,8 +58,9 @@ def test_counts_exact_when_records_overflow(cluster, monkeypatch):
           f"records crossed, sampled_out {st['sampled_out']}, lost {st['lost']}")
     assert st["sampled_out"] > 0, "the tiny ring must have overflowed: " + show([st])
     assert st["lost"] == 0, show([st])
-    # every healthy close either crossed or was counted as sampled out
-    assert len(recs) + st["sampled_out"] == 2 * n, show([st])
+    # every healthy close either crossed or was counted as sampled out (the count
+    # is node-wide: other sockets' closes may be in it too)
+    assert len(recs) < 2 * n and len(recs) + st["sampled_out"] >= 2 * n, show([st])
     for pod in (fe, be):
         tcp = last_summary(records, pod)["tcp"]
         assert tcp["opened"] == n and tcp["closed"] == n and tcp["active"] == 0, show([tcp])

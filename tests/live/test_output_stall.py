@@ -164,8 +164,10 @@ def test_stalled_stdout_keeps_draining_the_kernel(cluster):
     records only."""
     fe, be = shop(cluster)
     port, mport = 31080, free_port()
+    # --connections all: a record per connection, so that the records outrun the pipe
     argv = argv_of(cluster, "--namespace", NS, "-i", "1", "--output-queue", QUEUE_MIB,
-                   "--metrics-addr", f"127.0.0.1:{mport}", command="daemon")
+                   "--connections", "all", "--metrics-addr", f"127.0.0.1:{mport}",
+                   command="daemon")
     r, w = os.pipe()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.PIPE,
                          start_new_session=True)

@@ -629,9 +629,14 @@ int main(int argc, char **argv)
 				o.cmd == CMD_TOP ? CONNS_NONE : CONNS_ALL;
 	{
 		const char *rb = getenv("CONNSCOPE_RINGBUF_BYTES");
+		const char *crb = getenv("CONNSCOPE_CONN_RINGBUF_BYTES");
 
 		if (rb && cs_parse_u64(rb, 4096, 1ull << 30, &o.ringbuf_bytes)) {
 			cs_warn("bad CONNSCOPE_RINGBUF_BYTES: '%s' (4096 to 2^30, a power of 2)", rb);
+			return 2;
+		}
+		if (crb && cs_parse_u64(crb, 4096, 1ull << 30, &o.conn_ringbuf_bytes)) {
+			cs_warn("bad CONNSCOPE_CONN_RINGBUF_BYTES: '%s' (4096 to 2^30, a power of 2)", crb);
 			return 2;
 		}
 	}

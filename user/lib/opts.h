@@ -45,7 +45,8 @@ struct cs_opts {
 	uint64_t ct_max;             /* --conntrack-max: the table size to measure against (0: the kernel's) */
 	int stacks;                  /* --stacks: enum hs_stack_mode */
 	enum cs_conns connections;   /* --connections (resolved: never CONNS_DEFAULT) */
-	uint64_t ringbuf_bytes;      /* CONNSCOPE_RINGBUF_BYTES: the lifecycle rings' size (tests) */
+	uint64_t ringbuf_bytes;      /* CONNSCOPE_RINGBUF_BYTES: the problem ring's size (tests) */
+	uint64_t conn_ringbuf_bytes; /* CONNSCOPE_CONN_RINGBUF_BYTES: the healthy closes' ring */
 	unsigned output_queue_mib;   /* --output-queue: MiB of records for stdout, 0: 8 */
 };
 

@@ -160,10 +160,10 @@ static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, boo
 		 * and only the socket storage the TLS programs share can say so. */
 		L->problems_only = o->connections != CONNS_ALL && btf && !o->port;
 		s->rodata->conn_mode = L->problems_only ? CS_CONN_PROBLEMS : CS_CONN_ALL;
-		if (o->ringbuf_bytes) {
+		if (o->ringbuf_bytes)
 			bpf_map__set_max_entries(s->maps.events, (uint32_t)o->ringbuf_bytes);
-			bpf_map__set_max_entries(s->maps.conn_events, (uint32_t)o->ringbuf_bytes);
-		}
+		if (o->conn_ringbuf_bytes)
+			bpf_map__set_max_entries(s->maps.conn_events, (uint32_t)o->conn_ringbuf_bytes);
 		s->rodata->sample_above = bpf_map__max_entries(s->maps.conn_events) / 2;
 		s->rodata->cw_threshold_ns = (uint64_t)(o->close_wait_threshold_s * 1e9);
 		for (int i = 0; i < LOADER_NHOOKS; i++) {
