@@ -65,7 +65,8 @@ struct live {
 	struct ctwatch *ct;    /* conntrack: NAT, forwarded flows, table pressure */
 	struct holders *hold;  /* who holds stuck sockets, and their stacks */
 	uint64_t start_ns;
-	int metrics_fd;
+	struct metrics_server *metrics; /* /metrics, served from its own thread */
+	uint64_t next_publish;
 };
 
 /* The tool's own counters, summed over every program that can drop: the stats
@@ -225,15 +226,17 @@ static void refresh_counts(struct live *lv)
 	loader_for_each_cg_count(&lv->L, on_cg_count, &w);
 }
 
-/* Answer Prometheus scrapes waiting on the listener, if any. */
-static void serve_metrics(struct live *lv)
+/* At the first tick and then once a second: a new /metrics snapshot. The
+ * server's thread answers scrapes from it; no client socket is touched here. */
+static void publish_metrics(struct live *lv)
 {
-	struct pollfd p = { .fd = lv->metrics_fd, .events = POLLIN };
 	struct metrics_self self;
 	struct stats_rec sc = {0};
+	uint64_t now = cs_mono_ns();
 
-	if (lv->metrics_fd < 0 || poll(&p, 1, 0) <= 0)
+	if (!lv->metrics || now < lv->next_publish)
 		return;
+	lv->next_publish = now + 1000000000ull;
 	refresh_counts(lv);
 	self_counters(lv, &sc);
 	self.events = sc.events;
@@ -241,7 +244,7 @@ static void serve_metrics(struct live *lv)
 	self.map_full = sc.map_full;
 	self.parser_desync = sc.parser_desync;
 	self.cpu_ms = cpu_ms();
-	metrics_serve(lv->metrics_fd, lv->t, &self);
+	metrics_publish(lv->metrics, lv->t, &self);
 }
 
 static void render_top(struct live *lv, bool final)
@@ -277,7 +280,7 @@ static void take_snapshot(struct live *lv)
 
 int live_run(const struct cs_opts *o)
 {
-	struct live lv = { .o = o, .metrics_fd = -1 };
+	struct live lv = { .o = o };
 	struct pod_resolver *pods = NULL;
 	bool is_top = o->cmd == CMD_TOP;
 	uint64_t next_interval, deadline = 0, now, next_rescan = 0;
@@ -300,7 +303,7 @@ int live_run(const struct cs_opts *o)
 		cs_fail("start", "out of memory");
 		goto out;
 	}
-	if (o->metrics_addr && (lv.metrics_fd = metrics_listen(o->metrics_addr)) < 0)
+	if (o->metrics_addr && !(lv.metrics = metrics_start(metrics_listen(o->metrics_addr), NULL)))
 		goto out;
 	if (loader_open(&lv.L, o))
 		goto out;
@@ -364,7 +367,7 @@ int live_run(const struct cs_opts *o)
 		ctwatch_poll(lv.ct);
 		track_tick(lv.t);
 		holders_tick(lv.hold);
-		serve_metrics(&lv);
+		publish_metrics(&lv);
 		now = cs_mono_ns();
 		/* New processes: their TLS libraries and Go binaries get probes. */
 		if (lv.h2u && now >= next_rescan) {
@@ -409,8 +412,7 @@ int live_run(const struct cs_opts *o)
 	out_flush();
 	rc = 0;
 out:
-	if (lv.metrics_fd >= 0)
-		close(lv.metrics_fd);
+	metrics_stop(lv.metrics);
 	ctwatch_close(lv.ct);
 	holders_close(lv.hold);
 	ring_buffer__free(lv.rb);
