@@ -361,7 +361,7 @@ static void answers(void)
 	}
 }
 
-/* A client still sending its head after a second makes room for a new one. */
+/* A client still sending its head after 250 ms makes room for a new one. */
 static void eviction(void)
 {
 	struct metrics_limits lim = { .max_conns = 2, .head_max = 1024, .head_ms = 5000,
@@ -379,7 +379,7 @@ static void eviction(void)
 	t0 = ms_now();
 	r = get(port, "/metrics");
 	check(r.status == 200 && ms_now() - t0 < 500,
-	      "slots full of slow heads older than a second: a scrape is served (%d, %.0f ms)",
+	      "slots full of slow heads past their grace: a scrape is served (%d, %.0f ms)",
 	      r.status, ms_now() - t0);
 	free(r.raw);
 	check(metrics_rejected(s, MREJ_EVICTED) == 1, "evicted counted");

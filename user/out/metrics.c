@@ -11,8 +11,8 @@
  * allocated at start. A connection has head_ms to send its request head and
  * total_ms to be answered in all; a head longer than head_max gets 431. Past
  * max_conns, a new connection takes the place of the oldest one still waiting
- * for its head after a second, or is closed at once. A response body is a
- * reference-counted snapshot: a slow reader pins the snapshot it asked for,
+ * for its head after GRACE_MS (250 ms), or is closed at once. A response body
+ * is a reference-counted snapshot: a slow reader pins the snapshot it asked for,
  * and since one is published at most once a second and no connection lives
  * past total_ms, at most total_ms/1000 + 1 snapshots are ever alive.
  */
@@ -191,7 +191,8 @@ static void render(FILE *f, struct tracker *t, const struct metrics_self *self,
 
 /* ---- the server thread ------------------------------------------------- */
 
-#define GRACE_MS 1000      /* a head still incomplete after this may be evicted */
+#define GRACE_MS 250       /* a head still incomplete after this may be evicted: a
+			    * scraper sends its head with its first packets */
 #define LINGER_MS 1000     /* after the response: drain what the client still sends,
 			    * then close if it has it all (else wait, up to total_ms) */
 #define ACCEPT_BURST 256   /* accepts per poll round: the others get their turn */
