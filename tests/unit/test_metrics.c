@@ -229,14 +229,16 @@ static void answers(void)
 	}
 
 	/* Past max_conns (4), a new connection is closed at once while the others
-	 * are young; they are served or cut off as usual. */
+	 * are sending their heads and young; they are served or cut off as usual. */
 	{
 		int fds[4], extra;
 		uint64_t before = metrics_rejected(s, MREJ_CONNECTIONS);
 		double t0;
 
-		for (int i = 0; i < 4; i++)
+		for (int i = 0; i < 4; i++) {
 			fds[i] = dial(port);
+			send_all(fds[i], "GET /", 5);
+		}
 		usleep(50000);
 		t0 = ms_now();
 		extra = dial(port);
@@ -361,13 +363,14 @@ static void answers(void)
 	}
 }
 
-/* A client still sending its head after 250 ms makes room for a new one. */
+/* Room for a new connection is made by evicting a silent one at once, or one
+ * still sending its head after 250 ms; otherwise the newcomer is closed. */
 static void eviction(void)
 {
 	struct metrics_limits lim = { .max_conns = 2, .head_max = 1024, .head_ms = 5000,
 				      .total_ms = 10000 };
 	struct metrics_server *s = metrics_start(metrics_listen("127.0.0.1:0"), &lim);
-	int port = metrics_port(s), a, b;
+	int port = metrics_port(s), a, b, c, d;
 	struct resp r;
 	double t0;
 
@@ -375,17 +378,32 @@ static void eviction(void)
 	a = dial(port);
 	b = dial(port);
 	send_all(b, "G", 1);
-	usleep(1100000);
+	usleep(20000);
 	t0 = ms_now();
 	r = get(port, "/metrics");
 	check(r.status == 200 && ms_now() - t0 < 500,
-	      "slots full of slow heads past their grace: a scrape is served (%d, %.0f ms)",
-	      r.status, ms_now() - t0);
+	      "slots full, one silent: a scrape is served at once (%d, %.0f ms)", r.status,
+	      ms_now() - t0);
 	free(r.raw);
 	check(metrics_rejected(s, MREJ_EVICTED) == 1, "evicted counted");
-	check(closed_within(a, 500), "the oldest slow head was the one evicted");
+	check(closed_within(a, 500), "the silent one was the one evicted");
 	close(a);
+
+	c = dial(port);
+	send_all(c, "G", 1);
+	usleep(20000);
+	d = dial(port);
+	check(closed_within(d, 500) && metrics_rejected(s, MREJ_CONNECTIONS) == 1,
+	      "slots full of young partial heads: a newcomer is closed at once");
+	close(d);
+	usleep(300000);
+	r = get(port, "/metrics");
+	check(r.status == 200, "once they are past 250 ms, a scrape makes its room (%d)", r.status);
+	free(r.raw);
+	check(metrics_rejected(s, MREJ_EVICTED) == 2 && closed_within(b, 500),
+	      "the oldest partial head was evicted");
 	close(b);
+	close(c);
 	metrics_stop(s);
 	metrics_stop(NULL);
 }

@@ -11,8 +11,8 @@
  * allocated at start. A connection has head_ms to send its request head and
  * total_ms to be answered in all; a head longer than head_max gets 431. Past
  * max_conns, a new connection takes the place of the oldest one still waiting
- * for its head after GRACE_MS (250 ms), or is closed at once. A response body
- * is a reference-counted snapshot: a slow reader pins the snapshot it asked for,
+ * for its head that has sent nothing or has been at it for GRACE_MS (250 ms),
+ * or is closed at once. A response body is a reference-counted snapshot: a slow reader pins the snapshot it asked for,
  * and since one is published at most once a second and no connection lives
  * past total_ms, at most total_ms/1000 + 1 snapshots are ever alive.
  */
@@ -502,8 +502,11 @@ static void conn_drain(struct metrics_server *s, struct conn *c)
 	}
 }
 
-/* A free slot, or one made by evicting the oldest connection that has been
- * sending its head for more than GRACE_MS; NULL if neither. */
+/* A free slot, or one made by evicting the oldest connection still waiting for
+ * its head that either has sent nothing at all or has been at it for more than
+ * GRACE_MS; NULL if none. A scraper's head follows its handshake at once (and
+ * is read at accept when already there), so it is neither for long, while
+ * slowloris connections are always one or the other. */
 static struct conn *slot_for_new(struct metrics_server *s, uint64_t now)
 {
 	struct conn *oldest = NULL;
@@ -513,7 +516,7 @@ static struct conn *slot_for_new(struct metrics_server *s, uint64_t now)
 
 		if (c->st == C_FREE)
 			return c;
-		if (c->st == C_HEAD && now - c->t_accept >= GRACE_MS &&
+		if (c->st == C_HEAD && (!c->got || now - c->t_accept >= GRACE_MS) &&
 		    (!oldest || c->t_accept < oldest->t_accept))
 			oldest = c;
 	}
@@ -550,6 +553,7 @@ static void accept_some(struct metrics_server *s)
 		c->deadline = now + (s->lim.head_ms < s->lim.total_ms ? s->lim.head_ms : s->lim.total_ms);
 		c->got = 0;
 		c->ref = NULL;
+		conn_read_head(s, c);  /* the head is often there already */
 	}
 }
 

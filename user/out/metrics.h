@@ -31,7 +31,7 @@ struct metrics_limits {
  * the reason label of connscope_metrics_rejected_total. */
 enum metrics_reject {
 	MREJ_CONNECTIONS,  /* too_many_connections: accepted and closed at once */
-	MREJ_EVICTED,      /* evicted: a slow request head dropped to make room */
+	MREJ_EVICTED,      /* evicted: a silent or slow head dropped to make room */
 	MREJ_TIMEOUT,      /* timeout: a deadline passed */
 	MREJ_HEAD_LARGE,   /* header_too_large: 431 */
 	MREJ_BAD_REQUEST,  /* bad_request: 400 */
