@@ -364,7 +364,8 @@ static void answers(void)
 }
 
 /* Room for a new connection is made by evicting a silent one at once, or one
- * still sending its head after 250 ms; otherwise the newcomer is closed. */
+ * still sending its head after 250 ms, or any head for a whole request;
+ * otherwise the newcomer is closed. */
 static void eviction(void)
 {
 	struct metrics_limits lim = { .max_conns = 2, .head_max = 1024, .head_ms = 5000,
@@ -396,16 +397,51 @@ static void eviction(void)
 	check(closed_within(d, 500) && metrics_rejected(s, MREJ_CONNECTIONS) == 1,
 	      "slots full of young partial heads: a newcomer is closed at once");
 	close(d);
-	usleep(300000);
+	t0 = ms_now();
 	r = get(port, "/metrics");
-	check(r.status == 200, "once they are past 250 ms, a scrape makes its room (%d)", r.status);
+	check(r.status == 200 && ms_now() - t0 < 500,
+	      "but a whole request takes the place of the oldest partial head (%d)", r.status);
 	free(r.raw);
 	check(metrics_rejected(s, MREJ_EVICTED) == 2 && closed_within(b, 500),
 	      "the oldest partial head was evicted");
 	close(b);
+	b = dial(port);
+	send_all(b, "G", 1);
+	usleep(300000);
+	d = dial(port);
+	usleep(50000);
+	check(metrics_rejected(s, MREJ_EVICTED) == 3 && closed_within(c, 500),
+	      "a partial head past 250 ms makes room even for a silent newcomer");
+	close(b);
 	close(c);
+	close(d);
 	metrics_stop(s);
 	metrics_stop(NULL);
+}
+
+/* With TCP_DEFER_ACCEPT, silent clients wait in the kernel: even one slot serves. */
+static void deferred(void)
+{
+	struct metrics_limits lim = { .max_conns = 1, .head_max = 1024, .head_ms = 5000,
+				      .total_ms = 10000, .defer_s = 2 };
+	struct metrics_server *s = metrics_start(metrics_listen("127.0.0.1:0"), &lim);
+	int port = metrics_port(s), silent[3];
+	struct resp r;
+	uint64_t refused = 0;
+
+	metrics_publish_text(s, "x 1\n", 4);
+	for (int i = 0; i < 3; i++)
+		silent[i] = dial(port);
+	usleep(100000);
+	r = get(port, "/metrics");
+	check(r.status == 200, "3 silent clients, 1 slot, deferred accept: a scrape is served");
+	free(r.raw);
+	for (int i = 0; i < MREJ_N; i++)
+		refused += metrics_rejected(s, i);
+	check(refused == 0, "and no one was refused or evicted (%llu)", (unsigned long long)refused);
+	for (int i = 0; i < 3; i++)
+		close(silent[i]);
+	metrics_stop(s);
 }
 
 int main(void)
@@ -413,6 +449,7 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	answers();
 	eviction();
+	deferred();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;
 }

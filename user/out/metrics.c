@@ -9,12 +9,15 @@
  * The server is one poll() loop over the listener, an eventfd (stop) and at
  * most max_conns non-blocking connections, each with a fixed head buffer
  * allocated at start. A connection has head_ms to send its request head and
- * total_ms to be answered in all; a head longer than head_max gets 431. Past
- * max_conns, a new connection takes the place of the oldest one still waiting
- * for its head that has sent nothing or has been at it for GRACE_MS (250 ms),
- * or is closed at once. A response body is a reference-counted snapshot: a slow reader pins the snapshot it asked for,
- * and since one is published at most once a second and no connection lives
- * past total_ms, at most total_ms/1000 + 1 snapshots are ever alive.
+ * total_ms to be answered in all; a head longer than head_max gets 431. The
+ * listener defers accept until a client has sent data (TCP_DEFER_ACCEPT, 1 s),
+ * so a scraper arrives with its head. Past max_conns, a new connection takes
+ * the place of the oldest one still waiting for its head that has sent nothing
+ * or has been at it for GRACE_MS (250 ms), or of any, if the newcomer's head is
+ * whole; else it is closed at once. A response body is a reference-counted
+ * snapshot: a slow reader pins the snapshot it asked for, and since one is
+ * published at most once a second and no connection lives past total_ms, at
+ * most total_ms/1000 + 1 snapshots are ever alive.
  */
 #include "metrics.h"
 #include "record.h"
@@ -24,6 +27,7 @@
 #include <netdb.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -32,6 +36,8 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -234,6 +240,7 @@ struct metrics_server {
 	struct pollfd *pfd;
 	int *pfd_conn;               /* pfd[i] belongs to conns[pfd_conn[i]] (-1: none) */
 	uint64_t paused_until;
+	char *spare;                 /* head_max bytes: a newcomer's head, peeked */
 	char scratch[4096];
 };
 
@@ -451,6 +458,11 @@ static void answer(struct metrics_server *s, struct conn *c)
 	respond(s, c, 200, "OK", "text/plain; version=0.0.4", c->ref->data, c->ref->len);
 }
 
+static bool head_end(const char *p, size_t n)
+{
+	return memmem(p, n, "\r\n\r\n", 4) || memmem(p, n, "\n\n", 2);
+}
+
 static void conn_read_head(struct metrics_server *s, struct conn *c)
 {
 	size_t from = c->got;
@@ -474,8 +486,7 @@ static void conn_read_head(struct metrics_server *s, struct conn *c)
 	}
 	c->got += (size_t)r;
 	from = from >= 3 ? from - 3 : 0;
-	if (memmem(c->head + from, c->got - from, "\r\n\r\n", 4) ||
-	    memmem(c->head + from, c->got - from, "\n\n", 2)) {
+	if (head_end(c->head + from, c->got - from)) {
 		answer(s, c);
 		return;
 	}
@@ -504,10 +515,11 @@ static void conn_drain(struct metrics_server *s, struct conn *c)
 
 /* A free slot, or one made by evicting the oldest connection still waiting for
  * its head that either has sent nothing at all or has been at it for more than
- * GRACE_MS; NULL if none. A scraper's head follows its handshake at once (and
- * is read at accept when already there), so it is neither for long, while
- * slowloris connections are always one or the other. */
-static struct conn *slot_for_new(struct metrics_server *s, uint64_t now)
+ * GRACE_MS; for a newcomer whose whole head is already in (complete), any
+ * connection still waiting for its head. NULL if none. A scraper sends its head
+ * with its first packets (and the listener defers accept until data came), so
+ * it is rarely either for long, while slowloris connections always are. */
+static struct conn *slot_for_new(struct metrics_server *s, uint64_t now, bool complete)
 {
 	struct conn *oldest = NULL;
 
@@ -516,7 +528,7 @@ static struct conn *slot_for_new(struct metrics_server *s, uint64_t now)
 
 		if (c->st == C_FREE)
 			return c;
-		if (c->st == C_HEAD && (!c->got || now - c->t_accept >= GRACE_MS) &&
+		if (c->st == C_HEAD && (complete || !c->got || now - c->t_accept >= GRACE_MS) &&
 		    (!oldest || c->t_accept < oldest->t_accept))
 			oldest = c;
 	}
@@ -541,7 +553,14 @@ static void accept_some(struct metrics_server *s)
 				s->paused_until = now + PAUSE_MS;
 			return;
 		}
-		c = slot_for_new(s, now);
+		c = slot_for_new(s, now, false);
+		if (!c) {
+			/* Full of young heads and answers: a whole request still gets in. */
+			ssize_t r = recv(fd, s->spare, s->lim.head_max, MSG_PEEK | MSG_DONTWAIT);
+
+			if (r > 0 && head_end(s->spare, (size_t)r))
+				c = slot_for_new(s, now, true);
+		}
 		if (!c) {
 			count(s, MREJ_CONNECTIONS);
 			close(fd);
@@ -560,6 +579,10 @@ static void accept_some(struct metrics_server *s)
 static void *server_main(void *arg)
 {
 	struct metrics_server *s = arg;
+
+	/* Under CPU pressure the event loop goes first: a busy scraper may wait,
+	 * the ring buffer may not. (Linux: nice is per thread.) */
+	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
 
 	for (;;) {
 		uint64_t now = now_ms(), next = UINT64_MAX;
@@ -642,6 +665,7 @@ static void server_free(struct metrics_server *s)
 	pthread_mutex_destroy(&s->mu);
 	free(s->conns);
 	free(s->heads);
+	free(s->spare);
 	free(s->pfd);
 	free(s->pfd_conn);
 	free(s);
@@ -663,7 +687,7 @@ struct metrics_server *metrics_start(int fd, const struct metrics_limits *lim)
 		cs_fail("serve metrics", "out of memory");
 		return NULL;
 	}
-	s->lim = lim ? *lim : (struct metrics_limits){ 64, 8192, 5000, 10000 };
+	s->lim = lim ? *lim : (struct metrics_limits){ 64, 8192, 5000, 10000, 1 };
 	if (!s->lim.max_conns)
 		s->lim.max_conns = 1;
 	if (s->lim.head_max < 16)
@@ -674,13 +698,18 @@ struct metrics_server *metrics_start(int fd, const struct metrics_limits *lim)
 	s->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->conns = calloc(s->lim.max_conns, sizeof(*s->conns));
 	s->heads = malloc(s->lim.max_conns * s->lim.head_max);
+	s->spare = malloc(s->lim.head_max);
 	s->pfd = calloc(s->lim.max_conns + 2, sizeof(*s->pfd));
 	s->pfd_conn = calloc(s->lim.max_conns + 2, sizeof(*s->pfd_conn));
-	if (s->wake < 0 || !s->conns || !s->heads || !s->pfd || !s->pfd_conn) {
+	if (s->wake < 0 || !s->conns || !s->heads || !s->spare || !s->pfd || !s->pfd_conn) {
 		cs_fail("serve metrics", "%s", s->wake < 0 ? strerror(errno) : "out of memory");
 		server_free(s);
 		return NULL;
 	}
+	/* A connection reaches accept once it has sent data (or after defer_s):
+	 * a scraper arrives with its head, a silent client waits in the kernel. */
+	if (s->lim.defer_s)
+		setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &s->lim.defer_s, sizeof(s->lim.defer_s));
 	for (unsigned i = 0; i < s->lim.max_conns; i++) {
 		s->conns[i].fd = -1;
 		s->conns[i].head = s->heads + (size_t)i * s->lim.head_max;

@@ -25,6 +25,7 @@ struct metrics_limits {
 	size_t head_max;     /* bytes of request head (8 KiB); past it, 431 */
 	unsigned head_ms;    /* from accept to the whole request head (5 s) */
 	unsigned total_ms;   /* from accept to the whole response written (10 s) */
+	int defer_s;         /* TCP_DEFER_ACCEPT: accept once data came, or after (1 s) */
 };
 
 /* Why the server refused a connection, cut it off, or answered with an error:
