@@ -344,6 +344,7 @@ int live_run(const struct cs_opts *o)
 	/* Attached first, then the snapshot: nothing falls between the two. */
 	if (!o->no_snapshot)
 		take_snapshot(&lv);
+	publish_metrics(&lv);  /* before the start record: who saw it gets no 503 */
 	if (!is_top) {
 		stats_record(&lv, "start");
 		out_flush();
