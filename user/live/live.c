@@ -226,7 +226,7 @@ static void refresh_counts(struct live *lv)
 	loader_for_each_cg_count(&lv->L, on_cg_count, &w);
 }
 
-/* At the first tick and then once a second: a new /metrics snapshot. The
+/* At start and then once a second: a new /metrics snapshot. The
  * server's thread answers scrapes from it; no client socket is touched here. */
 static void publish_metrics(struct live *lv)
 {
