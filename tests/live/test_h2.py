@@ -185,7 +185,9 @@ def test_grpc_max_connection_age_goaway(cluster, h2grpc):
         h2peers.stop(srv)
         time.sleep(SETTLE)
         records = finish(cs)
-    cl = h2_conns(records, 31090, "client", fe)
+    # (a connection grpc-go opens as the client stops may close before its
+    # preface: no HTTP/2 to count in it)
+    cl = [c for c in h2_conns(records, 31090, "client", fe) if "h2" in c]
     assert len(cl) >= 3, show(cl)
     # every connection but the last one open when the client stopped was recycled
     away = [c for c in cl if c["h2"]["goaway"]["count"] >= 1]

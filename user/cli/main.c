@@ -136,7 +136,7 @@ static const struct cs_option {
 	  "Hold at most MIB MiB of records that stdout has not taken yet (default 8); past "
 	  "it, records are dropped and counted, never waited for", G_OUTPUT } },
 	{ ON_DAEMON, { "metrics-addr", OPT_METRICS, "HOST:PORT", 0,
-	  "Serve Prometheus /metrics and /healthz on this address", G_OUTPUT } },
+	  "Serve Prometheus /metrics on this address", G_OUTPUT } },
 
 	{ 0, { NULL, 0, NULL, 0, "Environment:", G_ENV } },
 	{ ON_LIVE | ON_CHECK, { "pods-dir", OPT_PODS_DIR, "DIR", 0,
