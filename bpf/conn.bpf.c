@@ -387,9 +387,9 @@ static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 typ
 		cs_count(&counters, CS_CNT_LOST);
 }
 
-/* A healthy close, for its connection record: past a backlog of sample_above
- * bytes, one in eight is sent and the rest counted as sampled out (their counts
- * are in the maps already). */
+/* A healthy close (or a reset, reset_only), for its connection record: past a
+ * backlog of sample_above bytes, one in eight is sent and the rest counted as
+ * sampled out (their counts are in the maps already). */
 static __always_inline void emit_healthy(struct sock *sk, struct sk_info *info, int oldstate,
 					 int newstate, enum store st)
 {
@@ -490,6 +490,20 @@ static __always_inline void count_close(struct sock *sk, struct sk_info *info, i
 		r->timeouts++;
 	if (reset)
 		r->resets++;
+}
+
+/* A reset (either way) or an abort of an established connection, and nothing
+ * else: its record is a problem's, but a storm of them is sampled like healthy
+ * closes (counted in sampled_out): the pod's exact reset counts are in cg_counts
+ * and remote_counts, and the problem ring stays for what must not be lost. */
+static __always_inline bool reset_only(struct sk_info *info, __u64 now)
+{
+	if (!(info->flags & CS_F_WAS_EST) || (info->flags & (CS_F_MIDWAY | CS_F_HELD)) ||
+	    info->syn_retrans)
+		return false;
+	if (info->close_wait_ns && now - info->close_wait_ns >= cw_threshold_ns)
+		return false;
+	return true;
 }
 
 /* What user space must hear of at the close: anything it would report, or that it
@@ -730,9 +744,9 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		}
 		if ((info->flags & CS_F_WAS_EST) && info->close_cause == CS_CLOSE_NONE)
 			abort_note(sk, info, st);
-		if (is_problem(info, now))
+		if (is_problem(info, now) && !reset_only(info, now))
 			emit(sk, info, CS_EV_CLOSE, oldstate, newstate, st);
-		else if (conn_mode == CS_CONN_ALL)
+		else if (conn_mode == CS_CONN_ALL || is_problem(info, now))
 			emit_healthy(sk, info, oldstate, newstate, st);
 		info_delete(sk, st);
 		return 0;
