@@ -787,10 +787,13 @@ static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 		return 0;
 	if (RD(st, sk, __sk_common.skc_state) == CS_TCP_CLOSE) {
 		/* No port filter: the local port is already gone; user space
-		 * matches the cookie against closes it kept. */
-		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		 * matches the cookie against closes it kept. On the ring the
+		 * abort's close took (reset_only), so that it is read after it;
+		 * it only amends a record, and the counts are fixed below. */
+		e = bpf_ringbuf_reserve(&conn_events, sizeof(*e), 0);
 		if (!e) {
-			cs_count(&counters, CS_CNT_LOST);
+			cs_count(&counters, CS_CNT_SAMPLED_OUT);
+			abort_counted(sk);
 			return 0;
 		}
 		__builtin_memset(e, 0, sizeof(*e));
@@ -798,7 +801,7 @@ static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 		e->cookie = sk_cookie(sk, st);
 		e->type = CS_EV_RST_OUT;
 		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-		cs_count(&counters, CS_CNT_EVENTS);
+		cs_count(&counters, CS_CNT_CONN_EVENTS);
 		abort_counted(sk);
 		return 0;
 	}
