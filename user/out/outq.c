@@ -144,6 +144,17 @@ static void *writer(void *arg)
 	return NULL;
 }
 
+/* What outq_new made, once the writer is gone (or never started). */
+static void release(struct outq *q)
+{
+	pthread_cond_destroy(&q->wake);
+	pthread_cond_destroy(&q->moved);
+	pthread_mutex_destroy(&q->mu);
+	free(q->buf);
+	free(q->ends);
+	free(q);
+}
+
 struct outq *outq_new(const struct outq_conf *c)
 {
 	struct outq *q = calloc(1, sizeof(*q));
@@ -186,12 +197,7 @@ struct outq *outq_new(const struct outq_conf *c)
 	rc = pthread_create(&q->thr, NULL, writer, q);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc) {
-		pthread_cond_destroy(&q->wake);
-		pthread_cond_destroy(&q->moved);
-		pthread_mutex_destroy(&q->mu);
-		free(q->buf);
-		free(q->ends);
-		free(q);
+		release(q);
 		errno = rc;
 		return NULL;
 	}
@@ -344,10 +350,5 @@ void outq_free(struct outq *q)
 	if (!stopped)
 		pthread_cancel(q->thr);
 	pthread_join(q->thr, NULL);
-	pthread_cond_destroy(&q->wake);
-	pthread_cond_destroy(&q->moved);
-	pthread_mutex_destroy(&q->mu);
-	free(q->buf);
-	free(q->ends);
-	free(q);
+	release(q);
 }
