@@ -602,6 +602,7 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 					    enum store st)
 {
 	struct sk_info *info;
+	bool problem;
 	__u64 now;
 
 	if (sk_protocol_of(sk, st) != IPPROTO_TCP)
@@ -744,9 +745,10 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		}
 		if ((info->flags & CS_F_WAS_EST) && info->close_cause == CS_CLOSE_NONE)
 			abort_note(sk, info, st);
-		if (is_problem(info, now) && !reset_only(info, now))
+		problem = is_problem(info, now);
+		if (problem && !reset_only(info, now))
 			emit(sk, info, CS_EV_CLOSE, oldstate, newstate, st);
-		else if (conn_mode == CS_CONN_ALL || is_problem(info, now))
+		else if (problem || conn_mode == CS_CONN_ALL)
 			emit_healthy(sk, info, oldstate, newstate, st);
 		info_delete(sk, st);
 		return 0;
