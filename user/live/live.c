@@ -62,7 +62,8 @@ struct live {
 	struct ctwatch *ct;    /* conntrack: NAT, forwarded flows, table pressure */
 	struct holders *hold;  /* who holds stuck sockets, and their stacks */
 	uint64_t start_ns;
-	int metrics_fd;
+	struct metrics_server *metrics; /* /metrics, served from its own thread */
+	uint64_t next_publish;
 };
 
 /* The tool's own counters, summed over every program that can drop: the stats
@@ -254,15 +255,17 @@ static void scan_close_wait(struct live *lv)
 	free(e);
 }
 
-/* Answer Prometheus scrapes waiting on the listener, if any. */
-static void serve_metrics(struct live *lv)
+/* At start and then once a second: a new /metrics snapshot. The
+ * server's thread answers scrapes from it; no client socket is touched here. */
+static void publish_metrics(struct live *lv)
 {
-	struct pollfd p = { .fd = lv->metrics_fd, .events = POLLIN };
 	struct metrics_self self;
 	struct stats_rec sc = {0};
+	uint64_t now = cs_mono_ns();
 
-	if (lv->metrics_fd < 0 || poll(&p, 1, 0) <= 0)
+	if (!lv->metrics || now < lv->next_publish)
 		return;
+	lv->next_publish = now + 1000000000ull;
 	refresh_counts(lv);
 	self_counters(lv, &sc);
 	self.events = sc.events;
@@ -275,7 +278,7 @@ static void serve_metrics(struct live *lv)
 	self.output_dropped[1] = sc.output_dropped.finding;
 	self.output_dropped[2] = sc.output_dropped.summary;
 	self.output_dropped[3] = sc.output_dropped.stats;
-	metrics_serve(lv->metrics_fd, lv->t, &self);
+	metrics_publish(lv->metrics, lv->t, &self);
 }
 
 static void render_top(struct live *lv, bool final)
@@ -370,7 +373,7 @@ static void load_parts(struct part_load *pl)
 
 int live_run(const struct cs_opts *o)
 {
-	struct live lv = { .o = o, .metrics_fd = -1, .L.stats_fd = -1 };
+	struct live lv = { .o = o, .L.stats_fd = -1 };
 	struct pod_resolver *pods = NULL;
 	bool is_top = o->cmd == CMD_TOP;
 	uint64_t next_interval, deadline = 0, now, next_rescan = 0, next_cw_scan = 0, until;
@@ -394,7 +397,7 @@ int live_run(const struct cs_opts *o)
 		goto out;
 	}
 	track_set_kernel_counts(lv.t);
-	if (o->metrics_addr && (lv.metrics_fd = metrics_listen(o->metrics_addr)) < 0)
+	if (o->metrics_addr && !(lv.metrics = metrics_start(metrics_listen(o->metrics_addr), NULL)))
 		goto out;
 	if (sigend_stop || loader_open(&lv.L, o))
 		goto signalled;
@@ -442,6 +445,7 @@ int live_run(const struct cs_opts *o)
 		goto end;
 	if (!o->no_snapshot)
 		take_snapshot(&lv);
+	publish_metrics(&lv);  /* before the start record: who saw it gets no 503 */
 	if (!is_top) {
 		stats_record(&lv, "start");
 		out_flush();
@@ -470,7 +474,7 @@ int live_run(const struct cs_opts *o)
 		}
 		track_tick(lv.t);
 		holders_tick(lv.hold);
-		serve_metrics(&lv);
+		publish_metrics(&lv);
 		now = cs_mono_ns();
 		/* New processes: their TLS libraries and Go binaries get probes. */
 		if (lv.h2u && now >= next_rescan) {
@@ -526,15 +530,12 @@ out:
 		until = sigend_when_ns() + 800 * MS;
 	out_close(until, 1000 * MS, &sigend_stop, 500 * MS);
 	sigend_done(rc);
+	metrics_stop(lv.metrics);
 	if (sigend_when_ns()) {
 		/* Ended by a signal: everything is said; the teardown must not hold the
 		 * exit past the second (sigend_exit). */
-		if (lv.metrics_fd >= 0)
-			close(lv.metrics_fd);
 		sigend_exit(rc);
 	}
-	if (lv.metrics_fd >= 0)
-		close(lv.metrics_fd);
 	ctwatch_close(lv.ct);
 	holders_close(lv.hold);
 	ring_buffer__free(lv.rb);
