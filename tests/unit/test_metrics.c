@@ -421,6 +421,46 @@ static void eviction(void)
 	metrics_stop(NULL);
 }
 
+/* Connections whose response was delivered make room before anyone else: a run
+ * of scrapes accepted in one burst (the thread was held up) fills every slot
+ * with answered connections whose clients have not closed yet, and the next
+ * scrape must still be served, not refused. */
+static void answered(void)
+{
+	struct metrics_limits lim = { .max_conns = 2, .head_max = 1024, .head_ms = 5000,
+				      .total_ms = 10000 };
+	struct metrics_server *s = metrics_start(metrics_listen("127.0.0.1:0"), &lim);
+	int port = metrics_port(s), kept[2];
+	uint64_t refused = 0;
+	struct resp r;
+	size_t len;
+	bool eof;
+
+	metrics_publish_text(s, "x 1\n", 4);
+	for (int i = 0; i < 2; i++) {
+		char *got;
+
+		kept[i] = dial(port);
+		send_all(kept[i], "GET /metrics HTTP/1.1\r\n\r\n", 25);
+		got = read_all(kept[i], 3000, &len, &eof);
+		check(eof && !strncmp(got, "HTTP/1.1 200", 12),
+		      "client %d has its whole answer and keeps its socket open", i);
+		free(got);
+	}
+	usleep(20000);  /* (their kernels acknowledge the server's FIN) */
+	r = get(port, "/metrics");
+	check(r.status == 200, "both slots answered, clients still there: a scrape is served (%d)",
+	      r.status);
+	free(r.raw);
+	for (int i = 0; i < MREJ_N; i++)
+		refused += metrics_rejected(s, i);
+	check(refused == 0, "no one refused, evicted or timed out (%llu)",
+	      (unsigned long long)refused);
+	for (int i = 0; i < 2; i++)
+		close(kept[i]);
+	metrics_stop(s);
+}
+
 /* With TCP_DEFER_ACCEPT, silent clients wait in the kernel: even one slot serves. */
 static void deferred(void)
 {
@@ -451,6 +491,7 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	answers();
 	eviction();
+	answered();
 	deferred();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;

@@ -11,8 +11,9 @@
  * allocated at start. A connection has head_ms to send its request head and
  * total_ms to be answered in all; a head longer than head_max gets 431. The
  * listener defers accept until a client has sent data (TCP_DEFER_ACCEPT, 1 s),
- * so a scraper arrives with its head. Past max_conns, a new connection takes
- * the place of the oldest one still waiting for its head that has sent nothing
+ * so a scraper arrives with its head. Past max_conns, a connection whose
+ * response the client has acknowledged is closed to make room first; failing
+ * that, a new connection takes the place of the oldest one still waiting for its head that has sent nothing
  * or has been at it for GRACE_MS (250 ms), or of any, if the newcomer's head is
  * whole; else it is closed at once. A response body is a reference-counted
  * snapshot: a slow reader pins the snapshot it asked for, and since one is
@@ -349,12 +350,16 @@ static void conn_close(struct metrics_server *s, struct conn *c)
 	c->st = C_FREE;
 }
 
-/* Bytes of the response the client has not yet acknowledged. */
-static int unsent(const struct conn *c)
+/* Whether the client has acknowledged the whole response. SIOCOUTQ counts the
+ * sequence numbers not yet acknowledged, the FIN of the half-close included;
+ * the FIN's acknowledgement is often delayed (the peer in CLOSE_WAIT acks
+ * lazily), so one left means every byte of the response is in. From then on a
+ * close cannot cost the client its answer, even if it resets. */
+static bool delivered(const struct conn *c)
 {
 	int n = 0;
 
-	return ioctl(c->fd, SIOCOUTQ, &n) ? 0 : n;
+	return ioctl(c->fd, SIOCOUTQ, &n) || n <= 1;
 }
 
 /* Cut off: a reset, so the kernel drops what is still queued for a client that
@@ -533,6 +538,15 @@ static struct conn *slot_for_new(struct metrics_server *s, uint64_t now, bool co
 	for (unsigned i = 0; i < s->lim.max_conns; i++) {
 		struct conn *c = &s->conns[i];
 
+		if (c->st == C_LINGER && delivered(c)) {
+			/* Its client has the whole response (acknowledged); only its
+			 * close is still to come. When the thread was held up,
+			 * a run of scrapes can fill every slot that way in one burst of
+			 * accepts: they make room before anyone waiting is evicted. */
+			conn_drain(s, c);
+			if (c->st != C_FREE)
+				conn_close(s, c);
+		}
 		if (c->st == C_FREE)
 			return c;
 		if (c->st == C_HEAD && (complete || !c->got || now - c->t_accept >= GRACE_MS) &&
@@ -602,7 +616,7 @@ static void *server_main(void *arg)
 
 			if (c->st == C_FREE)
 				continue;
-			if (now >= c->deadline && c->st == C_LINGER && !unsent(c)) {
+			if (now >= c->deadline && c->st == C_LINGER && delivered(c)) {
 				conn_close(s, c);  /* all delivered; the client just did not close */
 				continue;
 			}
