@@ -160,6 +160,11 @@ static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, boo
 		 * and only the socket storage the TLS programs share can say so. */
 		L->problems_only = o->connections != CONNS_ALL && btf && !o->port;
 		s->rodata->conn_mode = L->problems_only ? CS_CONN_PROBLEMS : CS_CONN_ALL;
+		/* Lean: with only problems crossing, a healthy connection keeps no
+		 * socket storage (conn.bpf.c). CONNSCOPE_LEAN=0 keeps it. */
+		L->lean = L->problems_only && !(getenv("CONNSCOPE_LEAN") &&
+						!strcmp(getenv("CONNSCOPE_LEAN"), "0"));
+		s->rodata->lean = L->lean;
 		if (o->ringbuf_bytes)
 			bpf_map__set_max_entries(s->maps.events, (uint32_t)o->ringbuf_bytes);
 		if (o->conn_ringbuf_bytes)
@@ -304,8 +309,11 @@ int loader_tls_open(struct loader *L, const char *cgroup_dir)
 	 * know a socket older than connscope (no entry there) and say so when one
 	 * carries HTTP/2 they cannot follow. The raw_tp fallback keeps no storage. */
 	if (L->skel && L->mode == ATTACH_TP_BTF && !L->skel->rodata->filter_port &&
-	    !bpf_map__reuse_fd(L->tls->maps.conn_sk_info, bpf_map__fd(L->skel->maps.sk_info_storage)))
+	    !bpf_map__reuse_fd(L->tls->maps.conn_sk_info, bpf_map__fd(L->skel->maps.sk_info_storage)) &&
+	    !bpf_map__reuse_fd(L->tls->maps.conn_preexisting, bpf_map__fd(L->skel->maps.preexisting))) {
 		L->tls->rodata->midway_check = true;
+		L->tls->rodata->lean = L->lean;
+	}
 	progfb_reset("tls");
 	progfb_prune(L->tls->obj, "tls", tls_roles);
 	if (!bpf_program__autoload(L->tls->progs.cs_tls_egress) ||
@@ -432,6 +440,36 @@ int loader_for_each_remote(struct loader *L,
 {
 	return walk_percpu(bpf_map__fd(L->skel->maps.remote_counts), sizeof(struct cs_remote_key),
 			   sizeof(struct cs_remote_counts), fn, arg);
+}
+
+int loader_preexisting(struct loader *L, const uint64_t *cookies, int n)
+{
+	uint8_t one = 1;
+	int fd, added = 0;
+
+	if (!L->skel || !L->lean)
+		return 0;
+	fd = bpf_map__fd(L->skel->maps.preexisting);
+	uint64_t lo = UINT64_MAX, hi = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (!cookies[i] || bpf_map_update_elem(fd, &cookies[i], &one, BPF_NOEXIST))
+			continue;
+		added++;
+		lo = cookies[i] < lo ? cookies[i] : lo;
+		hi = cookies[i] > hi ? cookies[i] : hi;
+	}
+	/* Only now do the programs look there, and go lean. */
+	L->skel->bss->preexist_lo = lo;
+	L->skel->bss->preexist_hi = hi;
+	L->skel->bss->preexist_n = (uint32_t)added;
+	L->skel->bss->lean_on = 1;
+	return added;
+}
+
+bool loader_lean_on(const struct loader *L)
+{
+	return L->skel && L->lean && L->skel->bss->lean_on;
 }
 
 int loader_cw_socks(struct loader *L, struct cs_event **out)
