@@ -125,6 +125,17 @@ struct {
 	__type(value, struct cs_event);
 } cw_socks SEC(".maps");
 
+/* CLOSE_WAIT sockets, the common case (see CS_CW_SLOTS): an array slot costs no
+ * lock, no allocation and no free list, where the hash below costs all three at
+ * entry and again at the close, on every passive close of the node. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, CS_CW_SLOTS);
+	__type(key, __u32);
+	__type(value, struct cs_event);
+} cw_slots SEC(".maps");
+
 /* Established connections that closed without a FIN (an abort): the RST that
  * follows their CLOSE moves them from cause "none" to rst_out. By socket address;
  * LRU, so an abort with no RST after it cannot fill it. */
@@ -571,16 +582,58 @@ static __always_inline void own_by_current(struct sk_info *info)
 	bpf_get_current_comm(info->comm, sizeof(info->comm));
 }
 
-/* The peer's FIN came: the socket waits in cw_socks for its close (user space
- * times it there). If the map is full, an edge tells user space instead. */
+static __always_inline struct cs_event *cw_slot(__u64 cookie)
+{
+	__u32 i = (__u32)cookie & (CS_CW_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&cw_slots, &i);
+}
+
+/* A CLOSE_WAIT socket's entry: in its slot, or in the hash. */
+static __always_inline struct cs_event *cw_find(__u64 cookie)
+{
+	struct cs_event *e = cw_slot(cookie);
+
+	if (e && e->cookie == cookie && e->type)
+		return e;
+	return bpf_map_lookup_elem(&cw_socks, &cookie);
+}
+
+/* The socket left CLOSE_WAIT (its close; the same socket's entry and exit are
+ * serialized by the socket's lock). */
+static __always_inline void cw_remove(__u64 cookie)
+{
+	struct cs_event *e = cw_slot(cookie);
+
+	if (e && e->cookie == cookie) {
+		e->type = 0;
+		asm volatile("" ::: "memory");
+		e->cookie = 0;
+		return;
+	}
+	bpf_map_delete_elem(&cw_socks, &cookie);
+}
+
+/* The peer's FIN came: the socket waits in its cw_slots slot (or, that taken,
+ * in cw_socks) for its close; user space times it there. If both are full, an
+ * edge tells user space instead. */
 static __always_inline void cw_enter(struct sock *sk, struct sk_info *info, int oldstate,
 				     enum store st)
 {
 	struct tcp_sock *tp = tcp_of(sk, st);
-	struct cs_event e;
+	struct cs_event e, *slot;
+	__u64 cookie;
 
 	if (!tp)
 		return;
+	cookie = sk_cookie(sk, st);
+	slot = cw_slot(cookie);
+	if (slot && __sync_val_compare_and_swap(&slot->cookie, 0, cookie) == 0) {
+		fill_event(sk, tp, info, slot, 0, oldstate, CS_TCP_CLOSE_WAIT, st);
+		asm volatile("" ::: "memory");
+		slot->type = CS_EV_CLOSE_WAIT;  /* complete: user space may take it */
+		return;
+	}
 	fill_event(sk, tp, info, &e, CS_EV_CLOSE_WAIT, oldstate, CS_TCP_CLOSE_WAIT, st);
 	if (bpf_map_update_elem(&cw_socks, &e.cookie, &e, BPF_ANY)) {
 		cs_count(&counters, CS_CNT_CW_FULL);
@@ -781,16 +834,15 @@ static __always_inline int lean_close(struct sock *sk, int oldstate)
 	lean_fill(sk, &info, oldstate, true);
 	if (oldstate == CS_TCP_CLOSE_WAIT || oldstate == CS_TCP_LAST_ACK) {
 		__u64 cookie = sk_cookie(sk, STORE_SK);
-		struct cs_event *e = bpf_map_lookup_elem(&cw_socks, &cookie);
+		struct cs_event *e = cw_find(cookie);
 
 		if (e) {
 			info.close_wait_ns = e->close_wait_ns;
-			info.est_ns = e->est_ns;
 			if (!info.pid) {
 				info.pid = e->pid;
 				__builtin_memcpy(info.comm, e->comm, sizeof(info.comm));
 			}
-			bpf_map_delete_elem(&cw_socks, &cookie);
+			cw_remove(cookie);
 		}
 	}
 	count_close(sk, &info, oldstate, STORE_SK);
@@ -1022,11 +1074,8 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		if (!(info->flags & CS_F_WAS_EST))
 			info->close_cause = CS_CLOSE_NONE;
 		count_close(sk, info, oldstate, st);
-		if (info->close_wait_ns) {
-			__u64 cookie = sk_cookie(sk, st);
-
-			bpf_map_delete_elem(&cw_socks, &cookie);
-		}
+		if (info->close_wait_ns)
+			cw_remove(sk_cookie(sk, st));
 		if ((info->flags & CS_F_WAS_EST) && info->close_cause == CS_CLOSE_NONE)
 			abort_note(sk, info, st);
 		problem = is_problem(info, now);
@@ -1137,8 +1186,7 @@ static __always_inline int handle_owner(struct sock *sk, enum store st)
 	/* The peer's FIN came before accept() (no owner, no inode then): tell
 	 * user space who holds the socket now, so a stuck finding names it. */
 	if (info->close_wait_ns && RD(st, sk, __sk_common.skc_state) == CS_TCP_CLOSE_WAIT) {
-		__u64 cookie = sk_cookie(sk, st);
-		struct cs_event *e = bpf_map_lookup_elem(&cw_socks, &cookie);
+		struct cs_event *e = cw_find(sk_cookie(sk, st));
 
 		if (e) {
 			e->pid = info->pid;

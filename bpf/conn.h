@@ -168,6 +168,12 @@ struct cs_birth {
 	char comm[CS_COMM_LEN];
 };
 
+/* Sockets in CLOSE_WAIT now: a cs_event each in the array cw_slots, indexed by
+ * cookie (user space maps it and reads it in place), or in the hash cw_socks
+ * when the slot is taken. A slot is in use while cookie is set, and complete
+ * once type is CS_EV_CLOSE_WAIT (written last). */
+#define CS_CW_SLOTS 4096
+
 /* Per-socket state of the lifecycle programs (socket storage, or the raw_tp
  * fallback's hash). bpf/tls.bpf.c looks it up too: a socket without it was
  * established before connscope attached. */

@@ -201,3 +201,59 @@ def test_lean_counts_exact_with_preexisting(cluster):
     # its snapshot and must hear of their end), the churn's did not.
     assert conns(records, held_port) == [] and conns(records, port) == []
     assert st["lost"] == 0 and 2 * k <= st["events"] < 2 * k + 10, show([st])
+
+
+MANY_CW_SERVER = r'''
+import resource, socket, sys
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 256, max(n + 256,
+                   resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, port))
+s.listen(1024)
+print("READY", flush=True)
+held = []
+for _ in range(n):
+    c, _ = s.accept()
+    while c.recv(4096):
+        pass
+    held.append(c)           # the peer closed; this side never does: CLOSE_WAIT
+print("HOLDING %d" % len(held), flush=True)
+sys.stdin.readline()
+'''
+
+
+def test_close_wait_many_exact(cluster):
+    """More sockets in CLOSE_WAIT at once than the kernel's slot array has slots
+    (4,096; the rest go to its hash): every one is counted while it is there,
+    found stuck, and gone once its process closes it."""
+    from simpod import wait_for_line
+    import subprocess
+    fe, be = shop(cluster)
+    port, n = 30316, 5000
+    with Connscope(cluster, "--namespace", NS, "--connections", "problems",
+                   "--close-wait-threshold", 1, "-i", "1") as cs:
+        srv = be.python(MANY_CW_SERVER, be.ip, port, n, stdin=subprocess.PIPE)
+        try:
+            wait_for_line(srv, "READY", 10)
+            out = workloads.run_client(fe, "send-close", be.ip, port, n, 10.0)[1]
+            assert out["results"] == ["sent"] * n
+            wait_for_line(srv, "HOLDING", 30)
+            s = cs.wait_for(lambda r: r["type"] == "summary" and r.get("pod") and
+                            r["pod"]["name"] == "backend" and
+                            r["close_wait"]["stuck"] == n, 20,
+                            what=f"a backend summary with {n} sockets stuck")
+            assert s["close_wait"]["current"] == n, show([s])
+        finally:
+            srv.kill()
+            srv.wait(timeout=30)
+        cs.wait_for(lambda r: r["type"] == "summary" and r.get("pod") and
+                    r["pod"]["name"] == "backend" and r["close_wait"]["current"] == 0 and
+                    r["tcp"]["closed"] == n, 20, what="a backend summary with all closed")
+        records = cs.stop()
+    tcp = last_summary(records, be)["tcp"]
+    assert tcp["opened"] == n and tcp["active"] == 0, show([tcp])
+    # each was stuck, so each close is a problem record
+    assert len(conns(records, port, "server")) == n
+    assert end_stats(records)["lost"] == 0

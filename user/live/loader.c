@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "conn.h"
@@ -142,6 +143,8 @@ static const struct progfb_role conn_roles[] = {
 
 /* Open and load conn_bpf with the hooks of one attach type; a hook program the
  * kernel refuses is switched off and the load tried again without it. */
+#define CW_SLOTS_BYTES (CS_CW_SLOTS * sizeof(struct cs_event))
+
 static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, bool btf, char *why,
 				  size_t len)
 {
@@ -241,6 +244,11 @@ static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *w
 	}
 	L->skel = s;
 	L->mode = btf ? ATTACH_TP_BTF : ATTACH_RAW_TP;
+	/* CLOSE_WAIT slots are read in place (loader_cw_socks). */
+	L->cw_slots = mmap(NULL, CW_SLOTS_BYTES, PROT_READ, MAP_SHARED,
+			   bpf_map__fd(s->maps.cw_slots), 0);
+	if (L->cw_slots == MAP_FAILED)
+		L->cw_slots = NULL;
 	return 0;
 }
 
@@ -368,6 +376,9 @@ void loader_close(struct loader *L)
 	tls_bpf__destroy(L->tls);
 	L->tls = NULL;
 	detach_all(L);
+	if (L->cw_slots)
+		munmap((void *)L->cw_slots, CW_SLOTS_BYTES);
+	L->cw_slots = NULL;
 	conn_bpf__destroy(L->skel);
 	L->skel = NULL;
 	if (L->stats_fd >= 0)
@@ -472,6 +483,21 @@ bool loader_lean_on(const struct loader *L)
 	return L->skel && L->lean && L->skel->bss->lean_on;
 }
 
+/* Room for one more entry in *arr; false if out of memory. */
+static bool cw_room(struct cs_event **arr, int n, int *cap)
+{
+	struct cs_event *a;
+
+	if (n < *cap)
+		return true;
+	a = realloc(*arr, (size_t)(*cap ? *cap * 2 : 64) * sizeof(*a));
+	if (!a)
+		return false;
+	*arr = a;
+	*cap = *cap ? *cap * 2 : 64;
+	return true;
+}
+
 int loader_cw_socks(struct loader *L, struct cs_event **out)
 {
 	int fd = bpf_map__fd(L->skel->maps.cw_socks), n = 0, cap = 0;
@@ -480,15 +506,26 @@ int loader_cw_socks(struct loader *L, struct cs_event **out)
 	struct cs_event *arr = NULL;
 
 	*out = NULL;
-	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
-		if (n == cap) {
-			struct cs_event *a = realloc(arr, (size_t)(cap ? cap * 2 : 64) * sizeof(*a));
+	/* The slots, read while the kernel writes them: a copy counts only if the
+	 * slot was complete before and still holds the same socket after. */
+	for (int i = 0; L->cw_slots && i < CS_CW_SLOTS; i++) {
+		const struct cs_event *e = &L->cw_slots[i];
+		__u64 c = __atomic_load_n(&e->cookie, __ATOMIC_ACQUIRE);
 
-			if (!a)
-				break;
-			arr = a;
-			cap = cap ? cap * 2 : 64;
-		}
+		if (!c || __atomic_load_n(&e->type, __ATOMIC_ACQUIRE) != CS_EV_CLOSE_WAIT)
+			continue;
+		if (!cw_room(&arr, n, &cap))
+			break;
+		memcpy(&arr[n], e, sizeof(*e));
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&e->type, __ATOMIC_ACQUIRE) == CS_EV_CLOSE_WAIT &&
+		    __atomic_load_n(&e->cookie, __ATOMIC_ACQUIRE) == c && arr[n].cookie == c &&
+		    arr[n].type == CS_EV_CLOSE_WAIT)
+			n++;
+	}
+	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
+		if (!cw_room(&arr, n, &cap))
+			break;
 		if (!bpf_map_lookup_elem(fd, &next, &arr[n]))
 			n++;
 		key = next;

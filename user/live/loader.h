@@ -32,6 +32,7 @@ struct loader {
 	int stats_fd;
 	bool problems_only;   /* the kernel sends only problem closes (conn_mode) */
 	bool lean;            /* ... and keeps no socket storage for healthy ones */
+	const struct cs_event *cw_slots; /* the CLOSE_WAIT slots, mapped read-only */
 };
 
 /* Check the environment (privileges, BTF); one line on stderr and -1 if unfit. */
