@@ -830,7 +830,6 @@ static __always_inline int lean_close(struct sock *sk, int oldstate)
 			return 0;
 		}
 	}
-	now = bpf_ktime_get_ns();
 	lean_fill(sk, &info, oldstate, true);
 	if (oldstate == CS_TCP_CLOSE_WAIT || oldstate == CS_TCP_LAST_ACK) {
 		__u64 cookie = sk_cookie(sk, STORE_SK);
@@ -845,6 +844,8 @@ static __always_inline int lean_close(struct sock *sk, int oldstate)
 			cw_remove(cookie);
 		}
 	}
+	/* The clock only where a time is compared: CLOSE_WAIT's age. */
+	now = info.close_wait_ns ? bpf_ktime_get_ns() : 0;
 	count_close(sk, &info, oldstate, STORE_SK);
 	if ((info.flags & CS_F_WAS_EST) && info.close_cause == CS_CLOSE_NONE)
 		abort_note(sk, &info, STORE_SK);
