@@ -52,6 +52,9 @@ libs: $(USER_LIBS)
 $(OUTPUT):
 	$(Q)mkdir -p $@
 
+# conn.bpf.c claims CLOSE_WAIT slots with an atomic compare-and-exchange (v3).
+$(OUTPUT)/conn.bpf.o: BPF_CFLAGS += -mcpu=v3
+
 $(OUTPUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) $(VMLINUX_DIR)/vmlinux.h | $(OUTPUT)
 	$(call msg,BPF,$@)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -target bpf -D__TARGET_ARCH_$(ARCH) \

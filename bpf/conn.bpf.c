@@ -42,6 +42,18 @@ const volatile __u8 conn_mode = CS_CONN_ALL;     /* enum cs_conn_mode */
 const volatile __u64 sample_above = 4 * 1024 * 1024; /* conn_events backlog that starts sampling */
 const volatile __u16 eph_lo = 32768, eph_hi = 60999; /* ip_local_port_range: guesses the side */
 const volatile __u64 cw_threshold_ns = 5000000000ull; /* --close-wait-threshold */
+/* Lean mode (problems only, tp_btf): a healthy connection keeps no socket storage.
+ * Its counts come from the socket itself at ESTABLISHED and CLOSE, its connect's
+ * owner and start from the `births` slot; storage is made only for a socket with
+ * something to tell (a SYN retransmit, a RST sent while open, TLS or HTTP/2). */
+const volatile bool lean = false;
+
+/* Set by user space once `preexisting` holds the start-up snapshot's cookies:
+ * only then can a socket without storage be told from one older than connscope,
+ * so until then every socket gets storage as without lean. */
+__u32 preexist_n = 0;
+__u32 lean_on = 0;
+__u64 preexist_lo = 0, preexist_hi = 0;  /* the snapshot's lowest and highest cookie */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -113,6 +125,17 @@ struct {
 	__type(value, struct cs_event);
 } cw_socks SEC(".maps");
 
+/* CLOSE_WAIT sockets, the common case (see CS_CW_SLOTS): an array slot costs no
+ * lock, no allocation and no free list, where the hash below costs all three at
+ * entry and again at the close, on every passive close of the node. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, CS_CW_SLOTS);
+	__type(key, __u32);
+	__type(value, struct cs_event);
+} cw_slots SEC(".maps");
+
 /* Established connections that closed without a FIN (an abort): the RST that
  * follows their CLOSE moves them from cause "none" to rst_out. By socket address;
  * LRU, so an abort with no RST after it cannot fill it. */
@@ -129,6 +152,25 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+/* Lean mode: see struct cs_birth. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CS_BIRTHS);
+	__type(key, __u32);
+	__type(value, struct cs_birth);
+} births SEC(".maps");
+
+/* Lean mode: cookies of the sockets open before connscope attached (user space
+ * fills it from its sock_diag snapshot): what socket storage made at birth tells
+ * otherwise. An entry goes at the socket's close. bpf/tls.bpf.c reads it too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, __u8);
+} preexisting SEC(".maps");
 
 /* Which store a wrapper uses; a compile-time constant in each wrapper, so the
  * other store's helper calls never reach that program. */
@@ -540,16 +582,58 @@ static __always_inline void own_by_current(struct sk_info *info)
 	bpf_get_current_comm(info->comm, sizeof(info->comm));
 }
 
-/* The peer's FIN came: the socket waits in cw_socks for its close (user space
- * times it there). If the map is full, an edge tells user space instead. */
+static __always_inline struct cs_event *cw_slot(__u64 cookie)
+{
+	__u32 i = (__u32)cookie & (CS_CW_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&cw_slots, &i);
+}
+
+/* A CLOSE_WAIT socket's entry: in its slot, or in the hash. */
+static __always_inline struct cs_event *cw_find(__u64 cookie)
+{
+	struct cs_event *e = cw_slot(cookie);
+
+	if (e && e->cookie == cookie && e->type)
+		return e;
+	return bpf_map_lookup_elem(&cw_socks, &cookie);
+}
+
+/* The socket left CLOSE_WAIT (its close; the same socket's entry and exit are
+ * serialized by the socket's lock). */
+static __always_inline void cw_remove(__u64 cookie)
+{
+	struct cs_event *e = cw_slot(cookie);
+
+	if (e && e->cookie == cookie) {
+		e->type = 0;
+		asm volatile("" ::: "memory");
+		e->cookie = 0;
+		return;
+	}
+	bpf_map_delete_elem(&cw_socks, &cookie);
+}
+
+/* The peer's FIN came: the socket waits in its cw_slots slot (or, that taken,
+ * in cw_socks) for its close; user space times it there. If both are full, an
+ * edge tells user space instead. */
 static __always_inline void cw_enter(struct sock *sk, struct sk_info *info, int oldstate,
 				     enum store st)
 {
 	struct tcp_sock *tp = tcp_of(sk, st);
-	struct cs_event e;
+	struct cs_event e, *slot;
+	__u64 cookie;
 
 	if (!tp)
 		return;
+	cookie = sk_cookie(sk, st);
+	slot = cw_slot(cookie);
+	if (slot && __sync_val_compare_and_swap(&slot->cookie, 0, cookie) == 0) {
+		fill_event(sk, tp, info, slot, 0, oldstate, CS_TCP_CLOSE_WAIT, st);
+		asm volatile("" ::: "memory");
+		slot->type = CS_EV_CLOSE_WAIT;  /* complete: user space may take it */
+		return;
+	}
 	fill_event(sk, tp, info, &e, CS_EV_CLOSE_WAIT, oldstate, CS_TCP_CLOSE_WAIT, st);
 	if (bpf_map_update_elem(&cw_socks, &e.cookie, &e, BPF_ANY)) {
 		cs_count(&counters, CS_CNT_CW_FULL);
@@ -597,6 +681,250 @@ static __always_inline void abort_counted(struct sock *sk)
 		r->resets++;
 }
 
+/* ---- lean mode -------------------------------------------------------------- */
+
+/* A socket's births slot, by its cookie: cookies are handed out in sequence
+ * (per CPU, in batches), so a slot is taken again only CS_BIRTHS cookies later. */
+static __always_inline struct cs_birth *birth_of(__u64 cookie)
+{
+	__u32 i = (__u32)cookie & (CS_BIRTHS - 1);
+
+	return bpf_map_lookup_elem(&births, &i);
+}
+
+/* The local port: the kernel clears inet_num at CLOSE, inet_sport stays. */
+static __always_inline __u16 lean_sport(struct sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u16 p = sk->__sk_common.skc_num;
+
+	if (!p && tp)
+		p = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	return p;
+}
+
+static __always_inline bool was_established(int state)
+{
+	return state == CS_TCP_ESTABLISHED || state == CS_TCP_CLOSE_WAIT ||
+	       state == CS_TCP_FIN_WAIT1 || state == CS_TCP_FIN_WAIT2 ||
+	       state == CS_TCP_LAST_ACK || state == CS_TCP_CLOSING || state == CS_TCP_TIME_WAIT;
+}
+
+/*
+ * What socket storage would hold for a socket leaving `oldstate`, from the
+ * socket itself: the first step out of ESTABLISHED gave the cause, and the state
+ * before this change says which it was; a RST received sets sk_err just before
+ * the CLOSE (ECONNRESET, or EPIPE in CLOSE_WAIT, ECONNREFUSED in SYN_SENT). The
+ * side is the births slot's (a connect) or told by the ports. At the close, a
+ * socket of the start-up snapshot is taken out of `preexisting` (MIDWAY).
+ */
+static __always_inline void lean_fill(struct sock *sk, struct sk_info *info, int oldstate,
+				      bool closing)
+{
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+	struct cs_birth *b = cookie ? birth_of(cookie) : NULL;
+	__u16 err = (__u16)sk->sk_err;
+	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
+
+	__builtin_memset(info, 0, sizeof(*info));
+	/* (No inode: a record's fill_event reads it, and counts do not need it.) */
+	info->cgroup_id = sk_cgroup_id(sk, STORE_SK);
+	info->sport = lean_sport(sk);
+	if (b && b->tag == cookie) {
+		info->side = b->side;
+		info->start_ns = b->start_ns;
+		info->connect_us = b->connect_us;
+		if (b->connect_us)
+			info->est_ns = b->start_ns + b->connect_us * 1000ull;
+		info->pid = b->pid;
+		__builtin_memcpy(info->comm, b->comm, sizeof(info->comm));
+	} else {
+		info->side = side_of(info, info->sport, dport);
+	}
+	if (was_established(oldstate))
+		info->flags |= CS_F_WAS_EST;
+	if (oldstate == CS_TCP_CLOSE_WAIT || oldstate == CS_TCP_LAST_ACK)
+		info->close_cause = CS_CLOSE_PEER_FIN;
+	else if (oldstate == CS_TCP_FIN_WAIT1 || oldstate == CS_TCP_FIN_WAIT2 ||
+		 oldstate == CS_TCP_CLOSING || oldstate == CS_TCP_TIME_WAIT)
+		info->close_cause = CS_CLOSE_LOCAL_FIN;
+	if (closing && (err == 104 /* ECONNRESET */ || err == 32 /* EPIPE */ ||
+			(err == 111 /* ECONNREFUSED */ && oldstate == CS_TCP_SYN_SENT))) {
+		info->flags |= CS_F_RST_IN;
+		if (oldstate == CS_TCP_ESTABLISHED)
+			info->close_cause = CS_CLOSE_RST_IN;
+	}
+	/* Cookies are handed out in rising batches: one outside the snapshot's
+	 * range is no snapshot socket's, and needs no lookup. */
+	if (preexist_n && cookie >= preexist_lo && cookie <= preexist_hi) {
+		if (bpf_map_lookup_elem(&preexisting, &cookie)) {
+			info->flags |= CS_F_MIDWAY;
+			info->start_ns = 0;
+			if (closing)
+				bpf_map_delete_elem(&preexisting, &cookie);
+		}
+	}
+}
+
+/* Storage made after the birth (CS_F_LATE, or made here): fill in what the
+ * socket itself tells, keeping what was set already. */
+static __always_inline void lean_complete(struct sock *sk, struct sk_info *info, int oldstate,
+					  bool closing)
+{
+	struct sk_info d;
+
+	lean_fill(sk, &d, oldstate, closing);
+	info->flags = (info->flags & ~CS_F_LATE) | d.flags;
+	if (!info->cgroup_id)
+		info->cgroup_id = d.cgroup_id;
+	if (info->side == CS_SIDE_UNKNOWN)
+		info->side = d.side;
+	if (!info->start_ns)
+		info->start_ns = d.start_ns;
+	if (!info->est_ns)
+		info->est_ns = d.est_ns;
+	if (!info->connect_us)
+		info->connect_us = d.connect_us;
+	if (!info->ino)
+		info->ino = d.ino;
+	if (!info->sport)
+		info->sport = d.sport;
+	if (!info->pid) {
+		info->pid = d.pid;
+		__builtin_memcpy(info->comm, d.comm, sizeof(info->comm));
+	}
+	set_cause(info, d.close_cause);
+}
+
+/* Storage for a socket with something to tell (lean mode): made now, completed. */
+static __always_inline struct sk_info *lean_adopt(struct sock *sk, int state)
+{
+	struct sk_info *info = bpf_sk_storage_get(&sk_info_storage, sk, NULL,
+						  BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (!info) {
+		cs_count(&counters, CS_CNT_MAP_FULL);
+		return NULL;
+	}
+	if (!info->cgroup_id || (info->flags & CS_F_LATE))
+		lean_complete(sk, info, state, false);
+	return info;
+}
+
+/* The close of a socket without storage (lean mode). */
+static __always_inline int lean_close(struct sock *sk, int oldstate)
+{
+	struct sk_info info;
+	__u64 now;
+	bool problem;
+
+	if (oldstate == CS_TCP_CLOSE)
+		return 0;  /* never got anywhere */
+	if (oldstate == CS_TCP_SYN_RECV) {
+		/* A listener's child lost the race for its request (see below);
+		 * a TCP Fast Open child may really fail. */
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+		if (tp && !tp->fastopen_rsk) {
+			cs_count(&counters, CS_CNT_CHILD_RACE);
+			return 0;
+		}
+	}
+	lean_fill(sk, &info, oldstate, true);
+	if (oldstate == CS_TCP_CLOSE_WAIT || oldstate == CS_TCP_LAST_ACK) {
+		__u64 cookie = sk_cookie(sk, STORE_SK);
+		struct cs_event *e = cw_find(cookie);
+
+		if (e) {
+			info.close_wait_ns = e->close_wait_ns;
+			if (!info.pid) {
+				info.pid = e->pid;
+				__builtin_memcpy(info.comm, e->comm, sizeof(info.comm));
+			}
+			cw_remove(cookie);
+		}
+	}
+	/* The clock only where a time is compared: CLOSE_WAIT's age. */
+	now = info.close_wait_ns ? bpf_ktime_get_ns() : 0;
+	count_close(sk, &info, oldstate, STORE_SK);
+	if ((info.flags & CS_F_WAS_EST) && info.close_cause == CS_CLOSE_NONE)
+		abort_note(sk, &info, STORE_SK);
+	problem = is_problem(&info, now);
+	if (problem && !reset_only(&info, now))
+		emit(sk, &info, CS_EV_CLOSE, oldstate, CS_TCP_CLOSE, STORE_SK);
+	else if (problem)
+		emit_healthy(sk, &info, oldstate, CS_TCP_CLOSE, STORE_SK);
+	return 0;
+}
+
+/* A state change of a socket without storage (lean mode): counts, the births
+ * slot, CLOSE_WAIT, and the close. */
+static __always_inline int lean_state(struct sock *sk, int oldstate, int newstate)
+{
+	switch (newstate) {
+	case CS_TCP_SYN_SENT: {
+		/* connect(), in the caller's context. */
+		__u64 cookie = bpf_get_socket_cookie(sk);
+		struct cs_birth *b = birth_of(cookie);
+
+		if (!b)
+			return 0;
+		b->tag = cookie;
+		b->start_ns = bpf_ktime_get_ns();
+		b->pid = bpf_get_current_pid_tgid() >> 32;
+		b->connect_us = 0;
+		b->side = CS_SIDE_CLIENT;
+		bpf_get_current_comm(b->comm, sizeof(b->comm));
+		return 0;
+	}
+	case CS_TCP_ESTABLISHED: {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		/* The first RTT sample is the handshake's: the SYN's (client) or
+		 * the SYN-ACK's (server). */
+		__u32 connect_us = tp ? tp->srtt_us >> 3 : 0;
+
+		if (oldstate == CS_TCP_SYN_SENT) {
+			__u64 cookie = sk->__sk_common.skc_cookie.counter;
+			struct cs_birth *b = birth_of(cookie);
+
+			if (b && cookie && b->tag == cookie && b->start_ns) {
+				connect_us = (bpf_ktime_get_ns() - b->start_ns) / 1000;
+				b->connect_us = connect_us ? connect_us : 1;
+			}
+		} else if (oldstate == CS_TCP_SYN_RECV) {
+			/* A listener's child: its birth, for the record of a close
+			 * that crosses (its start, and its handshake time). */
+			__u64 cookie = bpf_get_socket_cookie(sk);
+			struct cs_birth *b = birth_of(cookie);
+
+			if (b) {
+				b->tag = cookie;
+				b->start_ns = bpf_ktime_get_ns() - connect_us * 1000ull;
+				b->pid = 0;
+				b->connect_us = connect_us ? connect_us : 1;
+				b->side = CS_SIDE_SERVER;
+				__builtin_memset(b->comm, 0, sizeof(b->comm));
+			}
+		}
+		count_established(sk_cgroup_id(sk, STORE_SK), connect_us);
+		return 0;
+	}
+	case CS_TCP_CLOSE_WAIT: {
+		struct sk_info info;
+
+		lean_fill(sk, &info, oldstate, false);
+		info.close_wait_ns = bpf_ktime_get_ns();
+		set_cause(&info, CS_CLOSE_PEER_FIN);
+		cw_enter(sk, &info, oldstate, STORE_SK);
+		return 0;
+	}
+	case CS_TCP_CLOSE:
+		return lean_close(sk, oldstate);
+	default:
+		return 0;
+	}
+}
+
 /* One handler for every state change. */
 static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate,
 					    enum store st)
@@ -614,6 +942,15 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		return 0;
 	if (port_filtered(sk, st))
 		return 0;
+	if (st == STORE_SK && lean) {
+		info = bpf_sk_storage_get(&sk_info_storage, sk, NULL, 0);
+		if (info && (info->flags & CS_F_LATE))
+			lean_complete(sk, info, oldstate, newstate == CS_TCP_CLOSE);
+		else if (!info && lean_on)
+			return lean_state(sk, oldstate, newstate);
+		/* A socket with storage (a connect may reuse one that has some),
+		 * or the start-up window: the full path. */
+	}
 	/* Later steps of a close tell nothing new: the first step out of
 	 * ESTABLISHED gave the cause, and CLOSE reports the end. Only a socket
 	 * older than us, seen here first, goes on to get its state here: by
@@ -738,11 +1075,8 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 		if (!(info->flags & CS_F_WAS_EST))
 			info->close_cause = CS_CLOSE_NONE;
 		count_close(sk, info, oldstate, st);
-		if (info->close_wait_ns) {
-			__u64 cookie = sk_cookie(sk, st);
-
-			bpf_map_delete_elem(&cw_socks, &cookie);
-		}
+		if (info->close_wait_ns)
+			cw_remove(sk_cookie(sk, st));
 		if ((info->flags & CS_F_WAS_EST) && info->close_cause == CS_CLOSE_NONE)
 			abort_note(sk, info, st);
 		problem = is_problem(info, now);
@@ -808,6 +1142,8 @@ static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 		return 0;
 	}
 	info = info_get(sk, st, false);
+	if (!info && st == STORE_SK && lean && lean_on)
+		info = lean_adopt(sk, RD(st, sk, __sk_common.skc_state));
 	if (!info)
 		return 0;
 	info->flags |= CS_F_RST_OUT;
@@ -824,6 +1160,8 @@ static __always_inline int handle_retransmit(struct sock *sk, enum store st)
 	if (RD(st, sk, __sk_common.skc_state) != CS_TCP_SYN_SENT)
 		return 0;
 	info = info_get(sk, st, false);
+	if (!info && st == STORE_SK && lean && lean_on)
+		info = lean_adopt(sk, CS_TCP_SYN_SENT);
 	if (!info)
 		return 0;
 	info->syn_retrans++;
@@ -849,8 +1187,7 @@ static __always_inline int handle_owner(struct sock *sk, enum store st)
 	/* The peer's FIN came before accept() (no owner, no inode then): tell
 	 * user space who holds the socket now, so a stuck finding names it. */
 	if (info->close_wait_ns && RD(st, sk, __sk_common.skc_state) == CS_TCP_CLOSE_WAIT) {
-		__u64 cookie = sk_cookie(sk, st);
-		struct cs_event *e = bpf_map_lookup_elem(&cw_socks, &cookie);
+		struct cs_event *e = cw_find(sk_cookie(sk, st));
 
 		if (e) {
 			e->pid = info->pid;

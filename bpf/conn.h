@@ -59,6 +59,8 @@ enum cs_close_cause {
 #define CS_F_WAS_EST 0x08  /* reached ESTABLISHED */
 #define CS_F_OPEN 0x10     /* replay: still open when the capture ended (not a close) */
 #define CS_F_HELD 0x20     /* user space keeps state for it (TLS, HTTP/2): its close crosses */
+#define CS_F_LATE 0x40     /* sk_info only: made after the socket's birth (lean mode: TLS
+			    * marked it held); conn.bpf.c completes it at the next state change */
 
 /* Which closes cross the ring buffers (rodata conn_mode). Counts are kept in the
  * kernel either way (cg_counts, remote_counts). */
@@ -148,6 +150,29 @@ struct cs_event {
 	char comm[CS_COMM_LEN];
 };
 _Static_assert(sizeof(struct cs_event) == 152, "cs_event layout changed");
+
+/* Lean mode (rodata lean): what a socket's birth leaves for its later state
+ * changes (the connect's owner and start, the handshake's time), in a
+ * direct-mapped array indexed by the socket cookie instead of socket storage
+ * (whose creation costs more than the rest of a healthy connection's
+ * accounting). A socket CS_BIRTHS cookies younger takes the slot over: then
+ * the owner, start and connect time of the first are unknown (0), nothing else. */
+#define CS_BIRTHS (1u << 17)
+struct cs_birth {
+	__u64 tag;        /* the socket's cookie; the slot is this socket's if equal */
+	__u64 start_ns;   /* SYN_SENT; a server's: its SYN, one RTT before ESTABLISHED */
+	__u32 pid;        /* the connect's caller (0 for a server's socket) */
+	__u32 connect_us; /* set at ESTABLISHED */
+	__u8 side;        /* enum cs_side */
+	__u8 _pad[7];
+	char comm[CS_COMM_LEN];
+};
+
+/* Sockets in CLOSE_WAIT now: a cs_event each in the array cw_slots, indexed by
+ * cookie (user space maps it and reads it in place), or in the hash cw_socks
+ * when the slot is taken. A slot is in use while cookie is set, and complete
+ * once type is CS_EV_CLOSE_WAIT (written last). */
+#define CS_CW_SLOTS 4096
 
 /* Per-socket state of the lifecycle programs (socket storage, or the raw_tp
  * fallback's hash). bpf/tls.bpf.c looks it up too: a socket without it was

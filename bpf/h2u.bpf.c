@@ -162,6 +162,11 @@ struct {
 	__type(value, struct h2u_key);
 } h2u_by_cookie SEC(".maps");
 
+/* Set once a socket was first tied to a state: until then no close can be one
+ * of ours, and h2u_close (which runs at every TCP state change on the node)
+ * leaves at once instead of looking every closing socket up. */
+__u32 h2u_bound = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1024 * 1024);
@@ -323,6 +328,8 @@ static __always_inline void state_bind(struct h2u_conn *st, struct h2u_key *k,
 		cs_count(&h2u_counters, CNT_MAP_FULL);
 		return;
 	}
+	if (!h2u_bound)
+		h2u_bound = 1;
 	__builtin_memcpy(&st->si, si, sizeof(st->si));
 	if (st->pend) {
 		__u8 pend = st->pend;
@@ -468,8 +475,17 @@ __noinline int walk_buffer(struct h2u_conn *st, __u64 buf, __u32 len, __u32 dir)
 
 /* ---- OpenSSL ----------------------------------------------------------------------------- */
 
+/* Set at the first probed call: until a process entered one, no send or
+ * receive on the node can be inside one, and the binding hooks (which run at
+ * every send and receive) leave without a task-storage lookup. */
+__u32 h2u_called = 0;
+
 static __always_inline struct h2u_call *call_of_current(bool create)
 {
+	if (create && !h2u_called)
+		h2u_called = 1;
+	else if (!create && !h2u_called)
+		return NULL;
 	return bpf_task_storage_get(&h2u_calls, bpf_get_current_task_btf(), NULL,
 				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
@@ -775,7 +791,7 @@ int BPF_PROG(h2u_recv, struct sock *sk, int ret, int flags)
  */
 static __always_inline int on_fd_io(long fd, bool send)
 {
-	struct h2u_call *cur = bpf_task_storage_get(&h2u_calls, bpf_get_current_task_btf(), NULL, 0);
+	struct h2u_call *cur = call_of_current(false);
 
 	if (!cur || !cur->kind || (cur->kind == CALL_SSL && cur->bound))
 		return 0;
@@ -807,7 +823,7 @@ int BPF_PROG(h2u_close, struct sock *sk, int oldstate, int newstate)
 	struct h2u_conn *st;
 	__u64 cookie;
 
-	if (newstate != TCP_CLOSE)
+	if (newstate != TCP_CLOSE || !h2u_bound)
 		return 0;
 	/* A socket nobody asked the cookie of is not one of ours (and reading
 	 * the field, not calling the helper, does not make one up). */

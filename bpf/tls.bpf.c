@@ -57,6 +57,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the loader when conn_sk_info below is the lifecycle programs' own socket
  * storage (tp_btf): then a socket without an entry there predates connscope. */
 const volatile bool midway_check = false;
+/* The lifecycle programs run lean (bpf/conn.bpf.c): a healthy socket has no
+ * sk_info, and `preexisting` tells a socket older than connscope instead. */
+const volatile bool lean = false;
 
 /* Frame-walk steps per segment (a frame header or a counted payload is one step,
  * a skipped payload one more): a 64 KiB loopback segment of 13-byte frames needs
@@ -108,6 +111,15 @@ struct {
 	__type(key, int);
 	__type(value, struct sk_info);
 } conn_sk_info SEC(".maps");
+
+/* bpf/conn.bpf.c's, shared by the loader (lean mode). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, __u8);
+} conn_preexisting SEC(".maps");
 
 /* The state a new h2c socket starts from, built per CPU and copied in by the
  * kernel when it creates the storage. */
@@ -673,8 +685,16 @@ static __always_inline void midway(struct __sk_buff *skb, struct bpf_sock *sk, b
 	__u32 zero = 0, len, stream;
 	struct seg s;
 
+	/* Born under us: its first payload was seen, and was neither. Lean, a
+	 * healthy socket has no sk_info: the start-up snapshot's list says. */
 	if (bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0))
-		return;  /* born under us: its first payload was seen, and was neither */
+		return;
+	if (lean) {
+		__u64 cookie = bpf_get_socket_cookie(skb);
+
+		if (!bpf_map_lookup_elem(&conn_preexisting, &cookie))
+			return;
+	}
 	if (parse_seg(skb, &s) || !s.len)
 		return;  /* wait for a segment with payload */
 	tmpl = bpf_map_lookup_elem(&h2_template, &zero);
@@ -704,7 +724,15 @@ static __always_inline void hold(struct bpf_sock *sk)
 
 	if (!midway_check)
 		return;
-	ci = bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0);
+	if (lean) {
+		/* No sk_info for a healthy socket: made here, and completed by the
+		 * lifecycle programs at its next state change. */
+		struct sk_info late = { .flags = CS_F_HELD | CS_F_LATE };
+
+		ci = bpf_sk_storage_get(&conn_sk_info, sk, &late, BPF_SK_STORAGE_GET_F_CREATE);
+	} else {
+		ci = bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0);
+	}
 	if (ci)
 		ci->flags |= CS_F_HELD;
 }

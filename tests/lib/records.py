@@ -88,9 +88,13 @@ def check_common(records):
                 problems.append(f"bad tcp.close: {r}")
             if r.get("side") not in ("client", "server"):
                 problems.append(f"bad side: {r}")
-            # a connection that was open before connscope started has no known start
+            # a connection that was open before connscope started has no known
+            # start; nor has one whose birth the kernel no longer holds (on-demand
+            # socket state, its slot taken by a later socket): then its connect
+            # time is unknown too
             if not (TS_RE.match(str(r.get("start")))
-                    or (r.get("start") is None and r.get("preexisting") is True)):
+                    or (r.get("start") is None and (r.get("preexisting") is True or
+                                                    tcp.get("connect_ms") is None))):
                 problems.append(f"bad start: {r}")
         elif t == "finding":
             missing = (FINDING_KEYS | FINDING_EXTRA.get(r.get("kind"), set())) - r.keys()

@@ -120,3 +120,140 @@ def test_connections_modes(cluster, mode, want):
     st = end_stats(records)
     # healthy closes did not cross at all
     assert st["events"] < 3 + 10, show([st])
+
+
+HOLD_SERVER = r'''
+import socketserver, sys
+
+class H(socketserver.BaseRequestHandler):
+    def handle(self):
+        while self.request.recv(4096):
+            pass
+
+class S(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+srv = S((sys.argv[1], int(sys.argv[2])), H)
+print("READY", flush=True)
+srv.serve_forever()
+'''
+
+HOLD_CLIENT = r'''
+import socket, sys
+ip, port, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held = [socket.create_connection((ip, port), timeout=10) for _ in range(k)]
+print("HELD", flush=True)
+sys.stdin.readline()
+for c in held:
+    c.close()
+print("CLOSED", flush=True)
+'''
+
+
+def test_lean_counts_exact_with_preexisting(cluster):
+    """With only problems crossing, a healthy connection keeps no socket state in
+    the kernel (socket_state on_demand): connections open before the start are
+    told apart by the start-up snapshot, and the counts stay exact: opened counts
+    only what was born under connscope, active comes back to 0."""
+    from simpod import wait_for_line
+    import subprocess
+    fe, be = shop(cluster)
+    held_port, port, k, n = 30314, 30315, 12, 400
+    srv_hold = be.python(HOLD_SERVER, be.ip, held_port)
+    holder = None
+    try:
+        wait_for_line(srv_hold, "READY", 10)
+        holder = fe.python(HOLD_CLIENT, be.ip, held_port, k, stdin=subprocess.PIPE)
+        wait_for_line(holder, "HELD", 10)
+        with Connscope(cluster, "--namespace", NS, "--connections", "problems",
+                       "-i", "1") as cs:
+            start = cs.records[0]
+            assert start.get("socket_state") == "on_demand", show([start])
+            srv = start_server(be, "echo", port, n)
+            out = workloads.run_client(fe, "echo", be.ip, port, n, 10.0)[1]
+            assert out["results"] == ["echoed"] * n
+            assert srv.wait(timeout=30) == 0
+            holder.stdin.write(b"close\n")
+            holder.stdin.flush()
+            wait_for_line(holder, "CLOSED", 10)
+            for pod in (fe, be):
+                cs.wait_for(lambda r, p=pod: r["type"] == "summary" and r.get("pod") and
+                            r["pod"]["name"] == p.name and r["tcp"]["closed"] == n + k and
+                            r["tcp"]["active"] == 0, 15,
+                            what=f"a {pod.name} summary with every close")
+            records = cs.stop()
+    finally:
+        for p in (holder, srv_hold):
+            if p and p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+    st = end_stats(records)
+    for pod in (fe, be):
+        tcp = last_summary(records, pod)["tcp"]
+        assert tcp["opened"] == n and tcp["closed"] == n + k and tcp["active"] == 0, \
+            show([tcp])
+        assert tcp["failed"] == tcp["refused"] == tcp["resets"] == 0, show([tcp])
+    assert last_summary(records, fe)["tcp"]["closed_by"]["local_fin"] == n + k
+    assert last_summary(records, be)["tcp"]["closed_by"]["peer_fin"] == n + k
+    # Healthy closes, old or new, are no problem records; but the held ones'
+    # closes crossed (older than connscope: user space counted them active from
+    # its snapshot and must hear of their end), the churn's did not.
+    assert conns(records, held_port) == [] and conns(records, port) == []
+    assert st["lost"] == 0 and 2 * k <= st["events"] < 2 * k + 10, show([st])
+
+
+MANY_CW_SERVER = r'''
+import resource, socket, sys
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 256, max(n + 256,
+                   resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, port))
+s.listen(1024)
+print("READY", flush=True)
+held = []
+for _ in range(n):
+    c, _ = s.accept()
+    while c.recv(4096):
+        pass
+    held.append(c)           # the peer closed; this side never does: CLOSE_WAIT
+print("HOLDING %d" % len(held), flush=True)
+sys.stdin.readline()
+'''
+
+
+def test_close_wait_many_exact(cluster):
+    """More sockets in CLOSE_WAIT at once than the kernel's slot array has slots
+    (4,096; the rest go to its hash): every one is counted while it is there,
+    found stuck, and gone once its process closes it."""
+    from simpod import wait_for_line
+    import subprocess
+    fe, be = shop(cluster)
+    port, n = 30316, 5000
+    with Connscope(cluster, "--namespace", NS, "--connections", "problems",
+                   "--close-wait-threshold", 1, "-i", "1") as cs:
+        srv = be.python(MANY_CW_SERVER, be.ip, port, n, stdin=subprocess.PIPE)
+        try:
+            wait_for_line(srv, "READY", 10)
+            out = workloads.run_client(fe, "send-close", be.ip, port, n, 10.0)[1]
+            assert out["results"] == ["sent"] * n
+            wait_for_line(srv, "HOLDING", 30)
+            s = cs.wait_for(lambda r: r["type"] == "summary" and r.get("pod") and
+                            r["pod"]["name"] == "backend" and
+                            r["close_wait"]["stuck"] == n, 20,
+                            what=f"a backend summary with {n} sockets stuck")
+            assert s["close_wait"]["current"] == n, show([s])
+        finally:
+            srv.kill()
+            srv.wait(timeout=30)
+        cs.wait_for(lambda r: r["type"] == "summary" and r.get("pod") and
+                    r["pod"]["name"] == "backend" and r["close_wait"]["current"] == 0 and
+                    r["tcp"]["closed"] == n, 20, what="a backend summary with all closed")
+        records = cs.stop()
+    tcp = last_summary(records, be)["tcp"]
+    assert tcp["opened"] == n and tcp["active"] == 0, show([tcp])
+    # each was stuck, so each close is a problem record
+    assert len(conns(records, port, "server")) == n
+    assert end_stats(records)["lost"] == 0

@@ -25,6 +25,11 @@ FE_IP, BE_IP = "10.244.1.10", "10.244.1.20"
 RECORD_WAIT = 10     # records arrive ~1 s after the event; this is the bound
 SETTLE = 1.5         # after the expected records: time for unexpected extra ones
 
+# Every problem below crosses whatever records are asked for; with problems only,
+# the kernel keeps no socket state for healthy connections (lean), so each runs
+# both ways.
+CONNECTIONS = pytest.mark.parametrize("connections", ["all", "problems"])
+
 
 def shop(cluster, fe_layout=(), be_layout=()):
     """The two pods every test uses: shop/frontend (client), shop/backend (server)."""
@@ -146,10 +151,11 @@ def test_attribution_kubelet_layouts(cluster, driver, runtime, qos):
 # ---------------------------------------------------------------------------
 # b. refused
 
-def test_connect_refused(cluster):
+@CONNECTIONS
+def test_connect_refused(cluster, connections):
     fe, be = shop(cluster)
     port, n = 30081, 5          # nothing listens there
-    with Connscope(cluster, "--namespace", NS) as cs:
+    with Connscope(cluster, "--namespace", NS, "--connections", connections) as cs:
         out = run_client(fe, "refused", be.ip, port, n)
         assert out["results"] == ["refused"] * n
         cs.wait_count(is_conn(port, "client"), n, RECORD_WAIT)
@@ -184,11 +190,12 @@ def add_syn_drop(pod, port):
                    str(port), "drop"])
 
 
-def test_connect_timeout(cluster):
+@CONNECTIONS
+def test_connect_timeout(cluster, connections):
     fe, be = shop(cluster)
     port = 30082
     add_syn_drop(be, port)
-    with Connscope(cluster, "--namespace", NS, "--connect-timeout", 2) as cs:
+    with Connscope(cluster, "--namespace", NS, "--connections", connections, "--connect-timeout", 2) as cs:
         srv = start_server(be, "echo", port, 1)    # it listens, but SYNs never reach it
         # SYN at 0 s, retransmitted at ~1 s and ~3 s; the client gives up at 3.5 s
         out = run_client(fe, "timeout", be.ip, port, 1, 3.5)
@@ -235,10 +242,11 @@ def make_close_wait(fe, be, port):
     return srv, out
 
 
-def test_close_wait_stuck(cluster):
+@CONNECTIONS
+def test_close_wait_stuck(cluster, connections):
     fe, be = shop(cluster)
     port = 30083
-    with Connscope(cluster, "--namespace", NS, "--close-wait-threshold", 2) as cs:
+    with Connscope(cluster, "--namespace", NS, "--connections", connections, "--close-wait-threshold", 2) as cs:
         srv, out = make_close_wait(fe, be, port)
         f = cs.wait_for(is_finding("close_wait_stuck", be), 15)
         assert srv.poll() is None, "the finding must come while the socket is still stuck"
@@ -270,12 +278,13 @@ def test_close_wait_stuck(cluster):
 # ---------------------------------------------------------------------------
 # e. CLOSE_WAIT that existed before connscope started
 
-def test_close_wait_preexisting(cluster):
+@CONNECTIONS
+def test_close_wait_preexisting(cluster, connections):
     fe, be = shop(cluster)
     port = 30084
     srv, out = make_close_wait(fe, be, port)
     time.sleep(3)
-    with Connscope(cluster, "--namespace", NS, "--close-wait-threshold", 2) as cs:
+    with Connscope(cluster, "--namespace", NS, "--connections", connections, "--close-wait-threshold", 2) as cs:
         f = cs.wait_for(is_finding("close_wait_stuck", be), 15)
         assert srv.poll() is None
         assert f["pid"] == srv.pid, show([f])
@@ -297,10 +306,11 @@ def test_close_wait_preexisting(cluster):
 # ---------------------------------------------------------------------------
 # f. resets
 
-def test_reset_by_client(cluster):
+@CONNECTIONS
+def test_reset_by_client(cluster, connections):
     fe, be = shop(cluster)
     port = 30085
-    with Connscope(cluster, "--namespace", NS) as cs:
+    with Connscope(cluster, "--namespace", NS, "--connections", connections) as cs:
         srv = start_server(be, "wait-reset", port, 1)
         out = run_client(fe, "rst", be.ip, port, 1)      # SO_LINGER {1,0}, close
         assert out["results"] == ["rst_sent"]
@@ -321,10 +331,11 @@ def test_reset_by_client(cluster):
     assert findings(records, "peer_reset", fe) == [], "the client received no reset"
 
 
-def test_reset_by_server(cluster):
+@CONNECTIONS
+def test_reset_by_server(cluster, connections):
     fe, be = shop(cluster)
     port = 30086
-    with Connscope(cluster, "--namespace", NS) as cs:
+    with Connscope(cluster, "--namespace", NS, "--connections", connections) as cs:
         srv = start_server(be, "rst", port, 1)          # echo, then SO_LINGER {1,0}, close
         out = run_client(fe, "wait-reset", be.ip, port, 1)
         assert out["results"] == ["reset"]

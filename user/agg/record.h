@@ -32,6 +32,7 @@ struct stats_rec {
 	uint64_t child_races;    /* listener children closed in SYN_RECV: no record */
 	uint64_t sampled_out;    /* healthy connections not sent for their record (backlog) */
 	const char *attach;
+	const char *socket_state; /* live: "on_demand" (lean) or "every_socket"; NULL in replay */
 	const char *tls_cgroup;  /* NULL: the TLS programs are not attached */
 	struct {
 		const char *watcher;

@@ -405,8 +405,9 @@ static void connection_end(struct tracker *t, const struct cs_event *e,
 		v.duration_ns = tr_elapsed(e->ts_ns, e->start_ns);
 	}
 	if (e->flags & CS_F_WAS_EST) {
-		/* Established: the handshake time; unknown for sockets older than us. */
-		v.connect_known = !pre;
+		/* Established: the handshake time; unknown for sockets older than us,
+		 * and where the kernel kept no state for the socket (on demand). */
+		v.connect_known = !pre && (e->connect_us || e->start_ns);
 		v.connect_ns = (uint64_t)e->connect_us * 1000;
 	} else {
 		/* Never connected: the time it took to fail. */

@@ -95,6 +95,7 @@ static void stats_record(struct live *lv, const char *phase)
 		.bpf_ms = loader_bpf_runtime_ns(&lv->L) / 1000000,
 		.consumed = lv->t ? track_events(lv->t) : 0,
 		.attach = mode_name(lv->L.mode),
+		.socket_state = loader_lean_on(&lv->L) ? "on_demand" : "every_socket",
 		.tls_cgroup = lv->L.tls ? lv->L.tls_cgroup : NULL,
 		.ct.watcher = ctwatch_describe(lv->ct),
 		.ct.evictions = lv->t ? track_ct_evictions(lv->t) : 0,
@@ -309,6 +310,15 @@ static void take_snapshot(struct live *lv)
 		return;
 	}
 	track_snapshot(lv->t, socks, n);
+	if (lv->L.lean) {
+		uint64_t *cookies = malloc((size_t)(n ? n : 1) * sizeof(*cookies));
+
+		for (int i = 0; cookies && i < n; i++)
+			cookies[i] = socks[i].cookie;
+		if (cookies)
+			loader_preexisting(&lv->L, cookies, n);
+		free(cookies);
+	}
 	free(socks);
 }
 

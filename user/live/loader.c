@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "conn.h"
@@ -142,6 +143,8 @@ static const struct progfb_role conn_roles[] = {
 
 /* Open and load conn_bpf with the hooks of one attach type; a hook program the
  * kernel refuses is switched off and the load tried again without it. */
+#define CW_SLOTS_BYTES (CS_CW_SLOTS * sizeof(struct cs_event))
+
 static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, bool btf, char *why,
 				  size_t len)
 {
@@ -160,6 +163,11 @@ static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, boo
 		 * and only the socket storage the TLS programs share can say so. */
 		L->problems_only = o->connections != CONNS_ALL && btf && !o->port;
 		s->rodata->conn_mode = L->problems_only ? CS_CONN_PROBLEMS : CS_CONN_ALL;
+		/* Lean: with only problems crossing, a healthy connection keeps no
+		 * socket storage (conn.bpf.c). CONNSCOPE_LEAN=0 keeps it. */
+		L->lean = L->problems_only && !(getenv("CONNSCOPE_LEAN") &&
+						!strcmp(getenv("CONNSCOPE_LEAN"), "0"));
+		s->rodata->lean = L->lean;
 		if (o->ringbuf_bytes)
 			bpf_map__set_max_entries(s->maps.events, (uint32_t)o->ringbuf_bytes);
 		if (o->conn_ringbuf_bytes)
@@ -236,6 +244,11 @@ static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *w
 	}
 	L->skel = s;
 	L->mode = btf ? ATTACH_TP_BTF : ATTACH_RAW_TP;
+	/* CLOSE_WAIT slots are read in place (loader_cw_socks). */
+	L->cw_slots = mmap(NULL, CW_SLOTS_BYTES, PROT_READ, MAP_SHARED,
+			   bpf_map__fd(s->maps.cw_slots), 0);
+	if (L->cw_slots == MAP_FAILED)
+		L->cw_slots = NULL;
 	return 0;
 }
 
@@ -304,8 +317,11 @@ int loader_tls_open(struct loader *L, const char *cgroup_dir)
 	 * know a socket older than connscope (no entry there) and say so when one
 	 * carries HTTP/2 they cannot follow. The raw_tp fallback keeps no storage. */
 	if (L->skel && L->mode == ATTACH_TP_BTF && !L->skel->rodata->filter_port &&
-	    !bpf_map__reuse_fd(L->tls->maps.conn_sk_info, bpf_map__fd(L->skel->maps.sk_info_storage)))
+	    !bpf_map__reuse_fd(L->tls->maps.conn_sk_info, bpf_map__fd(L->skel->maps.sk_info_storage)) &&
+	    !bpf_map__reuse_fd(L->tls->maps.conn_preexisting, bpf_map__fd(L->skel->maps.preexisting))) {
 		L->tls->rodata->midway_check = true;
+		L->tls->rodata->lean = L->lean;
+	}
 	progfb_reset("tls");
 	progfb_prune(L->tls->obj, "tls", tls_roles);
 	if (!bpf_program__autoload(L->tls->progs.cs_tls_egress) ||
@@ -360,6 +376,9 @@ void loader_close(struct loader *L)
 	tls_bpf__destroy(L->tls);
 	L->tls = NULL;
 	detach_all(L);
+	if (L->cw_slots)
+		munmap((void *)L->cw_slots, CW_SLOTS_BYTES);
+	L->cw_slots = NULL;
 	conn_bpf__destroy(L->skel);
 	L->skel = NULL;
 	if (L->stats_fd >= 0)
@@ -434,6 +453,51 @@ int loader_for_each_remote(struct loader *L,
 			   sizeof(struct cs_remote_counts), fn, arg);
 }
 
+int loader_preexisting(struct loader *L, const uint64_t *cookies, int n)
+{
+	uint8_t one = 1;
+	int fd, added = 0;
+
+	if (!L->skel || !L->lean)
+		return 0;
+	fd = bpf_map__fd(L->skel->maps.preexisting);
+	uint64_t lo = UINT64_MAX, hi = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (!cookies[i] || bpf_map_update_elem(fd, &cookies[i], &one, BPF_NOEXIST))
+			continue;
+		added++;
+		lo = cookies[i] < lo ? cookies[i] : lo;
+		hi = cookies[i] > hi ? cookies[i] : hi;
+	}
+	/* Only now do the programs look there, and go lean. */
+	L->skel->bss->preexist_lo = lo;
+	L->skel->bss->preexist_hi = hi;
+	L->skel->bss->preexist_n = (uint32_t)added;
+	L->skel->bss->lean_on = 1;
+	return added;
+}
+
+bool loader_lean_on(const struct loader *L)
+{
+	return L->skel && L->lean && L->skel->bss->lean_on;
+}
+
+/* Room for one more entry in *arr; false if out of memory. */
+static bool cw_room(struct cs_event **arr, int n, int *cap)
+{
+	struct cs_event *a;
+
+	if (n < *cap)
+		return true;
+	a = realloc(*arr, (size_t)(*cap ? *cap * 2 : 64) * sizeof(*a));
+	if (!a)
+		return false;
+	*arr = a;
+	*cap = *cap ? *cap * 2 : 64;
+	return true;
+}
+
 int loader_cw_socks(struct loader *L, struct cs_event **out)
 {
 	int fd = bpf_map__fd(L->skel->maps.cw_socks), n = 0, cap = 0;
@@ -442,15 +506,26 @@ int loader_cw_socks(struct loader *L, struct cs_event **out)
 	struct cs_event *arr = NULL;
 
 	*out = NULL;
-	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
-		if (n == cap) {
-			struct cs_event *a = realloc(arr, (size_t)(cap ? cap * 2 : 64) * sizeof(*a));
+	/* The slots, read while the kernel writes them: a copy counts only if the
+	 * slot was complete before and still holds the same socket after. */
+	for (int i = 0; L->cw_slots && i < CS_CW_SLOTS; i++) {
+		const struct cs_event *e = &L->cw_slots[i];
+		__u64 c = __atomic_load_n(&e->cookie, __ATOMIC_ACQUIRE);
 
-			if (!a)
-				break;
-			arr = a;
-			cap = cap ? cap * 2 : 64;
-		}
+		if (!c || __atomic_load_n(&e->type, __ATOMIC_ACQUIRE) != CS_EV_CLOSE_WAIT)
+			continue;
+		if (!cw_room(&arr, n, &cap))
+			break;
+		memcpy(&arr[n], e, sizeof(*e));
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&e->type, __ATOMIC_ACQUIRE) == CS_EV_CLOSE_WAIT &&
+		    __atomic_load_n(&e->cookie, __ATOMIC_ACQUIRE) == c && arr[n].cookie == c &&
+		    arr[n].type == CS_EV_CLOSE_WAIT)
+			n++;
+	}
+	while (!bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
+		if (!cw_room(&arr, n, &cap))
+			break;
 		if (!bpf_map_lookup_elem(fd, &next, &arr[n]))
 			n++;
 		key = next;

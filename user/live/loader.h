@@ -31,6 +31,8 @@ struct loader {
 	struct hook_status hooks[LOADER_NHOOKS];
 	int stats_fd;
 	bool problems_only;   /* the kernel sends only problem closes (conn_mode) */
+	bool lean;            /* ... and keeps no socket storage for healthy ones */
+	const struct cs_event *cw_slots; /* the CLOSE_WAIT slots, mapped read-only */
 };
 
 /* Check the environment (privileges, BTF); one line on stderr and -1 if unfit. */
@@ -64,5 +66,11 @@ uint64_t loader_bpf_runtime_ns(struct loader *L);
 /* libbpf diagnostics: shown with -v, otherwise the last one is kept for errors. */
 void loader_set_verbose(bool v);
 const char *loader_last_libbpf_msg(void);
+
+/* Lean mode: the start-up snapshot's sockets, so that the kernel knows them for
+ * older than connscope at their close. Returns how many were entered. */
+int loader_preexisting(struct loader *L, const uint64_t *cookies, int n);
+/* Whether healthy connections now keep no socket state (lean, after the snapshot). */
+bool loader_lean_on(const struct loader *L);
 
 #endif

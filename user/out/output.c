@@ -1044,6 +1044,8 @@ static void jw_stats_live(struct jw *w, const struct stats_rec *s)
 	jw_cnt(w, "stats", s->output_dropped.stats);
 	jw_end(w);
 	jw_str(w, "attach", s->attach);
+	if (s->socket_state)
+		jw_str(w, "socket_state", s->socket_state);
 	jw_str(w, "tls_cgroup", s->tls_cgroup);
 	jw_obj(w, "conntrack");
 	jw_str(w, "watcher", s->ct.watcher);
