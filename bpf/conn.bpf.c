@@ -40,6 +40,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u16 filter_port = 0;    /* 0: every port */
 const volatile __u8 conn_mode = CS_CONN_ALL;     /* enum cs_conn_mode */
 const volatile __u64 sample_above = 4 * 1024 * 1024; /* conn_events backlog that starts sampling */
+/* Problems only: reset records per second per CPU (CONNSCOPE_RESET_RATE; 0: no
+ * limit). A storm of resets is counted exactly in the maps; its records are a
+ * sample, the rest counted in sampled_out. */
+const volatile __u64 reset_rate = 1000;
 const volatile __u16 eph_lo = 32768, eph_hi = 60999; /* ip_local_port_range: guesses the side */
 const volatile __u64 cw_threshold_ns = 5000000000ull; /* --close-wait-threshold */
 /* Lean mode (problems only, tp_btf): a healthy connection keeps no socket storage.
@@ -171,6 +175,24 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } preexisting SEC(".maps");
+
+/* The reset records' token bucket, per CPU (see reset_rate). */
+struct reset_bucket {
+	__u64 last_ns;
+	__u64 tokens;
+	/* The last closes whose records crossed: an abort's RST amends its record
+	 * only if it did. Several, since the RST goes out after the close and, on
+	 * loopback, the peer's own close may run on this CPU in between. */
+	__u64 crossed[4];
+	__u32 next;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct reset_bucket);
+} reset_buckets SEC(".maps");
 
 /* Which store a wrapper uses; a compile-time constant in each wrapper, so the
  * other store's helper calls never reach that program. */
@@ -432,9 +454,51 @@ static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 typ
 /* A healthy close (or a reset, reset_only), for its connection record: past a
  * backlog of sample_above bytes, one in eight is sent and the rest counted as
  * sampled out (their counts are in the maps already). */
+static __always_inline struct reset_bucket *reset_bucket(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&reset_buckets, &zero);
+}
+
+/* Whether a reset record may cross now (problems only): one token each, refilled
+ * at reset_rate a second up to a second's worth. */
+static __always_inline bool reset_take(__u64 cookie)
+{
+	struct reset_bucket *b;
+	__u64 now, dt;
+
+	if (conn_mode != CS_CONN_PROBLEMS || !reset_rate)
+		return true;
+	b = reset_bucket();
+	if (!b)
+		return true;
+	now = bpf_ktime_get_ns();
+	dt = now - b->last_ns;
+	if (dt > 1000000000ull)
+		dt = 1000000000ull;
+	if (dt * reset_rate >= 1000000000ull) {
+		b->tokens += dt * reset_rate / 1000000000ull;
+		if (b->tokens > reset_rate)
+			b->tokens = reset_rate;
+		b->last_ns = now;
+	}
+	if (!b->tokens)
+		return false;
+	b->tokens--;
+	b->crossed[b->next & 3] = cookie;
+	b->next++;
+	return true;
+}
+
 static __always_inline void emit_healthy(struct sock *sk, struct sk_info *info, int oldstate,
 					 int newstate, enum store st)
 {
+	/* A reset in problems mode (a healthy close does not get here then). */
+	if (conn_mode == CS_CONN_PROBLEMS && !reset_take(sk_cookie(sk, st))) {
+		cs_count(&counters, CS_CNT_SAMPLED_OUT);
+		return;
+	}
 	if (bpf_ringbuf_query(&conn_events, BPF_RB_AVAIL_DATA) >= sample_above &&
 	    (bpf_get_prandom_u32() & 7)) {
 		cs_count(&counters, CS_CNT_SAMPLED_OUT);
@@ -1125,7 +1189,19 @@ static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 		/* No port filter: the local port is already gone; user space
 		 * matches the cookie against closes it kept. On the ring the
 		 * abort's close took (reset_only), so that it is read after it;
-		 * it only amends a record, and the counts are fixed below. */
+		 * it only amends a record, and the counts are fixed below.
+		 * Problems only, the close's record may have been left out (a
+		 * reset storm): then there is nothing to amend. */
+		if (conn_mode == CS_CONN_PROBLEMS && reset_rate) {
+			struct reset_bucket *b = reset_bucket();
+			__u64 c = sk_cookie(sk, st);
+
+			if (b && b->crossed[0] != c && b->crossed[1] != c &&
+			    b->crossed[2] != c && b->crossed[3] != c) {
+				abort_counted(sk);
+				return 0;
+			}
+		}
 		e = bpf_ringbuf_reserve(&conn_events, sizeof(*e), 0);
 		if (!e) {
 			cs_count(&counters, CS_CNT_SAMPLED_OUT);

@@ -257,3 +257,39 @@ def test_close_wait_many_exact(cluster):
     # each was stuck, so each close is a problem record
     assert len(conns(records, port, "server")) == n
     assert end_stats(records)["lost"] == 0
+
+
+def test_reset_storm_sampled_counts_exact(cluster, monkeypatch):
+    """With only problems crossing, a storm of resets is counted exactly in the
+    kernel; its records are a sample (CONNSCOPE_RESET_RATE a second per CPU, the
+    rest in sampled_out), and the peer_reset finding is still made."""
+    fe, be = shop(cluster)
+    port, n = 30317, 1500
+    monkeypatch.setenv("CONNSCOPE_RESET_RATE", "50")
+    with Connscope(cluster, "--namespace", NS, "--connections", "problems", "-i", "1") as cs:
+        srv = start_server(be, "wait-reset", port, n)
+        out = workloads.run_client(fe, "rst", be.ip, port, n, 10.0)[1]
+        assert out["results"] == ["rst_sent"] * n
+        assert srv.wait(timeout=30) == 0
+        for pod in (fe, be):
+            cs.wait_for(lambda r, p=pod: r["type"] == "summary" and r.get("pod") and
+                        r["pod"]["name"] == p.name and r["tcp"]["resets"] == n, 15,
+                        what=f"a {pod.name} summary with every reset")
+        cs.wait_for(lambda r: r["type"] == "finding" and r["kind"] == "peer_reset", 10)
+        records = cs.stop()
+    st = end_stats(records)
+    recs = conns(records, port)
+    print(f"\n{n} aborted connections, 50 reset records/s per CPU: {len(recs)} of {2 * n} "
+          f"records crossed, sampled_out {st['sampled_out']}, lost {st['lost']}")
+    assert st["lost"] == 0, show([st])
+    assert len(recs) < n and len(recs) + st["sampled_out"] >= 2 * n, show([st])
+    for pod in (fe, be):
+        tcp = last_summary(records, pod)["tcp"]
+        assert tcp["opened"] == n and tcp["closed"] == n and tcp["resets"] == n and \
+            tcp["active"] == 0, show([tcp])
+    assert last_summary(records, fe)["tcp"]["closed_by"]["rst_out"] == n
+    assert last_summary(records, be)["tcp"]["closed_by"]["rst_in"] == n
+    # a client record that crossed was amended by its RST (rst_out, not an abort)
+    assert all(r["tcp"]["close"] == "rst_out" for r in conns(records, port, "client")), \
+        show(conns(records, port, "client"), 4)
+    assert findings(records, "peer_reset", be)

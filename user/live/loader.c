@@ -173,6 +173,8 @@ static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, boo
 		if (o->conn_ringbuf_bytes)
 			bpf_map__set_max_entries(s->maps.conn_events, (uint32_t)o->conn_ringbuf_bytes);
 		s->rodata->sample_above = bpf_map__max_entries(s->maps.conn_events) / 2;
+		if (o->reset_rate_set)
+			s->rodata->reset_rate = o->reset_rate;
 		s->rodata->cw_threshold_ns = (uint64_t)(o->close_wait_threshold_s * 1e9);
 		for (int i = 0; i < LOADER_NHOOKS; i++) {
 			bpf_program__set_autoload(prog_of(s, i, true), btf);
