@@ -169,12 +169,16 @@ def test_top_shows_the_stuck_pod_first(cluster):
                             "--pods-dir", cluster.pods_dir, "--namespace", "shop",
                             *cg(cluster.cgroup_root)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1)
+    # The traffic starts once top is attached (its first frame): a connection
+    # made before that is not connscope's to count.
+    first = top.stdout.readline()
+    assert first.startswith("connscope top - "), first + top.stderr.read()
     cp = fe.python(CLIENT, "echo", quiet.ip, 30991, 3, 10, wait=True, timeout=60)
     assert cp.returncode == 0, cp.stderr
     cp = fe.python(CLIENT, "send-close", be.ip, 30990, 1, 10, wait=True, timeout=60)
     assert cp.returncode == 0, cp.stderr
     out, err = top.communicate(timeout=20)
+    out = first + out
     assert top.returncode == 0, err
     final = out.split("connscope top - ")[-1]
     assert "(final)" in final.splitlines()[0], final
