@@ -256,7 +256,12 @@ def test_close_wait_many_exact(cluster):
     assert tcp["opened"] == n and tcp["active"] == 0, show([tcp])
     # each was stuck, so each close is a problem record
     assert len(conns(records, port, "server")) == n
-    assert end_stats(records)["lost"] == 0
+    # Nothing overflowed. (5,000 closes at the server's exit, their peers' state
+    # changes arriving in softirq on the same CPUs: the kernel may skip a few
+    # nested program runs, which stats counts in lost as missed_runs.)
+    st = end_stats(records)
+    print(f"\n{n} sockets in CLOSE_WAIT: lost {st['lost']} (missed_runs {st['missed_runs']})")
+    assert st["ringbuf_full"] == 0 and st["lost"] == st["missed_runs"], show([st])
 
 
 def test_reset_storm_sampled_counts_exact(cluster, monkeypatch):
