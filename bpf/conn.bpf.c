@@ -55,9 +55,9 @@ const volatile bool lean = false;
 /* Set by user space once `preexisting` holds the start-up snapshot's cookies:
  * only then can a socket without storage be told from one older than connscope,
  * so until then every socket gets storage as without lean. */
-__u32 preexist_n = 0;
 __u32 lean_on = 0;
-__u64 preexist_lo = 0, preexist_hi = 0;  /* the snapshot's lowest and highest cookie */
+/* The snapshot's lowest and highest cookie (empty: lo > hi, no lookup at all). */
+__u64 preexist_lo = 1, preexist_hi = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -451,9 +451,6 @@ static __always_inline void emit(struct sock *sk, struct sk_info *info, __u8 typ
 		cs_count(&counters, CS_CNT_LOST);
 }
 
-/* A healthy close (or a reset, reset_only), for its connection record: past a
- * backlog of sample_above bytes, one in eight is sent and the rest counted as
- * sampled out (their counts are in the maps already). */
 static __always_inline struct reset_bucket *reset_bucket(void)
 {
 	__u32 zero = 0;
@@ -491,6 +488,19 @@ static __always_inline bool reset_take(__u64 cookie)
 	return true;
 }
 
+/* Whether the record of the abort with this cookie crossed (problems only), so
+ * that its RST has a record to amend. */
+static __always_inline bool reset_crossed(__u64 cookie)
+{
+	struct reset_bucket *b = reset_bucket();
+
+	return !b || b->crossed[0] == cookie || b->crossed[1] == cookie ||
+	       b->crossed[2] == cookie || b->crossed[3] == cookie;
+}
+
+/* A healthy close (or a reset, reset_only), for its connection record: past a
+ * backlog of sample_above bytes, one in eight is sent and the rest counted as
+ * sampled out (their counts are in the maps already). */
 static __always_inline void emit_healthy(struct sock *sk, struct sk_info *info, int oldstate,
 					 int newstate, enum store st)
 {
@@ -756,6 +766,14 @@ static __always_inline struct cs_birth *birth_of(__u64 cookie)
 	return bpf_map_lookup_elem(&births, &i);
 }
 
+/* The births slot, if it still holds this socket's birth. */
+static __always_inline struct cs_birth *birth_mine(__u64 cookie)
+{
+	struct cs_birth *b = cookie ? birth_of(cookie) : NULL;
+
+	return b && b->tag == cookie ? b : NULL;
+}
+
 /* The local port: the kernel clears inet_num at CLOSE, inet_sport stays. */
 static __always_inline __u16 lean_sport(struct sock *sk)
 {
@@ -786,7 +804,7 @@ static __always_inline void lean_fill(struct sock *sk, struct sk_info *info, int
 				      bool closing)
 {
 	__u64 cookie = sk->__sk_common.skc_cookie.counter;
-	struct cs_birth *b = cookie ? birth_of(cookie) : NULL;
+	struct cs_birth *b = birth_mine(cookie);
 	__u16 err = (__u16)sk->sk_err;
 	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
 
@@ -794,7 +812,7 @@ static __always_inline void lean_fill(struct sock *sk, struct sk_info *info, int
 	/* (No inode: a record's fill_event reads it, and counts do not need it.) */
 	info->cgroup_id = sk_cgroup_id(sk, STORE_SK);
 	info->sport = lean_sport(sk);
-	if (b && b->tag == cookie) {
+	if (b) {
 		info->side = b->side;
 		info->start_ns = b->start_ns;
 		info->connect_us = b->connect_us;
@@ -820,7 +838,7 @@ static __always_inline void lean_fill(struct sock *sk, struct sk_info *info, int
 	}
 	/* Cookies are handed out in rising batches: one outside the snapshot's
 	 * range is no snapshot socket's, and needs no lookup. */
-	if (preexist_n && cookie >= preexist_lo && cookie <= preexist_hi) {
+	if (cookie >= preexist_lo && cookie <= preexist_hi) {
 		if (bpf_map_lookup_elem(&preexisting, &cookie)) {
 			info->flags |= CS_F_MIDWAY;
 			info->start_ns = 0;
@@ -875,25 +893,47 @@ static __always_inline struct sk_info *lean_adopt(struct sock *sk, int state)
 	return info;
 }
 
+/* A listener's child that dies in SYN_RECV lost the race for its request: two
+ * CPUs took the handshake's last ACK (or the ACK and the first data) at once,
+ * each made a child, and the loser is closed while the winner goes on as the
+ * connection. No connection failed: counted, not reported. (A TCP Fast Open
+ * child is the one child that lives in SYN_RECV, and may really fail.) */
+static __always_inline bool child_lost_race(struct sock *sk, enum store st)
+{
+	struct tcp_sock *tp = tcp_of(sk, st);
+
+	if (!tp || RD(st, tp, fastopen_rsk))
+		return false;
+	cs_count(&counters, CS_CNT_CHILD_RACE);
+	return true;
+}
+
+/* A connection ended: its counts, the abort its RST will amend, and its record
+ * if it is a problem (or every record, with --connections all). */
+static __always_inline void close_report(struct sock *sk, struct sk_info *info, int oldstate,
+					 __u64 now, enum store st)
+{
+	bool problem;
+
+	count_close(sk, info, oldstate, st);
+	if ((info->flags & CS_F_WAS_EST) && info->close_cause == CS_CLOSE_NONE)
+		abort_note(sk, info, st);
+	problem = is_problem(info, now);
+	if (problem && !reset_only(info, now))
+		emit(sk, info, CS_EV_CLOSE, oldstate, CS_TCP_CLOSE, st);
+	else if (problem || conn_mode == CS_CONN_ALL)
+		emit_healthy(sk, info, oldstate, CS_TCP_CLOSE, st);
+}
+
 /* The close of a socket without storage (lean mode). */
 static __always_inline int lean_close(struct sock *sk, int oldstate)
 {
 	struct sk_info info;
-	__u64 now;
-	bool problem;
 
 	if (oldstate == CS_TCP_CLOSE)
 		return 0;  /* never got anywhere */
-	if (oldstate == CS_TCP_SYN_RECV) {
-		/* A listener's child lost the race for its request (see below);
-		 * a TCP Fast Open child may really fail. */
-		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-
-		if (tp && !tp->fastopen_rsk) {
-			cs_count(&counters, CS_CNT_CHILD_RACE);
-			return 0;
-		}
-	}
+	if (oldstate == CS_TCP_SYN_RECV && child_lost_race(sk, STORE_SK))
+		return 0;
 	lean_fill(sk, &info, oldstate, true);
 	if (oldstate == CS_TCP_CLOSE_WAIT || oldstate == CS_TCP_LAST_ACK) {
 		__u64 cookie = sk_cookie(sk, STORE_SK);
@@ -909,15 +949,8 @@ static __always_inline int lean_close(struct sock *sk, int oldstate)
 		}
 	}
 	/* The clock only where a time is compared: CLOSE_WAIT's age. */
-	now = info.close_wait_ns ? bpf_ktime_get_ns() : 0;
-	count_close(sk, &info, oldstate, STORE_SK);
-	if ((info.flags & CS_F_WAS_EST) && info.close_cause == CS_CLOSE_NONE)
-		abort_note(sk, &info, STORE_SK);
-	problem = is_problem(&info, now);
-	if (problem && !reset_only(&info, now))
-		emit(sk, &info, CS_EV_CLOSE, oldstate, CS_TCP_CLOSE, STORE_SK);
-	else if (problem)
-		emit_healthy(sk, &info, oldstate, CS_TCP_CLOSE, STORE_SK);
+	close_report(sk, &info, oldstate, info.close_wait_ns ? bpf_ktime_get_ns() : 0,
+		     STORE_SK);
 	return 0;
 }
 
@@ -948,10 +981,9 @@ static __always_inline int lean_state(struct sock *sk, int oldstate, int newstat
 		__u32 connect_us = tp ? tp->srtt_us >> 3 : 0;
 
 		if (oldstate == CS_TCP_SYN_SENT) {
-			__u64 cookie = sk->__sk_common.skc_cookie.counter;
-			struct cs_birth *b = birth_of(cookie);
+			struct cs_birth *b = birth_mine(sk->__sk_common.skc_cookie.counter);
 
-			if (b && cookie && b->tag == cookie && b->start_ns) {
+			if (b && b->start_ns) {
 				connect_us = (bpf_ktime_get_ns() - b->start_ns) / 1000;
 				b->connect_us = connect_us ? connect_us : 1;
 			}
@@ -994,7 +1026,6 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 					    enum store st)
 {
 	struct sk_info *info;
-	bool problem;
 	__u64 now;
 
 	if (sk_protocol_of(sk, st) != IPPROTO_TCP)
@@ -1119,35 +1150,18 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 			own_by_current(info);
 		return 0;
 	case CS_TCP_CLOSE:
-		/* A listener's child that dies in SYN_RECV lost the race for its
-		 * request: two CPUs took the handshake's last ACK (or the ACK and
-		 * the first data) at once, each made a child, and the loser is
-		 * closed while the winner goes on as the connection. No connection
-		 * failed: counted, not reported. (A TCP Fast Open child is the one
-		 * child that lives in SYN_RECV, and may really fail.) */
+		/* A child that lost the race for its request (child_lost_race). */
 		if (oldstate == CS_TCP_SYN_RECV && info->side == CS_SIDE_SERVER &&
-		    !(info->flags & (CS_F_WAS_EST | CS_F_MIDWAY))) {
-			struct tcp_sock *tp = tcp_of(sk, st);
-
-			if (tp && !RD(st, tp, fastopen_rsk)) {
-				cs_count(&counters, CS_CNT_CHILD_RACE);
-				info_delete(sk, st);
-				return 0;
-			}
+		    !(info->flags & (CS_F_WAS_EST | CS_F_MIDWAY)) && child_lost_race(sk, st)) {
+			info_delete(sk, st);
+			return 0;
 		}
 		/* Only established connections have a close cause. */
 		if (!(info->flags & CS_F_WAS_EST))
 			info->close_cause = CS_CLOSE_NONE;
-		count_close(sk, info, oldstate, st);
 		if (info->close_wait_ns)
 			cw_remove(sk_cookie(sk, st));
-		if ((info->flags & CS_F_WAS_EST) && info->close_cause == CS_CLOSE_NONE)
-			abort_note(sk, info, st);
-		problem = is_problem(info, now);
-		if (problem && !reset_only(info, now))
-			emit(sk, info, CS_EV_CLOSE, oldstate, newstate, st);
-		else if (problem || conn_mode == CS_CONN_ALL)
-			emit_healthy(sk, info, oldstate, newstate, st);
+		close_report(sk, info, oldstate, now, st);
 		info_delete(sk, st);
 		return 0;
 	default:
@@ -1192,15 +1206,10 @@ static __always_inline int handle_rst_out(struct sock *sk, enum store st)
 		 * it only amends a record, and the counts are fixed below.
 		 * Problems only, the close's record may have been left out (a
 		 * reset storm): then there is nothing to amend. */
-		if (conn_mode == CS_CONN_PROBLEMS && reset_rate) {
-			struct reset_bucket *b = reset_bucket();
-			__u64 c = sk_cookie(sk, st);
-
-			if (b && b->crossed[0] != c && b->crossed[1] != c &&
-			    b->crossed[2] != c && b->crossed[3] != c) {
-				abort_counted(sk);
-				return 0;
-			}
+		if (conn_mode == CS_CONN_PROBLEMS && reset_rate &&
+		    !reset_crossed(sk_cookie(sk, st))) {
+			abort_counted(sk);
+			return 0;
 		}
 		e = bpf_ringbuf_reserve(&conn_events, sizeof(*e), 0);
 		if (!e) {

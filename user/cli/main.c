@@ -630,6 +630,7 @@ int main(int argc, char **argv)
 	{
 		const char *rb = getenv("CONNSCOPE_RINGBUF_BYTES");
 		const char *crb = getenv("CONNSCOPE_CONN_RINGBUF_BYTES");
+		const char *rr = getenv("CONNSCOPE_RESET_RATE"), *lean = getenv("CONNSCOPE_LEAN");
 
 		if (rb && cs_parse_u64(rb, 4096, 1ull << 30, &o.ringbuf_bytes)) {
 			cs_warn("bad CONNSCOPE_RINGBUF_BYTES: '%s' (4096 to 2^30, a power of 2)", rb);
@@ -639,16 +640,13 @@ int main(int argc, char **argv)
 			cs_warn("bad CONNSCOPE_CONN_RINGBUF_BYTES: '%s' (4096 to 2^30, a power of 2)", crb);
 			return 2;
 		}
-		if (getenv("CONNSCOPE_RESET_RATE")) {
-			const char *rr = getenv("CONNSCOPE_RESET_RATE");
-
-			if (cs_parse_u64(rr, 0, 1000000, &o.reset_rate)) {
-				cs_warn("bad CONNSCOPE_RESET_RATE: '%s' (0 to 1000000 records/s "
-					"per CPU; 0: no limit)", rr);
-				return 2;
-			}
-			o.reset_rate_set = true;
+		if (rr && cs_parse_u64(rr, 0, 1000000, &o.reset_rate)) {
+			cs_warn("bad CONNSCOPE_RESET_RATE: '%s' (0 to 1000000 records/s per CPU; "
+				"0: no limit)", rr);
+			return 2;
 		}
+		o.reset_rate_set = rr != NULL;
+		o.lean_off = lean && !strcmp(lean, "0");
 	}
 	loader_set_verbose(o.verbose);
 

@@ -47,6 +47,7 @@ struct cs_opts {
 	enum cs_conns connections;   /* --connections (resolved: never CONNS_DEFAULT) */
 	uint64_t ringbuf_bytes;      /* CONNSCOPE_RINGBUF_BYTES: the problem ring's size (tests) */
 	uint64_t conn_ringbuf_bytes; /* CONNSCOPE_CONN_RINGBUF_BYTES: the healthy closes' ring */
+	bool lean_off;               /* CONNSCOPE_LEAN=0: socket state for every socket */
 	bool reset_rate_set;         /* CONNSCOPE_RESET_RATE given: */
 	uint64_t reset_rate;         /* reset records a second per CPU with only problems (0: all) */
 	unsigned output_queue_mib;   /* --output-queue: MiB of records for stdout, 0: 8 */

@@ -141,10 +141,10 @@ static const struct progfb_role conn_roles[] = {
 	{ NULL, false, NULL, NULL },
 };
 
-/* Open and load conn_bpf with the hooks of one attach type; a hook program the
- * kernel refuses is switched off and the load tried again without it. */
 #define CW_SLOTS_BYTES (CS_CW_SLOTS * sizeof(struct cs_event))
 
+/* Open and load conn_bpf with the hooks of one attach type; a hook program the
+ * kernel refuses is switched off and the load tried again without it. */
 static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, bool btf, char *why,
 				  size_t len)
 {
@@ -165,8 +165,7 @@ static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, boo
 		s->rodata->conn_mode = L->problems_only ? CS_CONN_PROBLEMS : CS_CONN_ALL;
 		/* Lean: with only problems crossing, a healthy connection keeps no
 		 * socket storage (conn.bpf.c). CONNSCOPE_LEAN=0 keeps it. */
-		L->lean = L->problems_only && !(getenv("CONNSCOPE_LEAN") &&
-						!strcmp(getenv("CONNSCOPE_LEAN"), "0"));
+		L->lean = L->problems_only && !o->lean_off;
 		s->rodata->lean = L->lean;
 		if (o->ringbuf_bytes)
 			bpf_map__set_max_entries(s->maps.events, (uint32_t)o->ringbuf_bytes);
@@ -473,9 +472,10 @@ int loader_preexisting(struct loader *L, const uint64_t *cookies, int n)
 		hi = cookies[i] > hi ? cookies[i] : hi;
 	}
 	/* Only now do the programs look there, and go lean. */
-	L->skel->bss->preexist_lo = lo;
-	L->skel->bss->preexist_hi = hi;
-	L->skel->bss->preexist_n = (uint32_t)added;
+	if (added) {
+		L->skel->data->preexist_lo = lo;
+		L->skel->bss->preexist_hi = hi;
+	}
 	L->skel->bss->lean_on = 1;
 	return added;
 }
