@@ -14,6 +14,7 @@ Figures are exact where the peers make them exact (h2load's connections and
 requests), and checked against what the peers themselves report.
 """
 
+import os
 import struct
 import subprocess
 import time
@@ -280,11 +281,11 @@ print("DONE", flush=True)
 # HTTP/2 inside TLS, at the TLS library
 
 def test_h2load_tls_openssl_exact_counts(cluster, pki, docroot):
-    """The same h2load run over TLS: the same figures, from the OpenSSL probes in
-    both processes (h2load and nghttpd use the system libssl)."""
+    """The same h2load run over TLS with --h2-plaintext all: the same figures, from
+    the OpenSSL probes in both processes (h2load and nghttpd use the system libssl)."""
     fe, be = shop(cluster)
     srv = h2peers.nghttpd_tls(be, pki, 31443, docroot)
-    with Connscope(cluster, "--namespace", NS, "-i", 60) as cs:
+    with Connscope(cluster, "--namespace", NS, "-i", 60, "--h2-plaintext", "all") as cs:
         r = h2peers.h2load(fe, f"https://{be.ip}:31443/index.html", n=600, clients=6,
                            streams=10)
         assert r["succeeded"] == 600 and r["clients"] == 6 and r["protocol"] == "h2", r
@@ -303,6 +304,34 @@ def test_h2load_tls_openssl_exact_counts(cluster, pki, docroot):
         assert s["connections"] == 6 and s["streams"] == 600, s
 
 
+def test_tls_default_probes_nothing(cluster, pki, docroot):
+    """By default no TLS call is probed: connscope holds no uprobe (each one a
+    perf event), its stats say h2_plaintext off, and the TLS connections of an
+    h2load run are still there, handshakes judged on the wire, with no stream
+    counts made up."""
+    fe, be = shop(cluster)
+    srv = h2peers.nghttpd_tls(be, pki, 31445, docroot)
+    with Connscope(cluster, "--namespace", NS, "-i", 60) as cs:
+        fds = os.listdir(f"/proc/{cs.proc.pid}/fd")
+        perf = [f for f in fds
+                if "perf_event" in os.readlink(f"/proc/{cs.proc.pid}/fd/{f}")]
+        r = h2peers.h2load(fe, f"https://{be.ip}:31445/index.html", n=60, clients=3,
+                           streams=10)
+        assert r["succeeded"] == 60 and r["clients"] == 3 and r["protocol"] == "h2", r
+        cs.wait_count(is_conn(31445, "server"), 3, timeout=10)
+        h2peers.stop(srv)
+        records = finish(cs)
+    assert perf == [], f"perf events (uprobes) held by default: {len(perf)}"
+    stats = [x for x in records if x["type"] == "stats"]
+    assert all(x["h2_plaintext"] == "off" for x in stats), show(stats)
+    for side, pod in (("client", fe), ("server", be)):
+        cl = h2_conns(records, 31445, side, pod)
+        assert len(cl) == 3, show(cl)
+        assert all(c.get("tls", {}).get("outcome") == "ok" for c in cl), show(cl)
+        assert all((c.get("h2") or {}).get("source") != "openssl" for c in cl), show(cl)
+        assert all((c.get("h2") or {}).get("streams") is None for c in cl), show(cl)
+
+
 def test_grpc_go_tls_goaway_and_churn(cluster, pki, h2grpc):
     """grpc-go over Go's crypto/tls: with MaxConnectionAge 1 s the server's GOAWAYs
     are seen in what the Go server writes (an h2_goaway finding for its pod), the
@@ -315,7 +344,7 @@ def test_grpc_go_tls_goaway_and_churn(cluster, pki, h2grpc):
     # A second service for the per-call client: the window is per remote, and the
     # reused connections' streams would water its figures down.
     srv2 = h2peers.grpc_server(be, h2grpc, 31494, pki=pki)
-    with Connscope(cluster, "--namespace", NS, "-i", 60) as cs:
+    with Connscope(cluster, "--namespace", NS, "-i", 60, "--h2-plaintext", "all") as cs:
         r = h2peers.grpc_client(fe, h2grpc, be.ip, 31493, mode="reuse", pki=pki, duration=4)
         assert r["rc"] == 0 and r["failed"] == 0 and r["ok"] > 20, r
         cs.wait_for(is_finding("h2_goaway", be), timeout=10)

@@ -34,6 +34,7 @@ struct stats_rec {
 	const char *attach;
 	const char *socket_state; /* live: "on_demand" (lean) or "every_socket"; NULL in replay */
 	const char *tls_cgroup;  /* NULL: the TLS programs are not attached */
+	const char *h2_plaintext; /* live: --h2-plaintext as it runs: off, all, unavailable */
 	struct {
 		const char *watcher;
 		uint64_t events, lost, map_full, map_evictions, evictions;

@@ -53,7 +53,7 @@ enum {
 	OPT_METRICS, OPT_KEYLOG, OPT_PODS_FILE, OPT_ATTACH, OPT_NO_SNAPSHOT, OPT_WINDOW, OPT_CGROUP,
 	OPT_H2_WINDOW, OPT_H2_CHURN_CONNS, OPT_H2_CHURN_STREAMS, OPT_H2_GOAWAY_RUNS,
 	OPT_CONNTRACK, OPT_CONNTRACK_NETNS, OPT_CONNTRACK_PRESSURE, OPT_CONNTRACK_MAX,
-	OPT_STACKS, OPT_USAGE, OPT_CONNECTIONS, OPT_OUTPUT_QUEUE,
+	OPT_STACKS, OPT_H2_PLAINTEXT, OPT_USAGE, OPT_CONNECTIONS, OPT_OUTPUT_QUEUE,
 };
 
 /* Which commands take an option: one bit per enum cs_cmd. */
@@ -158,6 +158,11 @@ static const struct cs_option {
 	  "User stacks of the connect()/accept() that made a socket, for close_wait_stuck "
 	  "(default auto: only in pods that had a socket in CLOSE_WAIT for half the "
 	  "threshold; all: every connect and accept; off: never)", G_ENV } },
+
+	{ ON_LIVE, { "h2-plaintext", OPT_H2_PLAINTEXT, "off|all", 0,
+	  "HTTP/2 inside TLS, stream by stream: off (the default) probes nothing, and TLS "
+	  "costs no trap per request; all: uprobes on the TLS calls (OpenSSL, Go) of every "
+	  "process of the node", G_ENV } },
 
 	{ 0, { NULL, 0, NULL, 0, "Input:", G_INPUT } },
 	{ ON_REPLAY, { "keylog", OPT_KEYLOG, "FILE", 0,
@@ -491,6 +496,16 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 			o->connections = CONNS_NONE;
 		} else {
 			cs_warn("bad value for --connections: '%s' (all, problems or none)", arg);
+			exit(2);
+		}
+		break;
+	case OPT_H2_PLAINTEXT:
+		if (!strcmp(arg, "off")) {
+			o->h2_plaintext = H2P_OFF;
+		} else if (!strcmp(arg, "all")) {
+			o->h2_plaintext = H2P_ALL;
+		} else {
+			cs_warn("bad value for --h2-plaintext: '%s' (off or all)", arg);
 			exit(2);
 		}
 		break;

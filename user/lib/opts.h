@@ -12,6 +12,8 @@ enum cs_attach { ATTACH_AUTO, ATTACH_TP_BTF, ATTACH_RAW_TP };
 enum cs_conntrack { CT_AUTO, CT_BPF, CT_NETLINK, CT_OFF };
 /* --connections: which connection records are written. */
 enum cs_conns { CONNS_DEFAULT, CONNS_ALL, CONNS_PROBLEMS, CONNS_NONE };
+/* --h2-plaintext: where the TLS libraries are probed for HTTP/2 inside TLS. */
+enum cs_h2p { H2P_OFF, H2P_ALL };
 
 struct cs_opts {
 	enum cs_cmd cmd;
@@ -45,6 +47,7 @@ struct cs_opts {
 	uint64_t ct_max;             /* --conntrack-max: the table size to measure against (0: the kernel's) */
 	int stacks;                  /* --stacks: enum hs_stack_mode */
 	enum cs_conns connections;   /* --connections (resolved: never CONNS_DEFAULT) */
+	enum cs_h2p h2_plaintext;    /* --h2-plaintext (default off: nothing per request) */
 	uint64_t ringbuf_bytes;      /* CONNSCOPE_RINGBUF_BYTES: the problem ring's size (tests) */
 	uint64_t conn_ringbuf_bytes; /* CONNSCOPE_CONN_RINGBUF_BYTES: the healthy closes' ring */
 	bool lean_off;               /* CONNSCOPE_LEAN=0: socket state for every socket */

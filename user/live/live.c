@@ -96,6 +96,7 @@ static void stats_record(struct live *lv, const char *phase)
 		.consumed = lv->t ? track_events(lv->t) : 0,
 		.attach = mode_name(lv->L.mode),
 		.socket_state = loader_lean_on(&lv->L) ? "on_demand" : "every_socket",
+		.h2_plaintext = lv->o->h2_plaintext == H2P_OFF ? "off" : lv->h2u ? "all" : "unavailable",
 		.tls_cgroup = lv->L.tls ? lv->L.tls_cgroup : NULL,
 		.ct.watcher = ctwatch_describe(lv->ct),
 		.ct.evictions = lv->t ? track_ct_evictions(lv->t) : 0,
@@ -343,6 +344,10 @@ static void *load_h2u(void *arg)
 {
 	struct part_load *pl = arg;
 
+	/* Off by default: a uprobe is a trap on every TLS call of every process
+	 * that loads the library (--h2-plaintext all asks for it). */
+	if (pl->o->h2_plaintext == H2P_OFF)
+		return NULL;
 	pl->lv->h2u = h2u_open(pl->h2u_why, sizeof(pl->h2u_why));
 	return NULL;
 }
@@ -436,7 +441,9 @@ int live_run(const struct cs_opts *o)
 			cs_warn("TLS handshakes and h2c are not observed: cannot read their ring buffers");
 		/* HTTP/2 inside TLS: uprobes on the TLS libraries of every process
 		 * (and of those that start later, found by a rescan every second). */
-		if (!lv.h2u)
+		if (o->h2_plaintext == H2P_OFF)
+			;  /* not asked for */
+		else if (!lv.h2u)
 			cs_warn("HTTP/2 inside TLS is not observed: %s", pl.h2u_why);
 		else if (h2u_add_ring(lv.h2u, lv.rb, on_h2_event, &lv))
 			cs_warn("HTTP/2 inside TLS is not observed: cannot read its ring buffer");
@@ -632,7 +639,7 @@ int check_run(const struct cs_opts *o)
 	load_ms[2] = (cs_mono_ns() - t0) / 1e6;
 	if (hu) {
 		h2u_describe(hu, desc, sizeof(desc));
-		printf("HTTP/2 in TLS:     %s\n", desc);
+		printf("HTTP/2 in TLS:     %s (used with --h2-plaintext all; off by default)\n", desc);
 	} else {
 		printf("HTTP/2 in TLS:     NOT observed: %s\n", why);
 	}

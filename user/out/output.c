@@ -1047,6 +1047,8 @@ static void jw_stats_live(struct jw *w, const struct stats_rec *s)
 	if (s->socket_state)
 		jw_str(w, "socket_state", s->socket_state);
 	jw_str(w, "tls_cgroup", s->tls_cgroup);
+	if (s->h2_plaintext)
+		jw_str(w, "h2_plaintext", s->h2_plaintext);
 	jw_obj(w, "conntrack");
 	jw_str(w, "watcher", s->ct.watcher);
 	jw_cnt(w, "events", s->ct.events);
