@@ -41,6 +41,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET6 10
 #define ALLOW 1
 
+#define TLS_RING_BYTES (4 * 1024 * 1024)
+#define H2_RING_BYTES (1024 * 1024)
+
 /*
  * A length the verifier can bound: for 1 <= n <= pow2 this is n, and the mask
  * shows the range [1, pow2] in the very instruction (clang may otherwise test a
@@ -60,6 +63,12 @@ const volatile bool midway_check = false;
 /* The lifecycle programs run lean (bpf/conn.bpf.c): a healthy socket has no
  * sk_info, and `preexisting` tells a socket older than connscope instead. */
 const volatile bool lean = false;
+
+/* Lean: the start-up snapshot's lowest and highest cookie, set by the loader with
+ * bpf/conn.bpf.c's (every cookie until then: the lookup decides). A payload of a
+ * socket outside the range is no snapshot socket's, and costs no lookup. */
+__u64 pre_lo SEC(".data") = 0;
+__u64 pre_hi SEC(".data") = ~0ull;
 
 /* Frame-walk steps per segment (a frame header or a counted payload is one step,
  * a skipped payload one more): a 64 KiB loopback segment of 13-byte frames needs
@@ -94,12 +103,12 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
+	__uint(max_entries, TLS_RING_BYTES);
 } tls_events SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1024 * 1024);
+	__uint(max_entries, H2_RING_BYTES);
 } h2_events SEC(".maps");
 
 /* The lifecycle programs' per-socket state (bpf/conn.bpf.c), shared by the loader
@@ -246,9 +255,24 @@ static __always_inline struct tls_event *event_new(struct __sk_buff *skb, struct
 	return e;
 }
 
+/*
+ * Submit without a wake-up: user space drains every 100 ms by itself (times are
+ * the kernel's, so a record waits without changing), and a wake-up is an
+ * irq_work, a self-interrupt that costs microseconds in a VM, on every packet
+ * that ends an event. Only a backlog (a quarter of the ring) wakes the reader.
+ */
+static __always_inline void submit_quiet(void *ring, void *e, __u64 ring_bytes)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= ring_bytes / 4)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
 static __always_inline void event_send(struct tls_event *e)
 {
-	bpf_ringbuf_submit(e, 0);
+	submit_quiet(&tls_events, e, TLS_RING_BYTES);
 	cs_count(&tls_counters, TLS_CNT_EVENTS);
 }
 
@@ -481,7 +505,7 @@ static __always_inline void h2_event_send(struct __sk_buff *skb, struct tls_sock
 	e->type = type;
 	e->source = H2_SRC_WIRE;
 	__builtin_memcpy(&e->c, &ts->h2, sizeof(e->c));
-	bpf_ringbuf_submit(e, 0);
+	submit_quiet(&h2_events, e, H2_RING_BYTES);
 	cs_count(&tls_counters, TLS_CNT_EVENTS);
 }
 
@@ -687,13 +711,15 @@ static __always_inline void midway(struct __sk_buff *skb, struct bpf_sock *sk, b
 
 	/* Born under us: its first payload was seen, and was neither. Lean, a
 	 * healthy socket has no sk_info: the start-up snapshot's list says. */
-	if (bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0))
-		return;
 	if (lean) {
 		__u64 cookie = bpf_get_socket_cookie(skb);
 
-		if (!bpf_map_lookup_elem(&conn_preexisting, &cookie))
+		if (cookie < pre_lo || cookie > pre_hi ||
+		    bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0) ||
+		    !bpf_map_lookup_elem(&conn_preexisting, &cookie))
 			return;
+	} else if (bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0)) {
+		return;
 	}
 	if (parse_seg(skb, &s) || !s.len)
 		return;  /* wait for a segment with payload */
@@ -737,6 +763,41 @@ static __always_inline void hold(struct bpf_sock *sk)
 		ci->flags |= CS_F_HELD;
 }
 
+/*
+ * The payload length of a TCP segment, from its headers read in place (direct
+ * packet access: no helper call). -1 where they are not in the linear part, or
+ * the packet is not TCP: the caller takes the slow path, which says.
+ */
+static __always_inline int peek_payload(struct __sk_buff *skb, __u32 *len, __u8 *flags)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	__u32 ip_len, hdrs;
+	__u8 *doff;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data;
+
+		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP)
+			return -1;
+		ip_len = (ip->ihl & 0xf) * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data;
+
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
+			return -1;
+		ip_len = 40;
+	} else {
+		return -1;
+	}
+	doff = data + (ip_len & 0x3c) + 12;
+	if ((void *)(doff + 2) > end)
+		return -1;
+	hdrs = ip_len + (doff[0] >> 4) * 4;
+	*flags = doff[1];
+	*len = skb->len > hdrs ? skb->len - hdrs : 0;
+	return 0;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, bool egress)
 {
 	struct bpf_sock *sk = skb->sk;
@@ -744,13 +805,18 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 	struct tls_sock *ts;
 	struct scratch *sc;
 	struct seg s;
-	__u32 zero = 0;
-	__u8 dir, end;
+	__u32 zero = 0, plen = ~0u;
+	__u8 dir, end, tflags = 0;
 
 	if (!sk)
 		return ALLOW;
 	sk = bpf_sk_fullsock(sk);
 	if (!sk || sk->protocol != IPPROTO_TCP)
+		return ALLOW;
+	/* The common packet of the node: no payload (a handshake, an ACK). Only
+	 * an h2c walk wants one, and only with a FIN or RST (its final count):
+	 * nothing to look up. */
+	if (!peek_payload(skb, &plen, &tflags) && !plen && !(tflags & (TCP_FIN | TCP_RST)))
 		return ALLOW;
 	ts = bpf_sk_storage_get(&tls_storage, sk, NULL, 0);
 	if (ts && ts->state == TS_OVER)
@@ -766,6 +832,11 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 	if (!ts) {
 		__u8 head[H2_FRAME_HDR_LEN];
 
+		/* A FIN or RST without payload, of a socket with nothing followed:
+		 * nothing can start there, and a socket older than us waits for a
+		 * payload. */
+		if (!plen)
+			return ALLOW;
 		/* Cheap test first: past the first payload, nothing to start. */
 		if (egress ? tp->bytes_acked > 1 : tp->bytes_received > 0) {
 			if (midway_check)

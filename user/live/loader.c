@@ -476,6 +476,11 @@ int loader_preexisting(struct loader *L, const uint64_t *cookies, int n)
 		L->skel->data->preexist_lo = lo;
 		L->skel->bss->preexist_hi = hi;
 	}
+	/* The packet programs (loaded by now) look there only inside that range. */
+	if (L->tls && L->tls->rodata->lean) {
+		L->tls->data->pre_lo = added ? lo : 1;
+		L->tls->data->pre_hi = added ? hi : 0;
+	}
 	L->skel->bss->lean_on = 1;
 	return added;
 }
