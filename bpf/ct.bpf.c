@@ -46,6 +46,7 @@ enum {
 };
 
 #define CT_MAP_ENTRIES 262144
+#define CT_RING_BYTES (4 * 1024 * 1024)
 
 struct ct_state {
 	__u32 status;     /* CT_S_EDGE bits last reported */
@@ -63,7 +64,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
+	__uint(max_entries, CT_RING_BYTES);
 } ct_events SEC(".maps");
 
 struct {
@@ -161,7 +162,8 @@ static __always_inline void emit(const struct bpf_nf_ctx *ctx, const struct nf_c
 	e->source = CT_SRC_BPF;
 	read_tuple(&e->orig, &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple);
 	read_tuple(&e->reply, &ct->tuplehash[IP_CT_DIR_REPLY].tuple);
-	bpf_ringbuf_submit(e, 0);
+	/* Three records a connection: none wakes user space (see cs_wake_flags). */
+	bpf_ringbuf_submit(e, cs_wake_flags(&ct_events, CT_RING_BYTES / 4, sizeof(*e)));
 	cs_count(&ct_counters, CT_CNT_EVENTS);
 }
 

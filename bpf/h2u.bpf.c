@@ -205,7 +205,6 @@ static __always_inline __u32 conn_streams(const struct h2u_conn *st)
 static __always_inline void emit(struct h2u_conn *st, __u8 type)
 {
 	struct h2_event *e;
-	__u64 flags = BPF_RB_NO_WAKEUP;
 
 	if (!(st->c.flags & H2_C_H2) || !st->si.cookie)
 		return;
@@ -232,10 +231,8 @@ static __always_inline void emit(struct h2u_conn *st, __u8 type)
 		e->c.streams = conn_streams(st);
 	}
 	__builtin_memcpy(e->comm, st->comm, sizeof(e->comm));
-	/* User space drains on a short timer; wake it only once a backlog builds. */
-	if (bpf_ringbuf_query(&h2u_events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
-		flags = BPF_RB_FORCE_WAKEUP;
-	bpf_ringbuf_submit(e, flags);
+	/* User space drains on a short timer; wake it only as a backlog builds. */
+	bpf_ringbuf_submit(e, cs_wake_flags(&h2u_events, wakeup_bytes, sizeof(*e)));
 	cs_count(&h2u_counters, CNT_EVENTS);
 }
 

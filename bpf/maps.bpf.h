@@ -29,6 +29,23 @@ static __always_inline void cs_count(void *percpu_array, __u32 idx)
  * For a caller that looked up already and builds *init only on a miss (a large
  * state, built in a scratch map).
  */
+/*
+ * The flags of a ring buffer submit that wakes no one, but the one record that
+ * takes the backlog past `backlog` bytes (reserved and not yet read, this
+ * record included). A wake-up is an irq_work, a self-interrupt that costs
+ * microseconds in a VM: user space drains every 100 ms by itself, and times in
+ * records are the kernel's. A record past the mark does not wake either (that
+ * was a wake-up for every record of a backlog); a crossing that racing CPUs
+ * step over leaves the drain to the timer.
+ */
+static __always_inline __u64 cs_wake_flags(void *ring, __u64 backlog, __u64 size)
+{
+	__u64 avail = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
+
+	return avail >= backlog && avail < backlog + size + 8 ? BPF_RB_FORCE_WAKEUP
+							       : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void *cs_insert_lookup(void *map, const void *key, const void *init)
 {
 	long err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);

@@ -255,24 +255,16 @@ static __always_inline struct tls_event *event_new(struct __sk_buff *skb, struct
 	return e;
 }
 
-/*
- * Submit without a wake-up: user space drains every 100 ms by itself (times are
- * the kernel's, so a record waits without changing), and a wake-up is an
- * irq_work, a self-interrupt that costs microseconds in a VM, on every packet
- * that ends an event. Only a backlog (a quarter of the ring) wakes the reader.
- */
-static __always_inline void submit_quiet(void *ring, void *e, __u64 ring_bytes)
+/* Submitted without a wake-up (see cs_wake_flags): on the packets that end an
+ * event, a handshake load spent most of the egress program's time in them. */
+static __always_inline void submit_quiet(void *ring, void *e, __u64 ring_bytes, __u64 size)
 {
-	__u64 flags = BPF_RB_NO_WAKEUP;
-
-	if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= ring_bytes / 4)
-		flags = BPF_RB_FORCE_WAKEUP;
-	bpf_ringbuf_submit(e, flags);
+	bpf_ringbuf_submit(e, cs_wake_flags(ring, ring_bytes / 4, size));
 }
 
 static __always_inline void event_send(struct tls_event *e)
 {
-	submit_quiet(&tls_events, e, TLS_RING_BYTES);
+	submit_quiet(&tls_events, e, TLS_RING_BYTES, sizeof(*e));
 	cs_count(&tls_counters, TLS_CNT_EVENTS);
 }
 
@@ -505,7 +497,7 @@ static __always_inline void h2_event_send(struct __sk_buff *skb, struct tls_sock
 	e->type = type;
 	e->source = H2_SRC_WIRE;
 	__builtin_memcpy(&e->c, &ts->h2, sizeof(e->c));
-	submit_quiet(&h2_events, e, H2_RING_BYTES);
+	submit_quiet(&h2_events, e, H2_RING_BYTES, sizeof(*e));
 	cs_count(&tls_counters, TLS_CNT_EVENTS);
 }
 

@@ -19,7 +19,9 @@
 #    Lost events at the maximum rate in daemon mode, from the daemon's end stats record
 #    (lost, events) in each round: target lost == 0. daemon and trace count as attached
 #    once their stats start record is out, top once its first frame is in the file, the
-#    anchors once their BPF link exists (plus 1 s for their perf buffers).
+#    anchors once their BPF link exists (plus 1 s for their perf buffers). The load
+#    runs inside the bench's cgroup, where connscope attaches its packet programs
+#    (--cgroup): on a node they sit at the cgroup2 root, on every pod's packets.
 # 1b. Stacks: the same closed loop, interleaved (ROUNDS rounds): no tracer,
 #    `connscope trace --stacks off` and `connscope trace --stacks all` (a user stack
 #    taken at every connect and accept on the node, the worst case of the default
@@ -508,7 +510,9 @@ stop_tracer() {
 run_load() {
 	local out=$1
 	shift
-	"$CONNLOAD" "$@" "${LOAD_ARGS[@]}" >"$out" || die "run connload $* (exit $?)"
+	# Inside the bench's cgroup, where connscope's packet programs are attached: on
+	# a node they sit at the cgroup2 root, and every packet of every pod runs them.
+	in_cgroup "$CONNLOAD" "$@" "${LOAD_ARGS[@]}" >"$out" || die "run connload $* (exit $?)"
 	grep -q '"conns_per_s"' "$out" || die "run connload: no result line"
 }
 

@@ -4,6 +4,7 @@
 
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <sys/epoll.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -393,6 +394,7 @@ int live_run(const struct cs_opts *o)
 	bool is_top = o->cmd == CMD_TOP;
 	uint64_t next_interval, deadline = 0, now, next_rescan = 0, next_cw_scan = 0, until;
 	int rc = 1, err;
+	struct epoll_event ev;
 
 	sigend_install();
 	signal(SIGPIPE, SIG_IGN);
@@ -476,14 +478,20 @@ int live_run(const struct cs_opts *o)
 		render_top(&lv, false);
 
 	while (!sigend_stop) {
-		err = ring_buffer__poll(lv.rb, TICK_MS);
+		/* Producers only wake us past a backlog: wait for that or the
+		 * tick, then drain conntrack first (a connection's record takes its
+		 * NAT from what conntrack said), then everything else. */
+		if (epoll_wait(ring_buffer__epoll_fd(lv.rb), &ev, 1, TICK_MS) < 0 &&
+		    errno != EINTR) {
+			cs_fail("wait for the ring buffers", "%s", strerror(errno));
+			goto out;
+		}
+		ctwatch_poll(lv.ct);
+		err = ring_buffer__consume(lv.rb);
 		if (err < 0 && err != -EINTR) {
 			cs_fail("read the ring buffer", "%s", strerror(-err));
 			goto out;
 		}
-		/* Producers only wake us past a backlog; drain what is there. */
-		ring_buffer__consume(lv.rb);
-		ctwatch_poll(lv.ct);
 		now = cs_mono_ns();
 		if (now >= next_cw_scan) {
 			scan_close_wait(&lv);
