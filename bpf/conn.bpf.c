@@ -800,7 +800,7 @@ static __always_inline bool was_established(int state)
  * side is the births slot's (a connect) or told by the ports. At the close, a
  * socket of the start-up snapshot is taken out of `preexisting` (MIDWAY).
  */
-static __always_inline void lean_fill(struct sock *sk, struct sk_info *info, int oldstate,
+static __noinline void lean_fill(struct sock *sk, struct sk_info *info, int oldstate,
 				      bool closing)
 {
 	__u64 cookie = sk->__sk_common.skc_cookie.counter;
