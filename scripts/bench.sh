@@ -6,7 +6,10 @@
 #    closes) and rst (connload --close rst-client: the client closes with SO_LINGER 0,
 #    a RST and no TIME_WAIT; BENCH_RST_SIDE=server makes the server answer the FIN with
 #    one instead). Per style, interleaved in one run (ROUNDS rounds, rotating order):
-#    bare (no tracer), `connscope daemon` (stdout to a file, as a DaemonSet's log),
+#    bare (no tracer), the floor (tests/bench/floor.bpf.c: do-nothing programs on the
+#    tracepoint and the cgroup packet hooks connscope uses, so the part of its cost
+#    that no change to its programs can remove is measured in the same run),
+#    `connscope daemon` (stdout to a file, as a DaemonSet's log),
 #    `connscope top -i TOP_INTERVAL` (stdout a file, not a terminal: a frame per
 #    interval), `connscope trace -o json` to a file, and Debian's libbpf-tools
 #    `tcpstates` and `tcplife` (anchors). The report gives each one's median rate, its
@@ -165,6 +168,8 @@ RST_SIDE=${BENCH_RST_SIDE:-client}
 TOP_INTERVAL=${BENCH_TOP_INTERVAL:-2}
 CONNSCOPE=$ROOT/connscope
 CONNLOAD=$ROOT/.output/connload
+FLOOR=$ROOT/.output/floor
+FLOOR_OBJ=$ROOT/.output/floor.bpf.o
 TLSLOAD=$ROOT/.output/tlsload
 
 die() { echo "bench: failed to $*" >&2; exit 1; }
@@ -302,6 +307,16 @@ forget_pid() {
 mkdir -p .output
 gcc -O2 -g -Wall -Wextra -pthread -o "$CONNLOAD" tests/bench/connload.c ||
 	die "build tests/bench/connload.c"
+if has_part tcp; then
+	# The floor: vmlinux.h is the one the build made (make all ran before).
+	vmlinux_h=$(find "$ROOT/vmlinux" -name vmlinux.h 2>/dev/null | head -n 1)
+	[ -n "$vmlinux_h" ] || die "find vmlinux.h under vmlinux/ (run make first)"
+	clang -O2 -g -target bpf -D__TARGET_ARCH_"$(uname -m | sed -e 's/x86_64/x86/' \
+		-e 's/aarch64/arm64/')" -I"$(dirname "$vmlinux_h")" -c tests/bench/floor.bpf.c \
+		-o "$FLOOR_OBJ" || die "build tests/bench/floor.bpf.c"
+	gcc -O2 -g -Wall -Wextra -o "$FLOOR" tests/bench/floor.c -lbpf ||
+		die "build tests/bench/floor.c"
+fi
 if has_part tls; then
 	gcc -O2 -g -Wall -Wextra -pthread -o "$TLSLOAD" tests/bench/tlsload.c -lssl -lcrypto ||
 		die "build tests/bench/tlsload.c (needs libssl-dev)"
@@ -377,8 +392,10 @@ anchor_ok() {
 	fi
 }
 
-# Part 1's configurations: no tracer, connscope's three live modes, the two anchors.
-CONFIGS=(baseline daemon top trace)
+# Part 1's configurations: no tracer, the floor (do-nothing programs on the same
+# hooks: what the kernel charges for any program there), connscope's three live
+# modes, the two anchors.
+CONFIGS=(baseline floor daemon top trace)
 if has_part tcp; then
 	anchor_ok tcpstates "$TCPSTATES" && CONFIGS+=(tcpstates)
 	anchor_ok tcplife "$TCPLIFE" && CONFIGS+=(tcplife)
@@ -430,6 +447,7 @@ start_tracer() {
 		else
 			"$CONNSCOPE" trace -o json --cgroup "$CGROUP" --conntrack off >"$out" 2>"$dir/err" &
 		fi ;;
+	floor) "$FLOOR" "$FLOOR_OBJ" --cgroup "$CGROUP" >"$out" 2>"$dir/err" & ;;
 	tcpstates) "$TCPSTATES" >"$out" 2>"$dir/err" & ;;
 	tcplife) "$TCPLIFE" >"$out" 2>"$dir/err" & ;;
 	*) die "start $name: unknown tracer" ;;
@@ -443,7 +461,7 @@ start_tracer() {
 			die "start $name (it exited; stderr above)"
 		}
 		case $name in
-		connscope | trace | daemon | stacksoff | stacksall)
+		connscope | trace | daemon | stacksoff | stacksall | floor)
 			# Attached once its first record, stats phase "start", is out:
 			# its start-up time (load, verify, attach, snapshot) is kept.
 			if head -n 1 "$out" 2>/dev/null | grep -q '"phase":"start"'; then

@@ -314,6 +314,8 @@ def throughput(a, configs, subdir="runs", title="Throughput", targets=None, what
             v = "%s (>= %.2f)" % (verdict(ratio is not None and ratio >= targets[c]), targets[c])
         elif c in ANCHORS:
             v = "(anchor, no target)"
+        elif c == "floor":
+            v = "(do-nothing programs on the same hooks: the limit)"
         else:
             v = "(comparison)"
         print("  %-10s %12.0f %8s %11s %20s %10s %8d  %s" % (
