@@ -737,6 +737,30 @@ def ratio_table(runs, order, unit, target):
     return result, cfgs
 
 
+def per_cpu_lines(runs, cfgs, note, what):
+    """Work per CPU second of the load and connscope, each config against bare."""
+    eb = statistics.median(r["per_cpu"] for r in runs["baseline"])
+    for c in cfgs:
+        ec = statistics.median(r["per_cpu"] for r in runs[c])
+        print("  per CPU second of the load %s: bare %.1f, %s %.1f %s, ratio %.3f" % (
+            note, eb, CONFIG_LABEL[c], ec, what, ec / eb if eb else 0))
+
+
+def tracer_cpu_lines(runs, cfgs, per):
+    """Each config's own CPU while loaded, per round, and per unit of work (per:
+    (the load.json count, its name), or None for bulk)."""
+    for c in cfgs:
+        cpu = [r["tracer_cpu_ms"] for r in runs[c]]
+        if not all(x is not None for x in cpu):
+            continue
+        line = "  %s CPU while loaded: %s ms per round" % (
+            CONFIG_LABEL[c], " ".join(str(x) for x in cpu))
+        if per:
+            made = sum(r["load"][per[0]] for r in runs[c])
+            line += ", %.1f us per %s" % (1000.0 * sum(cpu) / made if made else 0, per[1])
+        print(line)
+
+
 def tls_table(a, mode, target):
     runs, order = tls_runs(a, mode)
     unit = "MB/s" if mode == "bulk" else "hs/s"
@@ -751,28 +775,13 @@ def tls_table(a, mode, target):
     if ratio is None and not cfgs:
         return None
     failed = sum(r["load"].get("failed", 0) for rs in runs.values() for r in rs)
-    eb = statistics.median(r["per_cpu"] for r in runs["baseline"])
-    for c in cfgs:
-        ec = statistics.median(r["per_cpu"] for r in runs[c])
-        print("  per CPU second of the load and connscope (other processes' CPU use does "
-              "not count; the host's speed still does): bare %.1f, %s %.1f %s, ratio %.3f" % (
-                  eb, CONFIG_LABEL[c], ec, "MB" if mode == "bulk" else "handshakes",
-                  ec / eb if eb else 0))
+    per_cpu_lines(runs, cfgs, "and connscope (other processes' CPU use does not count; "
+                  "the host's speed still does)", "MB" if mode == "bulk" else "handshakes")
     if mode == "handshakes":
         print("  load: %d handshakes failed over all runs, %d resumed (must be 0)" % (
             failed, sum(r["load"].get("resumed", 0) for rs in runs.values() for r in rs)))
-    for c in cfgs:
-        cpu = [r["tracer_cpu_ms"] for r in runs[c]]
-        if not all(x is not None for x in cpu):
-            continue
-        if mode == "bulk":
-            print("  %s CPU while loaded: %s ms per round" % (
-                CONFIG_LABEL[c], " ".join(str(x) for x in cpu)))
-        else:
-            made = sum(r["load"]["handshakes"] for r in runs[c])
-            print("  %s CPU while loaded: %s ms per round, %.1f us per handshake "
-                  "(client + server side)" % (CONFIG_LABEL[c], " ".join(str(x) for x in cpu),
-                                               1000.0 * sum(cpu) / made if made else 0))
+    tracer_cpu_lines(runs, cfgs, None if mode == "bulk" else
+                     ("handshakes", "handshake (client + server side)"))
     for c in cfgs:
         for r in runs[c]:
             s = r["stats"]
@@ -914,28 +923,12 @@ def dnat_table(a, mode, target):
     ratio, cfgs = ratio_table(runs, order, unit, target)
     if ratio is None and not cfgs:
         return None, False
-    eb = statistics.median(r["per_cpu"] for r in runs["baseline"])
-    for c in cfgs:
-        ec = statistics.median(r["per_cpu"] for r in runs[c])
-        print("  per CPU second of the load process and connscope (softirq work charged to "
-              "them counts; other processes' does not): bare %.1f, %s %.1f %s, ratio %.3f" % (
-                  eb, CONFIG_LABEL[c], ec, "MB" if mode == "bulk" else "connections",
-                  ec / eb if eb else 0))
+    per_cpu_lines(runs, cfgs, "process and connscope (softirq work charged to them "
+                  "counts; other processes' does not)", "MB" if mode == "bulk" else "connections")
     if mode == "rate":
         failed = sum(r["load"].get("failed", 0) for rs in runs.values() for r in rs)
         print("  load: %d connections failed over all runs (must be 0)" % failed)
-    for c in cfgs:
-        cpu = [r["tracer_cpu_ms"] for r in runs[c]]
-        if not all(x is not None for x in cpu):
-            continue
-        if mode == "bulk":
-            print("  %s CPU while loaded: %s ms per round" % (
-                CONFIG_LABEL[c], " ".join(str(x) for x in cpu)))
-        else:
-            made = sum(r["load"]["connections"] for r in runs[c])
-            print("  %s CPU while loaded: %s ms per round, %.1f us per connection" % (
-                CONFIG_LABEL[c], " ".join(str(x) for x in cpu),
-                1000.0 * sum(cpu) / made if made else 0))
+    tracer_cpu_lines(runs, cfgs, None if mode == "bulk" else ("connections", "connection"))
     ok_all = True
     for c in cfgs:
         for r in runs[c]:
