@@ -32,8 +32,13 @@ static void putc_(struct jw *w, char c)
 	put(w, &c, 1);
 }
 
-/* RFC 8259 section 7: escape quote, backslash and control characters. Runs of
- * plain bytes are copied whole. */
+/* Bytes a JSON string cannot hold as they are (RFC 8259 section 7: quote,
+ * backslash, control characters; DEL too): one table load per byte. */
+static const unsigned char must_escape[256] = {
+	[0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f] = 1,
+};
+
+/* Runs of plain bytes are copied whole; the NUL ends the string. */
 static void put_string(struct jw *w, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -41,7 +46,7 @@ static void put_string(struct jw *w, const char *s)
 
 	putc_(w, '"');
 	for (;; p++) {
-		if (*p && *p != '"' && *p != '\\' && *p >= 0x20 && *p != 0x7f)
+		if (!must_escape[*p])
 			continue;
 		put(w, (const char *)run, (size_t)(p - run));
 		if (!*p)
@@ -60,17 +65,30 @@ static void put_string(struct jw *w, const char *s)
 	putc_(w, '"');
 }
 
+/* A member's key: the callers' keys are literals of plain ASCII (no byte that
+ * needs escaping), written in one copy. */
 static void key(struct jw *w, const char *k)
 {
+	size_t n;
+
 	if (w->depth > 0) {
 		if (!w->first[w->depth - 1])
 			putc_(w, ',');
 		w->first[w->depth - 1] = false;
 	}
-	if (k) {
-		put_string(w, k);
-		putc_(w, ':');
+	if (!k)
+		return;
+	n = strlen(k);
+	if (w->len + n + 3 >= w->cap) {
+		w->overflow = true;
+		return;
 	}
+	w->buf[w->len] = '"';
+	memcpy(w->buf + w->len + 1, k, n);
+	w->buf[w->len + 1 + n] = '"';
+	w->buf[w->len + 2 + n] = ':';
+	w->len += n + 3;
+	w->buf[w->len] = 0;
 }
 
 /* { or [: a new nesting level whose first member needs no comma. */
