@@ -382,6 +382,24 @@ static int parse_seconds(const char *opt, const char *arg, double min, double *o
 	return 0;
 }
 
+/* The index of arg among the NULL-terminated names of an option's values; any
+ * other value ends the run: "bad value for OPT: 'x' (a, b or c)". */
+static int one_of(const char *opt, const char *arg, const char *const names[])
+{
+	char list[128] = "";
+	size_t at = 0;
+	int n;
+
+	for (n = 0; names[n]; n++)
+		if (!strcmp(arg, names[n]))
+			return n;
+	for (int i = 0; i < n && at < sizeof(list); i++)
+		at += (size_t)snprintf(list + at, sizeof(list) - at, "%s%s",
+				       !i ? "" : i == n - 1 ? " or " : ", ", names[i]);
+	cs_warn("bad value for %s: '%s' (%s)", opt, arg, list);
+	exit(2);
+}
+
 static error_t parse_opt(int key, char *arg, struct argp_state *state)
 {
 	struct cs_opts *o = state->input;
@@ -456,58 +474,26 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 			exit(2);
 		}
 		break;
-	case OPT_ATTACH:
-		if (!strcmp(arg, "auto")) {
-			o->attach = ATTACH_AUTO;
-		} else if (!strcmp(arg, "tp_btf")) {
-			o->attach = ATTACH_TP_BTF;
-		} else if (!strcmp(arg, "raw_tp")) {
-			o->attach = ATTACH_RAW_TP;
-		} else {
-			cs_warn("bad value for --attach: '%s' (auto, tp_btf or raw_tp)", arg);
-			exit(2);
-		}
+	case OPT_ATTACH:  /* enum cs_attach's order */
+		o->attach = (enum cs_attach)one_of("--attach", arg,
+						   (const char *const[]){ "auto", "tp_btf", "raw_tp", NULL });
 		break;
 	case OPT_PODS_DIR: o->pods_dir = arg; break;
 	case OPT_CGROUP: o->cgroup = arg; break;
 	case OPT_METRICS: o->metrics_addr = arg; break;
 	case OPT_KEYLOG: o->keylog = arg; break;
-	case OPT_CONNTRACK:
-		if (!strcmp(arg, "auto")) {
-			o->conntrack = CT_AUTO;
-		} else if (!strcmp(arg, "bpf")) {
-			o->conntrack = CT_BPF;
-		} else if (!strcmp(arg, "netlink")) {
-			o->conntrack = CT_NETLINK;
-		} else if (!strcmp(arg, "off")) {
-			o->conntrack = CT_OFF;
-		} else {
-			cs_warn("bad value for --conntrack: '%s' (auto, bpf, netlink or off)", arg);
-			exit(2);
-		}
+	case OPT_CONNTRACK:  /* enum cs_conntrack's order */
+		o->conntrack = (enum cs_conntrack)one_of("--conntrack", arg,
+			(const char *const[]){ "auto", "bpf", "netlink", "off", NULL });
 		break;
 	case OPT_CONNTRACK_NETNS: o->conntrack_netns = arg; break;
-	case OPT_CONNECTIONS:
-		if (!strcmp(arg, "all")) {
-			o->connections = CONNS_ALL;
-		} else if (!strcmp(arg, "problems")) {
-			o->connections = CONNS_PROBLEMS;
-		} else if (!strcmp(arg, "none")) {
-			o->connections = CONNS_NONE;
-		} else {
-			cs_warn("bad value for --connections: '%s' (all, problems or none)", arg);
-			exit(2);
-		}
+	case OPT_CONNECTIONS:  /* enum cs_conns' order, after CONNS_DEFAULT */
+		o->connections = (enum cs_conns)(CONNS_ALL + one_of("--connections", arg,
+			(const char *const[]){ "all", "problems", "none", NULL }));
 		break;
-	case OPT_H2_PLAINTEXT:
-		if (!strcmp(arg, "off")) {
-			o->h2_plaintext = H2P_OFF;
-		} else if (!strcmp(arg, "all")) {
-			o->h2_plaintext = H2P_ALL;
-		} else {
-			cs_warn("bad value for --h2-plaintext: '%s' (off or all)", arg);
-			exit(2);
-		}
+	case OPT_H2_PLAINTEXT:  /* enum cs_h2p's order */
+		o->h2_plaintext = (enum cs_h2p)one_of("--h2-plaintext", arg,
+						      (const char *const[]){ "off", "all", NULL });
 		break;
 	case OPT_STACKS: {
 		enum hs_stack_mode m;
