@@ -19,17 +19,6 @@ static __always_inline void cs_count(void *percpu_array, __u32 idx)
 }
 
 /*
- * The element at key of a hash map, a copy of *init inserted first if there is
- * none. BPF_NOEXIST: of two CPUs inserting at once, one wins (EEXIST for the
- * other) and both return the winner's element, never one overwritten under the
- * other. NULL when the map cannot take it (E2BIG: full; ENOMEM), or when the
- * element went again before it was looked up: the caller counts it as a map
- * that could not keep the state.
- *
- * For a caller that looked up already and builds *init only on a miss (a large
- * state, built in a scratch map).
- */
-/*
  * The flags of a ring buffer submit that wakes no one, but the one record that
  * takes the backlog past `backlog` bytes (reserved and not yet read, this
  * record included). A wake-up is an irq_work, a self-interrupt that costs
@@ -46,6 +35,17 @@ static __always_inline __u64 cs_wake_flags(void *ring, __u64 backlog, __u64 size
 							       : BPF_RB_NO_WAKEUP;
 }
 
+/*
+ * The element at key of a hash map, a copy of *init inserted first if there is
+ * none. BPF_NOEXIST: of two CPUs inserting at once, one wins (EEXIST for the
+ * other) and both return the winner's element, never one overwritten under the
+ * other. NULL when the map cannot take it (E2BIG: full; ENOMEM), or when the
+ * element went again before it was looked up: the caller counts it as a map
+ * that could not keep the state.
+ *
+ * For a caller that looked up already and builds *init only on a miss (a large
+ * state, built in a scratch map).
+ */
 static __always_inline void *cs_insert_lookup(void *map, const void *key, const void *init)
 {
 	long err = bpf_map_update_elem(map, key, init, BPF_NOEXIST);

@@ -255,16 +255,11 @@ static __always_inline struct tls_event *event_new(struct __sk_buff *skb, struct
 	return e;
 }
 
-/* Submitted without a wake-up (see cs_wake_flags): on the packets that end an
- * event, a handshake load spent most of the egress program's time in them. */
-static __always_inline void submit_quiet(void *ring, void *e, __u64 ring_bytes, __u64 size)
-{
-	bpf_ringbuf_submit(e, cs_wake_flags(ring, ring_bytes / 4, size));
-}
-
 static __always_inline void event_send(struct tls_event *e)
 {
-	submit_quiet(&tls_events, e, TLS_RING_BYTES, sizeof(*e));
+	/* No wake-up (see cs_wake_flags): on the packets that end an event, a
+	 * handshake load spent most of the egress program's time in them. */
+	bpf_ringbuf_submit(e, cs_wake_flags(&tls_events, TLS_RING_BYTES / 4, sizeof(*e)));
 	cs_count(&tls_counters, TLS_CNT_EVENTS);
 }
 
@@ -497,7 +492,7 @@ static __always_inline void h2_event_send(struct __sk_buff *skb, struct tls_sock
 	e->type = type;
 	e->source = H2_SRC_WIRE;
 	__builtin_memcpy(&e->c, &ts->h2, sizeof(e->c));
-	submit_quiet(&h2_events, e, H2_RING_BYTES, sizeof(*e));
+	bpf_ringbuf_submit(e, cs_wake_flags(&h2_events, H2_RING_BYTES / 4, sizeof(*e)));
 	cs_count(&tls_counters, TLS_CNT_EVENTS);
 }
 

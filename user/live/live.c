@@ -443,11 +443,9 @@ int live_run(const struct cs_opts *o)
 			cs_warn("TLS handshakes and h2c are not observed: cannot read their ring buffers");
 		/* HTTP/2 inside TLS: uprobes on the TLS libraries of every process
 		 * (and of those that start later, found by a rescan every second). */
-		if (o->h2_plaintext == H2P_OFF)
-			;  /* not asked for */
-		else if (!lv.h2u)
+		if (o->h2_plaintext != H2P_OFF && !lv.h2u)
 			cs_warn("HTTP/2 inside TLS is not observed: %s", pl.h2u_why);
-		else if (h2u_add_ring(lv.h2u, lv.rb, on_h2_event, &lv))
+		else if (lv.h2u && h2u_add_ring(lv.h2u, lv.rb, on_h2_event, &lv))
 			cs_warn("HTTP/2 inside TLS is not observed: cannot read its ring buffer");
 		/* Holders of stuck sockets, and the stacks of the calls that made them. */
 		if (lv.hold)

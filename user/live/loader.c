@@ -471,15 +471,14 @@ int loader_preexisting(struct loader *L, const uint64_t *cookies, int n)
 		lo = cookies[i] < lo ? cookies[i] : lo;
 		hi = cookies[i] > hi ? cookies[i] : hi;
 	}
-	/* Only now do the programs look there, and go lean. */
-	if (added) {
-		L->skel->data->preexist_lo = lo;
-		L->skel->bss->preexist_hi = hi;
-	}
-	/* The packet programs (loaded by now) look there only inside that range. */
+	/* Only now do the programs look there, and go lean; none added leaves the
+	 * range empty (lo > hi). The packet programs (loaded by now) look there
+	 * only inside it too. */
+	L->skel->data->preexist_lo = lo;
+	L->skel->bss->preexist_hi = hi;
 	if (L->tls && L->tls->rodata->lean) {
-		L->tls->data->pre_lo = added ? lo : 1;
-		L->tls->data->pre_hi = added ? hi : 0;
+		L->tls->data->pre_lo = lo;
+		L->tls->data->pre_hi = hi;
 	}
 	L->skel->bss->lean_on = 1;
 	return added;

@@ -66,29 +66,19 @@ static void put_string(struct jw *w, const char *s)
 }
 
 /* A member's key: the callers' keys are literals of plain ASCII (no byte that
- * needs escaping), written in one copy. */
+ * needs escaping), copied whole. */
 static void key(struct jw *w, const char *k)
 {
-	size_t n;
-
 	if (w->depth > 0) {
 		if (!w->first[w->depth - 1])
 			putc_(w, ',');
 		w->first[w->depth - 1] = false;
 	}
-	if (!k)
-		return;
-	n = strlen(k);
-	if (w->len + n + 3 >= w->cap) {
-		w->overflow = true;
-		return;
+	if (k) {
+		putc_(w, '"');
+		put(w, k, strlen(k));
+		put(w, "\":", 2);
 	}
-	w->buf[w->len] = '"';
-	memcpy(w->buf + w->len + 1, k, n);
-	w->buf[w->len + 1 + n] = '"';
-	w->buf[w->len + 2 + n] = ':';
-	w->len += n + 3;
-	w->buf[w->len] = 0;
 }
 
 /* { or [: a new nesting level whose first member needs no comma. */
