@@ -339,7 +339,13 @@ def test_slow_and_hostile_scrapers_cost_no_events_and_no_memory(cluster):
             (pod, [l for l in text.splitlines() if NS in l])
         assert value(text, "connscope_tcp_active", pod_labels(pod)) <= missed, \
             (pod, [l for l in text.splitlines() if NS in l])
-    assert value(text, "connscope_lost_total") == missed, text
+    # /metrics says what stats says: the scrape during the churn can only have
+    # seen fewer of the kernel's skipped runs than the end record (the flood
+    # and the scrapes after it run programs too); the last scrape no more.
+    lost_mid = value(text, "connscope_lost_total")
+    assert lost_mid is not None and lost_mid <= missed, (lost_mid, missed)
+    assert final is not None and lost_mid <= value(final, "connscope_lost_total") <= missed, \
+        (lost_mid, value(final or "", "connscope_lost_total"), missed)
 
     # The attack reached the server and was refused there: slowloris heads
     # timed out or evicted, garbage answered 431 (or 400/405 when a newline
