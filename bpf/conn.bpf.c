@@ -89,8 +89,8 @@ struct {
 /* Per CPU: every connect bumps it, and a shared counter would bounce its
  * cache line between CPUs on every connection. User space sums the CPUs. Not
  * preallocated: a node has a few hundred cgroups with sockets, and an entry is
- * CPUs x 616 bytes, so memory follows the cgroups in use (and removed ones are
- * reclaimed by user space). */
+ * CPUs x 656 bytes (bpf/tls.bpf.c's TLS counts included), so memory follows the
+ * cgroups in use (and removed ones are reclaimed by user space). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -214,22 +214,6 @@ static __always_inline struct tcp_sock *tcp_of(struct sock *sk, enum store st)
 	return (struct tcp_sock *)sk;
 }
 
-/* The slot of v in a log2 histogram (CS_HIST_SLOTS). */
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 r = 0;
-
-	if (v >> 32) { v >>= 32; r += 32; }
-	if (v >> 16) { v >>= 16; r += 16; }
-	if (v >> 8) { v >>= 8; r += 8; }
-	if (v >> 4) { v >>= 4; r += 4; }
-	if (v >> 2) { v >>= 2; r += 2; }
-	if (v >> 1) { r += 1; }
-	/* v >= 1: floor(log2 v) + 1; v == 0: 0. */
-	r = v ? r + 1 : 0;
-	return r < CS_HIST_SLOTS ? r : CS_HIST_SLOTS - 1;
-}
-
 static __always_inline struct cs_cg_counts *cg_counts_of(__u64 cgroup_id)
 {
 	__u32 zero_key = 0;
@@ -253,7 +237,7 @@ static __always_inline void count_established(__u64 cgroup_id, __u32 connect_us)
 	if (!c)
 		return;
 	c->opened++;
-	c->connect_us[log2_slot(connect_us) & (CS_HIST_SLOTS - 1)]++;
+	c->connect_us[cs_log2_slot(connect_us, CS_HIST_SLOTS) & (CS_HIST_SLOTS - 1)]++;
 }
 
 static __always_inline struct sk_info *info_get(struct sock *sk, enum store st, bool create)

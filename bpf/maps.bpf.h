@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
-/* Map helpers the BPF programs share (BPF side only). */
+/* Map helpers the BPF programs share, and the slot of their histograms (BPF side only). */
 #ifndef CONNSCOPE_MAPS_BPF_H
 #define CONNSCOPE_MAPS_BPF_H
 
@@ -64,6 +64,22 @@ static __always_inline void *cs_lookup_or_init(void *map, const void *key, const
 	if (v)
 		return v;
 	return cs_insert_lookup(map, key, init);
+}
+
+/* The slot of v in a log2 histogram of `slots` slots: 0 for 0, floor(log2 v) + 1
+ * otherwise, the last slot for everything above. */
+static __always_inline __u32 cs_log2_slot(__u64 v, __u32 slots)
+{
+	__u32 r = 0;
+
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { r += 1; }
+	r = v ? r + 1 : 0;
+	return r < slots ? r : slots - 1;
 }
 
 #endif

@@ -64,6 +64,13 @@ const volatile bool midway_check = false;
  * sk_info, and `preexisting` tells a socket older than connscope instead. */
 const volatile bool lean = false;
 
+/* cg_counts below is the lifecycle programs' (shared by the loader): handshakes
+ * are counted there, per cgroup, whatever crosses. */
+const volatile bool kcounts = false;
+/* Only problems cross (daemon, top): a complete handshake stays in the kernel, its
+ * hello bytes in tls_hello until it ends (bpf/tls_events.h). Needs kcounts. */
+const volatile bool quiet = false;
+
 /* Lean: the start-up snapshot's lowest and highest cookie, set by the loader with
  * bpf/conn.bpf.c's (every cookie until then: the lookup decides). A payload of a
  * socket outside the range is no snapshot socket's, and costs no lookup. */
@@ -129,6 +136,49 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } conn_preexisting SEC(".maps");
+
+/* bpf/conn.bpf.c's per-cgroup counts and the zeroed entry new ones start from,
+ * shared by the loader (kcounts). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct cs_cg_counts);
+} cg_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cs_cg_counts);
+} cg_zero SEC(".maps");
+
+/* Quiet mode: handshakes in progress, by socket cookie (bpf/tls_events.h). Not
+ * preallocated: an entry lives from a ClientHello to the handshake's end. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, TLS_HELLO_MAX);
+	__type(key, __u64);
+	__type(value, struct tls_hello);
+} tls_hello SEC(".maps");
+
+/* Quiet mode: complete handshakes, for a record that crosses later (tls_events.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TLS_DONE_MAX);
+	__type(key, __u64);
+	__type(value, struct tls_done);
+} tls_done SEC(".maps");
+
+/* A new tls_hello is built here (too large for the stack), then copied in. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tls_hello);
+} hello_tmpl SEC(".maps");
 
 /* The state a new h2c socket starts from, built per CPU and copied in by the
  * kernel when it creates the storage. */
@@ -263,10 +313,63 @@ static __always_inline void event_send(struct tls_event *e)
 	cs_count(&tls_counters, TLS_CNT_EVENTS);
 }
 
+/* The counts of the packet's socket's cgroup (kcounts), the entry made on first
+ * use; NULL without kcounts, or when the map is full (counted). */
+static __always_inline struct cs_cg_counts *tls_cg_counts(struct __sk_buff *skb)
+{
+	__u64 id = bpf_skb_cgroup_id(skb);
+	struct cs_cg_counts *c, *zero;
+	__u32 zero_key = 0;
+
+	if (!kcounts)
+		return NULL;
+	c = bpf_map_lookup_elem(&cg_counts, &id);
+	if (c)
+		return c;
+	zero = bpf_map_lookup_elem(&cg_zero, &zero_key);
+	c = zero ? cs_insert_lookup(&cg_counts, &id, zero) : NULL;
+	if (!c)
+		cs_count(&tls_counters, TLS_CNT_MAP_FULL);
+	return c;
+}
+
+/* The socket's inode, which names its holder later (/proc/<pid>/fd) when a finding
+ * needs it; 0 for a server's child not accepted yet. */
+static __always_inline __u64 sock_ino(struct bpf_sock *sk)
+{
+	struct tcp_sock *ktp = bpf_skc_to_tcp_sock(sk);
+
+	return ktp ? ktp->inet_conn.icsk_inet.sk.sk_socket->file->f_inode->i_ino : 0;
+}
+
+/* Quiet mode: the handshake waits in tls_hello instead of crossing as it starts. */
+static __always_inline void hello_new(struct __sk_buff *skb, struct tls_sock *ts,
+				      const struct seg *s, bool egress, __u64 ino)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	__u32 zero = 0;
+	struct tls_hello *h = bpf_map_lookup_elem(&hello_tmpl, &zero);
+
+	if (!h)
+		return;
+	h->start_ns = ts->start_ns;
+	h->cgroup_id = bpf_skb_cgroup_id(skb);
+	h->ino = ino;
+	h->ch_have = 0;
+	h->sh_have = 0;
+	h->family = s->family;
+	local_first(s, egress, &h->sport, &h->dport, h->saddr, h->daddr);
+	h->we_are_client = egress;
+	h->flags = 0;
+	if (bpf_map_update_elem(&tls_hello, &cookie, h, BPF_ANY))
+		cs_count(&tls_counters, TLS_CNT_MAP_FULL);
+}
+
 /* One data event of capture(): the loop state, on capture()'s stack. */
 struct capture_ctx {
 	struct __sk_buff *skb;
 	struct tls_sock *ts;
+	struct tls_hello *hello;  /* quiet mode: the bytes go here, not on the ring */
 	struct seg *s;
 	__u32 egress, dir, cap;
 	__u32 stream_off; /* the segment's first payload byte in the direction's stream */
@@ -292,6 +395,27 @@ static long capture_step(__u32 i, void *arg)
 		n = c->cap - at;
 	if (n > TLS_CHUNK)
 		n = TLS_CHUNK;
+	if (c->hello) {
+		struct tls_hello *h = c->hello;
+		__u32 off = s->off + c->done;
+
+		/* at < the window (a power of two): the mask shows the verifier. */
+		if (c->dir == TLS_DIR_C2S) {
+			at &= TLS_CAPTURE_CLIENT - 1;
+			if (bpf_skb_load_bytes(c->skb, off, h->ch + at, BOUNDED_LEN(n, TLS_CHUNK)))
+				return 1;
+			if (at + n > h->ch_have)
+				h->ch_have = at + n;
+		} else {
+			at &= TLS_CAPTURE_SERVER - 1;
+			if (bpf_skb_load_bytes(c->skb, off, h->sh + at, BOUNDED_LEN(n, TLS_CHUNK)))
+				return 1;
+			if (at + n > h->sh_have)
+				h->sh_have = at + n;
+		}
+		c->done += n;
+		return 0;
+	}
 	e = event_new(c->skb, c->ts, s, c->egress, TLS_EV_DATA);
 	if (!e)
 		return 1;
@@ -322,21 +446,73 @@ __noinline int capture(struct __sk_buff *skb, struct tls_sock *ts, struct seg *s
 	c.egress = egress_dir & 1;
 	c.dir = (egress_dir >> 1) & 1;
 	c.cap = c.dir == TLS_DIR_C2S ? TLS_CAPTURE_CLIENT : TLS_CAPTURE_SERVER;
+	if (stream_off >= c.cap)
+		return 0;  /* past both windows: nothing to keep */
+	if (quiet) {
+		__u64 cookie = bpf_get_socket_cookie(skb);
+
+		c.hello = bpf_map_lookup_elem(&tls_hello, &cookie);
+		if (!c.hello)
+			return 0;  /* not kept (the map was full: counted) */
+	}
 	bpf_loop(DATA_EVENTS_MAX, capture_step, &c, 0);
 	return 0;
 }
 
-static __always_inline void finish(struct __sk_buff *skb, struct tls_sock *ts,
-				   const struct seg *s, bool egress, __u8 type, __u8 dir)
+static __always_inline void release(struct bpf_sock *sk);
+
+/*
+ * The handshake ended (type: TLS_EV_DONE, _ALERT or _DESYNC): counted in its
+ * cgroup, out of tls_hello, and reported. In quiet mode a complete one is not
+ * reported: its close no longer needs to cross either, unless user space reported
+ * it already (a timeout) and waits for its end; a failed one stays in tls_hello
+ * until user space takes it.
+ */
+static __always_inline void finish(struct __sk_buff *skb, struct bpf_sock *sk,
+				   struct tls_sock *ts, const struct seg *s, bool egress,
+				   __u8 type, __u8 dir)
 {
+	struct cs_cg_counts *c = tls_cg_counts(skb);
+	__u64 now = bpf_ktime_get_ns(), cookie;
+	struct tls_hello *h;
 	struct tls_event *e;
 
 	ts->state = TS_OVER;
 	if (type == TLS_EV_DESYNC)
 		cs_count(&tls_counters, TLS_CNT_DESYNC);
+	if (c) {
+		__u64 us = (now - ts->start_ns) / 1000;
+
+		if (type == TLS_EV_DONE) {
+			c->tls_ok++;
+			c->tls_us[cs_log2_slot(us, CS_HIST_SLOTS) & (CS_HIST_SLOTS - 1)]++;
+		} else if (type == TLS_EV_ALERT) {
+			c->tls_alert++;
+		} else {
+			c->tls_desync++;
+		}
+	}
+	cookie = bpf_get_socket_cookie(skb);
+	h = bpf_map_lookup_elem(&tls_hello, &cookie);
+	if (!quiet) {
+		/* Every event crosses; the entry only told user space that the
+		 * handshake was still on (should its end event be lost). */
+		if (h)
+			bpf_map_delete_elem(&tls_hello, &cookie);
+	} else if (type == TLS_EV_DONE && !(h && (h->flags & TLS_HELLO_REPORTED))) {
+		struct tls_done d = { .handshake_us = (now - ts->start_ns) / 1000,
+				      .version = ts->hs.version };
+
+		if (h)
+			bpf_map_delete_elem(&tls_hello, &cookie);
+		bpf_map_update_elem(&tls_done, &cookie, &d, BPF_ANY);
+		release(sk);
+		return;
+	}
 	e = event_new(skb, ts, s, egress, type);
 	if (!e)
 		return;
+	e->ts_ns = now;
 	e->dir = dir;
 	e->alert_level = ts->hs.alert_level;
 	e->alert_desc = ts->hs.alert_desc;
@@ -361,6 +537,7 @@ static __always_inline struct tls_sock *start(struct __sk_buff *skb, struct bpf_
 					      struct bpf_tcp_sock *tp, const struct seg *s,
 					      bool egress)
 {
+	struct cs_cg_counts *c;
 	struct tls_sock *ts;
 	struct tls_event *e;
 	__u8 head[6];
@@ -385,15 +562,17 @@ static __always_inline struct tls_sock *start(struct __sk_buff *skb, struct bpf_
 	ts->base_seq[TLS_DIR_S2C] = egress ? tp->rcv_nxt : tp->snd_nxt;
 	tls_stream_init(&ts->st[TLS_DIR_C2S], ts->base_seq[TLS_DIR_C2S]);
 	tls_stream_init(&ts->st[TLS_DIR_S2C], ts->base_seq[TLS_DIR_S2C]);
+	c = tls_cg_counts(skb);
+	if (c)
+		c->tls_started++;
+	/* In progress: in quiet mode its whole state, else only the fact. */
+	hello_new(skb, ts, s, egress, sock_ino(sk));
+	if (quiet)
+		return ts;
 	e = event_new(skb, ts, s, egress, TLS_EV_START);
 	if (e) {
-		struct tcp_sock *ktp = bpf_skc_to_tcp_sock(sk);
-
 		e->ts_ns = ts->start_ns;
-		/* The inode names the holder later (/proc/<pid>/fd), when a finding
-		 * needs it; a server's accepted socket may not have one yet. */
-		if (ktp)
-			e->ino = ktp->inet_conn.icsk_inet.sk.sk_socket->file->f_inode->i_ino;
+		e->ino = sock_ino(sk);
 		event_send(e);
 	}
 	return ts;
@@ -750,6 +929,23 @@ static __always_inline void hold(struct bpf_sock *sk)
 		ci->flags |= CS_F_HELD;
 }
 
+/* The handshake is over and healthy (quiet mode): user space keeps nothing for the
+ * socket, and its close need not cross. Storage that hold() made (lean) goes. */
+static __always_inline void release(struct bpf_sock *sk)
+{
+	struct sk_info *ci;
+
+	if (!midway_check)
+		return;
+	ci = bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0);
+	if (!ci)
+		return;
+	if (lean && (ci->flags & CS_F_LATE))
+		bpf_sk_storage_delete(&conn_sk_info, sk);
+	else
+		ci->flags &= ~CS_F_HELD;
+}
+
 /*
  * The payload length of a TCP segment, from its headers read in place (direct
  * packet access: no helper call). -1 where they are not in the linear part, or
@@ -856,7 +1052,7 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 	capture(skb, ts, &s, (__u32)egress | (__u32)dir << 1, s.seq - ts->base_seq[dir & 1]);
 	sc = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (sc && (end = walk_segment(skb, ts, &s, dir, sc)))
-		finish(skb, ts, &s, egress, end, dir);
+		finish(skb, sk, ts, &s, egress, end, dir);
 	return ALLOW;
 }
 

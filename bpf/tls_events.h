@@ -53,4 +53,46 @@ struct tls_event {
 };
 _Static_assert(sizeof(struct tls_event) == 600, "tls_event layout changed");
 
+/*
+ * A handshake in progress has an entry in the tls_hello map, under the socket
+ * cookie, until it ends: then user space can tell one still on at the close (or
+ * past --tls-timeout) from one whose end event was lost.
+ *
+ * Quiet mode (only problems cross): the entry also holds the start and the hello
+ * bytes, which do not cross. A complete handshake is counted in the kernel
+ * (cg_counts) and its entry deleted; an alert or a desync crosses as its end event,
+ * and user space takes the entry then, at the connection's close if the handshake
+ * is still on, or when it passes --tls-timeout (user space walks the map).
+ */
+#define TLS_HELLO_MAX 4096        /* handshakes in progress followed at once */
+#define TLS_DONE_MAX 16384        /* complete handshakes remembered (LRU) */
+#define TLS_HELLO_REPORTED 0x01   /* user space reported it (a timeout): its end crosses */
+
+struct tls_hello {
+	__u64 start_ns;
+	__u64 cgroup_id;
+	__u64 ino;                /* socket inode, to name the process that holds it */
+	__u32 ch_have, sh_have;   /* bytes captured from offset 0 */
+	__u16 family;
+	__u16 sport;              /* local port, host order */
+	__u16 dport;
+	__u8 we_are_client;
+	__u8 flags;               /* TLS_HELLO_*: set by user space */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	/* Padded by a chunk: a copy may start anywhere below the capture window. */
+	__u8 ch[TLS_CAPTURE_CLIENT + TLS_CHUNK];
+	__u8 sh[TLS_CAPTURE_SERVER + TLS_CHUNK];
+};
+/* Quiet mode: what is kept of a complete handshake, for the record of a connection
+ * that ends as a problem later (tls_done, an LRU map by socket cookie). */
+struct tls_done {
+	__u64 handshake_us;
+	__u16 version;
+	__u8 _pad[6];
+};
+
+_Static_assert(sizeof(struct tls_hello) == 72 + TLS_CAPTURE_CLIENT + TLS_CAPTURE_SERVER +
+	       2 * TLS_CHUNK, "tls_hello layout changed");
+
 #endif

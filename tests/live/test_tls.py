@@ -48,6 +48,14 @@ SUMMARY_TLS_KEYS = {"handshakes", "ok", "failed", "timeouts", "p50_ms", "p99_ms"
 
 
 
+# trace writes every record, so every handshake crosses from the kernel; daemon
+# writes problems only, and a complete handshake stays in the kernel (counted
+# there, its hello bytes dropped): both must tell the same failures and counts.
+@pytest.fixture(params=["trace", "daemon"])
+def mode(request):
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def tlsclient(tmp_path_factory):
     return tlspeers.build_go("tlsclient", tmp_path_factory.mktemp("go"))
@@ -340,14 +348,14 @@ def test_go_client(cluster, pki, tlsclient):
 # ---------------------------------------------------------------------------
 # d. a server that accepts and never answers: handshake timeout
 
-def test_handshake_timeout(cluster):
+def test_handshake_timeout(cluster, mode):
     """--tls-timeout 1; the client sends its ClientHello and gives up after 3 s.
     The finding must come while the client still waits, once per connection and
     observing side (the backend's socket waits for the same handshake)."""
     fe, be = shop(cluster)
     port, n, give_up = 30446, 2, 3
     with Connscope(cluster, "--namespace", NS, "--tls-timeout", 1,
-                   "--finding-window", 0) as cs:
+                   "--finding-window", 0, command=mode) as cs:
         srv = tlspeers.hang_server(be, port, n)
         res = []
         for _ in range(n):
@@ -422,12 +430,12 @@ REJECTIONS = [
 
 @pytest.mark.parametrize("client,version,alert", [x[1:] for x in REJECTIONS],
                          ids=[x[0] for x in REJECTIONS])
-def test_certificate_rejected(cluster, pki, tlsclient, client, version, alert):
+def test_certificate_rejected(cluster, pki, tlsclient, client, version, alert, mode):
     """A self-signed server certificate; the client refuses it (Go: no -ca, no
     -insecure; OpenSSL: -verify_return_error with an unrelated CA)."""
     fe, be = shop(cluster)
     port = 30447
-    with Connscope(cluster, "--namespace", NS, "--finding-window", 0) as cs:
+    with Connscope(cluster, "--namespace", NS, "--finding-window", 0, command=mode) as cs:
         srv = tlspeers.openssl_server(be, pki, port, naccept=1,
                                       cert=pki.selfsigned, key=pki.selfsigned_key)
         if client == "openssl":
@@ -476,12 +484,12 @@ def test_certificate_rejected(cluster, pki, tlsclient, client, version, alert):
     assert findings(records, "tls_handshake_timeout") == [], show(tls_findings(records))
 
 
-def test_server_rejects_client_hello(cluster, pki, docroot):
+def test_server_rejects_client_hello(cluster, pki, docroot, mode):
     """curl offers only X25519; nghttpd takes only P-256 and answers the
     ClientHello with a fatal handshake_failure alert, in clear: the server gave up."""
     fe, be = shop(cluster)
     port = 30452
-    with Connscope(cluster, "--namespace", NS, "--finding-window", 0) as cs:
+    with Connscope(cluster, "--namespace", NS, "--finding-window", 0, command=mode) as cs:
         tlspeers.nghttpd_server(be, pki, port, docroot)
         r = tlspeers.curl(fe, pki, port, be.ip, "--curves", "X25519")
         assert r["rc"] == 35 and "alert handshake failure" in r["stderr"], r
@@ -544,9 +552,11 @@ def test_split_client_hello(cluster, pki, docroot):
 # ---------------------------------------------------------------------------
 # g. summaries: tls counters and destinations; plain TCP is not TLS
 
-def test_tls_summary(cluster, pki):
+def test_tls_summary(cluster, pki, mode):
     """Per-pod tls counters, per destination: the SNI, or the server's ip:port
-    when the ClientHello names none. Plain TCP is neither a handshake nor tls."""
+    when the ClientHello names none. Plain TCP is neither a handshake nor tls.
+    The totals are the kernel's in both modes; daemon (problems only) lets no
+    complete handshake cross, so its destinations are those with failures."""
     fe, be = shop(cluster)
     ok_port, bad_port, plain_port = 30449, 30450, 30451
     n_ok, n_bad, n_nosni = 3, 2, 1
@@ -560,7 +570,8 @@ def test_tls_summary(cluster, pki):
         return pred
 
     total = n_ok + n_bad + n_nosni
-    with Connscope(cluster, "--namespace", NS, "-i", 1, "--finding-window", 0) as cs:
+    with Connscope(cluster, "--namespace", NS, "-i", 1, "--finding-window", 0,
+                   command=mode) as cs:
         srv = tlspeers.openssl_server(be, pki, ok_port, "-tls1_3", naccept=n_ok + n_nosni)
         for sni in [SERVICE] * n_ok + [None] * n_nosni:
             r = tlspeers.s_client(fe, be.ip, ok_port, "-tls1_3", "-CAfile", pki.ca, sni=sni)
@@ -579,16 +590,28 @@ def test_tls_summary(cluster, pki):
         assert cp.returncode == 0 and last_json(cp.stdout)["results"] == ["echoed"], cp
         cs.wait_for(tls_summary(fe, total), 15)
         cs.wait_for(tls_summary(be, total), 15)
-        cs.wait_for(is_conn(plain_port, "client"), RECORD_WAIT)
+        if mode == "trace":
+            cs.wait_for(is_conn(plain_port, "client"), RECORD_WAIT)
         time.sleep(1.2)      # one more interval: the counters must not move
         records = finish(cs)
 
-    for r in conns(records, plain_port):
-        assert "tls" not in r, f"a plain TCP connection has a tls object:{show([r])}"
-    nosni = [r for r in conns(records, ok_port) if r["tls"]["sni"] is None]
-    assert len(nosni) == 2 * n_nosni, show(conns(records, ok_port))
-    for r in nosni:
-        assert r["tls"]["outcome"] == "ok", show([r])
+    stats = [r for r in records if r["type"] == "stats"]
+    if mode == "trace":
+        for r in conns(records, plain_port):
+            assert "tls" not in r, f"a plain TCP connection has a tls object:{show([r])}"
+        nosni = [r for r in conns(records, ok_port) if r["tls"]["sni"] is None]
+        assert len(nosni) == 2 * n_nosni, show(conns(records, ok_port))
+        for r in nosni:
+            assert r["tls"]["outcome"] == "ok", show([r])
+        assert stats[-1]["tls_handshakes"] == "all", show(stats[-1:])
+    else:
+        # Nothing of a complete handshake crossed: per failed handshake and
+        # side, its alert (the hello bytes wait in the kernel, taken from there).
+        assert conns(records, ok_port) == [] and conns(records, plain_port) == [], \
+            show(conns(records, ok_port) + conns(records, plain_port))
+        assert len(conns(records, bad_port)) == 2 * n_bad, show(conns(records, bad_port))
+        assert stats[-1]["tls_handshakes"] == "problems", show(stats[-1:])
+        assert stats[-1]["tls_events"] == 2 * n_bad, show(stats[-1:])
 
     for pod in (fe, be):
         sums = [r for r in records if r["type"] == "summary" and pod.matches(r.get("pod"))]
@@ -602,8 +625,125 @@ def test_tls_summary(cluster, pki):
             assert isinstance(s[k], (int, float)) and 0 < s[k] < HS_MAX_MS, show([last])
         assert s["p50_ms"] <= s["p99_ms"], show([last])
         dests = {d["destination"]: d for d in s["destinations"]}
-        assert set(dests) == {SERVICE, f"{be.ip}:{ok_port}"}, show([last])
         counts = {k: (d["handshakes"], d["ok"], d["failed"], d["timeouts"])
                   for k, d in dests.items()}
-        assert counts == {SERVICE: (n_ok + n_bad, n_ok, n_bad, 0),
-                          f"{be.ip}:{ok_port}": (n_nosni, n_nosni, 0, 0)}, show([last])
+        if mode == "trace":
+            assert counts == {SERVICE: (n_ok + n_bad, n_ok, n_bad, 0),
+                              f"{be.ip}:{ok_port}": (n_nosni, n_nosni, 0, 0)}, show([last])
+        else:
+            assert counts == {SERVICE: (n_bad, 0, n_bad, 0)}, show([last])
+
+
+# ---------------------------------------------------------------------------
+# h. counts that a lost event cannot make wrong
+
+TLS_LOOP_SERVER = r'''
+import socket, ssl, sys
+ip, port, n, cert, key = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((ip, port))
+ls.listen(64)
+ls.settimeout(20)
+print("READY", flush=True)
+for _ in range(n):
+    c, _ = ls.accept()
+    try:
+        s = ctx.wrap_socket(c, server_side=True)
+        while s.recv(64):   # until the client closes: it closes first
+            pass
+        s.close()
+    except (ssl.SSLError, OSError):
+        c.close()
+print("DONE", flush=True)
+'''
+
+TLS_LOOP_CLIENT = r'''
+import socket, ssl, struct, sys, time
+ip, port, n, ca, name = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca)
+abort = len(sys.argv) > 6 and sys.argv[6] == "rst"
+ok = 0
+for _ in range(n):
+    s = ctx.wrap_socket(socket.create_connection((ip, port), timeout=5), server_hostname=name)
+    s.sendall(b"x")
+    if abort:   # close with a RST (SO_LINGER 0), once the server has its byte
+        time.sleep(0.05)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    ok += 1
+print("OK", ok, flush=True)
+'''
+
+
+def test_tls_counts_exact_when_events_overflow(cluster, pki, mode, monkeypatch):
+    """A 4 KiB TLS ring (about 6 records) and 40 handshakes in a row. trace sends
+    every handshake's records, and most cannot cross: the pods' tls totals are the
+    kernel's and stay exact. daemon sends none for a complete handshake at all."""
+    fe, be = shop(cluster)
+    port, n = 30453, 40
+    monkeypatch.setenv("CONNSCOPE_TLS_RINGBUF_BYTES", "4096")
+    with Connscope(cluster, "--namespace", NS, "-i", 1, command=mode) as cs:
+        srv = be.python(TLS_LOOP_SERVER, be.ip, port, n, pki.cert, pki.key)
+        wait_for_line(srv, "READY", 10)
+        cp = fe.python(TLS_LOOP_CLIENT, be.ip, port, n, pki.ca, SERVICE, wait=True, timeout=60)
+        assert cp.returncode == 0 and f"OK {n}" in cp.stdout, cp
+        wait_for_line(srv, "DONE", 20)
+        time.sleep(2.5)      # two summary intervals after the last handshake
+        records = cs.stop()
+
+    st = [r for r in records if r["type"] == "stats"][-1]
+    if mode == "trace":
+        assert st["tls_handshakes"] == "all" and st["ringbuf_full"] > 0, \
+            "the tiny ring must have overflowed: " + show([st])
+    else:
+        assert st["tls_handshakes"] == "problems" and st["tls_events"] == 0, show([st])
+        assert st["lost"] == 0, show([st])
+    print(f"\n{mode}: {n} handshakes a side, TLS records sent {st['tls_events']}, "
+          f"ring drops {st['ringbuf_full']}")
+    # A handshake whose end was lost is not made a failure or a timeout.
+    assert tls_findings(records) == [], show(tls_findings(records))
+    for r in conns(records, port):
+        if mode == "trace":
+            # (no tls object where every record of its handshake was lost)
+            assert r.get("tls", {}).get("outcome", "ok") in ("ok", "incomplete"), show([r])
+        else:
+            # A TCP problem of a connection whose handshake completed in the
+            # kernel: what was kept of it, and no hello bytes (no SNI).
+            assert r["tls"]["outcome"] == "ok" and r["tls"]["version"] == "TLS1.3", show([r])
+            assert r["tls"]["sni"] is None and r["tls"]["handshake_ms"] > 0, show([r])
+    print(f"records on port {port}: {len(conns(records, port))}")
+    for pod in (fe, be):
+        sums = [r for r in records if r["type"] == "summary" and pod.matches(r.get("pod"))]
+        assert sums, f"no summary for {pod.ref}"
+        t = sums[-1]["tls"]
+        assert (t["handshakes"], t["ok"], t["failed"], t["timeouts"]) == (n, n, 0, 0), \
+            show(sums[-1:])
+        assert 0 < t["p50_ms"] <= t["p99_ms"] < HS_MAX_MS, show(sums[-1:])
+
+
+def test_daemon_reset_after_handshake_keeps_tls(cluster, pki):
+    """daemon: a connection whose handshake completed (nothing crossed) and that then
+    ends by a RST is a problem: its record says it was TLS, with what the kernel
+    kept of the handshake (version, time), the SNI not being kept."""
+    fe, be = shop(cluster)
+    port, n = 30454, 3
+    with Connscope(cluster, "--namespace", NS, command="daemon") as cs:
+        srv = be.python(TLS_LOOP_SERVER, be.ip, port, n, pki.cert, pki.key)
+        wait_for_line(srv, "READY", 10)
+        cp = fe.python(TLS_LOOP_CLIENT, be.ip, port, n, pki.ca, SERVICE, "rst", wait=True,
+                       timeout=60)
+        assert cp.returncode == 0 and f"OK {n}" in cp.stdout, cp
+        wait_for_line(srv, "DONE", 20)
+        cs.wait_count(is_conn(port, "client"), n, RECORD_WAIT)
+        records = finish(cs)
+    for r in conns(records, port, "client"):
+        assert_pod(r, fe)
+        assert r["tcp"]["close"] == "rst_out", show([r])
+        t = r["tls"]
+        assert (t["outcome"], t["version"], t["sni"], t["alpn"]) == ("ok", "TLS1.3", None, None), \
+            show([r])
+        assert 0 < t["handshake_ms"] < HS_MAX_MS, show([r])
+    assert tls_findings(records) == [], show(tls_findings(records))

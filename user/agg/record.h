@@ -35,6 +35,8 @@ struct stats_rec {
 	const char *socket_state; /* live: "on_demand" (lean) or "every_socket"; NULL in replay */
 	const char *tls_cgroup;  /* NULL: the TLS programs are not attached */
 	const char *h2_plaintext; /* live: --h2-plaintext as it runs: off, all, unavailable */
+	const char *tls_handshakes; /* live: which handshakes cross: problems, all (NULL: no TLS) */
+	uint64_t tls_events;      /* live: TLS records the kernel sent */
 	struct {
 		const char *watcher;
 		uint64_t events, lost, map_full, map_evictions, evictions;

@@ -630,3 +630,24 @@ void track_views_free(struct summary_rec *v, int n)
 	(void)n;
 	free(v);
 }
+
+/* p-th percentile (0..100) of a log2 histogram of microseconds, in ms: the upper
+ * bound of the slot the rank falls in (within a factor of 2); -1 when empty. */
+double tr_hist_pct_ms(const uint64_t *h, double p)
+{
+	uint64_t n = 0, rank, seen = 0;
+
+	for (int i = 0; i < CS_HIST_SLOTS; i++)
+		n += h[i];
+	if (!n)
+		return -1;
+	rank = (uint64_t)(p / 100.0 * (double)n + 0.999999);
+	if (!rank)
+		rank = 1;
+	for (int i = 0; i < CS_HIST_SLOTS; i++) {
+		seen += h[i];
+		if (seen >= rank)
+			return i ? (double)(1ull << i) / 1000.0 : 0.001;
+	}
+	return (double)(1ull << (CS_HIST_SLOTS - 1)) / 1000.0;
+}

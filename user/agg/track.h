@@ -93,6 +93,22 @@ void track_established(struct tracker *t, uint64_t cgroup_id, uint64_t establish
  * not counted again; each refresh gives every cgroup's counts (summed over the
  * CPUs), then every remote's, before summaries, a top frame or /metrics. */
 void track_set_kernel_counts(struct tracker *t);
+/* Live TLS: the kernel's tls_hello map (bpf/tls_events.h) holds the handshakes in
+ * progress, read through k. With counts, the kernel counts handshakes in cg_counts
+ * (track_kcounts); with quiet (only problems cross), a complete handshake does not
+ * cross at all, and one in progress keeps its hello bytes in tls_hello. */
+struct tls_hello;
+struct tls_done;
+struct track_tls_kernel {
+	void *ctx;
+	int (*get)(void *ctx, uint64_t cookie, struct tls_hello *out);
+	int (*del)(void *ctx, uint64_t cookie);
+	int (*mark)(void *ctx, uint64_t cookie, struct tls_hello *h, uint8_t flags);
+	int (*next)(void *ctx, const uint64_t *prev, uint64_t *next);
+	int (*done)(void *ctx, uint64_t cookie, struct tls_done *out); /* taken out */
+};
+void track_set_tls_kernel(struct tracker *t, bool counts, bool quiet,
+			  const struct track_tls_kernel *k);
 void track_kcounts(struct tracker *t, uint64_t cgroup_id, const struct cs_cg_counts *k);
 void track_kremotes_begin(struct tracker *t);
 void track_kremote(struct tracker *t, const struct cs_remote_key *k,

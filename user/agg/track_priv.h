@@ -54,6 +54,11 @@ struct tracker {
 };
 
 struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid);
+/* p-th percentile (0..100) of a log2 histogram of microseconds (CS_HIST_SLOTS), in
+ * ms: the upper bound of the slot the rank falls in; -1 when empty. */
+double tr_hist_pct_ms(const uint64_t *h, double p);
+/* The TLS part's share of the kernel's per-cgroup counts: what changed since was. */
+void tls_kcounts(struct pod_agg *pa, const struct cs_cg_counts *was, const struct cs_cg_counts *now);
 /* Now, on the tracker's clock (track_set_clock). */
 uint64_t tr_now(const struct tracker *t);
 double tr_secs3(double s);

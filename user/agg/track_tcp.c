@@ -83,27 +83,6 @@ static uint32_t hist_slot(uint64_t us)
 	return r < CS_HIST_SLOTS ? r : CS_HIST_SLOTS - 1;
 }
 
-/* p-th percentile (0..100) of a log2 histogram of microseconds, in ms: the upper
- * bound of the slot the rank falls in (within a factor of 2); -1 when empty. */
-static double hist_pct_ms(const uint64_t *h, double p)
-{
-	uint64_t n = 0, rank, seen = 0;
-
-	for (int i = 0; i < CS_HIST_SLOTS; i++)
-		n += h[i];
-	if (!n)
-		return -1;
-	rank = (uint64_t)(p / 100.0 * (double)n + 0.999999);
-	if (!rank)
-		rank = 1;
-	for (int i = 0; i < CS_HIST_SLOTS; i++) {
-		seen += h[i];
-		if (seen >= rank)
-			return i ? (double)(1ull << i) / 1000.0 : 0.001;
-	}
-	return (double)(1ull << (CS_HIST_SLOTS - 1)) / 1000.0;
-}
-
 static struct tcp_state *S(const struct tracker *t)
 {
 	return tr_state(t, &tcp_part);
@@ -535,6 +514,7 @@ void track_kcounts(struct tracker *t, uint64_t cgroup_id, const struct cs_cg_cou
 		for (int i = 0; i < CS_HIST_SLOTS; i++)
 			a->connect_us[i] += D(connect_us[i]);
 #undef D
+		tls_kcounts(c->agg, &c->k, k);
 		c->agg->dirty++;
 	}
 	c->k = *k;
@@ -948,8 +928,8 @@ static void tcp_summary(struct tracker *t, struct summary_rec *s, const struct p
 		s->tcp.closed_by[i] = a->closed_by[i];
 	s->tcp.bytes_in = a->bytes_in;
 	s->tcp.bytes_out = a->bytes_out;
-	s->tcp.connect_p50_ms = hist_pct_ms(a->connect_us, 50);
-	s->tcp.connect_p99_ms = hist_pct_ms(a->connect_us, 99);
+	s->tcp.connect_p50_ms = tr_hist_pct_ms(a->connect_us, 50);
+	s->tcp.connect_p99_ms = tr_hist_pct_ms(a->connect_us, 99);
 	s->tcp.refused = a->refused;
 	s->tcp.timeouts = a->timeouts;
 	s->tcp.resets = a->resets;

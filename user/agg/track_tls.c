@@ -55,9 +55,16 @@ struct tls_dest {
 	struct tls_stats st;
 };
 
-/* A pod's handshakes, in all and per destination. */
+/* A pod's handshakes, in all and per destination. Live, the totals are the
+ * kernel's (k) with what only user space can tell: closes before the end, and
+ * timeouts. */
 struct tls_pod {
 	struct tls_stats all;
+	struct {
+		uint64_t started, ok, alert, desync, us[CS_HIST_SLOTS];
+	} k;
+	uint64_t closed_failed;    /* connections closed before their handshake ended */
+	uint64_t timeouts;         /* handshakes that passed --tls-timeout */
 	struct tls_dest *dests;    /* MAX_TLS_DESTS, allocated on first use */
 	int ndests;
 	uint64_t dest_evictions;
@@ -68,6 +75,12 @@ struct tls_state {
 	struct u64map hs;          /* cookie -> tls_conn, while the handshake is on */
 	struct tls_conn *closing;  /* taken at the close, freed once its record is out */
 	uint64_t timeout_ns;
+	bool kcounts;              /* the pods' totals are the kernel's */
+	bool quiet;                /* complete handshakes stay in the kernel (k) */
+	bool kernel;               /* k reads the kernel's tls_hello */
+	struct track_tls_kernel k;
+	struct tls_hello *hbuf;    /* one kernel entry, read */
+	struct u64map seen;        /* quiet: cookie -> start_ns of the kernel's entries */
 };
 
 static struct tls_state *S(const struct tracker *t)
@@ -113,7 +126,54 @@ static void tls_free_all(struct tracker *t)
 		tls_free(v);
 	u64map_free(&s->conns);
 	u64map_free(&s->hs);
+	u64map_free(&s->seen);
 	tls_free(s->closing);
+	free(s->hbuf);
+}
+
+void track_set_tls_kernel(struct tracker *t, bool counts, bool quiet,
+			  const struct track_tls_kernel *k)
+{
+	struct tls_state *s = S(t);
+
+	if (!(s->hbuf = malloc(sizeof(*s->hbuf))))
+		return;
+	s->kcounts = counts;
+	s->quiet = quiet;
+	s->kernel = true;
+	s->k = *k;
+}
+
+/* Is the handshake still on, by the kernel's tls_hello? (Without it: as user space
+ * knows it.) */
+static bool kernel_on(struct tls_state *s, uint64_t cookie)
+{
+	return !s->kernel || !s->k.get(s->k.ctx, cookie, s->hbuf);
+}
+
+void tls_kcounts(struct pod_agg *pa, const struct cs_cg_counts *was, const struct cs_cg_counts *now)
+{
+	struct tls_pod *a;
+
+	if (was->tls_started == now->tls_started && was->tls_ok == now->tls_ok &&
+	    was->tls_alert == now->tls_alert && was->tls_desync == now->tls_desync)
+		return;
+	a = tr_pod_state(pa, &tls_part, true);
+	if (!a)
+		return;
+	a->k.started += now->tls_started - was->tls_started;
+	a->k.ok += now->tls_ok - was->tls_ok;
+	a->k.alert += now->tls_alert - was->tls_alert;
+	a->k.desync += now->tls_desync - was->tls_desync;
+	for (int i = 0; i < CS_HIST_SLOTS; i++)
+		a->k.us[i] += now->tls_us[i] - was->tls_us[i];
+}
+
+static struct tls_pod *pod_of(struct tracker *t, uint64_t cgroup_id)
+{
+	struct cg_entry *c = tr_cgroup(t, cgroup_id);
+
+	return c && c->agg ? tr_pod_state(c->agg, &tls_part, true) : NULL;
 }
 
 /* ---- stats ---- */
@@ -395,6 +455,86 @@ static void end_handshake(struct tracker *t, struct tls_conn *tc, uint8_t outcom
 	account(t, tc);
 }
 
+/* A handshake followed from now on, under its cookie in conns (and, while it is
+ * on, in hs). NULL without memory. */
+static struct tls_conn *tc_new(struct tls_state *s, uint64_t cookie, uint64_t start_ns,
+			       uint64_t cgroup_id, uint64_t ino, bool client, bool on)
+{
+	struct tls_conn *tc = u64map_get(&s->conns, cookie);
+
+	if (tc) {
+		/* Out of both maps before it is freed: a failed put below must not
+		 * leave a freed entry behind. */
+		u64map_del(&s->hs, cookie);
+		u64map_del(&s->conns, cookie);
+		tls_free(tc);
+	}
+	tc = calloc(1, sizeof(*tc));
+	if (!tc || u64map_put(&s->conns, cookie, tc)) {
+		free(tc);
+		return NULL;
+	}
+	if (on)
+		u64map_put(&s->hs, cookie, tc);
+	tc->ev.ts_ns = start_ns;
+	tc->ev.cookie = cookie;
+	tc->ev.cgroup_id = cgroup_id;
+	tc->ev.side = client ? CS_SIDE_CLIENT : CS_SIDE_SERVER;
+	tc->ev.ino = ino;
+	tc->start_ns = start_ns;
+	tc->we_are_client = client;
+	tc->ino = ino;
+	return tc;
+}
+
+#define TC_ENDS(tc, x) do {                                              \
+	(tc)->ev.family = (x)->family;                                   \
+	(tc)->ev.sport = (x)->sport;                                     \
+	(tc)->ev.dport = (x)->dport;                                     \
+	memcpy((tc)->ev.saddr, (x)->saddr, sizeof((tc)->ev.saddr));      \
+	memcpy((tc)->ev.daddr, (x)->daddr, sizeof((tc)->ev.daddr));      \
+} while (0)
+
+static struct tls_conn *tc_from_event(struct tls_state *s, const struct tls_event *e, bool on)
+{
+	struct tls_conn *tc = tc_new(s, e->cookie, e->ts_ns, e->cgroup_id, e->ino,
+				     e->we_are_client, on);
+
+	if (tc)
+		TC_ENDS(tc, e);
+	return tc;
+}
+
+static void copy_bytes(uint8_t **buf, uint32_t *have, const uint8_t *from, uint32_t n,
+		       uint32_t cap)
+{
+	if (n > cap)
+		n = cap;
+	if (n && (*buf = malloc(cap))) {
+		memcpy(*buf, from, n);
+		*have = n;
+	}
+}
+
+/* Quiet: the kernel's entry of a handshake (start, ends, hello bytes) taken into
+ * user space, and out of the kernel's map. NULL if it has none. */
+static struct tls_conn *take_hello(struct tls_state *s, uint64_t cookie, bool on)
+{
+	const struct tls_hello *h = s->hbuf;
+	struct tls_conn *tc;
+
+	if (!s->quiet || s->k.get(s->k.ctx, cookie, s->hbuf))
+		return NULL;
+	tc = tc_new(s, cookie, h->start_ns, h->cgroup_id, h->ino, h->we_are_client, on);
+	if (tc) {
+		TC_ENDS(tc, h);
+		copy_bytes(&tc->ch, &tc->ch_have, h->ch, h->ch_have, TLS_CAPTURE_CLIENT);
+		copy_bytes(&tc->sh, &tc->sh_have, h->sh, h->sh_have, TLS_CAPTURE_SERVER);
+	}
+	s->k.del(s->k.ctx, cookie);
+	return tc;
+}
+
 void track_tls_event(struct tracker *t, const struct tls_event *e)
 {
 	struct tls_state *s = S(t);
@@ -402,33 +542,17 @@ void track_tls_event(struct tracker *t, const struct tls_event *e)
 	struct tls_conn *tc = u64map_get(&s->conns, key);
 
 	if (e->type == TLS_EV_START) {
-		if (tc) {
-			/* Out of both maps before it is freed: a failed put below must
-			 * not leave a freed entry behind. */
-			u64map_del(&s->hs, key);
-			u64map_del(&s->conns, key);
-			tls_free(tc);
-		}
-		tc = calloc(1, sizeof(*tc));
-		if (!tc || u64map_put(&s->conns, key, tc)) {
-			free(tc);
-			return;
-		}
-		u64map_put(&s->hs, key, tc);
-		tc->ev.ts_ns = e->ts_ns;
-		tc->ev.cookie = e->cookie;
-		tc->ev.cgroup_id = e->cgroup_id;
-		tc->ev.family = e->family;
-		tc->ev.sport = e->sport;
-		tc->ev.dport = e->dport;
-		tc->ev.side = e->we_are_client ? CS_SIDE_CLIENT : CS_SIDE_SERVER;
-		tc->ev.ino = e->ino;
-		memcpy(tc->ev.saddr, e->saddr, sizeof(tc->ev.saddr));
-		memcpy(tc->ev.daddr, e->daddr, sizeof(tc->ev.daddr));
-		tc->start_ns = e->ts_ns;
-		tc->we_are_client = e->we_are_client;
-		tc->ino = e->ino;
+		tc_from_event(s, e, true);
 		return;
+	}
+	if (s->quiet && e->type != TLS_EV_DATA) {
+		/* An end that crossed: the start and the hellos are in the kernel
+		 * (none for a handshake reported already, or one the map could not
+		 * take: then the event's own fields). */
+		if (!tc && !(tc = take_hello(s, key, true)))
+			tc = tc_from_event(s, e, true);
+		else if (tc)
+			s->k.del(s->k.ctx, key);
 	}
 	if (!tc)
 		return;
@@ -470,6 +594,68 @@ void track_tls_alpn(struct tracker *t, uint64_t cookie, const char *alpn)
 		snprintf(tc->alpn, sizeof(tc->alpn), "%s", alpn);
 }
 
+static void report_timeout(struct tracker *t, struct tls_conn *tc, uint64_t now)
+{
+	struct tls_pod *a = pod_of(t, tc->ev.cgroup_id);
+
+	tc->timeout_reported = true;
+	tc->outcome = TLS_OUT_TIMEOUT;
+	if (a)
+		a->timeouts++;
+	parse_hellos(tc);
+	account(t, tc);
+	timeout_finding(t, tc, now);
+}
+
+/*
+ * Quiet: the handshakes in progress are the kernel's tls_hello entries. Each is
+ * read once for its start (kept in seen), then only its key is walked; one past
+ * --tls-timeout is taken into user space, and marked in the kernel so that its
+ * end crosses.
+ */
+static void quiet_tick(struct tracker *t, uint64_t now)
+{
+	struct tls_state *s = S(t);
+	struct u64map still = { 0 };
+	uint64_t key, prev = 0;
+	int n = 0;
+
+	while (n < TLS_HELLO_MAX && !s->k.next(s->k.ctx, n ? &prev : NULL, &key)) {
+		void *v = u64map_get(&s->seen, key);
+		uint64_t start = (uint64_t)(uintptr_t)v;
+		struct tls_conn *tc;
+
+		n++;
+		prev = key;
+		if (u64map_get(&s->conns, key))
+			continue;  /* user space has it already */
+		if (!v) {
+			if (s->k.get(s->k.ctx, key, s->hbuf))
+				continue;
+			start = s->hbuf->start_ns ? s->hbuf->start_ns : 1;
+		}
+		if (tr_elapsed(now, start) < s->timeout_ns) {
+			u64map_put(&still, key, (void *)(uintptr_t)start);
+			continue;
+		}
+		/* Its latest bytes; and once marked, a handshake that ends now
+		 * crosses (one that ended meanwhile is gone: not a timeout). */
+		if (s->k.get(s->k.ctx, key, s->hbuf) ||
+		    s->k.mark(s->k.ctx, key, s->hbuf, TLS_HELLO_REPORTED))
+			continue;
+		tc = tc_new(s, key, s->hbuf->start_ns, s->hbuf->cgroup_id, s->hbuf->ino,
+			    s->hbuf->we_are_client, false);
+		if (!tc)
+			continue;
+		TC_ENDS(tc, s->hbuf);
+		copy_bytes(&tc->ch, &tc->ch_have, s->hbuf->ch, s->hbuf->ch_have, TLS_CAPTURE_CLIENT);
+		copy_bytes(&tc->sh, &tc->sh_have, s->hbuf->sh, s->hbuf->sh_have, TLS_CAPTURE_SERVER);
+		report_timeout(t, tc, now);
+	}
+	u64map_free(&s->seen);
+	s->seen = still;
+}
+
 /* Handshakes still on past --tls-timeout: a finding now, while they are open. */
 static void tls_tick(struct tracker *t, uint64_t now)
 {
@@ -479,16 +665,19 @@ static void tls_tick(struct tracker *t, uint64_t now)
 
 	if (!s->timeout_ns)
 		return;
+	if (s->quiet)
+		quiet_tick(t, now);
 	for (size_t i = 0; u64map_next(&s->hs, &i, &k, &v);) {
 		struct tls_conn *tc = v;
 
 		if (tc->timeout_reported || tr_elapsed(now, tc->start_ns) < s->timeout_ns)
 			continue;
-		tc->timeout_reported = true;
-		tc->outcome = TLS_OUT_TIMEOUT;
-		parse_hellos(tc);
-		account(t, tc);
-		timeout_finding(t, tc, now);
+		if (!kernel_on(s, k)) {
+			/* It ended, and its end event was lost: no timeout. */
+			tc->timeout_reported = true;
+			continue;
+		}
+		report_timeout(t, tc, now);
 	}
 }
 
@@ -497,6 +686,7 @@ static void close_handshake(struct tracker *t, struct tls_conn *tc, const struct
 {
 	bool we_closed = close->close_cause == CS_CLOSE_LOCAL_FIN ||
 			 close->close_cause == CS_CLOSE_RST_OUT;
+	struct tls_pod *a;
 
 	if (tc->outcome != TLS_OUT_PROGRESS)
 		return;
@@ -504,6 +694,8 @@ static void close_handshake(struct tracker *t, struct tls_conn *tc, const struct
 	tc->outcome = TLS_OUT_FAILED;
 	parse_hellos(tc);
 	account(t, tc);
+	if ((a = pod_of(t, tc->ev.cgroup_id)))
+		a->closed_failed++;
 	failed_finding(t, tc, close->ts_ns,
 		       close->close_cause == CS_CLOSE_RST_IN || close->close_cause == CS_CLOSE_RST_OUT
 			       ? "connection reset before the handshake completed"
@@ -519,8 +711,35 @@ static void tls_conn_close(struct tracker *t, const struct cs_event *e, struct c
 
 	u64map_del(&s->hs, e->cookie);
 	tc = u64map_del(&s->conns, e->cookie);
-	if (!tc)
+	/* Quiet: a handshake still on at the close is in the kernel; one taken
+	 * already (a timeout) leaves its entry there until now. */
+	if (!tc && (tc = take_hello(s, e->cookie, false)))
+		u64map_del(&s->conns, e->cookie);
+	else if (tc && s->quiet)
+		s->k.del(s->k.ctx, e->cookie);
+	if (!tc) {
+		struct tls_done d;
+
+		/* Quiet: a complete handshake, then a problem of the connection
+		 * (a reset, say). Its hellos were not kept: no SNI or ALPN. */
+		if (s->quiet && !s->k.done(s->k.ctx, e->cookie, &d)) {
+			v->has_tls = true;
+			v->tls_version = d.version ? tls_version_name(d.version) : NULL;
+			v->tls_alpn_offered = "";
+			v->tls_ms_known = true;
+			v->tls_ns = d.handshake_us * 1000;
+			v->tls_outcome = "ok";
+		}
 		return;
+	}
+	/* Every event crosses, but one may be lost: a handshake that looks on
+	 * here and ended in the kernel lost its end. Not a failure: unknown. */
+	if (s->kernel && !s->quiet && tc->outcome == TLS_OUT_PROGRESS) {
+		if (kernel_on(s, e->cookie))
+			s->k.del(s->k.ctx, e->cookie);
+		else
+			tc->outcome = TLS_OUT_INCOMPLETE;
+	}
 	close_handshake(t, tc, e);
 	v->has_tls = true;
 	v->tls_version = tc->version ? tls_version_name(tc->version) : NULL;
@@ -555,17 +774,35 @@ static void stats_rec(struct tls_stats_rec *r, const struct tls_stats *s)
 	r->p99_ms = p50 >= 0 ? (double)(int64_t)(p99 * 1000) / 1000 : -1;
 }
 
+/* Live totals: the kernel's counts, with the failures only user space tells (a
+ * close before the end) and the timeouts. A handshake that timed out and then ended
+ * is counted under its end too; handshakes are those that started. */
+static void kernel_rec(struct tls_stats_rec *r, const struct tls_pod *a)
+{
+	double p50 = tr_hist_pct_ms(a->k.us, 50), p99 = tr_hist_pct_ms(a->k.us, 99);
+
+	r->handshakes = a->k.started;
+	r->ok = a->k.ok;
+	r->failed = a->k.alert + a->k.desync + a->closed_failed;
+	r->timeouts = a->timeouts;
+	r->p50_ms = p50;
+	r->p99_ms = p50 >= 0 ? p99 : -1;
+}
+
 /* The summary's tls member: none when the pod has had no TLS handshake. */
 static void tls_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *pa)
 {
 	const struct tls_pod *a = tr_pod_state_c(pa, &tls_part);
+	bool k = S(t)->kcounts;
 
 	_Static_assert(MAX_TLS_DESTS <= SUMMARY_MAX_TLS_DESTS, "a summary shows every destination");
-	(void)t;
-	if (!a || !a->all.handshakes)
+	if (!a || !(k ? a->k.started || a->closed_failed || a->timeouts : a->all.handshakes))
 		return;
 	s->has_tls = true;
-	stats_rec(&s->tls.all, &a->all);
+	if (k)
+		kernel_rec(&s->tls.all, a);
+	else
+		stats_rec(&s->tls.all, &a->all);
 	for (int i = 0; i < a->ndests; i++) {
 		s->tls.dests[i].destination = a->dests[i].name;
 		stats_rec(&s->tls.dests[i].st, &a->dests[i].st);

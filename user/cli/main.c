@@ -631,6 +631,7 @@ int main(int argc, char **argv)
 	{
 		const char *rb = getenv("CONNSCOPE_RINGBUF_BYTES");
 		const char *crb = getenv("CONNSCOPE_CONN_RINGBUF_BYTES");
+		const char *trb = getenv("CONNSCOPE_TLS_RINGBUF_BYTES");
 		const char *rr = getenv("CONNSCOPE_RESET_RATE"), *lean = getenv("CONNSCOPE_LEAN");
 
 		if (rb && cs_parse_u64(rb, 4096, 1ull << 30, &o.ringbuf_bytes)) {
@@ -639,6 +640,10 @@ int main(int argc, char **argv)
 		}
 		if (crb && cs_parse_u64(crb, 4096, 1ull << 30, &o.conn_ringbuf_bytes)) {
 			cs_warn("bad CONNSCOPE_CONN_RINGBUF_BYTES: '%s' (4096 to 2^30, a power of 2)", crb);
+			return 2;
+		}
+		if (trb && cs_parse_u64(trb, 4096, 1ull << 30, &o.tls_ringbuf_bytes)) {
+			cs_warn("bad CONNSCOPE_TLS_RINGBUF_BYTES: '%s' (4096 to 2^30, a power of 2)", trb);
 			return 2;
 		}
 		if (rr && cs_parse_u64(rr, 0, 1000000, &o.reset_rate)) {

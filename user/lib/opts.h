@@ -50,6 +50,7 @@ struct cs_opts {
 	enum cs_h2p h2_plaintext;    /* --h2-plaintext (default off: nothing per request) */
 	uint64_t ringbuf_bytes;      /* CONNSCOPE_RINGBUF_BYTES: the problem ring's size (tests) */
 	uint64_t conn_ringbuf_bytes; /* CONNSCOPE_CONN_RINGBUF_BYTES: the healthy closes' ring */
+	uint64_t tls_ringbuf_bytes;  /* CONNSCOPE_TLS_RINGBUF_BYTES: the TLS handshakes' ring */
 	bool lean_off;               /* CONNSCOPE_LEAN=0: socket state for every socket */
 	bool reset_rate_set;         /* CONNSCOPE_RESET_RATE given: */
 	uint64_t reset_rate;         /* reset records a second per CPU with only problems (0: all) */

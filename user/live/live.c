@@ -99,6 +99,8 @@ static void stats_record(struct live *lv, const char *phase)
 		.socket_state = loader_lean_on(&lv->L) ? "on_demand" : "every_socket",
 		.h2_plaintext = lv->o->h2_plaintext == H2P_OFF ? "off" : lv->h2u ? "all" : "unavailable",
 		.tls_cgroup = lv->L.tls ? lv->L.tls_cgroup : NULL,
+		.tls_handshakes = !lv->L.tls ? NULL : lv->L.tls->rodata->quiet ? "problems" : "all",
+		.tls_events = loader_tls_counter(&lv->L, 0),
 		.ct.watcher = ctwatch_describe(lv->ct),
 		.ct.evictions = lv->t ? track_ct_evictions(lv->t) : 0,
 		.stacks.mode = holders_mode_name((enum hs_stack_mode)lv->o->stacks),
@@ -337,8 +339,38 @@ static void *load_tls(void *arg)
 {
 	struct part_load *pl = arg;
 
+	/* Only problems cross, and no uprobe wants each handshake's socket: a
+	 * complete handshake stays in the kernel. */
+	pl->lv->L.tls_quiet = pl->lv->L.problems_only && pl->o->h2_plaintext == H2P_OFF;
+	pl->lv->L.tls_ring_bytes = pl->o->tls_ringbuf_bytes;
 	pl->tls_rc = loader_tls_open(&pl->lv->L, pl->cg);
 	return NULL;
+}
+
+/* The tracker's way to the kernel's handshakes in progress (quiet TLS). */
+static int hello_get(void *L, uint64_t cookie, struct tls_hello *out)
+{
+	return loader_tls_hello(L, cookie, out);
+}
+
+static int hello_del(void *L, uint64_t cookie)
+{
+	return loader_tls_hello_del(L, cookie);
+}
+
+static int hello_mark(void *L, uint64_t cookie, struct tls_hello *h, uint8_t flags)
+{
+	return loader_tls_hello_mark(L, cookie, h, flags);
+}
+
+static int hello_next(void *L, const uint64_t *prev, uint64_t *next)
+{
+	return loader_tls_hello_next(L, prev, next);
+}
+
+static int hello_done(void *L, uint64_t cookie, struct tls_done *out)
+{
+	return loader_tls_done(L, cookie, out);
 }
 
 static void *load_h2u(void *arg)
@@ -436,6 +468,12 @@ int live_run(const struct cs_opts *o)
 		load_parts(&pl);
 		/* TLS: packet programs at the cgroup2 root (every pod of the node),
 		 * or where --cgroup says. Without them the TCP view still stands. */
+		if (!pl.tls_rc) {
+			struct track_tls_kernel k = { &lv.L, hello_get, hello_del, hello_mark,
+						      hello_next, hello_done };
+
+			track_set_tls_kernel(lv.t, lv.L.tls_kcounts, lv.L.tls->rodata->quiet, &k);
+		}
 		if (pl.tls_rc)
 			cs_warn("TLS handshakes are not observed: %s", lv.L.tls_note);
 		else if (ring_buffer__add(lv.rb, bpf_map__fd(lv.L.tls->maps.tls_events), on_tls_event, &lv) ||

@@ -17,6 +17,7 @@
 #include "conn.h"
 #include "conn.skel.h"
 #include "tls.skel.h"
+#include "tls_events.h"
 #include "percpu.h"
 #include "progfb.h"
 #include "util.h"
@@ -323,6 +324,15 @@ int loader_tls_open(struct loader *L, const char *cgroup_dir)
 		L->tls->rodata->midway_check = true;
 		L->tls->rodata->lean = L->lean;
 	}
+	/* The lifecycle programs' per-cgroup counts take the handshakes too: then
+	 * a complete handshake need not cross to be counted (quiet). */
+	L->tls_kcounts = L->skel &&
+		!bpf_map__reuse_fd(L->tls->maps.cg_counts, bpf_map__fd(L->skel->maps.cg_counts)) &&
+		!bpf_map__reuse_fd(L->tls->maps.cg_zero, bpf_map__fd(L->skel->maps.cg_zero));
+	L->tls->rodata->kcounts = L->tls_kcounts;
+	L->tls->rodata->quiet = L->tls_kcounts && L->tls_quiet;
+	if (L->tls_ring_bytes)
+		bpf_map__set_max_entries(L->tls->maps.tls_events, (uint32_t)L->tls_ring_bytes);
 	progfb_reset("tls");
 	progfb_prune(L->tls->obj, "tls", tls_roles);
 	if (!bpf_program__autoload(L->tls->progs.cs_tls_egress) ||
@@ -361,6 +371,39 @@ fail:
 	L->tls = NULL;
 	close(fd);
 	return -1;
+}
+
+int loader_tls_hello(struct loader *L, uint64_t cookie, struct tls_hello *out)
+{
+	return L->tls ? bpf_map_lookup_elem(bpf_map__fd(L->tls->maps.tls_hello), &cookie, out) : -1;
+}
+
+int loader_tls_hello_del(struct loader *L, uint64_t cookie)
+{
+	return L->tls ? bpf_map_delete_elem(bpf_map__fd(L->tls->maps.tls_hello), &cookie) : -1;
+}
+
+int loader_tls_hello_mark(struct loader *L, uint64_t cookie, struct tls_hello *h, uint8_t flags)
+{
+	h->flags |= flags;
+	/* BPF_EXIST: a handshake that ended meanwhile is not made again. */
+	return L->tls ? bpf_map_update_elem(bpf_map__fd(L->tls->maps.tls_hello), &cookie, h,
+					    BPF_EXIST) : -1;
+}
+
+int loader_tls_hello_next(struct loader *L, const uint64_t *prev, uint64_t *next)
+{
+	return L->tls ? bpf_map_get_next_key(bpf_map__fd(L->tls->maps.tls_hello), prev, next) : -1;
+}
+
+int loader_tls_done(struct loader *L, uint64_t cookie, struct tls_done *out)
+{
+	int fd = L->tls ? bpf_map__fd(L->tls->maps.tls_done) : -1;
+
+	if (fd < 0 || bpf_map_lookup_elem(fd, &cookie, out))
+		return -1;
+	bpf_map_delete_elem(fd, &cookie);
+	return 0;
 }
 
 uint64_t loader_tls_counter(struct loader *L, int idx)

@@ -32,6 +32,9 @@ struct loader {
 	int stats_fd;
 	bool problems_only;   /* the kernel sends only problem closes (conn_mode) */
 	bool lean;            /* ... and keeps no socket storage for healthy ones */
+	bool tls_quiet;       /* asked: complete TLS handshakes stay in the kernel */
+	uint64_t tls_ring_bytes; /* asked: the TLS ring's size (0: the object's) */
+	bool tls_kcounts;     /* TLS handshakes are counted in cg_counts */
 	const struct cs_event *cw_slots; /* the CLOSE_WAIT slots, mapped read-only */
 };
 
@@ -43,6 +46,17 @@ void loader_close(struct loader *L);
 /* Load and attach the TLS programs at cgroup_dir. On failure TLS is simply not
  * observed: returns -1 with the reason in L->tls_note, prints nothing. */
 int loader_tls_open(struct loader *L, const char *cgroup_dir);
+/* Quiet TLS: the handshake in progress under a socket cookie (tls_hello), 0 or -1;
+ * its deletion; its flags set (only while it is there); the key after *prev (NULL:
+ * the first), 0 or -1 at the end. */
+struct tls_hello;
+int loader_tls_hello(struct loader *L, uint64_t cookie, struct tls_hello *out);
+int loader_tls_hello_del(struct loader *L, uint64_t cookie);
+int loader_tls_hello_mark(struct loader *L, uint64_t cookie, struct tls_hello *h, uint8_t flags);
+int loader_tls_hello_next(struct loader *L, const uint64_t *prev, uint64_t *next);
+/* Quiet TLS: what was kept of a complete handshake (tls_done), taken out; 0 or -1. */
+struct tls_done;
+int loader_tls_done(struct loader *L, uint64_t cookie, struct tls_done *out);
 /* Sum of a per-CPU TLS counter (0 events, 1 lost, 2 map_full, 3 desync). */
 uint64_t loader_tls_counter(struct loader *L, int idx);
 /* Sum of a per-CPU counter (enum cs_counter). */

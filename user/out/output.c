@@ -1047,6 +1047,10 @@ static void jw_stats_live(struct jw *w, const struct stats_rec *s)
 	if (s->socket_state)
 		jw_str(w, "socket_state", s->socket_state);
 	jw_str(w, "tls_cgroup", s->tls_cgroup);
+	if (s->tls_handshakes) {
+		jw_str(w, "tls_handshakes", s->tls_handshakes);
+		jw_cnt(w, "tls_events", s->tls_events);
+	}
 	if (s->h2_plaintext)
 		jw_str(w, "h2_plaintext", s->h2_plaintext);
 	jw_obj(w, "conntrack");
