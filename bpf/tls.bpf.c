@@ -137,22 +137,8 @@ struct {
 	__type(value, __u8);
 } conn_preexisting SEC(".maps");
 
-/* bpf/conn.bpf.c's per-cgroup counts and the zeroed entry new ones start from,
- * shared by the loader (kcounts). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 8192);
-	__type(key, __u64);
-	__type(value, struct cs_cg_counts);
-} cg_counts SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct cs_cg_counts);
-} cg_zero SEC(".maps");
+/* bpf/conn.bpf.c's per-cgroup counts, shared by the loader (kcounts). */
+#include "cg_counts.bpf.h"
 
 /* Quiet mode: handshakes in progress, by socket cookie (bpf/tls_events.h). Not
  * preallocated: an entry lives from a ClientHello to the handshake's end. */
