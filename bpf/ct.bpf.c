@@ -52,8 +52,33 @@ struct ct_state {
 	__u32 status;     /* CT_S_EDGE bits last reported */
 	__u32 fp;         /* fingerprint of the original tuple: catches address reuse */
 	__u8 tcp_state;   /* last reported */
-	__u8 _pad[7];
+	__u8 sent;        /* quiet: an edge of it crossed, so its end does too */
+	__u8 _pad[6];
 };
+
+/* Quiet (only problem records asked for): an entry crosses only once it matters to
+ * one, translated (a record's NAT) or in CLOSE_WAIT (a forwarded flow stuck); then
+ * only the edges a record's nat.state needs (ESTABLISHED, CLOSE_WAIT, a new NAT
+ * bit) and its end. A healthy flow conntrack did not translate sends nothing: the
+ * per-packet path is all it costs. */
+const volatile bool quiet = false;
+
+#define CT_S_NAT (CT_S_SRC_NAT | CT_S_DST_NAT)
+
+/* Is this edge of an entry (its state and status now, the state and status bits
+ * last seen; sent: an edge of it crossed already) worth a record? */
+static __always_inline bool worth_sending(__u32 status, __u8 tcp_state, __u32 was,
+					  __u8 was_state, bool sent)
+{
+	if (!quiet)
+		return true;
+	if ((tcp_state == CT_TCP_CLOSE_WAIT && was_state != CT_TCP_CLOSE_WAIT) ||
+	    ((status ^ was) & CT_S_NAT))
+		return true;
+	if (sent)
+		return tcp_state == CT_TCP_ESTABLISHED && was_state != CT_TCP_ESTABLISHED;
+	return (status & CT_S_NAT) != 0;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -181,6 +206,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	const struct nf_conn *ct;
 	struct ct_state *st, fresh = {};
 	__u32 status, edge;
+	bool send;
 	__u8 tcp_state;
 
 	/* NULL: not tracked; an untracked packet carries IP_CT_UNTRACKED and no pointer. */
@@ -223,22 +249,31 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 			st->fp = fingerprint(ct);
 			st->tcp_state = tcp_state;
 			st->status = edge;
-			emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);
+			st->sent = worth_sending(status, tcp_state, 0, CT_TCP_NONE, false);
+			if (st->sent)
+				emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);
 			return NF_ACCEPT;
 		}
 		if (tcp_state == CT_TCP_TIME_WAIT || tcp_state == CT_TCP_CLOSE) {
 			/* Delete first: of two CPUs racing here only one wins the
 			 * delete, so the end is reported once. */
+			bool sent = st->sent;
+
 			if (bpf_map_delete_elem(&ct_state, &key))
 				return NF_ACCEPT;
 			live_add(-1);
-			emit(ctx, ct, CT_EV_DESTROY, tcp_state, old, status);
+			if (!quiet || sent)
+				emit(ctx, ct, CT_EV_DESTROY, tcp_state, old, status);
 			return NF_ACCEPT;
 		}
 		/* Racing CPUs may both report the same change; harmless. */
+		send = worth_sending(status, tcp_state, st->status, old, st->sent);
 		st->tcp_state = tcp_state;
 		st->status = edge;
-		emit(ctx, ct, CT_EV_UPDATE, tcp_state, old, status);
+		if (send) {
+			st->sent = 1;
+			emit(ctx, ct, CT_EV_UPDATE, tcp_state, old, status);
+		}
 		return NF_ACCEPT;
 	}
 
@@ -249,6 +284,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	fresh.tcp_state = tcp_state;
 	fresh.status = edge;
 	fresh.fp = fingerprint(ct);
+	fresh.sent = worth_sending(status, tcp_state, 0, CT_TCP_NONE, false);
 	/* BPF_NOEXIST: of two CPUs seeing the first packets, one reports NEW. */
 	if (bpf_map_update_elem(&ct_state, &key, &fresh, BPF_NOEXIST)) {
 		if (bpf_map_lookup_elem(&ct_state, &key))
@@ -256,7 +292,8 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 		/* An LRU hash evicts instead of failing; failure means it could
 		 * not even evict (memory pressure). */
 		cs_count(&ct_counters, CT_CNT_MAP_FULL);
-		emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);
+		if (fresh.sent)
+			emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);
 		return NF_ACCEPT;
 	}
 	/* The LRU evicted an entry to make room iff we were already at
@@ -267,7 +304,8 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 		cs_count(&ct_counters, CT_CNT_EVICTIONS);
 	else
 		live_add(1);
-	emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);
+	if (fresh.sent)
+		emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);
 	return NF_ACCEPT;
 }
 

@@ -80,13 +80,15 @@ def test_service_connections_carry_the_backend(cluster, watcher):
     assert stats["conntrack"]["events"] > 0 and stats["conntrack"]["lost"] == 0, stats
 
 
+@pytest.mark.parametrize("command", ["trace", "daemon"])
 @pytest.mark.parametrize("watcher", WATCHERS)
-def test_backend_that_never_closes_shows_conntrack_close_wait(cluster, watcher):
+def test_backend_that_never_closes_shows_conntrack_close_wait(cluster, watcher, command):
     """The client sends and closes; the backend keeps its socket: conntrack's entry
-    sits in CLOSE_WAIT, and the backend's stuck finding names the Service it served."""
+    sits in CLOSE_WAIT, and the backend's stuck finding names the Service it served
+    (daemon: from the few edges that cross, the entry's start and CLOSE_WAIT)."""
     fe, be = pods(cluster)
     with Connscope(cluster, "--namespace", NS, "--conntrack", watcher,
-                   "--close-wait-threshold", "1") as cs:
+                   "--close-wait-threshold", "1", command=command) as cs:
         srv = start_server(be, "hold", BE_PORT, 1)
         run_client(fe, "send-close", VIP, VIP_PORT, 1)
         simpod.wait_for_line(srv, "EOF", 10)
@@ -189,3 +191,38 @@ def test_local_close_wait_is_not_reported_as_forwarded(cluster):
     fwd = [r for r in records if r.get("side") == "forwarded"
            and r.get("server", {}).get("ip") == BE_IP]
     assert not fwd, show(fwd)
+
+
+def test_daemon_healthy_flows_stay_in_the_kernel(cluster):
+    """daemon (problem records only): healthy flows through the Service and straight
+    to the backend make no record, not even a forwarded one, and an untranslated
+    healthy flow sends conntrack nothing; a refused connect through the Service
+    still carries its NAT."""
+    fe, be = pods(cluster)
+    n = 3
+    with Connscope(cluster, "--namespace", NS, "--conntrack", "bpf", command="daemon") as cs:
+        srv = start_server(be, "echo", BE_PORT, 2 * n)
+        out = run_client(fe, "echo", VIP, VIP_PORT, n)[1]
+        assert out["results"] == ["echoed"] * n, out
+        out = run_client(fe, "echo", BE_IP, BE_PORT, n)[1]
+        assert out["results"] == ["echoed"] * n, out
+        srv.wait(timeout=10)
+        refused = run_client(fe, "echo", VIP, VIP_PORT, 1)[1]
+        assert refused["results"] == ["refused"], refused
+        cs.wait_for(lambda r: r["type"] == "connection", timeout=15)
+        time.sleep(6.5)     # past conntrack's 5 s linger: no forwarded records come
+        records = cs.stop()
+    conns = [r for r in records if r["type"] == "connection"]
+    assert len(conns) == 1, show(conns)
+    (c,) = conns
+    assert c["side"] == "client" and c["tcp"]["outcome"] == "refused", show(conns)
+    assert ep(c["nat"], "orig_dst") == (VIP, VIP_PORT), show(conns)
+    assert ep(c["nat"], "reply_src") == (BE_IP, BE_PORT), show(conns)
+    stats = [r for r in records if r["type"] == "stats"][-1]
+    # Per translated flow: its start, ESTABLISHED and its end; the refused one's
+    # start and end. Untranslated flows: nothing.
+    ev = stats["conntrack"]["events"]
+    assert 2 <= ev <= 3 * n + 2, show([stats])
+    assert stats["conntrack"]["lost"] == 0, show([stats])
+    print(f"\nconntrack events for {n} translated + {n} direct healthy flows and a refused "
+          f"one: {ev}")

@@ -347,8 +347,13 @@ static void ct_tick(struct tracker *t, uint64_t now)
 		}
 		if (!c->end_ns || tr_elapsed(now, c->end_ns) < CT_KEEP_NS)
 			continue;
-		/* Over, and no socket's record took it: a flow this node forwarded. */
-		if (!c->joined && t->want_conns && !t->replay && unfiltered)
+		/* Over, and no socket's record took it: a flow this node forwarded
+		 * (with problem records only: one that sat in CLOSE_WAIT or ended by
+		 * a RST; a healthy socket's close does not cross to join it). */
+		if (!c->joined && t->want_conns && !t->replay && unfiltered &&
+		    t->o->connections != CONNS_NONE &&
+		    (t->o->connections == CONNS_ALL || c->cw_since_ns ||
+		     c->ev.tcp_state == CT_TCP_CLOSE))
 			forwarded_record(t, c);
 		entry_drop(t, c);
 	}

@@ -237,6 +237,7 @@ struct ctbpf *ctbpf_open_hooks(const char *netns_path, unsigned hooks, char *why
 	nf_known = vmlinux && btf__find_by_name_kind(vmlinux, "bpf_nf_ctx", BTF_KIND_STRUCT) > 0;
 	btf__free(vmlinux);
 	c->skel->rodata->nf_conn_btf_id = id > 0 ? id : 0;
+	c->skel->rodata->quiet = hooks & CTBPF_QUIET;
 	c->fast = id > 0 && !(hooks & CTBPF_PROBE_READ);
 	c->prog = c->fast ? c->skel->progs.ct_hook : c->skel->progs.ct_hook_probe;
 	if (!nf_known) {

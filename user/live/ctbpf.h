@@ -24,6 +24,10 @@ enum {
 	/* Read nf_conn with bpf_probe_read_kernel even where the faster
 	 * bpf_rdonly_cast loads would do (tests of the fallback). */
 	CTBPF_PROBE_READ = 1u << 8,
+	/* Only what a problem needs crosses: a translated entry (for the NAT of a
+	 * record), an entry in CLOSE_WAIT, and the end of either; a healthy flow
+	 * that conntrack did not translate sends nothing (see bpf/ct.bpf.c). */
+	CTBPF_QUIET = 1u << 9,
 };
 
 typedef void (*ctbpf_cb)(void *arg, const struct ct_event *e);

@@ -53,7 +53,11 @@ struct ctwatch *ctwatch_open(const struct cs_opts *o, struct tracker *t)
 		return w;
 	}
 	if (o->conntrack == CT_AUTO || o->conntrack == CT_BPF)
-		w->bpf = ctbpf_open(o->conntrack_netns, why_bpf, sizeof(why_bpf));
+		/* With only problem records asked for, healthy flows stay in the
+		 * kernel (a record's NAT needs only translated entries). */
+		w->bpf = ctbpf_open_hooks(o->conntrack_netns, CTBPF_DEFAULT_HOOKS |
+					  (o->connections != CONNS_ALL ? CTBPF_QUIET : 0),
+					  why_bpf, sizeof(why_bpf));
 	if (!w->bpf && (o->conntrack == CT_AUTO || o->conntrack == CT_NETLINK)) {
 		w->nl = ctnl_open(o->conntrack_netns, why_nl, sizeof(why_nl));
 		if (w->nl)
