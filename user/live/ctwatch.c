@@ -113,6 +113,13 @@ void ctwatch_poll(struct ctwatch *w)
 		track_ct_pressure(w->t, st.count, st.max, st.drop, st.insert_failed, st.early_drop);
 }
 
+int ctwatch_fd(const struct ctwatch *w)
+{
+	if (w && w->bpf)
+		return ctbpf_fd(w->bpf);
+	return w && w->nl ? ctnl_fd(w->nl) : -1;
+}
+
 void ctwatch_counters(const struct ctwatch *w, uint64_t *events, uint64_t *lost,
 		      uint64_t *map_full, uint64_t *map_evictions)
 {

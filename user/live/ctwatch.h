@@ -15,6 +15,8 @@ struct ctwatch;
 struct ctwatch *ctwatch_open(const struct cs_opts *o, struct tracker *t);
 /* Drain ready edges into the tracker; read the table's fill once a second. */
 void ctwatch_poll(struct ctwatch *w);
+/* An fd that becomes readable when edges wait (for the caller's epoll), or -1. */
+int ctwatch_fd(const struct ctwatch *w);
 /* map_evictions: entries the BPF program's bounded map had to let go of. */
 void ctwatch_counters(const struct ctwatch *w, uint64_t *events, uint64_t *lost,
 		      uint64_t *map_full, uint64_t *map_evictions);

@@ -419,6 +419,13 @@ static void load_parts(struct part_load *pl)
 	}
 }
 
+static int epoll_add(int efd, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	return epoll_ctl(efd, EPOLL_CTL_ADD, fd, &ev);
+}
+
 int live_run(const struct cs_opts *o)
 {
 	struct live lv = { .o = o, .L.stats_fd = -1 };
@@ -427,6 +434,7 @@ int live_run(const struct cs_opts *o)
 	uint64_t next_interval, deadline = 0, now, next_rescan = 0, next_cw_scan = 0, until;
 	int rc = 1, err;
 	struct epoll_event ev;
+	int wait_fd = -1;
 
 	sigend_install();
 	signal(SIGPIPE, SIG_IGN);
@@ -513,12 +521,19 @@ int live_run(const struct cs_opts *o)
 	if (is_top)
 		render_top(&lv, false);
 
+	/* One wait for every producer: the ring buffers, and conntrack's own (a
+	 * backlog there must wake us too, or its ring fills between ticks). */
+	wait_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (wait_fd < 0 || epoll_add(wait_fd, ring_buffer__epoll_fd(lv.rb)) ||
+	    (ctwatch_fd(lv.ct) >= 0 && epoll_add(wait_fd, ctwatch_fd(lv.ct)))) {
+		cs_fail("set up the wait for the ring buffers", "%s", strerror(errno));
+		goto out;
+	}
 	while (!sigend_stop) {
 		/* Producers only wake us past a backlog: wait for that or the
 		 * tick, then drain conntrack first (a connection's record takes its
 		 * NAT from what conntrack said), then everything else. */
-		if (epoll_wait(ring_buffer__epoll_fd(lv.rb), &ev, 1, TICK_MS) < 0 &&
-		    errno != EINTR) {
+		if (epoll_wait(wait_fd, &ev, 1, TICK_MS) < 0 && errno != EINTR) {
 			cs_fail("wait for the ring buffers", "%s", strerror(errno));
 			goto out;
 		}
@@ -597,6 +612,8 @@ out:
 		 * exit past the second (sigend_exit). */
 		sigend_exit(rc);
 	}
+	if (wait_fd >= 0)
+		close(wait_fd);
 	ctwatch_close(lv.ct);
 	holders_close(lv.hold);
 	ring_buffer__free(lv.rb);
