@@ -419,9 +419,9 @@ static void load_parts(struct part_load *pl)
 	}
 }
 
-static int epoll_add(int efd, int fd)
+static int epoll_add(int efd, int fd, uint32_t events)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_event ev = { .events = events };
 
 	return epoll_ctl(efd, EPOLL_CTL_ADD, fd, &ev);
 }
@@ -522,10 +522,14 @@ int live_run(const struct cs_opts *o)
 		render_top(&lv, false);
 
 	/* One wait for every producer: the ring buffers, and conntrack's own (a
-	 * backlog there must wake us too, or its ring fills between ticks). */
+	 * backlog there must wake us too, or its ring fills between ticks).
+	 * Conntrack's is edge-triggered: its ring reads ready while it holds a
+	 * record, so level-triggered it would wake us for every few records of
+	 * a steady flow; its producer wakes us past a backlog, the tick does the
+	 * rest. */
 	wait_fd = epoll_create1(EPOLL_CLOEXEC);
-	if (wait_fd < 0 || epoll_add(wait_fd, ring_buffer__epoll_fd(lv.rb)) ||
-	    (ctwatch_fd(lv.ct) >= 0 && epoll_add(wait_fd, ctwatch_fd(lv.ct)))) {
+	if (wait_fd < 0 || epoll_add(wait_fd, ring_buffer__epoll_fd(lv.rb), EPOLLIN) ||
+	    (ctwatch_fd(lv.ct) >= 0 && epoll_add(wait_fd, ctwatch_fd(lv.ct), EPOLLIN | EPOLLET))) {
 		cs_fail("set up the wait for the ring buffers", "%s", strerror(errno));
 		goto out;
 	}
