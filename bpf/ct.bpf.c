@@ -140,33 +140,39 @@ static __always_inline __s64 live_get(void)
 	return v ? *v : 0;
 }
 
-static __always_inline void read_tuple(struct ct_tuple *t, const struct nf_conntrack_tuple *k)
+static __always_inline void read_tuple(struct ct_tuple *t, const struct nf_conntrack_tuple *k,
+				       bool fast)
 {
 	/* union nf_inet_addr is 16 bytes; IPv4 sits in the first 4 (ip == all[0]). */
-	bpf_core_read(t->src, sizeof(t->src), &k->src.u3);
-	bpf_core_read(t->dst, sizeof(t->dst), &k->dst.u3);
-	t->sport = bpf_ntohs(BPF_CORE_READ(k, src.u.tcp.port));
-	t->dport = bpf_ntohs(BPF_CORE_READ(k, dst.u.tcp.port));
-	t->l3 = BPF_CORE_READ(k, src.l3num);
-	t->l4 = BPF_CORE_READ(k, dst.protonum);
+	if (fast) {
+		__builtin_memcpy(t->src, &k->src.u3, sizeof(t->src));
+		__builtin_memcpy(t->dst, &k->dst.u3, sizeof(t->dst));
+	} else {
+		bpf_core_read(t->src, sizeof(t->src), &k->src.u3);
+		bpf_core_read(t->dst, sizeof(t->dst), &k->dst.u3);
+	}
+	t->sport = bpf_ntohs(RD(fast, k, src.u.tcp.port));
+	t->dport = bpf_ntohs(RD(fast, k, dst.u.tcp.port));
+	t->l3 = RD(fast, k, src.l3num);
+	t->l4 = RD(fast, k, dst.protonum);
 }
 
 /* Cheap fingerprint of the original tuple: ports and the low word of each
  * address. A false match needs the same ports and addresses at the same
  * nf_conn address, i.e. practically the same connection. */
-static __always_inline __u32 fingerprint(const struct nf_conn *ct)
+static __always_inline __u32 fingerprint(const struct nf_conn *ct, bool fast)
 {
 	const struct nf_conntrack_tuple *k = &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple;
-	__u32 sport = BPF_CORE_READ(k, src.u.tcp.port);
-	__u32 dport = BPF_CORE_READ(k, dst.u.tcp.port);
-	__u32 s = BPF_CORE_READ(k, src.u3.all[3]) ^ BPF_CORE_READ(k, src.u3.all[0]);
-	__u32 d = BPF_CORE_READ(k, dst.u3.all[3]) ^ BPF_CORE_READ(k, dst.u3.all[0]);
+	__u32 sport = RD(fast, k, src.u.tcp.port);
+	__u32 dport = RD(fast, k, dst.u.tcp.port);
+	__u32 s = RD(fast, k, src.u3.all[3]) ^ RD(fast, k, src.u3.all[0]);
+	__u32 d = RD(fast, k, dst.u3.all[3]) ^ RD(fast, k, dst.u3.all[0]);
 
 	return (s * 0x9e3779b1u) ^ (d * 0x85ebca6bu) ^ (sport << 16 | dport) ^ 1u;
 }
 
 static __always_inline void emit(const struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
-				 __u8 type, __u8 tcp_state, __u8 old_state, __u32 status)
+				 __u8 type, __u8 tcp_state, __u8 old_state, __u32 status, bool fast)
 {
 	struct ct_event *e = bpf_ringbuf_reserve(&ct_events, sizeof(*e), 0);
 
@@ -180,13 +186,13 @@ static __always_inline void emit(const struct bpf_nf_ctx *ctx, const struct nf_c
 	/* The hook state is a trusted pointer: plain (CO-RE relocated) loads. */
 	e->netns = BPF_CORE_READ(ctx->state, net, ns.inum);
 	e->status = status;
-	e->mark = BPF_CORE_READ(ct, mark);
+	e->mark = RD(fast, ct, mark);
 	e->type = type;
 	e->tcp_state = tcp_state;
 	e->old_tcp_state = old_state;
 	e->source = CT_SRC_BPF;
-	read_tuple(&e->orig, &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple);
-	read_tuple(&e->reply, &ct->tuplehash[IP_CT_DIR_REPLY].tuple);
+	read_tuple(&e->orig, &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple, fast);
+	read_tuple(&e->reply, &ct->tuplehash[IP_CT_DIR_REPLY].tuple, fast);
 	/* Three records a connection: none wakes user space (see cs_wake_flags). */
 	bpf_ringbuf_submit(e, cs_wake_flags(&ct_events, CT_RING_BYTES / 4, sizeof(*e)));
 	cs_count(&ct_counters, CT_CNT_EVENTS);
@@ -234,7 +240,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 		 * is the fingerprint worth its reads (a freed entry that we saw
 		 * in SYN_SENT too, e.g. a dropped SYN, would look unchanged). */
 		bool reused = (old != tcp_state || tcp_state == CT_TCP_SYN_SENT) &&
-			      st->fp != fingerprint(ct);
+			      st->fp != fingerprint(ct, fast);
 
 		if (!reused && old == tcp_state && st->status == edge)
 			return NF_ACCEPT; /* the per-packet fast path */
@@ -246,12 +252,12 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 					live_add(-1);
 				return NF_ACCEPT;
 			}
-			st->fp = fingerprint(ct);
+			st->fp = fingerprint(ct, fast);
 			st->tcp_state = tcp_state;
 			st->status = edge;
 			st->sent = worth_sending(status, tcp_state, 0, CT_TCP_NONE, false);
 			if (st->sent)
-				emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);
+				emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
 			return NF_ACCEPT;
 		}
 		if (tcp_state == CT_TCP_TIME_WAIT || tcp_state == CT_TCP_CLOSE) {
@@ -263,7 +269,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 				return NF_ACCEPT;
 			live_add(-1);
 			if (!quiet || sent)
-				emit(ctx, ct, CT_EV_DESTROY, tcp_state, old, status);
+				emit(ctx, ct, CT_EV_DESTROY, tcp_state, old, status, fast);
 			return NF_ACCEPT;
 		}
 		/* Racing CPUs may both report the same change; harmless. */
@@ -272,7 +278,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 		st->status = edge;
 		if (send) {
 			st->sent = 1;
-			emit(ctx, ct, CT_EV_UPDATE, tcp_state, old, status);
+			emit(ctx, ct, CT_EV_UPDATE, tcp_state, old, status, fast);
 		}
 		return NF_ACCEPT;
 	}
@@ -283,7 +289,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 		return NF_ACCEPT;
 	fresh.tcp_state = tcp_state;
 	fresh.status = edge;
-	fresh.fp = fingerprint(ct);
+	fresh.fp = fingerprint(ct, fast);
 	fresh.sent = worth_sending(status, tcp_state, 0, CT_TCP_NONE, false);
 	/* BPF_NOEXIST: of two CPUs seeing the first packets, one reports NEW. */
 	if (bpf_map_update_elem(&ct_state, &key, &fresh, BPF_NOEXIST)) {
@@ -293,7 +299,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 		 * not even evict (memory pressure). */
 		cs_count(&ct_counters, CT_CNT_MAP_FULL);
 		if (fresh.sent)
-			emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);
+			emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
 		return NF_ACCEPT;
 	}
 	/* The LRU evicted an entry to make room iff we were already at
@@ -305,7 +311,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	else
 		live_add(1);
 	if (fresh.sent)
-		emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status);
+		emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
 	return NF_ACCEPT;
 }
 
