@@ -48,43 +48,34 @@ enum {
 #define CT_MAP_ENTRIES 262144
 #define CT_RING_BYTES (4 * 1024 * 1024)
 
-struct ct_state {
-	__u32 status;     /* CT_S_EDGE bits last reported */
-	__u32 fp;         /* fingerprint of the original tuple: catches address reuse */
-	__u8 tcp_state;   /* last reported */
-	__u8 sent;        /* quiet: an edge of it crossed, so its end does too */
-	__u8 _pad[6];
-};
 
-/* Quiet (only problem records asked for): an entry crosses only once it matters to
- * one, translated (a record's NAT) or in CLOSE_WAIT (a forwarded flow stuck); then
- * only the edges a record's nat.state needs (ESTABLISHED, CLOSE_WAIT, a new NAT
- * bit) and its end. A healthy flow conntrack did not translate sends nothing: the
- * per-packet path is all it costs. */
+/* Quiet (only problem records asked for): what a problem needs, and no more. A
+ * translated entry is kept in ct_nat under both its tuples (user space looks a
+ * record's socket up there); an entry crosses only once it enters CLOSE_WAIT (a
+ * forwarded flow stuck), and then its end; an end by a RST crosses too. A healthy
+ * flow sends nothing: two map updates if conntrack translated it, else only the
+ * per-packet path. */
 const volatile bool quiet = false;
 
 #define CT_S_NAT (CT_S_SRC_NAT | CT_S_DST_NAT)
+#define CT_NAT_ENTRIES 65536
 
-/* Is this edge of an entry (its state and status now, the state and status bits
- * last seen; sent: an edge of it crossed already) worth a record? */
-static __always_inline bool worth_sending(__u32 status, __u8 tcp_state, __u32 was,
-					  __u8 was_state, bool sent)
-{
-	if (!quiet)
-		return true;
-	if ((tcp_state == CT_TCP_CLOSE_WAIT && was_state != CT_TCP_CLOSE_WAIT) ||
-	    ((status ^ was) & CT_S_NAT))
-		return true;
-	if (sent)
-		return tcp_state == CT_TCP_ESTABLISHED && was_state != CT_TCP_ESTABLISHED;
-	return (status & CT_S_NAT) != 0;
-}
+/* Quiet: translated entries, under their original tuple (the client's socket) and
+ * their reply tuple (the backend's), as a NEW record would have said them. LRU:
+ * an entry outlives conntrack's by as long as the table's churn allows, for a
+ * socket's close that comes after conntrack's end. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CT_NAT_ENTRIES);
+	__type(key, struct ct_tuple);
+	__type(value, struct ct_event);
+} ct_nat SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, CT_MAP_ENTRIES);
 	__type(key, __u64);
-	__type(value, struct ct_state);
+	__type(value, struct ct_bpf_state);
 } ct_state SEC(".maps");
 
 struct {
@@ -171,15 +162,10 @@ static __always_inline __u32 fingerprint(const struct nf_conn *ct, bool fast)
 	return (s * 0x9e3779b1u) ^ (d * 0x85ebca6bu) ^ (sport << 16 | dport) ^ 1u;
 }
 
-static __always_inline void emit(const struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
-				 __u8 type, __u8 tcp_state, __u8 old_state, __u32 status, bool fast)
+static __always_inline void fill(struct ct_event *e, const struct bpf_nf_ctx *ctx,
+				 const struct nf_conn *ct, __u8 type, __u8 tcp_state,
+				 __u8 old_state, __u32 status, bool fast)
 {
-	struct ct_event *e = bpf_ringbuf_reserve(&ct_events, sizeof(*e), 0);
-
-	if (!e) {
-		cs_count(&ct_counters, CT_CNT_LOST);
-		return;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->id = (__u64)ct;
@@ -193,9 +179,46 @@ static __always_inline void emit(const struct bpf_nf_ctx *ctx, const struct nf_c
 	e->source = CT_SRC_BPF;
 	read_tuple(&e->orig, &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple, fast);
 	read_tuple(&e->reply, &ct->tuplehash[IP_CT_DIR_REPLY].tuple, fast);
-	/* Three records a connection: none wakes user space (see cs_wake_flags). */
+}
+
+static __always_inline void emit(const struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
+				 __u8 type, __u8 tcp_state, __u8 old_state, __u32 status, bool fast)
+{
+	struct ct_event *e = bpf_ringbuf_reserve(&ct_events, sizeof(*e), 0);
+
+	if (!e) {
+		cs_count(&ct_counters, CT_CNT_LOST);
+		return;
+	}
+	fill(e, ctx, ct, type, tcp_state, old_state, status, fast);
+	/* Records of every connection: none wakes user space (see cs_wake_flags). */
 	bpf_ringbuf_submit(e, cs_wake_flags(&ct_events, CT_RING_BYTES / 4, sizeof(*e)));
 	cs_count(&ct_counters, CT_CNT_EVENTS);
+}
+
+/* Quiet: a translated entry, kept for the records that will look it up. */
+static __always_inline void nat_keep(const struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
+				     __u8 tcp_state, __u32 status, bool fast)
+{
+	struct ct_event e;
+
+	fill(&e, ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
+	bpf_map_update_elem(&ct_nat, &e.orig, &e, BPF_ANY);
+	bpf_map_update_elem(&ct_nat, &e.reply, &e, BPF_ANY);
+}
+
+/* A new entry (first sight, or a reused address): reported, or in quiet mode kept
+ * if translated. Returns whether it crossed. */
+static __always_inline bool start(const struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
+				  __u8 tcp_state, __u32 status, bool fast)
+{
+	if (!quiet || tcp_state == CT_TCP_CLOSE_WAIT) {
+		emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
+		return true;
+	}
+	if (status & CT_S_NAT)
+		nat_keep(ctx, ct, tcp_state, status, fast);
+	return false;
 }
 
 /*
@@ -210,9 +233,8 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	unsigned long nfct = ctx->skb->_nfct;
 	__u64 key = nfct & ~NFCT_INFOMASK;
 	const struct nf_conn *ct;
-	struct ct_state *st, fresh = {};
-	__u32 status, edge;
-	bool send;
+	struct ct_bpf_state *st, fresh = {};
+	__u32 status, edge, was;
 	__u8 tcp_state;
 
 	/* NULL: not tracked; an untracked packet carries IP_CT_UNTRACKED and no pointer. */
@@ -255,9 +277,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 			st->fp = fingerprint(ct, fast);
 			st->tcp_state = tcp_state;
 			st->status = edge;
-			st->sent = worth_sending(status, tcp_state, 0, CT_TCP_NONE, false);
-			if (st->sent)
-				emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
+			st->sent = start(ctx, ct, tcp_state, status, fast);
 			return NF_ACCEPT;
 		}
 		if (tcp_state == CT_TCP_TIME_WAIT || tcp_state == CT_TCP_CLOSE) {
@@ -268,17 +288,19 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 			if (bpf_map_delete_elem(&ct_state, &key))
 				return NF_ACCEPT;
 			live_add(-1);
-			if (!quiet || sent)
+			if (!quiet || sent || tcp_state == CT_TCP_CLOSE)
 				emit(ctx, ct, CT_EV_DESTROY, tcp_state, old, status, fast);
 			return NF_ACCEPT;
 		}
 		/* Racing CPUs may both report the same change; harmless. */
-		send = worth_sending(status, tcp_state, st->status, old, st->sent);
+		was = st->status;
 		st->tcp_state = tcp_state;
 		st->status = edge;
-		if (send) {
+		if (!quiet || (tcp_state == CT_TCP_CLOSE_WAIT && old != CT_TCP_CLOSE_WAIT)) {
 			st->sent = 1;
 			emit(ctx, ct, CT_EV_UPDATE, tcp_state, old, status, fast);
+		} else if (!st->sent && ((edge ^ was) & CT_S_NAT)) {
+			nat_keep(ctx, ct, tcp_state, status, fast);  /* translated now (SNAT) */
 		}
 		return NF_ACCEPT;
 	}
@@ -290,7 +312,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	fresh.tcp_state = tcp_state;
 	fresh.status = edge;
 	fresh.fp = fingerprint(ct, fast);
-	fresh.sent = worth_sending(status, tcp_state, 0, CT_TCP_NONE, false);
+	fresh.sent = !quiet || tcp_state == CT_TCP_CLOSE_WAIT;
 	/* BPF_NOEXIST: of two CPUs seeing the first packets, one reports NEW. */
 	if (bpf_map_update_elem(&ct_state, &key, &fresh, BPF_NOEXIST)) {
 		if (bpf_map_lookup_elem(&ct_state, &key))
@@ -298,8 +320,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 		/* An LRU hash evicts instead of failing; failure means it could
 		 * not even evict (memory pressure). */
 		cs_count(&ct_counters, CT_CNT_MAP_FULL);
-		if (fresh.sent)
-			emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
+		start(ctx, ct, tcp_state, status, fast);
 		return NF_ACCEPT;
 	}
 	/* The LRU evicted an entry to make room iff we were already at
@@ -310,8 +331,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 		cs_count(&ct_counters, CT_CNT_EVICTIONS);
 	else
 		live_add(1);
-	if (fresh.sent)
-		emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
+	start(ctx, ct, tcp_state, status, fast);
 	return NF_ACCEPT;
 }
 

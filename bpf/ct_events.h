@@ -50,6 +50,16 @@ struct ct_tuple {
 	__u8 _pad[2];
 };
 
+/* bpf/ct.bpf.c's state of an entry it follows (map ct_state, by nf_conn address):
+ * user space reads the current TCP state of a kept translated entry there. */
+struct ct_bpf_state {
+	__u32 status;     /* CT_S_EDGE bits last reported */
+	__u32 fp;         /* fingerprint of the original tuple: catches address reuse */
+	__u8 tcp_state;   /* last seen */
+	__u8 sent;        /* quiet: it crossed (CLOSE_WAIT), so its end does too */
+	__u8 _pad[6];
+};
+
 struct ct_event {
 	__u64 ts_ns;         /* CLOCK_MONOTONIC */
 	__u64 id;            /* the entry's identity: BPF the nf_conn address, netlink CTA_ID */

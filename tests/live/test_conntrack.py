@@ -195,34 +195,44 @@ def test_local_close_wait_is_not_reported_as_forwarded(cluster):
 
 def test_daemon_healthy_flows_stay_in_the_kernel(cluster):
     """daemon (problem records only): healthy flows through the Service and straight
-    to the backend make no record, not even a forwarded one, and an untranslated
-    healthy flow sends conntrack nothing; a refused connect through the Service
-    still carries its NAT."""
+    to the backend make no record, not even a forwarded one, and send conntrack
+    nothing; a refused connect through the Service still carries its NAT, looked
+    up in what the kernel kept."""
     fe, be = pods(cluster)
     n = 3
     with Connscope(cluster, "--namespace", NS, "--conntrack", "bpf", command="daemon") as cs:
-        srv = start_server(be, "echo", BE_PORT, 2 * n)
+        srv = start_server(be, "echo", BE_PORT, 2 * n + 1)
         out = run_client(fe, "echo", VIP, VIP_PORT, n)[1]
         assert out["results"] == ["echoed"] * n, out
         out = run_client(fe, "echo", BE_IP, BE_PORT, n)[1]
         assert out["results"] == ["echoed"] * n, out
+        rst = run_client(fe, "rst", VIP, VIP_PORT, 1)[1]
+        assert rst["results"] == ["rst_sent"], rst
         srv.wait(timeout=10)
         refused = run_client(fe, "echo", VIP, VIP_PORT, 1)[1]
         assert refused["results"] == ["refused"], refused
-        cs.wait_for(lambda r: r["type"] == "connection", timeout=15)
+        cs.wait_count(lambda r: r["type"] == "connection", 3, timeout=15)
         time.sleep(6.5)     # past conntrack's 5 s linger: no forwarded records come
         records = cs.stop()
     conns = [r for r in records if r["type"] == "connection"]
-    assert len(conns) == 1, show(conns)
-    (c,) = conns
-    assert c["side"] == "client" and c["tcp"]["outcome"] == "refused", show(conns)
-    assert ep(c["nat"], "orig_dst") == (VIP, VIP_PORT), show(conns)
-    assert ep(c["nat"], "reply_src") == (BE_IP, BE_PORT), show(conns)
+    assert len(conns) == 3, show(conns)
+    (c,) = [r for r in conns if r["tcp"]["outcome"] == "refused"]
+    assert c["side"] == "client", show(conns)
+    # The reset one, from both ends: the client's socket is the entry's original
+    # tuple, the backend's its reply tuple.
+    (rc,) = [r for r in conns if r["tcp"]["close"] == "rst_out"]
+    (rs,) = [r for r in conns if r["tcp"]["close"] == "rst_in"]
+    assert rc["side"] == "client" and rs["side"] == "server", show(conns)
+    assert ep(rs, "client") == ep(rc, "client"), show(conns)
+    for r in (c, rc, rs):
+        assert ep(r["nat"], "orig_dst") == (VIP, VIP_PORT), show([r])
+        assert ep(r["nat"], "reply_src") == (BE_IP, BE_PORT), show([r])
+        assert r["nat"]["source"] == "bpf", show([r])
     stats = [r for r in records if r["type"] == "stats"][-1]
-    # Per translated flow: its start, ESTABLISHED and its end; the refused one's
-    # start and end. Untranslated flows: nothing.
+    # Healthy flows send nothing (a translated one is kept in the kernel, where
+    # the records found their NAT); the ends by a RST cross.
     ev = stats["conntrack"]["events"]
-    assert 2 <= ev <= 3 * n + 2, show([stats])
+    assert ev == 2, show([stats])
     assert stats["conntrack"]["lost"] == 0, show([stats])
-    print(f"\nconntrack events for {n} translated + {n} direct healthy flows and a refused "
-          f"one: {ev}")
+    print(f"\nconntrack events for {n} translated + {n} direct healthy flows, a reset and a "
+          f"refused one: {ev}")

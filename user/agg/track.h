@@ -97,6 +97,17 @@ void track_set_kernel_counts(struct tracker *t);
  * progress, read through k. With counts, the kernel counts handshakes in cg_counts
  * (track_kcounts); with quiet (only problems cross), a complete handshake does not
  * cross at all, and one in progress keeps its hello bytes in tls_hello. */
+/* Live conntrack, quiet (only problems cross): translated entries are kept in the
+ * kernel, looked up when a record or finding needs one: nat(key, out) as
+ * ctbpf_nat. */
+struct ct_tuple;
+struct ct_event;
+struct track_ct_kernel {
+	void *ctx;
+	int (*nat)(void *ctx, const struct ct_tuple *key, struct ct_event *out);
+};
+void track_set_ct_kernel(struct tracker *t, const struct track_ct_kernel *k);
+
 struct tls_hello;
 struct tls_done;
 struct track_tls_kernel {

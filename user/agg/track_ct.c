@@ -49,6 +49,7 @@ struct ct_state {
 	bool have_stat;
 	uint64_t count, max, stat_ns, drops, insert_failed, early_drops, pressure_ns;
 	uint64_t cw_threshold_ns;
+	struct track_ct_kernel k;  /* quiet: translated entries kept in the kernel */
 };
 
 static struct ct_state *S(const struct tracker *t)
@@ -161,8 +162,42 @@ static void nat_of(struct tracker *t, const struct ct_event *e, struct nat_rec *
 	n->reply_src = e->reply.src;
 	n->reply_sport = e->reply.sport;
 	n->source = e->source == CT_SRC_BPF ? "bpf" : "netlink";
-	n->state = state_name(e->tcp_state);
+	/* (CT_TCP_NONE: a kept entry that the program no longer follows.) */
+	n->state = e->tcp_state != CT_TCP_NONE ? state_name(e->tcp_state) : NULL;
 	n->reply_pod = pod_of(t, e->reply.l3, e->reply.src);
+}
+
+void track_set_ct_kernel(struct tracker *t, const struct track_ct_kernel *k)
+{
+	S(t)->k = *k;
+	S(t)->on = true;
+}
+
+/* Quiet: the kernel's kept entry for a socket, made a user-space one for as long
+ * as a finished one lingers (its other side's record may want it too). */
+static struct ct_entry *kernel_entry(struct tracker *t, const struct cs_event *e, uint8_t l3)
+{
+	size_t n = l3 == AF_INET6 ? 16 : 4;
+	struct ct_tuple key;
+	struct ct_event ev;
+	struct tuple_key ko;
+	struct ct_entry *c;
+
+	memset(&key, 0, sizeof(key));
+	memcpy(key.src, e->saddr, n);
+	memcpy(key.dst, e->daddr, n);
+	key.sport = e->sport;
+	key.dport = e->dport;
+	key.l3 = l3;
+	key.l4 = IPPROTO_TCP;
+	if (!S(t)->k.nat || S(t)->k.nat(S(t)->k.ctx, &key, &ev))
+		return NULL;
+	track_ct_event(t, &ev);
+	ko = tuple_key(ev.orig.src, ev.orig.sport, ev.orig.dst, ev.orig.dport, l3);
+	c = kmap_get(&S(t)->orig, &ko);
+	if (c && !c->end_ns)
+		c->end_ns = tr_now(t);
+	return c;
 }
 
 /* The entry a socket's traffic went through, seen from either end. */
@@ -180,7 +215,8 @@ static struct ct_entry *lookup(struct tracker *t, const struct cs_event *e)
 	if (c)
 		return c;
 	/* The backend: its socket is the reply tuple's source. */
-	return kmap_get(&S(t)->reply, &k);
+	c = kmap_get(&S(t)->reply, &k);
+	return c ? c : kernel_entry(t, e, l3);
 }
 
 static void ct_conn_close(struct tracker *t, const struct cs_event *e, struct conn_rec *v)

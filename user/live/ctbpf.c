@@ -16,6 +16,7 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -292,6 +293,35 @@ int ctbpf_poll(struct ctbpf *c, int timeout_ms, ctbpf_cb cb, void *arg)
 	c->cb = NULL;
 	c->cb_arg = NULL;
 	return n;
+}
+
+/* bpf/ct.bpf.c's fingerprint of an original tuple, from the event's copy of it. */
+static uint32_t fingerprint(const struct ct_tuple *o)
+{
+	uint32_t s0, s3, d0, d3;
+	uint32_t sport = htons(o->sport), dport = htons(o->dport);
+
+	memcpy(&s0, o->src, 4);
+	memcpy(&s3, o->src + 12, 4);
+	memcpy(&d0, o->dst, 4);
+	memcpy(&d3, o->dst + 12, 4);
+	return ((s3 ^ s0) * 0x9e3779b1u) ^ ((d3 ^ d0) * 0x85ebca6bu) ^ (sport << 16 | dport) ^ 1u;
+}
+
+int ctbpf_nat(const struct ctbpf *c, const struct ct_tuple *key, struct ct_event *out)
+{
+	struct ct_bpf_state st;
+
+	if (!c || bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.ct_nat), key, out))
+		return -1;
+	/* Its state now, if the program still follows that entry (the address
+	 * may hold another one by now: the fingerprint tells). */
+	if (bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.ct_state), &out->id, &st) ||
+	    st.fp != fingerprint(&out->orig))
+		out->tcp_state = CT_TCP_NONE;
+	else
+		out->tcp_state = st.tcp_state;
+	return 0;
 }
 
 int ctbpf_fd(const struct ctbpf *c)

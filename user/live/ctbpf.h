@@ -48,6 +48,12 @@ int ctbpf_fd(const struct ctbpf *c);
 int ctbpf_add_ring(struct ctbpf *c, struct ring_buffer *rb,
 		   int (*fn)(void *ctx, void *data, size_t size), void *ctx);
 
+/* Quiet: the translated entry kept under a socket's tuple (key: the socket's
+ * local address and port as src, the peer's as dst, l4 IPPROTO_TCP) in *out, with
+ * tcp_state its state now (CT_TCP_NONE once the program no longer follows it).
+ * 0, or -1 if none is kept. */
+int ctbpf_nat(const struct ctbpf *c, const struct ct_tuple *key, struct ct_event *out);
+
 /* Counters summed over CPUs; any pointer may be NULL. */
 void ctbpf_counters(const struct ctbpf *c, uint64_t *events, uint64_t *lost, uint64_t *map_full);
 /* Entries the LRU state map had to evict to make room (approximate, see

@@ -39,6 +39,12 @@ static void on_ct(void *arg, const struct ct_event *e)
 		track_ct_event(w->t, e);
 }
 
+/* The tracker's way to the translated entries the BPF program keeps (quiet). */
+static int kept_nat(void *c, const struct ct_tuple *key, struct ct_event *out)
+{
+	return ctbpf_nat(c, key, out);
+}
+
 struct ctwatch *ctwatch_open(const struct cs_opts *o, struct tracker *t)
 {
 	struct ctwatch *w = calloc(1, sizeof(*w));
@@ -58,6 +64,11 @@ struct ctwatch *ctwatch_open(const struct cs_opts *o, struct tracker *t)
 		w->bpf = ctbpf_open_hooks(o->conntrack_netns, CTBPF_DEFAULT_HOOKS |
 					  (o->connections != CONNS_ALL ? CTBPF_QUIET : 0),
 					  why_bpf, sizeof(why_bpf));
+	if (w->bpf && o->connections != CONNS_ALL && t) {
+		struct track_ct_kernel k = { w->bpf, kept_nat };
+
+		track_set_ct_kernel(t, &k);
+	}
 	if (!w->bpf && (o->conntrack == CT_AUTO || o->conntrack == CT_NETLINK)) {
 		w->nl = ctnl_open(o->conntrack_netns, why_nl, sizeof(why_nl));
 		if (w->nl)
