@@ -331,3 +331,38 @@ def test_sigterm_idle_and_under_churn(cluster):
     print(f"under churn: {n} connection records before the end; lost "
           f"{recs[-1]['lost']}")
     assert n > 0
+
+
+def test_sigterm_after_a_reset_storm_ends_with_the_end_record(cluster, tmp_path):
+    """trace (a record per connection) through a closed-loop storm of RST closes
+    (tests/bench/connload.c, built here, client and server in one pod): trace falls
+    behind and the rings hold a backlog when SIGTERM comes. The run still ends within
+    the bound, with the end stats record, which counts what it left unread."""
+    fe, _ = shop(cluster)
+    load = tmp_path / "connload"
+    cp = subprocess.run(["gcc", "-O2", "-pthread", "-o", str(load),
+                         str(simpod.REPO / "tests/bench/connload.c")],
+                        capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    rd = Reader(argv_of(cluster, "--namespace", NS))
+    try:
+        assert rd.started.wait(30), "no start record"
+        time.sleep(0.5)
+        run = fe.run([load, "--closed-loop", "--seconds", "3", "--close", "rst-client",
+                      "--base-port", "31200", "--ports", "4", "--src-addrs", "1"],
+                     timeout=60)
+        assert run.returncode == 0, run.stderr
+        made = json.loads(run.stdout.strip().splitlines()[-1])["connections"]
+        took = signal_and_time(rd.p)
+    finally:
+        rd.kill()
+    out, err = rd.finish()
+    recs = whole_json_lines(out)
+    end = recs[-1]
+    print(f"\nreset storm: {made} connections in 3 s; SIGTERM to exit {took * 1000:.0f} ms; "
+          f"end record: consumed {end.get('consumed')}, unread {end.get('unread')}, "
+          f"sampled_out {end.get('sampled_out')}, lost {end.get('lost')}")
+    assert took < BOUND_S, f"SIGTERM took {took:.2f} s after a reset storm"
+    assert rd.p.returncode == 0, err
+    assert end["type"] == "stats" and end["phase"] == "end", (end, err)
+    assert end["unread"] >= 0 and end["consumed"] > 0, end

@@ -37,6 +37,8 @@ struct stats_rec {
 	const char *h2_plaintext; /* live: --h2-plaintext as it runs: off, all, unavailable */
 	const char *tls_handshakes; /* live: which handshakes cross: problems, all (NULL: no TLS) */
 	uint64_t tls_events;      /* live: TLS records the kernel sent */
+	uint64_t unread;          /* live: records left in the rings, unhandled, when a
+				     signal ended the run (it has a second) */
 	struct {
 		const char *watcher;
 		uint64_t events, lost, map_full, map_evictions, evictions;

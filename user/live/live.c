@@ -65,6 +65,7 @@ struct live {
 	uint64_t start_ns;
 	struct metrics_server *metrics; /* /metrics, served from its own thread */
 	uint64_t next_publish;
+	uint64_t unread;       /* records left unhandled at the end (past_drain) */
 };
 
 /* The tool's own counters, summed over every program that can drop: the stats
@@ -101,6 +102,7 @@ static void stats_record(struct live *lv, const char *phase)
 		.tls_cgroup = lv->L.tls ? lv->L.tls_cgroup : NULL,
 		.tls_handshakes = !lv->L.tls ? NULL : lv->L.tls->rodata->quiet ? "problems" : "all",
 		.tls_events = loader_tls_counter(&lv->L, 0),
+		.unread = lv->unread,
 		.ct.watcher = ctwatch_describe(lv->ct),
 		.ct.evictions = lv->t ? track_ct_evictions(lv->t) : 0,
 		.stacks.mode = holders_mode_name((enum hs_stack_mode)lv->o->stacks),
@@ -115,11 +117,29 @@ static void stats_record(struct live *lv, const char *phase)
 	out_stats(&s);
 }
 
+/*
+ * After a signal the run has a second to end, with its end record. A backlog that
+ * the event loop cannot work through in DRAIN_NS (a trace of a reset storm leaves
+ * hundreds of thousands of records in the rings) is counted, not handled: the
+ * end record says how many (stats.unread).
+ */
+#define DRAIN_NS (300 * MS)
+
+static bool past_drain(struct live *lv)
+{
+	uint64_t at = sigend_when_ns();
+
+	if (!at || cs_mono_ns() < at + DRAIN_NS)
+		return false;
+	lv->unread++;
+	return true;
+}
+
 static int on_event(void *ctx, void *data, size_t size)
 {
 	struct live *lv = ctx;
 
-	if (size < sizeof(struct cs_event))
+	if (size < sizeof(struct cs_event) || past_drain(lv))
 		return 0;
 	track_event(lv->t, data);
 	return 0;
@@ -129,7 +149,7 @@ static int on_tls_event(void *ctx, void *data, size_t size)
 {
 	struct live *lv = ctx;
 
-	if (size < sizeof(struct tls_event))
+	if (size < sizeof(struct tls_event) || past_drain(lv))
 		return 0;
 	track_tls_event(lv->t, data);
 	return 0;
@@ -139,7 +159,7 @@ static int on_h2_event(void *ctx, void *data, size_t size)
 {
 	struct live *lv = ctx;
 
-	if (size < sizeof(struct h2_event))
+	if (size < sizeof(struct h2_event) || past_drain(lv))
 		return 0;
 	track_h2_event(lv->t, data);
 	return 0;

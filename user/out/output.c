@@ -1037,6 +1037,7 @@ static void jw_stats_live(struct jw *w, const struct stats_rec *s)
 	jw_num(w, "cpu_ms", s->cpu_ms);
 	jw_cnt(w, "bpf_ms", s->bpf_ms);
 	jw_cnt(w, "consumed", s->consumed);
+	jw_cnt(w, "unread", s->unread);
 	jw_obj(w, "output_dropped");
 	jw_cnt(w, "connection", s->output_dropped.connection);
 	jw_cnt(w, "finding", s->output_dropped.finding);
