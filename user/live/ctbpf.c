@@ -239,6 +239,9 @@ struct ctbpf *ctbpf_open_hooks(const char *netns_path, unsigned hooks, char *why
 	btf__free(vmlinux);
 	c->skel->rodata->nf_conn_btf_id = id > 0 ? id : 0;
 	c->skel->rodata->quiet = hooks & CTBPF_QUIET;
+	/* Its map of translated entries is used only then (preallocated: ~10 MiB). */
+	if (!(hooks & CTBPF_QUIET))
+		bpf_map__set_max_entries(c->skel->maps.ct_nat, 1);
 	c->fast = id > 0 && !(hooks & CTBPF_PROBE_READ);
 	c->prog = c->fast ? c->skel->progs.ct_hook : c->skel->progs.ct_hook_probe;
 	if (!nf_known) {
