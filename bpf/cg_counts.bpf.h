@@ -29,4 +29,21 @@ struct {
 	__type(value, struct cs_cg_counts);
 } cg_zero SEC(".maps");
 
+/* A cgroup's counts, the entry made from cg_zero on first use; NULL when the map
+ * cannot take it, counted at index full_idx of the caller's per-CPU counters. */
+static __always_inline struct cs_cg_counts *cs_cg_counts_of(__u64 cgroup_id, void *counters,
+							    __u32 full_idx)
+{
+	__u32 zero_key = 0;
+	struct cs_cg_counts *c = bpf_map_lookup_elem(&cg_counts, &cgroup_id), *zero;
+
+	if (c)
+		return c;
+	zero = bpf_map_lookup_elem(&cg_zero, &zero_key);
+	c = zero ? cs_insert_lookup(&cg_counts, &cgroup_id, zero) : NULL;
+	if (!c)
+		cs_count(counters, full_idx);
+	return c;
+}
+
 #endif

@@ -196,18 +196,7 @@ static __always_inline struct tcp_sock *tcp_of(struct sock *sk, enum store st)
 
 static __always_inline struct cs_cg_counts *cg_counts_of(__u64 cgroup_id)
 {
-	__u32 zero_key = 0;
-	struct cs_cg_counts *c = bpf_map_lookup_elem(&cg_counts, &cgroup_id), *zero;
-
-	if (c)
-		return c;
-	zero = bpf_map_lookup_elem(&cg_zero, &zero_key);
-	if (!zero)
-		return NULL;
-	c = cs_insert_lookup(&cg_counts, &cgroup_id, zero);
-	if (!c)
-		cs_count(&counters, CS_CNT_MAP_FULL);
-	return c;
+	return cs_cg_counts_of(cgroup_id, &counters, CS_CNT_MAP_FULL);
 }
 
 static __always_inline void count_established(__u64 cgroup_id, __u32 connect_us)

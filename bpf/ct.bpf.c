@@ -148,18 +148,14 @@ static __always_inline void read_tuple(struct ct_tuple *t, const struct nf_connt
 	t->l4 = RD(fast, k, dst.protonum);
 }
 
-/* Cheap fingerprint of the original tuple: ports and the low word of each
- * address. A false match needs the same ports and addresses at the same
- * nf_conn address, i.e. practically the same connection. */
+/* The original tuple's fingerprint (ct_fingerprint, bpf/ct_events.h). */
 static __always_inline __u32 fingerprint(const struct nf_conn *ct, bool fast)
 {
 	const struct nf_conntrack_tuple *k = &ct->tuplehash[IP_CT_DIR_ORIGINAL].tuple;
-	__u32 sport = RD(fast, k, src.u.tcp.port);
-	__u32 dport = RD(fast, k, dst.u.tcp.port);
-	__u32 s = RD(fast, k, src.u3.all[3]) ^ RD(fast, k, src.u3.all[0]);
-	__u32 d = RD(fast, k, dst.u3.all[3]) ^ RD(fast, k, dst.u3.all[0]);
 
-	return (s * 0x9e3779b1u) ^ (d * 0x85ebca6bu) ^ (sport << 16 | dport) ^ 1u;
+	return ct_fingerprint(RD(fast, k, src.u3.all[0]), RD(fast, k, src.u3.all[3]),
+			      RD(fast, k, dst.u3.all[0]), RD(fast, k, dst.u3.all[3]),
+			      RD(fast, k, src.u.tcp.port), RD(fast, k, dst.u.tcp.port));
 }
 
 static __always_inline void fill(struct ct_event *e, const struct bpf_nf_ctx *ctx,
@@ -207,12 +203,18 @@ static __always_inline void nat_keep(const struct bpf_nf_ctx *ctx, const struct 
 	bpf_map_update_elem(&ct_nat, &e.reply, &e, BPF_ANY);
 }
 
+/* Does a new entry cross (and then its end too)? Quiet: only one in CLOSE_WAIT. */
+static __always_inline bool start_crosses(__u8 tcp_state)
+{
+	return !quiet || tcp_state == CT_TCP_CLOSE_WAIT;
+}
+
 /* A new entry (first sight, or a reused address): reported, or in quiet mode kept
  * if translated. Returns whether it crossed. */
 static __always_inline bool start(const struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
 				  __u8 tcp_state, __u32 status, bool fast)
 {
-	if (!quiet || tcp_state == CT_TCP_CLOSE_WAIT) {
+	if (start_crosses(tcp_state)) {
 		emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
 		return true;
 	}
@@ -312,7 +314,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	fresh.tcp_state = tcp_state;
 	fresh.status = edge;
 	fresh.fp = fingerprint(ct, fast);
-	fresh.sent = !quiet || tcp_state == CT_TCP_CLOSE_WAIT;
+	fresh.sent = start_crosses(tcp_state);
 	/* BPF_NOEXIST: of two CPUs seeing the first packets, one reports NEW. */
 	if (bpf_map_update_elem(&ct_state, &key, &fresh, BPF_NOEXIST)) {
 		if (bpf_map_lookup_elem(&ct_state, &key))

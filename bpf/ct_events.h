@@ -50,6 +50,18 @@ struct ct_tuple {
 	__u8 _pad[2];
 };
 
+/* The fingerprint bpf/ct.bpf.c keeps of an entry's original tuple (ct_bpf_state.fp),
+ * from the first and last 32-bit words of each address and the ports, all as
+ * loaded from the tuple (network order): the program computes it, user space checks
+ * it. A false match needs the same ports and addresses at the same nf_conn address,
+ * i.e. practically the same connection. */
+static inline __u32 ct_fingerprint(__u32 s0, __u32 s3, __u32 d0, __u32 d3, __u32 sport_be,
+				   __u32 dport_be)
+{
+	return ((s3 ^ s0) * 0x9e3779b1u) ^ ((d3 ^ d0) * 0x85ebca6bu) ^
+	       (sport_be << 16 | dport_be) ^ 1u;
+}
+
 /* bpf/ct.bpf.c's state of an entry it follows (map ct_state, by nf_conn address):
  * user space reads the current TCP state of a kept translated entry there. */
 struct ct_bpf_state {

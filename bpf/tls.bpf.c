@@ -303,20 +303,8 @@ static __always_inline void event_send(struct tls_event *e)
  * use; NULL without kcounts, or when the map is full (counted). */
 static __always_inline struct cs_cg_counts *tls_cg_counts(struct __sk_buff *skb)
 {
-	__u64 id = bpf_skb_cgroup_id(skb);
-	struct cs_cg_counts *c, *zero;
-	__u32 zero_key = 0;
-
-	if (!kcounts)
-		return NULL;
-	c = bpf_map_lookup_elem(&cg_counts, &id);
-	if (c)
-		return c;
-	zero = bpf_map_lookup_elem(&cg_zero, &zero_key);
-	c = zero ? cs_insert_lookup(&cg_counts, &id, zero) : NULL;
-	if (!c)
-		cs_count(&tls_counters, TLS_CNT_MAP_FULL);
-	return c;
+	return kcounts ? cs_cg_counts_of(bpf_skb_cgroup_id(skb), &tls_counters,
+					 TLS_CNT_MAP_FULL) : NULL;
 }
 
 /* The socket's inode, which names its holder later (/proc/<pid>/fd) when a finding
@@ -459,7 +447,7 @@ static __always_inline void finish(struct __sk_buff *skb, struct bpf_sock *sk,
 				   __u8 type, __u8 dir)
 {
 	struct cs_cg_counts *c = tls_cg_counts(skb);
-	__u64 now = bpf_ktime_get_ns(), cookie;
+	__u64 now = bpf_ktime_get_ns(), us = (now - ts->start_ns) / 1000, cookie;
 	struct tls_hello *h;
 	struct tls_event *e;
 
@@ -467,8 +455,6 @@ static __always_inline void finish(struct __sk_buff *skb, struct bpf_sock *sk,
 	if (type == TLS_EV_DESYNC)
 		cs_count(&tls_counters, TLS_CNT_DESYNC);
 	if (c) {
-		__u64 us = (now - ts->start_ns) / 1000;
-
 		if (type == TLS_EV_DONE) {
 			c->tls_ok++;
 			c->tls_us[cs_log2_slot(us, CS_HIST_SLOTS) & (CS_HIST_SLOTS - 1)]++;
@@ -486,8 +472,7 @@ static __always_inline void finish(struct __sk_buff *skb, struct bpf_sock *sk,
 		if (h)
 			bpf_map_delete_elem(&tls_hello, &cookie);
 	} else if (type == TLS_EV_DONE && !(h && (h->flags & TLS_HELLO_REPORTED))) {
-		struct tls_done d = { .handshake_us = (now - ts->start_ns) / 1000,
-				      .version = ts->hs.version };
+		struct tls_done d = { .handshake_us = us, .version = ts->hs.version };
 
 		if (h)
 			bpf_map_delete_elem(&tls_hello, &cookie);

@@ -516,21 +516,31 @@ static void copy_bytes(uint8_t **buf, uint32_t *have, const uint8_t *from, uint3
 	}
 }
 
-/* Quiet: the kernel's entry of a handshake (start, ends, hello bytes) taken into
- * user space, and out of the kernel's map. NULL if it has none. */
-static struct tls_conn *take_hello(struct tls_state *s, uint64_t cookie, bool on)
+/* Quiet: a handshake user space follows from the kernel's entry of it (start,
+ * ends, hello bytes). */
+static struct tls_conn *tc_from_hello(struct tls_state *s, uint64_t cookie,
+				      const struct tls_hello *h, bool on)
 {
-	const struct tls_hello *h = s->hbuf;
-	struct tls_conn *tc;
+	struct tls_conn *tc = tc_new(s, cookie, h->start_ns, h->cgroup_id, h->ino,
+				     h->we_are_client, on);
 
-	if (!s->quiet || s->k.get(s->k.ctx, cookie, s->hbuf))
-		return NULL;
-	tc = tc_new(s, cookie, h->start_ns, h->cgroup_id, h->ino, h->we_are_client, on);
 	if (tc) {
 		TC_ENDS(tc, h);
 		copy_bytes(&tc->ch, &tc->ch_have, h->ch, h->ch_have, TLS_CAPTURE_CLIENT);
 		copy_bytes(&tc->sh, &tc->sh_have, h->sh, h->sh_have, TLS_CAPTURE_SERVER);
 	}
+	return tc;
+}
+
+/* Quiet: the kernel's entry of a handshake taken into user space, and out of the
+ * kernel's map. NULL if it has none. */
+static struct tls_conn *take_hello(struct tls_state *s, uint64_t cookie, bool on)
+{
+	struct tls_conn *tc;
+
+	if (!s->quiet || s->k.get(s->k.ctx, cookie, s->hbuf))
+		return NULL;
+	tc = tc_from_hello(s, cookie, s->hbuf, on);
 	s->k.del(s->k.ctx, cookie);
 	return tc;
 }
@@ -643,14 +653,8 @@ static void quiet_tick(struct tracker *t, uint64_t now)
 		if (s->k.get(s->k.ctx, key, s->hbuf) ||
 		    s->k.mark(s->k.ctx, key, s->hbuf, TLS_HELLO_REPORTED))
 			continue;
-		tc = tc_new(s, key, s->hbuf->start_ns, s->hbuf->cgroup_id, s->hbuf->ino,
-			    s->hbuf->we_are_client, false);
-		if (!tc)
-			continue;
-		TC_ENDS(tc, s->hbuf);
-		copy_bytes(&tc->ch, &tc->ch_have, s->hbuf->ch, s->hbuf->ch_have, TLS_CAPTURE_CLIENT);
-		copy_bytes(&tc->sh, &tc->sh_have, s->hbuf->sh, s->hbuf->sh_have, TLS_CAPTURE_SERVER);
-		report_timeout(t, tc, now);
+		if ((tc = tc_from_hello(s, key, s->hbuf, false)))
+			report_timeout(t, tc, now);
 	}
 	u64map_free(&s->seen);
 	s->seen = still;

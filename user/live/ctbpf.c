@@ -298,17 +298,17 @@ int ctbpf_poll(struct ctbpf *c, int timeout_ms, ctbpf_cb cb, void *arg)
 	return n;
 }
 
-/* bpf/ct.bpf.c's fingerprint of an original tuple, from the event's copy of it. */
+/* The program's fingerprint of an original tuple, from the event's copy of it
+ * (ports in host order there). */
 static uint32_t fingerprint(const struct ct_tuple *o)
 {
 	uint32_t s0, s3, d0, d3;
-	uint32_t sport = htons(o->sport), dport = htons(o->dport);
 
 	memcpy(&s0, o->src, 4);
 	memcpy(&s3, o->src + 12, 4);
 	memcpy(&d0, o->dst, 4);
 	memcpy(&d3, o->dst + 12, 4);
-	return ((s3 ^ s0) * 0x9e3779b1u) ^ ((d3 ^ d0) * 0x85ebca6bu) ^ (sport << 16 | dport) ^ 1u;
+	return ct_fingerprint(s0, s3, d0, d3, htons(o->sport), htons(o->dport));
 }
 
 int ctbpf_nat(const struct ctbpf *c, const struct ct_tuple *key, struct ct_event *out)
