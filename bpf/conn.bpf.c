@@ -1238,29 +1238,175 @@ static __always_inline int handle_owner(struct sock *sk, enum store st)
 	return 0;
 }
 
+/*
+ * Rescued runs. The kernel skips a run of a program that starts while the same
+ * program is running on that CPU (bpf_prog_info.recursion_misses): an interrupt
+ * in the middle of a run, a timer's or the self-interrupt of an allocator's
+ * refill, runs the network softirq on its way out, and every state change in
+ * that softirq is skipped, in bursts of a packet backlog. A skipped close is a
+ * count lost. So each hook's program marks the event it runs for (its socket
+ * and what happened) in a per-CPU table, and a second program on the same
+ * hook, attached after it, runs for every event too: it finds the mark and
+ * takes it out, or, finding none, knows the first was skipped and tail-calls
+ * it (a tail call is not a new run, so nothing skips it). The second one is a
+ * few loads; the whole handler is verified once.
+ */
+const volatile bool rescue = false; /* the rescue programs are attached */
+/* Tests only (CONNSCOPE_TEST_SKIP_RUNS): every Nth run returns at once, before
+ * its mark, as a run the kernel skipped would; its rescue must run it. */
+const volatile __u32 test_skip_every = 0;
+
+#define RUN_MARKS 8
+
+/* An event: the socket and what happened to it (a new state, or WHAT_* for the
+ * other hooks). The socket's address is stored and compared, never computed
+ * with (the verifier lets a privileged program do only that with a pointer). */
+struct run_marks {
+	__u64 sk[RUN_MARKS];  /* events whose run started and whose rescue has not looked */
+	__u8 what[RUN_MARKS];
+	__u64 rescuing_sk;    /* the event a rescue program tail-calls for */
+	__u8 rescuing_what;
+	__u32 test_runs;      /* CONNSCOPE_TEST_SKIP_RUNS: runs on this CPU */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct run_marks);
+} run_marks SEC(".maps");
+
+/* Each hook's handler program, for its rescue program to tail-call: one array
+ * a hook, as the kernel lets a program tail-call only programs of its hook. */
+#define RESCUE_ARRAY(name)                       \
+	struct {                                 \
+		__uint(type, BPF_MAP_TYPE_PROG_ARRAY); \
+		__uint(max_entries, 1);          \
+		__type(key, __u32);              \
+		__type(value, __u32);            \
+	} name SEC(".maps")
+
+RESCUE_ARRAY(rescue_set_state);
+RESCUE_ARRAY(rescue_rst_in);
+RESCUE_ARRAY(rescue_rst_out);
+RESCUE_ARRAY(rescue_retrans);
+
+/* First thing in a handler program: say that this event's run started. True:
+ * the run is to end here (tests only, as if the kernel had skipped it). */
+static __always_inline bool run_mark(struct sock *sk, __u8 what)
+{
+	struct run_marks *m;
+	__u32 zero = 0;
+
+	if (!rescue)
+		return false;
+	m = bpf_map_lookup_elem(&run_marks, &zero);
+	if (!m)
+		return false;
+	if (m->rescuing_sk == (__u64)sk && m->rescuing_what == what) {
+		m->rescuing_sk = 0;
+		cs_count(&counters, CS_CNT_RESCUED);
+		return false;
+	}
+	if (test_skip_every && ++m->test_runs % test_skip_every == 0)
+		return true;
+	/* Nested runs leave a few marks at once; if every slot is taken (marks
+	 * left by rescue programs that were themselves skipped), the first. */
+#pragma unroll
+	for (__u32 i = 0; i < RUN_MARKS; i++) {
+		if (!m->sk[i]) {
+			m->sk[i] = (__u64)sk;
+			m->what[i] = what;
+			return false;
+		}
+	}
+	m->sk[0] = (__u64)sk;
+	m->what[0] = what;
+	return false;
+}
+
+/* The rescue program: the handler ran for this event, or it runs now. */
+static __always_inline int run_rescue(void *ctx, struct sock *sk, __u8 what, void *handler)
+{
+	struct run_marks *m;
+	__u32 zero = 0;
+
+	m = bpf_map_lookup_elem(&run_marks, &zero);
+	if (!m)
+		return 0;
+#pragma unroll
+	for (__u32 i = 0; i < RUN_MARKS; i++) {
+		if (m->sk[i] == (__u64)sk && m->what[i] == what) {
+			m->sk[i] = 0;
+			return 0;
+		}
+	}
+	m->rescuing_sk = (__u64)sk;
+	m->rescuing_what = what;
+	bpf_tail_call(ctx, handler, 0);
+	m->rescuing_sk = 0;
+	return 0;
+}
+
+#define WHAT_RST_IN 13
+#define WHAT_RST_OUT 14
+#define WHAT_RETRANS 15
+
 /* tp_btf wrappers (preferred). */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(cs_set_state_btf, struct sock *sk, int oldstate, int newstate)
 {
+	if (run_mark(sk, newstate))
+		return 0;
 	return handle_set_state(sk, oldstate, newstate, STORE_SK);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(cs_set_state_rescue_btf, struct sock *sk, int oldstate, int newstate)
+{
+	return run_rescue(ctx, sk, newstate, &rescue_set_state);
 }
 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(cs_rst_in_btf, struct sock *sk)
 {
+	if (run_mark(sk, WHAT_RST_IN))
+		return 0;
 	return handle_rst_in(sk, STORE_SK);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(cs_rst_in_rescue_btf, struct sock *sk)
+{
+	return run_rescue(ctx, sk, WHAT_RST_IN, &rescue_rst_in);
 }
 
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(cs_rst_out_btf, struct sock *sk)
 {
+	if (run_mark(sk, WHAT_RST_OUT))
+		return 0;
 	return handle_rst_out(sk, STORE_SK);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(cs_rst_out_rescue_btf, struct sock *sk)
+{
+	return run_rescue(ctx, sk, WHAT_RST_OUT, &rescue_rst_out);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(cs_retrans_btf, struct sock *sk)
 {
+	if (run_mark(sk, WHAT_RETRANS))
+		return 0;
 	return handle_retransmit(sk, STORE_SK);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(cs_retrans_rescue_btf, struct sock *sk)
+{
+	return run_rescue(ctx, sk, WHAT_RETRANS, &rescue_retrans);
 }
 
 SEC("tp_btf/sock_recv_length")
@@ -1279,25 +1425,57 @@ int BPF_PROG(cs_send_btf, struct sock *sk)
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(cs_set_state_raw, struct sock *sk, int oldstate, int newstate)
 {
+	if (run_mark(sk, newstate))
+		return 0;
 	return handle_set_state(sk, oldstate, newstate, STORE_HASH);
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(cs_set_state_rescue_raw, struct sock *sk, int oldstate, int newstate)
+{
+	return run_rescue(ctx, sk, newstate, &rescue_set_state);
 }
 
 SEC("raw_tp/tcp_receive_reset")
 int BPF_PROG(cs_rst_in_raw, struct sock *sk)
 {
+	if (run_mark(sk, WHAT_RST_IN))
+		return 0;
 	return handle_rst_in(sk, STORE_HASH);
+}
+
+SEC("raw_tp/tcp_receive_reset")
+int BPF_PROG(cs_rst_in_rescue_raw, struct sock *sk)
+{
+	return run_rescue(ctx, sk, WHAT_RST_IN, &rescue_rst_in);
 }
 
 SEC("raw_tp/tcp_send_reset")
 int BPF_PROG(cs_rst_out_raw, struct sock *sk)
 {
+	if (run_mark(sk, WHAT_RST_OUT))
+		return 0;
 	return handle_rst_out(sk, STORE_HASH);
+}
+
+SEC("raw_tp/tcp_send_reset")
+int BPF_PROG(cs_rst_out_rescue_raw, struct sock *sk)
+{
+	return run_rescue(ctx, sk, WHAT_RST_OUT, &rescue_rst_out);
 }
 
 SEC("raw_tp/tcp_retransmit_skb")
 int BPF_PROG(cs_retrans_raw, struct sock *sk)
 {
+	if (run_mark(sk, WHAT_RETRANS))
+		return 0;
 	return handle_retransmit(sk, STORE_HASH);
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int BPF_PROG(cs_retrans_rescue_raw, struct sock *sk)
+{
+	return run_rescue(ctx, sk, WHAT_RETRANS, &rescue_retrans);
 }
 
 SEC("raw_tp/sock_recv_length")

@@ -79,7 +79,8 @@ enum cs_counter {
 	CS_CNT_CW_FULL = 5,   /* CLOSE_WAIT sockets the cw_socks map could not take (sent as edges) */
 	CS_CNT_REMOTE_FULL = 6, /* closes no remote_counts entry could take, not even "other" */
 	CS_CNT_CONN_EVENTS = 7, /* healthy closes sent on conn_events */
-	CS_CNT_MAX = 8,
+	CS_CNT_RESCUED = 8,   /* runs the kernel skipped (nested), run by the rescue programs */
+	CS_CNT_MAX = 9,
 };
 
 /* Log2 histogram of microseconds: slot 0 holds < 1 us, slot i [2^(i-1), 2^i) us;

@@ -28,7 +28,7 @@ struct stats_rec {
 	uint64_t events, lost, map_full, parser_desync;
 	double cpu_ms;
 	/* live */
-	uint64_t ringbuf_full, missed_runs, bpf_ms, consumed;
+	uint64_t ringbuf_full, missed_runs, rescued_runs, bpf_ms, consumed;
 	uint64_t child_races;    /* listener children closed in SYN_RECV: no record */
 	uint64_t sampled_out;    /* healthy connections not sent for their record (backlog) */
 	const char *attach;

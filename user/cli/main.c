@@ -633,6 +633,8 @@ int main(int argc, char **argv)
 		const char *crb = getenv("CONNSCOPE_CONN_RINGBUF_BYTES");
 		const char *trb = getenv("CONNSCOPE_TLS_RINGBUF_BYTES");
 		const char *rr = getenv("CONNSCOPE_RESET_RATE"), *lean = getenv("CONNSCOPE_LEAN");
+		const char *rescue = getenv("CONNSCOPE_RESCUE");
+		const char *skip_runs = getenv("CONNSCOPE_TEST_SKIP_RUNS");
 
 		if (rb && cs_parse_u64(rb, 4096, 1ull << 30, &o.ringbuf_bytes)) {
 			cs_warn("bad CONNSCOPE_RINGBUF_BYTES: '%s' (4096 to 2^30, a power of 2)", rb);
@@ -653,6 +655,16 @@ int main(int argc, char **argv)
 		}
 		o.reset_rate_set = rr != NULL;
 		o.lean_off = lean && !strcmp(lean, "0");
+		o.rescue_off = rescue && !strcmp(rescue, "0");
+		if (skip_runs) {
+			uint64_t v;
+
+			if (cs_parse_u64(skip_runs, 2, 1000000, &v)) {
+				cs_warn("bad CONNSCOPE_TEST_SKIP_RUNS: '%s' (2 to 1000000)", skip_runs);
+				return 2;
+			}
+			o.test_skip_runs = (uint32_t)v;
+		}
 	}
 	loader_set_verbose(o.verbose);
 

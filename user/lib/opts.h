@@ -52,6 +52,8 @@ struct cs_opts {
 	uint64_t conn_ringbuf_bytes; /* CONNSCOPE_CONN_RINGBUF_BYTES: the healthy closes' ring */
 	uint64_t tls_ringbuf_bytes;  /* CONNSCOPE_TLS_RINGBUF_BYTES: the TLS handshakes' ring */
 	bool lean_off;               /* CONNSCOPE_LEAN=0: socket state for every socket */
+	bool rescue_off;             /* CONNSCOPE_RESCUE=0: no rescue programs */
+	uint32_t test_skip_runs;     /* CONNSCOPE_TEST_SKIP_RUNS: tests skip every Nth run */
 	bool reset_rate_set;         /* CONNSCOPE_RESET_RATE given: */
 	uint64_t reset_rate;         /* reset records a second per CPU with only problems (0: all) */
 	unsigned output_queue_mib;   /* --output-queue: MiB of records for stdout, 0: 8 */

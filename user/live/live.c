@@ -76,6 +76,7 @@ static void self_counters(struct live *lv, struct stats_rec *sc)
 	sc->ringbuf_full = loader_counter(&lv->L, CS_CNT_LOST) + loader_tls_counter(&lv->L, 1) +
 			   (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_LOST) : 0);
 	sc->missed_runs = loader_prog_misses(&lv->L);
+	sc->rescued_runs = loader_rescued(&lv->L);
 	sc->lost = sc->ringbuf_full + sc->missed_runs;
 	sc->map_full = loader_counter(&lv->L, CS_CNT_MAP_FULL) + loader_tls_counter(&lv->L, 2) +
 		       (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_MAP_FULL) : 0);
@@ -695,6 +696,10 @@ int check_run(const struct cs_opts *o)
 	printf("state store:      %s\n", L.mode == ATTACH_RAW_TP ?
 	       "bounded hash keyed by socket (raw_tp cannot use socket storage); overflow counted as map_full" :
 	       "BPF socket storage (dies with the socket)");
+	printf("skipped runs:     %d of %d hooks rescued (a second program runs what the kernel "
+	       "skipped of the first, nested on its CPU; stats.rescued_runs)%s%s%s\n",
+	       loader_rescue_hooks(&L), LOADER_NRESCUE, L.rescue_note[0] ? "; " : "", L.rescue_note,
+	       o->rescue_off ? "; switched off by CONNSCOPE_RESCUE=0" : "");
 	printf("%-22s %-8s %-8s %s\n", "TRACEPOINT", "KERNEL", "ATTACHED", "PURPOSE / NOTE");
 	for (int i = 0; i < LOADER_NHOOKS; i++) {
 		const struct hook_status *h = &L.hooks[i];

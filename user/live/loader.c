@@ -117,8 +117,28 @@ static struct bpf_program *prog_of(struct conn_bpf *s, int i, bool btf)
 	return btf ? btf_progs[i] : raw_progs[i];
 }
 
+/* The rescue program of hook i (the first LOADER_NRESCUE hooks have one): it
+ * runs what the kernel skipped of the hook's program (conn.bpf.c). */
+static struct bpf_program *rescue_of(struct conn_bpf *s, int i, bool btf)
+{
+	struct bpf_program *btf_progs[LOADER_NRESCUE] = {
+		s->progs.cs_set_state_rescue_btf, s->progs.cs_rst_in_rescue_btf,
+		s->progs.cs_rst_out_rescue_btf, s->progs.cs_retrans_rescue_btf,
+	};
+	struct bpf_program *raw_progs[LOADER_NRESCUE] = {
+		s->progs.cs_set_state_rescue_raw, s->progs.cs_rst_in_rescue_raw,
+		s->progs.cs_rst_out_rescue_raw, s->progs.cs_retrans_rescue_raw,
+	};
+
+	return btf ? btf_progs[i] : raw_progs[i];
+}
+
 static void detach_all(struct loader *L)
 {
+	for (int i = 0; i < LOADER_NRESCUE; i++) {
+		bpf_link__destroy(L->rescue_links[i]);
+		L->rescue_links[i] = NULL;
+	}
 	for (int i = 0; i < LOADER_NHOOKS; i++) {
 		bpf_link__destroy(L->links[i]);
 		L->links[i] = NULL;
@@ -139,6 +159,15 @@ static const struct progfb_role conn_roles[] = {
 	{ "cs_recv_raw", false, "the holders of a finding's socket, found when it is due", "" },
 	{ "cs_send_btf", false, "the holders of a finding's socket, found when it is due", "" },
 	{ "cs_send_raw", false, "the holders of a finding's socket, found when it is due", "" },
+	/* Without them, a run the kernel skips is a missed run (stats.missed_runs). */
+	{ "cs_set_state_rescue_btf", false, "", "runs the kernel skipped are lost, not rescued" },
+	{ "cs_set_state_rescue_raw", false, "", "runs the kernel skipped are lost, not rescued" },
+	{ "cs_rst_in_rescue_btf", false, "", "runs the kernel skipped are lost, not rescued" },
+	{ "cs_rst_in_rescue_raw", false, "", "runs the kernel skipped are lost, not rescued" },
+	{ "cs_rst_out_rescue_btf", false, "", "runs the kernel skipped are lost, not rescued" },
+	{ "cs_rst_out_rescue_raw", false, "", "runs the kernel skipped are lost, not rescued" },
+	{ "cs_retrans_rescue_btf", false, "", "runs the kernel skipped are lost, not rescued" },
+	{ "cs_retrans_rescue_raw", false, "", "runs the kernel skipped are lost, not rescued" },
 	{ NULL, false, NULL, NULL },
 };
 
@@ -180,8 +209,15 @@ static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, boo
 			bpf_program__set_autoload(prog_of(s, i, true), btf);
 			bpf_program__set_autoload(prog_of(s, i, false), !btf);
 		}
+		for (int i = 0; i < LOADER_NRESCUE; i++) {
+			bpf_program__set_autoload(rescue_of(s, i, true), btf && !o->rescue_off);
+			bpf_program__set_autoload(rescue_of(s, i, false), !btf && !o->rescue_off);
+		}
 		/* Hooks this kernel lacks are switched off here, and recorded. */
 		progfb_prune(s->obj, "conn", conn_roles);
+		/* The handlers mark their runs only for a rescue program to read. */
+		s->rodata->rescue = bpf_program__autoload(rescue_of(s, 0, btf));
+		s->rodata->test_skip_every = s->rodata->rescue ? o->test_skip_runs : 0;
 		/* The fallback store is only needed (and sized) in raw_tp mode. */
 		if (btf)
 			bpf_map__set_max_entries(s->maps.sk_info_hash, 1);
@@ -243,6 +279,30 @@ static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *w
 		L->links[i] = link;
 		h->variant = btf ? "tp_btf" : "raw_tp";
 		h->note[0] = 0;
+	}
+	/* Each rescue program after its hook's program: on one tracepoint, the
+	 * kernel runs them in the order they were attached. */
+	for (int i = 0; i < LOADER_NRESCUE; i++) {
+		struct bpf_program *r = rescue_of(s, i, btf);
+		int fd = bpf_program__fd(prog_of(s, i, btf));
+		__u32 key = 0;
+
+		if (!L->links[i] || !bpf_program__autoload(r))
+			continue;
+		struct bpf_map *handler[LOADER_NRESCUE] = {
+			s->maps.rescue_set_state, s->maps.rescue_rst_in, s->maps.rescue_rst_out,
+			s->maps.rescue_retrans,
+		};
+
+		if (bpf_map_update_elem(bpf_map__fd(handler[i]), &key, &fd, BPF_ANY)) {
+			snprintf(L->rescue_note, sizeof(L->rescue_note), "%s: %s", hook_defs[i].tp,
+				 strerror(errno));
+			continue;
+		}
+		L->rescue_links[i] = bpf_program__attach(r);
+		if (!L->rescue_links[i])
+			snprintf(L->rescue_note, sizeof(L->rescue_note), "%s: attach: %s",
+				 hook_defs[i].tp, strerror(errno));
 	}
 	L->skel = s;
 	L->mode = btf ? ATTACH_TP_BTF : ATTACH_RAW_TP;
@@ -584,7 +644,9 @@ int loader_cw_socks(struct loader *L, struct cs_event **out)
 	return n;
 }
 
-/* Sum bpf_prog_info counters over our programs. */
+/* Sum bpf_prog_info counters over our programs. A rescue program's own skipped
+ * runs are not counted: it is skipped only while it runs on that CPU, when the
+ * hook's program is not running there and so was not skipped. */
 static void prog_totals(struct loader *L, uint64_t *run_time_ns, uint64_t *misses)
 {
 	struct bpf_program *p;
@@ -599,17 +661,32 @@ static void prog_totals(struct loader *L, uint64_t *run_time_ns, uint64_t *misse
 
 		if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, &info, &len)) {
 			*run_time_ns += info.run_time_ns;
-			*misses += info.recursion_misses;
+			if (!strstr(bpf_program__name(p), "_rescue_"))
+				*misses += info.recursion_misses;
 		}
 	}
 }
 
 uint64_t loader_prog_misses(struct loader *L)
 {
-	uint64_t run_time_ns, misses;
+	uint64_t run_time_ns, misses, rescued = loader_rescued(L);
 
 	prog_totals(L, &run_time_ns, &misses);
-	return misses;
+	return misses > rescued ? misses - rescued : 0;
+}
+
+uint64_t loader_rescued(struct loader *L)
+{
+	return L->skel ? loader_counter(L, CS_CNT_RESCUED) : 0;
+}
+
+int loader_rescue_hooks(const struct loader *L)
+{
+	int n = 0;
+
+	for (int i = 0; i < LOADER_NRESCUE; i++)
+		n += L->rescue_links[i] != NULL;
+	return n;
 }
 
 uint64_t loader_bpf_runtime_ns(struct loader *L)

@@ -8,6 +8,7 @@
 #include "opts.h"
 
 #define LOADER_NHOOKS 6
+#define LOADER_NRESCUE 4 /* the hooks with a rescue program, first in the list */
 
 struct hook_status {
 	const char *tracepoint;
@@ -26,6 +27,8 @@ struct loader {
 	char tls_cgroup[512];  /* where they are attached */
 	char tls_note[256];    /* why TLS is not observed, when it is not */
 	struct bpf_link *links[LOADER_NHOOKS];
+	struct bpf_link *rescue_links[LOADER_NRESCUE]; /* run what the kernel skipped */
+	char rescue_note[160]; /* why a rescue program is not attached */
 	enum cs_attach mode;  /* ATTACH_TP_BTF or ATTACH_RAW_TP once loaded */
 	char fallback_why[256];
 	struct hook_status hooks[LOADER_NHOOKS];
@@ -73,8 +76,13 @@ int loader_for_each_remote(struct loader *L,
 struct cs_event;
 int loader_cw_socks(struct loader *L, struct cs_event **out);
 /* Program runs the kernel skipped because the program was already running on
- * that CPU (a softirq interrupting it): edges lost before the ring buffer. */
+ * that CPU (a softirq interrupting it) and that no rescue program ran: edges
+ * lost before the ring buffer. */
 uint64_t loader_prog_misses(struct loader *L);
+/* Skipped runs that a rescue program ran. */
+uint64_t loader_rescued(struct loader *L);
+/* Hooks whose rescue program is attached. */
+int loader_rescue_hooks(const struct loader *L);
 /* Total run time of our programs in ns if kernel BPF stats are on, else 0. */
 uint64_t loader_bpf_runtime_ns(struct loader *L);
 /* libbpf diagnostics: shown with -v, otherwise the last one is kept for errors. */

@@ -1030,6 +1030,7 @@ static void jw_stats_live(struct jw *w, const struct stats_rec *s)
 	jw_cnt(w, "lost", s->lost);
 	jw_cnt(w, "ringbuf_full", s->ringbuf_full);
 	jw_cnt(w, "missed_runs", s->missed_runs);
+	jw_cnt(w, "rescued_runs", s->rescued_runs);
 	jw_cnt(w, "map_full", s->map_full);
 	jw_cnt(w, "child_races", s->child_races);
 	jw_cnt(w, "sampled_out", s->sampled_out);
