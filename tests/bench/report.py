@@ -355,8 +355,9 @@ def throughput(a, configs, subdir="runs", title="Throughput", targets=None, what
         st = [r["stats"] for r in runs[c] if r["stats"]]
         if st:
             print("  %s per round (end stats): " % c + "; ".join(
-                "events %d lost %d map_full %d cpu_ms %d" % (
-                    s["events"], s["lost"], s["map_full"], s["cpu_ms"]) for s in st))
+                "events %d lost %d rescued_runs %s map_full %d cpu_ms %d" % (
+                    s["events"], s["lost"], s.get("rescued_runs", "?"), s["map_full"],
+                    s["cpu_ms"]) for s in st))
         else:
             print("  %s: no end stats record seen (it did not stop cleanly?)" % c)
     return med, runs
@@ -437,7 +438,8 @@ def tcp(a, style):
             lost = sum(s["lost"] for s in st)
             print("  daemon at the maximum closed-loop rate, end stats per round: %s; lost %d:"
                   " %s (lost == 0)" % (
-                      ", ".join("events %d lost %d" % (s["events"], s["lost"]) for s in st),
+                      ", ".join("events %d lost %d (rescued %s)" % (
+                          s["events"], s["lost"], s.get("rescued_runs", "?")) for s in st),
                       lost, verdict(lost == 0)))
             TARGETS.append(("TCP churn, %s closes: daemon lost events" % style.upper(),
                             str(lost), spread([s["lost"] for s in st], "%d"), "== 0",
