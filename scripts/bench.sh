@@ -307,7 +307,7 @@ forget_pid() {
 mkdir -p .output
 gcc -O2 -g -Wall -Wextra -pthread -o "$CONNLOAD" tests/bench/connload.c ||
 	die "build tests/bench/connload.c"
-if has_part tcp; then
+if has_part tcp || has_part tls || has_part dnat; then
 	# The floor: vmlinux.h is the one the build made (make all ran before).
 	vmlinux_h=$(find "$ROOT/vmlinux" -name vmlinux.h 2>/dev/null | head -n 1)
 	[ -n "$vmlinux_h" ] || die "find vmlinux.h under vmlinux/ (run make first)"
@@ -447,7 +447,10 @@ start_tracer() {
 		else
 			"$CONNSCOPE" trace -o json --cgroup "$CGROUP" --conntrack off >"$out" 2>"$dir/err" &
 		fi ;;
-	floor) "$FLOOR" "$FLOOR_OBJ" --cgroup "$CGROUP" >"$out" 2>"$dir/err" & ;;
+	floor)
+		# The DNAT part: the netfilter hooks too, where connscope's conntrack goes.
+		"$FLOOR" "$FLOOR_OBJ" --cgroup "$CGROUP" ${CT_NETNS:+--netns "$CT_NETNS"} \
+			>"$out" 2>"$dir/err" & ;;
 	tcpstates) "$TCPSTATES" >"$out" 2>"$dir/err" & ;;
 	tcplife) "$TCPLIFE" >"$out" 2>"$dir/err" & ;;
 	*) die "start $name: unknown tracer" ;;
@@ -792,8 +795,8 @@ tls_detail() {
 
 if has_part tls; then
 	# daemon: the DaemonSet's mode (its targets); connscope: trace -o json.
-	TLS_CONFIGS=(baseline daemon connscope)
-	log "tls: 3 configs (bare, daemon, trace) x $TLS_ROUNDS rounds x ${TLS_SECS}s, bulk and handshakes" \
+	TLS_CONFIGS=(baseline floor daemon connscope)
+	log "tls: 4 configs (bare, floor, daemon, trace) x $TLS_ROUNDS rounds x ${TLS_SECS}s, bulk and handshakes" \
 		"($TLS_WORKERS client + $TLS_WORKERS server threads), port $TLS_PORT, in $CGROUP"
 	for ((r = 1; r <= TLS_ROUNDS; r++)); do
 		tls_round bulk "$r"
@@ -1104,10 +1107,10 @@ dnat_detail() {
 }
 
 if has_part dnat; then
-	DNAT_CONFIGS=(baseline daemon connscope)
+	DNAT_CONFIGS=(baseline floor daemon connscope)
 	setup_dnat
 	log "dnat: namespaces $NS_CLI -> $NS_NODE (DNAT $DNAT_VIP:80,81-88 -> $DNAT_BE:8080,8081-8088)" \
-		"-> $NS_BE; 3 configs (bare, daemon, trace) x $DNAT_ROUNDS rounds x ${DNAT_SECS}s, bulk and rate" \
+		"-> $NS_BE; 4 configs (bare, floor, daemon, trace) x $DNAT_ROUNDS rounds x ${DNAT_SECS}s, bulk and rate" \
 		"($DNAT_WORKERS client + $DNAT_WORKERS server threads)"
 	for ((r = 1; r <= DNAT_ROUNDS; r++)); do
 		dnat_round bulk "$r"

@@ -5,7 +5,11 @@
  * refused), print a stats start line as connscope does once attached, and wait for
  * SIGINT or SIGTERM. make bench's part 1 runs it as the "floor" config.
  * FLOOR_ONLY=tp or FLOOR_ONLY=skb attaches only the tracepoint's, or the packets'.
+ * floor OBJ --cgroup DIR --netns PATH also attaches a do-nothing netfilter program
+ * where connscope's conntrack program goes in the network namespace at PATH (the
+ * DNAT part's node): IPv4 and IPv6, prerouting and output, priority -99.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -15,7 +19,53 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+
+/* Debian 12's UAPI headers predate netfilter programs (6.4). */
+#define FLOOR_PROG_TYPE_NETFILTER 32
+#define FLOOR_ATTACH_NETFILTER 45
+
+struct nf_link_attr {
+	unsigned prog_fd, target_fd, attach_type, flags, pf, hooknum;
+	int priority;
+	unsigned nf_flags;
+};
+
+/* The four netfilter links, made inside the namespace at path. */
+static int attach_nf(struct bpf_program *prog, const char *path)
+{
+	static const struct { unsigned pf, hook; } where[] = {
+		{ 2, 0 }, { 2, 3 }, { 10, 0 }, { 10, 3 }, /* ipv4/ipv6 prerouting, output */
+	};
+	int home = open("/proc/self/ns/net", O_RDONLY), target = open(path, O_RDONLY), rc = 0;
+
+	if (home < 0 || target < 0 || setns(target, CLONE_NEWNET)) {
+		fprintf(stderr, "floor: enter %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(where) / sizeof(where[0]); i++) {
+		struct nf_link_attr a = { .prog_fd = (unsigned)bpf_program__fd(prog),
+					  .attach_type = FLOOR_ATTACH_NETFILTER,
+					  .pf = where[i].pf, .hooknum = where[i].hook,
+					  .priority = -99 };
+
+		if (syscall(__NR_bpf, BPF_LINK_CREATE, &a, sizeof(a)) < 0) {
+			fprintf(stderr, "floor: netfilter link %u/%u: %s\n", where[i].pf,
+				where[i].hook, strerror(errno));
+			rc = -1;
+		}
+	}
+	if (setns(home, CLONE_NEWNET)) {
+		fprintf(stderr, "floor: back to own netns: %s\n", strerror(errno));
+		rc = -1;
+	}
+	close(home);
+	close(target);
+	return rc;
+}
 
 static volatile sig_atomic_t stop;
 
@@ -41,8 +91,12 @@ int main(int argc, char **argv)
 	struct bpf_program *prog;
 	int cg;
 
-	if (argc != 4 || strcmp(argv[2], "--cgroup")) {
-		fprintf(stderr, "usage: floor OBJ --cgroup DIR\n");
+	const char *netns = NULL;
+
+	if (argc == 6 && !strcmp(argv[4], "--netns"))
+		netns = argv[5];
+	if ((argc != 4 && !netns) || strcmp(argv[2], "--cgroup")) {
+		fprintf(stderr, "usage: floor OBJ --cgroup DIR [--netns PATH]\n");
 		return 2;
 	}
 	if (!is_cgroup_child(argv[3])) {
@@ -55,6 +109,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	obj = bpf_object__open_file(argv[1], NULL);
+	prog = obj ? bpf_object__find_program_by_name(obj, "floor_nf") : NULL;
+	if (prog && netns) {
+		bpf_program__set_type(prog, FLOOR_PROG_TYPE_NETFILTER);
+		bpf_program__set_expected_attach_type(prog, FLOOR_ATTACH_NETFILTER);
+		bpf_program__set_autoload(prog, true);
+	}
 	if (!obj || bpf_object__load(obj)) {
 		fprintf(stderr, "floor: load %s: %s\n", argv[1], strerror(errno));
 		return 1;
@@ -64,6 +124,13 @@ int main(int argc, char **argv)
 		bool skb = bpf_program__section_name(prog)[0] == 'c';
 		struct bpf_link *l;
 
+		if (!bpf_program__autoload(prog))
+			continue;
+		if (!strcmp(bpf_program__name(prog), "floor_nf")) {
+			if (attach_nf(prog, netns))
+				return 1;
+			continue;
+		}
 		if (only && strcmp(only, skb ? "skb" : "tp"))
 			continue;
 		l = skb ? bpf_program__attach_cgroup(prog, cg) : bpf_program__attach(prog);
