@@ -1041,8 +1041,12 @@ setup_dnat() {
 }"
 	ip netns exec "$NS_NODE" nft -f - <<<"$rules" || die "add the DNAT rules in $NS_NODE"
 	# The node's conntrack keeps a connection's entry for 120 s after its close
-	# (TIME_WAIT): the rate runs make tens of thousands; in this namespace, 5 s.
-	ip netns exec "$NS_NODE" sysctl -q -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=5 \
+	# (TIME_WAIT): the rate runs make tens of thousands a second. With 5 s, a bare
+	# run at 55,000/s filled the table (nf_conntrack_max, 262,144, shared by every
+	# namespace): new SYNs were dropped, each a one-second stall of a closed-loop
+	# worker, and a round's rate fell by a quarter to a half depending on what the
+	# round before it had left. In this namespace, 1 s: the table holds ~120,000.
+	ip netns exec "$NS_NODE" sysctl -q -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 \
 		>/dev/null 2>&1 || log "note: could not shorten conntrack's TIME_WAIT in $NS_NODE"
 }
 
