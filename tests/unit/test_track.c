@@ -25,10 +25,14 @@ static void sink_finding(const struct finding_rec *f, void *arg)
 	last_ts = f->ts_real;
 }
 
+/* Connection records, and those that closed by a RST sent. */
+static int nconns, nconns_rst_out;
+
 static void sink_connection(const struct conn_rec *c, void *arg)
 {
-	(void)c;
 	(void)arg;
+	nconns++;
+	nconns_rst_out += c->close && !strcmp(c->close, "rst_out");
 }
 
 static void sink_summary(const struct summary_rec *s, void *arg)
@@ -149,6 +153,49 @@ static void fold(const struct cs_opts *o)
 	track_free(t);
 }
 
+/* Abortive closes: the close comes first and its RST after it, through another
+ * ring, so a batch of closes may be read before their RSTs, and a RST before its
+ * own close. Each close must end as rst_out, whatever the order. */
+static void rst_after_close(const struct cs_opts *o)
+{
+	enum { N = 5000 };
+	struct tracker *t;
+	struct cs_event e;
+
+	now_ns = 20000 * SEC;
+	t = test_tracker(o, true, &sink);
+	nconns = nconns_rst_out = 0;
+	for (int i = 0; i < N; i++) {
+		e = edge(CS_EV_CLOSE, 1000 + i, now_ns);
+		e.flags = CS_F_WAS_EST;
+		e.oldstate = 1;  /* ESTABLISHED */
+		e.newstate = 7;  /* CLOSE */
+		track_event(t, &e);
+	}
+	for (int i = N; i-- > 0;) {  /* newest first: the slowest order for a scan */
+		e = edge(CS_EV_RST_OUT, 1000 + i, now_ns);
+		track_event(t, &e);
+	}
+	e = edge(CS_EV_RST_OUT, 1000 + N, now_ns);  /* before its close */
+	track_event(t, &e);
+	e = edge(CS_EV_CLOSE, 1000 + N, now_ns);
+	e.flags = CS_F_WAS_EST;
+	e.oldstate = 1;
+	e.newstate = 7;
+	track_event(t, &e);
+	e = edge(CS_EV_CLOSE, 1000 + N + 1, now_ns);  /* an orderly close: no RST */
+	e.flags = CS_F_WAS_EST;
+	e.oldstate = 1;
+	e.newstate = 7;
+	track_event(t, &e);
+	now_ns += SEC;
+	track_tick(t);
+	check(nconns == N + 2 && nconns_rst_out == N + 1,
+	      "rst after close: %d records, %d closed by rst_out (want %d and %d)", nconns,
+	      nconns_rst_out, N + 2, N + 1);
+	track_free(t);
+}
+
 int main(void)
 {
 	struct cs_opts o = {
@@ -162,6 +209,7 @@ int main(void)
 	connect_timeout(&o);
 	close_wait(&o);
 	fold(&o);
+	rst_after_close(&o);
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;
 }

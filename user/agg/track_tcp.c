@@ -65,6 +65,16 @@ struct tcp_state {
 	/* Closes held back briefly: an abortive close sends its RST after CLOSE. */
 	struct cs_event *pending;
 	size_t npending, cap_pending;
+	/* The RST of an abortive close finds its held close by cookie: the value is
+	 * 1 + the close's position counted from the first close ever held, and
+	 * pend_base is pending[0]'s. (A scan of the held closes was quadratic:
+	 * healthy closes and the RSTs come through two rings, so a batch of closes
+	 * is held before their RSTs are read: trace spent 60% of its time there
+	 * in a reset storm.) */
+	struct u64map pend_at;
+	uint64_t pend_base;
+	/* RSTs read before their close (value: the RST's time), for the close. */
+	struct u64map early_rst;
 	uint64_t cw_threshold_ns, connect_timeout_ns;
 	uint64_t scan;          /* scans of cw_socks so far */
 };
@@ -112,6 +122,8 @@ static void tcp_free_all(struct tracker *t)
 		free(v);
 	u64map_free(&s->watch);
 	u64map_free(&s->snap_est);
+	u64map_free(&s->pend_at);
+	u64map_free(&s->early_rst);
 	free(s->pending);
 }
 
@@ -630,6 +642,7 @@ void track_cw_sockets(struct tracker *t, const struct cs_event *e, int n)
 
 static void hold_close(struct tracker *t, const struct cs_event *e);
 static void amend_rst_out(struct tracker *t, const struct cs_event *e);
+static void rst_out_on(struct cs_event *p);
 
 static void tcp_edge(struct tracker *t, const struct cs_event *e)
 {
@@ -706,23 +719,35 @@ static void hold_close(struct tracker *t, const struct cs_event *e)
 		s->pending = n;
 		s->cap_pending = ncap;
 	}
-	s->pending[s->npending++] = *e;
+	s->pending[s->npending] = *e;
+	if (u64map_del(&s->early_rst, e->cookie))
+		rst_out_on(&s->pending[s->npending]);
+	/* Without room in the index, its RST cannot find it: the close is held
+	 * all the same, as a close without one. */
+	u64map_put(&s->pend_at, e->cookie, (void *)(uintptr_t)(s->pend_base + s->npending + 1));
+	s->npending++;
+}
+
+static void rst_out_on(struct cs_event *p)
+{
+	p->flags |= CS_F_RST_OUT;
+	if ((p->flags & CS_F_WAS_EST) && p->close_cause == CS_CLOSE_NONE)
+		p->close_cause = CS_CLOSE_RST_OUT;
 }
 
 static void amend_rst_out(struct tracker *t, const struct cs_event *e)
 {
 	struct tcp_state *s = S(t);
+	uintptr_t at = (uintptr_t)u64map_get(&s->pend_at, e->cookie);
 
-	for (size_t i = s->npending; i-- > 0;) {
-		struct cs_event *p = &s->pending[i];
-
-		if (p->cookie != e->cookie)
-			continue;
-		p->flags |= CS_F_RST_OUT;
-		if ((p->flags & CS_F_WAS_EST) && p->close_cause == CS_CLOSE_NONE)
-			p->close_cause = CS_CLOSE_RST_OUT;
+	if (at && at - 1 >= s->pend_base && at - 1 - s->pend_base < s->npending &&
+	    s->pending[at - 1 - s->pend_base].cookie == e->cookie) {
+		rst_out_on(&s->pending[at - 1 - s->pend_base]);
 		return;
 	}
+	/* Its close is not in yet (the other ring), or was never sent (a socket
+	 * not followed): kept for a while for the close. */
+	u64map_put(&s->early_rst, e->cookie, (void *)(uintptr_t)(e->ts_ns | 1));
 }
 
 /* Report held closes older than `before` (monotonic ns); all with UINT64_MAX. */
@@ -734,13 +759,25 @@ static void release_closes(struct tracker *t, uint64_t before)
 	for (i = 0; i < s->npending && s->pending[i].ts_ns < before; i++) {
 		struct cg_entry *c = tr_cgroup(t, s->pending[i].cgroup_id);
 
+		if ((uintptr_t)u64map_get(&s->pend_at, s->pending[i].cookie) == s->pend_base + i + 1)
+			u64map_del(&s->pend_at, s->pending[i].cookie);
 		if (c)
 			on_close(t, &s->pending[i], c);
+	}
+	/* RSTs whose close never came within the hold (a socket not followed). */
+	if (s->early_rst.len && before != UINT64_MAX) {
+		uint64_t k;
+		void *v;
+
+		for (size_t j = 0; u64map_next(&s->early_rst, &j, &k, &v);)
+			if ((uintptr_t)v < before)
+				u64map_del(&s->early_rst, k);
 	}
 	if (!i)
 		return;
 	memmove(s->pending, s->pending + i, (s->npending - i) * sizeof(*s->pending));
 	s->npending -= i;
+	s->pend_base += i;
 }
 
 static void tcp_flush(struct tracker *t)
