@@ -65,13 +65,15 @@ struct tcp_state {
 	/* Closes held back briefly: an abortive close sends its RST after CLOSE. */
 	struct cs_event *pending;
 	size_t npending, cap_pending;
-	/* The RST of an abortive close finds its held close by cookie: the value is
-	 * 1 + the close's position counted from the first close ever held, and
-	 * pend_base is pending[0]'s. (A scan of the held closes was quadratic:
-	 * healthy closes and the RSTs come through two rings, so a batch of closes
-	 * is held before their RSTs are read: trace spent 60% of its time there
-	 * in a reset storm.) */
-	struct u64map pend_at;
+	/* The RST of an abortive close finds its held close by cookie: a slot per
+	 * value of the cookie's low bits holds 1 + the position of the last close
+	 * held with them, counted from the first close ever held (pend_base is
+	 * pending[0]'s). Cookies are handed out in sequence, so the closes held at
+	 * once do not share a slot but by a rare chance, when a scan finds it. (A
+	 * scan for every RST was quadratic: healthy closes and RSTs come through
+	 * two rings, so a batch of closes is held before their RSTs are read, and
+	 * trace spent 60% of its time there in a reset storm.) */
+	uint64_t *pend_at;
 	uint64_t pend_base;
 	/* RSTs read before their close (value: the RST's time), for the close. */
 	struct u64map early_rst;
@@ -122,7 +124,7 @@ static void tcp_free_all(struct tracker *t)
 		free(v);
 	u64map_free(&s->watch);
 	u64map_free(&s->snap_est);
-	u64map_free(&s->pend_at);
+	free(s->pend_at);
 	u64map_free(&s->early_rst);
 	free(s->pending);
 }
@@ -699,6 +701,7 @@ static void tcp_edge(struct tracker *t, const struct cs_event *e)
 /* How long a close waits for the RST of an abortive close (same call chain in
  * the kernel, so microseconds in practice). */
 #define HOLD_NS (20 * 1000 * 1000ull)
+#define PEND_SLOTS 65536 /* pend_at: 512 KiB, made at the first close held */
 
 static void hold_close(struct tracker *t, const struct cs_event *e)
 {
@@ -720,11 +723,12 @@ static void hold_close(struct tracker *t, const struct cs_event *e)
 		s->cap_pending = ncap;
 	}
 	s->pending[s->npending] = *e;
-	if (u64map_del(&s->early_rst, e->cookie))
+	if (s->early_rst.len && u64map_del(&s->early_rst, e->cookie))
 		rst_out_on(&s->pending[s->npending]);
-	/* Without room in the index, its RST cannot find it: the close is held
-	 * all the same, as a close without one. */
-	u64map_put(&s->pend_at, e->cookie, (void *)(uintptr_t)(s->pend_base + s->npending + 1));
+	if (!s->pend_at)
+		s->pend_at = calloc(PEND_SLOTS, sizeof(*s->pend_at));
+	if (s->pend_at)
+		s->pend_at[e->cookie & (PEND_SLOTS - 1)] = s->pend_base + s->npending + 1;
 	s->npending++;
 }
 
@@ -738,12 +742,22 @@ static void rst_out_on(struct cs_event *p)
 static void amend_rst_out(struct tracker *t, const struct cs_event *e)
 {
 	struct tcp_state *s = S(t);
-	uintptr_t at = (uintptr_t)u64map_get(&s->pend_at, e->cookie);
+	uint64_t at = s->pend_at ? s->pend_at[e->cookie & (PEND_SLOTS - 1)] : 0;
 
-	if (at && at - 1 >= s->pend_base && at - 1 - s->pend_base < s->npending &&
-	    s->pending[at - 1 - s->pend_base].cookie == e->cookie) {
-		rst_out_on(&s->pending[at - 1 - s->pend_base]);
-		return;
+	if (at && at - 1 >= s->pend_base && at - 1 - s->pend_base < s->npending) {
+		struct cs_event *p = &s->pending[at - 1 - s->pend_base];
+
+		if (p->cookie == e->cookie) {
+			rst_out_on(p);
+			return;
+		}
+		/* The slot taken by another close held now (rare): a scan. */
+		for (size_t i = s->npending; i-- > 0;) {
+			if (s->pending[i].cookie == e->cookie) {
+				rst_out_on(&s->pending[i]);
+				return;
+			}
+		}
 	}
 	/* Its close is not in yet (the other ring), or was never sent (a socket
 	 * not followed): kept for a while for the close. */
@@ -759,8 +773,6 @@ static void release_closes(struct tracker *t, uint64_t before)
 	for (i = 0; i < s->npending && s->pending[i].ts_ns < before; i++) {
 		struct cg_entry *c = tr_cgroup(t, s->pending[i].cgroup_id);
 
-		if ((uintptr_t)u64map_get(&s->pend_at, s->pending[i].cookie) == s->pend_base + i + 1)
-			u64map_del(&s->pend_at, s->pending[i].cookie);
 		if (c)
 			on_close(t, &s->pending[i], c);
 	}
