@@ -49,12 +49,8 @@ enum {
 #define CT_RING_BYTES (4 * 1024 * 1024)
 
 
-/* Quiet (only problem records asked for): what a problem needs, and no more. A
- * translated entry is kept in ct_nat under both its tuples (user space looks a
- * record's socket up there); an entry crosses only once it enters CLOSE_WAIT (a
- * forwarded flow stuck), and then its end; an end by a RST crosses too. A healthy
- * flow sends nothing: two map updates if conntrack translated it, else only the
- * per-packet path. */
+/* Quiet (only problem records asked for): what a problem needs, and no more (see
+ * handle_quiet). */
 const volatile bool quiet = false;
 
 #define CT_S_NAT (CT_S_SRC_NAT | CT_S_DST_NAT)
@@ -224,6 +220,85 @@ static __always_inline bool start(const struct bpf_nf_ctx *ctx, const struct nf_
 }
 
 /*
+ * Quiet: no state for a healthy flow. Conntrack's own state says what a packet
+ * means, so only the flows that cross are followed, from the packet that makes
+ * them cross: a translated flow is kept in ct_nat from its SYN (or from the
+ * SYN-ACK, which a source NAT set up on the first packet's way out shows
+ * first); an entry in CLOSE_WAIT is followed (ct_state) and crosses, as its end
+ * does; an end by a RST crosses, once (a mark in ct_state). A healthy flow costs
+ * its SYN's two map updates if translated, and the few loads of every packet.
+ */
+static __always_inline int handle_quiet(struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
+					__u64 key, __u32 status, __u8 tcp_state, bool fast)
+{
+	struct ct_bpf_state *raw, *st, fresh = {};
+	bool was_counted;
+	__u32 fp;
+
+	switch (tcp_state) {
+	case CT_TCP_SYN_SENT:
+		if (status & CT_S_DST_NAT)
+			nat_keep(ctx, ct, tcp_state, status, fast);
+		return NF_ACCEPT;
+	case CT_TCP_SYN_RECV:
+		if (status & CT_S_SRC_NAT)
+			nat_keep(ctx, ct, tcp_state, status, fast);
+		return NF_ACCEPT;
+	case CT_TCP_CLOSE_WAIT:
+	case CT_TCP_TIME_WAIT:
+	case CT_TCP_CLOSE:
+		break;
+	default:
+		return NF_ACCEPT;  /* the per-packet fast path: no map at all */
+	}
+	fp = fingerprint(ct, fast);
+	raw = bpf_map_lookup_elem(&ct_state, &key);
+	/* ct_live counts the followed entries (sent), not the RST marks. */
+	was_counted = raw && raw->sent;
+	/* Another fingerprint: the address of an entry freed unseen, now another's. */
+	st = raw && raw->fp == fp ? raw : NULL;
+	fresh.status = status & CT_S_EDGE;
+	fresh.fp = fp;
+	fresh.tcp_state = tcp_state;
+	if (tcp_state == CT_TCP_CLOSE_WAIT) {
+		if (st && st->tcp_state == CT_TCP_CLOSE_WAIT)
+			return NF_ACCEPT;
+		fresh.sent = 1;
+		if (bpf_map_update_elem(&ct_state, &key, &fresh, BPF_ANY)) {
+			cs_count(&ct_counters, CT_CNT_MAP_FULL);
+		} else if (!was_counted) {
+			if (live_get() >= CT_MAP_ENTRIES)
+				cs_count(&ct_counters, CT_CNT_EVICTIONS);
+			else
+				live_add(1);
+		}
+		emit(ctx, ct, CT_EV_UPDATE, tcp_state, CT_TCP_NONE, status, fast);
+		return NF_ACCEPT;
+	}
+	/* TIME_WAIT or CLOSE: the end of a followed entry (delete first: of two
+	 * CPUs racing here only one wins, so it is reported once), or a RST's. */
+	if (st && st->tcp_state == CT_TCP_CLOSE_WAIT) {
+		__u8 old = st->tcp_state;
+
+		if (bpf_map_delete_elem(&ct_state, &key))
+			return NF_ACCEPT;
+		live_add(-1);
+		emit(ctx, ct, CT_EV_DESTROY, tcp_state, old, status, fast);
+		return NF_ACCEPT;
+	}
+	if (tcp_state != CT_TCP_CLOSE || st)
+		return NF_ACCEPT;  /* an orderly end, or a RST end already reported */
+	/* The mark is left to age out of the LRU. BPF_NOEXIST on a free key: of
+	 * two CPUs seeing the RST's packets, one reports it. */
+	if (bpf_map_update_elem(&ct_state, &key, &fresh, raw ? BPF_ANY : BPF_NOEXIST))
+		return NF_ACCEPT;
+	if (was_counted)
+		live_add(-1);
+	emit(ctx, ct, CT_EV_DESTROY, tcp_state, CT_TCP_NONE, status, fast);
+	return NF_ACCEPT;
+}
+
+/*
  * One handler, two ways to read nf_conn: `fast` (a compile-time constant in
  * each wrapper) casts it with bpf_rdonly_cast and loads fields directly, which
  * halves the per-packet cost; the other uses bpf_probe_read_kernel, for kernels
@@ -254,6 +329,8 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	if (status & (IPS_TEMPLATE | IPS_UNTRACKED))
 		return NF_ACCEPT;
 	tcp_state = RD(fast, ct, proto.tcp.state);
+	if (quiet)
+		return handle_quiet(ctx, ct, key, status, tcp_state, fast);
 	edge = status & CT_S_EDGE;
 
 	st = bpf_map_lookup_elem(&ct_state, &key);
