@@ -56,14 +56,15 @@ const volatile bool quiet = false;
 #define CT_S_NAT (CT_S_SRC_NAT | CT_S_DST_NAT)
 #define CT_NAT_ENTRIES 65536
 
-/* Quiet: translated entries, under their original tuple (the client's socket) and
- * their reply tuple (the backend's), as a NEW record would have said them. LRU:
- * an entry outlives conntrack's by as long as the table's churn allows, for a
- * socket's close that comes after conntrack's end. */
+/* Quiet: translated entries, under their client end (struct ct_end: one insert
+ * for a flow that only a destination NAT translated, the Service case), as a NEW
+ * record would have said them. LRU: an entry outlives conntrack's by as long as
+ * the table's churn allows, for a socket's close that comes after conntrack's
+ * end; at a high rate every insert evicts, so each one saved counts. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, CT_NAT_ENTRIES);
-	__type(key, struct ct_tuple);
+	__type(key, struct ct_end);
 	__type(value, struct ct_event);
 } ct_nat SEC(".maps");
 
@@ -188,15 +189,35 @@ static __always_inline void emit(const struct bpf_nf_ctx *ctx, const struct nf_c
 	cs_count(&ct_counters, CT_CNT_EVENTS);
 }
 
+static __always_inline bool same16(const __u8 *a, const __u8 *b)
+{
+	__u64 a0, a1, b0, b1;
+
+	__builtin_memcpy(&a0, a, 8);
+	__builtin_memcpy(&a1, a + 8, 8);
+	__builtin_memcpy(&b0, b, 8);
+	__builtin_memcpy(&b1, b + 8, 8);
+	return a0 == b0 && a1 == b1;
+}
+
 /* Quiet: a translated entry, kept for the records that will look it up. */
 static __always_inline void nat_keep(const struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
 				     __u8 tcp_state, __u32 status, bool fast)
 {
 	struct ct_event e;
 
+	struct ct_end k = {};
+
 	fill(&e, ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
-	bpf_map_update_elem(&ct_nat, &e.orig, &e, BPF_ANY);
-	bpf_map_update_elem(&ct_nat, &e.reply, &e, BPF_ANY);
+	__builtin_memcpy(k.addr, e.orig.src, sizeof(k.addr));
+	k.port = e.orig.sport;
+	k.l3 = e.orig.l3;
+	bpf_map_update_elem(&ct_nat, &k, &e, BPF_ANY);
+	if (e.reply.dport == e.orig.sport && same16(e.reply.dst, e.orig.src))
+		return;
+	__builtin_memcpy(k.addr, e.reply.dst, sizeof(k.addr));  /* source NAT */
+	k.port = e.reply.dport;
+	bpf_map_update_elem(&ct_nat, &k, &e, BPF_ANY);
 }
 
 /* Does a new entry cross (and then its end too)? Quiet: only one in CLOSE_WAIT. */

@@ -50,6 +50,17 @@ struct ct_tuple {
 	__u8 _pad[2];
 };
 
+/* ct_nat's key: a flow's client end, the original tuple's source, which is also
+ * the reply tuple's destination unless a source NAT rewrote it (then the entry is
+ * kept under that too). A client's socket has it as its local end, the backend's
+ * as its remote one; the entry found is checked against the socket's tuple. */
+struct ct_end {
+	__u8 addr[16];
+	__u16 port;          /* host order */
+	__u8 l3;
+	__u8 _pad;
+};
+
 /* The fingerprint bpf/ct.bpf.c keeps of an entry's original tuple (ct_bpf_state.fp),
  * from the first and last 32-bit words of each address and the ports, all as
  * loaded from the tuple (network order): the program computes it, user space checks

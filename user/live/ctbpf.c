@@ -311,11 +311,35 @@ static uint32_t fingerprint(const struct ct_tuple *o)
 	return ct_fingerprint(s0, s3, d0, d3, htons(o->sport), htons(o->dport));
 }
 
+static bool same_tuple(const struct ct_tuple *a, const struct ct_tuple *b)
+{
+	return a->sport == b->sport && a->dport == b->dport && !memcmp(a->src, b->src, 16) &&
+	       !memcmp(a->dst, b->dst, 16);
+}
+
+/* The kept entry under one end of the socket's tuple, if it is that socket's:
+ * the client's socket is its original tuple, the backend's its reply tuple (a
+ * client end may serve flows to several destinations at once). */
+static int nat_at(const struct ctbpf *c, const struct ct_tuple *sock, const uint8_t *addr,
+		  uint16_t port, struct ct_event *out)
+{
+	struct ct_end k;
+
+	memset(&k, 0, sizeof(k));
+	memcpy(k.addr, addr, sizeof(k.addr));
+	k.port = port;
+	k.l3 = sock->l3;
+	if (bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.ct_nat), &k, out))
+		return -1;
+	return same_tuple(&out->orig, sock) || same_tuple(&out->reply, sock) ? 0 : -1;
+}
+
 int ctbpf_nat(const struct ctbpf *c, const struct ct_tuple *key, struct ct_event *out)
 {
 	struct ct_bpf_state st;
 
-	if (!c || bpf_map_lookup_elem(bpf_map__fd(c->skel->maps.ct_nat), key, out))
+	if (!c || (nat_at(c, key, key->src, key->sport, out) &&
+		   nat_at(c, key, key->dst, key->dport, out)))
 		return -1;
 	/* Its state now, if the program still follows that entry (the address
 	 * may hold another one by now: the fingerprint tells). */

@@ -48,10 +48,10 @@ int ctbpf_fd(const struct ctbpf *c);
 int ctbpf_add_ring(struct ctbpf *c, struct ring_buffer *rb,
 		   int (*fn)(void *ctx, void *data, size_t size), void *ctx);
 
-/* Quiet: the translated entry kept under a socket's tuple (key: the socket's
- * local address and port as src, the peer's as dst, l4 IPPROTO_TCP) in *out, with
- * tcp_state its state now (CT_TCP_NONE once the program no longer follows it).
- * 0, or -1 if none is kept. */
+/* Quiet: the translated entry a socket's traffic went through (key: the socket's
+ * local address and port as src, the peer's as dst, l3 set), whichever end of it
+ * the socket is, in *out, with tcp_state its state now (CT_TCP_NONE unless the
+ * program follows it). 0, or -1 if none is kept. */
 int ctbpf_nat(const struct ctbpf *c, const struct ct_tuple *key, struct ct_event *out);
 
 /* Counters summed over CPUs; any pointer may be NULL. */
