@@ -1263,11 +1263,17 @@ const volatile __u32 test_skip_every = 0;
  * with (the verifier lets a privileged program do only that with a pointer). */
 struct run_marks {
 	__u64 sk[RUN_MARKS];  /* events whose run started and whose rescue has not looked */
+	__u32 seq[RUN_MARKS]; /* ... and the run's number on this CPU */
 	__u8 what[RUN_MARKS];
 	__u64 rescuing_sk;    /* the event a rescue program tail-calls for */
 	__u8 rescuing_what;
-	__u32 test_runs;      /* CONNSCOPE_TEST_SKIP_RUNS: runs on this CPU */
+	__u32 runs;           /* runs on this CPU so far */
 };
+
+/* A mark this many runs old on its CPU is stale: a rescue program skipped in
+ * its turn (nested in its own run) left it. Runs in progress at once on a CPU
+ * are a handful (a process, its softirq), so a live mark is never that old. */
+#define RUN_MARK_STALE 64
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -1296,7 +1302,7 @@ RESCUE_ARRAY(rescue_retrans);
 static __always_inline bool run_mark(struct sock *sk, __u8 what)
 {
 	struct run_marks *m;
-	__u32 zero = 0;
+	__u32 zero = 0, n;
 
 	if (!rescue)
 		return false;
@@ -1308,20 +1314,23 @@ static __always_inline bool run_mark(struct sock *sk, __u8 what)
 		cs_count(&counters, CS_CNT_RESCUED);
 		return false;
 	}
-	if (test_skip_every && ++m->test_runs % test_skip_every == 0)
+	n = ++m->runs;
+	if (test_skip_every && n % test_skip_every == 0)
 		return true;
-	/* Nested runs leave a few marks at once; if every slot is taken (marks
-	 * left by rescue programs that were themselves skipped), the first. */
+	/* Nested runs leave a few marks at once; a stale one's slot is free. */
 #pragma unroll
 	for (__u32 i = 0; i < RUN_MARKS; i++) {
-		if (!m->sk[i]) {
+		if (!m->sk[i] || n - m->seq[i] > RUN_MARK_STALE) {
 			m->sk[i] = (__u64)sk;
 			m->what[i] = what;
+			m->seq[i] = n;
 			return false;
 		}
 	}
+	/* Eight live marks: nesting this deep does not happen; the first goes. */
 	m->sk[0] = (__u64)sk;
 	m->what[0] = what;
+	m->seq[0] = n;
 	return false;
 }
 
