@@ -220,24 +220,11 @@ static __always_inline void nat_keep(const struct bpf_nf_ctx *ctx, const struct 
 	bpf_map_update_elem(&ct_nat, &k, &e, BPF_ANY);
 }
 
-/* Does a new entry cross (and then its end too)? Quiet: only one in CLOSE_WAIT. */
-static __always_inline bool start_crosses(__u8 tcp_state)
-{
-	return !quiet || tcp_state == CT_TCP_CLOSE_WAIT;
-}
-
-/* A new entry (first sight, or a reused address): reported, or in quiet mode kept
- * if translated. Returns whether it crossed. */
-static __always_inline bool start(const struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
+/* A new entry (first sight, or a reused address). */
+static __always_inline void start(const struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
 				  __u8 tcp_state, __u32 status, bool fast)
 {
-	if (start_crosses(tcp_state)) {
-		emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
-		return true;
-	}
-	if (status & CT_S_NAT)
-		nat_keep(ctx, ct, tcp_state, status, fast);
-	return false;
+	emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
 }
 
 /*
@@ -247,7 +234,7 @@ static __always_inline bool start(const struct bpf_nf_ctx *ctx, const struct nf_
  * SYN-ACK, which a source NAT set up on the first packet's way out shows
  * first); an entry in CLOSE_WAIT is followed (ct_state) and crosses, as its end
  * does; an end by a RST crosses, once (a mark in ct_state). A healthy flow costs
- * its SYN's two map updates if translated, and the few loads of every packet.
+ * its SYN's map update if translated, and the few loads of every packet.
  */
 static __always_inline int handle_quiet(struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
 					__u64 key, __u32 status, __u8 tcp_state, bool fast)
@@ -332,7 +319,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	__u64 key = nfct & ~NFCT_INFOMASK;
 	const struct nf_conn *ct;
 	struct ct_bpf_state *st, fresh = {};
-	__u32 status, edge, was;
+	__u32 status, edge;
 	__u8 tcp_state;
 
 	/* NULL: not tracked; an untracked packet carries IP_CT_UNTRACKED and no pointer. */
@@ -377,31 +364,23 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 			st->fp = fingerprint(ct, fast);
 			st->tcp_state = tcp_state;
 			st->status = edge;
-			st->sent = start(ctx, ct, tcp_state, status, fast);
+			st->sent = 1;
+			start(ctx, ct, tcp_state, status, fast);
 			return NF_ACCEPT;
 		}
 		if (tcp_state == CT_TCP_TIME_WAIT || tcp_state == CT_TCP_CLOSE) {
 			/* Delete first: of two CPUs racing here only one wins the
 			 * delete, so the end is reported once. */
-			bool sent = st->sent;
-
 			if (bpf_map_delete_elem(&ct_state, &key))
 				return NF_ACCEPT;
 			live_add(-1);
-			if (!quiet || sent || tcp_state == CT_TCP_CLOSE)
-				emit(ctx, ct, CT_EV_DESTROY, tcp_state, old, status, fast);
+			emit(ctx, ct, CT_EV_DESTROY, tcp_state, old, status, fast);
 			return NF_ACCEPT;
 		}
 		/* Racing CPUs may both report the same change; harmless. */
-		was = st->status;
 		st->tcp_state = tcp_state;
 		st->status = edge;
-		if (!quiet || (tcp_state == CT_TCP_CLOSE_WAIT && old != CT_TCP_CLOSE_WAIT)) {
-			st->sent = 1;
-			emit(ctx, ct, CT_EV_UPDATE, tcp_state, old, status, fast);
-		} else if (!st->sent && ((edge ^ was) & CT_S_NAT)) {
-			nat_keep(ctx, ct, tcp_state, status, fast);  /* translated now (SNAT) */
-		}
+		emit(ctx, ct, CT_EV_UPDATE, tcp_state, old, status, fast);
 		return NF_ACCEPT;
 	}
 
@@ -412,7 +391,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	fresh.tcp_state = tcp_state;
 	fresh.status = edge;
 	fresh.fp = fingerprint(ct, fast);
-	fresh.sent = start_crosses(tcp_state);
+	fresh.sent = 1;
 	/* BPF_NOEXIST: of two CPUs seeing the first packets, one reports NEW. */
 	if (bpf_map_update_elem(&ct_state, &key, &fresh, BPF_NOEXIST)) {
 		if (bpf_map_lookup_elem(&ct_state, &key))

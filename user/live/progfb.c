@@ -59,11 +59,6 @@ static bool btf_has(const char *name, int kind)
 	return b && btf__find_by_name_kind(b, name, kind) > 0;
 }
 
-bool progfb_kfunc_exists(const char *name)
-{
-	return btf_has(name, BTF_KIND_FUNC);
-}
-
 /* Syscall and other perf tracepoints are found through tracefs. Where it is not
  * mounted (a fresh container, or `ip netns exec`, which mounts a new /sys),
  * mount it at its usual place: it adds nothing but the tracing control files. */

@@ -31,9 +31,6 @@ struct progfb_role {
  * why[] says so. */
 bool progfb_hook_exists(const char *sec, char *why, size_t len);
 
-/* The running kernel's BTF has this function (a kfunc a program may call). */
-bool progfb_kfunc_exists(const char *name);
-
 /* Is tracefs (which the syscall tracepoints are found through) mounted? Where
  * it is not (a fresh container, or `ip netns exec`, which mounts a new /sys),
  * it is mounted at /sys/kernel/tracing; *mounted_here then says so. */
