@@ -205,7 +205,6 @@ static __always_inline void nat_keep(const struct bpf_nf_ctx *ctx, const struct 
 				     __u8 tcp_state, __u32 status, bool fast)
 {
 	struct ct_event e;
-
 	struct ct_end k = {};
 
 	fill(&e, ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
@@ -218,13 +217,6 @@ static __always_inline void nat_keep(const struct bpf_nf_ctx *ctx, const struct 
 	__builtin_memcpy(k.addr, e.reply.dst, sizeof(k.addr));  /* source NAT */
 	k.port = e.reply.dport;
 	bpf_map_update_elem(&ct_nat, &k, &e, BPF_ANY);
-}
-
-/* A new entry (first sight, or a reused address). */
-static __always_inline void start(const struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
-				  __u8 tcp_state, __u32 status, bool fast)
-{
-	emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
 }
 
 /*
@@ -261,8 +253,8 @@ static __always_inline int handle_quiet(struct bpf_nf_ctx *ctx, const struct nf_
 	}
 	fp = fingerprint(ct, fast);
 	raw = bpf_map_lookup_elem(&ct_state, &key);
-	/* ct_live counts the followed entries (sent), not the RST marks. */
-	was_counted = raw && raw->sent;
+	/* ct_live counts the followed entries (in CLOSE_WAIT), not the RST marks. */
+	was_counted = raw && raw->tcp_state == CT_TCP_CLOSE_WAIT;
 	/* Another fingerprint: the address of an entry freed unseen, now another's. */
 	st = raw && raw->fp == fp ? raw : NULL;
 	fresh.status = status & CT_S_EDGE;
@@ -271,7 +263,6 @@ static __always_inline int handle_quiet(struct bpf_nf_ctx *ctx, const struct nf_
 	if (tcp_state == CT_TCP_CLOSE_WAIT) {
 		if (st && st->tcp_state == CT_TCP_CLOSE_WAIT)
 			return NF_ACCEPT;
-		fresh.sent = 1;
 		if (bpf_map_update_elem(&ct_state, &key, &fresh, BPF_ANY)) {
 			cs_count(&ct_counters, CT_CNT_MAP_FULL);
 		} else if (!was_counted) {
@@ -364,8 +355,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 			st->fp = fingerprint(ct, fast);
 			st->tcp_state = tcp_state;
 			st->status = edge;
-			st->sent = 1;
-			start(ctx, ct, tcp_state, status, fast);
+			emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
 			return NF_ACCEPT;
 		}
 		if (tcp_state == CT_TCP_TIME_WAIT || tcp_state == CT_TCP_CLOSE) {
@@ -391,7 +381,6 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 	fresh.tcp_state = tcp_state;
 	fresh.status = edge;
 	fresh.fp = fingerprint(ct, fast);
-	fresh.sent = 1;
 	/* BPF_NOEXIST: of two CPUs seeing the first packets, one reports NEW. */
 	if (bpf_map_update_elem(&ct_state, &key, &fresh, BPF_NOEXIST)) {
 		if (bpf_map_lookup_elem(&ct_state, &key))
@@ -399,7 +388,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 		/* An LRU hash evicts instead of failing; failure means it could
 		 * not even evict (memory pressure). */
 		cs_count(&ct_counters, CT_CNT_MAP_FULL);
-		start(ctx, ct, tcp_state, status, fast);
+		emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
 		return NF_ACCEPT;
 	}
 	/* The LRU evicted an entry to make room iff we were already at
@@ -410,7 +399,7 @@ static __always_inline int handle(struct bpf_nf_ctx *ctx, bool fast)
 		cs_count(&ct_counters, CT_CNT_EVICTIONS);
 	else
 		live_add(1);
-	start(ctx, ct, tcp_state, status, fast);
+	emit(ctx, ct, CT_EV_NEW, tcp_state, CT_TCP_NONE, status, fast);
 	return NF_ACCEPT;
 }
 

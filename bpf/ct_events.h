@@ -78,9 +78,8 @@ static inline __u32 ct_fingerprint(__u32 s0, __u32 s3, __u32 d0, __u32 d3, __u32
 struct ct_bpf_state {
 	__u32 status;     /* CT_S_EDGE bits last reported */
 	__u32 fp;         /* fingerprint of the original tuple: catches address reuse */
-	__u8 tcp_state;   /* last seen */
-	__u8 sent;        /* quiet: it crossed (CLOSE_WAIT), so its end does too */
-	__u8 _pad[6];
+	__u8 tcp_state;   /* last seen (quiet: CLOSE_WAIT, followed; CLOSE, a RST's mark) */
+	__u8 _pad[7];
 };
 
 struct ct_event {
