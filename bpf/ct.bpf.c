@@ -29,6 +29,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET6 10
 /* skb->_nfct keeps enum ip_conntrack_info in its low 3 bits (NFCT_INFOMASK). */
 #define NFCT_INFOMASK 7UL
+#define IPS_CONFIRMED (1u << 3)
 #define IPS_TEMPLATE (1u << 11)
 #define IPS_UNTRACKED (1u << 12)
 
@@ -56,11 +57,11 @@ const volatile bool quiet = false;
 #define CT_S_NAT (CT_S_SRC_NAT | CT_S_DST_NAT)
 #define CT_NAT_ENTRIES 65536
 
-/* Quiet: translated entries, under their client end (struct ct_end: one insert
- * for a flow that only a destination NAT translated, the Service case), as a NEW
- * record would have said them. LRU: an entry outlives conntrack's by as long as
- * the table's churn allows, for a socket's close that comes after conntrack's
- * end; at a high rate every insert evicts, so each one saved counts. */
+/* Quiet: translated entries that turned into problems (handle_quiet), under their
+ * client end (struct ct_end: one insert for a flow that only a destination NAT
+ * translated, the Service case), as a NEW record would have said them. LRU: an
+ * entry outlives conntrack's by as long as the churn of problems allows, for a
+ * socket's close that comes after conntrack's end. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, CT_NAT_ENTRIES);
@@ -222,11 +223,14 @@ static __always_inline void nat_keep(const struct bpf_nf_ctx *ctx, const struct 
 /*
  * Quiet: no state for a healthy flow. Conntrack's own state says what a packet
  * means, so only the flows that cross are followed, from the packet that makes
- * them cross: a translated flow is kept in ct_nat from its SYN (or from the
- * SYN-ACK, which a source NAT set up on the first packet's way out shows
- * first); an entry in CLOSE_WAIT is followed (ct_state) and crosses, as its end
- * does; an end by a RST crosses, once (a mark in ct_state). A healthy flow costs
- * its SYN's map update if translated, and the few loads of every packet.
+ * them cross: an entry in CLOSE_WAIT is followed (ct_state) and crosses, as its
+ * end does; an end by a RST crosses, once (a mark in ct_state). A translated
+ * flow is kept in ct_nat only once it turns into a problem that conntrack sees:
+ * a SYN sent again (a connect that may time out) or a RST (CLOSE_WAIT's record
+ * carries both tuples to user space already). A record whose problem conntrack
+ * cannot see (a TLS failure ended by a FIN) finds its entry over ctnetlink
+ * instead (user/live/ctwatch.c). A healthy flow costs the few loads of each
+ * packet, and no map at all.
  */
 static __always_inline int handle_quiet(struct bpf_nf_ctx *ctx, const struct nf_conn *ct,
 					__u64 key, __u32 status, __u8 tcp_state, bool fast)
@@ -237,11 +241,10 @@ static __always_inline int handle_quiet(struct bpf_nf_ctx *ctx, const struct nf_
 
 	switch (tcp_state) {
 	case CT_TCP_SYN_SENT:
-		if (status & CT_S_DST_NAT)
-			nat_keep(ctx, ct, tcp_state, status, fast);
-		return NF_ACCEPT;
-	case CT_TCP_SYN_RECV:
-		if (status & CT_S_SRC_NAT)
+		/* Conntrack confirms an entry as its first packet leaves the
+		 * node, after these hooks: a packet of a confirmed entry still
+		 * in SYN_SENT is its SYN sent again. */
+		if ((status & CT_S_NAT) && (status & IPS_CONFIRMED))
 			nat_keep(ctx, ct, tcp_state, status, fast);
 		return NF_ACCEPT;
 	case CT_TCP_CLOSE_WAIT:
@@ -293,6 +296,8 @@ static __always_inline int handle_quiet(struct bpf_nf_ctx *ctx, const struct nf_
 		return NF_ACCEPT;
 	if (was_counted)
 		live_add(-1);
+	if (status & CT_S_NAT)
+		nat_keep(ctx, ct, tcp_state, status, fast);
 	emit(ctx, ct, CT_EV_DESTROY, tcp_state, CT_TCP_NONE, status, fast);
 	return NF_ACCEPT;
 }

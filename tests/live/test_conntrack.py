@@ -196,8 +196,8 @@ def test_local_close_wait_is_not_reported_as_forwarded(cluster):
 def test_daemon_healthy_flows_stay_in_the_kernel(cluster):
     """daemon (problem records only): healthy flows through the Service and straight
     to the backend make no record, not even a forwarded one, and send conntrack
-    nothing; a refused connect through the Service still carries its NAT, looked
-    up in what the kernel kept."""
+    nothing; a refused connect and a reset through the Service still carry their
+    NAT, looked up in what the kernel kept when conntrack saw the RST."""
     fe, be = pods(cluster)
     n = 3
     with Connscope(cluster, "--namespace", NS, "--conntrack", "bpf", command="daemon") as cs:
@@ -229,10 +229,64 @@ def test_daemon_healthy_flows_stay_in_the_kernel(cluster):
         assert ep(r["nat"], "reply_src") == (BE_IP, BE_PORT), show([r])
         assert r["nat"]["source"] == "bpf", show([r])
     stats = [r for r in records if r["type"] == "stats"][-1]
-    # Healthy flows send nothing (a translated one is kept in the kernel, where
-    # the records found their NAT); the ends by a RST cross.
+    # Healthy flows send nothing and leave nothing in the kernel; the ends by a RST
+    # cross, and kept the NAT that their records found (no GET was needed).
     ev = stats["conntrack"]["events"]
     assert ev == 2, show([stats])
+    assert stats["conntrack"]["nat_gets"] == 0, show([stats])
     assert stats["conntrack"]["lost"] == 0, show([stats])
     print(f"\nconntrack events for {n} translated + {n} direct healthy flows, a reset and a "
           f"refused one: {ev}")
+
+
+def test_daemon_problem_flows_find_their_nat(cluster, pki):
+    """daemon: what the kernel keeps of a translated flow is only what turned into a
+    problem that conntrack sees. A connect through the Service that times out
+    (its SYN sent again) is kept in the kernel; a TLS handshake that the client
+    rejects ends by FINs, which conntrack sees as healthy, so user space asks
+    conntrack for the entry (a ctnetlink GET) when the records need it. Both
+    sides of both carry the NAT."""
+    import tlspeers
+    fe, be = pods(cluster)
+    drop_port = BE_PORT + 1
+    rule = ["nft", "add", "rule", "ip", "kube", "pre", "ip", "daddr", VIP, "tcp", "dport",
+            str(VIP_PORT + 1), "dnat", "to", f"{BE_IP}:{drop_port}"]
+    cp = subprocess.run(["ip", "netns", "exec", cluster.node_netns, *rule],
+                        capture_output=True, text=True, timeout=20)
+    assert cp.returncode == 0, cp.stderr
+    be.netns_run(["nft", "add", "table", "inet", "cstest"])
+    be.netns_run(["nft", "add", "chain", "inet", "cstest", "in",
+                  "{ type filter hook input priority 0; }"])
+    be.netns_run(["nft", "add", "rule", "inet", "cstest", "in", "tcp", "dport",
+                  str(drop_port), "drop"])
+    with Connscope(cluster, "--namespace", NS, "--conntrack", "bpf", "--connect-timeout", 2,
+                   "--finding-window", 0, command="daemon") as cs:
+        srv = tlspeers.openssl_server(be, pki, BE_PORT, naccept=1,
+                                      cert=pki.selfsigned, key=pki.selfsigned_key)
+        r = tlspeers.s_client(fe, VIP, VIP_PORT, "-verify_return_error", "-CAfile", pki.other_ca)
+        assert r["rc"] != 0 and "self-signed certificate" in (r["verify_error"] or ""), r
+        srv.wait(timeout=10)
+        hang = start_server(be, "echo", drop_port, 1)   # it listens; SYNs never reach it
+        out = run_client(fe, "timeout", VIP, VIP_PORT + 1, 1, 3.5)[1]
+        assert out["results"][0].startswith("timeout"), out
+        cs.wait_count(lambda r: r["type"] == "connection", 3, timeout=15)
+        records = cs.stop()
+    hang.kill()
+    hang.wait(timeout=10)
+    conns = [r for r in records if r["type"] == "connection"]
+    (tc,) = [r for r in conns if r.get("tls") and r["side"] == "client"]
+    (ts,) = [r for r in conns if r.get("tls") and r["side"] == "server"]
+    (to,) = [r for r in conns if r["tcp"]["outcome"] == "timeout"]
+    assert tc["tls"]["outcome"] == ts["tls"]["outcome"] == "failed", show(conns)
+    (f,) = findings(records, "tcp_connect_timeout")
+    for x, port, source in ((tc, VIP_PORT, "netlink"), (ts, VIP_PORT, "netlink"),
+                            (to, VIP_PORT + 1, "bpf"), (f, VIP_PORT + 1, "bpf")):
+        assert x.get("nat"), show([x])
+        assert ep(x["nat"], "orig_dst") == (VIP, port), show([x])
+        assert ep(x["nat"], "reply_src") == (BE_IP, BE_PORT + port - VIP_PORT), show([x])
+        assert x["nat"]["source"] == source, show([x])
+    stats = [r for r in records if r["type"] == "stats"][-1]
+    ct = stats["conntrack"]
+    # One GET: the entry it returned serves the other socket's record and the findings.
+    assert ct["nat_gets"] == 1 and ct["nat_gets_skipped"] == 0, show([stats])
+    assert ct["lost"] == 0, show([stats])

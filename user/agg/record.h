@@ -42,6 +42,7 @@ struct stats_rec {
 	struct {
 		const char *watcher;
 		uint64_t events, lost, map_full, map_evictions, evictions;
+		uint64_t nat_gets, nat_gets_skipped;
 	} ct;
 	struct {
 		const char *mode;

@@ -35,6 +35,7 @@
 #define RECV_BUF    (64 * 1024)        /* one datagram; dump skbs stay below 32 KiB */
 #define RCVBUF_WANT (8 * 1024 * 1024)  /* bursts of short connections overrun less */
 #define DUMP_TMO_S  5
+#define GET_TMO_US  200000
 #define READ_BATCH  4096  /* datagrams per ctnl_read: a flood must not starve
 			     the caller's other work */
 
@@ -336,6 +337,7 @@ static bool st_apply(struct ctnl *c, struct ct_event *e)
 
 struct open_job {
 	struct ctnl *c;
+	bool query_only;  /* ctnl_open_query: no event socket */
 	int err;
 	char step[64];
 };
@@ -368,6 +370,8 @@ static void open_sockets(void *arg)
 	int want = RCVBUF_WANT, off = 0;
 	socklen_t sl = sizeof(c->rcvbuf);
 
+	if (j->query_only)
+		goto requests;
 	c->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_NETFILTER);
 	if (c->fd < 0) {
 		j->err = errno;
@@ -395,6 +399,7 @@ static void open_sockets(void *arg)
 			return;
 		}
 	}
+requests:
 	c->dump_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
 	if (c->dump_fd < 0 || bind(c->dump_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		j->err = errno;
@@ -468,10 +473,10 @@ int ctnl_in_netns(const char *path, void (*fn)(void *arg), void *arg, uint32_t *
 	return 0;
 }
 
-struct ctnl *ctnl_open(const char *netns_path, char *why, size_t whylen)
+static struct ctnl *open_in(const char *netns_path, bool query_only, char *why, size_t whylen)
 {
 	struct ctnl *c = calloc(1, sizeof(*c));
-	struct open_job j = { .c = c };
+	struct open_job j = { .c = c, .query_only = query_only };
 
 	if (!c || !(c->buf = malloc(RECV_BUF))) {
 		snprintf(why, whylen, "%s", strerror(ENOMEM));
@@ -491,6 +496,23 @@ struct ctnl *ctnl_open(const char *netns_path, char *why, size_t whylen)
 		ctnl_close(c);
 		return NULL;
 	}
+	return c;
+}
+
+struct ctnl *ctnl_open(const char *netns_path, char *why, size_t whylen)
+{
+	return open_in(netns_path, false, why, whylen);
+}
+
+struct ctnl *ctnl_open_query(const char *netns_path, char *why, size_t whylen)
+{
+	struct ctnl *c = open_in(netns_path, true, why, whylen);
+	struct timeval tmo = { .tv_usec = GET_TMO_US };
+
+	/* The kernel answers a GET before sendto returns; the timeout only
+	 * guards against a reply that never comes. */
+	if (c)
+		setsockopt(c->dump_fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo));
 	return c;
 }
 
@@ -643,6 +665,103 @@ int ctnl_dump(struct ctnl *c, ctnl_cb cb, void *arg)
 			return ret;
 		if (ret == 1)
 			return n;
+	}
+}
+
+/* Append one attribute (struct nlattr, payload, padding to 4) at *off; a nested
+ * one is opened with len 0 and closed by nest_end. */
+static size_t put_attr(unsigned char *buf, size_t *off, uint16_t type, const void *v, size_t len)
+{
+	struct nlattr a = { .nla_len = (uint16_t)(NLA_HDRLEN + len), .nla_type = type };
+	size_t at = *off;
+
+	memcpy(buf + at, &a, sizeof(a));
+	if (len)
+		memcpy(buf + at + NLA_HDRLEN, v, len);
+	*off = at + NLA_ALIGN(NLA_HDRLEN + len);
+	return at;
+}
+
+static void nest_end(unsigned char *buf, size_t at, size_t off)
+{
+	uint16_t len = (uint16_t)(off - at);
+
+	memcpy(buf + at, &len, sizeof(len));
+}
+
+/* A GET by one tuple:
+ *   struct nlmsghdr { len, NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET, NLM_F_REQUEST }
+ *   struct nfgenmsg { the tuple's L3 family, NFNETLINK_V0, 0 }
+ *   CTA_TUPLE_ORIG or CTA_TUPLE_REPLY { CTA_TUPLE_IP { CTA_IP_V4_SRC, CTA_IP_V4_DST }
+ *     (or the V6 pair), CTA_TUPLE_PROTO { CTA_PROTO_NUM, CTA_PROTO_SRC_PORT,
+ *     CTA_PROTO_DST_PORT (be16) } }
+ * The reply is the entry (IPCTNL_MSG_CT_NEW) or an NLMSG_ERROR. */
+int ctnl_get(struct ctnl *c, const struct ct_tuple *t, bool reply, struct ct_event *out)
+{
+	unsigned char rq[256];
+	struct nlmsghdr nlh = {
+		.nlmsg_type = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET,
+		.nlmsg_flags = NLM_F_REQUEST,
+		.nlmsg_seq = ++c->seq,
+	};
+	struct nfgenmsg g = { .nfgen_family = t->l3, .version = NFNETLINK_V0 };
+	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+	bool v6 = t->l3 == AF_INET6;
+	size_t n = v6 ? 16 : 4, off = NLMSG_HDRLEN, tup, ip, pr;
+	uint16_t sport = htons(t->sport), dport = htons(t->dport);
+	uint8_t l4 = IPPROTO_TCP;
+	ssize_t r;
+
+	if (t->l3 != AF_INET && t->l3 != AF_INET6)
+		return -EAFNOSUPPORT;
+	memset(rq, 0, sizeof(rq));
+	memcpy(rq + off, &g, sizeof(g));
+	off += NLMSG_ALIGN(sizeof(g));
+	tup = put_attr(rq, &off, (reply ? CTA_TUPLE_REPLY : CTA_TUPLE_ORIG) | NLA_F_NESTED, NULL, 0);
+	ip = put_attr(rq, &off, CTA_TUPLE_IP | NLA_F_NESTED, NULL, 0);
+	put_attr(rq, &off, v6 ? CTA_IP_V6_SRC : CTA_IP_V4_SRC, t->src, n);
+	put_attr(rq, &off, v6 ? CTA_IP_V6_DST : CTA_IP_V4_DST, t->dst, n);
+	nest_end(rq, ip, off);
+	pr = put_attr(rq, &off, CTA_TUPLE_PROTO | NLA_F_NESTED, NULL, 0);
+	put_attr(rq, &off, CTA_PROTO_NUM, &l4, 1);
+	put_attr(rq, &off, CTA_PROTO_SRC_PORT, &sport, 2);
+	put_attr(rq, &off, CTA_PROTO_DST_PORT, &dport, 2);
+	nest_end(rq, pr, off);
+	nest_end(rq, tup, off);
+	nlh.nlmsg_len = (uint32_t)off;
+	memcpy(rq, &nlh, sizeof(nlh));
+
+	do
+		r = sendto(c->dump_fd, rq, off, 0, (struct sockaddr *)&kernel, sizeof(kernel));
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	for (;;) {
+		struct nlmsghdr h;
+		int st = 0;
+
+		r = recv(c->dump_fd, c->buf, RECV_BUF, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errno == EAGAIN ? -ETIMEDOUT : -errno;
+		if ((size_t)r < NLMSG_HDRLEN)
+			return -EBADMSG;
+		memcpy(&h, c->buf, sizeof(h));
+		if (h.nlmsg_seq != nlh.nlmsg_seq)
+			continue;  /* the late reply to a GET that timed out */
+		if (h.nlmsg_type == NLMSG_ERROR) {
+			if (h.nlmsg_len >= NLMSG_LENGTH(sizeof(int)) && (size_t)r >= NLMSG_LENGTH(sizeof(int)))
+				memcpy(&st, c->buf + NLMSG_HDRLEN, sizeof(int));
+			return st < 0 ? st : -EBADMSG;
+		}
+		if (ctnl_parse(c->buf, (size_t)r, out) != 1)
+			return -ENOENT;  /* not a TCP entry */
+		out->type = CT_EV_NEW;
+		out->ts_ns = cs_mono_ns();
+		out->netns = c->netns;
+		c->events++;
+		return 0;
 	}
 }
 

@@ -12,6 +12,7 @@
 #ifndef CONNSCOPE_CTNL_H
 #define CONNSCOPE_CTNL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "ct_events.h"
@@ -26,6 +27,12 @@ typedef void (*ctnl_cb)(void *arg, const struct ct_event *e);
  * that enters the namespace; they stay bound to it, and no thread of the
  * process is left inside. NULL on failure, with the reason in why. */
 struct ctnl *ctnl_open(const char *netns_path, char *why, size_t whylen);
+/* Only a socket for requests (ctnl_get), in that namespace: no events. */
+struct ctnl *ctnl_open_query(const char *netns_path, char *why, size_t whylen);
+/* The entry whose original tuple (reply false) or reply tuple (true) is t, as
+ * a CT_EV_NEW with its current state. 0, or a negative errno: -ENOENT when
+ * conntrack has no such entry. Two system calls; the caller bounds the rate. */
+int ctnl_get(struct ctnl *c, const struct ct_tuple *t, bool reply, struct ct_event *out);
 /* The event socket, non-blocking, for poll(POLLIN). */
 int ctnl_fd(const struct ctnl *c);
 /* Deliver the events already queued (up to a few thousand datagrams per

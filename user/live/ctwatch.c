@@ -21,10 +21,18 @@
 
 #define PRESSURE_NS 1000000000ull
 
+/* Quiet: GETs of entries the kernel did not keep, at most this many a second
+ * (a burst of problem records through a Service, a few microseconds each). */
+#define NAT_GETS_PER_S 1000
+
 struct ctwatch {
 	struct tracker *t;
 	struct ctbpf *bpf;
 	struct ctnl *nl;
+	struct ctnl *query;       /* quiet: GETs in the watched namespace; NULL: none */
+	double tokens;            /* GETs allowed now (NAT_GETS_PER_S, refilled) */
+	uint64_t tokens_ns;
+	uint64_t nat_gets, nat_gets_skipped;
 	struct ctstat *stat;      /* NULL: the table's fill cannot be read there */
 	uint64_t next_stat_ns;
 	bool stat_ok;
@@ -39,10 +47,41 @@ static void on_ct(void *arg, const struct ct_event *e)
 		track_ct_event(w->t, e);
 }
 
-/* The tracker's way to the translated entries the BPF program keeps (quiet). */
-static int kept_nat(void *c, const struct ct_tuple *key, struct ct_event *out)
+static bool get_allowed(struct ctwatch *w)
 {
-	return ctbpf_nat(c, key, out);
+	uint64_t now = cs_mono_ns();
+
+	w->tokens += (double)(now - w->tokens_ns) * NAT_GETS_PER_S / 1e9;
+	if (w->tokens > NAT_GETS_PER_S)
+		w->tokens = NAT_GETS_PER_S;
+	w->tokens_ns = now;
+	if (w->tokens < 1)
+		return false;
+	w->tokens -= 1;
+	return true;
+}
+
+/* The tracker's way to a socket's translated entry in quiet mode: what the BPF
+ * program kept (a flow that turned into a problem conntrack sees), else
+ * conntrack's own entry by a GET (a problem it cannot see: a TLS failure, a
+ * GOAWAY), tried as the client's socket (original tuple) and as the backend's
+ * (reply tuple). An entry that nothing translated is not a NAT. */
+static int kept_nat(void *arg, const struct ct_tuple *key, struct ct_event *out)
+{
+	struct ctwatch *w = arg;
+
+	if (!ctbpf_nat(w->bpf, key, out))
+		return 0;
+	if (!w->query)
+		return -1;
+	if (!get_allowed(w)) {
+		w->nat_gets_skipped++;
+		return -1;
+	}
+	w->nat_gets++;
+	if (ctnl_get(w->query, key, false, out) && ctnl_get(w->query, key, true, out))
+		return -1;
+	return out->status & (CT_S_SRC_NAT | CT_S_DST_NAT) ? 0 : -1;
 }
 
 struct ctwatch *ctwatch_open(const struct cs_opts *o, struct tracker *t)
@@ -65,8 +104,15 @@ struct ctwatch *ctwatch_open(const struct cs_opts *o, struct tracker *t)
 					  (o->connections != CONNS_ALL ? CTBPF_QUIET : 0),
 					  why_bpf, sizeof(why_bpf));
 	if (w->bpf && o->connections != CONNS_ALL && t) {
-		struct track_ct_kernel k = { w->bpf, kept_nat };
+		struct track_ct_kernel k = { w, kept_nat };
+		char why[256];
 
+		w->query = ctnl_open_query(o->conntrack_netns, why, sizeof(why));
+		if (!w->query)
+			cs_warn("conntrack: no ctnetlink GET (%s): a problem that conntrack does "
+				"not see (a TLS failure) has no nat", why);
+		w->tokens = NAT_GETS_PER_S;
+		w->tokens_ns = cs_mono_ns();
 		track_set_ct_kernel(t, &k);
 	}
 	if (!w->bpf && (o->conntrack == CT_AUTO || o->conntrack == CT_NETLINK)) {
@@ -143,6 +189,12 @@ void ctwatch_counters(const struct ctwatch *w, uint64_t *events, uint64_t *lost,
 		ctnl_counters(w->nl, events, lost);
 }
 
+void ctwatch_nat_gets(const struct ctwatch *w, uint64_t *gets, uint64_t *skipped)
+{
+	*gets = w ? w->nat_gets : 0;
+	*skipped = w ? w->nat_gets_skipped : 0;
+}
+
 const char *ctwatch_describe(const struct ctwatch *w)
 {
 	return w ? w->desc : "not started";
@@ -154,6 +206,7 @@ void ctwatch_close(struct ctwatch *w)
 		return;
 	ctbpf_close(w->bpf);
 	ctnl_close(w->nl);
+	ctnl_close(w->query);
 	ctstat_close(w->stat);
 	free(w);
 }

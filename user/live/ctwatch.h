@@ -20,6 +20,9 @@ int ctwatch_fd(const struct ctwatch *w);
 /* map_evictions: entries the BPF program's bounded map had to let go of. */
 void ctwatch_counters(const struct ctwatch *w, uint64_t *events, uint64_t *lost,
 		      uint64_t *map_full, uint64_t *map_evictions);
+/* Quiet: ctnetlink GETs made for records' NAT, and those the rate bound skipped
+ * (each a record whose nat stayed null). */
+void ctwatch_nat_gets(const struct ctwatch *w, uint64_t *gets, uint64_t *skipped);
 /* "BPF netfilter link in ...: hooks ...", "ctnetlink events in ...", "NOT observed: why". */
 const char *ctwatch_describe(const struct ctwatch *w);
 void ctwatch_close(struct ctwatch *w);

@@ -114,6 +114,7 @@ static void stats_record(struct live *lv, const char *phase)
 	self_counters(lv, &s);
 	out_dropped(&s);
 	ctwatch_counters(lv->ct, &s.ct.events, &s.ct.lost, &s.ct.map_full, &s.ct.map_evictions);
+	ctwatch_nat_gets(lv->ct, &s.ct.nat_gets, &s.ct.nat_gets_skipped);
 	holders_counters(lv->hold, &s.stacks.captured, &s.stacks.dropped);
 	out_stats(&s);
 }

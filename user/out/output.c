@@ -1062,6 +1062,8 @@ static void jw_stats_live(struct jw *w, const struct stats_rec *s)
 	jw_cnt(w, "map_full", s->ct.map_full);
 	jw_cnt(w, "map_evictions", s->ct.map_evictions);
 	jw_cnt(w, "evictions", s->ct.evictions);
+	jw_cnt(w, "nat_gets", s->ct.nat_gets);
+	jw_cnt(w, "nat_gets_skipped", s->ct.nat_gets_skipped);
 	jw_end(w);
 	jw_obj(w, "stacks");
 	jw_str(w, "mode", s->stacks.mode);
