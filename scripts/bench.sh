@@ -8,7 +8,9 @@
 #    one instead). Per style, interleaved in one run (ROUNDS rounds, rotating order):
 #    bare (no tracer), the floor (tests/bench/floor.bpf.c: do-nothing programs on the
 #    tracepoint and the cgroup packet hooks connscope uses, so the part of its cost
-#    that no change to its programs can remove is measured in the same run),
+#    that no change to its programs can remove is measured in the same run), the
+#    counting floor (the same, with the least work that exact counts in the kernel
+#    take on the tracepoint, and a second program there as a rescue's mark check),
 #    `connscope daemon` (stdout to a file, as a DaemonSet's log),
 #    `connscope top -i TOP_INTERVAL` (stdout a file, not a terminal: a frame per
 #    interval), `connscope trace -o json` to a file, and Debian's libbpf-tools
@@ -395,7 +397,7 @@ anchor_ok() {
 # Part 1's configurations: no tracer, the floor (do-nothing programs on the same
 # hooks: what the kernel charges for any program there), connscope's three live
 # modes, the two anchors.
-CONFIGS=(baseline floor daemon top trace)
+CONFIGS=(baseline floor counting daemon top trace)
 if has_part tcp; then
 	anchor_ok tcpstates "$TCPSTATES" && CONFIGS+=(tcpstates)
 	anchor_ok tcplife "$TCPLIFE" && CONFIGS+=(tcplife)
@@ -451,6 +453,11 @@ start_tracer() {
 		# The DNAT part: the netfilter hooks too, where connscope's conntrack goes.
 		"$FLOOR" "$FLOOR_OBJ" --cgroup "$CGROUP" ${CT_NETNS:+--netns "$CT_NETNS"} \
 			>"$out" 2>"$dir/err" & ;;
+	counting)
+		# The floor's packet and netfilter programs, and on the tracepoint the
+		# least work that exact counts in the kernel take (floor.bpf.c).
+		FLOOR_COUNT=1 "$FLOOR" "$FLOOR_OBJ" --cgroup "$CGROUP" ${CT_NETNS:+--netns "$CT_NETNS"} \
+			>"$out" 2>"$dir/err" & ;;
 	tcpstates) "$TCPSTATES" >"$out" 2>"$dir/err" & ;;
 	tcplife) "$TCPLIFE" >"$out" 2>"$dir/err" & ;;
 	*) die "start $name: unknown tracer" ;;
@@ -464,7 +471,7 @@ start_tracer() {
 			die "start $name (it exited; stderr above)"
 		}
 		case $name in
-		connscope | trace | daemon | stacksoff | stacksall | floor)
+		connscope | trace | daemon | stacksoff | stacksall | floor | counting)
 			# Attached once its first record, stats phase "start", is out:
 			# its start-up time (load, verify, attach, snapshot) is kept.
 			if head -n 1 "$out" 2>/dev/null | grep -q '"phase":"start"'; then
@@ -1111,10 +1118,10 @@ dnat_detail() {
 }
 
 if has_part dnat; then
-	DNAT_CONFIGS=(baseline floor daemon connscope)
+	DNAT_CONFIGS=(baseline floor counting daemon connscope)
 	setup_dnat
 	log "dnat: namespaces $NS_CLI -> $NS_NODE (DNAT $DNAT_VIP:80,81-88 -> $DNAT_BE:8080,8081-8088)" \
-		"-> $NS_BE; 4 configs (bare, floor, daemon, trace) x $DNAT_ROUNDS rounds x ${DNAT_SECS}s, bulk and rate" \
+		"-> $NS_BE; 5 configs (bare, floor, counting, daemon, trace) x $DNAT_ROUNDS rounds x ${DNAT_SECS}s, bulk and rate" \
 		"($DNAT_WORKERS client + $DNAT_WORKERS server threads)"
 	for ((r = 1; r <= DNAT_ROUNDS; r++)); do
 		dnat_round bulk "$r"

@@ -38,3 +38,175 @@ int floor_nf(struct bpf_nf_ctx *ctx)
 {
 	return 1;
 }
+
+/*
+ * The counting floor (FLOOR_COUNT=1, in place of floor_state): the least work that
+ * keeps what connscope's daemon must count in the kernel with no run lost. Per
+ * cgroup: opened, closed, a log2 histogram of connect times; per remote: closes;
+ * per socket: its connect's start and its CLOSE_WAIT's, in a slot by cookie; and
+ * a second program on the tracepoint that looks for the first one's mark, as a
+ * rescue of a skipped run would. No records, no causes, no bytes, no pod
+ * details: what connscope does beyond this is its own cost.
+ */
+#define FL_TCP_ESTABLISHED 1
+#define FL_TCP_SYN_SENT 2
+#define FL_TCP_CLOSE 7
+#define FL_TCP_CLOSE_WAIT 8
+#define FL_SLOTS 65536
+
+struct fl_cg {
+	__u64 opened, closed;
+	__u64 connect_us[32];
+};
+
+struct fl_remote_key {
+	__u64 cgroup_id;
+	__u32 addr[4];
+	__u16 port;
+	__u16 family;
+};
+
+struct fl_slot {
+	__u64 cookie, ns;
+};
+
+struct fl_mark {
+	__u64 sk;
+	__u32 state;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct fl_cg);
+} fl_cg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192);
+	__type(key, struct fl_remote_key);
+	__type(value, __u64);
+} fl_remote SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FL_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fl_slot);
+} fl_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fl_mark);
+} fl_marks SEC(".maps");
+
+static __always_inline __u32 fl_log2(__u64 v)
+{
+	__u32 r = 0;
+
+	while (v > 1 && r < 31) {
+		v >>= 1;
+		r++;
+	}
+	return r;
+}
+
+static __always_inline struct fl_slot *fl_slot_of(__u64 cookie)
+{
+	__u32 i = (__u32)cookie & (FL_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&fl_slots, &i);
+}
+
+static __always_inline struct fl_cg *fl_cg_of(struct sock *sk)
+{
+	__u64 id = sk->sk_cgrp_data.cgroup->kn->id;
+	struct fl_cg *c = bpf_map_lookup_elem(&fl_cg, &id), zero = {};
+
+	if (c)
+		return c;
+	bpf_map_update_elem(&fl_cg, &id, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&fl_cg, &id);
+}
+
+SEC("?tp_btf/inet_sock_set_state")
+int BPF_PROG(floor_count, struct sock *sk, int oldstate, int newstate)
+{
+	__u32 zero = 0;
+	struct fl_mark *m = bpf_map_lookup_elem(&fl_marks, &zero);
+	struct fl_slot *s;
+	struct fl_cg *c;
+	__u64 cookie;
+
+	if (m) {
+		m->sk = (__u64)sk;
+		m->state = newstate;
+	}
+	if (sk->sk_protocol != 6 /* IPPROTO_TCP */)
+		return 0;
+	switch (newstate) {
+	case FL_TCP_SYN_SENT:
+	case FL_TCP_CLOSE_WAIT:
+		cookie = bpf_get_socket_cookie(sk);
+		s = fl_slot_of(cookie);
+		if (s) {
+			s->cookie = cookie;
+			s->ns = bpf_ktime_get_ns();
+		}
+		return 0;
+	case FL_TCP_ESTABLISHED:
+		c = fl_cg_of(sk);
+		if (!c)
+			return 0;
+		c->opened++;
+		if (oldstate == FL_TCP_SYN_SENT) {
+			cookie = bpf_get_socket_cookie(sk);
+			s = fl_slot_of(cookie);
+			if (s && s->cookie == cookie)
+				c->connect_us[fl_log2((bpf_ktime_get_ns() - s->ns) / 1000) & 31]++;
+		}
+		return 0;
+	case FL_TCP_CLOSE: {
+		struct fl_remote_key k = {};
+		__u64 one = 1, *n;
+
+		if (oldstate == 10 /* LISTEN */)
+			return 0;
+		c = fl_cg_of(sk);
+		if (!c)
+			return 0;
+		c->closed++;
+		k.cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
+		k.family = sk->__sk_common.skc_family;
+		k.addr[0] = sk->__sk_common.skc_daddr;
+		k.port = sk->__sk_common.skc_dport;
+		n = bpf_map_lookup_elem(&fl_remote, &k);
+		if (n)
+			(*n)++;
+		else
+			bpf_map_update_elem(&fl_remote, &k, &one, BPF_NOEXIST);
+		cookie = bpf_get_socket_cookie(sk);
+		s = fl_slot_of(cookie);
+		if (s && s->cookie == cookie)
+			s->cookie = 0;
+		return 0;
+	}
+	}
+	return 0;
+}
+
+SEC("?tp_btf/inet_sock_set_state")
+int BPF_PROG(floor_count_rescue, struct sock *sk, int oldstate, int newstate)
+{
+	__u32 zero = 0;
+	struct fl_mark *m = bpf_map_lookup_elem(&fl_marks, &zero);
+
+	if (m && m->sk == (__u64)sk && m->state == (__u32)newstate)
+		m->sk = 0;
+	return 0;
+}

@@ -110,6 +110,13 @@ int main(int argc, char **argv)
 	}
 	obj = bpf_object__open_file(argv[1], NULL);
 	prog = obj ? bpf_object__find_program_by_name(obj, "floor_nf") : NULL;
+	/* FLOOR_COUNT=1: the counting floor's two programs instead of floor_state. */
+	if (obj && getenv("FLOOR_COUNT") && atoi(getenv("FLOOR_COUNT"))) {
+		bpf_program__set_autoload(bpf_object__find_program_by_name(obj, "floor_state"), false);
+		bpf_program__set_autoload(bpf_object__find_program_by_name(obj, "floor_count"), true);
+		bpf_program__set_autoload(bpf_object__find_program_by_name(obj, "floor_count_rescue"),
+					  true);
+	}
 	if (prog && netns) {
 		bpf_program__set_type(prog, FLOOR_PROG_TYPE_NETFILTER);
 		bpf_program__set_expected_attach_type(prog, FLOOR_ATTACH_NETFILTER);

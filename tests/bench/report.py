@@ -316,6 +316,8 @@ def throughput(a, configs, subdir="runs", title="Throughput", targets=None, what
             v = "(anchor, no target)"
         elif c == "floor":
             v = "(do-nothing programs on the same hooks: the limit)"
+        elif c == "counting":
+            v = COUNTING_NOTE
         else:
             v = "(comparison)"
         print("  %-10s %12.0f %8s %11s %20s %10s %8d  %s" % (
@@ -651,12 +653,17 @@ def prog_stats(d):
 
 
 # The configs of the TLS and DNAT parts, as bench.sh names them, and as reported.
-CONFIG_LABEL = {"baseline": "bare", "floor": "floor", "daemon": "daemon", "connscope": "trace"}
+CONFIG_LABEL = {"baseline": "bare", "floor": "floor", "counting": "counting", "daemon": "daemon",
+                "connscope": "trace"}
+# Configs that are not connscope: no stats record of their own.
+FLOORS = ("floor", "counting")
+COUNTING_NOTE = ("(the least exact counting in the kernel: opened and closed per cgroup, a "
+                 "connect-time histogram, closes per remote, CLOSE_WAIT times, a rescue's mark)")
 
 
 def tls_runs(a, mode):
     base = os.path.join(a.work, "tls", mode)
-    runs = {"baseline": [], "floor": [], "daemon": [], "connscope": []}
+    runs = {"baseline": [], "floor": [], "counting": [], "daemon": [], "connscope": []}
     order = {}
     for name in sorted(os.listdir(base)):
         m = re.fullmatch(r"r(\d+)-(\d+)-(\w+)", name)
@@ -699,7 +706,7 @@ def ratio_table(runs, order, unit, target):
     """Rounds, medians and ratios of each connscope config to the bare runs; the
     target is the daemon's (trace's is reported). Returns (daemon's ratio or None,
     the configs that ran)."""
-    cfgs = [c for c in ("floor", "daemon", "connscope") if runs.get(c)]
+    cfgs = [c for c in ("floor", "counting", "daemon", "connscope") if runs.get(c)]
     print("  %-6s %-28s %12s%s%s" % (
         "round", "order", "bare", "".join("%12s" % CONFIG_LABEL[c] for c in cfgs),
         "".join("%14s" % (CONFIG_LABEL[c] + "/bare") for c in cfgs)))
@@ -729,7 +736,8 @@ def ratio_table(runs, order, unit, target):
         verdict = ("%s (>= %.2f)" % ("PASS" if ratio >= target else "MISS", target)
                    if c == "daemon" else
                    "(do-nothing programs on the same hooks: what any program there costs)"
-                   if c == "floor" else "(reported; the target is the daemon's)")
+                   if c == "floor" else COUNTING_NOTE if c == "counting" else
+                   "(reported; the target is the daemon's)")
         print("  median: bare %.1f %s, %s %.1f %s, ratio %.3f (per-round ratios %.3f-%.3f)  %s"
               % (mb, unit, CONFIG_LABEL[c], mc, unit, ratio,
                  min(paired[c] or [0]), max(paired[c] or [0]), verdict))
@@ -786,7 +794,7 @@ def tls_table(a, mode, target):
             failed, sum(r["load"].get("resumed", 0) for rs in runs.values() for r in rs)))
     tracer_cpu_lines(runs, cfgs, None if mode == "bulk" else
                      ("handshakes", "handshake (client + server side)"))
-    for c in [c for c in cfgs if c != "floor"]:
+    for c in [c for c in cfgs if c not in FLOORS]:
         for r in runs[c]:
             s = r["stats"]
             cg = (r["first"] or {}).get("tls_cgroup")
@@ -887,7 +895,7 @@ def tls(a):
 
 def dnat_runs(a, mode):
     base = os.path.join(a.work, "dnat", mode)
-    runs = {"baseline": [], "floor": [], "daemon": [], "connscope": []}
+    runs = {"baseline": [], "floor": [], "counting": [], "daemon": [], "connscope": []}
     order = {}
     for name in sorted(os.listdir(base)):
         m = re.fullmatch(r"r(\d+)-(\d+)-(\w+)", name)
@@ -934,7 +942,7 @@ def dnat_table(a, mode, target):
         print("  load: %d connections failed over all runs (must be 0)" % failed)
     tracer_cpu_lines(runs, cfgs, None if mode == "bulk" else ("connections", "connection"))
     ok_all = True
-    for c in [c for c in cfgs if c != "floor"]:
+    for c in [c for c in cfgs if c not in FLOORS]:
         for r in runs[c]:
             s = r["stats"]
             if s is None:
@@ -955,7 +963,7 @@ def dnat_table(a, mode, target):
                       ct.get("events", -1), ct.get("lost", -1), ct.get("map_full", -1),
                       ct.get("evictions", -1), "PASS" if ok else "MISS"))
     watchers = sorted(set((r["stats"].get("conntrack") or {}).get("watcher", "?")
-                          for c in cfgs if c != "floor" for r in runs[c] if r["stats"]))
+                          for c in cfgs if c not in FLOORS for r in runs[c] if r["stats"]))
     for w in watchers:
         print("    conntrack watcher: %s" % w)
     notes = []
