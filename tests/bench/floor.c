@@ -5,6 +5,8 @@
  * refused), print a stats start line as connscope does once attached, and wait for
  * SIGINT or SIGTERM. make bench's part 1 runs it as the "floor" config.
  * FLOOR_ONLY=tp or FLOOR_ONLY=skb attaches only the tracepoint's, or the packets'.
+ * FLOOR_COUNT=1 puts the counting floor on the tracepoint instead (floor.bpf.c: the
+ * least work that exact counts in the kernel take); make bench's "counting" config.
  * floor OBJ --cgroup DIR --netns PATH also attaches a do-nothing netfilter program
  * where connscope's conntrack program goes in the network namespace at PATH (the
  * DNAT part's node): IPv4 and IPv6, prerouting and output, priority -99.
