@@ -84,6 +84,7 @@ enum h2_frame_type {                 /* §6 */
 
 /* Error codes (§7) that have names; others print as numbers. */
 #define H2_NO_ERROR 0x0
+#define H2_ENHANCE_YOUR_CALM 0xb
 #define H2_ERR_MAX_NAMED 0xd
 
 /* ---- state -------------------------------------------------------------------------- */
@@ -103,7 +104,13 @@ enum h2_unit {
 	H2_U_SETTING = 5,  /* one 6-byte SETTINGS entry */
 	H2_U_SKIP = 6,     /* payload bytes nobody reads */
 	H2_U_STOP = 7,     /* not followed any more (desync, or not HTTP/2) */
+	H2_U_DEBUG = 8,    /* GOAWAY's debug data, up to H2_DEBUG_MAX bytes kept */
 };
+
+/* GOAWAY debug data kept (§6.8: opaque, "for diagnostic purposes only"); the rest of
+ * a longer one is skipped. grpc-go's "too_many_pings" fits. */
+#define H2_DEBUG_MAX 32
+#define H2_DEBUG_PIECE 8             /* bytes of it taken per unit */
 
 /* h2_dir.flags */
 #define H2_D_FIRST_FRAME 0x01  /* the next header is the direction's first frame */
@@ -153,9 +160,11 @@ struct h2_conn {
 	__u8 client_dir;          /* 0 or 1: the direction that sent the preface; H2_DIR_NONE */
 	__u8 goaway_dir;          /* who sent the latest GOAWAY; H2_DIR_NONE */
 	__u8 flags;               /* H2_C_* */
-	__u8 _pad[7];
+	__u8 goaway_debug_len;    /* bytes of the latest GOAWAY's debug data kept */
+	__u8 goaway_debug[H2_DEBUG_MAX]; /* ... and those bytes, as sent (not checked) */
+	__u8 _pad[6];
 };
-_Static_assert(sizeof(struct h2_conn) == 64, "h2_conn layout");
+_Static_assert(sizeof(struct h2_conn) == 96, "h2_conn layout");
 
 /* What h2_feed saw, for the caller to report (a bit set; OR them over a buffer). */
 #define H2_N_PREFACE 0x01     /* the client preface completed: the connection is HTTP/2 */
@@ -280,6 +289,9 @@ static __always_inline int h2_want(const struct h2_dir *d, __u32 avail, __u32 *n
 		break;
 	case H2_U_RST:
 		need = 4 - d->have;
+		break;
+	case H2_U_DEBUG:
+		need = (d->left < H2_DEBUG_PIECE ? d->left : H2_DEBUG_PIECE) - d->have;
 		break;
 	default: /* H2_U_SETTING */
 		need = 6 - d->have;
@@ -450,8 +462,33 @@ static __always_inline __u32 h2__payload(struct h2_conn *c, struct h2_dir *d,
 		c->goaway_last_id = h2__be32(b) & 0x7fffffff;
 		c->goaway_error = h2__be32(b + 4);
 		c->goaway_dir = (__u8)dir;
+		c->goaway_debug_len = 0;
+		if (d->left) {
+			/* Its debug data first: the note goes with it. */
+			d->have = 0;
+			d->unit = H2_U_DEBUG;
+			return 0;
+		}
 		notes = H2_N_GOAWAY;
 		break;
+	case H2_U_DEBUG: {
+		__u32 i, at = c->goaway_debug_len;
+
+		for (i = 0; i < H2_DEBUG_PIECE; i++) {
+			__u32 k = at + i;
+
+			if (i >= n || k >= H2_DEBUG_MAX)
+				break;
+			c->goaway_debug[k] = b[i];
+		}
+		c->goaway_debug_len = (__u8)(at + i);
+		if (d->left && c->goaway_debug_len < H2_DEBUG_MAX) {
+			d->have = 0;
+			return 0;  /* the next piece */
+		}
+		notes = H2_N_GOAWAY;
+		break;
+	}
 	case H2_U_RST:
 		c->rst_stream[dir & 1]++;
 		c->rst_error = h2__be32(b);
@@ -548,6 +585,9 @@ static __always_inline __u32 h2_feed(struct h2_conn *c, struct h2_dir *d, struct
 		break;
 	case H2_U_RST:
 		need = 4;
+		break;
+	case H2_U_DEBUG:
+		need = d->left < H2_DEBUG_PIECE ? d->left : H2_DEBUG_PIECE;
 		break;
 	default:
 		need = 6;

@@ -50,6 +50,6 @@ struct h2_event {
 	struct h2_conn c;    /* the totals; c.client_dir is H2_LOCAL_OUT if we are the client */
 	char comm[16];
 };
-_Static_assert(sizeof(struct h2_event) == 152, "h2_event layout changed");
+_Static_assert(sizeof(struct h2_event) == 184, "h2_event layout changed");
 
 #endif

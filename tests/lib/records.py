@@ -18,6 +18,9 @@ FINDING_EXTRA = {
     "tcp_connect_timeout": {"elapsed_s", "syn_retrans"},
     "tcp_connect_refused": {"count"},
     "peer_reset": {"count"},
+    # HTTP/2 findings name a cause (null when the evidence tells none) and its figures.
+    "h2_goaway": {"goaway_by", "last_stream_id", "error", "debug", "streams", "cause",
+                  "evidence"},
 }
 STATS_KEYS = {"events", "lost", "map_full", "parser_desync", "cpu_ms", "phase"}
 

@@ -14,6 +14,7 @@ Figures are exact where the peers make them exact (h2load's connections and
 requests), and checked against what the peers themselves report.
 """
 
+import json
 import os
 import struct
 import subprocess
@@ -199,9 +200,78 @@ def test_grpc_max_connection_age_goaway(cluster, h2grpc):
     assert sum(c["h2"]["streams"] for c in cl) == r["ok"], (r, show(cl))
     f = findings(records, "h2_goaway", fe)
     assert f and f[0]["severity"] == "warning" and f[0]["goaway_connections"] >= 3, show(f)
+    # Graceful GOAWAYs at a steady age: the cause, with the lifetimes behind it.
+    assert f[0]["cause"] == "max_connection_age", show(f)
+    ev = f[0]["evidence"]
+    assert ev["error"] == "NO_ERROR" and ev["ended_connections"] >= 2, show(f)
+    assert 800 <= ev["lifetime_p10_ms"] <= ev["median_lifetime_ms"] <= ev["lifetime_p90_ms"] \
+        < 3500, show(f)
+    assert "MaxConnectionAge" in f[0]["message"], show(f)
+    print("\n" + json.dumps({k: f[0][k] for k in ("cause", "evidence", "message")}))
     if "conns" in r:
         assert len(cl) == r["conns"], (r, show(cl))
     assert not findings(records, "h2_reuse_churn", fe), "reconnects every second are not churn"
+
+
+def test_grpc_keepalive_too_frequent_names_the_cause(cluster, h2grpc):
+    """A client that pings a grpc-go server (its default enforcement: no pings while
+    no stream is open) several times in a row: the server answers GOAWAY
+    ENHANCE_YOUR_CALM with debug data "too_many_pings". Read from the wire (h2c),
+    both ends' findings name the cause and show the figures behind it; the records
+    carry the debug data."""
+    fe, be = shop(cluster)
+    port = 31092
+    srv = h2peers.grpc_server(be, h2grpc, port)
+    pings = [_frame(6, 0, 0, b"%08d" % i) for i in range(6)]
+    code = f"""
+import socket, time
+s = socket.create_connection(("{be.ip}", {port}))
+s.sendall({h2peers.PREFACE + _frame(4, 0, 0)!r})
+time.sleep(0.2)
+s.sendall({_frame(4, 1, 0)!r})
+for p in {pings!r}:
+    try:
+        s.sendall(p)
+    except OSError:
+        break
+    time.sleep(0.05)
+s.settimeout(5)
+got = b""
+while True:
+    try:
+        d = s.recv(65536)
+    except OSError:
+        break
+    if not d:
+        break
+    got += d
+s.close()
+print("GOAWAY" if b"too_many_pings" in got else "none", flush=True)
+"""
+    with Connscope(cluster, "--namespace", NS, "-i", 60) as cs:
+        cp = fe.run(["/usr/bin/python3", "-c", code], timeout=20)
+        assert cp.returncode == 0 and cp.stdout.strip() == "GOAWAY", (cp.stdout, cp.stderr)
+        cs.wait_for(is_finding("h2_goaway", fe), timeout=10)
+        cs.wait_for(is_finding("h2_goaway", be), timeout=10)
+        cs.wait_count(is_conn(port, "client"), 1, timeout=10)
+        h2peers.stop(srv)
+        records = finish(cs)
+    for pod, by in ((fe, "received"), (be, "sent")):
+        (f,) = findings(records, "h2_goaway", pod)
+        assert f["severity"] == "error" and f["error"] == "ENHANCE_YOUR_CALM", show([f])
+        assert f["goaway_by"] == "server" and f["debug"] == "too_many_pings", show([f])
+        assert f["cause"] == "keepalive_too_frequent", show([f])
+        ev = f["evidence"]
+        # grpc-go strikes a ping without streams from the second on, and sends the
+        # GOAWAY past its second strike: 3 or 4 pings, whichever the walk has seen.
+        assert ev["debug"] == "too_many_pings" and 3 <= ev["pings"] <= 6, show([f])
+        assert ev["streams"] == 0, show([f])
+        assert by in f["message"] and "keepalive" in f["message"], show([f])
+        print("\n" + json.dumps({k: f[k] for k in ("cause", "evidence", "message")}))
+    (c,) = h2_conns(records, port, "client", fe)
+    g = c["h2"]["goaway"]
+    assert g["count"] == 1 and g["by"] == "server" and g["error"] == "ENHANCE_YOUR_CALM" \
+        and g["debug"] == "too_many_pings", show([c])
 
 
 def test_grpc_client_conn_per_call_is_churn(cluster, h2grpc):

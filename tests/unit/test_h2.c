@@ -851,6 +851,49 @@ static void test_streams(void)
 }
 
 /* GOAWAY (§6.8) and RST_STREAM (§6.4) fields, PING (§6.7). */
+/* GOAWAY debug data (§6.8), cut at every place: the first H2_DEBUG_MAX bytes are kept
+ * whole, the rest skipped, the next frame walked, and the GOAWAY noted once, with
+ * the piece that ends its debug data (or the part kept). */
+static void test_goaway_debug(void)
+{
+	static const char *debugs[] = { "too_many_pings", "",
+		"a debug text longer than what is kept of it" };
+
+	for (unsigned k = 0; k < sizeof(debugs) / sizeof(debugs[0]); k++) {
+		const char *dbg = debugs[k];
+		__u32 dl = (__u32)strlen(dbg), keep = dl < H2_DEBUG_MAX ? dl : H2_DEBUG_MAX;
+		struct bytes b = { 0 };
+		bool all_ok = true;
+
+		put_frame(&b, 8 + dl, H2_GOAWAY, 0, 0, NULL);
+		b.n -= 8 + dl;
+		put_be(&b, 7, 4);
+		put_be(&b, 0xb, 4);
+		put(&b, dbg, dl);
+		put_frame(&b, 8, H2_PING, 0, 0, "12345678");
+		for (__u32 cut = 1; cut < b.n; cut++) {
+			struct walker w;
+			__u32 n1, n2;
+
+			start(&w, 1, 2);
+			n1 = send_b(&w, 1, b.p, cut);
+			n2 = send_b(&w, 1, b.p + cut, (__u32)b.n - cut);
+			if (w.c.goaway_debug_len != keep || memcmp(w.c.goaway_debug, dbg, keep) ||
+			    w.c.goaway[1] != 1 || w.c.goaway_error != 0xb || w.c.pings != 1 ||
+			    !((n1 | n2) & H2_N_GOAWAY) ||
+			    ((n1 & H2_N_GOAWAY) && cut < 9 + 8 + keep)) {
+				all_ok = false;
+				check(0, "debug \"%s\" cut at %u: kept %u bytes, notes 0x%x/0x%x",
+				      dbg, cut, w.c.goaway_debug_len, n1, n2);
+				break;
+			}
+		}
+		check(all_ok, "GOAWAY debug data of %u bytes, cut at each of %zu places: %u kept",
+		      dl, b.n - 1, keep);
+		free(b.p);
+	}
+}
+
 static void test_goaway_rst_ping(void)
 {
 	struct walker w;
@@ -870,6 +913,8 @@ static void test_goaway_rst_ping(void)
 	check_u("GOAWAY last stream id (R bit cleared)", w.c.goaway_last_id, 5);
 	check_u("GOAWAY error code", w.c.goaway_error, 0xb);
 	check(w.c.pings == 1 && w.c.frames == 4, "the PING after its debug data: walked");
+	check(w.c.goaway_debug_len == 9 && !memcmp(w.c.goaway_debug, "calm down", 9),
+	      "its debug data kept (%u bytes)", w.c.goaway_debug_len);
 	check(!strcmp(h2_error_name(w.c.goaway_error), "ENHANCE_YOUR_CALM"), "... named %s",
 	      h2_error_name(w.c.goaway_error));
 
@@ -880,6 +925,7 @@ static void test_goaway_rst_ping(void)
 	put_be(&b, 0x12345678, 4);
 	n = flush(&w, 0, &b);
 	check(w.c.pings == 1, "a PING ACK is not counted");
+	check(!w.c.goaway_debug_len, "a GOAWAY without debug data: none kept from the last");
 	check((n & H2_N_GOAWAY) && w.c.goaway[0] == 1 && w.c.goaway_dir == 0 &&
 	      w.c.goaway_last_id == 0 && w.c.goaway_error == 0x12345678,
 	      "client GOAWAY(0, 0x12345678) after it: the latest (dir %u, last %u, error 0x%x)",
@@ -1191,6 +1237,7 @@ int main(void)
 	test_extension();
 	test_streams();
 	test_goaway_rst_ping();
+	test_goaway_debug();
 	test_max_concurrent();
 	test_desync_gap();
 	test_not_h2();

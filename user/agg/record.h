@@ -105,6 +105,15 @@ enum finding_detail {
 #define FINDING_MAX_HOLDERS 8
 #define FINDING_MAX_FRAMES 40
 #define FINDING_MESSAGE_LEN 2048
+#define FINDING_MAX_EVIDENCE 8
+#define FINDING_DEBUG_LEN 33     /* GOAWAY debug data kept (bpf/h2.h H2_DEBUG_MAX) + NUL */
+
+/* One figure behind a finding's cause: a number, or a string when str is set. */
+struct finding_evidence {
+	const char *name;
+	const char *str;
+	double num;
+};
 
 struct finding_holder {
 	uint32_t pid, fd;
@@ -174,6 +183,8 @@ struct finding_rec {
 			const char *by;
 			uint32_t last_stream_id, streams;
 			char error[24];          /* the code's name, or "0x1f" */
+			bool has_debug;                  /* the GOAWAY carried debug data */
+			char debug[FINDING_DEBUG_LEN];   /* ... its printable ASCII, others '?' */
 			bool run;                        /* a run of GOAWAYs: the two below */
 			uint32_t goaway_connections;
 			double window_s;
@@ -183,6 +194,12 @@ struct finding_rec {
 			double percent, growth_per_s, threshold_percent;
 		} ct_pressure;
 	} d;
+	/* Findings whose kind has documented causes (has_cause): cause NULL is written
+	 * as null (the evidence did not tell one), evidence as an object. */
+	bool has_cause;
+	const char *cause;
+	struct finding_evidence evidence[FINDING_MAX_EVIDENCE];
+	int nevidence;
 	char message[FINDING_MESSAGE_LEN];
 };
 
@@ -225,6 +242,8 @@ struct conn_rec {
 	uint32_t h2_streams, h2_goaway, h2_goaway_last_id, h2_goaway_error_code;
 	const char *h2_goaway_error;  /* NULL: a code without a name */
 	const char *h2_goaway_by;     /* NULL: no GOAWAY */
+	bool h2_goaway_has_debug;
+	char h2_goaway_debug[FINDING_DEBUG_LEN]; /* the latest GOAWAY's, printable ASCII */
 	uint32_t h2_rst_stream, h2_max_concurrent, h2_pings, h2_desync;
 #define H2_UNSET_VALUE 0xffffffffu  /* h2_max_concurrent: never announced */
 	/* nat: only when has_nat (conntrack translated the connection) */

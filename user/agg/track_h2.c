@@ -319,6 +319,23 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	tr_emit_finding(t, &o);
 }
 
+_Static_assert(FINDING_DEBUG_LEN == H2_DEBUG_MAX + 1, "a finding holds all the debug data kept");
+
+/* A GOAWAY's debug data as records show it: opaque bytes (RFC 9113 §6.8), so only
+ * printable ASCII goes out, anything else as '?'. False when it had none. */
+static bool debug_text(const struct h2_conn *hc, char out[FINDING_DEBUG_LEN])
+{
+	uint32_t n = hc->goaway_debug_len < H2_DEBUG_MAX ? hc->goaway_debug_len : H2_DEBUG_MAX;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t ch = hc->goaway_debug[i];
+
+		out[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+	}
+	out[n] = 0;
+	return n > 0;
+}
+
 static void goaway_rec(struct finding_rec *o, const struct h2_state *hs, bool client)
 {
 	const struct h2_conn *hc = &hs->last.c;
@@ -330,6 +347,56 @@ static void goaway_rec(struct finding_rec *o, const struct h2_state *hs, bool cl
 	snprintf(o->d.h2_goaway.error, sizeof(o->d.h2_goaway.error), "%s",
 		 error_text(hc->goaway_error, buf, sizeof(buf)));
 	o->d.h2_goaway.streams = hc->streams;
+	o->d.h2_goaway.has_debug = debug_text(hc, o->d.h2_goaway.debug);
+	o->has_cause = true;
+}
+
+static void evidence_num(struct finding_rec *o, const char *name, double v)
+{
+	if (o->nevidence < FINDING_MAX_EVIDENCE)
+		o->evidence[o->nevidence++] = (struct finding_evidence){ name, NULL, v };
+}
+
+static void evidence_str(struct finding_rec *o, const char *name, const char *v)
+{
+	if (o->nevidence < FINDING_MAX_EVIDENCE)
+		o->evidence[o->nevidence++] = (struct finding_evidence){ name, v, 0 };
+}
+
+/* The server's keepalive enforcement (grpc-go: GOAWAY ENHANCE_YOUR_CALM with debug
+ * data "too_many_pings" once a client pinged more often than its
+ * EnforcementPolicy.MinTime allows, or without streams where PermitWithoutStream is
+ * off). */
+static bool too_many_pings(const struct h2_conn *hc)
+{
+	static const char tag[] = "too_many_pings";
+
+	return hc->goaway_error == H2_ENHANCE_YOUR_CALM &&
+	       hc->goaway_debug_len >= sizeof(tag) - 1 &&
+	       !memcmp(hc->goaway_debug, tag, sizeof(tag) - 1);
+}
+
+/* Lifetimes of the connections to a remote that its GOAWAYs ended in the window:
+ * how many, their median and their 10th and 90th percentiles (ms). */
+static uint32_t goaway_lives(const struct tracker *t, const struct h2_remote *r, uint64_t now,
+			     double *median, double *p10, double *p90)
+{
+	uint64_t since = now > S(t)->window_ns ? now - S(t)->window_ns : 0;
+	uint32_t lives[H2_SAMPLES], n = 0;
+
+	for (uint32_t i = 0; i < r->nclosed; i++) {
+		const struct h2_closed *s = &r->closed[i];
+
+		if (s->end_ns >= since && s->end == H2_END_GOAWAY && s->life_ms != LIFE_UNKNOWN)
+			lives[n++] = s->life_ms;
+	}
+	if (!n)
+		return 0;
+	qsort(lives, n, sizeof(lives[0]), cmp_u32);
+	*median = n % 2 ? lives[n / 2] : (lives[n / 2 - 1] + lives[n / 2]) / 2.0;
+	*p10 = lives[n / 10];
+	*p90 = lives[(n * 9) / 10 < n ? (n * 9) / 10 : n - 1];
+	return n;
 }
 
 /* A GOAWAY in this connection: an error code is a finding at once; graceful ones
@@ -351,12 +418,33 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 		hs->goaway_error_reported = true;
 		tr_finding_init(t, &o, "h2_goaway", "error", &hs->ev, c, hs->pid, hs->comm, now);
 		goaway_rec(&o, hs, client);
-		snprintf(msg, sizeof(msg),
-			 "%s %s a GOAWAY with error %s %s %s after %u stream(s) (last stream id "
-			 "%u): the connection was torn down by a protocol error, not recycled; "
-			 "streams above that id failed and must be retried.",
-			 who, sent ? "sent" : "received", error_text(hc->goaway_error, err, sizeof(err)),
-			 sent ? "to" : "from", remote, hc->streams, hc->goaway_last_id);
+		evidence_str(&o, "error", o.d.h2_goaway.error);
+		evidence_str(&o, "debug", o.d.h2_goaway.has_debug ? o.d.h2_goaway.debug : NULL);
+		evidence_num(&o, "pings", hc->pings);
+		evidence_num(&o, "streams", hc->streams);
+		if (too_many_pings(hc)) {
+			o.cause = "keepalive_too_frequent";
+			snprintf(msg, sizeof(msg),
+				 "%s %s GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\" %s %s after %u "
+				 "PING(s) and %u stream(s): the client's keepalive pings more often "
+				 "than the server's enforcement policy allows, so the server cut the "
+				 "connection. Set the client's keepalive Time at or above the server's "
+				 "EnforcementPolicy.MinTime (gRPC default 5 min), and PermitWithoutStream "
+				 "the same on both sides.",
+				 who, sent ? "sent" : "received", sent ? "to" : "from", remote,
+				 hc->pings, hc->streams);
+		} else {
+			snprintf(msg, sizeof(msg),
+				 "%s %s a GOAWAY with error %s %s %s after %u stream(s) (last stream "
+				 "id %u%s%s%s): the connection was torn down by a protocol error, not "
+				 "recycled; streams above that id failed and must be retried.",
+				 who, sent ? "sent" : "received",
+				 error_text(hc->goaway_error, err, sizeof(err)), sent ? "to" : "from",
+				 remote, hc->streams, hc->goaway_last_id,
+				 o.d.h2_goaway.has_debug ? ", debug data \"" : "",
+				 o.d.h2_goaway.has_debug ? o.d.h2_goaway.debug : "",
+				 o.d.h2_goaway.has_debug ? "\"" : "");
+		}
 		tr_message(&o, msg);
 		tr_emit_finding(t, &o);
 	}
@@ -383,6 +471,33 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	o.d.h2_goaway.run = true;
 	o.d.h2_goaway.goaway_connections = w.goaway_conns;
 	o.d.h2_goaway.window_s = t->o->h2_window_s;
+	evidence_str(&o, "error", o.d.h2_goaway.error);
+	evidence_num(&o, "goaway_connections", w.goaway_conns);
+	double med, p10, p90;
+	uint32_t nl = goaway_lives(t, r, now, &med, &p10, &p90);
+
+	if (nl) {
+		evidence_num(&o, "ended_connections", nl);
+		evidence_num(&o, "median_lifetime_ms", med);
+		evidence_num(&o, "lifetime_p10_ms", p10);
+		evidence_num(&o, "lifetime_p90_ms", p90);
+	}
+	/* Graceful GOAWAYs at a steady age: a maximum connection age (grpc-go
+	 * jitters it by +-10%, and its grace period adds to each). */
+	if (hc->goaway_error == H2_NO_ERROR && nl >= 2 && med > 0 && p90 - p10 <= 0.3 * med) {
+		o.cause = "max_connection_age";
+		snprintf(msg, sizeof(msg),
+			 "%u HTTP/2 connections between %s and %s ended by the server's GOAWAY "
+			 "(NO_ERROR) in the last %.0fs, at a steady age of %.1fs (%.1f-%.1fs): the "
+			 "server recycles connections at a maximum age (gRPC MaxConnectionAge). Each "
+			 "one costs a reconnect%s; raise the age if that is too often, and give it "
+			 "MaxConnectionAgeGrace so calls in flight finish.",
+			 w.goaway_conns, who, remote, t->o->h2_window_s, med / 1000, p10 / 1000,
+			 p90 / 1000, hs->last.source == H2_SRC_WIRE ? "" : " and a new TLS handshake");
+		tr_message(&o, msg);
+		tr_emit_finding(t, &o);
+		return;
+	}
 	snprintf(msg, sizeof(msg),
 		 "%u HTTP/2 connections between %s and %s ended by GOAWAY in the last %.0fs "
 		 "(latest: %s): the server is recycling connections (e.g. gRPC "
@@ -534,6 +649,7 @@ static void view(const struct h2_state *hs, struct conn_rec *v)
 	v->h2_goaway_error_code = hc->goaway_error;
 	v->h2_goaway_by = hc->goaway_dir == H2_DIR_NONE ? NULL :
 			  (hc->goaway_dir == H2_LOCAL_OUT) == client ? "client" : "server";
+	v->h2_goaway_has_debug = debug_text(hc, v->h2_goaway_debug);
 	v->h2_rst_stream = hc->rst_stream[0] + hc->rst_stream[1];
 	v->h2_max_concurrent = mcs;
 	v->h2_pings = hc->pings;

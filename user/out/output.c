@@ -301,10 +301,12 @@ static void jw_h2(struct jw *w, const struct conn_rec *v)
 			snprintf(code, sizeof(code), "0x%x", v->h2_goaway_error_code);
 		jw_str(w, "error", v->h2_goaway_error ? v->h2_goaway_error : code);
 		jw_str(w, "by", v->h2_goaway_by);
+		jw_str(w, "debug", v->h2_goaway_has_debug ? v->h2_goaway_debug : NULL);
 	} else {
 		jw_null(w, "last_stream_id");
 		jw_null(w, "error");
 		jw_null(w, "by");
+		jw_null(w, "debug");
 	}
 	jw_end(w);
 	jw_u64(w, "rst_stream", v->h2_rst_stream);
@@ -528,6 +530,7 @@ static void jw_finding_detail(struct jw *w, const struct finding_rec *f)
 		jw_str(w, "goaway_by", f->d.h2_goaway.by);
 		jw_num(w, "last_stream_id", f->d.h2_goaway.last_stream_id);
 		jw_str(w, "error", f->d.h2_goaway.error);
+		jw_str(w, "debug", f->d.h2_goaway.has_debug ? f->d.h2_goaway.debug : NULL);
 		jw_num(w, "streams", f->d.h2_goaway.streams);
 		if (f->d.h2_goaway.run) {
 			jw_num(w, "goaway_connections", f->d.h2_goaway.goaway_connections);
@@ -594,6 +597,17 @@ static void fill_finding(struct jw *w, const void *rec)
 		jw_null(w, "pod");
 		jw_finding_detail(w, f);
 		break;
+	}
+	if (f->has_cause) {
+		jw_str(w, "cause", f->cause);
+		jw_obj(w, "evidence");
+		for (int i = 0; i < f->nevidence && i < FINDING_MAX_EVIDENCE; i++) {
+			if (f->evidence[i].str)
+				jw_str(w, f->evidence[i].name, f->evidence[i].str);
+			else
+				jw_num(w, f->evidence[i].name, f->evidence[i].num);
+		}
+		jw_end(w);
 	}
 	jw_str(w, "message", f->message);
 	jw_end(w);
