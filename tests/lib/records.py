@@ -21,6 +21,8 @@ FINDING_EXTRA = {
     # HTTP/2 findings name a cause (null when the evidence tells none) and its figures.
     "h2_goaway": {"goaway_by", "last_stream_id", "error", "debug", "streams", "cause",
                   "evidence"},
+    "h2_reuse_churn": {"window", "threshold_conns", "threshold_streams_per_conn", "cause",
+                       "evidence"},
 }
 STATS_KEYS = {"events", "lost", "map_full", "parser_desync", "cpu_ms", "phase"}
 

@@ -289,6 +289,12 @@ def test_grpc_client_conn_per_call_is_churn(cluster, h2grpc):
     assert all(c["h2"]["streams"] == 1 for c in cl), show(cl)
     f = findings(records, "h2_reuse_churn", fe)
     assert len(f) == 1 and f[0]["server"]["port"] == 31091, show(f)
+    # The client closed each connection itself after one call: the cause, and why.
+    assert f[0]["cause"] == "client_per_call", show(f)
+    ev = f[0]["evidence"]
+    assert ev["streams_per_conn"] == 1 and ev["ended_by_local_fin"] * 5 >= ev["closed"] * 4, \
+        show(f)
+    assert "ClientConn" in f[0]["message"], show(f)
 
 
 # ---------------------------------------------------------------------------

@@ -280,6 +280,18 @@ static void remote_text(const struct h2_remote *r, char *buf, size_t len)
 		snprintf(buf, len, r->family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, r->port);
 }
 
+static void evidence_num(struct finding_rec *o, const char *name, double v)
+{
+	if (o->nevidence < FINDING_MAX_EVIDENCE)
+		o->evidence[o->nevidence++] = (struct finding_evidence){ name, NULL, v };
+}
+
+static void evidence_str(struct finding_rec *o, const char *name, const char *v)
+{
+	if (o->nevidence < FINDING_MAX_EVIDENCE)
+		o->evidence[o->nevidence++] = (struct finding_evidence){ name, v, 0 };
+}
+
 static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry *c,
 			struct h2_remote *r, uint64_t now)
 {
@@ -309,12 +321,35 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 		snprintf(life, sizeof(life), "median life %.0f ms", w.median_life_ms);
 	else
 		snprintf(life, sizeof(life), "lifetimes unknown");
-	snprintf(msg, sizeof(msg),
-		 "%s opened and closed %u HTTP/2 connections to %s in the last %.0fs, carrying "
-		 "%.2f stream(s) each (%s): it is not reusing connections (a new "
-		 "client or channel per call, or a close after each request); keep one "
-		 "connection per backend and multiplex requests on it.",
-		 who, w.closed, remote, t->o->h2_window_s, spc, life);
+	o.has_cause = true;
+	evidence_num(&o, "closed", w.closed);
+	evidence_num(&o, "streams_per_conn", o.d.h2_churn.window.streams_per_conn);
+	if (w.median_life_ms >= 0)
+		evidence_num(&o, "median_lifetime_ms", w.median_life_ms);
+	evidence_num(&o, "ended_by_local_fin", w.by[H2_END_LOCAL_FIN]);
+	evidence_num(&o, "ended_by_peer_fin", w.by[H2_END_PEER_FIN]);
+	evidence_num(&o, "ended_by_goaway", w.by[H2_END_GOAWAY]);
+	evidence_num(&o, "ended_by_rst", w.by[H2_END_RST]);
+	/* The pod closes them itself, about one call each: a new client (a gRPC
+	 * ClientConn, an HTTP client) made and dropped per call. */
+	if (spc <= 1.5 && w.by[H2_END_LOCAL_FIN] * 5 >= w.closed * 4) {
+		o.cause = "client_per_call";
+		snprintf(msg, sizeof(msg),
+			 "%s opened and closed %u HTTP/2 connections to %s in the last %.0fs, "
+			 "carrying %.2f stream(s) each (%s), and closed %u of them itself: it "
+			 "makes a new client per call (a gRPC ClientConn or HTTP client created "
+			 "and closed for each request). Create one per backend at start-up and "
+			 "share it: HTTP/2 multiplexes the calls on one connection.",
+			 who, w.closed, remote, t->o->h2_window_s, spc, life,
+			 w.by[H2_END_LOCAL_FIN]);
+	} else {
+		snprintf(msg, sizeof(msg),
+			 "%s opened and closed %u HTTP/2 connections to %s in the last %.0fs, "
+			 "carrying %.2f stream(s) each (%s): it is not reusing connections (a "
+			 "new client or channel per call, or a close after each request); keep "
+			 "one connection per backend and multiplex requests on it.",
+			 who, w.closed, remote, t->o->h2_window_s, spc, life);
+	}
 	tr_message(&o, msg);
 	tr_emit_finding(t, &o);
 }
@@ -349,18 +384,6 @@ static void goaway_rec(struct finding_rec *o, const struct h2_state *hs, bool cl
 	o->d.h2_goaway.streams = hc->streams;
 	o->d.h2_goaway.has_debug = debug_text(hc, o->d.h2_goaway.debug);
 	o->has_cause = true;
-}
-
-static void evidence_num(struct finding_rec *o, const char *name, double v)
-{
-	if (o->nevidence < FINDING_MAX_EVIDENCE)
-		o->evidence[o->nevidence++] = (struct finding_evidence){ name, NULL, v };
-}
-
-static void evidence_str(struct finding_rec *o, const char *name, const char *v)
-{
-	if (o->nevidence < FINDING_MAX_EVIDENCE)
-		o->evidence[o->nevidence++] = (struct finding_evidence){ name, v, 0 };
 }
 
 /* The server's keepalive enforcement (grpc-go: GOAWAY ENHANCE_YOUR_CALM with debug
