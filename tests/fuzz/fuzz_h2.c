@@ -74,6 +74,7 @@ static __u32 unit_need(__u8 unit)
 	case H2_U_GOAWAY: return 8;
 	case H2_U_RST: return 4;
 	case H2_U_SETTING: return 6;
+	case H2_U_DEBUG: return H2_DEBUG_PIECE;
 	default: return 1;
 	}
 }
@@ -104,6 +105,8 @@ static void walk(struct walk *w, __u32 dir, __u32 seq, const uint8_t *p, __u32 l
 	require(c->client_dir <= 1 || c->client_dir == H2_DIR_NONE);
 	require(c->goaway_dir <= 1 || c->goaway_dir == H2_DIR_NONE);
 	require((c->goaway[0] + c->goaway[1] == 0) == (c->goaway_dir == H2_DIR_NONE));
+	require(c->goaway_debug_len <= H2_DEBUG_MAX);
+	require(!c->goaway_debug_len || c->goaway[0] + c->goaway[1]);
 	require(c->streams >= before.streams && c->frames >= before.frames &&
 		c->pings >= before.pings && c->desync >= before.desync);
 	require(c->max_stream_id >= before.max_stream_id);
@@ -113,7 +116,9 @@ static void walk(struct walk *w, __u32 dir, __u32 seq, const uint8_t *p, __u32 l
 		const struct h2_dir *d = &w->d[i];
 		int st = h2_dir_stopped(d);
 
-		require(d->unit <= H2_U_STOP);
+		require(d->unit <= H2_U_DEBUG);
+		/* Debug data is read only inside a GOAWAY, and no further than kept. */
+		require(d->unit != H2_U_DEBUG || (d->ftype == H2_GOAWAY && d->left > 0));
 		require(!w->stopped[i] || st);
 		require(st == !!(d->flags & (H2_D_DESYNC | H2_D_NOT_H2)));
 		require(d->max_frame >= H2_DEFAULT_MAX_FRAME && d->max_frame <= H2_MAX_MAX_FRAME);
