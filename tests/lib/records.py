@@ -21,6 +21,8 @@ FINDING_EXTRA = {
     # HTTP/2 findings name a cause (null when the evidence tells none) and its figures.
     "h2_goaway": {"goaway_by", "last_stream_id", "error", "debug", "streams", "cause",
                   "evidence"},
+    "tls_handshake_failed": {"failed_by", "alert", "cause", "evidence"},
+    "tls_handshake_timeout": {"cause", "evidence"},
     "h2_reuse_churn": {"window", "threshold_conns", "threshold_streams_per_conn", "cause",
                        "evidence"},
 }

@@ -480,6 +480,13 @@ def test_certificate_rejected(cluster, pki, tlsclient, client, version, alert, m
             assert x["alert"] == alert, show([x])
         else:
             assert x["alert"] in (None, "bad_certificate"), show([x])
+        # A certificate alert in clear names the cause; an encrypted one tells none.
+        assert x["cause"] == ("certificate_rejected" if x["alert"] else None), show([x])
+        ev = x["evidence"]
+        assert ev["failed_by"] == "client" and ev["alert"] == x["alert"], show([x])
+        assert ev["sni"] == SERVICE and ev["failures_to_destination"] == 1, show([x])
+        if x["cause"]:
+            assert "rejected the server's certificate" in x["message"], show([x])
     assert f["_seq"] < c["_seq"] or parse_ts(f["ts"]) <= parse_ts(c["ts"]), show([f, c])
     assert findings(records, "tls_handshake_timeout") == [], show(tls_findings(records))
 

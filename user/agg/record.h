@@ -108,11 +108,12 @@ enum finding_detail {
 #define FINDING_MAX_EVIDENCE 8
 #define FINDING_DEBUG_LEN 33     /* GOAWAY debug data kept (bpf/h2.h H2_DEBUG_MAX) + NUL */
 
-/* One figure behind a finding's cause: a number, or a string when str is set. */
+/* One figure behind a finding's cause: a number, or a string (is_str; NULL: null). */
 struct finding_evidence {
 	const char *name;
 	const char *str;
 	double num;
+	bool is_str;
 };
 
 struct finding_holder {

@@ -409,6 +409,18 @@ void tr_connection_end(struct tracker *t, const struct cs_event *e, struct conn_
 			(*p)->conn_done(t, e);
 }
 
+void tr_evidence_num(struct finding_rec *f, const char *name, double v)
+{
+	if (f->nevidence < FINDING_MAX_EVIDENCE)
+		f->evidence[f->nevidence++] = (struct finding_evidence){ name, NULL, v, false };
+}
+
+void tr_evidence_str(struct finding_rec *f, const char *name, const char *v)
+{
+	if (f->nevidence < FINDING_MAX_EVIDENCE)
+		f->evidence[f->nevidence++] = (struct finding_evidence){ name, v, 0, true };
+}
+
 void tr_message(struct finding_rec *f, const char *msg)
 {
 	char pod[320] = "", vip[INET6_ADDRSTRLEN], be[INET6_ADDRSTRLEN];

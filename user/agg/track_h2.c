@@ -280,18 +280,6 @@ static void remote_text(const struct h2_remote *r, char *buf, size_t len)
 		snprintf(buf, len, r->family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, r->port);
 }
 
-static void evidence_num(struct finding_rec *o, const char *name, double v)
-{
-	if (o->nevidence < FINDING_MAX_EVIDENCE)
-		o->evidence[o->nevidence++] = (struct finding_evidence){ name, NULL, v };
-}
-
-static void evidence_str(struct finding_rec *o, const char *name, const char *v)
-{
-	if (o->nevidence < FINDING_MAX_EVIDENCE)
-		o->evidence[o->nevidence++] = (struct finding_evidence){ name, v, 0 };
-}
-
 static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry *c,
 			struct h2_remote *r, uint64_t now)
 {
@@ -322,14 +310,14 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	else
 		snprintf(life, sizeof(life), "lifetimes unknown");
 	o.has_cause = true;
-	evidence_num(&o, "closed", w.closed);
-	evidence_num(&o, "streams_per_conn", o.d.h2_churn.window.streams_per_conn);
+	tr_evidence_num(&o, "closed", w.closed);
+	tr_evidence_num(&o, "streams_per_conn", o.d.h2_churn.window.streams_per_conn);
 	if (w.median_life_ms >= 0)
-		evidence_num(&o, "median_lifetime_ms", w.median_life_ms);
-	evidence_num(&o, "ended_by_local_fin", w.by[H2_END_LOCAL_FIN]);
-	evidence_num(&o, "ended_by_peer_fin", w.by[H2_END_PEER_FIN]);
-	evidence_num(&o, "ended_by_goaway", w.by[H2_END_GOAWAY]);
-	evidence_num(&o, "ended_by_rst", w.by[H2_END_RST]);
+		tr_evidence_num(&o, "median_lifetime_ms", w.median_life_ms);
+	tr_evidence_num(&o, "ended_by_local_fin", w.by[H2_END_LOCAL_FIN]);
+	tr_evidence_num(&o, "ended_by_peer_fin", w.by[H2_END_PEER_FIN]);
+	tr_evidence_num(&o, "ended_by_goaway", w.by[H2_END_GOAWAY]);
+	tr_evidence_num(&o, "ended_by_rst", w.by[H2_END_RST]);
 	/* The pod closes them itself, about one call each: a new client (a gRPC
 	 * ClientConn, an HTTP client) made and dropped per call. */
 	if (spc <= 1.5 && w.by[H2_END_LOCAL_FIN] * 5 >= w.closed * 4) {
@@ -441,10 +429,10 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 		hs->goaway_error_reported = true;
 		tr_finding_init(t, &o, "h2_goaway", "error", &hs->ev, c, hs->pid, hs->comm, now);
 		goaway_rec(&o, hs, client);
-		evidence_str(&o, "error", o.d.h2_goaway.error);
-		evidence_str(&o, "debug", o.d.h2_goaway.has_debug ? o.d.h2_goaway.debug : NULL);
-		evidence_num(&o, "pings", hc->pings);
-		evidence_num(&o, "streams", hc->streams);
+		tr_evidence_str(&o, "error", o.d.h2_goaway.error);
+		tr_evidence_str(&o, "debug", o.d.h2_goaway.has_debug ? o.d.h2_goaway.debug : NULL);
+		tr_evidence_num(&o, "pings", hc->pings);
+		tr_evidence_num(&o, "streams", hc->streams);
 		if (too_many_pings(hc)) {
 			o.cause = "keepalive_too_frequent";
 			snprintf(msg, sizeof(msg),
@@ -494,16 +482,16 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	o.d.h2_goaway.run = true;
 	o.d.h2_goaway.goaway_connections = w.goaway_conns;
 	o.d.h2_goaway.window_s = t->o->h2_window_s;
-	evidence_str(&o, "error", o.d.h2_goaway.error);
-	evidence_num(&o, "goaway_connections", w.goaway_conns);
+	tr_evidence_str(&o, "error", o.d.h2_goaway.error);
+	tr_evidence_num(&o, "goaway_connections", w.goaway_conns);
 	double med, p10, p90;
 	uint32_t nl = goaway_lives(t, r, now, &med, &p10, &p90);
 
 	if (nl) {
-		evidence_num(&o, "ended_connections", nl);
-		evidence_num(&o, "median_lifetime_ms", med);
-		evidence_num(&o, "lifetime_p10_ms", p10);
-		evidence_num(&o, "lifetime_p90_ms", p90);
+		tr_evidence_num(&o, "ended_connections", nl);
+		tr_evidence_num(&o, "median_lifetime_ms", med);
+		tr_evidence_num(&o, "lifetime_p10_ms", p10);
+		tr_evidence_num(&o, "lifetime_p90_ms", p90);
 	}
 	/* Graceful GOAWAYs at a steady age: a maximum connection age (grpc-go
 	 * jitters it by +-10%, and its grace period adds to each). */

@@ -75,6 +75,10 @@ void tr_finding_init(struct tracker *t, struct finding_rec *f, const char *kind,
 		     uint32_t pid, const char *comm, uint64_t ts_mono);
 /* The message, with where conntrack sent the connection when it did. */
 void tr_message(struct finding_rec *f, const char *msg);
+/* A figure behind the finding's cause (evidence), a number or a string (NULL:
+ * null); beyond FINDING_MAX_EVIDENCE, dropped. */
+void tr_evidence_num(struct finding_rec *f, const char *name, double v);
+void tr_evidence_str(struct finding_rec *f, const char *name, const char *v);
 void tr_emit_finding(struct tracker *t, const struct finding_rec *f);
 void tr_emit_connection(struct tracker *t, const struct conn_rec *c);
 

@@ -387,6 +387,40 @@ static bool tls_finding(struct tracker *t, struct finding_rec *o, const char *ki
 	return true;
 }
 
+/* Handshakes to tc's destination (its SNI, or the server's address) that failed
+ * so far, this one included: a client retrying a rejected handshake shows here. */
+static uint64_t dest_failures(struct tracker *t, const struct tls_conn *tc)
+{
+	struct tls_pod *a = pod_of(t, tc->ev.cgroup_id);
+	char dest[272];
+
+	if (!a || !a->dests)
+		return 0;
+	destination(tc, dest, sizeof(dest));
+	for (int i = 0; i < a->ndests; i++)
+		if (!strcmp(a->dests[i].name, dest))
+			return a->dests[i].st.failed;
+	return 0;
+}
+
+/* Alerts that reject a certificate (RFC 8446 §6.2): the peer's certificate was
+ * bad, expired, revoked, of an unknown CA, or missing where one is required. */
+static bool certificate_alert(uint8_t desc)
+{
+	switch (desc) {
+	case 42: /* bad_certificate */
+	case 43: /* unsupported_certificate */
+	case 44: /* certificate_revoked */
+	case 45: /* certificate_expired */
+	case 46: /* certificate_unknown */
+	case 48: /* unknown_ca */
+	case 116: /* certificate_required */
+		return true;
+	default:
+		return false;
+	}
+}
+
 static void timeout_finding(struct tracker *t, struct tls_conn *tc, uint64_t now)
 {
 	char who[640], proc[64], peer[400], msg[1400];
@@ -400,6 +434,9 @@ static void timeout_finding(struct tracker *t, struct tls_conn *tc, uint64_t now
 	o.detail = FD_TLS_TIMEOUT;
 	o.d.tls.elapsed_s = tr_secs3(el);
 	o.d.tls.threshold_s = t->o->tls_timeout_s;
+	o.has_cause = true;  /* none that the wire tells */
+	tr_evidence_num(&o, "elapsed_s", o.d.tls.elapsed_s);
+	tr_evidence_str(&o, "sni", o.d.tls.sni);
 	peer_text(tc, peer, sizeof(peer));
 	if (tc->we_are_client)
 		snprintf(msg, sizeof(msg),
@@ -436,10 +473,33 @@ static void failed_finding(struct tracker *t, struct tls_conn *tc, uint64_t ts_m
 	else
 		snprintf(why, sizeof(why), "%s", how);
 	peer_text(tc, peer, sizeof(peer));
-	snprintf(msg, sizeof(msg),
-		 "The TLS handshake between %s and %s failed: the %s gave up (%s); check "
-		 "certificates (SAN, CA, expiry), TLS versions and ALPN on both sides.",
-		 who, peer, by, why);
+	uint64_t fails = dest_failures(t, tc);
+
+	o.has_cause = true;
+	tr_evidence_str(&o, "failed_by", by);
+	tr_evidence_str(&o, "alert", o.d.tls.alert);
+	tr_evidence_str(&o, "sni", o.d.tls.sni);
+	tr_evidence_num(&o, "failures_to_destination", (double)fails);
+	if (tc->alert_clear && certificate_alert(tc->alert_desc)) {
+		const char *other = tc->failed_by_client ? "server" : "client";
+		char name[300] = "";
+
+		if (o.d.tls.sni)
+			snprintf(name, sizeof(name), " (%s)", o.d.tls.sni);
+		o.cause = "certificate_rejected";
+		snprintf(msg, sizeof(msg),
+			 "The TLS handshake between %s and %s failed: the %s rejected the %s's "
+			 "certificate (alert %s); %llu handshake(s) to this destination failed so "
+			 "far%s. Check that the certificate's SAN covers the name dialled%s, that "
+			 "it has not expired, and that the %s trusts the CA that signed it.",
+			 who, peer, by, other, o.d.tls.alert, (unsigned long long)fails,
+			 fails >= 3 ? ", a client retrying in a loop" : "", name, by);
+	} else {
+		snprintf(msg, sizeof(msg),
+			 "The TLS handshake between %s and %s failed: the %s gave up (%s); check "
+			 "certificates (SAN, CA, expiry), TLS versions and ALPN on both sides.",
+			 who, peer, by, why);
+	}
 	tr_message(&o, msg);
 	tr_emit_finding(t, &o);
 }

@@ -602,7 +602,7 @@ static void fill_finding(struct jw *w, const void *rec)
 		jw_str(w, "cause", f->cause);
 		jw_obj(w, "evidence");
 		for (int i = 0; i < f->nevidence && i < FINDING_MAX_EVIDENCE; i++) {
-			if (f->evidence[i].str)
+			if (f->evidence[i].is_str)
 				jw_str(w, f->evidence[i].name, f->evidence[i].str);
 			else
 				jw_num(w, f->evidence[i].name, f->evidence[i].num);
