@@ -484,7 +484,7 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	o.d.h2_goaway.window_s = t->o->h2_window_s;
 	tr_evidence_str(&o, "error", o.d.h2_goaway.error);
 	tr_evidence_num(&o, "goaway_connections", w.goaway_conns);
-	double med, p10, p90;
+	double med = 0, p10 = 0, p90 = 0;
 	uint32_t nl = goaway_lives(t, r, now, &med, &p10, &p90);
 
 	if (nl) {
