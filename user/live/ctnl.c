@@ -608,6 +608,18 @@ int ctnl_read(struct ctnl *c, ctnl_cb cb, void *arg)
 	return n; /* more may be queued: poll says so */
 }
 
+/* Send one request to the kernel on the request socket. 0, or a negative errno. */
+static int request(struct ctnl *c, const void *msg, size_t len)
+{
+	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+	ssize_t r;
+
+	do
+		r = sendto(c->dump_fd, msg, len, 0, (struct sockaddr *)&kernel, sizeof(kernel));
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : 0;
+}
+
 /* Request:
  *   struct nlmsghdr { len, NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET,
  *                     NLM_F_REQUEST | NLM_F_DUMP, seq, 0 }
@@ -619,10 +631,9 @@ int ctnl_dump(struct ctnl *c, ctnl_cb cb, void *arg)
 		struct nlmsghdr nlh;
 		struct nfgenmsg g;
 	} rq;
-	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
 	struct timeval tmo = { .tv_sec = DUMP_TMO_S };
 	uint32_t seq = ++c->seq;
-	int n = 0;
+	int n = 0, ret;
 	ssize_t r;
 
 	memset(&rq, 0, sizeof(rq));
@@ -634,12 +645,9 @@ int ctnl_dump(struct ctnl *c, ctnl_cb cb, void *arg)
 	rq.g.version = NFNETLINK_V0;
 	setsockopt(c->dump_fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo));
 
-	do
-		r = sendto(c->dump_fd, &rq, sizeof(rq), 0, (struct sockaddr *)&kernel,
-			   sizeof(kernel));
-	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return -errno;
+	ret = request(c, &rq, sizeof(rq));
+	if (ret < 0)
+		return ret;
 	for (;;) {
 		struct sockaddr_nl from;
 		struct iovec iov = { c->buf, RECV_BUF };
@@ -647,7 +655,6 @@ int ctnl_dump(struct ctnl *c, ctnl_cb cb, void *arg)
 			.msg_name = &from, .msg_namelen = sizeof(from),
 			.msg_iov = &iov, .msg_iovlen = 1,
 		};
-		int ret;
 
 		r = recvmsg(c->dump_fd, &mh, 0);
 		if (r < 0 && errno == EINTR)
@@ -689,6 +696,12 @@ static void nest_end(unsigned char *buf, size_t at, size_t off)
 	memcpy(buf + at, &len, sizeof(len));
 }
 
+/* ctnl_get's walk callback: the entry, into the caller's struct. */
+static void got_one(void *arg, const struct ct_event *e)
+{
+	*(struct ct_event *)arg = *e;
+}
+
 /* A GET by one tuple:
  *   struct nlmsghdr { len, NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET, NLM_F_REQUEST }
  *   struct nfgenmsg { the tuple's L3 family, NFNETLINK_V0, 0 }
@@ -705,12 +718,12 @@ int ctnl_get(struct ctnl *c, const struct ct_tuple *t, bool reply, struct ct_eve
 		.nlmsg_seq = ++c->seq,
 	};
 	struct nfgenmsg g = { .nfgen_family = t->l3, .version = NFNETLINK_V0 };
-	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
 	bool v6 = t->l3 == AF_INET6;
 	size_t n = v6 ? 16 : 4, off = NLMSG_HDRLEN, tup, ip, pr;
 	uint16_t sport = htons(t->sport), dport = htons(t->dport);
 	uint8_t l4 = IPPROTO_TCP;
 	ssize_t r;
+	int ret;
 
 	if (t->l3 != AF_INET && t->l3 != AF_INET6)
 		return -EAFNOSUPPORT;
@@ -731,37 +744,24 @@ int ctnl_get(struct ctnl *c, const struct ct_tuple *t, bool reply, struct ct_eve
 	nlh.nlmsg_len = (uint32_t)off;
 	memcpy(rq, &nlh, sizeof(nlh));
 
-	do
-		r = sendto(c->dump_fd, rq, off, 0, (struct sockaddr *)&kernel, sizeof(kernel));
-	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return -errno;
+	ret = request(c, rq, off);
+	if (ret < 0)
+		return ret;
+	/* The reply, as a dump's entry is read (walk: its sequence number, an
+	 * NLMSG_ERROR, the parse); a late reply to an earlier GET is passed over. */
 	for (;;) {
-		struct nlmsghdr h;
-		int st = 0;
+		int got = 0;
 
 		r = recv(c->dump_fd, c->buf, RECV_BUF, 0);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
 			return errno == EAGAIN ? -ETIMEDOUT : -errno;
-		if ((size_t)r < NLMSG_HDRLEN)
-			return -EBADMSG;
-		memcpy(&h, c->buf, sizeof(h));
-		if (h.nlmsg_seq != nlh.nlmsg_seq)
-			continue;  /* the late reply to a GET that timed out */
-		if (h.nlmsg_type == NLMSG_ERROR) {
-			if (h.nlmsg_len >= NLMSG_LENGTH(sizeof(int)) && (size_t)r >= NLMSG_LENGTH(sizeof(int)))
-				memcpy(&st, c->buf + NLMSG_HDRLEN, sizeof(int));
-			return st < 0 ? st : -EBADMSG;
-		}
-		if (ctnl_parse(c->buf, (size_t)r, out) != 1)
-			return -ENOENT;  /* not a TCP entry */
-		out->type = CT_EV_NEW;
-		out->ts_ns = cs_mono_ns();
-		out->netns = c->netns;
-		c->events++;
-		return 0;
+		ret = walk(c, c->buf, (size_t)r, true, nlh.nlmsg_seq, got_one, out, &got);
+		if (ret < 0)
+			return ret;
+		if (got)
+			return 0;
 	}
 }
 
