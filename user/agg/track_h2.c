@@ -212,6 +212,13 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Sort lives[0..n) (n > 0) and return their median. */
+static double sorted_median(uint32_t *lives, uint32_t n)
+{
+	qsort(lives, n, sizeof(lives[0]), cmp_u32);
+	return n % 2 ? lives[n / 2] : (lives[n / 2 - 1] + lives[n / 2]) / 2.0;
+}
+
 /* What a remote's window holds now. */
 struct h2_window {
 	uint32_t opened, closed;
@@ -242,11 +249,7 @@ static void window_of(const struct tracker *t, const struct h2_remote *r, uint64
 		if (s->end < H2_END_MAX)
 			w->by[s->end]++;
 	}
-	w->median_life_ms = -1;
-	if (nl) {
-		qsort(lives, nl, sizeof(lives[0]), cmp_u32);
-		w->median_life_ms = nl % 2 ? lives[nl / 2] : (lives[nl / 2 - 1] + lives[nl / 2]) / 2.0;
-	}
+	w->median_life_ms = nl ? sorted_median(lives, nl) : -1;
 }
 
 /* A window as a record shows it. */
@@ -403,8 +406,7 @@ static uint32_t goaway_lives(const struct tracker *t, const struct h2_remote *r,
 	}
 	if (!n)
 		return 0;
-	qsort(lives, n, sizeof(lives[0]), cmp_u32);
-	*median = n % 2 ? lives[n / 2] : (lives[n / 2 - 1] + lives[n / 2]) / 2.0;
+	*median = sorted_median(lives, n);
 	*p10 = lives[n / 10];
 	*p90 = lives[(n * 9) / 10 < n ? (n * 9) / 10 : n - 1];
 	return n;

@@ -235,6 +235,15 @@ static void destination(const struct tls_conn *tc, char *buf, size_t len)
 	snprintf(buf, len, tr_family(e) == AF_INET6 ? "[%s]:%u" : "%s:%u", txt, port);
 }
 
+/* The index of a pod's destination by name, or -1. */
+static int dest_index(const struct tls_pod *a, const char *name)
+{
+	for (int i = 0; i < a->ndests; i++)
+		if (!strcmp(a->dests[i].name, name))
+			return i;
+	return -1;
+}
+
 /* Count a handshake once, when its outcome is known. */
 static void account(struct tracker *t, struct tls_conn *tc)
 {
@@ -252,10 +261,9 @@ static void account(struct tracker *t, struct tls_conn *tc)
 	if (!a->dests && !(a->dests = calloc(MAX_TLS_DESTS, sizeof(*a->dests))))
 		return;
 	destination(tc, dest, sizeof(dest));
-	for (i = 0; i < a->ndests; i++)
-		if (!strcmp(a->dests[i].name, dest))
-			break;
-	if (i == a->ndests) {
+	i = dest_index(a, dest);
+	if (i < 0) {
+		i = a->ndests;
 		if (a->ndests < MAX_TLS_DESTS) {
 			a->ndests++;
 		} else {
@@ -393,14 +401,13 @@ static uint64_t dest_failures(struct tracker *t, const struct tls_conn *tc)
 {
 	struct tls_pod *a = pod_of(t, tc->ev.cgroup_id);
 	char dest[272];
+	int i;
 
 	if (!a || !a->dests)
 		return 0;
 	destination(tc, dest, sizeof(dest));
-	for (int i = 0; i < a->ndests; i++)
-		if (!strcmp(a->dests[i].name, dest))
-			return a->dests[i].st.failed;
-	return 0;
+	i = dest_index(a, dest);
+	return i < 0 ? 0 : a->dests[i].st.failed;
 }
 
 /* Alerts that reject a certificate (RFC 8446 §6.2): the peer's certificate was

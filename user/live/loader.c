@@ -282,11 +282,12 @@ static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *w
 	}
 	/* Each rescue program after its hook's program: on one tracepoint, the
 	 * kernel runs them in the order they were attached. */
+	struct bpf_map *handler[LOADER_NRESCUE] = {
+		s->maps.rescue_set_state, s->maps.rescue_rst_in, s->maps.rescue_rst_out,
+		s->maps.rescue_retrans,
+	};
+
 	for (int i = 0; i < LOADER_NRESCUE; i++) {
-		struct bpf_map *handler[LOADER_NRESCUE] = {
-			s->maps.rescue_set_state, s->maps.rescue_rst_in, s->maps.rescue_rst_out,
-			s->maps.rescue_retrans,
-		};
 		struct bpf_program *r = rescue_of(s, i, btf);
 		int fd = bpf_program__fd(prog_of(s, i, btf));
 		__u32 key = 0;
