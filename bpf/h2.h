@@ -411,10 +411,10 @@ static __always_inline void h2__after_header(struct h2_dir *d, __u32 len)
 	}
 }
 
-/* A complete frame header in d->buf[0..9), sent by direction dir. */
-static __always_inline __u32 h2__header(struct h2_conn *c, struct h2_dir *d, __u32 dir)
+/* A complete frame header in b[0..9), sent by direction dir. */
+static __always_inline __u32 h2__header(struct h2_conn *c, struct h2_dir *d, __u32 dir,
+					const __u8 *b)
 {
-	const __u8 *b = d->buf;
 	__u32 len = h2__be24(b);
 	__u8 type = b[3], flags = b[4];
 	__u32 stream = h2__be32(b + 5) & 0x7fffffff;
@@ -522,6 +522,31 @@ static __always_inline __u32 h2__payload(struct h2_conn *c, struct h2_dir *d,
 }
 
 /*
+ * A whole frame header at hand where one is due (unit H2_U_HDR, nothing of it
+ * collected yet): what h2_feed does with its 9 bytes, and then with the payload
+ * bytes that follow it, avail of them, when nobody reads them. One call per frame
+ * instead of two steps. Returns the bytes taken (9, plus those skipped); the
+ * header's notes are ORed into *notes. A payload that is read (GOAWAY,
+ * RST_STREAM, SETTINGS) is left to h2_feed, unit by unit.
+ */
+static __always_inline __u32 h2_take_frame(struct h2_conn *c, struct h2_dir *d, __u32 dir,
+					   const __u8 *hdr, __u32 avail, __u32 *notes)
+{
+	__u32 n;
+
+	d->pos += H2_FRAME_HDR_LEN;
+	*notes |= h2__header(c, d, dir, hdr);
+	if (d->unit != H2_U_SKIP)
+		return H2_FRAME_HDR_LEN;
+	n = d->left < avail ? d->left : avail;
+	d->left -= n;
+	d->pos += n;
+	if (!d->left)
+		d->unit = H2_U_HDR;
+	return H2_FRAME_HDR_LEN + n;
+}
+
+/*
  * Hand the walker the n bytes h2_want asked for (in[0..n), or only the count when
  * it said it needs no copy). dir (0 or 1) is this direction's index; other is the
  * opposite direction's state (may be NULL: SETTINGS_MAX_FRAME_SIZE is then not
@@ -596,7 +621,7 @@ static __always_inline __u32 h2_feed(struct h2_conn *c, struct h2_dir *d, struct
 	if (d->have < need)
 		return 0;
 	if (d->unit == H2_U_HDR)
-		return h2__header(c, d, dir);
+		return h2__header(c, d, dir, d->buf);
 	return h2__payload(c, d, other, dir);
 }
 
@@ -618,14 +643,11 @@ static inline __u32 h2_walk_mem(struct h2_conn *c, struct h2_dir *dirs, __u32 di
 	if (st != H2_AT_OK)
 		return 0;
 	while (off < len && !h2_dir_stopped(d)) {
-		/* A whole frame header at hand: what h2_feed does with those 9 bytes,
-		 * without the byte loop (replay walks millions of small frames). */
+		/* A whole frame header at hand: the frame in one go (replay walks
+		 * millions of small frames). */
 		if (d->unit == H2_U_HDR && !d->have && len - off >= H2_FRAME_HDR_LEN) {
-			__builtin_memcpy(d->buf, buf + off, H2_FRAME_HDR_LEN);
-			d->have = H2_FRAME_HDR_LEN;
-			d->pos += H2_FRAME_HDR_LEN;
-			notes |= h2__header(c, d, dir);
-			off += H2_FRAME_HDR_LEN;
+			off += h2_take_frame(c, d, dir, buf + off, len - off - H2_FRAME_HDR_LEN,
+					     &notes);
 			continue;
 		}
 		h2_want(d, len - off, &n);
