@@ -137,6 +137,14 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Listening sockets and their owners (struct cs_listener in conn.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, CS_LISTENERS);
+	__type(key, struct cs_listen_key);
+	__type(value, struct cs_listener);
+} listeners SEC(".maps");
+
 /* Lean mode: see struct cs_birth. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -974,6 +982,26 @@ static __always_inline int lean_state(struct sock *sk, int oldstate, int newstat
 	}
 }
 
+/* A socket starts listening (listen(), in its caller's context) or stops. */
+static __always_inline int listener_note(struct sock *sk, enum store st, bool on)
+{
+	struct cs_listen_key k = { .port = RD(st, sk, __sk_common.skc_num) };
+	struct cs_listener l = {};
+
+	if (st == STORE_SK)
+		k.netns = sk->__sk_common.skc_net.net->ns.inum;
+	else
+		k.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (!on) {
+		bpf_map_delete_elem(&listeners, &k);
+		return 0;
+	}
+	l.pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(l.comm, sizeof(l.comm));
+	bpf_map_update_elem(&listeners, &k, &l, BPF_ANY);
+	return 0;
+}
+
 /* One handler for every state change. */
 static __always_inline int handle_set_state(struct sock *sk, int oldstate, int newstate,
 					    enum store st)
@@ -983,11 +1011,11 @@ static __always_inline int handle_set_state(struct sock *sk, int oldstate, int n
 
 	if (sk_protocol_of(sk, st) != IPPROTO_TCP)
 		return 0;
-	/* Listeners are not connections. */
+	/* Listeners are not connections: only who listens is kept. */
 	if (oldstate == CS_TCP_LISTEN && newstate == CS_TCP_CLOSE)
-		return 0;
+		return listener_note(sk, st, false);
 	if (newstate == CS_TCP_LISTEN)
-		return 0;
+		return listener_note(sk, st, true);
 	if (port_filtered(sk, st))
 		return 0;
 	if (st == STORE_SK && lean) {

@@ -158,6 +158,25 @@ struct cs_event {
 };
 _Static_assert(sizeof(struct cs_event) == 152, "cs_event layout changed");
 
+/* Listening sockets and who listened on them (map `listeners`): written at the
+ * listen() that makes one (the state change runs in the caller's context), taken
+ * out at its close; user space adds those that were listening before connscope
+ * started. An accepted socket's owner is its listener's, found there in user
+ * space: nothing runs on the node's sends and receives to learn it. */
+#define CS_LISTENERS 16384
+
+struct cs_listen_key {
+	__u32 netns;      /* network namespace inode */
+	__u16 port;       /* local port, host order */
+	__u16 _pad;
+};
+
+struct cs_listener {
+	__u32 pid;        /* the listen() caller's tgid */
+	__u32 _pad;
+	char comm[CS_COMM_LEN];
+};
+
 /* Lean mode (rodata lean): what a socket's birth leaves for its later state
  * changes (the connect's owner and start, the handshake's time), in a
  * direct-mapped array indexed by the socket cookie instead of socket storage

@@ -104,8 +104,8 @@ def test_attribution_20_connections(cluster):
     for r in server_recs:
         assert_pod(r, be)
         assert_endpoints(r, fe.ip, be.ip, port, ports)
-        assert isinstance(r["pid"], int) and r["pid"] > 0, show([r])
-        assert isinstance(r["comm"], str) and r["comm"], show([r])
+        # an accepted socket's owner: the process that listens on the port
+        assert r["pid"] == srv.pid and r["comm"] == "python3", show([r])
         t = r["tcp"]
         assert t["outcome"] == "established", show([r])
         assert t["close"] == "peer_fin", show([r])
@@ -113,6 +113,26 @@ def test_attribution_20_connections(cluster):
     # each connection seen once from each side
     assert {r["client"]["port"] for r in client_recs} == ports
     assert {r["client"]["port"] for r in server_recs} == ports
+
+
+def test_accepted_sockets_owned_by_a_listener_older_than_connscope(cluster):
+    """A server that listened before connscope started: its accepted sockets are
+    named after it (found at start-up), though nothing runs on sends and receives."""
+    fe, be = shop(cluster)
+    port, n = 30081, 3
+    srv = start_server(be, "echo", port, n)
+    with Connscope(cluster, "--namespace", NS) as cs:
+        out = run_client(fe, "echo", be.ip, port, n)
+        assert out["results"] == ["echoed"] * n
+        assert srv.wait(timeout=10) == 0
+        cs.wait_count(is_conn(port, "server"), n, RECORD_WAIT)
+        records = finish(cs)
+    server_recs = conns(records, port, "server")
+    assert len(server_recs) == n, show(server_recs)
+    for r in server_recs:
+        assert r["pid"] == srv.pid and r["comm"] == "python3", show([r])
+    for r in conns(records, port, "client"):
+        assert r["pid"] == out["pid"], show([r])
 
 
 LAYOUTS = [

@@ -23,6 +23,7 @@
 #include "bpfinfo.h"
 #include "h2u.h"
 #include "holders.h"
+#include "listeners.h"
 #include "loader.h"
 #include "progfb.h"
 #include "sigend.h"
@@ -62,6 +63,7 @@ struct live {
 	struct h2u *h2u;       /* TLS library uprobes (HTTP/2 in TLS); NULL if unavailable */
 	struct ctwatch *ct;    /* conntrack: NAT, forwarded flows, table pressure */
 	struct holders *hold;  /* who holds stuck sockets, and their stacks */
+	struct listeners *lst; /* the owner of an accepted socket: its listener's */
 	uint64_t start_ns;
 	struct metrics_server *metrics; /* /metrics, served from its own thread */
 	uint64_t next_publish;
@@ -137,13 +139,28 @@ static bool past_drain(struct live *lv)
 	return true;
 }
 
+/* A server's socket whose owner the kernel did not see (the accept()ing process
+ * does nothing the lifecycle programs watch): its listener's. */
+static bool listener_owned(struct live *lv, struct cs_event *e)
+{
+	return !e->pid && e->side == CS_SIDE_SERVER &&
+	       listeners_owner(lv->lst, e->netns, e->sport, &e->pid, e->comm);
+}
+
 static int on_event(void *ctx, void *data, size_t size)
 {
 	struct live *lv = ctx;
+	const struct cs_event *e = data;
+	struct cs_event own;
 
 	if (size < sizeof(struct cs_event) || past_drain(lv))
 		return 0;
-	track_event(lv->t, data);
+	if (!e->pid && e->side == CS_SIDE_SERVER) {
+		own = *e;  /* the ring's copy is read-only */
+		if (listener_owned(lv, &own))
+			e = &own;
+	}
+	track_event(lv->t, e);
 	return 0;
 }
 
@@ -277,6 +294,8 @@ static void scan_close_wait(struct live *lv)
 	struct cs_event *e;
 	int n = loader_cw_socks(&lv->L, &e);
 
+	for (int i = 0; i < n; i++)
+		listener_owned(lv, &e[i]);
 	if (n >= 0)
 		track_cw_sockets(lv->t, e, n);
 	free(e);
@@ -530,6 +549,7 @@ int live_run(const struct cs_opts *o)
 		goto end;
 	if (!o->no_snapshot)
 		take_snapshot(&lv);
+	lv.lst = listeners_new(bpf_map__fd(lv.L.skel->maps.listeners));
 	publish_metrics(&lv);  /* before the start record: who saw it gets no 503 */
 	if (!is_top) {
 		stats_record(&lv, "start");
@@ -642,6 +662,7 @@ out:
 		close(wait_fd);
 	ctwatch_close(lv.ct);
 	holders_close(lv.hold);
+	listeners_free(lv.lst);
 	ring_buffer__free(lv.rb);
 	h2u_close(lv.h2u);
 	loader_close(&lv.L);

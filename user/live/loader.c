@@ -255,12 +255,13 @@ static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *w
 			snprintf(h->note, sizeof(h->note), "program switched off (see \"programs off\")");
 			continue;
 		}
-		/* The owner hooks run on every send and receive: with only problems
-		 * wanted, holders are found when a finding is due instead. */
-		if (L->problems_only && hook_defs[i].per_io) {
-			snprintf(h->note, sizeof(h->note), "not attached: --connections %s costs nothing "
-				 "per send and receive (holders are found when a finding is due)",
-				 o->connections == CONNS_NONE ? "none" : "problems");
+		/* The owner hooks would run on every send and receive of the node:
+		 * an accepted socket's owner is its listener's instead (map
+		 * listeners), and a finding's holders are found when it is due. */
+		if (hook_defs[i].per_io) {
+			snprintf(h->note, sizeof(h->note), "not attached: nothing runs per send and "
+				 "receive (an accepted socket's owner is its listener's; a finding's "
+				 "holders are found when it is due)");
 			continue;
 		}
 		link = bpf_program__attach(prog_of(s, i, btf));

@@ -53,6 +53,7 @@ struct sock_vec {
 };
 
 struct scan {
+	uint32_t states;          /* idiag_states: the TCP states dumped */
 	struct sock_vec out;
 	unsigned char *buf;       /* RECV_BUF bytes */
 	uint32_t seq;
@@ -224,7 +225,7 @@ static int dump_family(int fd, int family, uint32_t netns, struct scan *sc)
 	/* INET_DIAG_CGROUP_ID (21) needs no bit here, nor could it have one in
 	 * this u8: the kernel adds it to every full socket. */
 	rq.req.idiag_ext = 1 << (INET_DIAG_INFO - 1);
-	rq.req.idiag_states = WANTED_STATES;
+	rq.req.idiag_states = sc->states;
 
 	do
 		n = sendto(fd, &rq, sizeof(rq), 0, (struct sockaddr *)&kernel, sizeof(kernel));
@@ -396,7 +397,7 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-int snapshot_tcp(struct snap_sock **out)
+static int snapshot_states(struct snap_sock **out, uint32_t states)
 {
 	struct scan *sc;
 	struct stat self;
@@ -413,6 +414,7 @@ int snapshot_tcp(struct snap_sock **out)
 		cs_fail("stat /proc/thread-self/ns/net", "%s", strerror(errno));
 		goto done;
 	}
+	sc->states = states;
 	sc->nsfs_dev = self.st_dev;
 	mark_seen(sc, self.st_ino);
 
@@ -443,4 +445,14 @@ done:
 	}
 	free(sc);
 	return ret;
+}
+
+int snapshot_tcp(struct snap_sock **out)
+{
+	return snapshot_states(out, WANTED_STATES);
+}
+
+int snapshot_listeners(struct snap_sock **out)
+{
+	return snapshot_states(out, 1u << ST_LISTEN);
 }

@@ -26,4 +26,7 @@ struct snap_sock {
  * (caller frees). Returns the count, or -1 with a cs_fail line. */
 int snapshot_tcp(struct snap_sock **out);
 
+/* The same for the listening sockets only. */
+int snapshot_listeners(struct snap_sock **out);
+
 #endif
