@@ -51,9 +51,12 @@
 #    (`-c 6 -m 10 -t 1 -D <s>`: 6 connections, 10 concurrent streams each) run on
 #    loopback inside the bench's cgroup; requests/s, first over h2c (nghttpd --no-tls,
 #    prior knowledge), then over TLS (a throwaway self-signed certificate made in the
-#    work directory), each interleaved with and without `connscope trace -o json
-#    --cgroup <that cgroup> > file` (H2_ROUNDS rounds). Targets: h2c ratio >= 0.97,
-#    TLS ratio >= 0.95. In each connscope run the report also counts the connection
+#    work directory), each interleaved bare, under the floor (do-nothing programs on
+#    the same hooks), `connscope daemon`, `connscope top` (as in part 1) and
+#    `connscope trace -o json --cgroup <that cgroup> > file` (H2_ROUNDS rounds).
+#    Targets, for each of daemon, top and trace: h2c ratio >= 0.97, TLS ratio >= 0.97
+#    (no TLS library is probed by default: the TLS connections cost their packets'
+#    programs only). In each trace run the report also counts the connection
 #    records on the server port whose "h2" object is set, and sums their h2.streams;
 #    and, from one more run of each with kernel.bpf_stats_enabled=1, the run time of
 #    connscope's programs per packet and per request.
@@ -878,8 +881,9 @@ run_h2load() {
 h2_round() {
 	local mode=$1 r=$2 k cfg dir port=$H2_PORT
 	[ "$mode" = tls ] && port=$H2_TLS_PORT
-	for ((k = 0; k < 2; k++)); do
-		cfg=${H2_CONFIGS[$(((r - 1 + k) % 2))]}
+	local n=${#H2_CONFIGS[@]}
+	for ((k = 0; k < n; k++)); do
+		cfg=${H2_CONFIGS[$(((r - 1 + k) % n))]}
 		dir=$WORK/h2/$mode/r$r-$k-$cfg
 		if [ "$cfg" = connscope ]; then
 			OUTFILE=$dir/trace.jsonl LOAD_FN=run_h2load measured_run "$cfg" "$dir" "$mode"
@@ -892,6 +896,7 @@ h2_round() {
 		else
 			LOAD_FN=run_h2load measured_run "$cfg" "$dir" "$mode"
 		fi
+		[ "$cfg" = connscope ] || [ "$cfg" = baseline ] || stop_tracer "$dir"
 		log "h2 round $r/$H2_ROUNDS $(printf '%-4s %-10s' "$mode" "$cfg")" \
 			"$("$PYTHON" -c 'import json,sys
 d = json.load(open(sys.argv[1]))
@@ -914,7 +919,8 @@ h2_detail() {
 }
 
 if has_part h2; then
-	H2_CONFIGS=(baseline connscope)
+	# connscope: trace -o json (its records are counted); daemon and top as in part 1.
+	H2_CONFIGS=(baseline floor daemon top connscope)
 	mkdir -p "$WORK/h2/www" "$WORK/h2/cert"
 	head -c 64 /dev/zero | tr '\0' x >"$WORK/h2/www/index.html"
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
@@ -925,7 +931,7 @@ if has_part h2; then
 	H2C_SRV=$NGHTTPD_PID
 	start_nghttpd "$H2_TLS_PORT" "$WORK/h2/cert/key.pem" "$WORK/h2/cert/cert.pem"
 	H2TLS_SRV=$NGHTTPD_PID
-	log "h2: 2 configs x $H2_ROUNDS rounds x ${H2_SECS}s, h2c (port $H2_PORT) then TLS" \
+	log "h2: ${#H2_CONFIGS[@]} configs (bare, floor, daemon, top, trace) x $H2_ROUNDS rounds x ${H2_SECS}s, h2c (port $H2_PORT) then TLS" \
 		"(port $H2_TLS_PORT); nghttpd (1 worker) and h2load -c $H2_CLIENTS -m $H2_STREAMS -t 1" \
 		"in $CGROUP"
 	for ((r = 1; r <= H2_ROUNDS; r++)); do
