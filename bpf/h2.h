@@ -547,6 +547,90 @@ static __always_inline __u32 h2_take_frame(struct h2_conn *c, struct h2_dir *d, 
 }
 
 /*
+ * The common case at once: a run of frames whose payload nobody reads (DATA,
+ * HEADERS, CONTINUATION, WINDOW_UPDATE, PRIORITY) where a header is due. What
+ * h2_take_frame does for each of them, with the walk's state in registers and
+ * written back once. win[rel..) is the walk position, win_len the bytes win holds
+ * (indexes masked with mask: the caller's window size - 1, or ~0), avail the
+ * buffer's bytes from the position (the last frame's payload may run past it),
+ * max the frames at most (a bound for the verifier). Stops before any other frame,
+ * a header not whole in win, or one that breaks a rule: h2_take_frame or h2_feed
+ * takes those. Returns the bytes taken; a new client stream ORs H2_N_STREAM into
+ * *notes.
+ */
+static __always_inline __u32 h2_take_frames(struct h2_conn *c, struct h2_dir *d, __u32 dir,
+					    const __u8 *win, __u32 rel, __u32 win_len,
+					    __u32 avail, __u32 mask, __u32 max, __u32 *notes)
+{
+	__u32 i, taken = 0, frames = 0, streams = 0, max_id = c->max_stream_id;
+	__u32 max_frame = d->max_frame, client = dir == c->client_dir;
+	__u8 type = 0;
+
+	if (d->unit != H2_U_HDR || d->have || (d->flags & H2_D_FIRST_FRAME))
+		return 0;
+	for (i = 0; i < max; i++) {
+		const __u8 *b;
+		__u32 len, stream, left;
+
+		if (avail - taken < H2_FRAME_HDR_LEN || rel + taken + H2_FRAME_HDR_LEN > win_len)
+			break;
+		b = win + ((rel + taken) & mask);
+		len = h2__be24(b);
+		stream = h2__be32(b + 5) & 0x7fffffff;
+		if (len > max_frame)
+			break;
+		switch (b[3]) {
+		case H2_HEADERS:
+			if (!stream)
+				goto out;
+			if (client && (stream & 1) && stream > max_id) {
+				max_id = stream;
+				streams++;
+			}
+			break;
+		case H2_DATA:
+		case H2_CONTINUATION:
+			if (!stream)
+				goto out;
+			break;
+		case H2_WINDOW_UPDATE:
+			if (len != 4)
+				goto out;
+			break;
+		case H2_PRIORITY:
+			if (!stream || len != 5)
+				goto out;
+			break;
+		default:
+			goto out;
+		}
+		type = b[3];
+		frames++;
+		left = avail - taken - H2_FRAME_HDR_LEN;
+		if (len > left) {
+			/* Its payload goes on past the buffer: skipped from there. */
+			taken += H2_FRAME_HDR_LEN + left;
+			d->left = len - left;
+			d->unit = H2_U_SKIP;
+			break;
+		}
+		taken += H2_FRAME_HDR_LEN + len;
+	}
+out:
+	if (!frames)
+		return 0;
+	d->pos += taken;
+	d->ftype = type;
+	c->frames += frames;
+	if (streams) {
+		c->streams += streams;
+		c->max_stream_id = max_id;
+		*notes |= H2_N_STREAM;
+	}
+	return taken;
+}
+
+/*
  * Hand the walker the n bytes h2_want asked for (in[0..n), or only the count when
  * it said it needs no copy). dir (0 or 1) is this direction's index; other is the
  * opposite direction's state (may be NULL: SETTINGS_MAX_FRAME_SIZE is then not
@@ -646,8 +730,11 @@ static inline __u32 h2_walk_mem(struct h2_conn *c, struct h2_dir *dirs, __u32 di
 		/* A whole frame header at hand: the frame in one go (replay walks
 		 * millions of small frames). */
 		if (d->unit == H2_U_HDR && !d->have && len - off >= H2_FRAME_HDR_LEN) {
-			off += h2_take_frame(c, d, dir, buf + off, len - off - H2_FRAME_HDR_LEN,
-					     &notes);
+			__u32 n2 = h2_take_frames(c, d, dir, buf, off, len, len - off, ~0u, ~0u,
+						  &notes);
+
+			off += n2 ? n2 : h2_take_frame(c, d, dir, buf + off,
+						       len - off - H2_FRAME_HDR_LEN, &notes);
 			continue;
 		}
 		h2_want(d, len - off, &n);

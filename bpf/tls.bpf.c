@@ -16,10 +16,11 @@
  * h2c: a socket whose first payload in a direction is the HTTP/2 client preface,
  * or a SETTINGS frame (a server's preface), is walked frame by frame in both
  * directions for as long as it lives (bpf/h2.h, the walker shared with replay):
- * the segment's bytes are copied to a window 1 KiB at a time, and the frames whose
- * payload nobody reads (DATA, HEADERS, WINDOW_UPDATE, ...) are taken header and
- * payload at once, up to 16 a call, read where they are in the window; the few
- * payloads that are read (GOAWAY, RST_STREAM, SETTINGS) go unit by unit. Out go its running totals (bpf/h2_events.h) when it turns out to be
+ * the segment's bytes are copied to a window 1 KiB at a time, and runs of frames
+ * whose payload nobody reads (DATA, HEADERS, WINDOW_UPDATE, ...) are taken header
+ * and payload at once, up to 16 a call, read where they are in the window, the
+ * walk's state in registers; the few payloads that are read (GOAWAY, RST_STREAM,
+ * SETTINGS) go unit by unit. Out go its running totals (bpf/h2_events.h) when it turns out to be
  * HTTP/2, on GOAWAY, RST_STREAM, desync, every H2_UPDATE_STREAMS new streams, and
  * on every FIN or RST it sends or receives (the last one is the final count).
  *
@@ -711,31 +712,31 @@ __noinline int h2_feed_step(struct tls_sock *ts, struct scratch *sc, __u32 dir,
 #define H2_BURST 16
 
 /*
- * Whole frames at the walk position, as many as the window holds (at most
- * H2_BURST), each header with the payload it skips at once (h2_take_frame): read
- * where they are in the window, never copied. The walk position moves past them;
- * their notes are ORed into p->notes. A global function: verified once.
+ * Whole frames at the walk position, read where they are in the window, never
+ * copied: a run of those whose payload nobody reads (h2_take_frames, at most
+ * H2_BURST), or, when the first is of another kind, that one frame with what its
+ * payload needs next (h2_take_frame). The walk position moves past them; their
+ * notes are ORed into p->notes. A global function: verified once.
  */
 __noinline int h2_frames(struct tls_sock *ts, struct scratch *sc, __u32 dir, struct h2_pos *p)
 {
 	struct h2_dir *d;
-	__u32 i, rel;
+	__u32 rel, took;
 
 	if (!ts || !sc || !p)
 		return 0;
 	dir &= 1;
-	for (i = 0; i < H2_BURST; i++) {
-		/* The fields' addresses, computed again each frame: hoisted out of
-		 * the loop they take more stack than the chain of calls has left. */
-		barrier_var(ts);
-		d = &ts->h2d[dir];
-		rel = p->off - p->win_off;
-		if (d->unit != H2_U_HDR || d->have || p->off < p->win_off ||
-		    rel + H2_FRAME_HDR_LEN > p->win_len || p->end - p->off < H2_FRAME_HDR_LEN)
-			break;
-		p->off += h2_take_frame(&ts->h2, d, dir, sc->buf + (rel & (H2_WIN - 1)),
-					p->end - p->off - H2_FRAME_HDR_LEN, &p->notes);
-	}
+	d = &ts->h2d[dir];
+	rel = p->off - p->win_off;
+	if (p->off < p->win_off || rel + H2_FRAME_HDR_LEN > p->win_len ||
+	    p->end - p->off < H2_FRAME_HDR_LEN)
+		return 0;
+	took = h2_take_frames(&ts->h2, d, dir, sc->buf, rel, p->win_len, p->end - p->off,
+			      H2_WIN - 1, H2_BURST, &p->notes);
+	if (!took)
+		took = h2_take_frame(&ts->h2, d, dir, sc->buf + (rel & (H2_WIN - 1)),
+				     p->end - p->off - H2_FRAME_HDR_LEN, &p->notes);
+	p->off += took;
 	return 0;
 }
 

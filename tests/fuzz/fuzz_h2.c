@@ -164,6 +164,17 @@ static void walk_segments(struct walk *w, __u32 dir, __u32 seq, const uint8_t *p
 	}
 }
 
+/* Two walks of the same bytes agree on a direction: every field, and of buf the
+ * bytes of the unit under way (the rest is scratch: a frame taken whole is read
+ * where it is, never copied there). */
+static int dir_same(const struct h2_dir *a, const struct h2_dir *b)
+{
+	return a->pos == b->pos && a->left == b->left && a->max_frame == b->max_frame &&
+	       a->unit == b->unit && a->have == b->have && a->flags == b->flags &&
+	       a->ftype == b->ftype &&
+	       !memcmp(a->buf, b->buf, a->have < H2_BUF_SIZE ? a->have : H2_BUF_SIZE);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct walk a, b, c;
@@ -201,7 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (h2_dir_stopped(&a.d[i]))
 			require(a.d[i].flags == b.d[i].flags && h2_dir_stopped(&b.d[i]));
 		else
-			require(!memcmp(&a.d[i], &b.d[i], sizeof(a.d[i])));
+			require(dir_same(&a.d[i], &b.d[i]));
 	}
 
 	/* C: interleaved at random, then a gap in each direction. */
