@@ -322,6 +322,10 @@ static void close_wait_finding(struct tracker *t, struct watch *w, const struct 
 	tr_pod_text(&c->pod, who, sizeof(who));
 	if (named)
 		holders_text(sh, proc, sizeof(proc));
+	else if (pid && sh)
+		/* Its connect's or listener's process, but no holder found: say why. */
+		snprintf(proc, sizeof(proc), "%s (pid %u; no holder found: %s)", comm, pid,
+			 sh->why);
 	else if (pid)
 		snprintf(proc, sizeof(proc), "%s (pid %u)", comm, pid);
 	else if (sh)
