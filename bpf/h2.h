@@ -562,28 +562,27 @@ static __always_inline __u32 h2_take_frames(struct h2_conn *c, struct h2_dir *d,
 					    const __u8 *win, __u32 rel, __u32 win_len,
 					    __u32 avail, __u32 mask, __u32 max, __u32 *notes)
 {
-	__u32 i, taken = 0, frames = 0, streams = 0, max_id = c->max_stream_id;
-	__u32 max_frame = d->max_frame, client = dir == c->client_dir;
-	__u8 type = 0;
+	__u32 i, at = rel, left = avail, frames = 0, streams = 0, max_id = c->max_stream_id;
 
 	if (d->unit != H2_U_HDR || d->have || (d->flags & H2_D_FIRST_FRAME))
 		return 0;
 	for (i = 0; i < max; i++) {
 		const __u8 *b;
-		__u32 len, stream, left;
+		__u32 len, stream;
 
-		if (avail - taken < H2_FRAME_HDR_LEN || rel + taken + H2_FRAME_HDR_LEN > win_len)
+		/* at: the header's place in win; left: the buffer's bytes from it. */
+		if (left < H2_FRAME_HDR_LEN || at + H2_FRAME_HDR_LEN > win_len)
 			break;
-		b = win + ((rel + taken) & mask);
+		b = win + (at & mask);
 		len = h2__be24(b);
 		stream = h2__be32(b + 5) & 0x7fffffff;
-		if (len > max_frame)
+		if (len > d->max_frame)
 			break;
 		switch (b[3]) {
 		case H2_HEADERS:
 			if (!stream)
 				goto out;
-			if (client && (stream & 1) && stream > max_id) {
+			if (dir == c->client_dir && (stream & 1) && stream > max_id) {
 				max_id = stream;
 				streams++;
 			}
@@ -604,30 +603,30 @@ static __always_inline __u32 h2_take_frames(struct h2_conn *c, struct h2_dir *d,
 		default:
 			goto out;
 		}
-		type = b[3];
+		d->ftype = b[3];
 		frames++;
-		left = avail - taken - H2_FRAME_HDR_LEN;
+		left -= H2_FRAME_HDR_LEN;
 		if (len > left) {
 			/* Its payload goes on past the buffer: skipped from there. */
-			taken += H2_FRAME_HDR_LEN + left;
 			d->left = len - left;
 			d->unit = H2_U_SKIP;
+			left = 0;
 			break;
 		}
-		taken += H2_FRAME_HDR_LEN + len;
+		left -= len;
+		at += H2_FRAME_HDR_LEN + len;
 	}
 out:
 	if (!frames)
 		return 0;
-	d->pos += taken;
-	d->ftype = type;
+	d->pos += avail - left;
 	c->frames += frames;
 	if (streams) {
 		c->streams += streams;
 		c->max_stream_id = max_id;
 		*notes |= H2_N_STREAM;
 	}
-	return taken;
+	return avail - left;
 }
 
 /*

@@ -712,32 +712,27 @@ __noinline int h2_feed_step(struct tls_sock *ts, struct scratch *sc, __u32 dir,
 #define H2_BURST 16
 
 /*
- * Whole frames at the walk position, read where they are in the window, never
- * copied: a run of those whose payload nobody reads (h2_take_frames, at most
- * H2_BURST), or, when the first is of another kind, that one frame with what its
- * payload needs next (h2_take_frame). The walk position moves past them; their
- * notes are ORed into p->notes. A global function: verified once.
+ * A run of whole frames at the walk position whose payload nobody reads
+ * (h2_take_frames, at most H2_BURST), read where they are in the window, never
+ * copied. The walk position moves past them; their notes are ORed into p->notes.
+ * Returns the bytes taken: 0 when the first frame is of another kind (the unit
+ * steps take it). A global function: verified once.
  */
-__noinline int h2_frames(struct tls_sock *ts, struct scratch *sc, __u32 dir, struct h2_pos *p)
+__noinline __u32 h2_frames(struct tls_sock *ts, struct scratch *sc, __u32 dir, struct h2_pos *p)
 {
-	struct h2_dir *d;
 	__u32 rel, took;
 
 	if (!ts || !sc || !p)
 		return 0;
 	dir &= 1;
-	d = &ts->h2d[dir];
 	rel = p->off - p->win_off;
 	if (p->off < p->win_off || rel + H2_FRAME_HDR_LEN > p->win_len ||
 	    p->end - p->off < H2_FRAME_HDR_LEN)
 		return 0;
-	took = h2_take_frames(&ts->h2, d, dir, sc->buf, rel, p->win_len, p->end - p->off,
-			      H2_WIN - 1, H2_BURST, &p->notes);
-	if (!took)
-		took = h2_take_frame(&ts->h2, d, dir, sc->buf + (rel & (H2_WIN - 1)),
-				     p->end - p->off - H2_FRAME_HDR_LEN, &p->notes);
+	took = h2_take_frames(&ts->h2, &ts->h2d[dir], dir, sc->buf, rel, p->win_len,
+			      p->end - p->off, H2_WIN - 1, H2_BURST, &p->notes);
 	p->off += took;
-	return 0;
+	return took;
 }
 
 /* One walker step: a bpf_loop callback, verified once whatever the frame count. */
@@ -755,8 +750,8 @@ static long h2_step(__u32 i, void *arg)
 	if (d->unit == H2_U_HDR && !d->have && w->p.end - w->p.off >= H2_FRAME_HDR_LEN) {
 		if (h2_window(w, H2_FRAME_HDR_LEN))
 			return 1;
-		h2_frames(ts, w->sc, dir, &w->p);
-		return 0;
+		if (h2_frames(ts, w->sc, dir, &w->p))
+			return 0;
 	}
 	if (h2_want(d, w->p.end - w->p.off, &n)) {
 		if (!n || n > H2_PIECE_MAX || h2_window(w, n))
@@ -967,9 +962,11 @@ static __always_inline void release(struct bpf_sock *sk)
 }
 
 /*
- * One segment of a TLS handshake followed: its bytes kept (capture), its records
- * walked, and the handshake's end reported. A global function: the handshake's
- * locals are off the stack of the h2c path, whose chain of calls is deeper.
+ * One segment of a TLS handshake followed (its bytes already kept by capture()):
+ * its records walked, and the handshake's end reported. A global function: the
+ * handshake's locals are off the stack of the h2c path, whose chain of calls is
+ * deeper. (capture() is called beside it, not from it: the chain through both and
+ * capture's loop would pass the verifier's 512 bytes on 6.1.)
  */
 __noinline int tls_segment(struct __sk_buff *skb, struct tls_sock *ts, struct seg *s,
 			   __u32 egress)
@@ -982,7 +979,6 @@ __noinline int tls_segment(struct __sk_buff *skb, struct tls_sock *ts, struct se
 	if (!skb || !ts || !s)
 		return 0;
 	dir = (bool)egress == (bool)ts->we_are_client ? TLS_DIR_C2S : TLS_DIR_S2C;
-	capture(skb, ts, s, (egress & 1) | (__u32)dir << 1, s->seq - ts->base_seq[dir & 1]);
 	sc = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!sc || !(end = walk_segment(skb, ts, s, dir, sc)))
 		return 0;
@@ -1036,7 +1032,7 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 	struct tls_sock *ts;
 	struct seg s;
 	__u32 plen = ~0u;
-	__u8 tflags = 0;
+	__u8 dir, tflags = 0;
 
 	if (!sk)
 		return ALLOW;
@@ -1095,6 +1091,8 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 	} else if (parse_seg(skb, &s)) {
 		return ALLOW;
 	}
+	dir = egress == (bool)ts->we_are_client ? TLS_DIR_C2S : TLS_DIR_S2C;
+	capture(skb, ts, &s, (__u32)egress | (__u32)dir << 1, s.seq - ts->base_seq[dir & 1]);
 	tls_segment(skb, ts, &s, egress);
 	return ALLOW;
 }
