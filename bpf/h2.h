@@ -84,6 +84,7 @@ enum h2_frame_type {                 /* §6 */
 
 /* Error codes (§7) that have names; others print as numbers. */
 #define H2_NO_ERROR 0x0
+#define H2_CANCEL 0x8
 #define H2_ENHANCE_YOUR_CALM 0xb
 #define H2_ERR_MAX_NAMED 0xd
 
@@ -162,7 +163,9 @@ struct h2_conn {
 	__u8 flags;               /* H2_C_* */
 	__u8 goaway_debug_len;    /* bytes of the latest GOAWAY's debug data kept */
 	__u8 goaway_debug[H2_DEBUG_MAX]; /* ... and those bytes, as sent (not checked) */
-	__u8 _pad[6];
+	__u8 _pad;
+	__u16 rst_cancel[2];      /* RST_STREAM frames with CANCEL sent, per direction (a
+				     call given up: a deadline, or the caller gone) */
 };
 _Static_assert(sizeof(struct h2_conn) == 96, "h2_conn layout");
 
@@ -492,6 +495,8 @@ static __always_inline __u32 h2__payload(struct h2_conn *c, struct h2_dir *d,
 	case H2_U_RST:
 		c->rst_stream[dir & 1]++;
 		c->rst_error = h2__be32(b);
+		if (c->rst_error == H2_CANCEL)
+			c->rst_cancel[dir & 1]++;
 		notes = H2_N_RST;
 		break;
 	case H2_U_SETTING: {

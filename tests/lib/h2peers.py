@@ -179,11 +179,12 @@ def server_summary(lines):
 def grpc_client(pod, binary, ip, port, mode="reuse", pki=None, sni=SERVICE, duration=4,
                 interval=0.05, call_timeout=2, timeout=None):
     """h2grpc client: Health/Check every interval for duration seconds over one
-    ClientConn (mode reuse) or a new one per call (percall); TLS when pki is given
+    ClientConn (mode reuse) or a new one per call (percall), or Health/Watch streams
+    cancelled by their call_timeout deadline (deadline); TLS when pki is given
     (trusting pki.ca, SNI sni). Returns its JSON summary plus rc, pid, stderr."""
     argv = [binary, "client", "-addr", f"{ip}:{port}", "-mode", mode,
             "-duration", f"{duration}s", "-interval", f"{int(interval * 1000)}ms",
-            "-timeout", f"{call_timeout}s"]
+            "-timeout", f"{int(call_timeout * 1000)}ms"]
     if pki:
         argv += ["-ca", pki.ca, "-servername", sni]
     cp = pod.run(argv, timeout=timeout or duration + 4 * call_timeout + 10)

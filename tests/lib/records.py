@@ -25,6 +25,7 @@ FINDING_EXTRA = {
     "tls_handshake_timeout": {"cause", "evidence"},
     "h2_reuse_churn": {"window", "threshold_conns", "threshold_streams_per_conn", "cause",
                        "evidence"},
+    "h2_stream_cancels": {"cancels", "window_s", "threshold", "cause", "evidence"},
 }
 STATS_KEYS = {"events", "lost", "map_full", "parser_desync", "cpu_ms", "phase"}
 

@@ -297,6 +297,37 @@ def test_grpc_client_conn_per_call_is_churn(cluster, h2grpc):
     assert "ClientConn" in f[0]["message"], show(f)
 
 
+def test_grpc_deadline_cancels_name_the_cause(cluster, h2grpc):
+    """A grpc-go client whose call deadline (100 ms) is shorter than the server's
+    answer (a Health/Watch stream the server never ends): grpc-go cancels each call
+    with RST_STREAM CANCEL on one reused connection. The client pod gets one
+    h2_stream_cancels finding, cause deadline_cancels, with the cancels counted;
+    the server pod, which cancelled nothing, gets none."""
+    fe, be = shop(cluster)
+    port = 31095
+    srv = h2peers.grpc_server(be, h2grpc, port)
+    with Connscope(cluster, "--namespace", NS, "-i", 60) as cs:
+        r = h2peers.grpc_client(fe, h2grpc, be.ip, port, mode="deadline", duration=2,
+                                interval=0.05, call_timeout=0.1)
+        assert r["rc"] == 0 and r["failed"] == 0 and r["ok"] >= 12 and r["conns"] == 1, r
+        cs.wait_for(is_finding("h2_stream_cancels", fe), timeout=10)
+        h2peers.stop(srv)
+        records = finish(cs)
+    f = findings(records, "h2_stream_cancels", fe)
+    assert len(f) == 1 and f[0]["server"]["port"] == port, show(f)
+    assert f[0]["cause"] == "deadline_cancels", show(f)
+    ev = f[0]["evidence"]
+    assert ev["cancels"] >= 10 and ev["cancels"] <= r["calls"], (r, show(f))
+    assert f[0]["cancels"] == ev["cancels"] and f[0]["threshold"] == 10, show(f)
+    assert "deadline" in f[0]["message"], show(f)
+    assert not findings(records, "h2_stream_cancels", be), show(records)
+    # The connection's record: every call one stream, each cancelled by the client.
+    cl = h2_conns(records, port, "client", fe)
+    assert len(cl) == 1, show(cl)
+    assert cl[0]["h2"]["streams"] == r["calls"], (r, show(cl))
+    assert cl[0]["h2"]["rst_stream"] >= r["calls"], (r, show(cl))
+
+
 # ---------------------------------------------------------------------------
 # desync: joined mid-connection
 

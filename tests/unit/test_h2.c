@@ -947,6 +947,9 @@ static void test_goaway_rst_ping(void)
 	n = flush(&w, 1, &b);
 	check((n & H2_N_RST) && w.c.rst_stream[1] == 2 && w.c.rst_stream[0] == 1 &&
 	      w.c.rst_error == 2, "two server RST_STREAMs: counted, the latest error 2");
+	check(w.c.rst_cancel[0] == 1 && w.c.rst_cancel[1] == 0,
+	      "CANCELs counted apart, per sender: client 1, server 0 (%u, %u)",
+	      w.c.rst_cancel[0], w.c.rst_cancel[1]);
 	put_frame(&b, 4, H2_RST_STREAM, 0, 7, NULL);
 	b.n -= 4;
 	put_be(&b, 0xdeadbeefu, 4);            /* no name: kept as it is */

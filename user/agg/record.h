@@ -99,6 +99,7 @@ enum finding_detail {
 	FD_TLS_FAILED,
 	FD_H2_CHURN,
 	FD_H2_GOAWAY,
+	FD_H2_CANCELS,
 	FD_CT_PRESSURE,
 };
 
@@ -180,6 +181,11 @@ struct finding_rec {
 			unsigned threshold_conns;
 			double threshold_streams_per_conn;
 		} h2_churn;
+		struct {
+			uint32_t cancels;        /* RST_STREAM CANCEL sent in the window */
+			unsigned threshold;
+			double window_s;
+		} h2_cancels;
 		struct {
 			const char *by;
 			uint32_t last_stream_id, streams;

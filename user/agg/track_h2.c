@@ -13,7 +13,11 @@
  *                   streams each on average: it is not reusing connections;
  *   h2_goaway       a GOAWAY with an error code (at once), or >= --h2-goaway-runs
  *                   connections to one remote ended by the server's GOAWAY within
- *                   the window (connections recycled: each forces a reconnect).
+ *                   the window (connections recycled: each forces a reconnect);
+ *   h2_stream_cancels  a client pod cancelled >= H2_CANCEL_RUN streams to one
+ *                   remote within the window (RST_STREAM CANCEL: calls given up
+ *                   before their answers, as a deadline shorter than the server
+ *                   takes does).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +31,7 @@
 #define MAX_H2_REMOTES 16    /* remotes with an HTTP/2 window per pod */
 #define H2_SAMPLES 256       /* events kept per remote and window ring */
 #define LIFE_UNKNOWN UINT32_MAX
+#define H2_CANCEL_RUN 10     /* h2_stream_cancels: cancelled streams in the window */
 
 /* How an HTTP/2 connection ended. */
 enum h2_end { H2_END_GOAWAY, H2_END_PEER_FIN, H2_END_LOCAL_FIN, H2_END_RST, H2_END_OTHER,
@@ -53,7 +58,9 @@ struct h2_remote {
 	uint32_t goaway_pos, ngoaways;
 	struct h2_closed closed[H2_SAMPLES];
 	uint32_t closed_pos, nclosed;
-	uint64_t churn_reported_ns, goaway_reported_ns;
+	uint64_t cancels[H2_SAMPLES];  /* RST_STREAM CANCEL the pod sent as a client */
+	uint32_t cancel_pos, ncancels;
+	uint64_t churn_reported_ns, goaway_reported_ns, cancel_reported_ns;
 };
 
 struct h2_agg {
@@ -523,6 +530,56 @@ static void on_goaway(struct tracker *t, struct h2_state *hs, struct cg_entry *c
 	tr_emit_finding(t, &o);
 }
 
+/* RST_STREAM CANCEL sent by a client pod: calls it gave up on. A run of them to
+ * one remote within the window is a finding. */
+static void on_cancels(struct tracker *t, struct h2_state *hs, struct cg_entry *c,
+		       uint32_t n, uint64_t now)
+{
+	const struct h2_conn *hc = &hs->last.c;
+	char who[640], remote[80], msg[900];
+	struct h2_remote *r = remote_for(P(c), &hs->ev, true, now);
+	struct finding_rec o;
+	uint32_t in_window;
+
+	if (!r)
+		return;
+	r->last_ns = now;
+	for (uint32_t i = 0; i < n && i < H2_SAMPLES; i++)
+		ring_push(r->cancels, &r->cancel_pos, &r->ncancels, now);
+	if (r->cancel_reported_ns && tr_elapsed(now, r->cancel_reported_ns) < S(t)->window_ns)
+		return;
+	in_window = ring_since(r->cancels, r->ncancels,
+			       now > S(t)->window_ns ? now - S(t)->window_ns : 0);
+	if (in_window < H2_CANCEL_RUN)
+		return;
+	r->cancel_reported_ns = now;
+	tr_finding_init(t, &o, "h2_stream_cancels", "warning", &hs->ev, c, hs->pid, hs->comm,
+			now);
+	o.detail = FD_H2_CANCELS;
+	o.d.h2_cancels.cancels = in_window;
+	o.d.h2_cancels.threshold = H2_CANCEL_RUN;
+	o.d.h2_cancels.window_s = t->o->h2_window_s;
+	o.has_cause = true;
+	o.cause = "deadline_cancels";
+	tr_evidence_num(&o, "cancels", in_window);
+	tr_evidence_num(&o, "window_s", t->o->h2_window_s);
+	tr_evidence_num(&o, "connection_streams", hc->streams);
+	tr_evidence_num(&o, "connection_cancels", hc->rst_cancel[H2_LOCAL_OUT]);
+	tr_pod_text(&c->pod, who, sizeof(who));
+	tr_remote_text(&hs->ev, CS_SIDE_CLIENT, remote, sizeof(remote));
+	snprintf(msg, sizeof(msg),
+		 "%s cancelled %u%s HTTP/2 streams to %s in the last %.0fs (RST_STREAM CANCEL; "
+		 "%u of the %u streams of its latest connection): its calls give up before the "
+		 "answers come, as a client deadline shorter than the server takes does. Raise "
+		 "the call deadline (or the client library's timeout) above the server's "
+		 "latency, or find why the server is slow; the server did the work of each "
+		 "cancelled call for nothing, and retries add to its load.",
+		 who, in_window, in_window >= H2_SAMPLES ? " or more" : "", remote,
+		 t->o->h2_window_s, hc->rst_cancel[H2_LOCAL_OUT], hc->streams);
+	tr_message(&o, msg);
+	tr_emit_finding(t, &o);
+}
+
 /* ---- events ---- */
 
 static void add_deltas(struct h2_pod *a, struct h2_state *hs, const struct h2_conn *n)
@@ -590,10 +647,15 @@ void track_h2_event(struct tracker *t, const struct h2_event *e)
 	}
 	if (!hs->match || !c || !P(c))
 		return;
+	uint32_t cancels = (uint32_t)(e->c.rst_cancel[H2_LOCAL_OUT] -
+				      hs->counted.rst_cancel[H2_LOCAL_OUT]) & 0xffff;
+
 	add_deltas(P(c), hs, &e->c);
 	c->agg->dirty++;
 	if (e->c.goaway[0] + e->c.goaway[1])
 		on_goaway(t, hs, c, e->ts_ns);
+	if (cancels && we_are_client(&e->c) && !(e->c.flags & H2_C_MIDWAY))
+		on_cancels(t, hs, c, cancels, e->ts_ns);
 }
 
 /* ---- the connection ends ---- */

@@ -526,6 +526,11 @@ static void jw_finding_detail(struct jw *w, const struct finding_rec *f)
 		jw_num(w, "threshold_conns", f->d.h2_churn.threshold_conns);
 		jw_num(w, "threshold_streams_per_conn", f->d.h2_churn.threshold_streams_per_conn);
 		break;
+	case FD_H2_CANCELS:
+		jw_num(w, "cancels", f->d.h2_cancels.cancels);
+		jw_num(w, "window_s", f->d.h2_cancels.window_s);
+		jw_num(w, "threshold", f->d.h2_cancels.threshold);
+		break;
 	case FD_H2_GOAWAY:
 		jw_str(w, "goaway_by", f->d.h2_goaway.by);
 		jw_num(w, "last_stream_id", f->d.h2_goaway.last_stream_id);

@@ -22,12 +22,15 @@
 //
 //	{"role":"server","pid":1,"conns":3,"rpcs":80,"reason":"signal"}
 //
-//	h2grpc client -addr IP:PORT [-ca F] [-servername NAME] -mode reuse|percall
+//	h2grpc client -addr IP:PORT [-ca F] [-servername NAME] -mode reuse|percall|deadline
 //	              [-duration 4s] [-interval 50ms] [-timeout 2s]
 //
 // reuse: one ClientConn for the whole duration, a Health/Check call every
 // interval; when the server ends a connection (GOAWAY), grpc-go reconnects by
-// itself. percall: a new ClientConn for every call (dial, call, Close). -ca makes it
+// itself. deadline: the same ClientConn, but each call is a Health/Watch stream,
+// which the server never ends: the call's -timeout expires after the first answer
+// and grpc-go cancels the stream (RST_STREAM CANCEL), as a client deadline shorter
+// than the server's answer does; such a call counts as ok. percall: a new ClientConn for every call (dial, call, Close). -ca makes it
 // TLS (crypto/tls, the CA file as the only root, -servername as SNI and the name to
 // verify); without -ca, h2c. At the end it prints one JSON line:
 //
@@ -55,11 +58,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
 )
 
 // connCounter is a stats.Handler that counts transports (connections) and RPCs.
@@ -185,13 +190,14 @@ func client(args []string) {
 	addr := fs.String("addr", "", "server IP:PORT")
 	ca := fs.String("ca", "", "CA certificate (PEM) to trust; given: TLS, else h2c")
 	sni := fs.String("servername", "", "TLS server name (SNI, verification); default: -addr's host")
-	mode := fs.String("mode", "reuse", "reuse (one ClientConn) or percall (one per call)")
+	mode := fs.String("mode", "reuse", "reuse (one ClientConn), percall (one per call) or deadline (Watch until -timeout)")
 	duration := fs.Duration("duration", 4*time.Second, "how long to make calls")
 	interval := fs.Duration("interval", 50*time.Millisecond, "time between calls")
 	timeout := fs.Duration("timeout", 2*time.Second, "per-call (and per-dial) time limit")
 	fs.Parse(args)
-	if *addr == "" || (*mode != "reuse" && *mode != "percall") || fs.NArg() != 0 {
-		usage("client needs -addr and -mode reuse|percall")
+	if *addr == "" || (*mode != "reuse" && *mode != "percall" && *mode != "deadline") ||
+		fs.NArg() != 0 {
+		usage("client needs -addr and -mode reuse|percall|deadline")
 	}
 
 	counter := &connCounter{}
@@ -234,6 +240,29 @@ func client(args []string) {
 		}
 		return err
 	}
+	// A Watch that only its deadline ends: ok if the server answered first.
+	watch := func(cc *grpc.ClientConn) error {
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		defer cancel()
+		st, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{},
+			grpc.WaitForReady(true))
+		if err != nil {
+			return err
+		}
+		if _, err = st.Recv(); err != nil {
+			return err
+		}
+		// grpc-go says DeadlineExceeded, or Canceled ("Stream has ended") when
+		// its stream noticed the context first: the deadline either way, once
+		// the context says so.
+		_, err = st.Recv()
+		<-ctx.Done()
+		if c := status.Code(err); (c != codes.DeadlineExceeded && c != codes.Canceled) ||
+			ctx.Err() != context.DeadlineExceeded {
+			return fmt.Errorf("watch ended by %v (%v), not its deadline", err, ctx.Err())
+		}
+		return nil
+	}
 
 	calls, ok, failed := 0, 0, 0
 	firstErr := ""
@@ -250,7 +279,7 @@ func client(args []string) {
 	}
 
 	var cc *grpc.ClientConn
-	if *mode == "reuse" {
+	if *mode != "percall" {
 		var err error
 		if cc, err = dial(); err != nil {
 			note(err)
@@ -261,6 +290,8 @@ func client(args []string) {
 	for time.Now().Before(end) && (*mode == "percall" || cc != nil) {
 		if *mode == "reuse" {
 			note(call(cc))
+		} else if *mode == "deadline" {
+			note(watch(cc))
 		} else {
 			c, err := dial()
 			if err == nil {
