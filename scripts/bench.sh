@@ -312,7 +312,7 @@ forget_pid() {
 mkdir -p .output
 gcc -O2 -g -Wall -Wextra -pthread -o "$CONNLOAD" tests/bench/connload.c ||
 	die "build tests/bench/connload.c"
-if has_part tcp || has_part tls || has_part dnat; then
+if has_part tcp || has_part tls || has_part h2 || has_part dnat; then
 	# The floor: vmlinux.h is the one the build made (make all ran before).
 	vmlinux_h=$(find "$ROOT/vmlinux" -name vmlinux.h 2>/dev/null | head -n 1)
 	[ -n "$vmlinux_h" ] || die "find vmlinux.h under vmlinux/ (run make first)"
