@@ -216,12 +216,54 @@ struct seg {
 #define TCP_FIN 0x01
 #define TCP_RST 0x04
 
+/* The TCP header's fields a segment needs, from tcp[0..20). */
+static __always_inline int seg_tcp(struct __sk_buff *skb, struct seg *s, const __u8 *tcp,
+				   __u32 ip_len)
+{
+	s->sport = (__u16)tcp[0] << 8 | tcp[1];
+	s->dport = (__u16)tcp[2] << 8 | tcp[3];
+	s->seq = (__u32)tcp[4] << 24 | (__u32)tcp[5] << 16 | (__u32)tcp[6] << 8 | tcp[7];
+	s->tcp_flags = tcp[13];
+	s->off = ip_len + (tcp[12] >> 4) * 4;
+	if (s->off < ip_len + 20 || s->off > skb->len)
+		return -1;
+	s->len = skb->len - s->off;  /* 0 for a bare FIN or RST */
+	return 0;
+}
+
+/* parse_seg's common case: IPv4 headers in the skb's linear part, read in place
+ * (no helper call, no copy). 1 when they are not there: the caller copies. */
+static __always_inline int parse_seg_direct(struct __sk_buff *skb, struct seg *s)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data;
+	__u8 *tcp;
+	__u32 ip_len;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP) || (void *)(ip + 1) > end)
+		return 1;
+	ip_len = (ip->ihl & 0xf) * 4;
+	tcp = data + (ip_len & 0x3c);
+	if ((void *)(tcp + 20) > end)
+		return 1;
+	if (ip->protocol != IPPROTO_TCP || (ip->frag_off & bpf_htons(0x3fff)) || ip_len < 20)
+		return -1;  /* fragments: no */
+	s->family = AF_INET;
+	__builtin_memcpy(s->saddr, &ip->saddr, 4);
+	__builtin_memcpy(s->daddr, &ip->daddr, 4);
+	return seg_tcp(skb, s, tcp, ip_len);
+}
+
 static __always_inline int parse_seg(struct __sk_buff *skb, struct seg *s)
 {
 	__u8 tcp[20];
 	__u32 ip_len;
+	int rc;
 
 	__builtin_memset(s, 0, sizeof(*s));
+	rc = parse_seg_direct(skb, s);
+	if (rc <= 0)
+		return rc;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		__u8 ip[20];
 
@@ -249,15 +291,7 @@ static __always_inline int parse_seg(struct __sk_buff *skb, struct seg *s)
 	}
 	if (ip_len < 20 || bpf_skb_load_bytes(skb, ip_len, tcp, sizeof(tcp)))
 		return -1;
-	s->sport = (__u16)tcp[0] << 8 | tcp[1];
-	s->dport = (__u16)tcp[2] << 8 | tcp[3];
-	s->seq = (__u32)tcp[4] << 24 | (__u32)tcp[5] << 16 | (__u32)tcp[6] << 8 | tcp[7];
-	s->tcp_flags = tcp[13];
-	s->off = ip_len + (tcp[12] >> 4) * 4;
-	if (s->off < ip_len + 20 || s->off > skb->len)
-		return -1;
-	s->len = skb->len - s->off;  /* 0 for a bare FIN or RST */
-	return 0;
+	return seg_tcp(skb, s, tcp, ip_len);
 }
 
 /* A segment's endpoints as the socket sees them: local first, as in the
@@ -1047,14 +1081,23 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 	ts = bpf_sk_storage_get(&tls_storage, sk, NULL, 0);
 	if (ts && ts->state == TS_OVER)
 		return ALLOW;       /* the steady state of a TLS connection */
+	if (ts && ts->state == TS_H2) {
+		__u32 flags = egress;
+
+		if (parse_seg(skb, &s))
+			return ALLOW;
+		/* The TCP socket only until the direction has started. */
+		if (!(ts->h2d[egress ? H2_LOCAL_OUT : H2_LOCAL_IN].flags & H2_D_STARTED)) {
+			tp = bpf_tcp_sock(sk);
+			if (tp && first_payload(tp, &s, egress))
+				flags |= H2SEG_FIRST;
+		}
+		h2_segment(skb, ts, &s, flags);
+		return ALLOW;
+	}
 	tp = bpf_tcp_sock(sk);
 	if (!tp)
 		return ALLOW;
-	if (ts && ts->state == TS_H2) {
-		if (!parse_seg(skb, &s))
-			h2_segment(skb, ts, &s, egress | (first_payload(tp, &s, egress) ? H2SEG_FIRST : 0));
-		return ALLOW;
-	}
 	if (!ts) {
 		__u8 head[H2_FRAME_HDR_LEN];
 
