@@ -15,17 +15,20 @@ static const struct progfb_role roles[] = {
 	{ NULL, false, NULL, NULL },
 };
 
-/* The two warnings libbpf prints for a refused program, as it prints them. */
+/* The warnings libbpf prints for a refused program, as its print callback gets
+ * them: each after libbpf's own "libbpf: " (without it, as an earlier version of
+ * this test fed them, the real ones were never recognised). */
 static void refuse(const char *prog, const char *log)
 {
 	char msg[1024];
 
-	snprintf(msg, sizeof(msg), "prog '%s': BPF program load failed: Argument list too long\n", prog);
+	snprintf(msg, sizeof(msg), "libbpf: prog '%s': BPF program load failed: Argument list too long\n",
+		 prog);
 	progfb_note_libbpf(msg);
-	snprintf(msg, sizeof(msg), "prog '%s': -- BEGIN PROG LOAD LOG --\n%s-- END PROG LOAD LOG --\n",
-		 prog, log);
+	snprintf(msg, sizeof(msg),
+		 "libbpf: prog '%s': -- BEGIN PROG LOAD LOG --\n%s-- END PROG LOAD LOG --\n", prog, log);
 	progfb_note_libbpf(msg);
-	snprintf(msg, sizeof(msg), "prog '%s': failed to load: -7\n", prog);
+	snprintf(msg, sizeof(msg), "libbpf: prog '%s': failed to load: -7\n", prog);
 	progfb_note_libbpf(msg);
 }
 

@@ -276,7 +276,9 @@ void progfb_note_libbpf(const char *msg)
 	char name[64];
 
 	/* "prog 'NAME': BPF program load failed: ..." then the log, then
-	 * "prog 'NAME': failed to load: -E". */
+	 * "prog 'NAME': failed to load: -E", each after libbpf's "libbpf: ". */
+	if (!strncmp(msg, "libbpf: ", 8))
+		msg += 8;
 	if (strncmp(msg, "prog '", 6) || !(q = strchr(msg + 6, '\'')))
 		return;
 	snprintf(name, sizeof(name), "%.*s", (int)(q - msg - 6), msg + 6);
