@@ -139,7 +139,7 @@ struct {
 
 /* Listening sockets and their owners (struct cs_listener in conn.h). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, CS_LISTENERS);
 	__type(key, struct cs_listen_key);
 	__type(value, struct cs_listener);
@@ -982,21 +982,39 @@ static __always_inline int lean_state(struct sock *sk, int oldstate, int newstat
 	}
 }
 
-/* A socket starts listening (listen(), in its caller's context) or stops. */
+/* A listen() failed when its socket leaves LISTEN this soon, in the same process:
+ * the port is in use (EADDRINUSE: the state is set before the port is taken). */
+#define LISTEN_FAIL_NS 5000000ull
+
+/* A socket starts listening (listen(), in its caller's context), or stops. The
+ * entry stays when a listener closes (its connections may outlive it), unless the
+ * listen() itself failed: then the port is given back to its owner before. */
 static __always_inline int listener_note(struct sock *sk, enum store st, bool on)
 {
 	struct cs_listen_key k = { .port = RD(st, sk, __sk_common.skc_num) };
-	struct cs_listener l = {};
+	struct cs_listener l = {}, *had;
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	__u64 now = bpf_ktime_get_ns();
 
 	if (st == STORE_SK)
 		k.netns = sk->__sk_common.skc_net.net->ns.inum;
 	else
 		k.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	had = bpf_map_lookup_elem(&listeners, &k);
 	if (!on) {
-		bpf_map_delete_elem(&listeners, &k);
+		if (had && had->pid == pid && had->prev_pid && now - had->at_ns < LISTEN_FAIL_NS) {
+			had->pid = had->prev_pid;
+			__builtin_memcpy(had->comm, had->prev_comm, sizeof(had->comm));
+			had->prev_pid = 0;
+		}
 		return 0;
 	}
-	l.pid = bpf_get_current_pid_tgid() >> 32;
+	if (had && had->pid != pid) {
+		l.prev_pid = had->pid;
+		__builtin_memcpy(l.prev_comm, had->comm, sizeof(l.prev_comm));
+	}
+	l.pid = pid;
+	l.at_ns = now;
 	bpf_get_current_comm(l.comm, sizeof(l.comm));
 	bpf_map_update_elem(&listeners, &k, &l, BPF_ANY);
 	return 0;

@@ -158,11 +158,13 @@ struct cs_event {
 };
 _Static_assert(sizeof(struct cs_event) == 152, "cs_event layout changed");
 
-/* Listening sockets and who listened on them (map `listeners`): written at the
- * listen() that makes one (the state change runs in the caller's context), taken
- * out at its close; user space adds those that were listening before connscope
- * started. An accepted socket's owner is its listener's, found there in user
- * space: nothing runs on the node's sends and receives to learn it. */
+/* Who last listened on a port (map `listeners`): written at the listen() that
+ * makes a listening socket (the state change runs in the caller's context); user
+ * space adds those that were listening before connscope started. An entry stays
+ * after its listener closes (the connections it accepted may outlive it, and are
+ * read after it); a new listen() on the port replaces it, and the map is an LRU.
+ * An accepted socket's owner is its listener's, found there in user space:
+ * nothing runs on the node's sends and receives to learn it. */
 #define CS_LISTENERS 16384
 
 struct cs_listen_key {
@@ -173,8 +175,10 @@ struct cs_listen_key {
 
 struct cs_listener {
 	__u32 pid;        /* the listen() caller's tgid */
-	__u32 _pad;
+	__u32 prev_pid;   /* the one before (a listen() that fails gives the port back) */
+	__u64 at_ns;      /* when */
 	char comm[CS_COMM_LEN];
+	char prev_comm[CS_COMM_LEN];
 };
 
 /* Lean mode (rodata lean): what a socket's birth leaves for its later state

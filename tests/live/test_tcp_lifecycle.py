@@ -120,10 +120,12 @@ def test_accepted_sockets_owned_by_a_listener_older_than_connscope(cluster):
     named after it (found at start-up), though nothing runs on sends and receives."""
     fe, be = shop(cluster)
     port, n = 30081, 3
-    srv = start_server(be, "echo", port, n)
+    # The client resets each connection: the server's socket closes in the
+    # network's context, where nothing tells its process but its listener.
+    srv = start_server(be, "wait-reset", port, n)
     with Connscope(cluster, "--namespace", NS) as cs:
-        out = run_client(fe, "echo", be.ip, port, n)
-        assert out["results"] == ["echoed"] * n
+        out = run_client(fe, "rst", be.ip, port, n)
+        assert out["results"] == ["rst_sent"] * n
         assert srv.wait(timeout=10) == 0
         cs.wait_count(is_conn(port, "server"), n, RECORD_WAIT)
         records = finish(cs)
@@ -133,6 +135,119 @@ def test_accepted_sockets_owned_by_a_listener_older_than_connscope(cluster):
         assert r["pid"] == srv.pid and r["comm"] == "python3", show([r])
     for r in conns(records, port, "client"):
         assert r["pid"] == out["pid"], show([r])
+
+
+# A server that listens with SO_REUSEPORT, says READY, accepts `count`
+# connections (echoing SIZE bytes each, then waiting for the client's RST), then
+# exits; with count 0 it exits after READY and a line on stdin.
+REUSEPORT_SERVER = r"""
+import socket, sys
+ip, port, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind((ip, port))
+s.listen(16)
+print("READY", flush=True)
+if count == 0:
+    sys.stdin.readline()
+for _ in range(count):
+    c, _ = s.accept()
+    data = b""
+    while len(data) < size:
+        data += c.recv(size - len(data))
+    c.sendall(data)
+    try:
+        c.recv(1)
+    except ConnectionResetError:
+        pass
+    c.close()
+"""
+
+
+def test_accepted_sockets_owned_while_a_reuseport_listener_remains(cluster):
+    """Two processes listen on one port with SO_REUSEPORT, one of them stops: the
+    port still has a listener, so the other's accepted sockets are still named."""
+    fe, be = shop(cluster)
+    port, n = 30082, 3
+    with Connscope(cluster, "--namespace", NS) as cs:
+        size = workloads.PAYLOAD_SIZE
+        gone = be.python(REUSEPORT_SERVER, be.ip, port, 0, size, stdin=subprocess.PIPE)
+        wait_for_line(gone, "READY", 10)
+        stays = be.python(REUSEPORT_SERVER, be.ip, port, n, size)
+        wait_for_line(stays, "READY", 10)
+        gone.communicate(b"bye\n", timeout=10)   # its listener closes
+        # Reset by the client: the server's sockets close where only their
+        # listener names their process (as in the test above).
+        out = run_client(fe, "rst", be.ip, port, n)
+        assert out["results"] == ["rst_sent"] * n
+        assert stays.wait(timeout=10) == 0
+        cs.wait_count(is_conn(port, "server"), n, RECORD_WAIT)
+        records = finish(cs)
+    server_recs = conns(records, port, "server")
+    assert len(server_recs) == n, show(server_recs)
+    for r in server_recs:
+        assert r["pid"] == stays.pid and r["comm"] == "python3", show([r])
+
+
+# Binds a port with SO_REUSEADDR, says BOUND, waits for a line on stdin, then
+# listens: with a second one bound to the same port, the later listen() fails
+# (EADDRINUSE). Prints LISTENING or FAILED, then serves like REUSEPORT_SERVER.
+LATE_LISTENER = r"""
+import socket, sys
+ip, port, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((ip, port))
+print("BOUND", flush=True)
+sys.stdin.readline()
+try:
+    s.listen(16)
+except OSError as e:
+    print("FAILED %d" % e.errno, flush=True)
+    sys.exit(0)
+print("LISTENING", flush=True)
+for _ in range(count):
+    c, _ = s.accept()
+    data = b""
+    while len(data) < size:
+        data += c.recv(size - len(data))
+    c.sendall(data)
+    try:
+        c.recv(1)
+    except ConnectionResetError:
+        pass
+    c.close()
+"""
+
+
+def test_a_listen_that_fails_takes_no_port(cluster):
+    """A second process whose listen() on a port in use fails (EADDRINUSE) does
+    not become the owner of the connections the first one accepts."""
+    fe, be = shop(cluster)
+    port, n = 30083, 3
+    size = workloads.PAYLOAD_SIZE
+    with Connscope(cluster, "--namespace", NS) as cs:
+        first = be.python(LATE_LISTENER, be.ip, port, n, size, stdin=subprocess.PIPE)
+        wait_for_line(first, "BOUND", 10)
+        second = be.python(LATE_LISTENER, be.ip, port, n, size, stdin=subprocess.PIPE)
+        wait_for_line(second, "BOUND", 10)
+        first.stdin.write(b"go\n")
+        first.stdin.flush()
+        wait_for_line(first, "LISTENING", 10)
+        second.stdin.write(b"go\n")
+        second.stdin.flush()
+        wait_for_line(second, "FAILED", 10)
+        assert second.wait(timeout=10) == 0
+        out = run_client(fe, "rst", be.ip, port, n)
+        assert out["results"] == ["rst_sent"] * n
+        first.stdin.close()
+        assert first.wait(timeout=10) == 0
+        cs.wait_count(is_conn(port, "server"), n, RECORD_WAIT)
+        records = finish(cs)
+    server_recs = conns(records, port, "server")
+    assert len(server_recs) == n, show(server_recs)
+    for r in server_recs:
+        assert r["pid"] == first.pid and r["comm"] == "python3", show([r])
 
 
 LAYOUTS = [
