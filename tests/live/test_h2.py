@@ -307,9 +307,9 @@ def test_grpc_deadline_cancels_name_the_cause(cluster, h2grpc):
     port = 31095
     srv = h2peers.grpc_server(be, h2grpc, port)
     with Connscope(cluster, "--namespace", NS, "-i", 60) as cs:
-        r = h2peers.grpc_client(fe, h2grpc, be.ip, port, mode="deadline", duration=2,
+        r = h2peers.grpc_client(fe, h2grpc, be.ip, port, mode="deadline", duration=3,
                                 interval=0.05, call_timeout=0.1)
-        assert r["rc"] == 0 and r["failed"] == 0 and r["ok"] >= 12 and r["conns"] == 1, r
+        assert r["rc"] == 0 and r["failed"] == 0 and r["ok"] >= 18 and r["conns"] == 1, r
         cs.wait_for(is_finding("h2_stream_cancels", fe), timeout=10)
         h2peers.stop(srv)
         records = finish(cs)
@@ -321,11 +321,12 @@ def test_grpc_deadline_cancels_name_the_cause(cluster, h2grpc):
     assert f[0]["cancels"] == ev["cancels"] and f[0]["threshold"] == 10, show(f)
     assert "deadline" in f[0]["message"], show(f)
     assert not findings(records, "h2_stream_cancels", be), show(records)
-    # The connection's record: every call one stream, each cancelled by the client.
+    # The connection's record: every call one stream; the cancels among its
+    # RST_STREAMs (grpc-go sends none for a call its stream had already ended).
     cl = h2_conns(records, port, "client", fe)
     assert len(cl) == 1, show(cl)
     assert cl[0]["h2"]["streams"] == r["calls"], (r, show(cl))
-    assert cl[0]["h2"]["rst_stream"] >= r["calls"], (r, show(cl))
+    assert ev["cancels"] <= cl[0]["h2"]["rst_stream"], (r, show(cl), show(f))
 
 
 # ---------------------------------------------------------------------------
