@@ -2,8 +2,9 @@
 /*
  * The owner of an accepted socket: the process that listens on its port.
  *
- * The kernel side (bpf/conn.bpf.c, map `listeners`) notes who calls listen(), by
- * network namespace and port, and forgets a listener at its close. Nothing runs on
+ * The kernel side (bpf/conn.bpf.c, map `listeners`) notes who last called listen(),
+ * by network namespace and port, and keeps it after the listener closes (its
+ * connections may outlive it; records are read after the fact). Nothing runs on
  * the node's sends and receives for it. The listeners that were there before
  * connscope started are added here, once, from a sock_diag dump of the listening
  * sockets and one scan of /proc/<pid>/fd for their inodes (a thread of its own:
