@@ -137,19 +137,35 @@ def test_accepted_sockets_owned_by_a_listener_older_than_connscope(cluster):
         assert r["pid"] == out["pid"], show([r])
 
 
-# A server that listens with SO_REUSEPORT, says READY, accepts `count`
-# connections (echoing SIZE bytes each, then waiting for the client's RST), then
-# exits; with count 0 it exits after READY and a line on stdin.
-REUSEPORT_SERVER = r"""
+# A server for the owner tests. how "reuseport": listens at once with
+# SO_REUSEPORT and says READY (with count 0, then waits for a line on stdin and
+# exits). how "late": binds with SO_REUSEADDR, says BOUND, listens once a line
+# comes on stdin, and says LISTENING, or FAILED (a second one bound to the port:
+# EADDRINUSE) and exits. Then it accepts count connections, echoes SIZE bytes
+# on each and waits for the client's RST.
+LISTENER = r"""
 import socket, sys
-ip, port, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+how, ip, port, count, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
+    int(sys.argv[5])
 s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-s.bind((ip, port))
-s.listen(16)
-print("READY", flush=True)
-if count == 0:
+if how == "reuseport":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((ip, port))
+    s.listen(16)
+    print("READY", flush=True)
+    if count == 0:
+        sys.stdin.readline()
+else:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((ip, port))
+    print("BOUND", flush=True)
     sys.stdin.readline()
+    try:
+        s.listen(16)
+    except OSError as e:
+        print("FAILED %d" % e.errno, flush=True)
+        sys.exit(0)
+    print("LISTENING", flush=True)
 for _ in range(count):
     c, _ = s.accept()
     data = b""
@@ -171,9 +187,9 @@ def test_accepted_sockets_owned_while_a_reuseport_listener_remains(cluster):
     port, n = 30082, 3
     with Connscope(cluster, "--namespace", NS) as cs:
         size = workloads.PAYLOAD_SIZE
-        gone = be.python(REUSEPORT_SERVER, be.ip, port, 0, size, stdin=subprocess.PIPE)
+        gone = be.python(LISTENER, "reuseport", be.ip, port, 0, size, stdin=subprocess.PIPE)
         wait_for_line(gone, "READY", 10)
-        stays = be.python(REUSEPORT_SERVER, be.ip, port, n, size)
+        stays = be.python(LISTENER, "reuseport", be.ip, port, n, size)
         wait_for_line(stays, "READY", 10)
         gone.communicate(b"bye\n", timeout=10)   # its listener closes
         # Reset by the client: the server's sockets close where only their
@@ -189,37 +205,6 @@ def test_accepted_sockets_owned_while_a_reuseport_listener_remains(cluster):
         assert r["pid"] == stays.pid and r["comm"] == "python3", show([r])
 
 
-# Binds a port with SO_REUSEADDR, says BOUND, waits for a line on stdin, then
-# listens: with a second one bound to the same port, the later listen() fails
-# (EADDRINUSE). Prints LISTENING or FAILED, then serves like REUSEPORT_SERVER.
-LATE_LISTENER = r"""
-import socket, sys
-ip, port, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((ip, port))
-print("BOUND", flush=True)
-sys.stdin.readline()
-try:
-    s.listen(16)
-except OSError as e:
-    print("FAILED %d" % e.errno, flush=True)
-    sys.exit(0)
-print("LISTENING", flush=True)
-for _ in range(count):
-    c, _ = s.accept()
-    data = b""
-    while len(data) < size:
-        data += c.recv(size - len(data))
-    c.sendall(data)
-    try:
-        c.recv(1)
-    except ConnectionResetError:
-        pass
-    c.close()
-"""
-
-
 def test_a_listen_that_fails_takes_no_port(cluster):
     """A second process whose listen() on a port in use fails (EADDRINUSE) does
     not become the owner of the connections the first one accepts."""
@@ -227,9 +212,9 @@ def test_a_listen_that_fails_takes_no_port(cluster):
     port, n = 30083, 3
     size = workloads.PAYLOAD_SIZE
     with Connscope(cluster, "--namespace", NS) as cs:
-        first = be.python(LATE_LISTENER, be.ip, port, n, size, stdin=subprocess.PIPE)
+        first = be.python(LISTENER, "late", be.ip, port, n, size, stdin=subprocess.PIPE)
         wait_for_line(first, "BOUND", 10)
-        second = be.python(LATE_LISTENER, be.ip, port, n, size, stdin=subprocess.PIPE)
+        second = be.python(LISTENER, "late", be.ip, port, n, size, stdin=subprocess.PIPE)
         wait_for_line(second, "BOUND", 10)
         first.stdin.write(b"go\n")
         first.stdin.flush()
