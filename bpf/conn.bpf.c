@@ -1254,36 +1254,6 @@ static __always_inline int handle_retransmit(struct sock *sk, enum store st)
 	return 0;
 }
 
-/* sock_recvmsg/sock_sendmsg run in the owner's context: learn the owner of
- * accepted sockets there, once. */
-static __always_inline int handle_owner(struct sock *sk, enum store st)
-{
-	struct sk_info *info;
-
-	if (sk_protocol_of(sk, st) != IPPROTO_TCP)
-		return 0;
-	info = info_get(sk, st, false);
-	if (!info || info->pid)
-		return 0;
-	own_by_current(info);
-	if (!info->ino)
-		info->ino = sk_ino(sk, st);
-	/* The peer's FIN came before accept() (no owner, no inode then): tell
-	 * user space who holds the socket now, so a stuck finding names it. */
-	if (info->close_wait_ns && RD(st, sk, __sk_common.skc_state) == CS_TCP_CLOSE_WAIT) {
-		struct cs_event *e = cw_find(sk_cookie(sk, st));
-
-		if (e) {
-			e->pid = info->pid;
-			e->ino = info->ino;
-			__builtin_memcpy(e->comm, info->comm, sizeof(e->comm));
-		} else {
-			emit(sk, info, CS_EV_CLOSE_WAIT, CS_TCP_CLOSE_WAIT, CS_TCP_CLOSE_WAIT, st);
-		}
-	}
-	return 0;
-}
-
 /*
  * Rescued runs. The kernel skips a run of a program that starts while the same
  * program is running on that CPU (bpf_prog_info.recursion_misses): an interrupt
@@ -1464,18 +1434,6 @@ int BPF_PROG(cs_retrans_rescue_btf, struct sock *sk)
 	return run_rescue(ctx, sk, WHAT_RETRANS, &rescue_retrans);
 }
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(cs_recv_btf, struct sock *sk)
-{
-	return handle_owner(sk, STORE_SK);
-}
-
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(cs_send_btf, struct sock *sk)
-{
-	return handle_owner(sk, STORE_SK);
-}
-
 /* raw_tp wrappers (fallback). */
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(cs_set_state_raw, struct sock *sk, int oldstate, int newstate)
@@ -1533,14 +1491,3 @@ int BPF_PROG(cs_retrans_rescue_raw, struct sock *sk)
 	return run_rescue(ctx, sk, WHAT_RETRANS, &rescue_retrans);
 }
 
-SEC("raw_tp/sock_recv_length")
-int BPF_PROG(cs_recv_raw, struct sock *sk)
-{
-	return handle_owner(sk, STORE_HASH);
-}
-
-SEC("raw_tp/sock_send_length")
-int BPF_PROG(cs_send_raw, struct sock *sk)
-{
-	return handle_owner(sk, STORE_HASH);
-}

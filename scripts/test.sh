@@ -94,10 +94,10 @@ run_live() {
 		"tests/live/test_holders.py::test_c_client_stack_names_the_leaking_function[multi]" \
 		|| failed=1
 	# Kernels before 6.3 lack sock_send_length/sock_recv_length: the same
-	# programs switched off here take the fallbacks 6.1 takes (the socket of a
-	# TLS call bound at the write/read syscalls; holders at finding time).
+	# programs switched off here take the fallback 6.1 takes (the socket of a
+	# TLS call bound at the write/read syscalls).
 	echo "== live tests again without sock_send_length/sock_recv_length (as on 6.1)"
-	CONNSCOPE_PROGS_OFF=h2u_send,h2u_recv,cs_recv_btf,cs_send_btf /usr/bin/python3 -m pytest -q \
+	CONNSCOPE_PROGS_OFF=h2u_send,h2u_recv /usr/bin/python3 -m pytest -q \
 		-p no:cacheprovider \
 		tests/live/test_h2.py::test_h2load_tls_openssl_exact_counts \
 		tests/live/test_h2.py::test_grpc_go_tls_goaway_and_churn \

@@ -93,25 +93,22 @@ static const struct {
 	const char *tp;
 	const char *purpose;
 	bool required;
-	bool per_io;    /* runs on every send or receive */
 } hook_defs[LOADER_NHOOKS] = {
-	{ "inet_sock_set_state", "every TCP state change", true, false },
-	{ "tcp_receive_reset", "resets received (rst_in, refused)", false, false },
-	{ "tcp_send_reset", "resets sent (rst_out)", false, false },
-	{ "tcp_retransmit_skb", "SYN retransmits (connect timeouts)", false, false },
-	{ "sock_recv_length", "owner of accepted sockets (pid, comm)", false, true },
-	{ "sock_send_length", "owner of accepted sockets (pid, comm)", false, true },
+	{ "inet_sock_set_state", "every TCP state change", true },
+	{ "tcp_receive_reset", "resets received (rst_in, refused)", false },
+	{ "tcp_send_reset", "resets sent (rst_out)", false },
+	{ "tcp_retransmit_skb", "SYN retransmits (connect timeouts)", false },
 };
 
 static struct bpf_program *prog_of(struct conn_bpf *s, int i, bool btf)
 {
 	struct bpf_program *btf_progs[LOADER_NHOOKS] = {
 		s->progs.cs_set_state_btf, s->progs.cs_rst_in_btf, s->progs.cs_rst_out_btf,
-		s->progs.cs_retrans_btf, s->progs.cs_recv_btf, s->progs.cs_send_btf,
+		s->progs.cs_retrans_btf,
 	};
 	struct bpf_program *raw_progs[LOADER_NHOOKS] = {
 		s->progs.cs_set_state_raw, s->progs.cs_rst_in_raw, s->progs.cs_rst_out_raw,
-		s->progs.cs_retrans_raw, s->progs.cs_recv_raw, s->progs.cs_send_raw,
+		s->progs.cs_retrans_raw,
 	};
 
 	return btf ? btf_progs[i] : raw_progs[i];
@@ -155,10 +152,6 @@ static const struct progfb_role conn_roles[] = {
 	{ "cs_rst_out_raw", false, "", "resets sent (rst_out)" },
 	{ "cs_retrans_btf", false, "", "SYN retransmits (connect timeouts)" },
 	{ "cs_retrans_raw", false, "", "SYN retransmits (connect timeouts)" },
-	{ "cs_recv_btf", false, "the holders of a finding's socket, found when it is due", "" },
-	{ "cs_recv_raw", false, "the holders of a finding's socket, found when it is due", "" },
-	{ "cs_send_btf", false, "the holders of a finding's socket, found when it is due", "" },
-	{ "cs_send_raw", false, "the holders of a finding's socket, found when it is due", "" },
 	/* Without them, a run the kernel skips is a missed run (stats.missed_runs). */
 	{ "cs_set_state_rescue_btf", false, "", "runs the kernel skipped are lost, not rescued" },
 	{ "cs_set_state_rescue_raw", false, "", "runs the kernel skipped are lost, not rescued" },
@@ -253,15 +246,6 @@ static int try_mode(struct loader *L, const struct cs_opts *o, bool btf, char *w
 		}
 		if (!bpf_program__autoload(prog_of(s, i, btf))) {
 			snprintf(h->note, sizeof(h->note), "program switched off (see \"programs off\")");
-			continue;
-		}
-		/* The owner hooks would run on every send and receive of the node:
-		 * an accepted socket's owner is its listener's instead (map
-		 * listeners), and a finding's holders are found when it is due. */
-		if (hook_defs[i].per_io) {
-			snprintf(h->note, sizeof(h->note), "not attached: nothing runs per send and "
-				 "receive (an accepted socket's owner is its listener's; a finding's "
-				 "holders are found when it is due)");
 			continue;
 		}
 		link = bpf_program__attach(prog_of(s, i, btf));

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include "opts.h"
 
-#define LOADER_NHOOKS 6
+#define LOADER_NHOOKS 4
 #define LOADER_NRESCUE 4 /* the hooks with a rescue program, first in the list */
 
 struct hook_status {
