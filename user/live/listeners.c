@@ -41,7 +41,6 @@ struct listeners {
 	int map_fd;
 	pthread_t seeder;
 	bool seeding;
-	int seeded;    /* listeners added from the dump (-1: the dump failed) */
 	struct cached cache[CACHE_SLOTS];
 };
 
@@ -53,10 +52,8 @@ static void *seed(void *arg)
 	uint64_t *inos = NULL;
 	int n = snapshot_listeners(&socks);
 
-	ls->seeded = -1;
 	if (n < 0)
 		return NULL;
-	ls->seeded = 0;
 	inos = calloc((size_t)(n ? n : 1), sizeof(*inos));
 	own = calloc((size_t)(n ? n : 1), sizeof(*own));
 	if (!inos || !own)
@@ -73,8 +70,7 @@ static void *seed(void *arg)
 			continue;
 		memcpy(l.comm, own[i].comm, sizeof(l.comm));
 		/* A listen() seen by the kernel meanwhile is newer: it stays. */
-		if (!bpf_map_update_elem(ls->map_fd, &k, &l, BPF_NOEXIST))
-			ls->seeded++;
+		bpf_map_update_elem(ls->map_fd, &k, &l, BPF_NOEXIST);
 	}
 out:
 	free(inos);
