@@ -115,24 +115,36 @@ def test_attribution_20_connections(cluster):
     assert {r["client"]["port"] for r in server_recs} == ports
 
 
+def reset_by_client(cs, fe, be, port, n, *servers):
+    """n connections from fe to be:port, each reset by the client once its echo is
+    back: the server's socket then closes in the network's context, where only
+    its listener names its process. Waits for the servers to exit and for the n
+    server records; returns the records and the client's output."""
+    out = run_client(fe, "rst", be.ip, port, n)
+    assert out["results"] == ["rst_sent"] * n
+    for srv in servers:
+        assert srv.wait(timeout=10) == 0
+    cs.wait_count(is_conn(port, "server"), n, RECORD_WAIT)
+    return finish(cs), out
+
+
+def assert_server_owner(records, port, n, pid):
+    """The n server records on port name process pid (python3)."""
+    server_recs = conns(records, port, "server")
+    assert len(server_recs) == n, show(server_recs)
+    for r in server_recs:
+        assert r["pid"] == pid and r["comm"] == "python3", show([r])
+
+
 def test_accepted_sockets_owned_by_a_listener_older_than_connscope(cluster):
     """A server that listened before connscope started: its accepted sockets are
     named after it (found at start-up), though nothing runs on sends and receives."""
     fe, be = shop(cluster)
     port, n = 30081, 3
-    # The client resets each connection: the server's socket closes in the
-    # network's context, where nothing tells its process but its listener.
     srv = start_server(be, "wait-reset", port, n)
     with Connscope(cluster, "--namespace", NS) as cs:
-        out = run_client(fe, "rst", be.ip, port, n)
-        assert out["results"] == ["rst_sent"] * n
-        assert srv.wait(timeout=10) == 0
-        cs.wait_count(is_conn(port, "server"), n, RECORD_WAIT)
-        records = finish(cs)
-    server_recs = conns(records, port, "server")
-    assert len(server_recs) == n, show(server_recs)
-    for r in server_recs:
-        assert r["pid"] == srv.pid and r["comm"] == "python3", show([r])
+        records, out = reset_by_client(cs, fe, be, port, n, srv)
+    assert_server_owner(records, port, n, srv.pid)
     for r in conns(records, port, "client"):
         assert r["pid"] == out["pid"], show([r])
 
@@ -192,17 +204,8 @@ def test_accepted_sockets_owned_while_a_reuseport_listener_remains(cluster):
         stays = be.python(LISTENER, "reuseport", be.ip, port, n, size)
         wait_for_line(stays, "READY", 10)
         gone.communicate(b"bye\n", timeout=10)   # its listener closes
-        # Reset by the client: the server's sockets close where only their
-        # listener names their process (as in the test above).
-        out = run_client(fe, "rst", be.ip, port, n)
-        assert out["results"] == ["rst_sent"] * n
-        assert stays.wait(timeout=10) == 0
-        cs.wait_count(is_conn(port, "server"), n, RECORD_WAIT)
-        records = finish(cs)
-    server_recs = conns(records, port, "server")
-    assert len(server_recs) == n, show(server_recs)
-    for r in server_recs:
-        assert r["pid"] == stays.pid and r["comm"] == "python3", show([r])
+        records, _ = reset_by_client(cs, fe, be, port, n, stays)
+    assert_server_owner(records, port, n, stays.pid)
 
 
 def test_a_listen_that_fails_takes_no_port(cluster):
@@ -223,16 +226,9 @@ def test_a_listen_that_fails_takes_no_port(cluster):
         second.stdin.flush()
         wait_for_line(second, "FAILED", 10)
         assert second.wait(timeout=10) == 0
-        out = run_client(fe, "rst", be.ip, port, n)
-        assert out["results"] == ["rst_sent"] * n
         first.stdin.close()
-        assert first.wait(timeout=10) == 0
-        cs.wait_count(is_conn(port, "server"), n, RECORD_WAIT)
-        records = finish(cs)
-    server_recs = conns(records, port, "server")
-    assert len(server_recs) == n, show(server_recs)
-    for r in server_recs:
-        assert r["pid"] == first.pid and r["comm"] == "python3", show([r])
+        records, _ = reset_by_client(cs, fe, be, port, n, first)
+    assert_server_owner(records, port, n, first.pid)
 
 
 LAYOUTS = [
