@@ -33,9 +33,11 @@
 #define LIFE_UNKNOWN UINT32_MAX
 #define H2_CANCEL_RUN 10     /* h2_stream_cancels: cancelled streams in the window */
 
-/* How an HTTP/2 connection ended. */
-enum h2_end { H2_END_GOAWAY, H2_END_PEER_FIN, H2_END_LOCAL_FIN, H2_END_RST, H2_END_OTHER,
-	      H2_END_MAX };
+/* How an HTTP/2 connection ended. A reset the pod sends is its own close too:
+ * the kernel resets instead of a FIN when a socket closes with bytes unread
+ * (a client dropped right after its call, with the server's last frames in). */
+enum h2_end { H2_END_GOAWAY, H2_END_PEER_FIN, H2_END_LOCAL_FIN, H2_END_RST_IN, H2_END_RST_OUT,
+	      H2_END_OTHER, H2_END_MAX };
 
 struct h2_closed {
 	uint64_t end_ns;
@@ -273,7 +275,7 @@ static void window_rec(const struct tracker *t, const struct h2_window *w,
 	r->by_goaway = w->by[H2_END_GOAWAY];
 	r->by_peer_fin = w->by[H2_END_PEER_FIN];
 	r->by_local_fin = w->by[H2_END_LOCAL_FIN];
-	r->by_rst = w->by[H2_END_RST];
+	r->by_rst = w->by[H2_END_RST_IN] + w->by[H2_END_RST_OUT];
 	r->by_other = w->by[H2_END_OTHER];
 }
 
@@ -295,6 +297,7 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 {
 	struct h2_window w;
 	char who[640], remote[80], msg[900], life[48];
+	uint32_t own;
 	double spc;
 	struct finding_rec o;
 
@@ -327,10 +330,12 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	tr_evidence_num(&o, "ended_by_local_fin", w.by[H2_END_LOCAL_FIN]);
 	tr_evidence_num(&o, "ended_by_peer_fin", w.by[H2_END_PEER_FIN]);
 	tr_evidence_num(&o, "ended_by_goaway", w.by[H2_END_GOAWAY]);
-	tr_evidence_num(&o, "ended_by_rst", w.by[H2_END_RST]);
+	tr_evidence_num(&o, "ended_by_rst", w.by[H2_END_RST_IN] + w.by[H2_END_RST_OUT]);
+	tr_evidence_num(&o, "ended_by_local_rst", w.by[H2_END_RST_OUT]);
 	/* The pod closes them itself, about one call each: a new client (a gRPC
 	 * ClientConn, an HTTP client) made and dropped per call. */
-	if (spc <= 1.5 && w.by[H2_END_LOCAL_FIN] * 5 >= w.closed * 4) {
+	own = w.by[H2_END_LOCAL_FIN] + w.by[H2_END_RST_OUT];
+	if (spc <= 1.5 && own * 5 >= w.closed * 4) {
 		o.cause = "client_per_call";
 		snprintf(msg, sizeof(msg),
 			 "%s opened and closed %u HTTP/2 connections to %s in the last %.0fs, "
@@ -338,8 +343,7 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 			 "makes a new client per call (a gRPC ClientConn or HTTP client created "
 			 "and closed for each request). Create one per backend at start-up and "
 			 "share it: HTTP/2 multiplexes the calls on one connection.",
-			 who, w.closed, remote, t->o->h2_window_s, spc, life,
-			 w.by[H2_END_LOCAL_FIN]);
+			 who, w.closed, remote, t->o->h2_window_s, spc, life, own);
 	} else {
 		snprintf(msg, sizeof(msg),
 			 "%s opened and closed %u HTTP/2 connections to %s in the last %.0fs, "
@@ -670,8 +674,8 @@ static uint8_t end_of(const struct h2_state *hs, const struct cs_event *close)
 	switch (close->close_cause) {
 	case CS_CLOSE_PEER_FIN: return H2_END_PEER_FIN;
 	case CS_CLOSE_LOCAL_FIN: return H2_END_LOCAL_FIN;
-	case CS_CLOSE_RST_IN:
-	case CS_CLOSE_RST_OUT: return H2_END_RST;
+	case CS_CLOSE_RST_IN: return H2_END_RST_IN;
+	case CS_CLOSE_RST_OUT: return H2_END_RST_OUT;
 	default: return H2_END_OTHER;
 	}
 }
