@@ -771,8 +771,8 @@ static __always_inline int tls__find_ext(const struct tls_cur *exts, __u16 want,
  * (in BPF, pass the scratch buffer itself and tls_walk's body_off, so that offsets
  * stay bounded by TLS_BUF_MAX).
  */
-static __always_inline int tls_parse_client_hello_at(const __u8 *buf, __u32 start, __u32 end,
-						     struct tls_client_hello *out)
+static __always_inline int tls__parse_ch(const __u8 *buf, __u32 start, __u32 end,
+					 struct tls_client_hello *out, const int want_all)
 {
 	struct tls_cur m, c;
 	__u16 ver = 0, suites_len = 0, ext_len = 0;
@@ -808,11 +808,11 @@ static __always_inline int tls_parse_client_hello_at(const __u8 *buf, __u32 star
 	if (!tls_get_u16(&m, &ext_len) || ext_len != tls_cur_left(&m))
 		return TLS_INVALID;
 
-	if (tls__ext_check(&m, &out->n_ext, &out->flags, &more) != TLS_OK)
+	if (tls__ext_check(&m, &out->n_ext, want_all ? &out->flags : NULL, &more) != TLS_OK)
 		return TLS_INVALID;
 	if (more)
 		out->flags |= TLS_CH_EXT_MORE;
-	if (tls__find_ext(&m, TLS_EXT_SERVER_NAME, &c))
+	if (want_all && tls__find_ext(&m, TLS_EXT_SERVER_NAME, &c))
 		tls__ch_sni(&c, out);
 	if (tls__find_ext(&m, TLS_EXT_ALPN, &c)) {
 		tls__alpn_copy(&c, out->alpn, TLS_ALPN_MAX, &trunc);
@@ -821,9 +821,27 @@ static __always_inline int tls_parse_client_hello_at(const __u8 *buf, __u32 star
 		else
 			out->flags |= TLS_CH_ALPN | (trunc ? TLS_CH_ALPN_TRUNC : 0);
 	}
-	if (tls__find_ext(&m, TLS_EXT_SUPPORTED_VERSIONS, &c))
+	if (want_all && tls__find_ext(&m, TLS_EXT_SUPPORTED_VERSIONS, &c))
 		tls__ch_versions(&c, out);
 	return TLS_OK;
+}
+
+static __always_inline int tls_parse_client_hello_at(const __u8 *buf, __u32 start, __u32 end,
+						     struct tls_client_hello *out)
+{
+	return tls__parse_ch(buf, start, end, out, 1);
+}
+
+/*
+ * The same walk for the ALPN offer alone (the kernel's quiet path reads nothing
+ * else): the same verdict on the message and the same alpn[] and TLS_CH_ALPN*
+ * flags as tls_parse_client_hello_at; sni, versions and the other extension
+ * flags are left empty, which spares the verifier their walks.
+ */
+static __always_inline int tls_client_hello_alpn_at(const __u8 *buf, __u32 start, __u32 end,
+						    struct tls_client_hello *out)
+{
+	return tls__parse_ch(buf, start, end, out, 0);
 }
 
 static __always_inline int tls_parse_client_hello(const __u8 *buf, __u32 avail,

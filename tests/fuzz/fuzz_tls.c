@@ -77,6 +77,13 @@ static void check_ch(const unsigned char *b, size_t n)
 	require(tls_parse_client_hello_at(shifted, 7, (__u32)n + 7, &ch2) == r);
 	if (r == TLS_OK)
 		require(!memcmp(&ch, &ch2, sizeof(ch)));
+	/* The ALPN-only walk (the kernel's quiet path): the same verdict and offer. */
+	require(tls_client_hello_alpn_at(shifted, 7, (__u32)n + 7, &ch2) == r);
+	if (r == TLS_OK) {
+		const __u32 f = TLS_CH_ALPN | TLS_CH_ALPN_TRUNC | TLS_CH_ALPN_BAD;
+
+		require(!strcmp(ch.alpn, ch2.alpn) && (ch.flags & f) == (ch2.flags & f));
+	}
 	free(shifted);
 }
 

@@ -163,11 +163,21 @@ static void test_looks_like_client_hello(void)
 
 /* ---- ClientHello ------------------------------------------------------------------ */
 
+/* Every ClientHello the tests parse is also read by the ALPN-only walk (the
+ * kernel's quiet path): the same verdict, the same offer. */
 static int parse_ch(const unsigned char *p, unsigned n, struct tls_client_hello *ch)
 {
+	const __u32 alpn_flags = TLS_CH_ALPN | TLS_CH_ALPN_TRUNC | TLS_CH_ALPN_BAD;
 	unsigned char *b = dup_n(p, n);
 	int r = tls_parse_client_hello(b, n, ch);
+	struct tls_client_hello a;
+	int ra = tls_client_hello_alpn_at(b, 0, n, &a);
 
+	check(ra == r, "the ALPN-only walk gives the full parser's verdict");
+	if (r == TLS_OK && ra == TLS_OK)
+		check(!strcmp(a.alpn, ch->alpn) &&
+			      (a.flags & alpn_flags) == (ch->flags & alpn_flags),
+		      "the ALPN-only walk reads the full parser's ALPN");
 	free(b);
 	return r;
 }
