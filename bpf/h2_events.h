@@ -28,6 +28,8 @@ enum h2_source {
 	H2_SRC_OPENSSL = 2,  /* libssl SSL_read/SSL_write plaintext */
 	H2_SRC_GO = 3,       /* Go crypto/tls (*Conn).Write plaintext */
 	H2_SRC_KEYLOG = 4,   /* replay: TLS records decrypted with a key log */
+	H2_SRC_TLS_ALPN = 5, /* user space: a TLS connection that offered h2 (ALPN), seen
+				on the wire only: no frames, no stream counts */
 };
 
 /* Direction indexes in struct h2_conn as sent: by the local socket's view. */

@@ -182,6 +182,12 @@ struct {
 struct scratch {
 	__u8 buf[TLS_BUF_MAX];
 	struct tls_walk walk;
+	/* Quiet mode: a complete handshake's hellos. The ServerHello first: the
+	 * parser's stores into its 32-byte alpn[] are masked to 128 for the verifier
+	 * (a no-op at run time), and 6.1's verifier wants those 128 bytes inside. */
+	struct tls_server_hello sh;
+	struct tls_client_hello ch;
+	struct tls_done done;        /* built here: off the stack of the chain of calls */
 };
 
 struct {
@@ -472,6 +478,82 @@ __noinline int capture(struct __sk_buff *skb, struct tls_sock *ts, struct seg *s
 
 static __always_inline void release(struct bpf_sock *sk);
 
+/* n bytes (n <= TLS_CAPTURE_CLIENT) of a kept hello into the parser's buffer,
+ * 8 at a time: the parser's offsets are bounded by the buffer, not by the map
+ * value the bytes are kept in. */
+static __always_inline void hello_copy(__u8 *dst, const __u8 *src, __u32 n)
+{
+	for (__u32 i = 0; i < TLS_CAPTURE_CLIENT / 8; i++) {
+		if (i * 8 >= n)
+			break;
+		*(__u64 *)(dst + i * 8) = *(const __u64 *)(src + i * 8);
+	}
+}
+
+/* The kept hello's first record: its handshake bytes' end, or 0 if it is not one. */
+static __always_inline __u32 hello_end(const __u8 *buf, __u32 have)
+{
+	__u32 end;
+
+	if (have < TLS_REC_HDR_LEN + 4 || buf[0] != 22 /* handshake */)
+		return 0;
+	end = TLS_REC_HDR_LEN + ((__u32)buf[3] << 8 | buf[4]);
+	return end < have ? end : have;
+}
+
+/*
+ * Quiet mode: the ALPN of a complete handshake, read in the kernel from the hellos
+ * kept in tls_hello (which do not cross), by the parser user space uses: the
+ * offered names, whether h2 is one of them, and the server's choice where the
+ * ServerHello shows it (TLS <= 1.2). A global function: the parsers' ~110K
+ * instructions are verified once, and run once per handshake.
+ */
+__noinline int hello_alpn(struct tls_hello *h, struct scratch *sc, struct tls_done *d)
+{
+	__u32 end, i;
+	char c;
+
+	if (!h || !sc || !d)
+		return 0;
+	end = h->ch_have < TLS_CAPTURE_CLIENT ? h->ch_have : TLS_CAPTURE_CLIENT;
+	hello_copy(sc->buf, h->ch, end);
+	end = hello_end(sc->buf, end);
+	if (!end || tls_client_hello_alpn_at(sc->buf, TLS_REC_HDR_LEN, end, &sc->ch) != TLS_OK)
+		return 0;
+	d->alpn_flags |= TLS_DONE_ALPN_READ;
+	if (!(sc->ch.flags & TLS_CH_ALPN))
+		return 0;
+	if (sc->ch.alpn[TLS_DONE_OFFERED_MAX - 1])
+		d->alpn_flags |= TLS_DONE_ALPN_CUT;
+	for (i = 0; i < TLS_DONE_OFFERED_MAX - 1; i++)
+		d->alpn_offered[i] = sc->ch.alpn[i];
+	/* "h2" as a whole name: at the start or after a comma, before one or the end. */
+	for (i = 0; i < TLS_ALPN_MAX - 2; i++) {
+		c = sc->ch.alpn[i];
+		if (!c)
+			break;
+		if (c == 'h' && sc->ch.alpn[i + 1] == '2' &&
+		    (sc->ch.alpn[i + 2] == ',' || !sc->ch.alpn[i + 2]) &&
+		    (i == 0 || sc->ch.alpn[i - 1] == ',')) {
+			d->alpn_flags |= TLS_DONE_ALPN_H2;
+			break;
+		}
+	}
+	/* TLS 1.3 sends the server's choice encrypted. */
+	if (!d->version || d->version > 0x0303)
+		return 0;
+	end = h->sh_have < TLS_CAPTURE_SERVER ? h->sh_have : TLS_CAPTURE_SERVER;
+	hello_copy(sc->buf, h->sh, end);
+	end = hello_end(sc->buf, end);
+	if (!end || tls_parse_server_hello_at(sc->buf, TLS_REC_HDR_LEN, end, &sc->sh) != TLS_OK)
+		return 0;
+	d->alpn_flags |= TLS_DONE_SEL_SEEN;
+	if (sc->sh.flags & TLS_SH_ALPN)
+		for (i = 0; i < TLS_DONE_SEL_MAX - 1; i++)
+			d->alpn[i] = sc->sh.alpn[i];
+	return 0;
+}
+
 /*
  * The handshake ended (type: TLS_EV_DONE, _ALERT or _DESYNC): counted in its
  * cgroup, out of tls_hello, and reported. In quiet mode a complete one is not
@@ -481,7 +563,7 @@ static __always_inline void release(struct bpf_sock *sk);
  */
 static __always_inline void finish(struct __sk_buff *skb, struct bpf_sock *sk,
 				   struct tls_sock *ts, const struct seg *s, bool egress,
-				   __u8 type, __u8 dir)
+				   __u8 type, __u8 dir, struct scratch *sc)
 {
 	struct cs_cg_counts *c = tls_cg_counts(skb);
 	__u64 now = bpf_ktime_get_ns(), us = (now - ts->start_ns) / 1000, cookie;
@@ -509,12 +591,20 @@ static __always_inline void finish(struct __sk_buff *skb, struct bpf_sock *sk,
 		if (h)
 			bpf_map_delete_elem(&tls_hello, &cookie);
 	} else if (type == TLS_EV_DONE && !(h && (h->flags & TLS_HELLO_REPORTED))) {
-		struct tls_done d = { .handshake_us = us, .version = ts->hs.version };
+		struct tls_done *d = &sc->done;
 
-		if (h)
+		__builtin_memset(d, 0, sizeof(*d));
+		d->handshake_us = us;
+		d->version = ts->hs.version;
+		if (h) {
+			hello_alpn(h, sc, d);
 			bpf_map_delete_elem(&tls_hello, &cookie);
-		bpf_map_update_elem(&tls_done, &cookie, &d, BPF_ANY);
-		release(sk);
+		}
+		bpf_map_update_elem(&tls_done, &cookie, d, BPF_ANY);
+		/* A connection that offered h2 stays held (start() held it): its
+		 * close crosses, for the pod's HTTP/2 reuse window. */
+		if (!(d->alpn_flags & TLS_DONE_ALPN_H2))
+			release(sk);
 		return;
 	}
 	e = event_new(skb, ts, s, egress, type);
@@ -1020,7 +1110,7 @@ __noinline int tls_segment(struct __sk_buff *skb, struct tls_sock *ts, struct se
 	if (sk)
 		sk = bpf_sk_fullsock(sk);
 	if (sk)
-		finish(skb, sk, ts, s, egress & 1, end, dir);
+		finish(skb, sk, ts, s, egress & 1, end, dir, sc);
 	return 0;
 }
 

@@ -85,11 +85,23 @@ struct tls_hello {
 	__u8 sh[TLS_CAPTURE_SERVER + TLS_CHUNK];
 };
 /* Quiet mode: what is kept of a complete handshake, for the record of a connection
- * that ends as a problem later (tls_done, an LRU map by socket cookie). */
+ * that ends as a problem later (tls_done, an LRU map by socket cookie). The ALPN is
+ * read from the hellos in the kernel (they do not cross): a connection that offered
+ * h2 is held (its close crosses), for the HTTP/2 reuse window. */
+#define TLS_DONE_ALPN_READ 0x01   /* the ClientHello was parsed */
+#define TLS_DONE_ALPN_H2 0x02     /* ... and offered h2 */
+#define TLS_DONE_ALPN_CUT 0x04    /* alpn_offered holds only the first names that fit */
+#define TLS_DONE_SEL_SEEN 0x08    /* the ServerHello shows the choice (TLS <= 1.2) */
+#define TLS_DONE_OFFERED_MAX 40
+#define TLS_DONE_SEL_MAX 16
+
 struct tls_done {
 	__u64 handshake_us;
 	__u16 version;
-	__u8 _pad[6];
+	__u8 alpn_flags;          /* TLS_DONE_* */
+	__u8 _pad[5];
+	char alpn_offered[TLS_DONE_OFFERED_MAX]; /* comma-joined, NUL-terminated */
+	char alpn[TLS_DONE_SEL_MAX];             /* the server's choice; empty: none or unseen */
 };
 
 _Static_assert(sizeof(struct tls_hello) == 72 + TLS_CAPTURE_CLIENT + TLS_CAPTURE_SERVER +

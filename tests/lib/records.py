@@ -23,8 +23,8 @@ FINDING_EXTRA = {
                   "evidence"},
     "tls_handshake_failed": {"failed_by", "alert", "cause", "evidence"},
     "tls_handshake_timeout": {"cause", "evidence"},
-    "h2_reuse_churn": {"window", "threshold_conns", "threshold_streams_per_conn", "cause",
-                       "evidence"},
+    "h2_reuse_churn": {"window", "threshold_conns", "threshold_streams_per_conn", "source",
+                       "cause", "evidence"},
     "h2_stream_cancels": {"cancels", "window_s", "threshold", "cause", "evidence"},
 }
 STATS_KEYS = {"events", "lost", "map_full", "parser_desync", "cpu_ms", "phase"}

@@ -106,7 +106,7 @@ enum finding_detail {
 #define FINDING_MAX_HOLDERS 8
 #define FINDING_MAX_FRAMES 40
 #define FINDING_MESSAGE_LEN 2048
-#define FINDING_MAX_EVIDENCE 8
+#define FINDING_MAX_EVIDENCE 12
 #define FINDING_DEBUG_LEN 33     /* GOAWAY debug data kept (bpf/h2.h H2_DEBUG_MAX) + NUL */
 
 /* One figure behind a finding's cause: a number, or a string (is_str; NULL: null). */
@@ -126,8 +126,11 @@ struct finding_holder {
 struct h2_window_rec {
 	double seconds;
 	uint32_t opened, closed;
-	uint64_t streams;
-	double streams_per_conn; /* < 0: no closed connection */
+	uint64_t streams;        /* of the connections whose streams are known */
+	bool streams_known;      /* false: every closed one was TLS seen on the wire */
+	double streams_per_conn; /* < 0: no closed connection with known streams */
+	uint32_t tls_alpn;       /* closed TLS connections that offered h2, streams unknown */
+	uint32_t http1;          /* ... where the server chose HTTP/1.1 */
 	double median_lifetime_ms; /* < 0: none */
 	uint32_t by_goaway, by_peer_fin, by_local_fin, by_rst, by_other;
 };
@@ -180,6 +183,7 @@ struct finding_rec {
 			struct h2_window_rec window;
 			unsigned threshold_conns;
 			double threshold_streams_per_conn;
+			const char *source;      /* "tls_alpn": TLS on the wire, no streams */
 		} h2_churn;
 		struct {
 			uint32_t cancels;        /* RST_STREAM CANCEL sent in the window */
@@ -239,6 +243,7 @@ struct conn_rec {
 	bool has_tls;
 	const char *tls_version, *tls_sni, *tls_alpn, *tls_outcome;
 	const char *tls_alpn_offered; /* comma-joined */
+	bool tls_alpn_seen;           /* the server's choice shows (tls_alpn NULL: it chose none) */
 	bool tls_ms_known;
 	uint64_t tls_ns;
 	/* h2: only when has_h2 */
@@ -246,6 +251,7 @@ struct conn_rec {
 	bool h2_midway;               /* joined mid-connection: counts unknown */
 	bool h2_joined;               /* replay: joined mid-connection, counted from a frame boundary */
 	const char *h2_source;
+	bool h2_wire_only;            /* TLS seen on the wire (ALPN h2): no frame counts */
 	uint32_t h2_streams, h2_goaway, h2_goaway_last_id, h2_goaway_error_code;
 	const char *h2_goaway_error;  /* NULL: a code without a name */
 	const char *h2_goaway_by;     /* NULL: no GOAWAY */
@@ -307,7 +313,8 @@ struct summary_rec {
 	bool has_h2;               /* false: "h2" null (no HTTP/2 connection yet) */
 	struct {
 		uint64_t connections, closed, streams, goaway, rst_stream, desync;
-		double streams_per_conn;
+		uint64_t tls_alpn;         /* of connections: TLS on the wire, streams unknown */
+		double streams_per_conn;   /* < 0: none with known streams */
 		struct h2_window_rec window;  /* all remotes; no median_lifetime_ms */
 		struct {
 			struct rec_endpoint ep;  /* port 0: the remote is a client */

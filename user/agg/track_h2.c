@@ -39,11 +39,15 @@
 enum h2_end { H2_END_GOAWAY, H2_END_PEER_FIN, H2_END_LOCAL_FIN, H2_END_RST_IN, H2_END_RST_OUT,
 	      H2_END_OTHER, H2_END_MAX };
 
+#define H2_CL_NO_STREAMS 0x01  /* TLS seen on the wire (ALPN): streams unknown */
+#define H2_CL_HTTP1 0x02       /* ... h2 offered, and the server chose HTTP/1.1 */
+
 struct h2_closed {
 	uint64_t end_ns;
 	uint32_t life_ms;          /* LIFE_UNKNOWN: it started before it was seen */
 	uint32_t streams;
 	uint8_t end;               /* enum h2_end */
+	uint8_t flags;             /* H2_CL_* */
 };
 
 /* One remote service of a pod, for the HTTP/2 reuse window (rings of the most
@@ -67,6 +71,7 @@ struct h2_remote {
 
 struct h2_agg {
 	uint64_t connections, closed, streams, goaway, rst_stream, desync;
+	uint64_t tls_alpn;         /* of connections: TLS on the wire only, streams unknown */
 };
 
 /* One connection's HTTP/2 totals, as its watcher last sent them. */
@@ -78,6 +83,7 @@ struct h2_state {
 	uint32_t pid;
 	char comm[16];
 	bool match;               /* passes the filters */
+	uint8_t wire;             /* H2_CL_*: a TLS connection seen on the wire only */
 	bool goaway_counted, goaway_error_reported;
 };
 
@@ -112,6 +118,7 @@ static const char *source_name(uint8_t s)
 	case H2_SRC_OPENSSL: return "openssl";
 	case H2_SRC_GO: return "go";
 	case H2_SRC_KEYLOG: return "keylog";
+	case H2_SRC_TLS_ALPN: return "tls_alpn";
 	default: return "unknown";
 	}
 }
@@ -231,7 +238,9 @@ static double sorted_median(uint32_t *lives, uint32_t n)
 /* What a remote's window holds now. */
 struct h2_window {
 	uint32_t opened, closed;
-	uint64_t streams;
+	uint32_t no_streams;      /* of closed: TLS on the wire, streams unknown */
+	uint32_t http1;           /* ... and of those, HTTP/1.1 chosen over an offered h2 */
+	uint64_t streams;         /* of the others */
 	double median_life_ms;    /* -1: no closed connection */
 	uint32_t by[H2_END_MAX];  /* enum h2_end */
 	uint32_t goaway_conns;
@@ -253,6 +262,8 @@ static void window_of(const struct tracker *t, const struct h2_remote *r, uint64
 			continue;
 		w->closed++;
 		w->streams += s->streams;
+		w->no_streams += !!(s->flags & H2_CL_NO_STREAMS);
+		w->http1 += !!(s->flags & H2_CL_HTTP1);
 		if (s->life_ms != LIFE_UNKNOWN)
 			lives[nl++] = s->life_ms;
 		if (s->end < H2_END_MAX)
@@ -269,8 +280,11 @@ static void window_rec(const struct tracker *t, const struct h2_window *w,
 	r->opened = w->opened;
 	r->closed = w->closed;
 	r->streams = w->streams;
-	r->streams_per_conn = w->closed ?
-		(double)(int64_t)(100.0 * w->streams / w->closed + 0.5) / 100 : -1;
+	r->streams_known = w->closed > w->no_streams || !w->closed;
+	r->streams_per_conn = w->closed > w->no_streams ?
+		(double)(int64_t)(100.0 * w->streams / (w->closed - w->no_streams) + 0.5) / 100 : -1;
+	r->tls_alpn = w->no_streams;
+	r->http1 = w->http1;
 	r->median_lifetime_ms = w->median_life_ms;
 	r->by_goaway = w->by[H2_END_GOAWAY];
 	r->by_peer_fin = w->by[H2_END_PEER_FIN];
@@ -296,8 +310,8 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 			struct h2_remote *r, uint64_t now)
 {
 	struct h2_window w;
-	char who[640], remote[80], msg[900], life[48];
-	uint32_t own;
+	char who[640], remote[80], msg[1000], life[48], each[64];
+	uint32_t own, known;
 	double spc;
 	struct finding_rec o;
 
@@ -307,7 +321,10 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	window_of(t, r, now, &w);
 	if (w.closed < t->o->h2_churn_conns)
 		return;
-	spc = (double)w.streams / w.closed;
+	/* Streams per connection from the connections whose streams are known; TLS
+	 * seen on the wire alone (ALPN) tells none, and is judged on the count. */
+	known = w.closed - w.no_streams;
+	spc = known ? (double)w.streams / known : -1;
 	if (spc > t->o->h2_churn_streams)
 		return;
 	r->churn_reported_ns = now;
@@ -316,15 +333,24 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	window_rec(t, &w, &o.d.h2_churn.window);
 	o.d.h2_churn.threshold_conns = t->o->h2_churn_conns;
 	o.d.h2_churn.threshold_streams_per_conn = t->o->h2_churn_streams;
+	o.d.h2_churn.source = known ? source_name(hs->last.source) : "tls_alpn";
 	tr_pod_text(&c->pod, who, sizeof(who));
 	remote_text(r, remote, sizeof(remote));
 	if (w.median_life_ms >= 0)
 		snprintf(life, sizeof(life), "median life %.0f ms", w.median_life_ms);
 	else
 		snprintf(life, sizeof(life), "lifetimes unknown");
+	if (spc >= 0)
+		snprintf(each, sizeof(each), "carrying %.2f stream(s) each", spc);
+	else
+		snprintf(each, sizeof(each), "TLS offering h2, streams not seen");
+	own = w.by[H2_END_LOCAL_FIN] + w.by[H2_END_RST_OUT];
 	o.has_cause = true;
 	tr_evidence_num(&o, "closed", w.closed);
-	tr_evidence_num(&o, "streams_per_conn", o.d.h2_churn.window.streams_per_conn);
+	if (spc >= 0)
+		tr_evidence_num(&o, "streams_per_conn", o.d.h2_churn.window.streams_per_conn);
+	else
+		tr_evidence_str(&o, "streams_per_conn", NULL);
 	if (w.median_life_ms >= 0)
 		tr_evidence_num(&o, "median_lifetime_ms", w.median_life_ms);
 	tr_evidence_num(&o, "ended_by_local_fin", w.by[H2_END_LOCAL_FIN]);
@@ -332,25 +358,40 @@ static void churn_check(struct tracker *t, struct h2_state *hs, struct cg_entry 
 	tr_evidence_num(&o, "ended_by_goaway", w.by[H2_END_GOAWAY]);
 	tr_evidence_num(&o, "ended_by_rst", w.by[H2_END_RST_IN] + w.by[H2_END_RST_OUT]);
 	tr_evidence_num(&o, "ended_by_local_rst", w.by[H2_END_RST_OUT]);
-	/* The pod closes them itself, about one call each: a new client (a gRPC
-	 * ClientConn, an HTTP client) made and dropped per call. */
-	own = w.by[H2_END_LOCAL_FIN] + w.by[H2_END_RST_OUT];
-	if (spc <= 1.5 && own * 5 >= w.closed * 4) {
+	if (w.no_streams) {
+		tr_evidence_num(&o, "tls_alpn_conns", w.no_streams);
+		tr_evidence_num(&o, "http1_chosen", w.http1);
+	}
+	if (w.http1 && w.http1 * 2 >= w.closed) {
+		/* The client offered h2 and the server took HTTP/1.1 (in clear in the
+		 * ServerHello up to TLS 1.2): one request at a time per connection. */
+		o.cause = "alpn_downgrade";
+		snprintf(msg, sizeof(msg),
+			 "%s opened and closed %u TLS connections to %s in the last %.0fs (%s), "
+			 "offering h2 in ALPN, and the server chose HTTP/1.1 on %u of them: "
+			 "HTTP/1.1 carries one request at a time, so the client opens a "
+			 "connection per concurrent call. Enable HTTP/2 (ALPN h2) on the server, "
+			 "or on the proxy or ingress in front of it.",
+			 who, w.closed, remote, t->o->h2_window_s, life, w.http1);
+	} else if (spc <= 1.5 && own * 5 >= w.closed * 4) {
+		/* The pod closes them itself, about one call each (or, streams unseen,
+		 * at a rate no reused connection has): a new client (a gRPC ClientConn,
+		 * an HTTP client) made and dropped per call. */
 		o.cause = "client_per_call";
 		snprintf(msg, sizeof(msg),
 			 "%s opened and closed %u HTTP/2 connections to %s in the last %.0fs, "
-			 "carrying %.2f stream(s) each (%s), and closed %u of them itself: it "
-			 "makes a new client per call (a gRPC ClientConn or HTTP client created "
-			 "and closed for each request). Create one per backend at start-up and "
-			 "share it: HTTP/2 multiplexes the calls on one connection.",
-			 who, w.closed, remote, t->o->h2_window_s, spc, life, own);
+			 "%s (%s), and closed %u of them itself: it makes a new client per "
+			 "call (a gRPC ClientConn or HTTP client created and closed for each "
+			 "request). Create one per backend at start-up and share it: HTTP/2 "
+			 "multiplexes the calls on one connection.",
+			 who, w.closed, remote, t->o->h2_window_s, each, life, own);
 	} else {
 		snprintf(msg, sizeof(msg),
 			 "%s opened and closed %u HTTP/2 connections to %s in the last %.0fs, "
-			 "carrying %.2f stream(s) each (%s): it is not reusing connections (a "
-			 "new client or channel per call, or a close after each request); keep "
-			 "one connection per backend and multiplex requests on it.",
-			 who, w.closed, remote, t->o->h2_window_s, spc, life);
+			 "%s (%s): it is not reusing connections (a new client or channel per "
+			 "call, or a close after each request); keep one connection per backend "
+			 "and multiplex requests on it.",
+			 who, w.closed, remote, t->o->h2_window_s, each, life);
 	}
 	tr_message(&o, msg);
 	tr_emit_finding(t, &o);
@@ -707,6 +748,7 @@ static void close_conn(struct tracker *t, struct h2_state *hs, const struct cs_e
 			     : (uint32_t)(tr_elapsed(close->ts_ns, hs->start_ns) / 1000000);
 	s->streams = hs->last.c.streams;
 	s->end = end_of(hs, close);
+	s->flags = hs->wire;
 	churn_check(t, hs, c, r, close->ts_ns);
 }
 
@@ -717,7 +759,10 @@ static void view(const struct h2_state *hs, struct conn_rec *v)
 	/* The server's announcement limits the client's streams. */
 	uint32_t mcs = hc->max_concurrent[client ? H2_LOCAL_IN : H2_LOCAL_OUT];
 
+	if (hs->wire & H2_CL_HTTP1)
+		return;  /* HTTP/1.1: the tls object says what was offered and chosen */
 	v->has_h2 = true;
+	v->h2_wire_only = hs->wire & H2_CL_NO_STREAMS;
 	v->h2_midway = hc->flags & H2_C_MIDWAY;
 	v->h2_joined = hc->flags & H2_C_JOINED;
 	v->h2_source = source_name(hs->last.source);
@@ -735,6 +780,65 @@ static void view(const struct h2_state *hs, struct conn_rec *v)
 	v->h2_desync = hc->desync;
 }
 
+/* name, whole, in a comma-joined list. */
+static bool list_has(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = list; p && *p;) {
+		size_t len = strcspn(p, ",");
+
+		if (len == n && !memcmp(p, name, n))
+			return true;
+		p += len + (p[len] == ',');
+	}
+	return false;
+}
+
+/*
+ * A TLS connection that offered h2 in its ClientHello, whose frames nobody saw
+ * (no TLS library probe followed it): the wire tells its pod, its remote, its
+ * lifetime and how it ended, and, up to TLS 1.2, whether the server chose h2. It
+ * joins the pod's reuse window with its streams unknown (never guessed).
+ */
+static struct h2_state *tls_alpn_conn(struct tracker *t, const struct cs_event *e,
+				      const struct conn_rec *v)
+{
+	struct h2_state *hs;
+	struct cg_entry *c;
+
+	if (!v->has_tls || !list_has(v->tls_alpn_offered, "h2") ||
+	    (v->tls_outcome && strcmp(v->tls_outcome, "ok")))
+		return NULL;
+	hs = calloc(1, sizeof(*hs));
+	if (!hs)
+		return NULL;
+	hs->ev = *e;
+	hs->start_ns = e->start_ns;
+	hs->pid = e->pid;
+	memcpy(hs->comm, e->comm, sizeof(hs->comm));
+	hs->comm[sizeof(hs->comm) - 1] = 0;
+	hs->last.source = H2_SRC_TLS_ALPN;
+	h2_conn_init(&hs->last.c);
+	hs->last.c.flags = H2_C_H2;
+	hs->last.c.client_dir = e->side == CS_SIDE_CLIENT ? H2_LOCAL_OUT : H2_LOCAL_IN;
+	hs->wire = H2_CL_NO_STREAMS;
+	if (v->tls_alpn_seen && !(v->tls_alpn && !strcmp(v->tls_alpn, "h2")))
+		hs->wire |= H2_CL_HTTP1;
+	c = tr_cgroup(t, e->cgroup_id);
+	hs->match = c && c->match && tr_port_match(t, &hs->ev);
+	if (hs->match && P(c) && !(e->flags & CS_F_MIDWAY)) {
+		struct h2_remote *r = remote_for(P(c), &hs->ev, we_are_client(&hs->last.c),
+						 e->ts_ns);
+
+		P(c)->n.connections++;
+		P(c)->n.tls_alpn++;
+		if (r && e->start_ns)
+			ring_push(r->opened, &r->open_pos, &r->nopened, e->start_ns);
+	}
+	return hs;
+}
+
 /* The connection ended: its pod's window learns how, and the record gets its h2
  * object. The state lives until the record is out (h2_conn_done). */
 static void h2_conn_close(struct tracker *t, const struct cs_event *e, struct conn_rec *v)
@@ -742,7 +846,7 @@ static void h2_conn_close(struct tracker *t, const struct cs_event *e, struct co
 	struct h2_part_state *s = S(t);
 	struct h2_state *hs = u64map_del(&s->conns, e->cookie);
 
-	if (!hs)
+	if (!hs && !(hs = tls_alpn_conn(t, e, v)))
 		return;
 	close_conn(t, hs, e);
 	view(hs, v);
@@ -772,8 +876,11 @@ static void h2_summary(struct tracker *t, struct summary_rec *s, const struct po
 	s->h2.connections = a->n.connections;
 	s->h2.closed = a->n.closed;
 	s->h2.streams = a->n.streams;
-	s->h2.streams_per_conn =
-		(double)(int64_t)(100.0 * a->n.streams / a->n.connections + 0.5) / 100;
+	s->h2.tls_alpn = a->n.tls_alpn;
+	/* Over the connections whose streams are known. */
+	s->h2.streams_per_conn = a->n.connections > a->n.tls_alpn ?
+		(double)(int64_t)(100.0 * a->n.streams / (a->n.connections - a->n.tls_alpn) + 0.5) /
+			100 : -1;
 	s->h2.goaway = a->n.goaway;
 	s->h2.rst_stream = a->n.rst_stream;
 	s->h2.desync = a->n.desync;

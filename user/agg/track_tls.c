@@ -40,6 +40,7 @@ struct tls_conn {
 	uint8_t we_are_client;
 	uint8_t failed_by_client; /* valid when failed */
 	uint8_t alert_level, alert_desc, alert_clear;
+	bool sh_read;             /* the ServerHello was parsed: its ALPN shows (TLS <= 1.2) */
 	bool timeout_reported, counted;
 	uint64_t ino;
 };
@@ -81,6 +82,8 @@ struct tls_state {
 	struct track_tls_kernel k;
 	struct tls_hello *hbuf;    /* one kernel entry, read */
 	struct u64map seen;        /* quiet: cookie -> start_ns of the kernel's entries */
+	struct tls_done done;      /* quiet: the closing connection's, until its record is out */
+	char done_offered[TLS_DONE_OFFERED_MAX];
 };
 
 static struct tls_state *S(const struct tracker *t)
@@ -322,6 +325,7 @@ static void parse_hellos(struct tls_conn *tc)
 				break;
 			if (!(sh.flags & TLS_SH_HRR)) {
 				tc->version = sh.version;
+				tc->sh_read = true;
 				snprintf(tc->alpn, sizeof(tc->alpn), "%s",
 					 sh.alpn[0] ? sh.alpn : tc->alpn_ee);
 				free(tc->sh);
@@ -773,6 +777,22 @@ static void close_handshake(struct tracker *t, struct tls_conn *tc, const struct
 			       : "connection closed before the handshake completed");
 }
 
+/* A complete handshake's ALPN as the kernel kept it (quiet), kept until the
+ * record is out: a list cut to fit ends at its last whole name. */
+static void done_alpn(struct tls_state *s, const struct tls_done *d)
+{
+	char *comma;
+
+	s->done = *d;
+	s->done.alpn[sizeof(s->done.alpn) - 1] = 0;
+	snprintf(s->done_offered, sizeof(s->done_offered), "%.*s",
+		 (int)sizeof(d->alpn_offered) - 1, d->alpn_offered);
+	if ((d->alpn_flags & TLS_DONE_ALPN_CUT) && (comma = strrchr(s->done_offered, ',')))
+		*comma = 0;
+	else if (d->alpn_flags & TLS_DONE_ALPN_CUT)
+		s->done_offered[0] = 0;
+}
+
 /* The connection ended: its handshake is settled, and the record gets its tls
  * object. The state lives until the record is out (tls_conn_done). */
 static void tls_conn_close(struct tracker *t, const struct cs_event *e, struct conn_rec *v)
@@ -791,12 +811,16 @@ static void tls_conn_close(struct tracker *t, const struct cs_event *e, struct c
 	if (!tc) {
 		struct tls_done d;
 
-		/* Quiet: a complete handshake, then a problem of the connection
-		 * (a reset, say). Its hellos were not kept: no SNI or ALPN. */
+		/* Quiet: a complete handshake, then a problem of the connection (a
+		 * reset, say), or one that offered h2. Its hellos did not cross: no
+		 * SNI; the ALPN the kernel read from them. */
 		if (s->quiet && !s->k.done(s->k.ctx, e->cookie, &d)) {
+			done_alpn(s, &d);
 			v->has_tls = true;
 			v->tls_version = d.version ? tls_version_name(d.version) : NULL;
-			v->tls_alpn_offered = "";
+			v->tls_alpn_offered = s->done_offered;
+			v->tls_alpn = s->done.alpn[0] ? s->done.alpn : NULL;
+			v->tls_alpn_seen = d.alpn_flags & TLS_DONE_SEL_SEEN;
 			v->tls_ms_known = true;
 			v->tls_ns = d.handshake_us * 1000;
 			v->tls_outcome = "ok";
@@ -817,6 +841,7 @@ static void tls_conn_close(struct tracker *t, const struct cs_event *e, struct c
 	v->tls_sni = tc->sni[0] ? tc->sni : NULL;
 	v->tls_alpn_offered = tc->alpn_offered;
 	v->tls_alpn = tc->alpn[0] ? tc->alpn : NULL;
+	v->tls_alpn_seen = tc->alpn[0] || (tc->sh_read && tc->version && tc->version <= 0x0303);
 	v->tls_ms_known = tc->done_ns != 0;
 	v->tls_ns = tc->done_ns ? tr_elapsed(tc->done_ns, tc->start_ns) : 0;
 	v->tls_outcome = tc->outcome == TLS_OUT_PROGRESS ? "incomplete" : outcome_name(tc->outcome);

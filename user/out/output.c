@@ -289,6 +289,17 @@ static void jw_h2(struct jw *w, const struct conn_rec *v)
 
 	jw_obj(w, "h2");
 	jw_str(w, "source", v->h2_source);
+	if (v->h2_wire_only) {
+		/* TLS seen on the wire: HTTP/2 by its ALPN, no frame seen. */
+		static const char *const unseen[] = { "streams", "goaway", "rst_stream",
+						      "max_concurrent_streams", "pings", "desync" };
+
+		for (size_t i = 0; i < sizeof(unseen) / sizeof(unseen[0]); i++)
+			jw_null(w, unseen[i]);
+		jw_bool(w, "joined_midway", false);
+		jw_end(w);
+		return;
+	}
 	if (v->h2_midway)
 		jw_null(w, "streams");
 	else
@@ -467,7 +478,12 @@ static void jw_h2_window_fields(struct jw *w, const struct h2_window_rec *win, b
 {
 	jw_num(w, "opened", win->opened);
 	jw_num(w, "closed", win->closed);
-	jw_num(w, "streams", (double)win->streams);
+	if (win->streams_known)
+		jw_num(w, "streams", (double)win->streams);
+	else
+		jw_null(w, "streams");
+	jw_num(w, "tls_alpn", win->tls_alpn);
+	jw_num(w, "http1_chosen", win->http1);
 	if (win->streams_per_conn >= 0)
 		jw_num(w, "streams_per_conn", win->streams_per_conn);
 	else
@@ -525,6 +541,7 @@ static void jw_finding_detail(struct jw *w, const struct finding_rec *f)
 		jw_h2_window(w, &f->d.h2_churn.window, true);
 		jw_num(w, "threshold_conns", f->d.h2_churn.threshold_conns);
 		jw_num(w, "threshold_streams_per_conn", f->d.h2_churn.threshold_streams_per_conn);
+		jw_str(w, "source", f->d.h2_churn.source);
 		break;
 	case FD_H2_CANCELS:
 		jw_num(w, "cancels", f->d.h2_cancels.cancels);
@@ -725,8 +742,15 @@ static void jw_summary_h2(struct jw *w, const struct summary_rec *s)
 	jw_obj(w, "h2");
 	jw_num(w, "connections", (double)s->h2.connections);
 	jw_num(w, "closed", (double)s->h2.closed);
-	jw_num(w, "streams", (double)s->h2.streams);
-	jw_num(w, "streams_per_conn", s->h2.streams_per_conn);
+	jw_num(w, "tls_alpn", (double)s->h2.tls_alpn);
+	if (s->h2.connections > s->h2.tls_alpn)
+		jw_num(w, "streams", (double)s->h2.streams);
+	else
+		jw_null(w, "streams");
+	if (s->h2.streams_per_conn >= 0)
+		jw_num(w, "streams_per_conn", s->h2.streams_per_conn);
+	else
+		jw_null(w, "streams_per_conn");
 	jw_num(w, "goaway", (double)s->h2.goaway);
 	jw_num(w, "rst_stream", (double)s->h2.rst_stream);
 	jw_num(w, "desync", (double)s->h2.desync);

@@ -136,8 +136,10 @@ void top_render(struct tracker *t, const struct top_stats *st, double interval_s
 			snprintf(p99, sizeof(p99), "%.1fms", a->tls.all.p99_ms);
 		else
 			snprintf(p99, sizeof(p99), "-");
-		if (a->has_h2)
+		if (a->has_h2 && a->h2.streams_per_conn >= 0)
 			snprintf(spc, sizeof(spc), "%.1f", a->h2.streams_per_conn);
+		else if (a->has_h2)
+			snprintf(spc, sizeof(spc), "tls");  /* streams unseen: TLS on the wire */
 		else
 			snprintf(spc, sizeof(spc), "-");
 		printf("%-36.36s %7llu %7.1f %8llu %8llu %8llu %7llu %5llu %6llu %7.1fs %7llu %8llu %8s "
