@@ -226,8 +226,12 @@ static void ct_conn_close(struct tracker *t, const struct cs_event *e, struct co
 	if (!c)
 		return;
 	c->joined = true;
-	v->has_nat = true;
-	nat_of(t, &c->ev, &v->nat);
+	/* nat says what conntrack translated: a flow it only followed (routed
+	 * between subnets, no Service in front) has none. */
+	if (translated(&c->ev)) {
+		v->has_nat = true;
+		nat_of(t, &c->ev, &v->nat);
+	}
 }
 
 static void ct_finding(struct tracker *t, struct finding_rec *f, const struct cs_event *e)
@@ -236,8 +240,10 @@ static void ct_finding(struct tracker *t, struct finding_rec *f, const struct cs
 
 	if (c) {
 		c->joined = true;  /* a socket here is part of it: not a forwarded flow */
-		f->has_nat = true;
-		nat_of(t, &c->ev, &f->nat);
+		if (translated(&c->ev)) {
+			f->has_nat = true;
+			nat_of(t, &c->ev, &f->nat);
+		}
 	}
 }
 
