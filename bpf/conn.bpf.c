@@ -46,6 +46,9 @@ const volatile __u64 sample_above = 4 * 1024 * 1024; /* conn_events backlog that
 const volatile __u64 reset_rate = 1000;
 const volatile __u16 eph_lo = 32768, eph_hi = 60999; /* ip_local_port_range: guesses the side */
 const volatile __u64 cw_threshold_ns = 5000000000ull; /* --close-wait-threshold */
+/* A jiffy in microseconds (the loader reads it from CLOCK_MONOTONIC_COARSE's
+ * resolution); 0: unknown, and no idle time is given. */
+const volatile __u32 tick_us = 0;
 /* Lean mode (problems only, tp_btf): a healthy connection keeps no socket storage.
  * Its counts come from the socket itself at ESTABLISHED and CLOSE, its connect's
  * owner and start from the `births` slot; storage is made only for a socket with
@@ -346,6 +349,27 @@ static __always_inline void read_addrs(struct sock *sk, __u16 family, __u8 *sadd
 	}
 }
 
+/*
+ * How long the connection had received nothing, data or ACK, when it ended: the
+ * last data segment's time (icsk_ack.lrcvtime) or the last ACK's (rcv_tstamp),
+ * whichever is later, in jiffies. A reset in answer to a write on a connection a
+ * middlebox forgot arrives after its idle time (the reset itself moves neither).
+ */
+static __always_inline __u32 idle_ms(struct tcp_sock *tp, enum store st)
+{
+	__u32 now = (__u32)bpf_jiffies64(), last, ack;
+
+	if (!tick_us)
+		return CS_IDLE_UNKNOWN;
+	last = RD(st, tp, inet_conn.icsk_ack.lrcvtime);
+	ack = RD(st, tp, rcv_tstamp);
+	if ((__s32)(ack - last) > 0)
+		last = ack;
+	if ((__s32)(now - last) <= 0)
+		return 0;
+	return (__u32)(((__u64)(now - last) * tick_us) / 1000) & 0x7fffffff;
+}
+
 /* An edge, as it crosses to user space (or sits in cw_socks). */
 static __always_inline void fill_event(struct sock *sk, struct tcp_sock *tp, struct sk_info *info,
 				       struct cs_event *e, __u8 type, int oldstate, int newstate,
@@ -366,6 +390,8 @@ static __always_inline void fill_event(struct sock *sk, struct tcp_sock *tp, str
 	e->pid = info->pid;
 	e->connect_us = info->connect_us;
 	e->retrans = RD(st, tp, total_retrans);
+	e->idle_ms = newstate == CS_TCP_CLOSE ? idle_ms(tp, st) : 0;
+	e->_pad = 0;
 	e->family = RD(st, sk, __sk_common.skc_family);
 	e->sport = info->sport ? info->sport : RD(st, sk, __sk_common.skc_num);
 	e->dport = bpf_ntohs(RD(st, sk, __sk_common.skc_dport));

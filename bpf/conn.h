@@ -127,6 +127,8 @@ struct cs_remote_counts {
 	__u64 refused, timeouts, resets;
 };
 
+#define CS_IDLE_UNKNOWN 0xffffffffu
+
 struct cs_event {
 	__u64 ts_ns;         /* bpf_ktime_get_ns() of the edge */
 	__u64 cookie;        /* socket cookie (as sock_diag reports it) */
@@ -141,6 +143,10 @@ struct cs_event {
 	__u32 pid;           /* owner tgid where known, else 0 */
 	__u32 connect_us;    /* connect latency (client: SYN->ESTABLISHED; server: SYN-ACK RTT) */
 	__u32 retrans;       /* tcp_sock.total_retrans at the edge */
+	__u32 idle_ms;       /* close: ms since the last data or ACK received (the time the
+				connection sat idle before the end), CS_IDLE_UNKNOWN if not
+				known; 0 on other edges */
+	__u32 _pad;
 	__u16 family;        /* AF_INET / AF_INET6 */
 	__u16 sport;         /* local port, host order */
 	__u16 dport;         /* remote port, host order */
@@ -156,7 +162,7 @@ struct cs_event {
 	__u8 daddr[16];      /* remote address */
 	char comm[CS_COMM_LEN];
 };
-_Static_assert(sizeof(struct cs_event) == 152, "cs_event layout changed");
+_Static_assert(sizeof(struct cs_event) == 160, "cs_event layout changed");
 
 /* Who last listened on a port (map `listeners`): written at the listen() that
  * makes a listening socket (the state change runs in the caller's context); user

@@ -17,7 +17,7 @@ FINDING_EXTRA = {
     "close_wait_stuck": {"age_s", "threshold_s", "preexisting", "holders", "stack"},
     "tcp_connect_timeout": {"elapsed_s", "syn_retrans"},
     "tcp_connect_refused": {"count"},
-    "peer_reset": {"count"},
+    "peer_reset": {"count", "cause", "evidence"},
     # HTTP/2 findings name a cause (null when the evidence tells none) and its figures.
     "h2_goaway": {"goaway_by", "last_stream_id", "error", "debug", "streams", "cause",
                   "evidence"},

@@ -129,8 +129,9 @@ uint64_t tr_real(const struct tracker *t, uint64_t mono);
 void tr_connection_end(struct tracker *t, const struct cs_event *e, struct conn_rec *v);
 /* A finding about one pod and remote: the first at once, repeats within
  * --finding-window counted and reported with their count when it ends. The
- * caller's message function writes the text. */
-typedef void (*tr_fold_msg_fn)(struct tracker *t, const struct finding_rec *f,
+ * caller's message function writes the text (and the cause, for kinds that have
+ * one; the event is the latest of the fold). */
+typedef void (*tr_fold_msg_fn)(struct tracker *t, struct finding_rec *f,
 			       const struct cs_event *e, int side, char *msg, size_t len);
 void tr_fold_hit(struct tracker *t, const char *kind, const struct cs_event *e, int side,
 		 tr_fold_msg_fn msg_fn);

@@ -200,25 +200,52 @@ static void remote_count(struct tcp_pod *a, const struct cs_event *e, int side,
 
 /* ---- findings ---- */
 
-static void fold_text(struct tracker *t, const struct finding_rec *f, const struct cs_event *e,
+static void fold_text(struct tracker *t, struct finding_rec *f, const struct cs_event *e,
 		      int side, char *msg, size_t len)
 {
 	char who[640], remote[80];
-	double win = t->o->finding_window_s;
+	double win = t->o->finding_window_s, idle_s = e->idle_ms / 1000.0;
+	bool idle_known = e->idle_ms != CS_IDLE_UNKNOWN;
 	unsigned long long count = f->d.fold.count;
 
 	tr_pod_text(f->pod, who, sizeof(who));
 	tr_remote_text(e, side, remote, sizeof(remote));
-	if (!strcmp(f->kind, "tcp_connect_refused"))
+	if (!strcmp(f->kind, "tcp_connect_refused")) {
 		snprintf(msg, len,
 			 "Connections from %s to %s were refused %llu time(s) in %.0fs (RST in "
 			 "answer to SYN): nothing listens on that port, or the backend is down.",
 			 who, remote, count, win);
+		return;
+	}
+	/* peer_reset: a reset that came after the connection had heard nothing for
+	 * a long time is an idle timeout's, a middlebox's or an expired conntrack
+	 * entry's (the peer's own close of an idle connection is a FIN). */
+	f->has_cause = true;
+	if (idle_known)
+		tr_evidence_num(f, "idle_s", tr_secs3(idle_s));
 	else
+		tr_evidence_str(f, "idle_s", NULL);  /* not known (no jiffy length) */
+	if (e->start_ns && e->ts_ns > e->start_ns)
+		tr_evidence_num(f, "lifetime_s", tr_secs3((e->ts_ns - e->start_ns) / 1e9));
+	else
+		tr_evidence_str(f, "lifetime_s", NULL);
+	tr_evidence_num(f, "threshold_s", t->o->idle_cut_s);
+	if (idle_known && idle_s >= t->o->idle_cut_s) {
+		f->cause = "idle_cut";
 		snprintf(msg, len,
-			 "%s %s reset %llu established connection(s) of %s in %.0fs: check that "
-			 "peer's logs for aborts, idle timeouts or a proxy in between.",
-			 side == CS_SIDE_CLIENT ? "The server" : "The client", remote, count, who, win);
+			 "%s's connection(s) to %s were reset %llu time(s) in %.0fs, the last "
+			 "after %.1fs without a byte or ACK received: an idle timeout cut it (a "
+			 "load balancer, NAT or firewall in between, or a conntrack entry that "
+			 "expired, answered with a reset). Keep the connection alive below that "
+			 "timeout (gRPC keepalive Time, HTTP client idle timeout, TCP keepalive), "
+			 "or raise the timeout.",
+			 who, remote, count, win, idle_s);
+		return;
+	}
+	snprintf(msg, len,
+		 "%s %s reset %llu established connection(s) of %s in %.0fs: check that "
+		 "peer's logs for aborts, idle timeouts or a proxy in between.",
+		 side == CS_SIDE_CLIENT ? "The server" : "The client", remote, count, who, win);
 }
 
 static void connect_timeout_finding(struct tracker *t, const struct cs_event *e,

@@ -54,6 +54,7 @@ enum {
 	OPT_H2_WINDOW, OPT_H2_CHURN_CONNS, OPT_H2_CHURN_STREAMS, OPT_H2_GOAWAY_RUNS,
 	OPT_CONNTRACK, OPT_CONNTRACK_NETNS, OPT_CONNTRACK_PRESSURE, OPT_CONNTRACK_MAX,
 	OPT_STACKS, OPT_H2_PLAINTEXT, OPT_USAGE, OPT_CONNECTIONS, OPT_OUTPUT_QUEUE,
+	OPT_IDLE_CUT,
 };
 
 /* Which commands take an option: one bit per enum cs_cmd. */
@@ -94,6 +95,9 @@ static const struct cs_option {
 	{ ON_LIVE | ON_REPLAY, { "finding-window", OPT_WINDOW, "SEC", 0,
 	  "Repeats of a finding for one pod and remote within this window are folded "
 	  "into one record with a count (default 10)", G_THRESHOLDS } },
+	{ ON_LIVE | ON_REPLAY, { "idle-cut", OPT_IDLE_CUT, "SEC", 0,
+	  "peer_reset: a reset after SEC or more without anything received names the "
+	  "cause idle_cut, an idle timeout in between (default 30)", G_THRESHOLDS } },
 	{ ON_LIVE | ON_REPLAY, { "h2-window", OPT_H2_WINDOW, "SEC", 0,
 	  "Sliding window of the HTTP/2 reuse figures and findings (default 30)", G_THRESHOLDS } },
 	{ ON_LIVE | ON_REPLAY, { "h2-churn-conns", OPT_H2_CHURN_CONNS, "N", 0,
@@ -431,6 +435,10 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 		if (parse_seconds("--finding-window", arg, 0, &o->finding_window_s))
 			exit(2);
 		break;
+	case OPT_IDLE_CUT:
+		if (parse_seconds("--idle-cut", arg, 0.1, &o->idle_cut_s))
+			exit(2);
+		break;
 	case OPT_H2_WINDOW:
 		if (parse_seconds("--h2-window", arg, 1, &o->h2_window_s))
 			exit(2);
@@ -575,6 +583,7 @@ int main(int argc, char **argv)
 		.tls_timeout_s = 10,
 		.connect_timeout_s = 3,
 		.finding_window_s = 10,
+		.idle_cut_s = 30,
 		.h2_window_s = 30,
 		.h2_churn_conns = 20,
 		.h2_churn_streams = 1.5,

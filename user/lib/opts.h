@@ -28,6 +28,7 @@ struct cs_opts {
 	double tls_timeout_s;
 	double connect_timeout_s;
 	double finding_window_s;    /* repeats of a finding within this window are folded */
+	double idle_cut_s;          /* peer_reset after this long without a byte in: idle_cut */
 	double h2_window_s;         /* HTTP/2 reuse window */
 	unsigned h2_churn_conns;    /* h2_reuse_churn: closed connections in the window, at least */
 	double h2_churn_streams;    /* ... carrying at most this many streams each */

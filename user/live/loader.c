@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include "conn.h"
 #include "conn.skel.h"
@@ -23,6 +24,18 @@
 #include "util.h"
 
 
+
+/* The kernel's jiffy in microseconds: the coarse clocks tick once a jiffy, and
+ * say so as their resolution. 0 if that does not look like a jiffy (HZ 100..1000). */
+static uint32_t jiffy_us(void)
+{
+	struct timespec r;
+
+	if (clock_getres(CLOCK_MONOTONIC_COARSE, &r) || r.tv_sec || r.tv_nsec < 1000000 ||
+	    r.tv_nsec > 10000000)
+		return 0;
+	return (uint32_t)(r.tv_nsec / 1000);
+}
 static bool verbose;
 static __thread char last_msg[512];  /* per thread: the parts load in parallel */
 
@@ -198,6 +211,7 @@ static struct conn_bpf *load_mode(struct loader *L, const struct cs_opts *o, boo
 		if (o->reset_rate_set)
 			s->rodata->reset_rate = o->reset_rate;
 		s->rodata->cw_threshold_ns = (uint64_t)(o->close_wait_threshold_s * 1e9);
+		s->rodata->tick_us = jiffy_us();
 		for (int i = 0; i < LOADER_NHOOKS; i++) {
 			bpf_program__set_autoload(prog_of(s, i, true), btf);
 			bpf_program__set_autoload(prog_of(s, i, false), !btf);

@@ -108,6 +108,8 @@ struct flow {
 	bool hi_set[2];
 	uint32_t last_seq[2], last_len[2];
 	uint64_t last_seg_ns[2];
+	uint64_t last_rx_ns[2];            /* dir's last segment but a reset: what the
+					      receiving side last heard */
 	uint64_t bytes[2], retrans;
 	uint64_t start_ns, last_syn_ns, est_ns, cw_ns, last_ns, closed_ns;
 	uint64_t gc, gs;                   /* group ids of client and server */
@@ -281,6 +283,13 @@ static void edge(const struct replay *r, const struct flow *f, uint8_t type, boo
 	e->connect_us = f->est_ns && f->start_ns && !f->midway ?
 			(uint32_t)((f->est_ns - f->start_ns) / 1000) : 0;
 	e->retrans = (uint32_t)f->retrans;
+	if (type == CS_EV_CLOSE) {
+		/* As live: how long this side had heard nothing when it ended. */
+		uint64_t heard = f->last_rx_ns[server_view ? 0 : 1];
+
+		e->idle_ms = !heard ? CS_IDLE_UNKNOWN :
+			     r->now > heard ? (uint32_t)((r->now - heard) / 1000000) : 0;
+	}
 	e->family = f->family;
 	e->sport = server_view ? f->sport : f->cport;
 	e->dport = server_view ? f->cport : f->sport;
@@ -1275,6 +1284,8 @@ static void segment(struct replay *r, const struct pcap_seg *s)
 	f->last_ns = r->now;
 	list_del(f);
 	list_add_tail(&r->lru, f);
+	if (!rst)
+		f->last_rx_ns[dir] = r->now;
 
 	if (syn) {
 		if (dir == 0 && !ack && f->state == FS_SYN_SENT) {
