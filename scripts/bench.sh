@@ -444,6 +444,11 @@ start_tracer() {
 	top)
 		"$CONNSCOPE" top -i "$TOP_INTERVAL" --cgroup "$CGROUP" --conntrack off \
 			>"$out" 2>"$dir/err" </dev/null & ;;
+	probes)
+		# HTTP/2 inside TLS stream by stream: uprobes on libssl's SSL_read and
+		# SSL_write (nghttpd and h2load both use it).
+		"$CONNSCOPE" trace -o json --cgroup "$CGROUP" --conntrack off --h2-plaintext all \
+			>"$out" 2>"$dir/err" & ;;
 	connscope | trace)
 		if [ -n "${CT_NETNS:-}" ]; then
 			# The DNAT part: conntrack's program in the bench's node namespace only.
@@ -474,7 +479,7 @@ start_tracer() {
 			die "start $name (it exited; stderr above)"
 		}
 		case $name in
-		connscope | trace | daemon | stacksoff | stacksall | floor | counting)
+		connscope | trace | probes | daemon | stacksoff | stacksall | floor | counting)
 			# Attached once its first record, stats phase "start", is out:
 			# its start-up time (load, verify, attach, snapshot) is kept.
 			if head -n 1 "$out" 2>/dev/null | grep -q '"phase":"start"'; then
@@ -884,8 +889,10 @@ h2_round() {
 	local n=${#H2_CONFIGS[@]}
 	for ((k = 0; k < n; k++)); do
 		cfg=${H2_CONFIGS[$(((r - 1 + k) % n))]}
+		# The TLS library probes have nothing to do on h2c.
+		[ "$cfg" = probes ] && [ "$mode" = h2c ] && continue
 		dir=$WORK/h2/$mode/r$r-$k-$cfg
-		if [ "$cfg" = connscope ]; then
+		if [ "$cfg" = connscope ] || [ "$cfg" = probes ]; then
 			OUTFILE=$dir/trace.jsonl LOAD_FN=run_h2load measured_run "$cfg" "$dir" "$mode"
 			# The last connections' records are out once connscope has drained.
 			sleep 1
@@ -896,7 +903,8 @@ h2_round() {
 		else
 			LOAD_FN=run_h2load measured_run "$cfg" "$dir" "$mode"
 		fi
-		[ "$cfg" = connscope ] || [ "$cfg" = baseline ] || stop_tracer "$dir"
+		[ "$cfg" = connscope ] || [ "$cfg" = probes ] || [ "$cfg" = baseline ] ||
+			stop_tracer "$dir"
 		log "h2 round $r/$H2_ROUNDS $(printf '%-4s %-10s' "$mode" "$cfg")" \
 			"$("$PYTHON" -c 'import json,sys
 d = json.load(open(sys.argv[1]))
@@ -907,11 +915,14 @@ print("%.0f req/s (%d succeeded, %d failed)" % (d["req_per_s"], d["succeeded"], 
 
 # One more connscope run of each with kernel.bpf_stats_enabled=1 (outside the ratios,
 # as in the TLS part): connscope's programs' run counts and times, per request.
+# h2_detail MODE [CFG]: CFG probes is the TLS library probes' run (detail-tls-probes):
+# their run counts are the uprobe traps, which the report prices.
 h2_detail() {
-	local mode=$1 dir=$WORK/h2/detail-$1
+	local mode=$1 cfg=${2:-connscope} dir=$WORK/h2/detail-$1
+	[ "$cfg" = probes ] && dir=$dir-probes
 	mkdir -p "$dir"
 	set_sysctl kernel.bpf_stats_enabled 1
-	LOAD_FN=run_h2load measured_run connscope "$dir" "$mode"
+	LOAD_FN=run_h2load measured_run "$cfg" "$dir" "$mode"
 	tracer_prog_ids "$TRACER_PID" >"$dir/tracer_prog_ids"
 	"$BPFTOOL" -j prog show >"$dir/prog_stats.json" 2>/dev/null || true
 	stop_tracer "$dir"
@@ -920,7 +931,8 @@ h2_detail() {
 
 if has_part h2; then
 	# connscope: trace -o json (its records are counted); daemon and top as in part 1.
-	H2_CONFIGS=(baseline floor daemon top connscope)
+	# probes: trace with the TLS library probes (--h2-plaintext all), TLS only.
+	H2_CONFIGS=(baseline floor daemon top connscope probes)
 	mkdir -p "$WORK/h2/www" "$WORK/h2/cert"
 	head -c 64 /dev/zero | tr '\0' x >"$WORK/h2/www/index.html"
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
@@ -931,7 +943,7 @@ if has_part h2; then
 	H2C_SRV=$NGHTTPD_PID
 	start_nghttpd "$H2_TLS_PORT" "$WORK/h2/cert/key.pem" "$WORK/h2/cert/cert.pem"
 	H2TLS_SRV=$NGHTTPD_PID
-	log "h2: ${#H2_CONFIGS[@]} configs (bare, floor, daemon, top, trace) x $H2_ROUNDS rounds x ${H2_SECS}s, h2c (port $H2_PORT) then TLS" \
+	log "h2: ${#H2_CONFIGS[@]} configs (bare, floor, daemon, top, trace; probes on TLS) x $H2_ROUNDS rounds x ${H2_SECS}s, h2c (port $H2_PORT) then TLS" \
 		"(port $H2_TLS_PORT); nghttpd (1 worker) and h2load -c $H2_CLIENTS -m $H2_STREAMS -t 1" \
 		"in $CGROUP"
 	for ((r = 1; r <= H2_ROUNDS; r++)); do
@@ -940,6 +952,7 @@ if has_part h2; then
 	done
 	h2_detail h2c
 	h2_detail tls
+	h2_detail tls probes
 	stop_pid "$H2C_SRV"
 	stop_pid "$H2TLS_SRV"
 fi
