@@ -23,7 +23,7 @@ USER_DIRS := lib out agg replay live cli
 CPPFLAGS += -I$(OUTPUT) -Ibpf $(addprefix -Iuser/,$(USER_DIRS))
 BPF_CFLAGS ?= -O2 -g
 BPF_CFLAGS += -Wall
-LDLIBS += -lbpf -lelf -lz -lcjson -lpcap -lcrypto -lm -lpthread
+LDLIBS += -lbpf -lelf -lz -lcjson -lpcap -lcrypto -lcapstone -lm -lpthread
 
 ifeq ($(V),1)
 Q =

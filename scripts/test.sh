@@ -16,7 +16,7 @@ failed=0
 
 # The tests link connscope's own libraries (make libs), built again with the
 # sanitizers (VARIANT=san) or for libFuzzer (VARIANT=fuzz): no source lists here.
-LIBS_LDLIBS="-lbpf -lelf -lz -lcjson -lpcap -lcrypto -lm -lpthread"
+LIBS_LDLIBS="-lbpf -lelf -lz -lcjson -lpcap -lcrypto -lcapstone -lm -lpthread"
 build_libs() {
 	make --no-print-directory -j2 CC="$CC_SAN" VARIANT="$1" VARIANT_CFLAGS="$2" libs >/dev/null
 }

@@ -30,7 +30,7 @@ SUITE=${CONNSCOPE_VM_SUITE:-bookworm}
 # Packages in the root filesystem beyond minbase. The first line is what
 # `ldd ./connscope` needs (libpcap0.8 brings libdbus/libsystemd), the rest is
 # for the live scenarios. debootstrap resolves Depends, never Recommends.
-PACKAGES=${CONNSCOPE_VM_PACKAGES:-"libbpf1 libelf1 zlib1g libcjson1 libpcap0.8 libssl3
+PACKAGES=${CONNSCOPE_VM_PACKAGES:-"libbpf1 libelf1 zlib1g libcjson1 libpcap0.8 libssl3 libcapstone4
 kmod iproute2 nftables procps python3 python3-pytest curl openssl nghttp2-client
 nghttp2-server"}
 # The kernel package: the newest linux-image-6.1.0-N-amd64 apt offers unless
