@@ -367,9 +367,11 @@ struct found {
 	int n;
 };
 
-static void on_found(const char *path, const char *uid, void *arg)
+static void on_found(const char *path, const char *uid, const char *name, void *arg)
 {
 	struct found *f = arg;
+
+	(void)name;
 
 	snprintf(f->path, sizeof(f->path), "%s", path);
 	snprintf(f->uid, sizeof(f->uid), "%s", uid);

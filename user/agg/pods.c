@@ -1082,7 +1082,8 @@ static bool pod_cgroup_of_uid(const struct pod_resolver *r, const char *uid, cha
 }
 
 int pods_find(struct pod_resolver *r, const char *ns, const char *name, bool refresh,
-	      void (*fn)(const char *path, const char *uid, void *arg), void *arg)
+	      void (*fn)(const char *path, const char *uid, const char *name, void *arg),
+	      void *arg)
 {
 	char path[CG_PATH_SIZE];
 	uint64_t now = cs_mono_ns();
@@ -1103,7 +1104,7 @@ int pods_find(struct pod_resolver *r, const char *ns, const char *name, bool ref
 			continue;
 		found++;
 		if (fn)
-			fn(path, pe->uid, arg);
+			fn(path, pe->uid, pe->name, arg);
 	}
 	return found;
 }

@@ -52,12 +52,14 @@ bool pods_parse_path(const char *cgroup_path, struct pod_info *out);
 bool pods_pod_path(const char *cgroup_path, char *out, size_t size, char *uid);
 
 /* The cgroups of pods, for probing their processes: fn(path relative to the cgroup2
- * root, pod UID, arg) once for each pod of namespace ns named name (name NULL: every
- * pod of ns) that the pods dir lists and the last walk of the cgroup tree saw.
+ * root, pod UID, pod name, arg) once for each pod of namespace ns named name (name
+ * NULL: every pod of ns) that the pods dir lists and the last walk of the cgroup tree
+ * saw.
  * refresh: read the pods dir and walk the tree again first (each at most once a
  * second). Returns how many pods were found. */
 int pods_find(struct pod_resolver *r, const char *ns, const char *name, bool refresh,
-	      void (*fn)(const char *path, const char *uid, void *arg), void *arg);
+	      void (*fn)(const char *path, const char *uid, const char *name, void *arg),
+	      void *arg);
 
 /* A growing list of process ids. */
 struct pid_list {
