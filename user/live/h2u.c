@@ -85,6 +85,7 @@ struct pproc {
 	struct { dev_t dev; ino_t ino; } files[PP_FILES]; /* libssl files probed in it */
 	int nfiles;
 	bool go;              /* its executable is probed */
+	bool capped;          /* H2U_MAX_LINKS left some of its probes out: tried each sync */
 	bool keep;            /* named at this sync */
 };
 
@@ -1022,7 +1023,10 @@ void h2u_sync(struct h2u *u, const int *pids, size_t n)
 			pp_attach_exe(u, p, &st, &capped);
 			pp_scan_maps(u, p, &capped);
 		} else if (p) {
-			if (full)  /* a library dlopen()ed since */
+			/* A library dlopen()ed since; or room under the cap now. */
+			if (p->capped && !p->go)
+				pp_attach_exe(u, p, &st, &capped);
+			if (full || p->capped)
 				pp_scan_maps(u, p, &capped);
 		} else if (budget > 0) {
 			struct pproc np = { .pid = want[i], .start = start, .dev = st.st_dev,
@@ -1048,8 +1052,10 @@ void h2u_sync(struct h2u *u, const int *pids, size_t n)
 			pp_attach_exe(u, p, &st, &capped);
 			pp_scan_maps(u, p, &capped);
 		}
-		if (p)
+		if (p) {
 			p->keep = true;
+			p->capped = capped;
+		}
 		u->over_cap += capped;
 	}
 	free(want);

@@ -19,7 +19,9 @@ enum { H2U_CNT_EVENTS = 0, H2U_CNT_LOST = 1, H2U_CNT_MAP_FULL = 2, H2U_CNT_DESYN
 
 /* Links per-process probes may hold in all (each a perf event and a descriptor):
  * a process with libssl takes 9, a Go program 1. */
+#ifndef H2U_MAX_LINKS
 #define H2U_MAX_LINKS 1024
+#endif
 
 /* Load bpf/h2u.bpf.c, attach its tracepoints, then uprobes on every libssl.so.3 and every
  * Go binary containing crypto/tls.(*Conn).Write found via /proc/<pid>/maps and
