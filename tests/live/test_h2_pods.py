@@ -307,3 +307,32 @@ def test_check_and_bad_values(cluster, connscope_bin):
                             text=True, timeout=10)
         assert cp.returncode == 2 and "bad value for --h2-plaintext" in cp.stderr, (bad, cp.stderr)
     h2peers.stop(idle)
+
+
+def test_pods_keep_quiet_tls_in_daemon(cluster, pki, docroot):
+    """daemon (only problems cross) with --h2-plaintext NS/POD: complete handshakes
+    still stay in the kernel (tls_handshakes problems), yet the probed sockets'
+    closes reach user space (the probes mark them), so the pod's one-stream TLS
+    connections close there and make an h2_reuse_churn finding."""
+    a = cluster.add_pod(NS, "client-a", A_IP)
+    be = cluster.add_pod(NS, "backend", BE_IP)
+    port = 31462
+    srv = h2peers.nghttpd_tls(be, pki, port, docroot)
+    cli = start(a, CLIENT, BE_IP, port, pki.ca, h2peers.SERVICE, 12, 1)
+    with Connscope(cluster, "--namespace", NS, "-i", 1, "--h2-plaintext", f"{NS}/client-a",
+                   "--h2-churn-conns", 10, command="daemon") as cs:
+        first = cs.snapshot()[0]
+        assert first["h2_plaintext"] == "pods" and first["tls_handshakes"] == "problems", \
+            show([first])
+        probes(cs, lambda h: h["processes"] == 1)
+        go(cli)
+        f = cs.wait_for(is_finding("h2_reuse_churn", a), timeout=10)
+        h2peers.stop(srv)
+        records = finish(cs)
+    assert f["window"]["streams_per_conn"] == 1 and f["server"]["port"] == port, show([f])
+    s = [r for r in records if r["type"] == "summary" and a.matches(r.get("pod"))]
+    assert s and s[-1]["h2"]["connections"] == 12 and s[-1]["h2"]["closed"] == 12, show(s[-1:])
+    stats = [r for r in records if r["type"] == "stats"]
+    assert all(x["tls_handshakes"] == "problems" for x in stats), show(stats[-1:])
+    assert stats[-1]["lost"] == 0 and stats[-1]["parser_desync"] == 0, show(stats[-1:])
+    h2peers.stop(cli)

@@ -1126,7 +1126,7 @@ static struct bpf_program **sys_progs(struct h2u_bpf *s, struct bpf_program **p)
  * call per socket I/O), else the syscall tracepoints (a call per read and write
  * of every process: loaded only then).
  */
-static int load(struct h2u *u, char *why, size_t whylen)
+static int load(struct h2u *u, int sk_info_fd, bool lean, char *why, size_t whylen)
 {
 	int err = 0;
 
@@ -1165,6 +1165,13 @@ static int load(struct h2u *u, char *why, size_t whylen)
 			for (int i = 0; i < SYS_BIND_PROGS; i++)
 				bpf_program__set_autoload(sp[i], false);
 		u->sys_bind = !kernel_tp;
+		/* Bound sockets marked in the lifecycle programs' storage: their
+		 * closes cross (h2u_open). */
+		if (sk_info_fd >= 0 && kernel_tp &&
+		    !bpf_map__reuse_fd(u->skel->maps.conn_sk_info, sk_info_fd)) {
+			u->skel->rodata->hold_close = true;
+			u->skel->rodata->lean = lean;
+		}
 		err = h2u_bpf__load(u->skel);
 		if (!err)
 			return 0;
@@ -1228,7 +1235,18 @@ static void raise_nofile(void)
 	}
 }
 
-struct h2u *h2u_open(bool per_process, char *why, size_t whylen)
+bool h2u_kernel_binds(void)
+{
+	return libbpf_find_vmlinux_btf_id("sock_send_length", BPF_TRACE_RAW_TP) > 0 &&
+	       libbpf_find_vmlinux_btf_id("sock_recv_length", BPF_TRACE_RAW_TP) > 0;
+}
+
+bool h2u_holds_closes(const struct h2u *u)
+{
+	return u && u->skel && u->skel->rodata->hold_close;
+}
+
+struct h2u *h2u_open(bool per_process, int sk_info_fd, bool lean, char *why, size_t whylen)
 {
 	struct h2u *u;
 	struct stat ns;
@@ -1245,7 +1263,7 @@ struct h2u *h2u_open(bool per_process, char *why, size_t whylen)
 	u->self = getpid();
 	if (!stat("/proc/self/ns/mnt", &ns))
 		u->mntns = ns.st_ino;
-	if (load(u, why, whylen))
+	if (load(u, sk_info_fd, lean, why, whylen))
 		goto fail;
 	if (attach_kernel_side(u, why, whylen))
 		goto fail;

@@ -31,7 +31,14 @@ enum { H2U_CNT_EVENTS = 0, H2U_CNT_LOST = 1, H2U_CNT_MAP_FULL = 2, H2U_CNT_DESYN
  * attached for its pid, and the socket-binding tracepoints only while some process
  * holds probes.
  * NULL and the reason in why[] if it cannot load. */
-struct h2u *h2u_open(bool per_process, char *why, size_t whylen);
+struct h2u *h2u_open(bool per_process, int sk_info_fd, bool lean, char *why, size_t whylen);
+/* sk_info_fd >= 0: the lifecycle programs' socket storage (lean: they run lean). A
+ * socket a probed call binds is marked there (CS_F_HELD), so that its close crosses
+ * to user space when healthy closes do not: h2u_holds_closes says if it is done.
+ * Only through the sock_send_length/sock_recv_length tracepoints, which
+ * h2u_kernel_binds says this kernel has. */
+bool h2u_kernel_binds(void);
+bool h2u_holds_closes(const struct h2u *u);
 /* Per-process mode: the processes to probe now (any order, duplicates allowed). Those
  * not probed yet get their probes (at most 16 new ones a call: the rest at the next),
  * those probed and not named any more (exited, or their pod no longer asked for) lose

@@ -427,17 +427,20 @@ struct part_load {
 	const char *cg;
 	int tls_rc;
 	char h2u_why[256];
+	bool h2u_holds;     /* PODS, auto: probed sockets held in sk_info_fd */
+	int sk_info_fd;     /* the lifecycle programs' socket storage */
 };
 
 static void *load_tls(void *arg)
 {
 	struct part_load *pl = arg;
 
-	/* Only problems cross: a complete handshake stays in the kernel. (With
-	 * per-process probes, PODS or auto, too: the HTTP/2 walk at the TLS library
-	 * reads nothing of the handshake's records; --h2-plaintext all keeps every
-	 * handshake crossing, as it always has.) */
-	pl->lv->L.tls_quiet = pl->lv->L.problems_only && pl->o->h2_plaintext != H2P_ALL;
+	/* Only problems cross: a complete handshake stays in the kernel. A TLS
+	 * socket the probes follow needs its close in user space (its HTTP/2 ends
+	 * there): all keeps every handshake's socket held for that; PODS and auto
+	 * hold the sockets their probes bind, where they can (h2u_holds_closes). */
+	pl->lv->L.tls_quiet = pl->lv->L.problems_only &&
+			      (pl->o->h2_plaintext == H2P_OFF || pl->h2u_holds);
 	pl->lv->L.tls_ring_bytes = pl->o->tls_ringbuf_bytes;
 	pl->tls_rc = loader_tls_open(&pl->lv->L, pl->cg);
 	return NULL;
@@ -478,8 +481,8 @@ static void *load_h2u(void *arg)
 	 * attach per process, where the kernel traps that process alone. */
 	if (pl->o->h2_plaintext == H2P_OFF)
 		return NULL;
-	pl->lv->h2u = h2u_open(pl->o->h2_plaintext != H2P_ALL, pl->h2u_why,
-			       sizeof(pl->h2u_why));
+	pl->lv->h2u = h2u_open(pl->o->h2_plaintext != H2P_ALL, pl->h2u_holds ? pl->sk_info_fd : -1,
+			       pl->lv->L.lean, pl->h2u_why, sizeof(pl->h2u_why));
 	return NULL;
 }
 
@@ -569,9 +572,21 @@ int live_run(const struct cs_opts *o)
 	 * the kernel's): start-up takes the slowest part's time, not their sum. */
 	{
 		struct part_load pl = { .lv = &lv, .o = o,
-					.cg = o->cgroup ? o->cgroup : pods_cgroup2_root(pods) };
+					.cg = o->cgroup ? o->cgroup : pods_cgroup2_root(pods),
+					.sk_info_fd = bpf_map__fd(lv.L.skel->maps.sk_info_storage) };
 
+		/* Per-process probes mark the sockets they bind in the lifecycle
+		 * programs' storage (tp_btf, no --port) through the socket
+		 * tracepoints: then the TLS programs may stay quiet. */
+		pl.h2u_holds = (o->h2_plaintext == H2P_PODS || o->h2_plaintext == H2P_AUTO) &&
+			       lv.L.mode == ATTACH_TP_BTF && !lv.L.skel->rodata->filter_port &&
+			       h2u_kernel_binds();
 		load_parts(&pl);
+		if (pl.h2u_holds && lv.h2u && !h2u_holds_closes(lv.h2u) && lv.L.tls &&
+		    lv.L.tls->rodata->quiet)
+			cs_warn("HTTP/2 inside TLS: the probes' sockets cannot be marked, so the "
+				"close of a healthy connection is not seen: its HTTP/2 is counted "
+				"as open");
 		/* TLS: packet programs at the cgroup2 root (every pod of the node),
 		 * or where --cgroup says. Without them the TCP view still stands. */
 		if (!pl.tls_rc) {
@@ -854,7 +869,8 @@ int check_run(const struct cs_opts *o)
 	}
 	/* Each part stays loaded to the end, so that -v can list every program. */
 	t0 = cs_mono_ns();
-	hu = h2u_open(o->h2_plaintext == H2P_PODS || o->h2_plaintext == H2P_AUTO, why, sizeof(why));
+	hu = h2u_open(o->h2_plaintext == H2P_PODS || o->h2_plaintext == H2P_AUTO, -1, false, why,
+		      sizeof(why));
 	load_ms[2] = (cs_mono_ns() - t0) / 1e6;
 	if (hu) {
 		h2u_describe(hu, desc, sizeof(desc));
