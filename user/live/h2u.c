@@ -9,6 +9,10 @@
  * inode). Files inside containers are reached through /proc/<pid>/root and
  * /proc/<pid>/exe; the kernel resolves those links when the probe is created.
  *
+ * That is --h2-plaintext all. With a list of pods or auto (h2pods.c) the mode is per
+ * process instead: h2u_sync names the processes, and each gets its own links,
+ * attached with its pid (see "per-process probes" below).
+ *
  * Limits, all by design:
  *  - Go: only (*Conn).Write is probed (at entry: a return probe crashes Go when its
  *    stack moves), so a Go process is seen through what it writes. A Go client's
