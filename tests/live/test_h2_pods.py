@@ -300,7 +300,7 @@ def test_check_and_bad_values(cluster, connscope_bin):
                         capture_output=True, text=True, timeout=60)
     assert cp.returncode in (0, 1), cp.stderr
     line = next((ln for ln in cp.stdout.splitlines() if "--h2-plaintext:" in ln), "")
-    assert f"probes on the 1 processes of 1 pods found now ({NS}/client-a)" in line, cp.stdout
+    assert f"1 pods found now ({NS}/client-a), 1 processes in them" in line, cp.stdout
     assert "no other process takes a trap" in line, line
     for bad in ("shop", "/x", "shop/a,", "Shop/a", "shop/a/b"):
         cp = subprocess.run([connscope_bin, "trace", "--h2-plaintext", bad], capture_output=True,

@@ -787,12 +787,12 @@ static void check_h2_mode(const struct cs_opts *o)
 	pr = pods_new(NULL, o->pods_dir);
 	hp = h2pods_new(pr, o->h2_pods, 0);
 	h2pods_pids(hp, &l);
-	printf("  --h2-plaintext:  %s: probes on the %zu processes of %zu pods found now (",
-	       o->h2_pods, l.n, h2pods_count(hp));
+	printf("  --h2-plaintext:  %s: %zu pods found now (", o->h2_pods, h2pods_count(hp));
 	for (size_t i = 0; i < h2pods_count(hp); i++)
 		printf("%s%s", i ? ", " : "", h2pods_label(hp, i));
-	printf(") and of those that start later, each attached for its pid: no other process "
-	       "takes a trap; at most %d links\n", H2U_MAX_LINKS);
+	printf("), %zu processes in them: probes on those that use libssl.so.3 or Go's "
+	       "crypto/tls, and on those that start later, each attached for its pid: no "
+	       "other process takes a trap; at most %d links\n", l.n, H2U_MAX_LINKS);
 	free(l.pids);
 	h2pods_free(hp);
 	pods_free(pr);
