@@ -253,6 +253,28 @@ def test_pods_follows_new_and_exited_processes(cluster):
         finish(cs)
 
 
+def test_pods_release_does_not_hold_the_loop(cluster):
+    """Releasing a uprobe waits for the kernel (tens of ms a link): when a pod's 12
+    OpenSSL processes exit at once, their 108 links go without stalling the event
+    loop (a stats record every second) and a signal right after still ends the run
+    cleanly, with its end record."""
+    a = cluster.add_pod(NS, "client-a", A_IP)
+    with Connscope(cluster, "--namespace", NS, "-i", 1, "--h2-plaintext", f"{NS}/client-a") as cs:
+        ps = [start(a, IDLE) for _ in range(12)]
+        p = probes(cs, lambda h: h["processes"] == 12, timeout=15, what="12 processes probed")
+        assert p["h2_probes"]["links"] == 108, show([p])
+        for x in ps:
+            h2peers.stop(x)
+        p = probes(cs, lambda h: h["processes"] == 0, p, what="their links released")
+        p = probes(cs, lambda h: True, p)
+        records = cs.stop()
+    stats = [r for r in records if r["type"] == "stats"]
+    assert stats[-1]["phase"] == "end", show(stats[-1:])
+    up = [r["uptime_s"] for r in stats if r["phase"] == "interval"]
+    gaps = [b - a for a, b in zip(up, up[1:])]
+    assert max(gaps) < 1.6, f"the event loop stalled: stats {up}"
+
+
 def test_auto_probes_a_flagged_pod_for_a_while(cluster, docroot):
     """--h2-plaintext auto: nothing probed at start; an h2_reuse_churn finding over
     h2c for the frontend pod puts its processes under the probes (not the

@@ -54,6 +54,7 @@
 #include <gelf.h>
 #include <libelf.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,7 @@
 
 #define PP_FILES 4                    /* libssl files probed per process */
 #define PP_ATTACH_PER_SYNC 16         /* new processes probed per sync: the rest wait a second */
+#define PP_ATTACH_NS (100 * 1000000ull) /* ... and no new one past this time in a sync */
 #define SSL_LINKS 9                   /* links of one libssl: 4 calls x 2, and SSL_free */
 
 /* A process probed in per-process mode, and its links. */
@@ -137,6 +139,7 @@ struct h2u {
 	int self;
 	/* Per-process mode (h2u_sync): probes on named processes only. */
 	bool per_proc;
+	struct reaper *reaper; /* releases the links of processes no longer probed */
 	struct pproc *pp;     /* sorted by pid */
 	size_t npp, cappp;
 	size_t pp_links;      /* links the processes hold, at most H2U_MAX_LINKS */
@@ -852,10 +855,102 @@ static int pp_keep_link(struct h2u *u, struct pproc *p, struct bpf_link *l)
 	return 0;
 }
 
+/*
+ * Releasing a uprobe waits for RCU grace periods in the kernel: about 30 ms a link,
+ * so a pod's hundred links would hold the event loop for seconds. A thread of its
+ * own releases them; the probes fire in their process until then, harmlessly.
+ */
+struct reaper {
+	pthread_t tid;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct bpf_link **q;
+	size_t n, cap;
+	bool stop;
+};
+
+static void *reaper_main(void *arg)
+{
+	struct reaper *r = arg;
+
+	for (;;) {
+		struct bpf_link *l;
+
+		pthread_mutex_lock(&r->mu);
+		while (!r->n && !r->stop)
+			pthread_cond_wait(&r->cv, &r->mu);
+		if (!r->n) {
+			pthread_mutex_unlock(&r->mu);
+			return NULL;
+		}
+		l = r->q[--r->n];
+		pthread_mutex_unlock(&r->mu);
+		bpf_link__destroy(l);
+	}
+}
+
+static struct reaper *reaper_start(void)
+{
+	struct reaper *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	if (pthread_create(&r->tid, NULL, reaper_main, r)) {
+		pthread_cond_destroy(&r->cv);
+		pthread_mutex_destroy(&r->mu);
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* Handed to the thread; released here if there is none, or no room. */
+static void reaper_put(struct reaper *r, struct bpf_link *l)
+{
+	if (r) {
+		pthread_mutex_lock(&r->mu);
+		if (r->n == r->cap) {
+			size_t cap = r->cap ? r->cap * 2 : 64;
+			struct bpf_link **q = realloc(r->q, cap * sizeof(*q));
+
+			if (q) {
+				r->q = q;
+				r->cap = cap;
+			}
+		}
+		if (r->n < r->cap) {
+			r->q[r->n++] = l;
+			pthread_cond_signal(&r->cv);
+			pthread_mutex_unlock(&r->mu);
+			return;
+		}
+		pthread_mutex_unlock(&r->mu);
+	}
+	bpf_link__destroy(l);
+}
+
+/* The thread releases what it holds, then ends. */
+static void reaper_stop(struct reaper *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	r->stop = true;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	pthread_join(r->tid, NULL);
+	pthread_cond_destroy(&r->cv);
+	pthread_mutex_destroy(&r->mu);
+	free(r->q);
+	free(r);
+}
+
 static void pp_undo(struct h2u *u, struct pproc *p, int mark)
 {
 	while (p->nl > mark) {
-		bpf_link__destroy(p->l[--p->nl]);
+		reaper_put(u->reaper, p->l[--p->nl]);
 		u->pp_links--;
 	}
 }
@@ -986,6 +1081,7 @@ void h2u_sync(struct h2u *u, const int *pids, size_t n)
 {
 	bool full = ++u->syncs % FULL_RESCAN_EVERY == 0;
 	int budget = PP_ATTACH_PER_SYNC, *want = NULL;
+	uint64_t until = cs_mono_ns() + PP_ATTACH_NS;
 	size_t nw = 0, j;
 
 	if (!u || !u->per_proc)
@@ -1032,7 +1128,7 @@ void h2u_sync(struct h2u *u, const int *pids, size_t n)
 				pp_attach_exe(u, p, &st, &capped);
 			if (full || p->capped)
 				pp_scan_maps(u, p, &capped);
-		} else if (budget > 0) {
+		} else if (budget > 0 && cs_mono_ns() < until) {
 			struct pproc np = { .pid = want[i], .start = start, .dev = st.st_dev,
 					    .ino = st.st_ino };
 			size_t at;
@@ -1276,6 +1372,7 @@ struct h2u *h2u_open(bool per_process, int sk_info_fd, bool lean, char *why, siz
 		/* Attached above to know it can be; again with the first probe. */
 		detach_kernel_side(u);
 		raise_nofile();
+		u->reaper = reaper_start();
 	} else {
 		attach_system_libssl(u);
 		scan_procs(u, true);
@@ -1398,6 +1495,7 @@ void h2u_close(struct h2u *u)
 		free(u->pp[i].l);
 	}
 	free(u->pp);
+	reaper_stop(u->reaper);
 	detach_kernel_side(u);
 	h2u_bpf__destroy(u->skel);
 	free(u->links);

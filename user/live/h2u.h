@@ -40,7 +40,9 @@ struct h2u *h2u_open(bool per_process, int sk_info_fd, bool lean, char *why, siz
 bool h2u_kernel_binds(void);
 bool h2u_holds_closes(const struct h2u *u);
 /* Per-process mode: the processes to probe now (any order, duplicates allowed). Those
- * not probed yet get their probes (at most 16 new ones a call: the rest at the next),
+ * not probed yet get their probes (at most 16 new ones a call, and none past 100 ms
+ * of it: the rest at the next; a link takes ~3 ms to make, and a thread of h2u's own
+ * releases them, ~30 ms each),
  * those probed and not named any more (exited, or their pod no longer asked for) lose
  * theirs. A pid now running another program, or reused, is probed again. Every 30th
  * call re-reads each probed process's maps (dlopen). Call every ~1 s. */
