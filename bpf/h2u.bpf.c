@@ -40,6 +40,7 @@
 #include <bpf/bpf_endian.h>
 #include "h2.h"
 #include "h2_events.h"
+#include "conn.h"
 #include "maps.bpf.h"
 #include "fdsock.bpf.h"
 
@@ -60,6 +61,21 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Load-time options (rodata). */
 const volatile __u64 go_bind_ns = 5000000;        /* Go: Write entry -> send, at most */
 const volatile __u64 wakeup_bytes = 64 * 1024;    /* wake user space past this backlog */
+/* Set by the loader when conn_sk_info below is the lifecycle programs' socket
+ * storage (tp_btf): a socket bound here is marked CS_F_HELD, so that its close
+ * crosses to user space (which ends the connection's HTTP/2 there) even when only
+ * problems cross and the TLS packet programs let a complete handshake go. */
+const volatile bool hold_close = false;
+/* The lifecycle programs run lean: a healthy socket has no sk_info of its own. */
+const volatile bool lean = false;
+
+/* bpf/conn.bpf.c's per-socket state, shared by the loader (hold_close). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sk_info);
+} conn_sk_info SEC(".maps");
 
 /* Go's register ABI (Go >= 1.17 on amd64, >= 1.18 on arm64): receiver and the
  * slice's pointer and length in the first three integer argument registers,
@@ -729,6 +745,27 @@ static __always_inline bool sock_info(struct sock *sk, struct h2u_sock *si, bool
 	return si->cookie != 0;
 }
 
+/* User space follows this socket's HTTP/2: its close must reach it. (tp_btf only:
+ * socket storage needs the kernel's own pointer.) */
+static __always_inline void hold(struct sock *sk)
+{
+	struct sk_info *ci;
+
+	if (!hold_close)
+		return;
+	if (lean) {
+		/* No sk_info for a healthy socket: made here, and completed by the
+		 * lifecycle programs at its next state change. */
+		struct sk_info late = { .flags = CS_F_HELD | CS_F_LATE };
+
+		ci = bpf_sk_storage_get(&conn_sk_info, sk, &late, BPF_SK_STORAGE_GET_F_CREATE);
+	} else {
+		ci = bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0);
+	}
+	if (ci && !(ci->flags & CS_F_HELD))
+		ci->flags |= CS_F_HELD;
+}
+
 static __always_inline int on_sock_io(struct sock *sk, bool send, bool btf)
 {
 	struct h2u_call *cur;
@@ -752,6 +789,8 @@ static __always_inline int on_sock_io(struct sock *sk, bool send, bool btf)
 		cur->kind = 0;
 		if (bpf_ktime_get_ns() - ts > go_bind_ns || !sock_info(sk, &si, btf))
 			return 0;
+		if (btf)
+			hold(sk);
 		st = bpf_map_lookup_elem(&h2u_state, &k);
 		if (st)
 			state_bind(st, &k, &si);
@@ -760,6 +799,8 @@ static __always_inline int on_sock_io(struct sock *sk, bool send, bool btf)
 	if (cur->bound || !sock_info(sk, &cur->si, btf))
 		return 0;
 	cur->bound = 1;
+	if (btf)
+		hold(sk);
 	st = bpf_map_lookup_elem(&h2u_state, &k);
 	if (st)
 		state_bind(st, &k, &cur->si);

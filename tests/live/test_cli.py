@@ -247,7 +247,8 @@ LIVE_OWN = {"pod", "namespace", "port", "close-wait-threshold", "connect-timeout
             "tls-timeout", "finding-window", "h2-window", "h2-churn-conns",
             "h2-churn-streams", "h2-goaway-runs", "conntrack-pressure", "conntrack-max",
             "interval", "duration", "pods-dir", "cgroup", "attach", "no-snapshot",
-            "conntrack", "conntrack-netns", "stacks", "h2-plaintext", "verbose", "help", "usage"}
+            "conntrack", "conntrack-netns", "stacks", "h2-plaintext", "h2-plaintext-for",
+            "verbose", "help", "usage"}
 OWN = {
     "top": LIVE_OWN,
     "trace": LIVE_OWN | {"output", "output-queue", "connections"},
@@ -257,7 +258,7 @@ OWN = {
                "h2-churn-streams", "h2-goaway-runs", "output", "keylog", "pods", "verbose",
                "connections", "help", "usage"},
     "check": {"pods-dir", "cgroup", "attach", "conntrack", "conntrack-netns", "stacks",
-              "verbose", "help", "usage"},
+              "h2-plaintext", "h2-plaintext-for", "verbose", "help", "usage"},
 }
 
 def listed(text):

@@ -347,6 +347,87 @@ static void test_filters(struct pod_resolver *r)
 	check(true, "key with len 0");
 }
 
+static void put(const char *rel, const char *text)
+{
+	char path[1024];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", tmp, rel);
+	f = fopen(path, "w");
+	if (!f) {
+		perror(path);
+		return;
+	}
+	fputs(text, f);
+	fclose(f);
+}
+
+struct found {
+	char path[512], uid[40];
+	int n;
+};
+
+static void on_found(const char *path, const char *uid, const char *name, void *arg)
+{
+	struct found *f = arg;
+
+	(void)name;
+
+	snprintf(f->path, sizeof(f->path), "%s", path);
+	snprintf(f->uid, sizeof(f->uid), "%s", uid);
+	f->n++;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/* NS/NAME -> the pod's cgroup -> the processes of it and of its containers. */
+static void test_find(struct pod_resolver *r)
+{
+	struct pid_list l = { 0 };
+	struct found f = { 0 };
+	char out[512], uid[40], tiny[8];
+
+	printf("-- pods_pod_path, pods_find, pods_cgroup_procs\n");
+	check(pods_pod_path(SD_BURST "/cri-containerd-" ID1 ".scope", out, sizeof(out), uid),
+	      "pod path of a systemd container");
+	check_str("pod path (systemd)", out, SD_BURST);
+	check_str("pod path uid", uid, UID_A);
+	check(pods_pod_path("/x/kubepods/besteffort/pod" UID_B "/crio-" IDB, out, sizeof(out),
+			    NULL), "pod path of a cgroupfs container");
+	check_str("pod path (cgroupfs)", out, "/x/kubepods/besteffort/pod" UID_B);
+	check(pods_pod_path(SD_GUAR, out, sizeof(out), NULL), "pod path of a pod cgroup");
+	check_str("pod path (the pod itself)", out, SD_GUAR);
+	check(!pods_pod_path("/system.slice/sshd.service", out, sizeof(out), NULL),
+	      "pod path: not a pod");
+	check(!pods_pod_path(SD_BURST, tiny, sizeof(tiny), NULL), "pod path: no room");
+
+	check(pods_find(r, "shop", "cart-7d9f8-abcde", false, on_found, &f) == 1 && f.n == 1,
+	      "find shop/cart-7d9f8-abcde");
+	check_str("found path", f.path, SD_BURST);
+	check_str("found uid", f.uid, UID_A);
+	memset(&f, 0, sizeof(f));
+	check(pods_find(r, "default", NULL, false, on_found, &f) == 1, "find default/ (a namespace)");
+	check_str("found in namespace", f.path, "/kubepods/besteffort/pod" UID_B);
+	check(pods_find(r, "shop", "cart", false, NULL, NULL) == 0, "find: a prefix is no name");
+	check(pods_find(r, "nowhere", NULL, true, NULL, NULL) == 0, "find: no such namespace");
+
+	put("cg/" SD_BURST "/cgroup.procs", "");
+	put("cg/" SD_BURST "/cri-containerd-" ID1 ".scope/cgroup.procs", "101\n102\n");
+	put("cg/" SD_BURST "/cri-containerd-" ID2 ".scope/cgroup.procs", "201\n");
+	check(pods_cgroup_procs(r, SD_BURST, &l) == 0, "procs of pod A");
+	if (l.n == 3)
+		qsort(l.pids, l.n, sizeof(*l.pids), cmp_int);
+	check(l.n == 3 && l.pids[0] == 101 && l.pids[1] == 102 && l.pids[2] == 201,
+	      "pod A: its containers' processes (%zu)", l.n);
+	check(pods_cgroup_procs(r, "/kubepods/pod-gone", &l) == -1 && l.n == 3,
+	      "procs of a cgroup that is gone: -1");
+	check(pods_cgroup_procs(r, "/../etc", &l) == -1, "procs: no way out of the tree");
+	free(l.pids);
+}
+
 static void test_resolver(void)
 {
 	char cg[128], pods[128];
@@ -417,6 +498,7 @@ static void test_resolver(void)
 	      "cached: the same entry twice");
 
 	test_filters(r);
+	test_find(r);
 
 	/* Pod E appears after the first scans: found by the rate-limited rescans. */
 	usleep(1100 * 1000);

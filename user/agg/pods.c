@@ -812,6 +812,22 @@ static void container_seg(struct seg s, bool systemd, struct pod_info *out)
 	copy_str(out->runtime, sizeof(out->runtime), rt, strlen(rt));
 }
 
+/* The index of the deepest pod segment of segs[0..n) (its UID in uid), or -1. */
+static int pod_seg_index(const struct seg *segs, int n, char *uid, bool *systemd)
+{
+	for (int i = n - 1; i >= 0; i--) {
+		if (systemd_pod_seg(segs[i], uid)) {
+			*systemd = true;
+			return i;
+		}
+		if (cgroupfs_pod_seg(segs, i, uid)) {
+			*systemd = false;
+			return i;
+		}
+	}
+	return -1;
+}
+
 bool pods_parse_path(const char *cgroup_path, struct pod_info *out)
 {
 	struct seg segs[MAX_SEGS];
@@ -822,14 +838,7 @@ bool pods_parse_path(const char *cgroup_path, struct pod_info *out)
 	out->uid[0] = out->container_id[0] = out->runtime[0] = '\0';
 	if (!cgroup_path || (n = split_path(cgroup_path, segs, MAX_SEGS)) < 0)
 		return false;
-	for (i = n - 1; i >= 0; i--) {
-		if (systemd_pod_seg(segs[i], out->uid)) {
-			systemd = true;
-			break;
-		}
-		if (cgroupfs_pod_seg(segs, i, out->uid))
-			break;
-	}
+	i = pod_seg_index(segs, n, out->uid, &systemd);
 	if (i < 0) {
 		out->uid[0] = '\0';
 		return false;
@@ -837,6 +846,25 @@ bool pods_parse_path(const char *cgroup_path, struct pod_info *out)
 	out->is_pod = true;
 	if (i + 1 < n)
 		container_seg(segs[i + 1], systemd, out);
+	return true;
+}
+
+bool pods_pod_path(const char *cgroup_path, char *out, size_t size, char *uid)
+{
+	struct seg segs[MAX_SEGS];
+	char u[UID_LEN + 1];
+	bool systemd;
+	int n, i;
+
+	if (!cgroup_path || (n = split_path(cgroup_path, segs, MAX_SEGS)) < 0 ||
+	    (i = pod_seg_index(segs, n, u, &systemd)) < 0)
+		return false;
+	n = (int)(segs[i].p + segs[i].n - cgroup_path);
+	if ((size_t)n >= size)
+		return false;
+	copy_str(out, size, cgroup_path, (size_t)n);
+	if (uid)
+		copy_str(uid, UID_LEN + 1, u, strlen(u));
 	return true;
 }
 
@@ -1034,6 +1062,120 @@ void pods_free(struct pod_resolver *r)
 const char *pods_cgroup2_root(const struct pod_resolver *r)
 {
 	return r ? r->root : "";
+}
+
+/* ---- from pods to their processes --------------------------------------------- */
+
+/* The pod cgroup of uid in the last walk (the first path below it will do). */
+static bool pod_cgroup_of_uid(const struct pod_resolver *r, const char *uid, char *out,
+			      size_t size)
+{
+	char u[UID_LEN + 1];
+
+	for (size_t i = 0; i < r->paths.cap; i++) {
+		const char *p = r->paths.s[i].val;
+
+		if (p && pods_pod_path(p, out, size, u) && !strcmp(u, uid))
+			return true;
+	}
+	return false;
+}
+
+int pods_find(struct pod_resolver *r, const char *ns, const char *name, bool refresh,
+	      void (*fn)(const char *path, const char *uid, const char *name, void *arg),
+	      void *arg)
+{
+	char path[CG_PATH_SIZE];
+	uint64_t now = cs_mono_ns();
+	int found = 0;
+
+	if (!r || !ns)
+		return 0;
+	if (refresh) {
+		rescan_pods(r, now);
+		rescan_cgroups(r, now);
+	}
+	for (size_t i = 0; i < r->pods.cap; i++) {
+		const struct pod_ent *pe = r->pods.s[i].val;
+
+		if (!pe || strcmp(pe->ns, ns) || (name && strcmp(pe->name, name)))
+			continue;
+		if (!pod_cgroup_of_uid(r, pe->uid, path, sizeof(path)))
+			continue;
+		found++;
+		if (fn)
+			fn(path, pe->uid, pe->name, arg);
+	}
+	return found;
+}
+
+static int pids_add(struct pid_list *l, long pid)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		int *p = realloc(l->pids, cap * sizeof(*p));
+
+		if (!p)
+			return -1;
+		l->pids = p;
+		l->cap = cap;
+	}
+	l->pids[l->n++] = (int)pid;
+	return 0;
+}
+
+/* cgroup.procs of the cgroup open at dfd (consumed) and of those below it. */
+static void procs_below(int dfd, struct pid_list *l, int depth)
+{
+	char buf[4096], *line = NULL;
+	size_t cap = 0;
+	struct dirent *de;
+	FILE *f;
+	DIR *d;
+	int fd = openat(dfd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0 && (f = fdopen(fd, "re"))) {
+		setvbuf(f, buf, _IOFBF, sizeof(buf));
+		while (getline(&line, &cap, f) > 0) {
+			char *end;
+			long pid = strtol(line, &end, 10);
+
+			if (pid > 0 && (*end == '\n' || !*end) && pids_add(l, pid))
+				break;
+		}
+		free(line);
+		fclose(f);
+	} else if (fd >= 0) {
+		close(fd);
+	}
+	d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return;
+	}
+	while (depth < WALK_MAX_DEPTH && (de = readdir(d))) {
+		int sub;
+
+		if (is_dot(de->d_name) || !is_subdir(dirfd(d), de))
+			continue;
+		sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub >= 0)
+			procs_below(sub, l, depth + 1);
+	}
+	closedir(d);
+}
+
+int pods_cgroup_procs(struct pod_resolver *r, const char *path, struct pid_list *l)
+{
+	int fd;
+
+	if (!r || !path || path[0] != '/' || strstr(path, "/.."))
+		return -1;
+	fd = openat(r->root_fd, path[1] ? path + 1 : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	procs_below(fd, l, 0);
+	return 0;
 }
 
 /* ---- filters and keys --------------------------------------------------------- */

@@ -4,6 +4,7 @@
 #define CONNSCOPE_PODS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct pod_info {
@@ -44,6 +45,31 @@ const struct pod_info *pods_lookup(struct pod_resolver *r, uint64_t cgroup_id);
  * container_id, runtime from a cgroup path of the systemd or cgroupfs kubelet
  * drivers. Returns true if a pod UID was found. */
 bool pods_parse_path(const char *cgroup_path, struct pod_info *out);
+
+/* The pod's own cgroup in a cgroup path: the path up to its deepest pod segment
+ * (the container's cgroups are below it), and the pod's UID in uid (>= 37 bytes,
+ * may be NULL). False when the path names no pod. */
+bool pods_pod_path(const char *cgroup_path, char *out, size_t size, char *uid);
+
+/* The cgroups of pods, for probing their processes: fn(path relative to the cgroup2
+ * root, pod UID, pod name, arg) once for each pod of namespace ns named name (name
+ * NULL: every pod of ns) that the pods dir lists and the last walk of the cgroup tree
+ * saw.
+ * refresh: read the pods dir and walk the tree again first (each at most once a
+ * second). Returns how many pods were found. */
+int pods_find(struct pod_resolver *r, const char *ns, const char *name, bool refresh,
+	      void (*fn)(const char *path, const char *uid, const char *name, void *arg),
+	      void *arg);
+
+/* A growing list of process ids. */
+struct pid_list {
+	int *pids;
+	size_t n, cap;
+};
+
+/* Append the processes of the cgroup at path (relative to the cgroup2 root) and of
+ * every cgroup below it (their cgroup.procs) to l. -1 if the cgroup is gone. */
+int pods_cgroup_procs(struct pod_resolver *r, const char *path, struct pid_list *l);
 
 /* Filters: does this pod match "--pod [NS/]NAME" / "--namespace NS"?  NULL filter = match. */
 bool pods_match(const struct pod_info *p, const char *pod_filter, const char *ns_filter);

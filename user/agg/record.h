@@ -34,7 +34,14 @@ struct stats_rec {
 	const char *attach;
 	const char *socket_state; /* live: "on_demand" (lean) or "every_socket"; NULL in replay */
 	const char *tls_cgroup;  /* NULL: the TLS programs are not attached */
-	const char *h2_plaintext; /* live: --h2-plaintext as it runs: off, all, unavailable */
+	const char *h2_plaintext; /* live: --h2-plaintext as it runs: off, all, pods, auto,
+				     unavailable */
+	struct {
+		bool on;          /* pods or auto: per-process probes */
+		uint64_t pods, processes, links, over_cap;
+		const char *names[16]; /* of the pods probed, the first 16 */
+		int nnames;
+	} h2_probes;
 	const char *tls_handshakes; /* live: which handshakes cross: problems, all (NULL: no TLS) */
 	uint64_t tls_events;      /* live: TLS records the kernel sent */
 	uint64_t unread;          /* live: records left in the rings, unhandled, when a

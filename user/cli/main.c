@@ -54,7 +54,7 @@ enum {
 	OPT_H2_WINDOW, OPT_H2_CHURN_CONNS, OPT_H2_CHURN_STREAMS, OPT_H2_GOAWAY_RUNS,
 	OPT_CONNTRACK, OPT_CONNTRACK_NETNS, OPT_CONNTRACK_PRESSURE, OPT_CONNTRACK_MAX,
 	OPT_STACKS, OPT_H2_PLAINTEXT, OPT_USAGE, OPT_CONNECTIONS, OPT_OUTPUT_QUEUE,
-	OPT_IDLE_CUT,
+	OPT_IDLE_CUT, OPT_H2_PLAINTEXT_FOR,
 };
 
 /* Which commands take an option: one bit per enum cs_cmd. */
@@ -163,10 +163,16 @@ static const struct cs_option {
 	  "(default auto: only in pods that had a socket in CLOSE_WAIT for half the "
 	  "threshold; all: every connect and accept; off: never)", G_ENV } },
 
-	{ ON_LIVE, { "h2-plaintext", OPT_H2_PLAINTEXT, "off|all", 0,
+	{ ON_LIVE | ON_CHECK, { "h2-plaintext", OPT_H2_PLAINTEXT, "off|all|NS/POD,...|auto", 0,
 	  "HTTP/2 inside TLS, stream by stream: off (the default) probes nothing, and TLS "
 	  "costs no trap per request; all: uprobes on the TLS calls (OpenSSL, Go) of every "
-	  "process of the node", G_ENV } },
+	  "process of the node; NS/POD[,NS/POD...] (NS/ for a whole namespace): only on the "
+	  "processes of those pods, no other process takes a trap; auto: only on the "
+	  "processes of a pod an h2_reuse_churn or h2_goaway finding names, for "
+	  "--h2-plaintext-for seconds", G_ENV } },
+	{ ON_LIVE | ON_CHECK, { "h2-plaintext-for", OPT_H2_PLAINTEXT_FOR, "SEC", 0,
+	  "--h2-plaintext auto: how long a pod's processes stay probed after its last "
+	  "HTTP/2 finding (default 60)", G_ENV } },
 
 	{ 0, { NULL, 0, NULL, 0, "Input:", G_INPUT } },
 	{ ON_REPLAY, { "keylog", OPT_KEYLOG, "FILE", 0,
@@ -386,6 +392,29 @@ static int parse_seconds(const char *opt, const char *arg, double min, double *o
 	return 0;
 }
 
+/* --h2-plaintext NS/NAME[,NS/NAME...]: each item a namespace, '/', and a pod name or
+ * nothing (every pod of the namespace); names of letters, digits, '-' and '.'. */
+static bool h2_pods_ok(const char *arg)
+{
+	const char *p = arg;
+
+	while (*p) {
+		size_t ns = strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789-.");
+		size_t name;
+
+		if (!ns || p[ns] != '/')
+			return false;
+		p += ns + 1;
+		name = strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789-.");
+		p += name;
+		if (*p == ',' && p[1])
+			p++;
+		else if (*p)
+			return false;
+	}
+	return p != arg;
+}
+
 /* The index of arg among the NULL-terminated names of an option's values; any
  * other value ends the run: "bad value for OPT: 'x' (a, b or c)". */
 static int one_of(const char *opt, const char *arg, const char *const names[])
@@ -499,9 +528,25 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 		o->connections = (enum cs_conns)(CONNS_ALL + one_of("--connections", arg,
 			(const char *const[]){ "all", "problems", "none", NULL }));
 		break;
-	case OPT_H2_PLAINTEXT:  /* enum cs_h2p's order */
-		o->h2_plaintext = (enum cs_h2p)one_of("--h2-plaintext", arg,
-						      (const char *const[]){ "off", "all", NULL });
+	case OPT_H2_PLAINTEXT:
+		if (!strcmp(arg, "off")) {
+			o->h2_plaintext = H2P_OFF;
+		} else if (!strcmp(arg, "all")) {
+			o->h2_plaintext = H2P_ALL;
+		} else if (!strcmp(arg, "auto")) {
+			o->h2_plaintext = H2P_AUTO;
+		} else if (h2_pods_ok(arg)) {
+			o->h2_plaintext = H2P_PODS;
+			o->h2_pods = arg;
+		} else {
+			cs_warn("bad value for --h2-plaintext: '%s' (off, all, auto, or pods as "
+				"NS/NAME[,NS/NAME...], NS/ for every pod of a namespace)", arg);
+			exit(2);
+		}
+		break;
+	case OPT_H2_PLAINTEXT_FOR:
+		if (parse_seconds("--h2-plaintext-for", arg, 1, &o->h2_plaintext_for_s))
+			exit(2);
 		break;
 	case OPT_STACKS: {
 		enum hs_stack_mode m;
@@ -588,6 +633,7 @@ int main(int argc, char **argv)
 		.h2_churn_conns = 20,
 		.h2_churn_streams = 1.5,
 		.h2_goaway_runs = 3,
+		.h2_plaintext_for_s = 60,
 		.ct_pressure_pct = 90,
 		.stacks = HS_STACKS_AUTO,
 		.interval_s = -1,

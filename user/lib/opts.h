@@ -12,8 +12,10 @@ enum cs_attach { ATTACH_AUTO, ATTACH_TP_BTF, ATTACH_RAW_TP };
 enum cs_conntrack { CT_AUTO, CT_BPF, CT_NETLINK, CT_OFF };
 /* --connections: which connection records are written. */
 enum cs_conns { CONNS_DEFAULT, CONNS_ALL, CONNS_PROBLEMS, CONNS_NONE };
-/* --h2-plaintext: where the TLS libraries are probed for HTTP/2 inside TLS. */
-enum cs_h2p { H2P_OFF, H2P_ALL };
+/* --h2-plaintext: where the TLS libraries are probed for HTTP/2 inside TLS: nowhere,
+ * every process of the node, the processes of named pods, or those of pods an
+ * HTTP/2 finding named, for a while. */
+enum cs_h2p { H2P_OFF, H2P_ALL, H2P_PODS, H2P_AUTO };
 
 struct cs_opts {
 	enum cs_cmd cmd;
@@ -49,6 +51,8 @@ struct cs_opts {
 	int stacks;                  /* --stacks: enum hs_stack_mode */
 	enum cs_conns connections;   /* --connections (resolved: never CONNS_DEFAULT) */
 	enum cs_h2p h2_plaintext;    /* --h2-plaintext (default off: nothing per request) */
+	const char *h2_pods;         /* H2P_PODS: "NS/NAME,NS/,..." as given */
+	double h2_plaintext_for_s;   /* --h2-plaintext-for: H2P_AUTO's probing time per pod */
 	uint64_t ringbuf_bytes;      /* CONNSCOPE_RINGBUF_BYTES: the problem ring's size (tests) */
 	uint64_t conn_ringbuf_bytes; /* CONNSCOPE_CONN_RINGBUF_BYTES: the healthy closes' ring */
 	uint64_t tls_ringbuf_bytes;  /* CONNSCOPE_TLS_RINGBUF_BYTES: the TLS handshakes' ring */

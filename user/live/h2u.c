@@ -9,6 +9,10 @@
  * inode). Files inside containers are reached through /proc/<pid>/root and
  * /proc/<pid>/exe; the kernel resolves those links when the probe is created.
  *
+ * That is --h2-plaintext all. With a list of pods or auto (h2pods.c) the mode is per
+ * process instead: h2u_sync names the processes, and each gets its own links,
+ * attached with its pid (see "per-process probes" below).
+ *
  * Limits, all by design:
  *  - Go: only (*Conn).Write is probed (at entry: a return probe crashes Go when its
  *    stack moves), so a Go process is seen through what it writes. A Go client's
@@ -50,10 +54,12 @@
 #include <gelf.h>
 #include <libelf.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "h2_events.h"
@@ -68,6 +74,26 @@
 #define GO_WRITE_SYM "crypto/tls.(*Conn).Write"
 #define GO_MIN_MINOR 17               /* register ABI on amd64 */
 #define SYS_BIND_LINKS 11             /* 8 syscalls, or 2 tracepoints; and close */
+
+#define PP_FILES 4                    /* libssl files probed per process */
+#define PP_ATTACH_PER_SYNC 16         /* new processes probed per sync: the rest wait a second */
+#define PP_ATTACH_NS (100 * 1000000ull) /* ... and no new one past this time in a sync */
+#define SSL_LINKS 9                   /* links of one libssl: 4 calls x 2, and SSL_free */
+
+/* A process probed in per-process mode, and its links. */
+struct pproc {
+	int pid;
+	uint64_t start;       /* start time (/proc/<pid>/stat): a reused pid is another process */
+	dev_t dev;            /* its executable */
+	ino_t ino;
+	struct bpf_link **l;
+	int nl, capl;
+	struct { dev_t dev; ino_t ino; } files[PP_FILES]; /* libssl files probed in it */
+	int nfiles;
+	bool go;              /* its executable is probed */
+	bool capped;          /* H2U_MAX_LINKS left some of its probes out: tried each sync */
+	bool keep;            /* named at this sync */
+};
 
 /* Mirrors struct h2u_key in bpf/h2u.bpf.c. */
 struct h2u_key {
@@ -84,6 +110,7 @@ struct target {
 	ino_t ino;
 	enum target_kind kind;
 	bool probed;
+	size_t off;       /* T_GO: where its probe goes, when note is empty */
 	char name[192];   /* the path as its process sees it */
 	char note[128];   /* why it is not probed (empty if it is, or if it is not a target) */
 };
@@ -110,6 +137,14 @@ struct h2u {
 	unsigned scans;
 	uint64_t last_gc_ns;
 	int self;
+	/* Per-process mode (h2u_sync): probes on named processes only. */
+	bool per_proc;
+	struct reaper *reaper; /* releases the links of processes no longer probed */
+	struct pproc *pp;     /* sorted by pid */
+	size_t npp, cappp;
+	size_t pp_links;      /* links the processes hold, at most H2U_MAX_LINKS */
+	unsigned over_cap;    /* processes named at the last sync that the cap left out */
+	unsigned syncs;
 };
 
 /* ---- bookkeeping -------------------------------------------------------------------- */
@@ -182,45 +217,66 @@ static void display_name(struct h2u *u, int pid, const char *path, char *out, si
 
 /* ---- OpenSSL ------------------------------------------------------------------------ */
 
-static struct bpf_link *attach_one(struct bpf_program *prog, const char *path, const char *func,
-				   size_t off, bool ret)
+/* pid -1: every process that maps the file; else only that process (the kernel
+ * puts the breakpoint in its memory alone). */
+static struct bpf_link *attach_pid(struct bpf_program *prog, int pid, const char *path,
+				   const char *func, size_t off, bool ret)
 {
 	LIBBPF_OPTS(bpf_uprobe_opts, o, .retprobe = ret, .func_name = func);
 
-	return bpf_program__attach_uprobe_opts(prog, -1, path, off, &o);
+	return bpf_program__attach_uprobe_opts(prog, pid, path, off, &o);
 }
 
-/* Probe a libssl.so.3 at path (openable from here); name is how its users see it. */
-static void attach_ssl(struct h2u *u, const struct stat *st, const char *path, const char *name)
+static struct bpf_link *attach_one(struct bpf_program *prog, const char *path, const char *func,
+				   size_t off, bool ret)
 {
-	struct h2u_bpf *s = u->skel;
+	return attach_pid(prog, -1, path, func, off, ret);
+}
+
+struct ssl_fn {
+	const char *fn;
+	struct bpf_program *prog;
+	bool ret;
+};
+
+/* The probes of one libssl, in attach order: a call's return probe before its
+ * entry (an entry never waits for a return that is not there yet); SSL_free
+ * last, if its program loaded. Returns how many. */
+static int ssl_fns(struct h2u_bpf *s, struct ssl_fn *f)
+{
 	const struct {
 		const char *fn;
 		struct bpf_program *entry;
-	} fns[] = {
+	} calls[] = {
 		{ "SSL_write", s->progs.h2u_ssl_write },
 		{ "SSL_write_ex", s->progs.h2u_ssl_write_ex },
 		{ "SSL_read", s->progs.h2u_ssl_read },
 		{ "SSL_read_ex", s->progs.h2u_ssl_read_ex },
 	};
+	int n = 0;
+
+	for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+		f[n++] = (struct ssl_fn){ calls[i].fn, s->progs.h2u_ssl_ret, true };
+		f[n++] = (struct ssl_fn){ calls[i].fn, calls[i].entry, false };
+	}
+	if (bpf_program__autoload(s->progs.h2u_ssl_free))
+		f[n++] = (struct ssl_fn){ "SSL_free", s->progs.h2u_ssl_free, false };
+	return n;
+}
+
+/* Probe a libssl.so.3 at path (openable from here); name is how its users see it. */
+static void attach_ssl(struct h2u *u, const struct stat *st, const char *path, const char *name)
+{
+	struct ssl_fn fns[SSL_LINKS];
+	int n = ssl_fns(u->skel, fns);
 	struct target *t = target_add(u, st, T_SSL, name);
 	size_t mark = u->nlinks;
-	struct bpf_link *l;
+	struct bpf_link *l = NULL;
 
 	if (!t)
 		return;
-	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
-		/* The return probe first: an entry never waits for a return that
-		 * is not there yet. */
-		l = attach_one(s->progs.h2u_ssl_ret, path, fns[i].fn, 0, true);
-		if (!l || link_keep(u, l))
-			goto fail;
-		l = attach_one(fns[i].entry, path, fns[i].fn, 0, false);
-		if (!l || link_keep(u, l))
-			goto fail;
-	}
-	if (bpf_program__autoload(s->progs.h2u_ssl_free)) {
-		l = attach_one(s->progs.h2u_ssl_free, path, "SSL_free", 0, false);
+	for (int i = 0; i < n; i++) {
+		l = attach_one(fns[i].prog, path, fns[i].fn, 0, fns[i].ret);
 		if (!l || link_keep(u, l))
 			goto fail;
 	}
@@ -506,34 +562,46 @@ out:
 	return kind;
 }
 
-/* The executable of pid (st: its stat through /proc/<pid>/exe), looked at once. */
-static void consider_exe(struct h2u *u, int pid, const struct stat *st)
+/* The executable of pid (st: its stat through /proc/<pid>/exe), inspected once: a
+ * target whose note is empty if it is a Go program to probe at t->off. */
+static struct target *inspect_exe(struct h2u *u, int pid, const struct stat *st)
 {
 	char exe[64], path[PATH_MAX], name[192], note[128];
 	enum target_kind kind;
 	struct target *t;
-	struct bpf_link *l;
 	ssize_t n;
 	size_t off = 0;
 
 	snprintf(exe, sizeof(exe), "/proc/%d/exe", pid);
 	n = readlink(exe, path, sizeof(path) - 1);
 	if (n < 0)
-		return;
+		return NULL;
 	path[n] = 0;
 	kind = go_inspect(exe, &off, note, sizeof(note));
 	display_name(u, pid, path, name, sizeof(name));
 	t = target_add(u, st, kind, name);
 	if (!t || kind != T_GO)
-		return;
+		return t;
 	if (!note[0] && !bpf_program__autoload(u->skel->progs.h2u_go_write))
 		snprintf(note, sizeof(note), "the Go probe program did not load on this kernel");
-	if (note[0]) {
-		snprintf(t->note, sizeof(t->note), "%s", note);
+	snprintf(t->note, sizeof(t->note), "%s", note);
+	t->off = off;
+	return t;
+}
+
+/* The executable of pid, looked at once and probed for every process (pid -1). */
+static void consider_exe(struct h2u *u, int pid, const struct stat *st)
+{
+	char exe[64], name[192];
+	struct target *t = inspect_exe(u, pid, st);
+	struct bpf_link *l;
+
+	if (!t || t->kind != T_GO || t->note[0])
 		return;
-	}
+	snprintf(exe, sizeof(exe), "/proc/%d/exe", pid);
+	snprintf(name, sizeof(name), "%s", t->name);
 	/* The kernel resolves /proc/<pid>/exe to the file when it makes the probe. */
-	l = attach_one(u->skel->progs.h2u_go_write, exe, NULL, off, false);
+	l = attach_one(u->skel->progs.h2u_go_write, exe, NULL, t->off, false);
 	if (!l || link_keep(u, l)) {
 		snprintf(t->note, sizeof(t->note), "uprobe attach failed: %s (%s)", strerror(errno),
 			 loader_last_libbpf_msg());
@@ -722,6 +790,399 @@ out:
 	free(val);
 }
 
+/* ---- per-process probes ------------------------------------------------------------ */
+
+/*
+ * A uprobe attached with a pid fires in that process alone: the kernel installs
+ * its breakpoint only in memory maps whose process an attached event names, so
+ * every other process that maps the same file runs the original instruction and
+ * takes no trap. (A child forked by a probed process inherits its copy of the
+ * breakpoint; its first hit there is filtered and removes it.) The links are per
+ * process, so their number grows with the processes: H2U_MAX_LINKS bounds it.
+ */
+
+static uint64_t proc_start(int pid)
+{
+	char p[64], buf[1024], *paren;
+	unsigned long long start = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	/* After the command's closing parenthesis: state is field 3, starttime 22. */
+	paren = strrchr(buf, ')');
+	if (!paren || sscanf(paren + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d "
+			     "%*d %*d %*d %*d %*d %llu", &start) != 1)
+		return 0;
+	return start;
+}
+
+static int pp_cmp(const void *a, const void *b)
+{
+	const struct pproc *x = a, *y = b;
+
+	return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+static struct pproc *pp_find(struct h2u *u, int pid)
+{
+	struct pproc key = { .pid = pid };
+
+	return u->npp ? bsearch(&key, u->pp, u->npp, sizeof(key), pp_cmp) : NULL;
+}
+
+static int pp_keep_link(struct h2u *u, struct pproc *p, struct bpf_link *l)
+{
+	if (p->nl == p->capl) {
+		int cap = p->capl ? p->capl * 2 : 16;
+		struct bpf_link **n = realloc(p->l, (size_t)cap * sizeof(*n));
+
+		if (!n)
+			return -1;
+		p->l = n;
+		p->capl = cap;
+	}
+	p->l[p->nl++] = l;
+	u->pp_links++;
+	return 0;
+}
+
+/*
+ * Releasing a uprobe waits for RCU grace periods in the kernel: about 30 ms a link,
+ * so a pod's hundred links would hold the event loop for seconds. A thread of its
+ * own releases them; the probes fire in their process until then, harmlessly.
+ */
+struct reaper {
+	pthread_t tid;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct bpf_link **q;
+	size_t n, cap;
+	bool stop;
+};
+
+static void *reaper_main(void *arg)
+{
+	struct reaper *r = arg;
+
+	for (;;) {
+		struct bpf_link *l;
+
+		pthread_mutex_lock(&r->mu);
+		while (!r->n && !r->stop)
+			pthread_cond_wait(&r->cv, &r->mu);
+		if (!r->n) {
+			pthread_mutex_unlock(&r->mu);
+			return NULL;
+		}
+		l = r->q[--r->n];
+		pthread_mutex_unlock(&r->mu);
+		bpf_link__destroy(l);
+	}
+}
+
+static struct reaper *reaper_start(void)
+{
+	struct reaper *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	if (pthread_create(&r->tid, NULL, reaper_main, r)) {
+		pthread_cond_destroy(&r->cv);
+		pthread_mutex_destroy(&r->mu);
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* Handed to the thread; released here if there is none, or no room. */
+static void reaper_put(struct reaper *r, struct bpf_link *l)
+{
+	if (r) {
+		pthread_mutex_lock(&r->mu);
+		if (r->n == r->cap) {
+			size_t cap = r->cap ? r->cap * 2 : 64;
+			struct bpf_link **q = realloc(r->q, cap * sizeof(*q));
+
+			if (q) {
+				r->q = q;
+				r->cap = cap;
+			}
+		}
+		if (r->n < r->cap) {
+			r->q[r->n++] = l;
+			pthread_cond_signal(&r->cv);
+			pthread_mutex_unlock(&r->mu);
+			return;
+		}
+		pthread_mutex_unlock(&r->mu);
+	}
+	bpf_link__destroy(l);
+}
+
+/* The thread releases what it holds, then ends. */
+static void reaper_stop(struct reaper *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	r->stop = true;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	pthread_join(r->tid, NULL);
+	pthread_cond_destroy(&r->cv);
+	pthread_mutex_destroy(&r->mu);
+	free(r->q);
+	free(r);
+}
+
+static void pp_undo(struct h2u *u, struct pproc *p, int mark)
+{
+	while (p->nl > mark) {
+		reaper_put(u->reaper, p->l[--p->nl]);
+		u->pp_links--;
+	}
+}
+
+static void pp_warn(struct h2u *u, const char *what, int pid)
+{
+	static unsigned warned;
+
+	if (warned++ < 5)
+		cs_warn("no HTTP/2 plaintext from pid %d (%s): uprobe attach failed: %s (%s)", pid,
+			what, strerror(errno), loader_last_libbpf_msg());
+}
+
+/* Every libssl.so.3 that p maps and that is not probed in it yet. */
+static void pp_scan_maps(struct h2u *u, struct pproc *p, bool *capped)
+{
+	char path_maps[64], *line = NULL;
+	size_t cap = 0;
+	FILE *f;
+
+	snprintf(path_maps, sizeof(path_maps), "/proc/%d/maps", p->pid);
+	f = fopen(path_maps, "re");
+	if (!f)
+		return;
+	while (getline(&line, &cap, f) > 0 && p->nfiles < PP_FILES) {
+		char *path = strchr(line, '/'), root[PATH_MAX + 32];
+		struct ssl_fn fns[SSL_LINKS];
+		struct stat st;
+		bool have = false;
+		int n, mark = p->nl;
+
+		if (!path)
+			continue;
+		path[strcspn(path, "\n")] = 0;
+		if (strstr(path, " (deleted)") || !is_libssl3(path))
+			continue;
+		snprintf(root, sizeof(root), "/proc/%d/root%s", p->pid, path);
+		if (stat(root, &st))
+			continue;
+		for (int i = 0; i < p->nfiles; i++)
+			have |= p->files[i].dev == st.st_dev && p->files[i].ino == st.st_ino;
+		if (have)
+			continue;
+		n = ssl_fns(u->skel, fns);
+		if (u->pp_links + (size_t)n > H2U_MAX_LINKS) {
+			*capped = true;
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			struct bpf_link *l = attach_pid(fns[i].prog, p->pid, root, fns[i].fn, 0,
+							fns[i].ret);
+
+			if (!l || pp_keep_link(u, p, l)) {
+				pp_warn(u, path, p->pid);
+				bpf_link__destroy(l);
+				pp_undo(u, p, mark);
+				break;
+			}
+		}
+		/* Probed, or failed: either way not tried again in this process. */
+		p->files[p->nfiles].dev = st.st_dev;
+		p->files[p->nfiles].ino = st.st_ino;
+		p->nfiles++;
+	}
+	free(line);
+	fclose(f);
+}
+
+/* p's executable, if it is a Go program with crypto/tls. */
+static void pp_attach_exe(struct h2u *u, struct pproc *p, const struct stat *st, bool *capped)
+{
+	struct target *t = target_find(u, st->st_dev, st->st_ino);
+	struct bpf_link *l;
+	char exe[64];
+
+	if (!t)
+		t = inspect_exe(u, p->pid, st);
+	if (!t || t->kind != T_GO || t->note[0])
+		return;
+	if (u->pp_links + 1 > H2U_MAX_LINKS) {
+		*capped = true;
+		return;
+	}
+	snprintf(exe, sizeof(exe), "/proc/%d/exe", p->pid);
+	l = attach_pid(u->skel->progs.h2u_go_write, p->pid, exe, NULL, t->off, false);
+	if (!l || pp_keep_link(u, p, l)) {
+		pp_warn(u, t->name, p->pid);
+		bpf_link__destroy(l);
+		return;
+	}
+	p->go = true;
+}
+
+static int attach_kernel_side(struct h2u *u, char *why, size_t whylen);
+
+static void detach_kernel_side(struct h2u *u)
+{
+	for (int i = 0; i < u->nkernel_links; i++)
+		bpf_link__destroy(u->kernel_links[i]);
+	u->nkernel_links = 0;
+	u->nbind = 0;
+}
+
+/* The socket binding runs on every send and receive of the node: attached only
+ * while some process holds probes. */
+static void kernel_side_as_needed(struct h2u *u)
+{
+	char why[256];
+
+	if (u->pp_links && !u->nkernel_links) {
+		if (attach_kernel_side(u, why, sizeof(why))) {
+			detach_kernel_side(u);
+			cs_warn("HTTP/2 inside TLS: %s", why);
+		}
+	} else if (!u->pp_links && u->nkernel_links) {
+		detach_kernel_side(u);
+	}
+}
+
+static int int_cmp(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+void h2u_sync(struct h2u *u, const int *pids, size_t n)
+{
+	bool full = ++u->syncs % FULL_RESCAN_EVERY == 0;
+	int budget = PP_ATTACH_PER_SYNC, *want = NULL;
+	uint64_t until = cs_mono_ns() + PP_ATTACH_NS;
+	size_t nw = 0, j;
+
+	if (!u || !u->per_proc)
+		return;
+	if (n && !(want = malloc(n * sizeof(*want))))
+		return;
+	if (n)
+		memcpy(want, pids, n * sizeof(*want));
+	qsort(want, n, sizeof(*want), int_cmp);
+	for (size_t i = 0; i < n; i++)
+		if (!nw || want[nw - 1] != want[i])
+			want[nw++] = want[i];
+	for (size_t i = 0; i < u->npp; i++)
+		u->pp[i].keep = false;
+	u->over_cap = 0;
+	for (size_t i = 0; i < nw; i++) {
+		char exe[64];
+		struct stat st;
+		struct pproc *p;
+		uint64_t start;
+		bool capped = false;
+
+		if (want[i] == u->self)
+			continue;
+		snprintf(exe, sizeof(exe), "/proc/%d/exe", want[i]);
+		if (stat(exe, &st))
+			continue;  /* a kernel thread, or gone */
+		start = proc_start(want[i]);
+		p = pp_find(u, want[i]);
+		if (p && (p->start != start || p->dev != st.st_dev || p->ino != st.st_ino)) {
+			/* Another process under the same pid, or another program after an
+			 * exec: probed again from scratch. */
+			pp_undo(u, p, 0);
+			p->nfiles = 0;
+			p->go = false;
+			p->start = start;
+			p->dev = st.st_dev;
+			p->ino = st.st_ino;
+			pp_attach_exe(u, p, &st, &capped);
+			pp_scan_maps(u, p, &capped);
+		} else if (p) {
+			/* A library dlopen()ed since; or room under the cap now. */
+			if (p->capped && !p->go)
+				pp_attach_exe(u, p, &st, &capped);
+			if (full || p->capped)
+				pp_scan_maps(u, p, &capped);
+		} else if (budget > 0 && cs_mono_ns() < until) {
+			struct pproc np = { .pid = want[i], .start = start, .dev = st.st_dev,
+					    .ino = st.st_ino };
+			size_t at;
+
+			if (u->npp == u->cappp) {
+				size_t cap = u->cappp ? u->cappp * 2 : 64;
+				struct pproc *nn = realloc(u->pp, cap * sizeof(*nn));
+
+				if (!nn)
+					break;
+				u->pp = nn;
+				u->cappp = cap;
+			}
+			for (at = u->npp; at > 0 && u->pp[at - 1].pid > np.pid; at--)
+				;
+			memmove(&u->pp[at + 1], &u->pp[at], (u->npp - at) * sizeof(*u->pp));
+			u->pp[at] = np;
+			u->npp++;
+			p = &u->pp[at];
+			budget--;
+			pp_attach_exe(u, p, &st, &capped);
+			pp_scan_maps(u, p, &capped);
+		}
+		if (p) {
+			p->keep = true;
+			p->capped = capped;
+		}
+		u->over_cap += capped;
+	}
+	free(want);
+	/* Processes that exited, or are not named any more: their probes go. */
+	for (j = 0, nw = 0; j < u->npp; j++) {
+		if (!u->pp[j].keep) {
+			pp_undo(u, &u->pp[j], 0);
+			free(u->pp[j].l);
+			continue;
+		}
+		u->pp[nw++] = u->pp[j];
+	}
+	u->npp = nw;
+	kernel_side_as_needed(u);
+}
+
+void h2u_probe_counts(struct h2u *u, unsigned *procs, unsigned *links, unsigned *over_cap)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; u && i < u->npp; i++)
+		n += u->pp[i].nl > 0;
+	*procs = n;
+	*links = u ? (unsigned)u->pp_links : 0;
+	*over_cap = u ? u->over_cap : 0;
+}
+
 /* ---- the interface -------------------------------------------------------------------- */
 
 /* ---- loading ------------------------------------------------------------------------------ */
@@ -765,7 +1226,7 @@ static struct bpf_program **sys_progs(struct h2u_bpf *s, struct bpf_program **p)
  * call per socket I/O), else the syscall tracepoints (a call per read and write
  * of every process: loaded only then).
  */
-static int load(struct h2u *u, char *why, size_t whylen)
+static int load(struct h2u *u, int sk_info_fd, bool lean, char *why, size_t whylen)
 {
 	int err = 0;
 
@@ -804,6 +1265,13 @@ static int load(struct h2u *u, char *why, size_t whylen)
 			for (int i = 0; i < SYS_BIND_PROGS; i++)
 				bpf_program__set_autoload(sp[i], false);
 		u->sys_bind = !kernel_tp;
+		/* Bound sockets marked in the lifecycle programs' storage: their
+		 * closes cross (h2u_open). */
+		if (sk_info_fd >= 0 && kernel_tp &&
+		    !bpf_map__reuse_fd(u->skel->maps.conn_sk_info, sk_info_fd)) {
+			u->skel->rodata->hold_close = true;
+			u->skel->rodata->lean = lean;
+		}
 		err = h2u_bpf__load(u->skel);
 		if (!err)
 			return 0;
@@ -853,7 +1321,32 @@ static int attach_kernel_side(struct h2u *u, char *why, size_t whylen)
 	return 0;
 }
 
-struct h2u *h2u_open(char *why, size_t whylen)
+/* Room for the per-process links: each is a file descriptor. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1024 + H2U_MAX_LINKS) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 1024 + H2U_MAX_LINKS
+				      ? 1024 + H2U_MAX_LINKS : rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+bool h2u_kernel_binds(void)
+{
+	return libbpf_find_vmlinux_btf_id("sock_send_length", BPF_TRACE_RAW_TP) > 0 &&
+	       libbpf_find_vmlinux_btf_id("sock_recv_length", BPF_TRACE_RAW_TP) > 0;
+}
+
+bool h2u_holds_closes(const struct h2u *u)
+{
+	return u && u->skel && u->skel->rodata->hold_close;
+}
+
+struct h2u *h2u_open(bool per_process, int sk_info_fd, bool lean, char *why, size_t whylen)
 {
 	struct h2u *u;
 	struct stat ns;
@@ -870,12 +1363,20 @@ struct h2u *h2u_open(char *why, size_t whylen)
 	u->self = getpid();
 	if (!stat("/proc/self/ns/mnt", &ns))
 		u->mntns = ns.st_ino;
-	if (load(u, why, whylen))
+	if (load(u, sk_info_fd, lean, why, whylen))
 		goto fail;
 	if (attach_kernel_side(u, why, whylen))
 		goto fail;
-	attach_system_libssl(u);
-	scan_procs(u, true);
+	u->per_proc = per_process;
+	if (per_process) {
+		/* Attached above to know it can be; again with the first probe. */
+		detach_kernel_side(u);
+		raise_nofile();
+		u->reaper = reaper_start();
+	} else {
+		attach_system_libssl(u);
+		scan_procs(u, true);
+	}
 	u->last_gc_ns = cs_mono_ns();
 	return u;
 fail:
@@ -893,7 +1394,8 @@ void h2u_rescan(struct h2u *u)
 	uint64_t now = cs_mono_ns();
 
 	u->scans++;
-	scan_procs(u, u->scans % FULL_RESCAN_EVERY == 0);
+	if (!u->per_proc)
+		scan_procs(u, u->scans % FULL_RESCAN_EVERY == 0);
 	if (now - u->last_gc_ns >= GC_EVERY_NS) {
 		gc(u);
 		u->last_gc_ns = now;
@@ -950,6 +1452,17 @@ void h2u_describe(struct h2u *u, char *buf, size_t len)
 		snprintf(buf, len, "not loaded");
 		return;
 	}
+	if (u->per_proc) {
+		unsigned procs, links, over;
+
+		h2u_probe_counts(u, &procs, &links, &over);
+		snprintf(buf, len, "%s; per-process probes (OpenSSL's libssl.so.3 and Go's "
+			 "crypto/tls) on %u processes, %u links of at most %d%s",
+			 u->sys_bind ? "sockets bound at write/read syscalls"
+				     : "sockets bound at sock_send_length/sock_recv_length",
+			 procs, links, H2U_MAX_LINKS, over ? ", some processes left out" : "");
+		return;
+	}
 	pos = snprintf(buf, len, "%s; OpenSSL probes on ",
 		       u->sys_bind ? "sockets bound at write/read syscalls (no sock_send_length/"
 				     "sock_recv_length tracepoints)"
@@ -977,8 +1490,13 @@ void h2u_close(struct h2u *u)
 	if (!u)
 		return;
 	links_undo(u, 0);
-	for (int i = 0; i < u->nkernel_links; i++)
-		bpf_link__destroy(u->kernel_links[i]);
+	for (size_t i = 0; i < u->npp; i++) {
+		pp_undo(u, &u->pp[i], 0);
+		free(u->pp[i].l);
+	}
+	free(u->pp);
+	reaper_stop(u->reaper);
+	detach_kernel_side(u);
 	h2u_bpf__destroy(u->skel);
 	free(u->links);
 	free(u->t);

@@ -21,6 +21,7 @@
 #include "h2_events.h"
 #include "ctwatch.h"
 #include "bpfinfo.h"
+#include "h2pods.h"
 #include "h2u.h"
 #include "holders.h"
 #include "listeners.h"
@@ -61,6 +62,9 @@ struct live {
 	struct tracker *t;
 	struct ring_buffer *rb;
 	struct h2u *h2u;       /* TLS library uprobes (HTTP/2 in TLS); NULL if unavailable */
+	struct h2pods *h2p;    /* --h2-plaintext PODS or auto: the pods probed */
+	struct pid_list h2pids; /* their processes, at the last rescan */
+	bool h2_resync;        /* a pod was flagged: probe it at the next turn */
 	struct ctwatch *ct;    /* conntrack: NAT, forwarded flows, table pressure */
 	struct holders *hold;  /* who holds stuck sockets, and their stacks */
 	struct listeners *lst; /* the owner of an accepted socket: its listener's */
@@ -91,6 +95,42 @@ static void self_counters(struct live *lv, struct stats_rec *sc)
 			    (lv->h2u ? h2u_counter(lv->h2u, H2U_CNT_DESYNC) : 0);
 }
 
+static const char *h2p_name(const struct live *lv)
+{
+	static const char *const names[] = { "off", "all", "pods", "auto" };
+
+	if (lv->o->h2_plaintext == H2P_OFF)
+		return "off";
+	return lv->h2u ? names[lv->o->h2_plaintext] : "unavailable";
+}
+
+/* --h2-plaintext PODS or auto: what is probed now. */
+static void h2_probe_stats(const struct live *lv, struct stats_rec *s)
+{
+	unsigned procs, links, over;
+	size_t n = h2pods_count(lv->h2p);
+
+	if (!lv->h2p)
+		return;
+	h2u_probe_counts(lv->h2u, &procs, &links, &over);
+	s->h2_probes.on = true;
+	s->h2_probes.pods = n;
+	s->h2_probes.processes = procs;
+	s->h2_probes.links = links;
+	s->h2_probes.over_cap = over;
+	for (size_t i = 0; i < n && s->h2_probes.nnames < 16; i++)
+		s->h2_probes.names[s->h2_probes.nnames++] = h2pods_label(lv->h2p, i);
+}
+
+/* Probes on the processes of the pods asked for (PODS), or of those a finding
+ * flagged in time (auto); off the rest. Once a second, and at once after a flag. */
+static void h2_probe_sync(struct live *lv)
+{
+	h2pods_pids(lv->h2p, &lv->h2pids);
+	h2u_sync(lv->h2u, lv->h2pids.pids, lv->h2pids.n);
+	lv->h2_resync = false;
+}
+
 static void stats_record(struct live *lv, const char *phase)
 {
 	struct stats_rec s = {
@@ -101,7 +141,7 @@ static void stats_record(struct live *lv, const char *phase)
 		.consumed = lv->t ? track_events(lv->t) : 0,
 		.attach = mode_name(lv->L.mode),
 		.socket_state = loader_lean_on(&lv->L) ? "on_demand" : "every_socket",
-		.h2_plaintext = lv->o->h2_plaintext == H2P_OFF ? "off" : lv->h2u ? "all" : "unavailable",
+		.h2_plaintext = h2p_name(lv),
 		.tls_cgroup = lv->L.tls ? lv->L.tls_cgroup : NULL,
 		.tls_handshakes = !lv->L.tls ? NULL : lv->L.tls->rodata->quiet ? "problems" : "all",
 		.tls_events = loader_tls_counter(&lv->L, 0),
@@ -114,6 +154,7 @@ static void stats_record(struct live *lv, const char *phase)
 	};
 
 	self_counters(lv, &s);
+	h2_probe_stats(lv, &s);
 	out_dropped(&s);
 	ctwatch_counters(lv->ct, &s.ct.events, &s.ct.lost, &s.ct.map_full, &s.ct.map_evictions);
 	ctwatch_nat_gets(lv->ct, &s.ct.nat_gets, &s.ct.nat_gets_skipped);
@@ -199,9 +240,21 @@ static void on_flag(void *arg, uint64_t cgroup_id)
 	holders_flag_cgroup(lv->hold, cgroup_id);
 }
 
+/* --h2-plaintext auto: an HTTP/2 finding about a pod puts its processes under the
+ * probes for a while (or keeps them there). */
+static void h2_finding(struct live *lv, const struct finding_rec *f)
+{
+	if (!lv->h2p || f->about != FINDING_SOCKET || !h2pods_flag(lv->h2p, f->kind, f->pod))
+		return;
+	lv->h2_resync = true;
+	cs_warn("HTTP/2 inside TLS: probing the processes of pod %s for %g s (%s)",
+		h2pods_label(lv->h2p, h2pods_count(lv->h2p) - 1), lv->o->h2_plaintext_for_s,
+		f->kind);
+}
+
 static void print_finding(const struct finding_rec *f, void *arg)
 {
-	(void)arg;
+	h2_finding(arg, f);
 	out_finding(f);
 }
 
@@ -223,7 +276,7 @@ static const struct track_sink sink_print = { print_finding, print_connection,
 /* top shows findings in its panel, and reads the pods' aggregates for the rest. */
 static void top_finding(const struct finding_rec *f, void *arg)
 {
-	(void)arg;
+	h2_finding(arg, f);
 	top_note_finding(f);
 }
 
@@ -374,15 +427,20 @@ struct part_load {
 	const char *cg;
 	int tls_rc;
 	char h2u_why[256];
+	bool h2u_holds;     /* PODS, auto: probed sockets held in sk_info_fd */
+	int sk_info_fd;     /* the lifecycle programs' socket storage */
 };
 
 static void *load_tls(void *arg)
 {
 	struct part_load *pl = arg;
 
-	/* Only problems cross, and no uprobe wants each handshake's socket: a
-	 * complete handshake stays in the kernel. */
-	pl->lv->L.tls_quiet = pl->lv->L.problems_only && pl->o->h2_plaintext == H2P_OFF;
+	/* Only problems cross: a complete handshake stays in the kernel. A TLS
+	 * socket the probes follow needs its close in user space (its HTTP/2 ends
+	 * there): all keeps every handshake's socket held for that; PODS and auto
+	 * hold the sockets their probes bind, where they can (h2u_holds_closes). */
+	pl->lv->L.tls_quiet = pl->lv->L.problems_only &&
+			      (pl->o->h2_plaintext == H2P_OFF || pl->h2u_holds);
 	pl->lv->L.tls_ring_bytes = pl->o->tls_ringbuf_bytes;
 	pl->tls_rc = loader_tls_open(&pl->lv->L, pl->cg);
 	return NULL;
@@ -419,10 +477,12 @@ static void *load_h2u(void *arg)
 	struct part_load *pl = arg;
 
 	/* Off by default: a uprobe is a trap on every TLS call of every process
-	 * that loads the library (--h2-plaintext all asks for it). */
+	 * that loads the library (--h2-plaintext all asks for it); PODS and auto
+	 * attach per process, where the kernel traps that process alone. */
 	if (pl->o->h2_plaintext == H2P_OFF)
 		return NULL;
-	pl->lv->h2u = h2u_open(pl->h2u_why, sizeof(pl->h2u_why));
+	pl->lv->h2u = h2u_open(pl->o->h2_plaintext != H2P_ALL, pl->h2u_holds ? pl->sk_info_fd : -1,
+			       pl->lv->L.lean, pl->h2u_why, sizeof(pl->h2u_why));
 	return NULL;
 }
 
@@ -512,9 +572,21 @@ int live_run(const struct cs_opts *o)
 	 * the kernel's): start-up takes the slowest part's time, not their sum. */
 	{
 		struct part_load pl = { .lv = &lv, .o = o,
-					.cg = o->cgroup ? o->cgroup : pods_cgroup2_root(pods) };
+					.cg = o->cgroup ? o->cgroup : pods_cgroup2_root(pods),
+					.sk_info_fd = bpf_map__fd(lv.L.skel->maps.sk_info_storage) };
 
+		/* Per-process probes mark the sockets they bind in the lifecycle
+		 * programs' storage (tp_btf, no --port) through the socket
+		 * tracepoints: then the TLS programs may stay quiet. */
+		pl.h2u_holds = (o->h2_plaintext == H2P_PODS || o->h2_plaintext == H2P_AUTO) &&
+			       lv.L.mode == ATTACH_TP_BTF && !lv.L.skel->rodata->filter_port &&
+			       h2u_kernel_binds();
 		load_parts(&pl);
+		if (pl.h2u_holds && lv.h2u && !h2u_holds_closes(lv.h2u) && lv.L.tls &&
+		    lv.L.tls->rodata->quiet)
+			cs_warn("HTTP/2 inside TLS: the probes' sockets cannot be marked, so the "
+				"close of a healthy connection is not seen: its HTTP/2 is counted "
+				"as open");
 		/* TLS: packet programs at the cgroup2 root (every pod of the node),
 		 * or where --cgroup says. Without them the TCP view still stands. */
 		if (!pl.tls_rc) {
@@ -534,6 +606,12 @@ int live_run(const struct cs_opts *o)
 			cs_warn("HTTP/2 inside TLS is not observed: %s", pl.h2u_why);
 		else if (lv.h2u && h2u_add_ring(lv.h2u, lv.rb, on_h2_event, &lv))
 			cs_warn("HTTP/2 inside TLS is not observed: cannot read its ring buffer");
+		else if (lv.h2u && o->h2_plaintext != H2P_ALL) {
+			lv.h2p = h2pods_new(pods, o->h2_plaintext == H2P_PODS ? o->h2_pods : NULL,
+					    o->h2_plaintext_for_s);
+			if (lv.h2p)
+				h2_probe_sync(&lv);  /* the named pods' processes, before start */
+		}
 		/* Holders of stuck sockets, and the stacks of the calls that made them. */
 		if (lv.hold)
 			track_set_holders(lv.t, on_holders, on_flag, &lv);
@@ -599,7 +677,9 @@ int live_run(const struct cs_opts *o)
 		publish_metrics(&lv);
 		now = cs_mono_ns();
 		/* New processes: their TLS libraries and Go binaries get probes. */
-		if (lv.h2u && now >= next_rescan) {
+		if (lv.h2u && (now >= next_rescan || lv.h2_resync)) {
+			if (lv.h2p)
+				h2_probe_sync(&lv);
 			h2u_rescan(lv.h2u);
 			next_rescan = now + RESCAN_NS;
 		}
@@ -665,6 +745,8 @@ out:
 	listeners_free(lv.lst);
 	ring_buffer__free(lv.rb);
 	h2u_close(lv.h2u);
+	h2pods_free(lv.h2p);
+	free(lv.h2pids.pids);
 	loader_close(&lv.L);
 	track_free(lv.t);
 	pods_free(pods);
@@ -674,6 +756,46 @@ signalled:
 	if (sigend_stop)
 		goto end;
 	goto out;
+}
+
+/* `connscope check`: what --h2-plaintext, as given, would probe. */
+static void check_h2_mode(const struct cs_opts *o)
+{
+	struct pod_resolver *pr;
+	struct pid_list l = { 0 };
+	struct h2pods *hp;
+
+	switch (o->h2_plaintext) {
+	case H2P_OFF:
+		printf("  --h2-plaintext:  off (the default): nothing is probed; all would probe "
+		       "every process above, NS/POD,... or auto only pods' processes\n");
+		return;
+	case H2P_ALL:
+		printf("  --h2-plaintext:  all: every process that maps these files takes a trap "
+		       "per TLS call\n");
+		return;
+	case H2P_AUTO:
+		printf("  --h2-plaintext:  auto: nothing probed at start; a pod an h2_reuse_churn "
+		       "or h2_goaway finding names has its processes probed for %g s "
+		       "(--h2-plaintext-for; again from each new finding), at most %d pods and "
+		       "%d links; no other process takes a trap\n", o->h2_plaintext_for_s,
+		       H2PODS_MAX, H2U_MAX_LINKS);
+		return;
+	case H2P_PODS:
+		break;
+	}
+	pr = pods_new(NULL, o->pods_dir);
+	hp = h2pods_new(pr, o->h2_pods, 0);
+	h2pods_pids(hp, &l);
+	printf("  --h2-plaintext:  %s: %zu pods found now (", o->h2_pods, h2pods_count(hp));
+	for (size_t i = 0; i < h2pods_count(hp); i++)
+		printf("%s%s", i ? ", " : "", h2pods_label(hp, i));
+	printf("), %zu processes in them: probes on those that use libssl.so.3 or Go's "
+	       "crypto/tls, and on those that start later, each attached for its pid: no "
+	       "other process takes a trap; at most %d links\n", l.n, H2U_MAX_LINKS);
+	free(l.pids);
+	h2pods_free(hp);
+	pods_free(pr);
 }
 
 int check_run(const struct cs_opts *o)
@@ -747,11 +869,13 @@ int check_run(const struct cs_opts *o)
 	}
 	/* Each part stays loaded to the end, so that -v can list every program. */
 	t0 = cs_mono_ns();
-	hu = h2u_open(why, sizeof(why));
+	hu = h2u_open(o->h2_plaintext == H2P_PODS || o->h2_plaintext == H2P_AUTO, -1, false, why,
+		      sizeof(why));
 	load_ms[2] = (cs_mono_ns() - t0) / 1e6;
 	if (hu) {
 		h2u_describe(hu, desc, sizeof(desc));
-		printf("HTTP/2 in TLS:     %s (used with --h2-plaintext all; off by default)\n", desc);
+		printf("HTTP/2 in TLS:     %s\n", desc);
+		check_h2_mode(o);
 	} else {
 		printf("HTTP/2 in TLS:     NOT observed: %s\n", why);
 	}

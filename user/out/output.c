@@ -1098,6 +1098,18 @@ static void jw_stats_live(struct jw *w, const struct stats_rec *s)
 	}
 	if (s->h2_plaintext)
 		jw_str(w, "h2_plaintext", s->h2_plaintext);
+	if (s->h2_probes.on) {
+		jw_obj(w, "h2_probes");
+		jw_cnt(w, "pods", s->h2_probes.pods);
+		jw_arr(w, "names");
+		for (int i = 0; i < s->h2_probes.nnames; i++)
+			jw_str(w, NULL, s->h2_probes.names[i]);
+		jw_end_arr(w);
+		jw_cnt(w, "processes", s->h2_probes.processes);
+		jw_cnt(w, "links", s->h2_probes.links);
+		jw_cnt(w, "over_cap", s->h2_probes.over_cap);
+		jw_end(w);
+	}
 	jw_obj(w, "conntrack");
 	jw_str(w, "watcher", s->ct.watcher);
 	jw_cnt(w, "events", s->ct.events);
