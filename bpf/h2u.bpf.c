@@ -84,12 +84,16 @@ struct {
 #define GO_PARM1(x) ((x)->ax)
 #define GO_PARM2(x) ((x)->bx)
 #define GO_PARM3(x) ((x)->cx)
+#define GO_RET1(x) ((x)->ax)   /* the first result, at a RET */
+#define GO_G(x) ((x)->r14)     /* the goroutine (ABIInternal keeps g in R14) */
 /* A uretprobe runs after `ret` popped the return address. */
 #define RET_SP_ADJ 8
 #elif defined(__TARGET_ARCH_arm64)
 #define GO_PARM1(x) PT_REGS_PARM1(x)
 #define GO_PARM2(x) PT_REGS_PARM2(x)
 #define GO_PARM3(x) PT_REGS_PARM3(x)
+#define GO_RET1(x) PT_REGS_PARM1(x)
+#define GO_G(x) ((x)->regs[28])
 #define RET_SP_ADJ 0
 #else
 #error "h2u.bpf.c: Go register ABI not described for this architecture"
@@ -168,6 +172,21 @@ struct {
 	__type(key, struct h2u_key);
 	__type(value, struct h2u_conn);
 } h2u_state SEC(".maps");
+
+/* A goroutine inside Go's (*Conn).Read, by tgid and g: the receiver and buffer,
+ * for the probes on the function's RET instructions (a goroutine may move to
+ * another thread between the two; it keeps its g). LRU: a Read abandoned (its
+ * goroutine gone, a panic) is never deleted by its RET. */
+struct go_read {
+	__u64 conn, buf, len;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct h2u_key);
+	__type(value, struct go_read);
+} h2u_go_reads SEC(".maps");
 
 /* Socket cookie -> the state tied to it, for the end at TCP close. */
 struct {
@@ -476,6 +495,10 @@ __noinline int walk_buffer(struct h2u_conn *st, __u64 buf, __u32 len, __u32 dir)
 		if (w.fault || (w.off < len && !h2_dir_stopped(d)))
 			notes |= h2_desync(&st->c, d);
 	}
+	/* A Go server whose reads are probed too: once the client's preface was read,
+	 * the walker counts the client's streams itself. */
+	if (st->go_server && st->c.client_dir == H2_LOCAL_IN)
+		st->go_server = 0;
 	if (st->source == H2_SRC_GO && (dir & 1) == H2_LOCAL_OUT && go_server_preface(st)) {
 		st->c.flags |= H2_C_H2;
 		st->c.client_dir = H2_LOCAL_OUT;
@@ -710,6 +733,75 @@ int h2u_go_write(struct pt_regs *ctx)
 			c->bound = 0;
 		}
 	}
+	return 0;
+}
+
+/*
+ * func (c *Conn) Read(b []byte) (int, error): at entry (past the stack-check
+ * prologue, as Write) the receiver and buffer are kept by goroutine; at each of
+ * the function's RET instructions (user space found them with a disassembler:
+ * a return probe would crash Go, see h2u.c) the count read is in the first
+ * result register, and that many bytes are walked as the peer's.
+ */
+SEC("uprobe")
+int h2u_go_read(struct pt_regs *ctx)
+{
+	struct h2u_key g = {};
+	struct go_read r = {};
+
+	g.tgid = bpf_get_current_pid_tgid() >> 32;
+	g.ptr = GO_G(ctx);
+	r.conn = GO_PARM1(ctx);
+	r.buf = GO_PARM2(ctx);
+	r.len = GO_PARM3(ctx);
+	if (!g.ptr || !r.conn || !r.buf || !r.len)
+		return 0;
+	if (bpf_map_update_elem(&h2u_go_reads, &g, &r, BPF_ANY))
+		cs_count(&h2u_counters, CNT_MAP_FULL);
+	return 0;
+}
+
+SEC("uprobe")
+int h2u_go_read_ret(struct pt_regs *ctx)
+{
+	__u64 n = GO_RET1(ctx), buf, len;
+	struct h2u_key g = {}, k = {};
+	struct h2u_conn *st;
+	struct go_read *r;
+
+	g.tgid = k.tgid = bpf_get_current_pid_tgid() >> 32;
+	g.ptr = GO_G(ctx);
+	r = bpf_map_lookup_elem(&h2u_go_reads, &g);
+	if (!r)
+		return 0;
+	k.ptr = r->conn;
+	buf = r->buf;
+	len = r->len;
+	bpf_map_delete_elem(&h2u_go_reads, &g);
+	if ((__s64)n <= 0 || n > len)
+		return 0;
+	if (n > 0x7fffffff)
+		n = 0x7fffffff;
+	st = bpf_map_lookup_elem(&h2u_state, &k);
+	/* A server reading a client preface on a direction already under way: the
+	 * Conn's memory holds a new connection now. */
+	if (st && (st->d[H2_LOCAL_IN].flags & H2_D_STARTED) && n >= H2_PREFACE_LEN &&
+	    starts_with_preface(buf)) {
+		end_conn(st, &k);
+		bpf_map_delete_elem(&h2u_state, &k);
+		st = NULL;
+	}
+	if (!st) {
+		/* A server's first read, the client preface; or a client's, the
+		 * server's SETTINGS, when its reader goroutine gets them before its
+		 * writer has sent the preface (grpc-go starts the reader first). */
+		if (!go_may_open_h2(buf, n))
+			return 0;
+		st = state_get(&k, H2_SRC_GO, NULL);
+		if (!st)
+			return 0;
+	}
+	walk_buffer(st, buf, (__u32)n, H2_LOCAL_IN);
 	return 0;
 }
 

@@ -244,7 +244,7 @@ def test_daemon_json_lines_and_metrics(cluster):
 # Each command takes, lists and accepts only its own options.
 
 LIVE_OWN = {"pod", "namespace", "port", "close-wait-threshold", "connect-timeout",
-            "tls-timeout", "finding-window", "h2-window", "h2-churn-conns",
+            "tls-timeout", "finding-window", "idle-cut", "h2-window", "h2-churn-conns",
             "h2-churn-streams", "h2-goaway-runs", "conntrack-pressure", "conntrack-max",
             "interval", "duration", "pods-dir", "cgroup", "attach", "no-snapshot",
             "conntrack", "conntrack-netns", "stacks", "h2-plaintext", "h2-plaintext-for",
@@ -254,7 +254,7 @@ OWN = {
     "trace": LIVE_OWN | {"output", "output-queue", "connections"},
     "daemon": LIVE_OWN | {"output", "output-queue", "metrics-addr", "connections"},
     "replay": {"pod", "namespace", "port", "close-wait-threshold", "connect-timeout",
-               "tls-timeout", "finding-window", "h2-window", "h2-churn-conns",
+               "tls-timeout", "finding-window", "idle-cut", "h2-window", "h2-churn-conns",
                "h2-churn-streams", "h2-goaway-runs", "output", "keylog", "pods", "verbose",
                "connections", "help", "usage"},
     "check": {"pods-dir", "cgroup", "attach", "conntrack", "conntrack-netns", "stacks",

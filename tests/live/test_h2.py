@@ -484,6 +484,15 @@ def test_grpc_go_tls_goaway_and_churn(cluster, pki, h2grpc):
     assert all(c.get("h2", {}).get("source") == "go" for c in cl), show(cl)
     assert len(cl) == r["conns"], (r, show(cl))
     assert sum(c["h2"]["streams"] for c in cl) == r["ok"], show(cl)
+    # The client's reads are walked too (probes on Read's RET instructions): it
+    # sees the server's GOAWAYs that recycle its connections, and its SETTINGS.
+    seen = [c for c in cl if c["h2"]["goaway"]["count"] >= 1]
+    assert len(seen) >= r["conns"] - 1, show(cl)
+    assert all(c["h2"]["goaway"]["by"] == "server" and c["h2"]["goaway"]["error"] == "NO_ERROR"
+               for c in seen), show(seen)
+    assert all(c["h2"]["desync"] == 0 for c in cl), show(cl)
+    # grpc-go's BDP pings, both ways: the client's writes and its reads of the acks.
+    assert all(c["h2"]["pings"] > 0 for c in cl if c["h2"]["streams"]), show(cl)
     pc = h2_conns(records, 31494, "client", fe)
     assert len(pc) == p["conns"] == p["ok"], (p, show(pc))
     assert all(c.get("h2", {}).get("streams") == 1 for c in pc), show(pc)

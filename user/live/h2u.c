@@ -14,14 +14,18 @@
  * attached with its pid (see "per-process probes" below).
  *
  * Limits, all by design:
- *  - Go: only (*Conn).Write is probed (at entry: a return probe crashes Go when its
- *    stack moves), so a Go process is seen through what it writes. A Go client's
- *    streams, RST_STREAMs and GOAWAYs are counted; its reads (the server's frames,
- *    SETTINGS included) are not. A Go server is recognised as HTTP/2 by its first
- *    write, a SETTINGS frame; its streams are counted from the highest stream id it
- *    answers ((id + 1) / 2: it answers out of order), so GOAWAY and RST_STREAM are
- *    those it sent. The probe
- *    sits just past the function's stack-check prologue, so that a call whose
+ *  - Go: (*Conn).Write at entry, and (*Conn).Read at entry and on each of its RET
+ *    instructions (found with capstone, goret.c): a return probe would crash Go,
+ *    whose runtime copies a growing stack by its return addresses and aborts at
+ *    the kernel's trampoline. The entry keeps the receiver and buffer by goroutine
+ *    (g, in R14), the RET reads the count returned in RAX. Both directions of a Go
+ *    connection are walked: a client sees the server's SETTINGS and GOAWAY. Where
+ *    Read cannot be probed (its body does not decode whole, more than GO_MAX_RETS
+ *    RETs, an unknown prologue), Write alone is, as before: a Go server is then
+ *    recognised as HTTP/2 by its first write, a SETTINGS frame, and its streams are
+ *    counted from the highest stream id it answers ((id + 1) / 2: it answers out
+ *    of order). The entry probes
+ *    sit just past the function's stack-check prologue, so that a call whose
  *    stack grows (the prologue runs twice) is walked once; a binary whose prologue
  *    is not one of the known amd64 forms is not probed. Go >= 1.17 (register ABI),
  *    amd64; stripped binaries (-ldflags=-s) are found through .gopclntab.
@@ -45,6 +49,7 @@
  */
 #include "h2u.h"
 #include "gopclntab.h"
+#include "goret.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -72,6 +77,9 @@
 #define GC_EVERY_NS (10ull * 1000000000ull)
 #define GC_BATCH 4096                 /* stale entries removed per map per pass */
 #define GO_WRITE_SYM "crypto/tls.(*Conn).Write"
+#define GO_READ_SYM "crypto/tls.(*Conn).Read"
+#define GO_MAX_RETS 16                /* RET instructions of Read probed at most */
+#define GO_MAX_BODY (64 * 1024)       /* bytes of Read disassembled at most */
 #define GO_MIN_MINOR 17               /* register ABI on amd64 */
 #define SYS_BIND_LINKS 11             /* 8 syscalls, or 2 tracepoints; and close */
 
@@ -104,6 +112,13 @@ struct h2u_key {
 
 enum target_kind { T_SSL, T_GO, T_OTHER };
 
+/* Go's (*Conn).Read: where its entry probe and its RET probes go (file offsets). */
+struct go_read_at {
+	size_t entry;     /* 0: Read is not probed */
+	size_t rets[GO_MAX_RETS];
+	int nrets;
+};
+
 /* A file looked at once: probed, or why not. */
 struct target {
 	dev_t dev;
@@ -111,6 +126,7 @@ struct target {
 	enum target_kind kind;
 	bool probed;
 	size_t off;       /* T_GO: where its probe goes, when note is empty */
+	struct go_read_at rd; /* T_GO: (*Conn).Read's probes */
 	char name[192];   /* the path as its process sees it */
 	char note[128];   /* why it is not probed (empty if it is, or if it is not a target) */
 };
@@ -387,7 +403,7 @@ static void go_version(int fd, Elf *e, Elf_Data *bi, char *out, size_t len)
  * The entry address of function fname from .gopclntab (layout in gopclntab.h),
  * 64-bit binaries only. Every offset is checked against the section. 0 if not found.
  */
-static uint64_t pclntab_find(Elf_Data *data, const char *fname)
+static uint64_t pclntab_find(Elf_Data *data, const char *fname, uint64_t *end)
 {
 	const unsigned char *p = data ? data->d_buf : NULL;
 	size_t n = data ? data->d_size : 0, flen = strlen(fname) + 1;
@@ -413,6 +429,14 @@ static uint64_t pclntab_find(Elf_Data *data, const char *fname)
 		nameat = names + (uint64_t)(int64_t)(int32_t)le32(p + fo + (go118 ? 4 : 8));
 		if (nameat >= n || n - nameat < flen || memcmp(p + nameat, fname, flen))
 			continue;
+		/* The table is sorted by entry and closed by the end of the text:
+		 * the next slot's entry ends this function. */
+		if (end) {
+			uint64_t next = slot + (go118 ? 8 : 16);
+
+			*end = next + (go118 ? 4 : 8) > n ? 0 :
+			       go118 ? text + le32(p + next) : le64(p + next);
+		}
 		return go118 ? text + le32(p + fo) : le64(p + fo);
 	}
 	return 0;
@@ -452,15 +476,48 @@ static int go_prologue_len(const unsigned char *b, size_t n)
 }
 
 /*
+ * Where (*Conn).Read [va, end) takes its probes: past its stack-check prologue, as
+ * Write, and on each RET instruction, found by disassembling the whole body
+ * (goret.c). Left empty (Read not probed: Go's writes alone are seen, as before)
+ * when the body cannot be read or decoded whole, or has more RETs than probed.
+ */
+static void go_read_probes(int fd, Elf *e, uint64_t va, uint64_t end, struct go_read_at *rd)
+{
+	uint32_t rets[GO_MAX_RETS];
+	unsigned char *code;
+	long long foff;
+	size_t len;
+	int plen, n;
+
+	memset(rd, 0, sizeof(*rd));
+	if (!va || end <= va || end - va > GO_MAX_BODY)
+		return;
+	len = (size_t)(end - va);
+	foff = va_to_off(e, va, true);
+	if (foff < 0 || !(code = malloc(len)))
+		return;
+	if (pread(fd, code, len, foff) == (ssize_t)len &&
+	    (plen = go_prologue_len(code, len)) > 0 &&
+	    (n = x86_ret_offsets(code, len, rets, GO_MAX_RETS)) > 0) {
+		rd->entry = (size_t)foff + (size_t)plen;
+		for (int i = 0; i < n; i++)
+			rd->rets[i] = (size_t)foff + rets[i];
+		rd->nrets = n;
+	}
+	free(code);
+}
+
+/*
  * Is the executable at path (a /proc/<pid>/exe link) a Go program using crypto/tls?
  * Returns its kind; for T_GO, *off is where to probe, or note[] says why not.
  */
-static enum target_kind go_inspect(const char *path, size_t *off, char *note, size_t notelen)
+static enum target_kind go_inspect(const char *path, size_t *off, struct go_read_at *rd,
+				    char *note, size_t notelen)
 {
 	Elf_Data *buildinfo = NULL, *pclntab = NULL;
 	enum target_kind kind = T_OTHER;
 	Elf_Scn *scn = NULL, *symtab = NULL;
-	uint64_t write_va = 0;
+	uint64_t write_va = 0, read_va = 0, read_end = 0;
 	GElf_Ehdr eh;
 	bool is_go = false;
 	size_t shstrndx, nlen;
@@ -504,17 +561,25 @@ static enum target_kind go_inspect(const char *path, size_t *off, char *note, si
 
 		gelf_getshdr(symtab, &sh);
 		nsym = d && sh.sh_entsize ? sh.sh_size / sh.sh_entsize : 0;
-		for (size_t i = 0; i < nsym && !write_va; i++) {
+		for (size_t i = 0; i < nsym && !(write_va && read_va); i++) {
 			GElf_Sym sym;
 			const char *name;
 
-			if (gelf_getsym(d, (int)i, &sym) && GELF_ST_TYPE(sym.st_info) == STT_FUNC &&
-			    (name = elf_strptr(e, sh.sh_link, sym.st_name)) && !strcmp(name, GO_WRITE_SYM))
+			if (!gelf_getsym(d, (int)i, &sym) || GELF_ST_TYPE(sym.st_info) != STT_FUNC ||
+			    !(name = elf_strptr(e, sh.sh_link, sym.st_name)))
+				continue;
+			if (!strcmp(name, GO_WRITE_SYM)) {
 				write_va = sym.st_value;
+			} else if (!strcmp(name, GO_READ_SYM)) {
+				read_va = sym.st_value;
+				read_end = sym.st_size ? sym.st_value + sym.st_size : 0;
+			}
 		}
 	}
 	if (!write_va)  /* stripped (-ldflags=-s): the runtime's own table */
-		write_va = pclntab_find(pclntab, GO_WRITE_SYM);
+		write_va = pclntab_find(pclntab, GO_WRITE_SYM, NULL);
+	if (!read_va || !read_end)
+		read_va = pclntab_find(pclntab, GO_READ_SYM, &read_end);
 	if (!write_va) {
 		/* Go without TLS; or a table this code cannot read, if the name is there. */
 		if (pclntab && memmem(pclntab->d_buf, pclntab->d_size, GO_WRITE_SYM, strlen(GO_WRITE_SYM))) {
@@ -555,6 +620,7 @@ static enum target_kind go_inspect(const char *path, size_t *off, char *note, si
 		}
 		*off = (size_t)foff + (size_t)plen;
 	}
+	go_read_probes(fd, e, read_va, read_end, rd);
 out:
 	if (e)
 		elf_end(e);
@@ -567,6 +633,7 @@ out:
 static struct target *inspect_exe(struct h2u *u, int pid, const struct stat *st)
 {
 	char exe[64], path[PATH_MAX], name[192], note[128];
+	struct go_read_at rd = { 0 };
 	enum target_kind kind;
 	struct target *t;
 	ssize_t n;
@@ -577,7 +644,7 @@ static struct target *inspect_exe(struct h2u *u, int pid, const struct stat *st)
 	if (n < 0)
 		return NULL;
 	path[n] = 0;
-	kind = go_inspect(exe, &off, note, sizeof(note));
+	kind = go_inspect(exe, &off, &rd, note, sizeof(note));
 	display_name(u, pid, path, name, sizeof(name));
 	t = target_add(u, st, kind, name);
 	if (!t || kind != T_GO)
@@ -586,7 +653,55 @@ static struct target *inspect_exe(struct h2u *u, int pid, const struct stat *st)
 		snprintf(note, sizeof(note), "the Go probe program did not load on this kernel");
 	snprintf(t->note, sizeof(t->note), "%s", note);
 	t->off = off;
+	t->rd = rd;
+	if (!bpf_program__autoload(u->skel->progs.h2u_go_read) ||
+	    !bpf_program__autoload(u->skel->progs.h2u_go_read_ret))
+		t->rd.entry = 0;
 	return t;
+}
+
+/* The links a Go target takes: Write's entry, then Read's RETs and entry (a RET
+ * never waits for an entry not attached yet: the other way round, a Read could
+ * enter and leave a record its RET never takes). */
+static int go_nlinks(const struct target *t)
+{
+	return 1 + (t->rd.entry ? 1 + t->rd.nrets : 0);
+}
+
+/*
+ * Probe t's Go functions for pid (-1: every process running it) through exe; the
+ * links go to out[], go_nlinks(t) at most. Returns how many, 0 if Write's failed.
+ * Read's probes are all or nothing: without them Write's still count.
+ */
+static int go_attach(struct h2u *u, const struct target *t, int pid, const char *exe,
+		     struct bpf_link **out)
+{
+	struct h2u_bpf *s = u->skel;
+	int n = 0, r0;
+
+	out[n] = attach_pid(s->progs.h2u_go_write, pid, exe, NULL, t->off, false);
+	if (!out[n])
+		return 0;
+	n++;
+	if (!t->rd.entry)
+		return n;
+	r0 = n;
+	for (int i = 0; i < t->rd.nrets; i++) {
+		out[n] = attach_pid(s->progs.h2u_go_read_ret, pid, exe, NULL, t->rd.rets[i], false);
+		if (!out[n])
+			goto no_read;
+		n++;
+	}
+	out[n] = attach_pid(s->progs.h2u_go_read, pid, exe, NULL, t->rd.entry, false);
+	if (!out[n])
+		goto no_read;
+	return n + 1;
+no_read:
+	cs_warn("%s: Go reads not probed: %s (%s)", t->name, strerror(errno),
+		loader_last_libbpf_msg());
+	while (n > r0)
+		bpf_link__destroy(out[--n]);
+	return n;
 }
 
 /* The executable of pid, looked at once and probed for every process (pid -1). */
@@ -594,20 +709,27 @@ static void consider_exe(struct h2u *u, int pid, const struct stat *st)
 {
 	char exe[64], name[192];
 	struct target *t = inspect_exe(u, pid, st);
-	struct bpf_link *l;
+	struct bpf_link *l[2 + GO_MAX_RETS];
+	int n;
 
 	if (!t || t->kind != T_GO || t->note[0])
 		return;
 	snprintf(exe, sizeof(exe), "/proc/%d/exe", pid);
 	snprintf(name, sizeof(name), "%s", t->name);
 	/* The kernel resolves /proc/<pid>/exe to the file when it makes the probe. */
-	l = attach_one(u->skel->progs.h2u_go_write, exe, NULL, t->off, false);
-	if (!l || link_keep(u, l)) {
+	n = go_attach(u, t, -1, exe, l);
+	if (!n) {
 		snprintf(t->note, sizeof(t->note), "uprobe attach failed: %s (%s)", strerror(errno),
 			 loader_last_libbpf_msg());
-		bpf_link__destroy(l);
 		cs_warn("no HTTP/2 plaintext from %s: %s", name, t->note);
 		return;
+	}
+	for (int i = 0; i < n; i++) {
+		if (link_keep(u, l[i])) {
+			while (i < n)
+				bpf_link__destroy(l[i++]);
+			break;
+		}
 	}
 	t->probed = true;
 }
@@ -1023,23 +1145,31 @@ static void pp_scan_maps(struct h2u *u, struct pproc *p, bool *capped)
 static void pp_attach_exe(struct h2u *u, struct pproc *p, const struct stat *st, bool *capped)
 {
 	struct target *t = target_find(u, st->st_dev, st->st_ino);
-	struct bpf_link *l;
+	struct bpf_link *l[2 + GO_MAX_RETS];
 	char exe[64];
+	int n;
 
 	if (!t)
 		t = inspect_exe(u, p->pid, st);
 	if (!t || t->kind != T_GO || t->note[0])
 		return;
-	if (u->pp_links + 1 > H2U_MAX_LINKS) {
+	if (u->pp_links + (size_t)go_nlinks(t) > H2U_MAX_LINKS) {
 		*capped = true;
 		return;
 	}
 	snprintf(exe, sizeof(exe), "/proc/%d/exe", p->pid);
-	l = attach_pid(u->skel->progs.h2u_go_write, p->pid, exe, NULL, t->off, false);
-	if (!l || pp_keep_link(u, p, l)) {
+	n = go_attach(u, t, p->pid, exe, l);
+	if (!n) {
 		pp_warn(u, t->name, p->pid);
-		bpf_link__destroy(l);
 		return;
+	}
+	for (int i = 0; i < n; i++) {
+		if (pp_keep_link(u, p, l[i])) {
+			pp_warn(u, t->name, p->pid);
+			while (i < n)
+				bpf_link__destroy(l[i++]);
+			break;
+		}
 	}
 	p->go = true;
 }
@@ -1198,6 +1328,10 @@ static const struct progfb_role roles[] = {
 	{ "h2u_ssl_free", false, "TCP close ends the connection's walk",
 	  "an SSL object freed and reused before its socket closes may mix two connections" },
 	{ "h2u_go_write", false, "", "HTTP/2 in Go's crypto/tls" },
+	{ "h2u_go_read", false, "Go's writes alone",
+	  "what a Go process reads: a client's view of the server's GOAWAY and SETTINGS" },
+	{ "h2u_go_read_ret", false, "Go's writes alone",
+	  "what a Go process reads: a client's view of the server's GOAWAY and SETTINGS" },
 	{ "h2u_close", false, "SSL_free ends OpenSSL connections",
 	  "final totals of Go connections at TCP close" },
 	{ "h2u_send", false, "syscall tracepoints (write, writev, sendto, sendmsg) bind the socket",
