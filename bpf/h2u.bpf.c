@@ -42,6 +42,7 @@
 #include "h2_events.h"
 #include "conn.h"
 #include "maps.bpf.h"
+#include "hold.bpf.h"
 #include "fdsock.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -841,21 +842,8 @@ static __always_inline bool sock_info(struct sock *sk, struct h2u_sock *si, bool
  * socket storage needs the kernel's own pointer.) */
 static __always_inline void hold(struct sock *sk)
 {
-	struct sk_info *ci;
-
-	if (!hold_close)
-		return;
-	if (lean) {
-		/* No sk_info for a healthy socket: made here, and completed by the
-		 * lifecycle programs at its next state change. */
-		struct sk_info late = { .flags = CS_F_HELD | CS_F_LATE };
-
-		ci = bpf_sk_storage_get(&conn_sk_info, sk, &late, BPF_SK_STORAGE_GET_F_CREATE);
-	} else {
-		ci = bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0);
-	}
-	if (ci && !(ci->flags & CS_F_HELD))
-		ci->flags |= CS_F_HELD;
+	if (hold_close)
+		cs_hold(&conn_sk_info, sk, lean);
 }
 
 static __always_inline int on_sock_io(struct sock *sk, bool send, bool btf)

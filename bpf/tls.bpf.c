@@ -34,6 +34,7 @@
 #include "h2_events.h"
 #include "conn.h"
 #include "maps.bpf.h"
+#include "hold.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -490,11 +491,15 @@ static __always_inline void hello_copy(__u8 *dst, const __u8 *src, __u32 n)
 	}
 }
 
-/* The kept hello's first record: its handshake bytes' end, or 0 if it is not one. */
-static __always_inline __u32 hello_end(const __u8 *buf, __u32 have)
+/* A kept hello (have bytes of its window of cap) into the parser's buffer: the end
+ * of its first record's bytes there, or 0 if that is no handshake record. */
+static __always_inline __u32 hello_load(__u8 *buf, const __u8 *kept, __u32 have, __u32 cap)
 {
 	__u32 end;
 
+	if (have > cap)
+		have = cap;
+	hello_copy(buf, kept, have);
 	if (have < TLS_REC_HDR_LEN + 4 || buf[0] != 22 /* handshake */)
 		return 0;
 	end = TLS_REC_HDR_LEN + ((__u32)buf[3] << 8 | buf[4]);
@@ -515,9 +520,7 @@ __noinline int hello_alpn(struct tls_hello *h, struct scratch *sc, struct tls_do
 
 	if (!h || !sc || !d)
 		return 0;
-	end = h->ch_have < TLS_CAPTURE_CLIENT ? h->ch_have : TLS_CAPTURE_CLIENT;
-	hello_copy(sc->buf, h->ch, end);
-	end = hello_end(sc->buf, end);
+	end = hello_load(sc->buf, h->ch, h->ch_have, TLS_CAPTURE_CLIENT);
 	if (!end || tls_client_hello_alpn_at(sc->buf, TLS_REC_HDR_LEN, end, &sc->ch) != TLS_OK)
 		return 0;
 	d->alpn_flags |= TLS_DONE_ALPN_READ;
@@ -542,9 +545,7 @@ __noinline int hello_alpn(struct tls_hello *h, struct scratch *sc, struct tls_do
 	/* TLS 1.3 sends the server's choice encrypted. */
 	if (!d->version || d->version > 0x0303)
 		return 0;
-	end = h->sh_have < TLS_CAPTURE_SERVER ? h->sh_have : TLS_CAPTURE_SERVER;
-	hello_copy(sc->buf, h->sh, end);
-	end = hello_end(sc->buf, end);
+	end = hello_load(sc->buf, h->sh, h->sh_have, TLS_CAPTURE_SERVER);
 	if (!end || tls_parse_server_hello_at(sc->buf, TLS_REC_HDR_LEN, end, &sc->sh) != TLS_OK)
 		return 0;
 	d->alpn_flags |= TLS_DONE_SEL_SEEN;
@@ -1051,21 +1052,8 @@ static __always_inline void midway(struct __sk_buff *skb, struct bpf_sock *sk, b
 /* User space keeps state for this socket from now on: its close must reach it. */
 static __always_inline void hold(struct bpf_sock *sk)
 {
-	struct sk_info *ci;
-
-	if (!midway_check)
-		return;
-	if (lean) {
-		/* No sk_info for a healthy socket: made here, and completed by the
-		 * lifecycle programs at its next state change. */
-		struct sk_info late = { .flags = CS_F_HELD | CS_F_LATE };
-
-		ci = bpf_sk_storage_get(&conn_sk_info, sk, &late, BPF_SK_STORAGE_GET_F_CREATE);
-	} else {
-		ci = bpf_sk_storage_get(&conn_sk_info, sk, NULL, 0);
-	}
-	if (ci)
-		ci->flags |= CS_F_HELD;
+	if (midway_check)
+		cs_hold(&conn_sk_info, sk, lean);
 }
 
 /* The handshake is over and healthy (quiet mode): user space keeps nothing for the
