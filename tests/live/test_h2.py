@@ -56,7 +56,10 @@ def check_h2(records):
             h = r["h2"]
             if isinstance(h, dict) and h.get("source") == "tls_alpn":
                 # TLS seen on the wire (ALPN h2): no frame was seen, none counted.
-                if H2_KEYS - h.keys() or any(h[k] is not None for k in H2_KEYS) \
+                g = h.get("goaway") or {}
+                if H2_KEYS - h.keys() or GOAWAY_KEYS - g.keys() \
+                        or any(h[k] is not None for k in H2_KEYS - {"goaway"}) \
+                        or any(v is not None for v in g.values()) \
                         or h.get("joined_midway") is not False \
                         or "h2" not in r.get("tls", {}).get("alpn_offered", []):
                     problems.append(f"a wire-only TLS connection with counts: {r}")

@@ -290,12 +290,20 @@ static void jw_h2(struct jw *w, const struct conn_rec *v)
 	jw_obj(w, "h2");
 	jw_str(w, "source", v->h2_source);
 	if (v->h2_wire_only) {
-		/* TLS seen on the wire: HTTP/2 by its ALPN, no frame seen. */
-		static const char *const unseen[] = { "streams", "goaway", "rst_stream",
-						      "max_concurrent_streams", "pings", "desync" };
+		/* TLS seen on the wire: HTTP/2 by its ALPN, no frame seen. Every
+		 * field is there, null: the shape stays the contract's. */
+		static const char *const unseen[] = { "count", "last_stream_id", "error", "by",
+						      "debug" };
+		static const char *const unseen2[] = { "rst_stream", "max_concurrent_streams",
+						       "pings", "desync" };
 
+		jw_null(w, "streams");
+		jw_obj(w, "goaway");
 		for (size_t i = 0; i < sizeof(unseen) / sizeof(unseen[0]); i++)
 			jw_null(w, unseen[i]);
+		jw_end(w);
+		for (size_t i = 0; i < sizeof(unseen2) / sizeof(unseen2[0]); i++)
+			jw_null(w, unseen2[i]);
 		jw_bool(w, "joined_midway", false);
 		jw_end(w);
 		return;
