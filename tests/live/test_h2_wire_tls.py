@@ -110,6 +110,9 @@ def test_alpn_downgrade_names_the_cause(cluster, pki, command):
     assert f["cause"] == "alpn_downgrade", show([f])
     assert f["evidence"]["http1_chosen"] == f["window"]["closed"] >= 20, show([f])
     assert "HTTP/1.1" in f["message"] and "ALPN h2" in f["message"], show([f])
+    # HTTP/1.1 connections: in the window that names the cause, not in the pod's
+    # HTTP/2 connections.
+    assert last_summary(records, fe)["h2"] is None, last_summary(records, fe)
     if command == "trace":
         cl = [c for c in conns(records, 31544, "client") if fe.matches(c.get("pod"))]
         assert len(cl) == CALLS, show(cl)

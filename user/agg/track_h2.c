@@ -731,7 +731,8 @@ static void close_conn(struct tracker *t, struct h2_state *hs, const struct cs_e
 		return;
 	if (close->flags & CS_F_OPEN)
 		return;  /* replay: the capture ended, the connection did not */
-	P(c)->n.closed++;
+	if (!(hs->wire & H2_CL_HTTP1))
+		P(c)->n.closed++;
 	r = remote_for(P(c), &hs->ev, we_are_client(&hs->last.c), close->ts_ns);
 	if (!r)
 		return;
@@ -831,8 +832,12 @@ static struct h2_state *tls_alpn_conn(struct tracker *t, const struct cs_event *
 		struct h2_remote *r = remote_for(P(c), &hs->ev, we_are_client(&hs->last.c),
 						 e->ts_ns);
 
-		P(c)->n.connections++;
-		P(c)->n.tls_alpn++;
+		/* A downgraded one is HTTP/1.1: in the window (its cause), not in
+		 * the pod's HTTP/2 connections. */
+		if (!(hs->wire & H2_CL_HTTP1)) {
+			P(c)->n.connections++;
+			P(c)->n.tls_alpn++;
+		}
 		if (r && e->start_ns)
 			ring_push(r->opened, &r->open_pos, &r->nopened, e->start_ns);
 	}
