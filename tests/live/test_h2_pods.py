@@ -409,3 +409,31 @@ def test_pods_go_server_probed_alone(cluster, pki, h2grpc):
     assert all(c["h2"]["desync"] == 0 for c in sv), show(sv)
     cl = [c for c in conns(records, port, "client") if fe.matches(c.get("pod"))]
     assert cl and all((c.get("h2") or {}).get("streams") is None for c in cl), show(cl)
+
+
+def test_auto_tls_churn_from_the_wire_brings_the_probes(cluster, pki, docroot):
+    """auto over TLS: nothing probed, a client pod opening a TLS connection per call
+    is churn from the wire (source tls_alpn, streams null); that finding puts its
+    process under the probes, and its next connections carry exact stream counts
+    (source openssl)."""
+    fe = cluster.add_pod(NS, "frontend", A_IP)
+    be = cluster.add_pod(NS, "backend", BE_IP)
+    port = 31464
+    srv = h2peers.nghttpd_tls(be, pki, port, docroot)
+    cli = start(fe, CLIENT, BE_IP, port, pki.ca, h2peers.SERVICE, 12, STREAMS)
+    with Connscope(cluster, "--namespace", NS, "-i", 1, "--h2-plaintext", "auto",
+                   "--h2-plaintext-for", 30, "--h2-churn-conns", 10) as cs:
+        go(cli)
+        f = cs.wait_for(is_finding("h2_reuse_churn", fe), timeout=10)
+        assert f["source"] == "tls_alpn" and f["window"]["streams"] is None, show([f])
+        probes(cs, lambda h: h["processes"] >= 1, f, what="the frontend's process probed")
+        go(cli)
+        cs.wait_count(is_conn(port, "client"), 24, timeout=10)
+        h2peers.stop(srv)
+        records = finish(cs)
+    h2peers.stop(cli)
+    cl = [c for c in conns(records, port, "client") if fe.matches(c.get("pod"))]
+    wire = [c for c in cl if c["h2"]["source"] == "tls_alpn"]
+    probed = [c for c in cl if c["h2"]["source"] == "openssl"]
+    assert len(wire) == 12 and all(c["h2"]["streams"] is None for c in wire), show(cl)
+    assert len(probed) == 12 and all(c["h2"]["streams"] == STREAMS for c in probed), show(cl)
