@@ -62,7 +62,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Load-time options (rodata). */
 const volatile __u64 go_bind_ns = 5000000;        /* Go: Write entry -> send, at most */
 const volatile __u64 wakeup_bytes = 64 * 1024;    /* wake user space past this backlog */
-/* Set by the loader when conn_sk_info below is the lifecycle programs' socket
+/* Set by the loader when conn_sk_info (hold.bpf.h) is the lifecycle programs' socket
  * storage (tp_btf): a socket bound here is marked CS_F_HELD, so that its close
  * crosses to user space (which ends the connection's HTTP/2 there) even when only
  * problems cross and the TLS packet programs let a complete handshake go. */
@@ -70,13 +70,8 @@ const volatile bool hold_close = false;
 /* The lifecycle programs run lean: a healthy socket has no sk_info of its own. */
 const volatile bool lean = false;
 
-/* bpf/conn.bpf.c's per-socket state, shared by the loader (hold_close). */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sk_info);
-} conn_sk_info SEC(".maps");
+/* conn_sk_info, bpf/conn.bpf.c's per-socket state, is hold.bpf.h's (shared by the
+ * loader when hold_close is set). */
 
 /* Go's register ABI (Go >= 1.17 on amd64, >= 1.18 on arm64): receiver and the
  * slice's pointer and length in the first three integer argument registers,
@@ -843,7 +838,7 @@ static __always_inline bool sock_info(struct sock *sk, struct h2u_sock *si, bool
 static __always_inline void hold(struct sock *sk)
 {
 	if (hold_close)
-		cs_hold(&conn_sk_info, sk, lean);
+		cs_hold(sk, lean);
 }
 
 static __always_inline int on_sock_io(struct sock *sk, bool send, bool btf)

@@ -61,7 +61,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Data events per packet and direction at most: the capture windows are small. */
 #define DATA_EVENTS_MAX (TLS_CAPTURE_CLIENT / TLS_CHUNK + 1)
 
-/* Set by the loader when conn_sk_info below is the lifecycle programs' own socket
+/* Set by the loader when conn_sk_info (hold.bpf.h) is the lifecycle programs' own socket
  * storage (tp_btf): then a socket without an entry there predates connscope. */
 const volatile bool midway_check = false;
 /* The lifecycle programs run lean (bpf/conn.bpf.c): a healthy socket has no
@@ -122,15 +122,8 @@ struct {
 	__uint(max_entries, H2_RING_BYTES);
 } h2_events SEC(".maps");
 
-/* The lifecycle programs' per-socket state (bpf/conn.bpf.c), shared by the loader
- * (midway_check): looked up, and marked CS_F_HELD where user space now keeps state
- * for the socket, so that its close crosses even when healthy closes do not. */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sk_info);
-} conn_sk_info SEC(".maps");
+/* conn_sk_info, the lifecycle programs' per-socket state, is hold.bpf.h's (shared
+ * by the loader when midway_check is set). */
 
 /* bpf/conn.bpf.c's, shared by the loader (lean mode). */
 struct {
@@ -1053,7 +1046,7 @@ static __always_inline void midway(struct __sk_buff *skb, struct bpf_sock *sk, b
 static __always_inline void hold(struct bpf_sock *sk)
 {
 	if (midway_check)
-		cs_hold(&conn_sk_info, sk, lean);
+		cs_hold(sk, lean);
 }
 
 /* The handshake is over and healthy (quiet mode): user space keeps nothing for the
