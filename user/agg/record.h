@@ -133,8 +133,8 @@ struct finding_holder {
 struct h2_window_rec {
 	double seconds;
 	uint32_t opened, closed;
-	uint64_t streams;        /* of the connections whose streams are known */
-	bool streams_known;      /* false: every closed one was TLS seen on the wire */
+	uint64_t streams;        /* of the connections whose streams are known (closed
+				    beyond tls_alpn; none: written null) */
 	double streams_per_conn; /* < 0: no closed connection with known streams */
 	uint32_t tls_alpn;       /* closed TLS connections that offered h2, streams unknown */
 	uint32_t http1;          /* ... where the server chose HTTP/1.1 */

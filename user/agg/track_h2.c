@@ -280,7 +280,6 @@ static void window_rec(const struct tracker *t, const struct h2_window *w,
 	r->opened = w->opened;
 	r->closed = w->closed;
 	r->streams = w->streams;
-	r->streams_known = w->closed > w->no_streams || !w->closed;
 	r->streams_per_conn = w->closed > w->no_streams ?
 		(double)(int64_t)(100.0 * w->streams / (w->closed - w->no_streams) + 0.5) / 100 : -1;
 	r->tls_alpn = w->no_streams;

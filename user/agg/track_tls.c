@@ -82,8 +82,8 @@ struct tls_state {
 	struct track_tls_kernel k;
 	struct tls_hello *hbuf;    /* one kernel entry, read */
 	struct u64map seen;        /* quiet: cookie -> start_ns of the kernel's entries */
-	struct tls_done done;      /* quiet: the closing connection's, until its record is out */
-	char done_offered[TLS_DONE_OFFERED_MAX];
+	/* quiet: the closing connection's ALPN, until its record is out */
+	char done_offered[TLS_DONE_OFFERED_MAX], done_alpn[TLS_DONE_SEL_MAX];
 };
 
 static struct tls_state *S(const struct tracker *t)
@@ -783,8 +783,7 @@ static void done_alpn(struct tls_state *s, const struct tls_done *d)
 {
 	char *comma;
 
-	s->done = *d;
-	s->done.alpn[sizeof(s->done.alpn) - 1] = 0;
+	snprintf(s->done_alpn, sizeof(s->done_alpn), "%.*s", (int)sizeof(d->alpn) - 1, d->alpn);
 	snprintf(s->done_offered, sizeof(s->done_offered), "%.*s",
 		 (int)sizeof(d->alpn_offered) - 1, d->alpn_offered);
 	if ((d->alpn_flags & TLS_DONE_ALPN_CUT) && (comma = strrchr(s->done_offered, ',')))
@@ -819,7 +818,7 @@ static void tls_conn_close(struct tracker *t, const struct cs_event *e, struct c
 			v->has_tls = true;
 			v->tls_version = d.version ? tls_version_name(d.version) : NULL;
 			v->tls_alpn_offered = s->done_offered;
-			v->tls_alpn = s->done.alpn[0] ? s->done.alpn : NULL;
+			v->tls_alpn = s->done_alpn[0] ? s->done_alpn : NULL;
 			v->tls_alpn_seen = d.alpn_flags & TLS_DONE_SEL_SEEN;
 			v->tls_ms_known = true;
 			v->tls_ns = d.handshake_us * 1000;

@@ -486,7 +486,8 @@ static void jw_h2_window_fields(struct jw *w, const struct h2_window_rec *win, b
 {
 	jw_num(w, "opened", win->opened);
 	jw_num(w, "closed", win->closed);
-	if (win->streams_known)
+	/* Null when every closed connection was TLS seen on the wire. */
+	if (win->closed > win->tls_alpn || !win->closed)
 		jw_num(w, "streams", (double)win->streams);
 	else
 		jw_null(w, "streams");
