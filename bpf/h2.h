@@ -129,8 +129,15 @@ struct h2_dir {
 	__u8 flags;       /* H2_D_* */
 	__u8 ftype;       /* the current frame's type */
 	__u8 buf[H2_BUF_SIZE];
+	/* Counted here, per direction, and summed into h2_conn by h2_conn_totals: the
+	 * two directions of a socket are walked on two CPUs, and a count both wrote
+	 * would move its cache line between them at every frame. */
+	__u32 frames;        /* frame headers this direction sent */
+	__u32 streams;       /* client streams it opened (the client's direction) */
+	__u32 max_stream_id; /* the highest of them */
+	__u32 _pad;
 };
-_Static_assert(sizeof(struct h2_dir) == 32, "h2_dir layout");
+_Static_assert(sizeof(struct h2_dir) == 48, "h2_dir layout");
 
 /* Directions are indexed by who sends: 0 and 1 are the caller's (egress/ingress,
  * write/read, client/server in replay); client_dir says which one is the client's. */
@@ -146,6 +153,8 @@ _Static_assert(sizeof(struct h2_dir) == 32, "h2_dir layout");
 
 /* What one connection did, counted by the walker. 64 bytes. */
 struct h2_conn {
+	/* streams, max_stream_id and frames: the directions' counts, summed by
+	 * h2_conn_totals for a report (the walker counts in struct h2_dir). */
 	__u32 streams;            /* client streams opened: HEADERS on a new odd stream id */
 	__u32 max_stream_id;      /* the highest of them */
 	__u32 goaway[2];          /* GOAWAY frames sent, per direction */
@@ -177,6 +186,16 @@ _Static_assert(sizeof(struct h2_conn) == 96, "h2_conn layout");
 #define H2_N_DESYNC 0x10      /* this direction lost its boundary now */
 #define H2_N_NOT_H2 0x20      /* this direction turned out not to be HTTP/2 */
 #define H2_N_SETTINGS 0x40    /* MAX_CONCURRENT_STREAMS announced */
+
+/* The directions' counts into c, as a report carries them. */
+static __always_inline void h2_conn_totals(struct h2_conn *c, const struct h2_dir *d0,
+					   const struct h2_dir *d1)
+{
+	c->frames = d0->frames + d1->frames;
+	c->streams = d0->streams + d1->streams;
+	c->max_stream_id = d0->max_stream_id > d1->max_stream_id ? d0->max_stream_id
+								  : d1->max_stream_id;
+}
 
 static __always_inline void h2_conn_init(struct h2_conn *c)
 {
@@ -316,6 +335,23 @@ static __always_inline __u32 h2__be32(const __u8 *b)
 	return (__u32)b[0] << 24 | (__u32)b[1] << 16 | (__u32)b[2] << 8 | b[3];
 }
 
+/* 4 bytes at b, big-endian, read as one word where the target allows it (b is map
+ * memory in BPF: never the stack, whose accesses must be aligned). */
+static __always_inline __u32 h2__load_be32(const __u8 *b)
+{
+	__u32 v;
+
+#ifdef __bpf__
+	v = *(const __u32 *)b;
+#else
+	__builtin_memcpy(&v, b, sizeof(v));
+#endif
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	v = __builtin_bswap32(v);
+#endif
+	return v;
+}
+
 /* The byte of the client preface at i (0 <= i < 24). */
 static __always_inline __u8 h2__preface_at(__u32 i)
 {
@@ -437,12 +473,12 @@ static __always_inline __u32 h2__header(struct h2_conn *c, struct h2_dir *d, __u
 	} else if (!h2_frame_ok(len, type, flags, stream, d->max_frame)) {
 		return h2_desync(c, d);
 	}
-	c->frames++;
+	d->frames++;
 	d->ftype = type;
 	if (type == H2_HEADERS && dir == c->client_dir && (stream & 1) &&
-	    stream > c->max_stream_id) {
-		c->max_stream_id = stream;
-		c->streams++;
+	    stream > d->max_stream_id) {
+		d->max_stream_id = stream;
+		d->streams++;
 		notes |= H2_N_STREAM;
 	} else if (type == H2_PING && !(flags & H2_FLAG_ACK)) {
 		c->pings++;
@@ -567,27 +603,35 @@ static __always_inline __u32 h2_take_frames(struct h2_conn *c, struct h2_dir *d,
 					    const __u8 *win, __u32 rel, __u32 win_len,
 					    __u32 avail, __u32 mask, __u32 max, __u32 *notes)
 {
-	__u32 i, at = rel, left = avail, frames = 0, streams = 0, max_id = c->max_stream_id;
+	/* Few live values, all 64-bit (BPF has ten registers, and a 32-bit value used
+	 * as an index costs a zero-extension): places in win, which never wrap; i is
+	 * also the frames taken; max_id above every stream id unless this is the
+	 * client's direction, so that only the client's HEADERS open streams. */
+	__u64 at = rel, end = (__u64)rel + avail, hdr_end = end < win_len ? end : win_len;
+	__u64 i, streams = 0, max_frame = d->max_frame, max_id = ~0ull;
 
 	if (d->unit != H2_U_HDR || d->have || (d->flags & H2_D_FIRST_FRAME))
 		return 0;
+	if (dir == c->client_dir)
+		max_id = d->max_stream_id;
 	for (i = 0; i < max; i++) {
 		const __u8 *b;
-		__u32 len, stream;
+		__u64 w0, len, stream;
 
-		/* at: the header's place in win; left: the buffer's bytes from it. */
-		if (left < H2_FRAME_HDR_LEN || at + H2_FRAME_HDR_LEN > win_len)
+		/* A header whole in win, and in the buffer. */
+		if (at + H2_FRAME_HDR_LEN > hdr_end)
 			break;
 		b = win + (at & mask);
-		len = h2__be24(b);
-		stream = h2__be32(b + 5) & 0x7fffffff;
-		if (len > d->max_frame)
+		w0 = h2__load_be32(b);  /* length (24 bits), type */
+		stream = h2__load_be32(b + 5) & 0x7fffffff;
+		len = w0 >> 8;
+		if (len > max_frame)
 			break;
-		switch (b[3]) {
+		switch (w0 & 0xff) {
 		case H2_HEADERS:
 			if (!stream)
 				goto out;
-			if (dir == c->client_dir && (stream & 1) && stream > max_id) {
+			if ((stream & 1) && stream > max_id) {
 				max_id = stream;
 				streams++;
 			}
@@ -608,30 +652,28 @@ static __always_inline __u32 h2_take_frames(struct h2_conn *c, struct h2_dir *d,
 		default:
 			goto out;
 		}
-		d->ftype = b[3];
-		frames++;
-		left -= H2_FRAME_HDR_LEN;
-		if (len > left) {
+		d->ftype = w0 & 0xff;
+		at += H2_FRAME_HDR_LEN + len;
+		if (at > end) {
 			/* Its payload goes on past the buffer: skipped from there. */
-			d->left = len - left;
+			d->left = at - end;
 			d->unit = H2_U_SKIP;
-			left = 0;
+			at = end;
+			i++;
 			break;
 		}
-		left -= len;
-		at += H2_FRAME_HDR_LEN + len;
 	}
 out:
-	if (!frames)
+	if (!i)
 		return 0;
-	d->pos += avail - left;
-	c->frames += frames;
+	d->pos += at - rel;
+	d->frames += i;
 	if (streams) {
-		c->streams += streams;
-		c->max_stream_id = max_id;
+		d->streams += streams;
+		d->max_stream_id = max_id;
 		*notes |= H2_N_STREAM;
 	}
-	return avail - left;
+	return at - rel;
 }
 
 /*
@@ -717,7 +759,7 @@ static __always_inline __u32 h2_feed(struct h2_conn *c, struct h2_dir *d, struct
  * The plain-memory driver (user space; BPF has its own loops over skbs and user
  * memory): walk buf[0..len), which starts at stream position seq, for direction
  * dir. Returns the OR of the notes; a gap or a position never set desyncs (a gap)
- * or does nothing (not started).
+ * or does nothing (not started). c's counts are the directions' totals after it.
  */
 static inline __u32 h2_walk_mem(struct h2_conn *c, struct h2_dir *dirs, __u32 dir, __u32 seq,
 				const __u8 *buf, __u32 len)
@@ -727,9 +769,9 @@ static inline __u32 h2_walk_mem(struct h2_conn *c, struct h2_dir *dirs, __u32 di
 	int st = h2_at(d, seq, len, &off);
 
 	if (st == H2_AT_GAP)
-		return h2_desync(c, d);
+		notes = h2_desync(c, d);
 	if (st != H2_AT_OK)
-		return 0;
+		len = 0;
 	while (off < len && !h2_dir_stopped(d)) {
 		/* A whole frame header at hand: the frame in one go (replay walks
 		 * millions of small frames). */
@@ -747,6 +789,7 @@ static inline __u32 h2_walk_mem(struct h2_conn *c, struct h2_dir *dirs, __u32 di
 		notes |= h2_feed(c, d, other, dir, buf + off, n);
 		off += n;
 	}
+	h2_conn_totals(c, &dirs[0], &dirs[1]);
 	return notes;
 }
 

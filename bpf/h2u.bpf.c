@@ -228,9 +228,12 @@ struct {
  */
 static __always_inline __u32 conn_streams(const struct h2u_conn *st)
 {
+	const struct h2_dir *d0 = &st->d[0], *d1 = &st->d[1];
+
 	if (st->go_server)
-		return (st->c.max_stream_id + 1) / 2;
-	return st->c.streams;
+		return ((d0->max_stream_id > d1->max_stream_id ? d0->max_stream_id
+							       : d1->max_stream_id) + 1) / 2;
+	return d0->streams + d1->streams;
 }
 
 static __always_inline void emit(struct h2u_conn *st, __u8 type)
@@ -257,6 +260,7 @@ static __always_inline void emit(struct h2u_conn *st, __u8 type)
 	__builtin_memcpy(e->saddr, st->si.saddr, 16);
 	__builtin_memcpy(e->daddr, st->si.daddr, 16);
 	__builtin_memcpy(&e->c, &st->c, sizeof(e->c));
+	h2_conn_totals(&e->c, &st->d[0], &st->d[1]);
 	if (st->go_server) {
 		e->c.client_dir = H2_LOCAL_IN;
 		e->c.streams = conn_streams(st);

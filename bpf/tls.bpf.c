@@ -92,6 +92,13 @@ enum {
 	TS_H2 = 2,        /* h2c frames followed */
 };
 
+/* A cache line between a socket's two directions' h2c state, whatever its place. */
+#define H2_APART 64
+struct h2_dir_apart {
+	struct h2_dir d;
+	__u8 _apart[H2_APART];
+};
+
 struct tls_sock {
 	__u64 start_ns;
 	struct tls_stream st[2];  /* indexed by enum tls_dir */
@@ -100,10 +107,18 @@ struct tls_sock {
 	__u8 we_are_client;
 	__u8 state;               /* TS_* */
 	__u8 _pad[6];
-	/* h2c (TS_H2): directions indexed H2_LOCAL_OUT (egress) / H2_LOCAL_IN */
+	/* h2c (TS_H2): the connection, which both directions read, then each
+	 * direction's own state (indexed H2_LOCAL_OUT (egress) / H2_LOCAL_IN), which
+	 * it writes at every segment. Egress and ingress run on different CPUs (the
+	 * sender's and the peer's): a cache line apart, whatever the element's
+	 * alignment, so that neither takes the other's line away. */
 	struct h2_conn h2;
-	struct h2_dir h2d[2];
+	__u8 _apart[H2_APART];
+	struct h2_dir_apart h2d[2];
 };
+
+/* The storage element (the kernel's 72 bytes, then this) fits a 512-byte slab. */
+_Static_assert(sizeof(struct tls_sock) <= 512 - 72, "tls_sock: one 512-byte element");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -763,6 +778,7 @@ static __always_inline void h2_event_send(struct __sk_buff *skb, struct tls_sock
 	e->type = type;
 	e->source = H2_SRC_WIRE;
 	__builtin_memcpy(&e->c, &ts->h2, sizeof(e->c));
+	h2_conn_totals(&e->c, &ts->h2d[0].d, &ts->h2d[1].d);
 	bpf_ringbuf_submit(e, cs_wake_flags(&h2_events, H2_RING_BYTES / 4, sizeof(*e)));
 	cs_count(&tls_counters, TLS_CNT_EVENTS);
 }
@@ -820,7 +836,7 @@ __noinline int h2_feed_step(struct tls_sock *ts, struct scratch *sc, __u32 dir,
 		return 0;
 	dir &= 1;
 	/* h2_feed reads at most 9 bytes; the mask keeps them in the buffer. */
-	p->notes |= h2_feed(&ts->h2, &ts->h2d[dir], &ts->h2d[dir ^ 1], dir,
+	p->notes |= h2_feed(&ts->h2, &ts->h2d[dir].d, &ts->h2d[dir ^ 1].d, dir,
 			    sc->buf + ((p->off - p->win_off) & (H2_WIN - 1)), n);
 	p->off += n;
 	return 0;
@@ -847,7 +863,7 @@ __noinline __u32 h2_frames(struct tls_sock *ts, struct scratch *sc, __u32 dir, s
 	if (p->off < p->win_off || rel + H2_FRAME_HDR_LEN > p->win_len ||
 	    p->end - p->off < H2_FRAME_HDR_LEN)
 		return 0;
-	took = h2_take_frames(&ts->h2, &ts->h2d[dir], dir, sc->buf, rel, p->win_len,
+	took = h2_take_frames(&ts->h2, &ts->h2d[dir].d, dir, sc->buf, rel, p->win_len,
 			      p->end - p->off, H2_WIN - 1, H2_BURST, &p->notes);
 	p->off += took;
 	return took;
@@ -863,7 +879,7 @@ static long h2_step(__u32 i, void *arg)
 
 	if (!ts || !w->sc || w->p.off >= w->p.end)
 		return 1;
-	d = &ts->h2d[dir];
+	d = &ts->h2d[dir].d;
 	/* The common step: whole frames, with the payloads they skip. */
 	if (d->unit == H2_U_HDR && !d->have && w->p.end - w->p.off >= H2_FRAME_HDR_LEN) {
 		if (h2_window(w, H2_FRAME_HDR_LEN))
@@ -885,7 +901,7 @@ static long h2_step(__u32 i, void *arg)
 static __always_inline __u32 h2_walk_segment(struct __sk_buff *skb, struct tls_sock *ts,
 					     const struct seg *s, __u32 dir)
 {
-	struct h2_dir *d = &ts->h2d[dir & 1];
+	struct h2_dir *d = &ts->h2d[dir & 1].d;
 	struct h2_walk_ctx w = { .skb = skb, .ts = ts, .dir = dir };
 	__u32 skip, zero = 0;
 	int at;
@@ -928,8 +944,8 @@ __noinline int h2_segment(struct __sk_buff *skb, struct tls_sock *ts, struct seg
 
 	if (!skb || !ts || !s)
 		return 0;
-	d = &ts->h2d[dir];
-	streams = ts->h2.streams;
+	d = &ts->h2d[dir].d;
+	streams = d->streams;
 	if (!(d->flags & H2_D_STARTED) && !h2_dir_stopped(d) && s->len) {
 		/* This direction's first payload starts it; one we did not see
 		 * from its start is never walked. */
@@ -957,7 +973,7 @@ __noinline int h2_segment(struct __sk_buff *skb, struct tls_sock *ts, struct seg
 	if (s->tcp_flags & (TCP_FIN | TCP_RST))
 		h2_event_send(skb, ts, s, egress, H2_EV_END);
 	else if ((notes & H2_N_RST) ||
-		 streams / H2_UPDATE_STREAMS != ts->h2.streams / H2_UPDATE_STREAMS)
+		 streams / H2_UPDATE_STREAMS != d->streams / H2_UPDATE_STREAMS)
 		h2_event_send(skb, ts, s, egress, H2_EV_UPDATE);
 	return 0;
 }
@@ -983,8 +999,8 @@ static __always_inline struct tls_sock *h2_start(struct __sk_buff *skb, struct b
 	tmpl->start_ns = bpf_ktime_get_ns();
 	tmpl->state = TS_H2;
 	h2_conn_init(&tmpl->h2);
-	h2_dir_init_unstarted(&tmpl->h2d[0]);
-	h2_dir_init_unstarted(&tmpl->h2d[1]);
+	h2_dir_init_unstarted(&tmpl->h2d[0].d);
+	h2_dir_init_unstarted(&tmpl->h2d[1].d);
 	ts = bpf_sk_storage_get(&tls_storage, sk, tmpl, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!ts)
 		ts = bpf_sk_storage_get(&tls_storage, sk, NULL, 0);
@@ -1158,7 +1174,7 @@ static __always_inline int handle(struct __sk_buff *skb, bool egress)
 		if (parse_seg(skb, &s))
 			return ALLOW;
 		/* The TCP socket only until the direction has started. */
-		if (!(ts->h2d[egress ? H2_LOCAL_OUT : H2_LOCAL_IN].flags & H2_D_STARTED)) {
+		if (!(ts->h2d[egress ? H2_LOCAL_OUT : H2_LOCAL_IN].d.flags & H2_D_STARTED)) {
 			tp = bpf_tcp_sock(sk);
 			if (tp && first_payload(tp, &s, egress))
 				flags |= H2SEG_FIRST;
