@@ -918,7 +918,13 @@ static __always_inline __u32 h2_walk_segment(struct __sk_buff *skb, struct tls_s
 		return 0;
 	w.p.off = s->off + skip;
 	w.p.end = s->off + s->len;
-	bpf_loop(H2_SEG_STEPS, h2_step, &w, 0);
+	/* The common segment, whole frames whose payloads nobody reads, in one call:
+	 * the loop only for what is left. */
+	if (d->unit == H2_U_HDR && !d->have && s->len - skip >= H2_FRAME_HDR_LEN &&
+	    !h2_window(&w, H2_FRAME_HDR_LEN))
+		h2_frames(ts, w.sc, dir, &w.p);
+	if (w.p.off < w.p.end)
+		bpf_loop(H2_SEG_STEPS, h2_step, &w, 0);
 	/* Steps ran out, or a load failed, before the segment's end: the boundary is
 	 * lost for good. */
 	if (w.p.off < w.p.end && !h2_dir_stopped(d))
