@@ -127,7 +127,7 @@ struct h2_dir {
 	__u8 unit;        /* enum h2_unit */
 	__u8 have;        /* bytes of the unit collected in buf */
 	__u8 flags;       /* H2_D_* */
-	__u8 ftype;       /* the current frame's type */
+	__u8 ftype;       /* the type of the frame whose payload is under way */
 	__u8 buf[H2_BUF_SIZE];
 	/* Counted here, per direction, and summed into h2_conn by h2_conn_totals: the
 	 * two directions of a socket are walked on two CPUs, and a count both wrote
@@ -593,33 +593,34 @@ static __always_inline __u32 h2_take_frame(struct h2_conn *c, struct h2_dir *d, 
  * h2_take_frame does for each of them, with the walk's state in registers and
  * written back once. win[rel..) is the walk position, win_len the bytes win holds
  * (indexes masked with mask: the caller's window size - 1, or ~0), avail the
- * buffer's bytes from the position (the last frame's payload may run past it),
- * max the frames at most (a bound for the verifier). Stops before any other frame,
- * a header not whole in win, or one that breaks a rule: h2_take_frame or h2_feed
- * takes those. Returns the bytes taken; a new client stream ORs H2_N_STREAM into
- * *notes.
+ * buffer's bytes from the position, max the frames at most (a bound for the
+ * verifier). A payload that runs past win's end or the buffer's is skipped from
+ * there (unit H2_U_SKIP). Stops before any other frame, a header not whole in win,
+ * or one that breaks a rule: h2_take_frame or h2_feed takes those. Returns the
+ * bytes taken; a new client stream ORs H2_N_STREAM into *notes.
  */
 static __always_inline __u32 h2_take_frames(struct h2_conn *c, struct h2_dir *d, __u32 dir,
 					    const __u8 *win, __u32 rel, __u32 win_len,
 					    __u32 avail, __u32 mask, __u32 max, __u32 *notes)
 {
-	/* Few live values, all 64-bit (BPF has ten registers, and a 32-bit value used
-	 * as an index costs a zero-extension): places in win, which never wrap; i is
-	 * also the frames taken; max_id above every stream id unless this is the
-	 * client's direction, so that only the client's HEADERS open streams. */
-	__u64 at = rel, end = (__u64)rel + avail, hdr_end = end < win_len ? end : win_len;
-	__u64 i, streams = 0, max_frame = d->max_frame, max_id = ~0ull;
+	/* Few live values, all 64-bit: BPF has ten registers, and a 32-bit value used
+	 * as an index costs a zero-extension. at and end are places in win (which
+	 * never wrap); i is also the frames taken; max_id is above every stream id
+	 * unless this is the client's direction, whose HEADERS alone open streams. */
+	__u64 at = rel, end = (__u64)rel + avail, i, w0 = 0, streams = 0;
+	__u64 max_frame = d->max_frame, max_id = ~0ull;
 
 	if (d->unit != H2_U_HDR || d->have || (d->flags & H2_D_FIRST_FRAME))
 		return 0;
+	if (end > win_len)
+		end = win_len;
 	if (dir == c->client_dir)
 		max_id = d->max_stream_id;
 	for (i = 0; i < max; i++) {
 		const __u8 *b;
-		__u64 w0, len, stream;
+		__u64 len, stream;
 
-		/* A header whole in win, and in the buffer. */
-		if (at + H2_FRAME_HDR_LEN > hdr_end)
+		if (at + H2_FRAME_HDR_LEN > end)
 			break;
 		b = win + (at & mask);
 		w0 = h2__load_be32(b);  /* length (24 bits), type */
@@ -652,10 +653,10 @@ static __always_inline __u32 h2_take_frames(struct h2_conn *c, struct h2_dir *d,
 		default:
 			goto out;
 		}
-		d->ftype = w0 & 0xff;
 		at += H2_FRAME_HDR_LEN + len;
 		if (at > end) {
-			/* Its payload goes on past the buffer: skipped from there. */
+			/* Its payload goes on past what is at hand: skipped from there. */
+			d->ftype = w0 & 0xff;
 			d->left = at - end;
 			d->unit = H2_U_SKIP;
 			at = end;

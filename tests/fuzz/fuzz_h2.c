@@ -164,14 +164,19 @@ static void walk_segments(struct walk *w, __u32 dir, __u32 seq, const uint8_t *p
 	}
 }
 
-/* Two walks of the same bytes agree on a direction: every field, and of buf the
- * bytes of the unit under way (the rest is scratch: a frame taken whole is read
- * where it is, never copied there). */
+/* Two walks of the same bytes agree on a direction: every field, ftype while a
+ * payload is under way (at a header it is the last frame's, which a run of frames
+ * taken whole does not keep), and of buf the bytes of the unit under way (the rest
+ * is scratch: a frame taken whole is read where it is, never copied there). */
 static int dir_same(const struct h2_dir *a, const struct h2_dir *b)
 {
+	int payload = a->unit != H2_U_START && a->unit != H2_U_PREFACE && a->unit != H2_U_HDR &&
+		      a->unit != H2_U_STOP;
+
 	return a->pos == b->pos && a->left == b->left && a->max_frame == b->max_frame &&
 	       a->unit == b->unit && a->have == b->have && a->flags == b->flags &&
-	       a->ftype == b->ftype &&
+	       (!payload || a->ftype == b->ftype) && a->frames == b->frames &&
+	       a->streams == b->streams && a->max_stream_id == b->max_stream_id &&
 	       !memcmp(a->buf, b->buf, a->have < H2_BUF_SIZE ? a->have : H2_BUF_SIZE);
 }
 
