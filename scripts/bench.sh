@@ -52,7 +52,9 @@
 #    loopback inside the bench's cgroup; requests/s, first over h2c (nghttpd --no-tls,
 #    prior knowledge), then over TLS (a throwaway self-signed certificate made in the
 #    work directory), each interleaved bare, under the floor (do-nothing programs on
-#    the same hooks), `connscope daemon`, `connscope top` (as in part 1) and
+#    the same hooks), h2c under the walking floor (floor.bpf.c: the least work an
+#    exact frame count takes, each header's length read on every packet),
+#    `connscope daemon`, `connscope top` (as in part 1) and
 #    `connscope trace -o json --cgroup <that cgroup> > file` (H2_ROUNDS rounds).
 #    Targets, for each of daemon, top and trace: h2c ratio >= 0.97, TLS ratio >= 0.97
 #    (no TLS library is probed by default: the TLS connections cost their packets'
@@ -466,6 +468,10 @@ start_tracer() {
 		# least work that exact counts in the kernel take (floor.bpf.c).
 		FLOOR_COUNT=1 "$FLOOR" "$FLOOR_OBJ" --cgroup "$CGROUP" ${CT_NETNS:+--netns "$CT_NETNS"} \
 			>"$out" 2>"$dir/err" & ;;
+	walking)
+		# The floor's tracepoint program, and on the packet hooks the least work
+		# that an exact HTTP/2 frame count takes (floor.bpf.c).
+		FLOOR_WALK=1 "$FLOOR" "$FLOOR_OBJ" --cgroup "$CGROUP" >"$out" 2>"$dir/err" & ;;
 	tcpstates) "$TCPSTATES" >"$out" 2>"$dir/err" & ;;
 	tcplife) "$TCPLIFE" >"$out" 2>"$dir/err" & ;;
 	*) die "start $name: unknown tracer" ;;
@@ -479,7 +485,7 @@ start_tracer() {
 			die "start $name (it exited; stderr above)"
 		}
 		case $name in
-		connscope | trace | probes | daemon | stacksoff | stacksall | floor | counting)
+		connscope | trace | probes | daemon | stacksoff | stacksall | floor | counting | walking)
 			# Attached once its first record, stats phase "start", is out:
 			# its start-up time (load, verify, attach, snapshot) is kept.
 			if head -n 1 "$out" 2>/dev/null | grep -q '"phase":"start"'; then
@@ -889,8 +895,10 @@ h2_round() {
 	local n=${#H2_CONFIGS[@]}
 	for ((k = 0; k < n; k++)); do
 		cfg=${H2_CONFIGS[$(((r - 1 + k) % n))]}
-		# The TLS library probes have nothing to do on h2c.
+		# The TLS library probes have nothing to do on h2c, nor the walking floor
+		# (frames in the clear) on TLS.
 		[ "$cfg" = probes ] && [ "$mode" = h2c ] && continue
+		[ "$cfg" = walking ] && [ "$mode" = tls ] && continue
 		dir=$WORK/h2/$mode/r$r-$k-$cfg
 		if [ "$cfg" = connscope ] || [ "$cfg" = probes ]; then
 			OUTFILE=$dir/trace.jsonl LOAD_FN=run_h2load measured_run "$cfg" "$dir" "$mode"
@@ -916,10 +924,11 @@ print("%.0f req/s (%d succeeded, %d failed)" % (d["req_per_s"], d["succeeded"], 
 # One more connscope run of each with kernel.bpf_stats_enabled=1 (outside the ratios,
 # as in the TLS part): connscope's programs' run counts and times, per request.
 # h2_detail MODE [CFG]: CFG probes is the TLS library probes' run (detail-tls-probes):
-# their run counts are the uprobe traps, which the report prices.
+# their run counts are the uprobe traps, which the report prices; walking is the
+# walking floor's (detail-h2c-walking), beside connscope's time per packet.
 h2_detail() {
 	local mode=$1 cfg=${2:-connscope} dir=$WORK/h2/detail-$1
-	[ "$cfg" = probes ] && dir=$dir-probes
+	[ "$cfg" = connscope ] || dir=$dir-$cfg
 	mkdir -p "$dir"
 	set_sysctl kernel.bpf_stats_enabled 1
 	LOAD_FN=run_h2load measured_run "$cfg" "$dir" "$mode"
@@ -932,7 +941,8 @@ h2_detail() {
 if has_part h2; then
 	# connscope: trace -o json (its records are counted); daemon and top as in part 1.
 	# probes: trace with the TLS library probes (--h2-plaintext all), TLS only.
-	H2_CONFIGS=(baseline floor daemon top connscope probes)
+	# walking: the walking floor (floor.bpf.c), h2c only.
+	H2_CONFIGS=(baseline floor walking daemon top connscope probes)
 	mkdir -p "$WORK/h2/www" "$WORK/h2/cert"
 	head -c 64 /dev/zero | tr '\0' x >"$WORK/h2/www/index.html"
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
@@ -943,7 +953,7 @@ if has_part h2; then
 	H2C_SRV=$NGHTTPD_PID
 	start_nghttpd "$H2_TLS_PORT" "$WORK/h2/cert/key.pem" "$WORK/h2/cert/cert.pem"
 	H2TLS_SRV=$NGHTTPD_PID
-	log "h2: ${#H2_CONFIGS[@]} configs (bare, floor, daemon, top, trace; probes on TLS) x $H2_ROUNDS rounds x ${H2_SECS}s, h2c (port $H2_PORT) then TLS" \
+	log "h2: ${#H2_CONFIGS[@]} configs (bare, floor, daemon, top, trace; walking floor on h2c, probes on TLS) x $H2_ROUNDS rounds x ${H2_SECS}s, h2c (port $H2_PORT) then TLS" \
 		"(port $H2_TLS_PORT); nghttpd (1 worker) and h2load -c $H2_CLIENTS -m $H2_STREAMS -t 1" \
 		"in $CGROUP"
 	for ((r = 1; r <= H2_ROUNDS; r++)); do
@@ -951,6 +961,7 @@ if has_part h2; then
 		h2_round tls "$r"
 	done
 	h2_detail h2c
+	h2_detail h2c walking
 	h2_detail tls
 	h2_detail tls probes
 	stop_pid "$H2C_SRV"

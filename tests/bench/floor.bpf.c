@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * The floor of make bench's part 1: programs on the hooks connscope's daemon uses
- * for TCP churn, doing nothing. What the kernel charges for running any program
+ * for TCP churn, doing nothing (and the counting and walking floors below). What the kernel charges for running any program
  * there (the tracepoint's dispatch, the cgroup's program array on every packet)
  * is the part of connscope's cost that no change to its programs can remove.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -209,4 +210,128 @@ int BPF_PROG(floor_count_rescue, struct sock *sk, int oldstate, int newstate)
 	if (m && m->sk == (__u64)sk && m->state == (__u32)newstate)
 		m->sk = 0;
 	return 0;
+}
+
+/*
+ * The walking floor (FLOOR_WALK=1, in place of floor_egress and floor_ingress): the
+ * least work that counts HTTP/2 frames exactly on every packet, which connscope's
+ * h2c walk must do. Per socket and direction the stream position of the next frame
+ * header; per segment with payload, its bytes copied (1 KiB at a time, as
+ * connscope's window) and the frame headers in them read for their length. No
+ * frame type, stream id, rule, count per stream, event or desync: what connscope
+ * does beyond this is its own cost. A direction's first payload starts it (the
+ * bench's connections start after the floor attached); the client's skips the
+ * 24-byte preface.
+ */
+#define FL_WIN 1024
+#define FL_WINDOWS 64        /* window loads per segment at most */
+#define FL_FRAMES 64         /* headers per window at most */
+#define FL_ETH_P_IP 0x0800
+
+struct fl_walk {
+	__u32 pos[2];        /* next header's TCP sequence number, per direction */
+	__u32 started;       /* bit per direction */
+	__u32 lost;          /* bit per direction: a header cut by a segment's end */
+	__u64 frames;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct fl_walk);
+} fl_walks SEC(".maps");
+
+struct fl_buf {
+	__u8 b[FL_WIN + 16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fl_buf);
+} fl_bufs SEC(".maps");
+
+/* The headers in buf->b[0..n): returns the place past the last frame they tell of
+ * (which may be past n), and adds the headers read to *frames. A global function:
+ * verified once, not once per window. */
+__noinline __u64 fl_frames(struct fl_buf *buf, __u64 n, struct fl_walk *w)
+{
+	__u64 at = 0, i;
+
+	if (!buf || !w)
+		return 0;
+	for (i = 0; i < FL_FRAMES && at + 9 <= n; i++) {
+		const __u8 *h = buf->b + (at & (FL_WIN - 1));
+
+		at += 9 + ((__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2]);
+	}
+	w->frames += i;
+	return at;
+}
+
+static __always_inline int fl_walk(struct __sk_buff *skb, __u32 dir)
+{
+	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+	struct bpf_sock *sk = skb->sk;
+	struct fl_walk *w;
+	struct fl_buf *buf;
+	__u32 zero = 0, hdrs, plen, seq, k;
+	__s32 rel;
+	__u8 *ip = data, *tcp;
+
+	if (!sk || !(sk = bpf_sk_fullsock(sk)) || sk->protocol != 6 ||
+	    skb->protocol != bpf_htons(FL_ETH_P_IP) || ip + 20 > (__u8 *)data_end)
+		return 1;
+	tcp = ip + ((ip[0] & 0xf) * 4 & 0x3c);
+	if (tcp + 20 > (__u8 *)data_end)
+		return 1;
+	hdrs = (tcp - ip) + (tcp[12] >> 4) * 4;
+	if (skb->len <= hdrs)
+		return 1;
+	plen = skb->len - hdrs;
+	seq = (__u32)tcp[4] << 24 | (__u32)tcp[5] << 16 | (__u32)tcp[6] << 8 | tcp[7];
+	w = bpf_sk_storage_get(&fl_walks, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	buf = bpf_map_lookup_elem(&fl_bufs, &zero);
+	if (!w || !buf || (w->lost & (1 << dir)))
+		return 1;
+	if (!(w->started & (1 << dir))) {
+		__u8 first;
+
+		w->started |= 1 << dir;
+		w->pos[dir & 1] = seq;
+		if (!bpf_skb_load_bytes(skb, hdrs, &first, 1) && first == 'P')
+			w->pos[dir & 1] = seq + 24;
+	}
+	rel = (__s32)(w->pos[dir & 1] - seq);
+	if (rel < 0 || (__u32)rel >= plen)
+		return 1;  /* retransmitted, or inside a payload that runs on */
+	for (k = 0; k < FL_WINDOWS && (__u32)rel < plen; k++) {
+		__u64 n = plen - rel;
+
+		if (n > FL_WIN)
+			n = FL_WIN;
+		if (n < 9) {
+			w->lost |= 1 << dir;
+			return 1;
+		}
+		if (bpf_skb_load_bytes(skb, hdrs + rel, buf->b, n))
+			return 1;
+		rel += fl_frames(buf, n, w);
+	}
+	w->pos[dir & 1] = seq + rel;
+	return 1;
+}
+
+SEC("?cgroup_skb/egress")
+int floor_walk_egress(struct __sk_buff *skb)
+{
+	return fl_walk(skb, 0);
+}
+
+SEC("?cgroup_skb/ingress")
+int floor_walk_ingress(struct __sk_buff *skb)
+{
+	return fl_walk(skb, 1);
 }

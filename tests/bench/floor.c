@@ -7,6 +7,8 @@
  * FLOOR_ONLY=tp or FLOOR_ONLY=skb attaches only the tracepoint's, or the packets'.
  * FLOOR_COUNT=1 puts the counting floor on the tracepoint instead (floor.bpf.c: the
  * least work that exact counts in the kernel take); make bench's "counting" config.
+ * FLOOR_WALK=1 puts the walking floor on the packet hooks instead (the least work an
+ * exact HTTP/2 frame count takes on every packet); make bench's h2c "walking" config.
  * floor OBJ --cgroup DIR --netns PATH also attaches a do-nothing netfilter program
  * where connscope's conntrack program goes in the network namespace at PATH (the
  * DNAT part's node): IPv4 and IPv6, prerouting and output, priority -99.
@@ -118,6 +120,16 @@ int main(int argc, char **argv)
 		bpf_program__set_autoload(bpf_object__find_program_by_name(obj, "floor_count"), true);
 		bpf_program__set_autoload(bpf_object__find_program_by_name(obj, "floor_count_rescue"),
 					  true);
+	}
+	/* FLOOR_WALK=1: the walking floor's packet programs instead of the empty ones. */
+	if (obj && getenv("FLOOR_WALK") && atoi(getenv("FLOOR_WALK"))) {
+		static const char *const off[] = { "floor_egress", "floor_ingress" };
+		static const char *const on[] = { "floor_walk_egress", "floor_walk_ingress" };
+
+		for (int i = 0; i < 2; i++) {
+			bpf_program__set_autoload(bpf_object__find_program_by_name(obj, off[i]), false);
+			bpf_program__set_autoload(bpf_object__find_program_by_name(obj, on[i]), true);
+		}
 	}
 	if (prog && netns) {
 		bpf_program__set_type(prog, FLOOR_PROG_TYPE_NETFILTER);
