@@ -7,7 +7,8 @@ forgotten flow is invalid, and the node answers it with a reset, as a stateful
 firewall, NAT or cloud load balancer does once its idle timeout has passed. The
 client's socket ends by a reset that came after seconds without anything received:
 peer_reset with cause idle_cut and its idle time. A reset right after an answer is
-not an idle cut.
+not an idle cut. Conntrack watched over ctnetlink says more: the flow's entry was
+destroyed while established (expired) by the time of the reset.
 """
 
 import subprocess
@@ -63,8 +64,8 @@ def node(cluster, *argv, stdin=None):
     assert cp.returncode == 0, (argv, cp.stderr)
 
 
-@pytest.mark.parametrize("command", ["trace", "daemon"])
-def test_reset_after_idle_names_idle_cut(cluster, command):
+def cut_and_abort(cluster, command, *args):
+    """The idle cut, then the abortive close: their two peer_reset findings."""
     fe = cluster.add_pod(NS, "frontend", FE_IP)
     be = cluster.add_pod(NS, "backend", BE_IP)
     # The node's conntrack, as a stateful middlebox: the table first (it loads
@@ -83,7 +84,7 @@ def test_reset_after_idle_names_idle_cut(cluster, command):
     srv = be.popen(["/usr/bin/python3", "-c", SERVER], stdin=subprocess.PIPE,
                    stdout=subprocess.PIPE, text=True)
     assert srv.stdout.readline().strip() == "ready"
-    with Connscope(cluster, "--namespace", NS, "-i", 60, "--idle-cut", 1.5,
+    with Connscope(cluster, "--namespace", NS, "-i", 60, "--idle-cut", 1.5, *args,
                    command=command) as cs:
         # Idle 3.5 s, past the node's 2 s: the next write is answered by a reset.
         cut = fe.run(["/usr/bin/python3", "-c", CLIENT, "idle", "3.5"], timeout=20)
@@ -96,11 +97,39 @@ def test_reset_after_idle_names_idle_cut(cluster, command):
         records = cs.stop()
     srv.kill()
     check_common(records)
-    first, second = findings(records, "peer_reset", fe)[:2]
+    return findings(records, "peer_reset", fe)[:2]
+
+
+@pytest.mark.parametrize("command", ["trace", "daemon"])
+def test_reset_after_idle_names_idle_cut(cluster, command):
+    first, second = cut_and_abort(cluster, command)
     assert first["cause"] == "idle_cut", show([first])
     ev = first["evidence"]
     assert 3.0 <= ev["idle_s"] < 6 and ev["threshold_s"] == 1.5, show([first])
     assert ev["lifetime_s"] >= ev["idle_s"] - 0.02, show([first])   # jiffies
-    assert "idle timeout" in first["message"] and "keepalive" in first["message"], show([first])
+    # The default watcher: the BPF one, which cannot tell an expiry (null); on a
+    # kernel without netfilter links, ctnetlink (the test below).
+    assert ev["conntrack_entry"] in (None, "expired"), show([first])
+    assert "keepalive" in first["message"], show([first])
+    assert ("idle timeout" if ev["conntrack_entry"] is None else
+            "nf_conntrack_tcp_timeout_established") in first["message"], show([first])
     # The abortive close: the reset came with the answer's ACK still fresh.
     assert second["cause"] is None and second["evidence"]["idle_s"] < 1.5, show([second])
+
+
+@pytest.mark.parametrize("command", ["trace", "daemon"])
+def test_conntrack_expiry_is_evidence(cluster, command):
+    """Watched over ctnetlink, conntrack's destroy of the flow's entry while it was
+    established is evidence of its own: conntrack_entry "expired", and the message
+    names conntrack's timeout. The abortive close's entry was closed by its reset,
+    never expired ("kept", or null when its netlink edges were not read yet as the
+    reset's record was made). (The BPF watcher never sees a timeout: null, in the
+    test above.)"""
+    first, second = cut_and_abort(cluster, command, "--conntrack", "netlink")
+    assert first["cause"] == "idle_cut", show([first])
+    ev = first["evidence"]
+    assert ev["conntrack_entry"] == "expired" and 3.0 <= ev["idle_s"] < 6, show([first])
+    assert "nf_conntrack_tcp_timeout_established" in first["message"], show([first])
+    assert "keepalive" in first["message"], show([first])
+    assert second["cause"] is None and second["evidence"]["conntrack_entry"] in (None, "kept"), \
+        show([second])

@@ -148,6 +148,10 @@ void track_ct_event(struct tracker *t, const struct ct_event *e);
 void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t drops,
 		       uint64_t insert_failed, uint64_t early_drops);
 uint64_t track_ct_evictions(const struct tracker *t);
+/* Did conntrack's entry for the socket of e go while established (ctnetlink's
+ * destroy of an ESTABLISHED entry: expired, or flushed; not a close) by the time
+ * of e? 1 or 0; -1 where the watcher cannot tell (none, or the BPF one). */
+int track_ct_expired(struct tracker *t, const struct cs_event *e);
 
 /* Every pod as a summary record (top, /metrics): n records in *out, to free()
  * with track_views_free; their pointers stay valid until the next event. */

@@ -24,6 +24,7 @@
 #define CT_MAX_ENTRIES 65536
 #define POD_ADDRS_MAX 16384           /* pod addresses remembered */
 #define CT_KEEP_NS (5 * NS_PER_SEC)     /* a finished entry stays joinable this long */
+#define CT_REAP_SLACK_NS NS_PER_SEC     /* a destroy read this long after a reset is its */
 
 /* A conntrack tuple, as the maps key it: whole, so no two flows can share an entry. */
 struct tuple_key {
@@ -485,6 +486,20 @@ void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t
 						      "entries" : "");
 	tr_message(&o, msg);
 	tr_emit_finding(t, &o);
+}
+
+int track_ct_expired(struct tracker *t, const struct cs_event *e)
+{
+	struct ct_entry *c = lookup(t, e);
+
+	/* Only ctnetlink tells a timeout: the BPF watcher's DESTROY is a close. */
+	if (!c || c->ev.source != CT_SRC_NETLINK)
+		return -1;
+	/* The destroy comes as the entry is reaped: by the garbage collector after
+	 * its timeout, or by the lookup of the very packet the reset answered (then
+	 * it is read just after the reset's edge). */
+	return c->ev.type == CT_EV_DESTROY && c->ev.tcp_state == CT_TCP_ESTABLISHED &&
+	       c->end_ns && c->end_ns <= e->ts_ns + CT_REAP_SLACK_NS;
 }
 
 uint64_t track_ct_evictions(const struct tracker *t)

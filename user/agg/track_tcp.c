@@ -219,7 +219,17 @@ static void fold_text(struct tracker *t, struct finding_rec *f, const struct cs_
 	}
 	/* peer_reset: a reset that came after the connection had heard nothing for
 	 * a long time is an idle timeout's, a middlebox's or an expired conntrack
-	 * entry's (the peer's own close of an idle connection is a FIN). */
+	 * entry's (the peer's own close of an idle connection is a FIN). Conntrack's
+	 * own word, where it is watched over netlink: the flow's entry was destroyed
+	 * while established (expired, or flushed) by the time of the reset. */
+	int ct_gone = track_ct_expired(t, e);
+	char idle_txt[32];
+
+	if (idle_known)
+		snprintf(idle_txt, sizeof(idle_txt), "%.1fs", idle_s);
+	else
+		snprintf(idle_txt, sizeof(idle_txt), "some time");
+
 	f->has_cause = true;
 	if (idle_known)
 		tr_evidence_num(f, "idle_s", tr_secs3(idle_s));
@@ -230,6 +240,20 @@ static void fold_text(struct tracker *t, struct finding_rec *f, const struct cs_
 	else
 		tr_evidence_str(f, "lifetime_s", NULL);
 	tr_evidence_num(f, "threshold_s", t->o->idle_cut_s);
+	tr_evidence_str(f, "conntrack_entry", ct_gone < 0 ? NULL : ct_gone ? "expired" : "kept");
+	if (ct_gone > 0) {
+		f->cause = "idle_cut";
+		snprintf(msg, len,
+			 "%s's connection(s) to %s were reset %llu time(s) in %.0fs; the last one's "
+			 "conntrack entry was destroyed while established, after %s without "
+			 "traffic (conntrack's nf_conntrack_tcp_timeout_established is shorter than "
+			 "the connection stays idle, or the table was flushed), and its next packet "
+			 "was answered with a reset. "
+			 "Keep the connection alive below that timeout (gRPC keepalive Time, HTTP "
+			 "client idle timeout, TCP keepalive), or raise the timeout.",
+			 who, remote, count, win, idle_txt);
+		return;
+	}
 	if (idle_known && idle_s >= t->o->idle_cut_s) {
 		f->cause = "idle_cut";
 		snprintf(msg, len,
