@@ -1,9 +1,9 @@
 #!/bin/sh
 # Run connscope's tests: unit tests (ASan/UBSan), the golden replay tests
 # (committed captures against committed records; no root needed), fuzz smoke
-# runs, then the live tests against the real kernel (root), then the kernel
-# matrix (the core live scenarios on the host and on Debian 12's 6.1 kernel in a
-# VM). `scripts/test.sh unit|golden|fuzz|bpf|live|matrix` runs one part.
+# runs, then the live tests against the real kernel (root), the image's runtime
+# stage (debootstrapped, connscope run in it), then the kernel matrix (the core
+# live scenarios on the host and on Debian 12's 6.1 kernel in a VM). `scripts/test.sh unit|golden|fuzz|bpf|live|image|matrix` runs one part.
 set -eu
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -105,6 +105,13 @@ run_live() {
 		|| failed=1
 }
 
+# The image's runtime stage (tests/image): its root filesystem built with debootstrap
+# from the Dockerfile's package list, connscope check and a replay run in it.
+run_image() {
+	echo "== image: the Dockerfile's runtime stage, debootstrapped"
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/image || failed=1
+}
+
 # The kernel matrix: the same core scenarios on the host kernel, then on Debian
 # 12's stock 6.1 kernel in a VM (qemu, TCG; tests/vm/README.md). The VM image is
 # built once and cached in .output/vm.
@@ -122,8 +129,9 @@ golden) run_golden ;;
 bpf) run_bpf ;;
 fuzz) run_fuzz ;;
 live) run_live ;;
+image) run_image ;;
 matrix) run_matrix ;;
-all) run_unit; run_golden; run_fuzz; run_bpf; run_live; run_matrix ;;
-*) echo "usage: $0 [unit|golden|fuzz|bpf|live|matrix|all]" >&2; exit 2 ;;
+all) run_unit; run_golden; run_fuzz; run_bpf; run_live; run_image; run_matrix ;;
+*) echo "usage: $0 [unit|golden|fuzz|bpf|live|image|matrix|all]" >&2; exit 2 ;;
 esac
 exit $failed
