@@ -685,6 +685,28 @@ static __always_inline bool go_may_open_h2(__u64 buf, __u64 len)
 }
 
 /*
+ * The state of the Go connection at k, whose next bytes in direction dir are
+ * buf[0..len); opened by them where there is none (go_may_open_h2), else NULL. A
+ * client preface on a direction already under way: the Conn's memory now holds a
+ * new connection (Go has no free to probe), and the old one ends.
+ */
+static __always_inline struct h2u_conn *go_conn(struct h2u_key *k, __u64 buf, __u64 len,
+						__u32 dir)
+{
+	struct h2u_conn *st = bpf_map_lookup_elem(&h2u_state, k);
+
+	if (st && (st->d[dir & 1].flags & H2_D_STARTED) && len >= H2_PREFACE_LEN &&
+	    starts_with_preface(buf)) {
+		end_conn(st, k);
+		bpf_map_delete_elem(&h2u_state, k);
+		st = NULL;
+	}
+	if (!st && go_may_open_h2(buf, len))
+		st = state_get(k, H2_SRC_GO, NULL);
+	return st;
+}
+
+/*
  * func (c *Conn) Write(b []byte) (int, error), attached past the stack-check
  * prologue by user space: a goroutine whose stack must grow runs the prologue
  * twice, the body once.
@@ -703,22 +725,9 @@ int h2u_go_write(struct pt_regs *ctx)
 		return 0;
 	if (len > 0x7fffffff)
 		len = 0x7fffffff;
-	st = bpf_map_lookup_elem(&h2u_state, &k);
-	/* A client preface on a direction already under way: the Conn's memory
-	 * now holds a new connection (Go has no free to probe). */
-	if (st && (st->d[H2_LOCAL_OUT].flags & H2_D_STARTED) && len >= H2_PREFACE_LEN &&
-	    starts_with_preface(buf)) {
-		end_conn(st, &k);
-		bpf_map_delete_elem(&h2u_state, &k);
-		st = NULL;
-	}
-	if (!st) {
-		if (!go_may_open_h2(buf, len))
-			return 0;
-		st = state_get(&k, H2_SRC_GO, NULL);
-		if (!st)
-			return 0;
-	}
+	st = go_conn(&k, buf, len, H2_LOCAL_OUT);
+	if (!st)
+		return 0;
 	walk_buffer(st, buf, (__u32)len, H2_LOCAL_OUT);
 	if (!st->si.cookie) {
 		/* The first send on this thread, soon, tells the socket. */
@@ -782,25 +791,12 @@ int h2u_go_read_ret(struct pt_regs *ctx)
 		return 0;
 	if (n > 0x7fffffff)
 		n = 0x7fffffff;
-	st = bpf_map_lookup_elem(&h2u_state, &k);
-	/* A server reading a client preface on a direction already under way: the
-	 * Conn's memory holds a new connection now. */
-	if (st && (st->d[H2_LOCAL_IN].flags & H2_D_STARTED) && n >= H2_PREFACE_LEN &&
-	    starts_with_preface(buf)) {
-		end_conn(st, &k);
-		bpf_map_delete_elem(&h2u_state, &k);
-		st = NULL;
-	}
-	if (!st) {
-		/* A server's first read, the client preface; or a client's, the
-		 * server's SETTINGS, when its reader goroutine gets them before its
-		 * writer has sent the preface (grpc-go starts the reader first). */
-		if (!go_may_open_h2(buf, n))
-			return 0;
-		st = state_get(&k, H2_SRC_GO, NULL);
-		if (!st)
-			return 0;
-	}
+	/* A read opens a connection too: a server's first, the client preface; or
+	 * a client's, the server's SETTINGS, when its reader goroutine gets them
+	 * before its writer has sent the preface (grpc-go starts the reader first). */
+	st = go_conn(&k, buf, n, H2_LOCAL_IN);
+	if (!st)
+		return 0;
 	walk_buffer(st, buf, (__u32)n, H2_LOCAL_IN);
 	return 0;
 }
