@@ -869,6 +869,18 @@ __noinline __u32 h2_frames(struct tls_sock *ts, struct scratch *sc, __u32 dir, s
 	return took;
 }
 
+/* The common step: whole frames at the walk position, with the payloads they skip
+ * (h2_frames, read in the window). The bytes taken: 0 when no such frame is there;
+ * -1 when the skb would not give the window. */
+static __always_inline int h2_run(struct h2_walk_ctx *w, const struct h2_dir *d, __u32 dir)
+{
+	if (d->unit != H2_U_HDR || d->have || w->p.end - w->p.off < H2_FRAME_HDR_LEN)
+		return 0;
+	if (h2_window(w, H2_FRAME_HDR_LEN))
+		return -1;
+	return h2_frames(w->ts, w->sc, dir, &w->p);
+}
+
 /* One walker step: a bpf_loop callback, verified once whatever the frame count. */
 static long h2_step(__u32 i, void *arg)
 {
@@ -876,17 +888,14 @@ static long h2_step(__u32 i, void *arg)
 	struct tls_sock *ts = w->ts;
 	struct h2_dir *d;
 	__u32 n, dir = w->dir & 1;
+	int took;
 
 	if (!ts || !w->sc || w->p.off >= w->p.end)
 		return 1;
 	d = &ts->h2d[dir].d;
-	/* The common step: whole frames, with the payloads they skip. */
-	if (d->unit == H2_U_HDR && !d->have && w->p.end - w->p.off >= H2_FRAME_HDR_LEN) {
-		if (h2_window(w, H2_FRAME_HDR_LEN))
-			return 1;
-		if (h2_frames(ts, w->sc, dir, &w->p))
-			return 0;
-	}
+	took = h2_run(w, d, dir);
+	if (took)
+		return took < 0;
 	if (h2_want(d, w->p.end - w->p.off, &n)) {
 		if (!n || n > H2_PIECE_MAX || h2_window(w, n))
 			return 1;
@@ -920,10 +929,7 @@ static __always_inline __u32 h2_walk_segment(struct __sk_buff *skb, struct tls_s
 	w.p.end = s->off + s->len;
 	/* The common segment, whole frames whose payloads nobody reads, in one call:
 	 * the loop only for what is left. */
-	if (d->unit == H2_U_HDR && !d->have && s->len - skip >= H2_FRAME_HDR_LEN &&
-	    !h2_window(&w, H2_FRAME_HDR_LEN))
-		h2_frames(ts, w.sc, dir, &w.p);
-	if (w.p.off < w.p.end)
+	if (h2_run(&w, d, dir & 1) >= 0 && w.p.off < w.p.end)
 		bpf_loop(H2_SEG_STEPS, h2_step, &w, 0);
 	/* Steps ran out, or a load failed, before the segment's end: the boundary is
 	 * lost for good. */
