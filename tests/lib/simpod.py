@@ -155,6 +155,18 @@ def tcp_sockets(pid):
     return out
 
 
+def fd_links(pid):
+    """{fd: what it points at} for process pid's open descriptors; one closed
+    between the listing and its readlink is left out."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+    return out
+
+
 def _hexaddr(s):
     a, p = s.split(":")
     ip = ipaddress.IPv4Address(int.from_bytes(bytes.fromhex(a), "little"))

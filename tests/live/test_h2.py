@@ -15,7 +15,6 @@ requests), and checked against what the peers themselves report.
 """
 
 import json
-import os
 import struct
 import subprocess
 import time
@@ -24,7 +23,7 @@ import pytest
 
 import h2peers
 from records import check_common, conns, findings, is_conn, is_finding, show
-from simpod import Connscope
+from simpod import Connscope, fd_links
 
 NS = "shop"
 FE_IP, BE_IP = "10.244.1.10", "10.244.1.20"
@@ -431,9 +430,7 @@ def test_tls_default_probes_nothing(cluster, pki, docroot):
     fe, be = shop(cluster)
     srv = h2peers.nghttpd_tls(be, pki, 31445, docroot)
     with Connscope(cluster, "--namespace", NS, "-i", 60) as cs:
-        fds = os.listdir(f"/proc/{cs.proc.pid}/fd")
-        perf = [f for f in fds
-                if "perf_event" in os.readlink(f"/proc/{cs.proc.pid}/fd/{f}")]
+        perf = [f for f, link in fd_links(cs.proc.pid).items() if "perf_event" in link]
         r = h2peers.h2load(fe, f"https://{be.ip}:31445/index.html", n=60, clients=3,
                            streams=10)
         assert r["succeeded"] == 60 and r["clients"] == 3 and r["protocol"] == "h2", r

@@ -25,7 +25,7 @@ import pytest
 
 import h2peers
 from records import check_common, conns, findings, is_conn, is_finding, show
-from simpod import Connscope, wait_for_line, wait_until
+from simpod import Connscope, fd_links, wait_for_line, wait_until
 
 NS = "shop"
 A_IP, B_IP, BE_IP = "10.244.1.11", "10.244.1.12", "10.244.1.20"
@@ -151,10 +151,10 @@ class BpfStats:
         """Runs of connscope's (pid's) OpenSSL uprobe programs, summed: the programs
         whose descriptors it holds (/proc/<pid>/fdinfo names their ids)."""
         ids = set()
-        for fd in os.listdir(f"/proc/{pid}/fd"):
+        for fd, link in fd_links(pid).items():
+            if link != "anon_inode:bpf-prog":
+                continue
             try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
-                    continue
                 with open(f"/proc/{pid}/fdinfo/{fd}") as f:
                     ids |= {int(ln.split()[1]) for ln in f if ln.startswith("prog_id:")}
             except OSError:
