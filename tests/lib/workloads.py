@@ -10,13 +10,17 @@ server:  SERVER  mode ip port [count]
   wait-reset  echo, then block in recv until the client's RST arrives
   rst         echo, wait for the client's 1-byte "go", then close with SO_LINGER {1,0}
 
-client:  CLIENT  mode ip port [count] [timeout_s]
+client:  CLIENT  mode ip port [count] [timeout_s] [src_port]
   echo        count sequential connections: send, read the echo, close
   refused     count connects that must be refused
   timeout     one connect that must time out after timeout_s
   send-close  send, close without reading (the server never answers)
   rst         send, read the echo, close with SO_LINGER {1,0}
   wait-reset  send, read the echo, send "go", block in recv until the server's RST
+
+With src_port, the client's i-th connection binds that port plus i instead of an
+ephemeral one: a port above the ephemeral range cannot meet a conntrack entry an
+earlier connection left (whose reply tuple would clash, and make NAT remap it).
 
 Both print one JSON object on their last line (the client: its pid, local
 ports and per-connection results) and milestones ("READY", "EOF", ...) before it.
@@ -89,6 +93,7 @@ import json, os, socket, struct, sys, time
 mode, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 count = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 10.0
+src_port = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 SIZE = %(size)d
 payload = bytes(range(SIZE))
 
@@ -105,6 +110,8 @@ ports, results = [], []
 for i in range(count):
     c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     c.settimeout(timeout)
+    if src_port:
+        c.bind(("0.0.0.0", src_port + i))
     t0 = time.monotonic()
     try:
         c.connect((ip, port))
@@ -153,9 +160,9 @@ def start_server(pod, mode, port, count=1):
     return srv
 
 
-def run_client(pod, mode, ip, port, count=1, timeout_s=10.0):
+def run_client(pod, mode, ip, port, count=1, timeout_s=10.0, src_port=0):
     """CLIENT in `mode` inside `pod`, to the end; returns the process and its JSON."""
-    cp = pod.python(CLIENT, mode, ip, port, count, timeout_s, wait=True, timeout=60)
+    cp = pod.python(CLIENT, mode, ip, port, count, timeout_s, src_port, wait=True, timeout=60)
     assert cp.returncode == 0, f"client failed: {cp.stderr}"
     return cp, last_json(cp.stdout)
 

@@ -23,6 +23,7 @@ from workloads import run_client, start_server
 NS = "shop"
 FE_IP, BE_IP = "10.244.1.10", "10.244.2.20"
 VIP, VIP_PORT, BE_PORT = "10.96.0.10", 80, 8080
+RST_SRC_PORT = 61500  # above the default ephemeral range (32768-60999)
 
 WATCHERS = ["bpf", "netlink"]
 
@@ -206,7 +207,9 @@ def test_daemon_healthy_flows_stay_in_the_kernel(cluster):
         assert out["results"] == ["echoed"] * n, out
         out = run_client(fe, "echo", BE_IP, BE_PORT, n)[1]
         assert out["results"] == ["echoed"] * n, out
-        rst = run_client(fe, "rst", VIP, VIP_PORT, 1)[1]
+        # From a port no direct connection can have used: their lingering entries'
+        # reply tuples would otherwise make NAT remap it, and the ends differ.
+        rst = run_client(fe, "rst", VIP, VIP_PORT, 1, src_port=RST_SRC_PORT)[1]
         assert rst["results"] == ["rst_sent"], rst
         srv.wait(timeout=10)
         refused = run_client(fe, "echo", VIP, VIP_PORT, 1)[1]
