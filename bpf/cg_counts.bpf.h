@@ -10,7 +10,7 @@
 /* Per CPU: every connect bumps it, and a shared counter would bounce its
  * cache line between CPUs on every connection. User space sums the CPUs. Not
  * preallocated: a node has a few hundred cgroups with sockets, and an entry is
- * CPUs x 656 bytes (bpf/tls.bpf.c's TLS counts included), so memory follows the
+ * CPUs x 672 bytes (bpf/tls.bpf.c's TLS counts included), so memory follows the
  * cgroups in use (and removed ones are reclaimed by user space). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

@@ -218,6 +218,7 @@ static __always_inline void count_established(__u64 cgroup_id, __u32 connect_us)
 		return;
 	c->opened++;
 	c->connect_us[cs_log2_slot(connect_us, CS_HIST_SLOTS) & (CS_HIST_SLOTS - 1)]++;
+	c->connect_us_sum += connect_us;
 }
 
 static __always_inline struct sk_info *info_get(struct sock *sk, enum store st, bool create)

@@ -103,12 +103,14 @@ struct cs_cg_counts {
 	__u64 bytes_out;
 	__u64 connect_us[CS_HIST_SLOTS]; /* connect time of those established (client: SYN to
 					    ESTABLISHED; server: SYN-ACK round trip) */
+	__u64 connect_us_sum;  /* ... their sum (a histogram's _sum for /metrics) */
 	/* TLS handshakes seen on the wire (bpf/tls.bpf.c counts them in the same entry) */
 	__u64 tls_started;     /* ClientHellos that began one */
 	__u64 tls_ok;          /* complete */
 	__u64 tls_alert;       /* ended by an alert (in clear, or encrypted, told by its size) */
 	__u64 tls_desync;      /* no longer followed (a record boundary was lost) */
 	__u64 tls_us[CS_HIST_SLOTS]; /* handshake time of those complete: ClientHello to the end */
+	__u64 tls_us_sum;      /* ... their sum */
 };
 
 /* A pod's remote (bounded map remote_counts): the server for the pod's connects

@@ -586,6 +586,7 @@ static __always_inline void finish(struct __sk_buff *skb, struct bpf_sock *sk,
 		if (type == TLS_EV_DONE) {
 			c->tls_ok++;
 			c->tls_us[cs_log2_slot(us, CS_HIST_SLOTS) & (CS_HIST_SLOTS - 1)]++;
+			c->tls_us_sum += us;
 		} else if (type == TLS_EV_ALERT) {
 			c->tls_alert++;
 		} else {

@@ -333,8 +333,9 @@ static void answers(void)
 		struct cs_opts o = { .close_wait_threshold_s = 30 };
 		struct tracker *t = track_new(&o, NULL, false, &sink, NULL);
 		struct metrics_self self = { .events = 5, .lost = 0, .cpu_ms = 1500 };
+		struct expo *x = expo_new(0);
 
-		metrics_publish(s, t, &self);
+		metrics_publish(s, x, t, &self);
 		r = get(port, "/metrics");
 		check(r.status == 200 && strstr(r.body, "\nconnscope_events_total 5\n") &&
 		      strstr(r.body, "# TYPE connscope_metrics_rejected_total counter\n") &&
@@ -344,6 +345,7 @@ static void answers(void)
 		      strstr(r.body, "connscope_metrics_rejected_total{reason=\"evicted\"} 0\n"),
 		      "the exposition has connscope_metrics_rejected_total by reason");
 		free(r.raw);
+		expo_free(x);
 		track_free(t);
 	}
 
@@ -486,9 +488,54 @@ static void deferred(void)
 	metrics_stop(s);
 }
 
+/* /healthz: 503 while starting, 200 "ok" once published and turning, 503 with
+ * the problem the loop set, and 503 once its heartbeat is older than stall_ms. */
+static void healthz(void)
+{
+	struct metrics_limits lim = { .max_conns = 4, .head_max = 1024, .head_ms = 2000,
+				      .total_ms = 3000, .stall_ms = 300 };
+	struct metrics_server *s = metrics_start(metrics_listen("127.0.0.1:0"), &lim);
+	int port = metrics_port(s);
+	struct resp r;
+
+	r = get(port, "/healthz");
+	check(r.status == 503 && strstr(r.body, "starting"), "starting: 503 (%d %s)", r.status,
+	      r.body ? r.body : "");
+	free(r.raw);
+	metrics_publish_text(s, "x 1\n", 4);
+	metrics_heartbeat(s);
+	r = get(port, "/healthz");
+	check(r.status == 200 && !strcmp(r.body, "ok\n"), "published, turning: 200 ok (%d)",
+	      r.status);
+	free(r.raw);
+	metrics_set_problem(s, "1 BPF link detached");
+	r = get(port, "/healthz");
+	check(r.status == 503 && strstr(r.body, "1 BPF link detached"),
+	      "a problem set: 503 naming it (%d %s)", r.status, r.body ? r.body : "");
+	free(r.raw);
+	metrics_set_problem(s, NULL);
+	metrics_heartbeat(s);
+	r = get(port, "/healthz?verbose");
+	check(r.status == 200, "cleared: 200 again (%d)", r.status);
+	free(r.raw);
+	usleep(450000);
+	r = get(port, "/healthz");
+	check(r.status == 503 && strstr(r.body, "event loop stalled"),
+	      "no heartbeat for 450 ms of a 300 ms bound: 503 stalled (%d %s)", r.status,
+	      r.body ? r.body : "");
+	free(r.raw);
+	r = get(port, "/metrics");
+	check(r.status == 200, "/metrics still answers while /healthz fails (%d)", r.status);
+	free(r.raw);
+	check(metrics_rejected(s, MREJ_UNHEALTHY) == 3, "unhealthy answers counted (%llu)",
+	      (unsigned long long)metrics_rejected(s, MREJ_UNHEALTHY));
+	metrics_stop(s);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
+	healthz();
 	answers();
 	eviction();
 	answered();

@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "conn.h"  /* CS_HIST_SLOTS */
+
 /* replay: one capture file. */
 struct stats_file {
 	const char *file;
@@ -285,12 +287,19 @@ struct conn_rec {
 
 /* `summary`: one pod's figures since start. */
 #define SUMMARY_MAX_REMOTES 5      /* the remotes shown, most troubled first */
+#define SUMMARY_ALL_REMOTES 32     /* the remotes a pod's counts keep (/metrics) */
 #define SUMMARY_MAX_TLS_DESTS 16
 #define SUMMARY_MAX_H2_REMOTES 16
 
 struct tls_stats_rec {
 	uint64_t handshakes, ok, failed, timeouts;
 	double p50_ms, p99_ms;     /* < 0: no handshake time yet */
+};
+
+/* A pod's remote in a summary: the server it dialled, or a client that dialled it. */
+struct remote_rec {
+	struct rec_endpoint ep;  /* port 0: the remote is a client */
+	uint64_t connections, refused, timeouts, resets;
 };
 
 struct summary_rec {
@@ -302,6 +311,8 @@ struct summary_rec {
 		uint64_t closed_by[5];     /* enum cs_close_cause */
 		uint64_t bytes_in, bytes_out;
 		double connect_p50_ms, connect_p99_ms;  /* -1: no connect timed */
+		/* /metrics: connect times, slot r holding [2^(r-1), 2^r) us, and their sum */
+		uint64_t connect_hist[CS_HIST_SLOTS], connect_sum_us;
 	} tcp;
 	struct {
 		uint64_t current, stuck;
@@ -310,6 +321,7 @@ struct summary_rec {
 	bool has_tls;              /* false: "tls" null (no handshake yet) */
 	struct {
 		struct tls_stats_rec all;
+		uint64_t hist[CS_HIST_SLOTS], sum_us;  /* /metrics: complete handshakes' times */
 		struct {
 			const char *destination;
 			struct tls_stats_rec st;
@@ -332,12 +344,14 @@ struct summary_rec {
 		uint64_t remote_evictions;
 	} h2;
 	uint64_t findings;
-	struct {
-		struct rec_endpoint ep;  /* port 0: the remote is a client */
-		uint64_t connections, refused, timeouts, resets;
-	} remotes[SUMMARY_MAX_REMOTES];
+	struct remote_rec remotes[SUMMARY_MAX_REMOTES];
 	int nremotes;
 	uint64_t remote_evictions;
+	/* /metrics: every remote the pod's counts keep, in no order, and what the
+	 * kernel's full table counted under the cgroups' "other" entries. */
+	struct remote_rec all_remotes[SUMMARY_ALL_REMOTES];
+	int nall_remotes;
+	struct remote_rec remotes_other;  /* ep unset */
 };
 
 #endif

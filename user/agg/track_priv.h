@@ -54,6 +54,15 @@ struct tracker {
 };
 
 struct cg_entry *tr_cgroup(struct tracker *t, uint64_t cgid);
+/* The slot of a log2 histogram of microseconds (CS_HIST_SLOTS) that us falls in:
+ * slot r holds [2^(r-1), 2^r) us, as the kernel's cs_log2_slot counts. */
+static inline uint32_t tr_hist_slot(uint64_t us)
+{
+	uint32_t r = us ? 64 - (uint32_t)__builtin_clzll(us) : 0;
+
+	return r < CS_HIST_SLOTS ? r : CS_HIST_SLOTS - 1;
+}
+
 /* p-th percentile (0..100) of a log2 histogram of microseconds (CS_HIST_SLOTS), in
  * ms: the upper bound of the slot the rank falls in; -1 when empty. */
 double tr_hist_pct_ms(const uint64_t *h, double p);

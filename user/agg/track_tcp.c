@@ -21,6 +21,7 @@
 #include "util.h"
 
 #define MAX_REMOTES 32  /* remotes counted per pod; the quietest makes room */
+_Static_assert(MAX_REMOTES <= SUMMARY_ALL_REMOTES, "a summary can carry every remote");
 
 /* A socket in trouble, watched for timers. */
 struct watch {
@@ -50,11 +51,13 @@ struct tcp_pod {
 	uint64_t closed_by[5];           /* enum cs_close_cause */
 	uint64_t bytes_in, bytes_out;
 	uint64_t connect_us[CS_HIST_SLOTS];
+	uint64_t connect_us_sum;
 	int64_t snap_live;               /* counted active by the start-up snapshot, still open */
 	/* CLOSE_WAIT gauge, refreshed by the tick */
 	uint64_t cw_current, cw_stuck;
 	double cw_max_age_s;
 	struct remote_agg remotes[MAX_REMOTES];
+	struct remote_agg kother;        /* live: the kernel's "other" entries, summed */
 	int nremotes;
 	uint64_t remote_evictions;
 };
@@ -86,13 +89,6 @@ struct tcp_state {
 static int64_t active_of(const struct tcp_pod *a)
 {
 	return (int64_t)(a->opened - (a->closed - a->closed_midway)) + a->snap_live;
-}
-
-static uint32_t hist_slot(uint64_t us)
-{
-	uint32_t r = us ? 64 - (uint32_t)__builtin_clzll(us) : 0;
-
-	return r < CS_HIST_SLOTS ? r : CS_HIST_SLOTS - 1;
 }
 
 static struct tcp_state *S(const struct tracker *t)
@@ -511,8 +507,10 @@ static void on_close(struct tracker *t, const struct cs_event *e, struct cg_entr
 			a->bytes_in += e->bytes_in;
 			a->bytes_out += e->bytes_out;
 		}
-		if ((e->flags & CS_F_WAS_EST) && !(e->flags & CS_F_MIDWAY))
-			a->connect_us[hist_slot(e->connect_us)]++;
+		if ((e->flags & CS_F_WAS_EST) && !(e->flags & CS_F_MIDWAY)) {
+			a->connect_us[tr_hist_slot(e->connect_us)]++;
+			a->connect_us_sum += e->connect_us;
+		}
 		if (!strcmp(outcome, "refused"))
 			a->refused++;
 		else if (!strcmp(outcome, "timeout"))
@@ -582,6 +580,7 @@ void track_kcounts(struct tracker *t, uint64_t cgroup_id, const struct cs_cg_cou
 		a->bytes_out += D(bytes_out);
 		for (int i = 0; i < CS_HIST_SLOTS; i++)
 			a->connect_us[i] += D(connect_us[i]);
+		a->connect_us_sum += D(connect_us_sum);
 #undef D
 		tls_kcounts(c->agg, &c->k, k);
 		c->agg->dirty++;
@@ -601,6 +600,7 @@ void track_kremotes_begin(struct tracker *t)
 		if (a) {
 			a->nremotes = 0;
 			a->remote_evictions = 0;
+			memset(&a->kother, 0, sizeof(a->kother));
 		}
 	}
 }
@@ -618,6 +618,10 @@ void track_kremote(struct tracker *t, const struct cs_remote_key *k,
 	if (!k->family) {
 		/* The kernel's table was full: these went to the cgroup's "other". */
 		a->remote_evictions++;
+		a->kother.conns += rc->conns;
+		a->kother.refused += rc->refused;
+		a->kother.timeouts += rc->timeouts;
+		a->kother.resets += rc->resets;
 		return;
 	}
 	for (i = 0; i < a->nremotes; i++) {
@@ -1014,6 +1018,17 @@ static int remote_cmp(const void *pa, const void *pb)
 	return a->conns < b->conns ? 1 : a->conns > b->conns ? -1 : 0;
 }
 
+static void remote_rec_of(struct remote_rec *r, const struct remote_agg *ra)
+{
+	r->ep.family = ra->family == AF_INET6 ? AF_INET6 : AF_INET;
+	r->ep.addr = ra->addr;
+	r->ep.port = ra->port;
+	r->connections = ra->conns;
+	r->refused = ra->refused;
+	r->timeouts = ra->timeouts;
+	r->resets = ra->resets;
+}
+
 /* The summary's tcp, close_wait and remotes members. */
 static void tcp_summary(struct tracker *t, struct summary_rec *s, const struct pod_agg *pa)
 {
@@ -1034,6 +1049,8 @@ static void tcp_summary(struct tracker *t, struct summary_rec *s, const struct p
 	s->tcp.bytes_out = a->bytes_out;
 	s->tcp.connect_p50_ms = tr_hist_pct_ms(a->connect_us, 50);
 	s->tcp.connect_p99_ms = tr_hist_pct_ms(a->connect_us, 99);
+	memcpy(s->tcp.connect_hist, a->connect_us, sizeof(s->tcp.connect_hist));
+	s->tcp.connect_sum_us = a->connect_us_sum;
 	s->tcp.refused = a->refused;
 	s->tcp.timeouts = a->timeouts;
 	s->tcp.resets = a->resets;
@@ -1044,18 +1061,12 @@ static void tcp_summary(struct tracker *t, struct summary_rec *s, const struct p
 	for (int i = 0; i < n; i++)
 		sorted[i] = &a->remotes[i];
 	qsort(sorted, n, sizeof(sorted[0]), remote_cmp);
-	for (int i = 0; i < n && i < SUMMARY_MAX_REMOTES; i++) {
-		typeof(s->remotes[0]) *r = &s->remotes[s->nremotes++];
-
-		r->ep.family = sorted[i]->family == AF_INET6 ? AF_INET6 : AF_INET;
-		r->ep.addr = sorted[i]->addr;
-		r->ep.port = sorted[i]->port;
-		r->connections = sorted[i]->conns;
-		r->refused = sorted[i]->refused;
-		r->timeouts = sorted[i]->timeouts;
-		r->resets = sorted[i]->resets;
-	}
+	for (int i = 0; i < n && i < SUMMARY_MAX_REMOTES; i++)
+		remote_rec_of(&s->remotes[s->nremotes++], sorted[i]);
 	s->remote_evictions = a->remote_evictions;
+	for (int i = 0; i < n; i++)
+		remote_rec_of(&s->all_remotes[s->nall_remotes++], &a->remotes[i]);
+	remote_rec_of(&s->remotes_other, &a->kother);
 }
 
 /* Open connections and CLOSE_WAIT sockets: the pod's summary is due every interval. */

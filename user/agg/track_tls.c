@@ -62,8 +62,9 @@ struct tls_dest {
 struct tls_pod {
 	struct tls_stats all;
 	struct {
-		uint64_t started, ok, alert, desync, us[CS_HIST_SLOTS];
+		uint64_t started, ok, alert, desync, us[CS_HIST_SLOTS], us_sum;
 	} k;
+	uint64_t us[CS_HIST_SLOTS], us_sum; /* not live: complete handshakes' times */
 	uint64_t closed_failed;    /* connections closed before their handshake ended */
 	uint64_t timeouts;         /* handshakes that passed --tls-timeout */
 	struct tls_dest *dests;    /* MAX_TLS_DESTS, allocated on first use */
@@ -170,6 +171,7 @@ void tls_kcounts(struct pod_agg *pa, const struct cs_cg_counts *was, const struc
 	a->k.desync += now->tls_desync - was->tls_desync;
 	for (int i = 0; i < CS_HIST_SLOTS; i++)
 		a->k.us[i] += now->tls_us[i] - was->tls_us[i];
+	a->k.us_sum += now->tls_us_sum - was->tls_us_sum;
 }
 
 static struct tls_pod *pod_of(struct tracker *t, uint64_t cgroup_id)
@@ -261,6 +263,10 @@ static void account(struct tracker *t, struct tls_conn *tc)
 	tc->counted = true;
 	c->agg->dirty++;
 	stats_add(&a->all, tc->outcome, ms, TLS_SAMPLES);
+	if (tc->outcome == TLS_OUT_OK) {
+		a->us[tr_hist_slot((uint64_t)(ms * 1000))]++;
+		a->us_sum += (uint64_t)(ms * 1000);
+	}
 	if (!a->dests && !(a->dests = calloc(MAX_TLS_DESTS, sizeof(*a->dests))))
 		return;
 	destination(tc, dest, sizeof(dest));
@@ -898,6 +904,8 @@ static void tls_summary(struct tracker *t, struct summary_rec *s, const struct p
 		kernel_rec(&s->tls.all, a);
 	else
 		stats_rec(&s->tls.all, &a->all);
+	memcpy(s->tls.hist, k ? a->k.us : a->us, sizeof(s->tls.hist));
+	s->tls.sum_us = k ? a->k.us_sum : a->us_sum;
 	for (int i = 0; i < a->ndests; i++) {
 		s->tls.dests[i].destination = a->dests[i].name;
 		stats_rec(&s->tls.dests[i].st, &a->dests[i].st);

@@ -14,8 +14,6 @@
 #include "util.h"
 #include "holders.h"
 
-#define VERSION "0.1.0"
-
 static const struct {
 	const char *name;
 	enum cs_cmd cmd;
@@ -50,7 +48,7 @@ static const struct {
 
 enum {
 	OPT_POD = 0x100, OPT_NS, OPT_PORT, OPT_CW, OPT_TLS, OPT_CONNECT, OPT_PODS_DIR,
-	OPT_METRICS, OPT_KEYLOG, OPT_PODS_FILE, OPT_ATTACH, OPT_NO_SNAPSHOT, OPT_WINDOW, OPT_CGROUP,
+	OPT_METRICS, OPT_METRICS_REMOTES, OPT_KEYLOG, OPT_PODS_FILE, OPT_ATTACH, OPT_NO_SNAPSHOT, OPT_WINDOW, OPT_CGROUP,
 	OPT_H2_WINDOW, OPT_H2_CHURN_CONNS, OPT_H2_CHURN_STREAMS, OPT_H2_GOAWAY_RUNS,
 	OPT_CONNTRACK, OPT_CONNTRACK_NETNS, OPT_CONNTRACK_PRESSURE, OPT_CONNTRACK_MAX,
 	OPT_STACKS, OPT_H2_PLAINTEXT, OPT_USAGE, OPT_CONNECTIONS, OPT_OUTPUT_QUEUE,
@@ -141,6 +139,9 @@ static const struct cs_option {
 	  "it, records are dropped and counted, never waited for", G_OUTPUT } },
 	{ ON_DAEMON, { "metrics-addr", OPT_METRICS, "HOST:PORT", 0,
 	  "Serve Prometheus /metrics on this address", G_OUTPUT } },
+	{ ON_DAEMON, { "metrics-remotes", OPT_METRICS_REMOTES, "N", 0,
+	  "Per pod, remotes with a label of their own in /metrics (default 5; the rest: "
+	  "\"other\")", G_OUTPUT } },
 
 	{ 0, { NULL, 0, NULL, 0, "Environment:", G_ENV } },
 	{ ON_LIVE | ON_CHECK, { "pods-dir", OPT_PODS_DIR, "DIR", 0,
@@ -518,6 +519,13 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 	case OPT_PODS_DIR: o->pods_dir = arg; break;
 	case OPT_CGROUP: o->cgroup = arg; break;
 	case OPT_METRICS: o->metrics_addr = arg; break;
+	case OPT_METRICS_REMOTES:
+		if (cs_parse_u64(arg, 1, 100, &v)) {
+			cs_warn("bad value for --metrics-remotes: '%s' (1-100)", arg);
+			exit(2);
+		}
+		o->metrics_remotes = (unsigned)v;
+		break;
 	case OPT_KEYLOG: o->keylog = arg; break;
 	case OPT_CONNTRACK:  /* enum cs_conntrack's order */
 		o->conntrack = (enum cs_conntrack)one_of("--conntrack", arg,
@@ -651,7 +659,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
-		printf("connscope %s\n", VERSION);
+		printf("connscope %s\n", CONNSCOPE_VERSION);
 		return 0;
 	}
 	for (c = 0; c < sizeof(commands) / sizeof(commands[0]); c++)

@@ -38,6 +38,7 @@ struct cs_opts {
 	const char *pods_dir;
 	const char *cgroup;         /* --cgroup: where cgroup_skb programs attach (default: cgroup2 root) */
 	const char *metrics_addr;
+	unsigned metrics_remotes;   /* remotes labelled per pod in /metrics (0: the default) */
 	bool verbose;
 	bool no_snapshot;
 	char **files;               /* replay */

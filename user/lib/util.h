@@ -3,6 +3,8 @@
 #ifndef CONNSCOPE_UTIL_H
 #define CONNSCOPE_UTIL_H
 
+#define CONNSCOPE_VERSION "0.1.0"
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>

@@ -109,3 +109,60 @@ int bpfinfo_print_verified(FILE *f)
 	free(rows);
 	return (int)n;
 }
+
+void bpfinfo_sum(struct bpfinfo_sum *s)
+{
+	uint32_t seen[256];
+	size_t nseen = 0;
+	struct dirent *de;
+	char link[64], path[64];
+	DIR *d = opendir("/proc/self/fd");
+
+	memset(s, 0, sizeof(*s));
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		int fd = atoi(de->d_name);
+		ssize_t k;
+
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+		k = readlink(path, link, sizeof(link) - 1);
+		if (k <= 0)
+			continue;
+		link[k] = '\0';
+		if (!strcmp(link, "anon_inode:bpf_link")) {
+			struct bpf_link_info li;
+			uint32_t len = sizeof(li);
+
+			memset(&li, 0, sizeof(li));
+			if (bpf_obj_get_info_by_fd(fd, &li, &len))
+				continue;
+			s->links++;
+			/* A cgroup link that was detached has no cgroup left. */
+			if (li.type == BPF_LINK_TYPE_CGROUP && !li.cgroup.cgroup_id) {
+				if (!s->detached++)
+					snprintf(s->detached_what, sizeof(s->detached_what),
+						 "cgroup link %u (program %u)", li.id, li.prog_id);
+			}
+		} else if (!strcmp(link, "anon_inode:bpf-prog")) {
+			struct bpf_prog_info pi;
+			uint32_t len = sizeof(pi);
+			bool dup = false;
+
+			memset(&pi, 0, sizeof(pi));
+			if (bpf_obj_get_info_by_fd(fd, &pi, &len))
+				continue;
+			for (size_t i = 0; i < nseen && !dup; i++)
+				dup = seen[i] == pi.id;
+			if (dup)
+				continue;
+			if (nseen < sizeof(seen) / sizeof(seen[0]))
+				seen[nseen++] = pi.id;
+			s->run_ns += pi.run_time_ns;
+			s->runs += pi.run_cnt;
+		}
+	}
+	closedir(d);
+}

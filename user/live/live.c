@@ -70,7 +70,10 @@ struct live {
 	struct listeners *lst; /* the owner of an accepted socket: its listener's */
 	uint64_t start_ns;
 	struct metrics_server *metrics; /* /metrics, served from its own thread */
-	uint64_t next_publish;
+	struct expo *expo;     /* ... and what its exposition keeps between snapshots */
+	uint64_t next_publish, next_links;
+	struct bpfinfo_sum bpf; /* the programs' links and run time, every LINKS_NS */
+	double start_real_s;
 	uint64_t unread;       /* records left unhandled at the end (past_drain) */
 };
 
@@ -254,7 +257,10 @@ static void h2_finding(struct live *lv, const struct finding_rec *f)
 
 static void print_finding(const struct finding_rec *f, void *arg)
 {
-	h2_finding(arg, f);
+	struct live *lv = arg;
+
+	h2_finding(lv, f);
+	expo_finding(lv->expo, f);
 	out_finding(f);
 }
 
@@ -354,30 +360,75 @@ static void scan_close_wait(struct live *lv)
 	free(e);
 }
 
-/* At start and then once a second: a new /metrics snapshot. The
- * server's thread answers scrapes from it; no client socket is touched here. */
+static uint64_t rss_bytes(void)
+{
+	unsigned long long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f) {
+		if (fscanf(f, "%llu %llu", &pages, &rss) != 2)
+			rss = 0;
+		fclose(f);
+	}
+	return rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* At start and then once a second: a new /metrics snapshot, and what /healthz
+ * says. The server's thread answers scrapes from it; no client socket is
+ * touched here. Every LINKS_NS, the links are checked: one detached (a cgroup
+ * link, by `bpftool link detach`) fails /healthz. */
+#define LINKS_NS (2 * 1000000000ull)
 static void publish_metrics(struct live *lv)
 {
-	struct metrics_self self;
+	struct metrics_self self = {0};
 	struct stats_rec sc = {0};
+	struct ctstat_vals ct;
 	uint64_t now = cs_mono_ns();
+	char why[192];
 
 	if (!lv->metrics || now < lv->next_publish)
 		return;
 	lv->next_publish = now + 1000000000ull;
+	if (now >= lv->next_links) {
+		lv->next_links = now + LINKS_NS;
+		bpfinfo_sum(&lv->bpf);
+		if (lv->bpf.detached)
+			snprintf(why, sizeof(why), "%u BPF link%s detached, the first %s: restart "
+				 "connscope", lv->bpf.detached, lv->bpf.detached > 1 ? "s" : "",
+				 lv->bpf.detached_what);
+		metrics_set_problem(lv->metrics, lv->bpf.detached ? why : NULL);
+	}
 	refresh_counts(lv);
 	self_counters(lv, &sc);
-	self.events = sc.events;
-	self.lost = sc.lost;
-	self.map_full = sc.map_full;
-	self.parser_desync = sc.parser_desync;
-	self.cpu_ms = cpu_ms();
 	out_dropped(&sc);
-	self.output_dropped[0] = sc.output_dropped.connection;
-	self.output_dropped[1] = sc.output_dropped.finding;
-	self.output_dropped[2] = sc.output_dropped.summary;
-	self.output_dropped[3] = sc.output_dropped.stats;
-	metrics_publish(lv->metrics, lv->t, &self);
+	self = (struct metrics_self){
+		.events = sc.events,
+		.lost = sc.lost,
+		.map_full = sc.map_full,
+		.parser_desync = sc.parser_desync,
+		.sampled_out = sc.sampled_out,
+		.cpu_ms = cpu_ms(),
+		.output_dropped = { sc.output_dropped.connection, sc.output_dropped.finding,
+				    sc.output_dropped.summary, sc.output_dropped.stats },
+		.attach = mode_name(lv->L.mode),
+		.links_attached = lv->bpf.links - lv->bpf.detached,
+		.links_detached = lv->bpf.detached,
+		.bpf_run_ns = lv->bpf.run_ns,
+		.bpf_runs = lv->bpf.runs,
+		.rss_bytes = rss_bytes(),
+		.start_time_s = lv->start_real_s,
+	};
+	ctwatch_counters(lv->ct, &self.ct_events, &self.ct_lost, &sc.ct.map_full,
+			 &sc.ct.map_evictions);
+	if (ctwatch_table(lv->ct, &ct)) {
+		self.has_ct_table = true;
+		self.ct_entries = ct.count;
+		self.ct_limit = ct.max;
+		self.ct_drops = ct.drop;
+		self.ct_insert_failed = ct.insert_failed;
+		self.ct_early_drops = ct.early_drop;
+	}
+	metrics_publish(lv->metrics, lv->expo, lv->t, &self);
 }
 
 static void render_top(struct live *lv, bool final)
@@ -555,6 +606,11 @@ int live_run(const struct cs_opts *o)
 		goto out;
 	}
 	track_set_kernel_counts(lv.t);
+	lv.start_real_s = (double)cs_real_ns() / 1e9;
+	if (o->metrics_addr && !(lv.expo = expo_new(o->metrics_remotes))) {
+		cs_fail("serve metrics", "out of memory");
+		goto out;
+	}
 	if (o->metrics_addr && !(lv.metrics = metrics_start(metrics_listen(o->metrics_addr), NULL)))
 		goto out;
 	if (sigend_stop || loader_open(&lv.L, o))
@@ -675,6 +731,7 @@ int live_run(const struct cs_opts *o)
 		track_tick(lv.t);
 		holders_tick(lv.hold);
 		publish_metrics(&lv);
+		metrics_heartbeat(lv.metrics);
 		now = cs_mono_ns();
 		/* New processes: their TLS libraries and Go binaries get probes. */
 		if (lv.h2u && (now >= next_rescan || lv.h2_resync)) {
@@ -733,6 +790,7 @@ out:
 	out_close(until, 1000 * MS, &sigend_stop, 500 * MS);
 	sigend_done(rc);
 	metrics_stop(lv.metrics);
+	expo_free(lv.expo);
 	if (sigend_when_ns()) {
 		/* Ended by a signal: everything is said; the teardown must not hold the
 		 * exit past the second (sigend_exit). */

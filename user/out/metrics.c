@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * /metrics for `connscope daemon --metrics-addr`: a deliberately small
- * HTTP/1.x responder (GET /metrics and GET / only, one request per connection)
+ * HTTP/1.x responder (GET /metrics, GET / and GET /healthz only, one request per
+ * connection)
  * on a thread of its own, serving a snapshot the event loop renders at most
  * once a second. The loop never touches a client socket, so no scraper, slow or
  * hostile, can hold it up and cost events.
@@ -84,66 +85,6 @@ int metrics_listen(const char *addr)
 	return fd;
 }
 
-/* Label values: backslash, double quote and newline are escaped. */
-static void label(FILE *f, const char *name, const char *val, bool last)
-{
-	fprintf(f, "%s=\"", name);
-	for (const char *p = val; *p; p++) {
-		if (*p == '\\' || *p == '"')
-			fputc('\\', f);
-		if (*p == '\n')
-			fputs("\\n", f);
-		else
-			fputc(*p, f);
-	}
-	fputs(last ? "\"" : "\",", f);
-}
-
-static void pod_labels(FILE *f, const struct summary_rec *a)
-{
-	fputc('{', f);
-	if (a->pod->known) {
-		label(f, "namespace", a->pod->namespace_, false);
-		label(f, "pod", a->pod->name, true);
-	} else if (a->pod->is_pod) {
-		label(f, "pod_uid", a->pod->uid, true);
-	} else {
-		label(f, "cgroup", a->pod->cgroup_path[0] ? a->pod->cgroup_path : a->key, true);
-	}
-	fputc('}', f);
-}
-
-struct family {
-	const char *name, *type, *help;
-	double (*get)(const struct summary_rec *);
-};
-
-static double g_opened(const struct summary_rec *a) { return (double)a->tcp.opened; }
-static double g_closed(const struct summary_rec *a) { return (double)a->tcp.closed; }
-static double g_active(const struct summary_rec *a) { return (double)a->tcp.active; }
-static double g_refused(const struct summary_rec *a) { return (double)a->tcp.refused; }
-static double g_timeouts(const struct summary_rec *a) { return (double)a->tcp.timeouts; }
-static double g_resets(const struct summary_rec *a) { return (double)a->tcp.resets; }
-static double g_cw(const struct summary_rec *a) { return (double)a->close_wait.current; }
-static double g_stuck(const struct summary_rec *a) { return (double)a->close_wait.stuck; }
-static double g_cw_age(const struct summary_rec *a) { return a->close_wait.max_age_s; }
-static double g_findings(const struct summary_rec *a) { return (double)a->findings; }
-
-static const struct family families[] = {
-	{ "connscope_tcp_opened_total", "counter", "TCP connections established.", g_opened },
-	{ "connscope_tcp_closed_total", "counter", "Established TCP connections closed.", g_closed },
-	{ "connscope_tcp_active", "gauge", "TCP connections established now.", g_active },
-	{ "connscope_tcp_refused_total", "counter", "Connects answered by RST.", g_refused },
-	{ "connscope_tcp_timeouts_total", "counter", "Connects that timed out.", g_timeouts },
-	{ "connscope_tcp_resets_total", "counter", "Established connections ended by RST.", g_resets },
-	{ "connscope_close_wait_sockets", "gauge", "Sockets in CLOSE_WAIT now.", g_cw },
-	{ "connscope_close_wait_stuck_sockets", "gauge",
-	  "Sockets in CLOSE_WAIT longer than the threshold.", g_stuck },
-	{ "connscope_close_wait_max_age_seconds", "gauge", "Age of the oldest CLOSE_WAIT socket.",
-	  g_cw_age },
-	{ "connscope_findings_total", "counter", "Findings reported.", g_findings },
-};
-
 static const char *const reject_names[MREJ_N] = {
 	[MREJ_CONNECTIONS] = "too_many_connections",
 	[MREJ_EVICTED] = "evicted",
@@ -153,48 +94,12 @@ static const char *const reject_names[MREJ_N] = {
 	[MREJ_NOT_FOUND] = "not_found",
 	[MREJ_METHOD] = "method_not_allowed",
 	[MREJ_NO_SNAPSHOT] = "no_snapshot",
+	[MREJ_UNHEALTHY] = "unhealthy",
 };
 
-static void render(FILE *f, struct tracker *t, const struct metrics_self *self,
-		   const uint64_t rejected[MREJ_N])
+/* The server's own family, after the exposition. */
+static void render_rejected(FILE *f, const uint64_t rejected[MREJ_N])
 {
-	struct summary_rec *pods;
-	int n = track_views(t, &pods);
-
-	for (size_t i = 0; n >= 0 && i < sizeof(families) / sizeof(families[0]); i++) {
-		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", families[i].name, families[i].help,
-			families[i].name, families[i].type);
-		for (int j = 0; j < n; j++) {
-			fputs(families[i].name, f);
-			pod_labels(f, &pods[j]);
-			fprintf(f, " %.17g\n", families[i].get(&pods[j]));
-		}
-	}
-	if (n >= 0)
-		track_views_free(pods, n);
-	fprintf(f, "# HELP connscope_events_total Lifecycle edges the kernel side sent.\n"
-		   "# TYPE connscope_events_total counter\nconnscope_events_total %llu\n"
-		   "# HELP connscope_lost_total Edges that never reached user space (stats.lost: "
-		   "ring buffers full and missed program runs, every program).\n"
-		   "# TYPE connscope_lost_total counter\nconnscope_lost_total %llu\n"
-		   "# HELP connscope_map_full_total Sockets whose state could not be stored "
-		   "(stats.map_full: every program's bounded maps).\n"
-		   "# TYPE connscope_map_full_total counter\nconnscope_map_full_total %llu\n"
-		   "# HELP connscope_parser_desync_total TLS handshakes and HTTP/2 directions whose "
-		   "boundaries were lost (stats.parser_desync).\n"
-		   "# TYPE connscope_parser_desync_total counter\nconnscope_parser_desync_total %llu\n"
-		   "# HELP connscope_cpu_seconds_total CPU time connscope itself used.\n"
-		   "# TYPE connscope_cpu_seconds_total counter\nconnscope_cpu_seconds_total %.3f\n",
-		(unsigned long long)self->events, (unsigned long long)self->lost,
-		(unsigned long long)self->map_full, (unsigned long long)self->parser_desync,
-		self->cpu_ms / 1000);
-	fprintf(f, "# HELP connscope_output_dropped_total Records not written to stdout: it did "
-		   "not keep up and its queue was full, or it failed (stats.output_dropped).\n"
-		   "# TYPE connscope_output_dropped_total counter\n");
-	for (int i = 0; i < 4; i++)
-		fprintf(f, "connscope_output_dropped_total{type=\"%s\"} %llu\n",
-			(const char *[]){ "connection", "finding", "summary", "stats" }[i],
-			(unsigned long long)self->output_dropped[i]);
 	fputs("# HELP connscope_metrics_rejected_total Connections to this endpoint refused, cut "
 	      "off or answered with an error, by reason.\n"
 	      "# TYPE connscope_metrics_rejected_total counter\n", f);
@@ -230,6 +135,7 @@ struct conn {
 	char *head;                  /* head_max bytes, the server's, fixed */
 	size_t got;
 	char hdr[192];               /* the response's status line and headers */
+	char msg[224];               /* /healthz: the body */
 	size_t hdr_len, sent;        /* sent counts header then body bytes */
 	const char *body;
 	size_t body_len;
@@ -242,6 +148,8 @@ struct metrics_server {
 	pthread_t thr;
 	pthread_mutex_t mu;
 	struct body *cur;            /* under mu */
+	char problem[192];           /* under mu: why /healthz fails ("": it need not) */
+	uint64_t heartbeat;          /* ms, monotonic: the event loop's last turn (atomic) */
 	uint64_t rejected[MREJ_N];   /* written by the thread, read by publish: atomics */
 	struct conn *conns;
 	char *heads;
@@ -319,7 +227,8 @@ int metrics_publish_text(struct metrics_server *s, const char *text, size_t len)
 	return publish(s, data, len);
 }
 
-void metrics_publish(struct metrics_server *s, struct tracker *t, const struct metrics_self *self)
+void metrics_publish(struct metrics_server *s, struct expo *x, struct tracker *t,
+		     const struct metrics_self *self)
 {
 	uint64_t rejected[MREJ_N];
 	char *data = NULL;
@@ -333,12 +242,33 @@ void metrics_publish(struct metrics_server *s, struct tracker *t, const struct m
 	f = open_memstream(&data, &len);
 	if (!f)
 		return;  /* out of memory: scrapes keep the previous snapshot */
-	render(f, t, self, rejected);
+	if (expo_render(x, f, t, self)) {
+		fclose(f);
+		free(data);
+		return;  /* out of memory: scrapes keep the previous snapshot */
+	}
+	render_rejected(f, rejected);
 	if (fclose(f)) {
 		free(data);
 		return;
 	}
+	metrics_heartbeat(s);
 	publish(s, data, len);
+}
+
+void metrics_heartbeat(struct metrics_server *s)
+{
+	if (s)
+		__atomic_store_n(&s->heartbeat, now_ms(), __ATOMIC_RELAXED);
+}
+
+void metrics_set_problem(struct metrics_server *s, const char *problem)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	snprintf(s->problem, sizeof(s->problem), "%s", problem ? problem : "");
+	pthread_mutex_unlock(&s->mu);
 }
 
 static void conn_close(struct metrics_server *s, struct conn *c)
@@ -431,6 +361,32 @@ static const char ERR_400[] = "bad request\n", ERR_404[] = "see /metrics\n",
 		  ERR_503[] = "no snapshot yet: connscope is starting\n";
 #define ERR(s) (s), sizeof(s) - 1
 
+/* 200 "ok" while the loop turns and no program is detached; else 503 and why. */
+static void healthz(struct metrics_server *s, struct conn *c)
+{
+	uint64_t beat = __atomic_load_n(&s->heartbeat, __ATOMIC_RELAXED), now = now_ms();
+	bool ready;
+	int n;
+
+	pthread_mutex_lock(&s->mu);
+	ready = s->cur != NULL;
+	n = snprintf(c->msg, sizeof(c->msg), "%s\n", s->problem);
+	pthread_mutex_unlock(&s->mu);
+	if (!ready)
+		n = snprintf(c->msg, sizeof(c->msg), "starting: the programs are not attached yet\n");
+	else if (now > beat + s->lim.stall_ms)
+		n = snprintf(c->msg, sizeof(c->msg), "event loop stalled: its last turn was %.1f s ago\n",
+			     (double)(now - beat) / 1000);
+	if (n < 0 || (size_t)n >= sizeof(c->msg))
+		n = (int)strlen(c->msg);
+	if (n > 1) {
+		count(s, MREJ_UNHEALTHY);
+		respond(s, c, 503, "Service Unavailable", "text/plain", c->msg, (size_t)n);
+		return;
+	}
+	respond(s, c, 200, "OK", "text/plain", "ok\n", 3);
+}
+
 /* The whole head is in (or the client half-closed after part of it). */
 static void answer(struct metrics_server *s, struct conn *c)
 {
@@ -455,6 +411,10 @@ static void answer(struct metrics_server *s, struct conn *c)
 	const char *p = sp1 + 1;
 	size_t plen = (size_t)(sp2 - p);
 
+	if ((plen == 8 && !memcmp(p, "/healthz", 8)) || (plen > 8 && !memcmp(p, "/healthz?", 9))) {
+		healthz(s, c);
+		return;
+	}
 	if (!(plen == 1 && *p == '/') && !(plen == 8 && !memcmp(p, "/metrics", 8)) &&
 	    !(plen > 8 && !memcmp(p, "/metrics?", 9))) {
 		count(s, MREJ_NOT_FOUND);
@@ -708,7 +668,9 @@ struct metrics_server *metrics_start(int fd, const struct metrics_limits *lim)
 		cs_fail("serve metrics", "out of memory");
 		return NULL;
 	}
-	s->lim = lim ? *lim : (struct metrics_limits){ 64, 8192, 5000, 10000, 1 };
+	s->lim = lim ? *lim : (struct metrics_limits){ 64, 8192, 5000, 10000, 1, 0 };
+	if (!s->lim.stall_ms)
+		s->lim.stall_ms = METRICS_STALL_MS;
 	if (!s->lim.max_conns)
 		s->lim.max_conns = 1;
 	if (s->lim.head_max < 16)

@@ -10,16 +10,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "expo.h"
 #include "track.h"
-
-/* The same counters, with the same meaning, as the stats record's fields of the
- * same names. */
-struct metrics_self {
-	uint64_t events, lost, map_full, parser_desync;
-	double cpu_ms;
-	/* stats.output_dropped, by type: connection, finding, summary, stats */
-	uint64_t output_dropped[4];
-};
 
 /* The server's bounds; metrics_start(fd, NULL) takes the defaults below. */
 struct metrics_limits {
@@ -28,6 +20,8 @@ struct metrics_limits {
 	unsigned head_ms;    /* from accept to the whole request head (5 s) */
 	unsigned total_ms;   /* from accept to the whole response written (10 s) */
 	int defer_s;         /* TCP_DEFER_ACCEPT: accept once data came, or after (1 s) */
+	unsigned stall_ms;   /* /healthz fails when the loop's last heartbeat is older
+				(0: METRICS_STALL_MS) */
 };
 
 /* Why the server refused a connection, cut it off, or answered with an error:
@@ -41,6 +35,7 @@ enum metrics_reject {
 	MREJ_NOT_FOUND,    /* not_found: 404 */
 	MREJ_METHOD,       /* method_not_allowed: 405 */
 	MREJ_NO_SNAPSHOT,  /* no_snapshot: 503, nothing published yet */
+	MREJ_UNHEALTHY,    /* unhealthy: /healthz answered 503 */
 	MREJ_N
 };
 
@@ -57,7 +52,14 @@ int metrics_port(const struct metrics_server *s);
 /* Render the exposition from the tracker and the tool's counters and make it
  * the body every later scrape gets. Called from the event loop; never waits
  * on a client. */
-void metrics_publish(struct metrics_server *s, struct tracker *t, const struct metrics_self *self);
+void metrics_publish(struct metrics_server *s, struct expo *x, struct tracker *t,
+		     const struct metrics_self *self);
+/* /healthz: the loop says it turned (every turn), and what is wrong (NULL: all
+ * is well). It answers 200 "ok" unless nothing is published yet, the last
+ * heartbeat is older than stall_ms, or a problem is set: then 503 and why. */
+#define METRICS_STALL_MS 10000
+void metrics_heartbeat(struct metrics_server *s);
+void metrics_set_problem(struct metrics_server *s, const char *problem);
 /* Publish this text as the body, as is (a copy). 0, or -1 out of memory. */
 int metrics_publish_text(struct metrics_server *s, const char *text, size_t len);
 uint64_t metrics_rejected(const struct metrics_server *s, enum metrics_reject why);

@@ -1196,6 +1196,7 @@ static void fill_stats(struct jw *w, const void *rec)
 		jw_null(w, "ts");
 	}
 	jw_str(w, "phase", s->phase);
+	jw_str(w, "version", CONNSCOPE_VERSION);
 	if (s->replay)
 		jw_stats_replay(w, s);
 	else
