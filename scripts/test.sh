@@ -105,6 +105,15 @@ run_live() {
 		|| failed=1
 }
 
+# connscope's /metrics scraped by a real Prometheus (Debian's, our own process on
+# a free port): the series against what simulated pods did, promtool's checks and
+# a rules unit test generated from the scraped series, the alerts firing live,
+# every dashboard query returning data (tests/prom/test_prometheus.py).
+run_prom() {
+	echo "== prom: /metrics in a real Prometheus, deploy/ rules and dashboard"
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/prom || failed=1
+}
+
 # The image's runtime stage (tests/image): its root filesystem built with debootstrap
 # from the Dockerfile's package list, connscope check and a replay run in it.
 run_image() {
@@ -129,9 +138,10 @@ golden) run_golden ;;
 bpf) run_bpf ;;
 fuzz) run_fuzz ;;
 live) run_live ;;
+prom) run_prom ;;
 image) run_image ;;
 matrix) run_matrix ;;
-all) run_unit; run_golden; run_fuzz; run_bpf; run_live; run_image; run_matrix ;;
-*) echo "usage: $0 [unit|golden|fuzz|bpf|live|image|matrix|all]" >&2; exit 2 ;;
+all) run_unit; run_golden; run_fuzz; run_bpf; run_live; run_prom; run_image; run_matrix ;;
+*) echo "usage: $0 [unit|golden|fuzz|bpf|live|prom|image|matrix|all]" >&2; exit 2 ;;
 esac
 exit $failed

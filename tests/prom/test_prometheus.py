@@ -167,12 +167,19 @@ def syn_drop(pod, port):
 
 
 def daemon_links(pid):
-    """Ids of the BPF links process pid holds (bpftool link show)."""
-    cp = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True,
-                        timeout=30)
-    assert cp.returncode == 0, cp.stderr
-    return [ln for ln in json.loads(cp.stdout or "[]")
-            if any(p.get("pid") == pid for p in ln.get("pids", []))]
+    """The BPF links process pid holds: [{"id", "type", ...}] from its fdinfo."""
+    out = []
+    for fd, target in simpod.fd_links(pid).items():
+        if target != "anon_inode:bpf_link":
+            continue
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(ln.split(":", 1) for ln in f.read().splitlines() if ":" in ln)
+        except FileNotFoundError:
+            continue
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        out.append(dict(info, id=int(info["link_id"]), type=info["link_type"]))
+    return out
 
 
 class Scene:
@@ -234,6 +241,7 @@ def scene(tmp_path_factory):
             s.ct_max = node_sysctl(cluster, "nf_conntrack_max")
             s.scrape = urllib.request.urlopen(
                 f"http://127.0.0.1:{s.metrics_port}/metrics", timeout=10).read().decode()
+            (tmp / "scrape.txt").write_text(s.scrape)      # kept with the test's tmp dir
             s.t_settled = time.time()
             detach_one_link(s)
             s.t_end = time.time()
@@ -271,6 +279,8 @@ def drive(s, fe, be, tc, hc, caller, pki):
         Loop("tls_ok", tls(TLS_OK_PORT, "-CAfile", pki.ca, "-verify_return_error"), 1.0),
         Loop("tls_failed", tls(TLS_BAD_PORT, "-CAfile", pki.other_ca,
                                "-verify_return_error"), 1.0),
+        # two at once: a handshake timeout takes 3 s of the client's time
+        Loop("tls_timeout", tls(TLS_HANG_PORT, request=False, give_up=3), 0.2),
         Loop("tls_timeout", tls(TLS_HANG_PORT, request=False, give_up=3), 0.2),
         Loop("h2_churn", lambda: h2peers.nghttp(hc, f"http://{H2_IP}:{H2_CHURN_PORT}/index.html")
              ["code"], 0.3),
@@ -285,7 +295,9 @@ def drive(s, fe, be, tc, hc, caller, pki):
     for lp in loops:
         lp.join(timeout=DRIVE_S + 60)
         assert not lp.is_alive(), lp.name
-        s.loops[lp.name] = lp.counts
+        into = s.loops.setdefault(lp.name, {})
+        for k, v in lp.counts.items():
+            into[k] = into.get(k, 0) + v
     print("\ndriven:", json.dumps(s.loops))
 
 
@@ -298,9 +310,11 @@ def detach_one_link(s):
         return
     links = daemon_links(s.cs.proc.pid)
     s.links = links
-    tracing = [ln for ln in links if ln.get("type") in ("tracing", "raw_tracepoint")]
-    assert tracing, links
-    cp = subprocess.run(["bpftool", "link", "detach", "id", str(tracing[0]["id"])],
+    # a cgroup link (the packet programs): the kernel can detach those from under
+    # their holder (BPF_LINK_DETACH); tracepoint links it cannot
+    cgroup = [ln for ln in links if ln["type"] == "cgroup"]
+    assert cgroup, links
+    cp = subprocess.run(["bpftool", "link", "detach", "id", str(cgroup[0]["id"])],
                         capture_output=True, text=True, timeout=30)
     assert cp.returncode == 0, cp.stderr
     s.t_detached = time.time()
@@ -390,9 +404,10 @@ def test_tcp_failures_per_pod_and_remote(scene):
     assert remote("timeouts", DROP_PORT) == timeouts
     assert remote("connections", ECHO_PORT) == echo
     assert remote("resets", RST_PORT) == RESETS
-    # the backend names its client by address only
+    # the backend names its client by address only; a connection counts there as
+    # it ends (the one the backend keeps in CLOSE_WAIT has not)
     assert at_end(s, f'connscope_tcp_remote_connections_total{{{be},remote="10.244.1.10"}}') \
-        == echo + RESETS + 1
+        == echo + RESETS
 
 
 def test_resets_count_on_both_ends(scene):
@@ -452,15 +467,16 @@ def test_tls_handshakes_by_outcome(scene):
         got = {o: driven(s, f'connscope_tls_handshakes_total{{{p},outcome="{o}"}}')
                for o in ("ok", "failed", "timeout")}
         assert got == {"ok": ok, "failed": failed, "timeout": timeouts}, (pod, got)
+        # the histogram holds the complete handshakes
         count = at_end(s, f"connscope_tls_handshake_duration_seconds_count{{{p}}}")
-        assert count == ok + failed + timeouts, (pod, count)
+        assert count == ok, (pod, count)
     tc = sel("pay", "tclient")
     assert driven(s, f'connscope_findings_total{{{tc},kind="tls_handshake_timeout"}}') >= 1
     assert driven(s, f'connscope_findings_total{{{tc},kind="tls_handshake_failed"}}') >= 1
-    # a timed-out handshake lasts at least --tls-timeout (2 s): the p99 shows it
+    # over a bridge in one machine, a handshake is done within 262 ms
     p99 = at_end(s, "histogram_quantile(0.99, sum by (le) (rate("
                     f"connscope_tls_handshake_duration_seconds_bucket{{{tc}}}[{DRIVE_S}s])))")
-    assert p99 >= 1.0, p99
+    assert 0 < p99 <= 0.262144, p99
 
 
 def test_h2_connections_and_streams(scene):
@@ -524,6 +540,15 @@ NEVER = ("ConnscopeDown", "ConnscopeAbsent", "ConnscopeConntrackTableFilling",
          "ConnscopeConntrackDropping")
 
 
+def ours(s, labels):
+    """False for the series of a pod of another simulated node on this machine
+    (another test run: connscope's tracepoints see every socket, and names only
+    the pods of its --pods-dir; the others are namespace "", pod <uid>)."""
+    if labels.get("namespace") or not labels.get("pod"):
+        return True
+    return labels["pod"] in {p.uid for p in s.cluster.pods}
+
+
 def expected_alerts(s):
     """{alertname: [labels]} that must be firing at the end of the scenarios."""
     want = {
@@ -567,13 +592,15 @@ def generated_rule_test(s, spec):
     """A promtool test file from what Prometheus scraped: every connscope series
     (and up) from just before the trouble to the end, one value per real second,
     written as one per STRETCH seconds, so the rules' real `for` durations and
-    rate windows span the 40 s of trouble. Alerts: none before the trouble; at the
-    end, expected_alerts() and none of NEVER."""
+    rate windows span the 40 s of trouble. Alerts: none before the trouble;
+    expected_alerts() as the trouble ends (ConnscopeProgramsDetached at the end,
+    after the detach); none of NEVER at the end."""
     step = 1.0
     start, end = s.t_begin, s.t_end
     n = int((end - start) // step) + 1
-    series = s.prom.query_range(
-        '{job="connscope",__name__!~"scrape_.*|.+_bucket"}', start, end, step)
+    series = [(lab, vals) for lab, vals in s.prom.query_range(
+        '{job="connscope",__name__=~"up|connscope_.+|process_.+",__name__!~".+_bucket"}',
+        start, end, step) if ours(s, lab)]
     names = {lab["__name__"] for lab, _ in series}
     assert {"up", "connscope_tcp_refused_total", "connscope_close_wait_stuck_sockets"} <= names
     inputs = promlib.input_series(series, start, step, n)
@@ -587,16 +614,20 @@ def generated_rule_test(s, spec):
                                             alerts[name]["annotations"].items()}})
         return exp
 
-    quiet = int((s.t_trouble - start) // step) - 1
-    last = n - 1
-    want = expected_alerts(s)
+    def index(t):
+        return int((t - start) // step)
+    quiet, trouble_end, last = index(s.t_trouble) - 1, index(s.t_driven), n - 1
+    # ConnscopeLosingEvents depends on the machine (runs the kernel skipped, also
+    # for other tests' sockets): not claimed either way here
+    want = {a: ls for a, ls in expected_alerts(s).items() if a != "ConnscopeLosingEvents"}
     cases = [{"eval_time": f"{quiet * STRETCH}s", "alertname": a, "exp_alerts": []}
-             for a in alerts]
-    cases += [{"eval_time": f"{last * STRETCH}s", "alertname": a, "exp_alerts": case(a, labels)}
+             for a in list(want) + list(NEVER)]
+    # the scenarios' alerts as the trouble ends; the detached link's at the end
+    cases += [{"eval_time": f"{(last if a == 'ConnscopeProgramsDetached' else trouble_end) * STRETCH}s",
+               "alertname": a, "exp_alerts": case(a, labels)}
               for a, labels in want.items()]
     cases += [{"eval_time": f"{last * STRETCH}s", "alertname": a, "exp_alerts": []}
-              for a in NEVER + (() if "ConnscopeLosingEvents" in want
-                                else ("ConnscopeLosingEvents",))]
+              for a in NEVER]
     return {"rule_files": ["rules.yml"], "evaluation_interval": f"{STRETCH}s",
             "tests": [{"interval": f"{STRETCH}s", "input_series": inputs,
                        "alert_rule_test": cases}]}
@@ -627,7 +658,8 @@ def test_alerts_fire_in_the_live_prometheus(scene):
     want = {(a, frozenset(dict(labels, severity=promlib.alerts_of(
         promlib.rule_groups(RULES))[a]["labels"]["severity"]).items()))
         for a, ls in expected_alerts(s).items() for labels in ls}
-    assert s.alerts_at_end == want, (sorted(s.alerts_at_end - want), sorted(want - s.alerts_at_end))
+    firing = {(a, labels) for a, labels in s.alerts_at_end if ours(s, dict(labels))}
+    assert firing == want, (sorted(firing - want), sorted(want - firing))
     # and in ALERTS, firing since the trouble (CLOSE_WAIT and connect failures)
     for name, pod in (("ConnscopeCloseWaitStuck", "backend"),
                       ("ConnscopeConnectFailures", "frontend")):
