@@ -5,7 +5,7 @@ set -eu
 PKGS="make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev libcjson-dev pkg-config
       iproute2 nftables curl python3 python3-pytest procps libbpf-tools tcpdump
       libclang-rt-14-dev openssl libssl-dev nghttp2-server nghttp2-client golang-go
-      golang-google-grpc-dev libpcap-dev tshark libcapstone-dev debootstrap"
+      golang-google-grpc-dev libpcap-dev tshark libcapstone-dev debootstrap python3-yaml"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
