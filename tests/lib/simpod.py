@@ -741,9 +741,10 @@ class Connscope:
     READY_TIMEOUT = 30
     STOP_TIMEOUT = 10
 
-    def __init__(self, cluster, *args, binary=None, command="trace"):
+    def __init__(self, cluster, *args, binary=None, command="trace", wrap=()):
         self.binary = binary or CONNSCOPE_BIN
-        self.argv = [self.binary, command, "-o", "json", "--pods-dir", cluster.pods_dir,
+        # wrap: argv that execs connscope, e.g. setpriv with a capability set.
+        self.argv = [*wrap, self.binary, command, "-o", "json", "--pods-dir", cluster.pods_dir,
                      *map(str, args)]
         # The packet programs must never attach to the machine's cgroup2 root:
         # confine them to this cluster's own cgroup tree.

@@ -113,7 +113,7 @@ static const char *explain(int err)
 		return "the kernel has no BPF netfilter programs (needs >= 6.4)";
 	case EPERM:
 	case EACCES:
-		return "not permitted (needs CAP_BPF and CAP_NET_ADMIN)";
+		return "not permitted (needs CAP_BPF and CAP_NET_ADMIN, or CAP_SYS_ADMIN)";
 	case EAFNOSUPPORT:
 		return "address family not available";
 	case EEXIST:
@@ -156,8 +156,8 @@ static int attach_all(struct ctbpf *c, const char *path, char *why, size_t whyle
 			goto out;
 		}
 		if (setns(target, CLONE_NEWNET)) {
-			snprintf(why, whylen, "cannot enter network namespace %s: %s", path,
-				 strerror(errno));
+			snprintf(why, whylen, "cannot enter network namespace %s: %s%s", path,
+				 strerror(errno), errno == EPERM ? " (needs CAP_SYS_ADMIN)" : "");
 			goto out;
 		}
 	}
@@ -257,7 +257,8 @@ struct ctbpf *ctbpf_open_hooks(const char *netns_path, unsigned hooks, char *why
 	bpf_program__set_expected_attach_type(c->prog, CT_ATTACH_NETFILTER);
 	err = ct_bpf__load(c->skel);
 	if (err) {
-		snprintf(why, whylen, "the conntrack BPF program did not load: %s", strerror(-err));
+		snprintf(why, whylen, "the conntrack BPF program did not load: %s", err == -EPERM ||
+			 err == -EACCES ? explain(-err) : strerror(-err));
 		progfb_blame("ct", ct_roles, err);
 		goto fail;
 	}

@@ -466,8 +466,9 @@ int ctnl_in_netns(const char *path, void (*fn)(void *arg), void *arg, uint32_t *
 	pthread_join(th, NULL);
 	close(j.nsfd);
 	if (j.err) {
-		snprintf(why, whylen, "enter network namespace %s: %s", path,
-			 j.err == EINVAL ? "not a network namespace" : strerror(j.err));
+		snprintf(why, whylen, "enter network namespace %s: %s%s", path,
+			 j.err == EINVAL ? "not a network namespace" : strerror(j.err),
+			 j.err == EPERM ? " (needs CAP_SYS_ADMIN)" : "");
 		return -j.err;
 	}
 	return 0;
@@ -490,9 +491,10 @@ static struct ctnl *open_in(const char *netns_path, bool query_only, char *why, 
 		return NULL;
 	}
 	if (j.err) {
-		snprintf(why, whylen, "%s: %s", j.step,
+		snprintf(why, whylen, "%s: %s%s", j.step,
 			 j.err == ENOENT || j.err == EPROTONOSUPPORT ?
-			 "no ctnetlink in this kernel (nf_conntrack_netlink)" : strerror(j.err));
+			 "no ctnetlink in this kernel (nf_conntrack_netlink)" : strerror(j.err),
+			 j.err == EPERM ? " (ctnetlink needs CAP_NET_ADMIN)" : "");
 		ctnl_close(c);
 		return NULL;
 	}

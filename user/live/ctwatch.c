@@ -8,6 +8,7 @@
  * to ctnetlink events when it cannot load or attach; `connscope check` prints which
  * and why.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,8 @@ static bool get_allowed(struct ctwatch *w)
 static int kept_nat(void *arg, const struct ct_tuple *key, struct ct_event *out)
 {
 	struct ctwatch *w = arg;
+	static bool eperm_told;
+	int err;
 
 	if (!ctbpf_nat(w->bpf, key, out))
 		return 0;
@@ -81,7 +84,13 @@ static int kept_nat(void *arg, const struct ct_tuple *key, struct ct_event *out)
 		return -1;
 	}
 	w->nat_gets++;
-	if (ctnl_get(w->query, key, false, out) && ctnl_get(w->query, key, true, out))
+	err = ctnl_get(w->query, key, false, out);
+	if (err == -EPERM && !eperm_told) {
+		eperm_told = true;
+		cs_warn("conntrack: ctnetlink GET: %s (needs CAP_NET_ADMIN): the problems conntrack "
+			"does not see (a TLS failure) have no nat", strerror(EPERM));
+	}
+	if (err && ctnl_get(w->query, key, true, out))
 		return -1;
 	return out->status & (CT_S_SRC_NAT | CT_S_DST_NAT) ? 0 : -1;
 }

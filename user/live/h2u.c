@@ -299,7 +299,8 @@ static void attach_ssl(struct h2u *u, const struct stat *st, const char *path, c
 	t->probed = true;
 	return;
 fail:
-	snprintf(t->note, sizeof(t->note), "uprobe attach failed: %s (%s)", strerror(errno),
+	snprintf(t->note, sizeof(t->note), "uprobe attach failed: %s%s (%s)", strerror(errno),
+		 errno == EACCES || errno == EPERM ? " (needs CAP_SYS_ADMIN)" : "",
 		 loader_last_libbpf_msg());
 	bpf_link__destroy(l);
 	links_undo(u, mark);
@@ -719,7 +720,8 @@ static void consider_exe(struct h2u *u, int pid, const struct stat *st)
 	/* The kernel resolves /proc/<pid>/exe to the file when it makes the probe. */
 	n = go_attach(u, t, -1, exe, l);
 	if (!n) {
-		snprintf(t->note, sizeof(t->note), "uprobe attach failed: %s (%s)", strerror(errno),
+		snprintf(t->note, sizeof(t->note), "uprobe attach failed: %s%s (%s)", strerror(errno),
+			 errno == EACCES || errno == EPERM ? " (needs CAP_SYS_ADMIN)" : "",
 			 loader_last_libbpf_msg());
 		cs_warn("no HTTP/2 plaintext from %s: %s", name, t->note);
 		return;
@@ -1082,8 +1084,9 @@ static void pp_warn(struct h2u *u, const char *what, int pid)
 	static unsigned warned;
 
 	if (warned++ < 5)
-		cs_warn("no HTTP/2 plaintext from pid %d (%s): uprobe attach failed: %s (%s)", pid,
-			what, strerror(errno), loader_last_libbpf_msg());
+		cs_warn("no HTTP/2 plaintext from pid %d (%s): uprobe attach failed: %s%s (%s)", pid,
+			what, strerror(errno), errno == EACCES || errno == EPERM ?
+			" (needs CAP_SYS_ADMIN)" : "", loader_last_libbpf_msg());
 }
 
 /* Every libssl.so.3 that p maps and that is not probed in it yet. */

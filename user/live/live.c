@@ -26,6 +26,7 @@
 #include "holders.h"
 #include "listeners.h"
 #include "loader.h"
+#include "privs.h"
 #include "progfb.h"
 #include "sigend.h"
 #include "metrics.h"
@@ -874,6 +875,7 @@ int check_run(const struct cs_opts *o)
 	printf("kernel:           %s %s\n", u.release, u.machine);
 	ok = !access("/sys/kernel/btf/vmlinux", R_OK);
 	printf("BTF:              %s\n", ok ? "yes (/sys/kernel/btf/vmlinux)" : "NO: CO-RE programs cannot load");
+	privs_report(stdout);
 	printf("ring buffer:      %s\n",
 	       libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1 ? "yes" : "no (kernel < 5.8)");
 	printf("socket storage:   %s\n",

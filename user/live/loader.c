@@ -88,8 +88,9 @@ int loader_preflight(void)
 {
 	if (!has_cap(CAP_SYS_ADMIN) && !(has_cap(CAP_BPF) && has_cap(CAP_PERFMON))) {
 		cs_fail("load BPF programs",
-			"need root, or CAP_BPF and CAP_PERFMON (run with sudo, or grant the "
-			"capabilities to the DaemonSet)");
+			"not permitted: CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, are missing "
+			"from the effective set (run as root, or grant the capabilities of "
+			"deploy/daemonset.yaml; `connscope check` lists what each is for)");
 		return -1;
 	}
 	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
@@ -414,8 +415,9 @@ int loader_tls_open(struct loader *L, const char *cgroup_dir)
 	L->tls_links[1] = L->tls_links[0] ? bpf_program__attach_cgroup(L->tls->progs.cs_tls_egress, fd)
 					  : NULL;
 	if (!L->tls_links[0] || !L->tls_links[1]) {
-		snprintf(L->tls_note, sizeof(L->tls_note), "cgroup_skb attach to %s failed: %s",
-			 cgroup_dir, strerror(errno));
+		snprintf(L->tls_note, sizeof(L->tls_note), "cgroup_skb attach to %s failed: %s%s",
+			 cgroup_dir, strerror(errno), errno == EPERM || errno == EACCES ?
+			 " (needs CAP_NET_ADMIN, or CAP_SYS_ADMIN)" : "");
 		goto fail;
 	}
 	close(fd);

@@ -347,8 +347,10 @@ static void visit_ns(struct scan *sc, int dirfd, const char *path)
 	mark_seen(sc, st.st_ino);
 	if (setns(fd, CLONE_NEWNET) < 0) {
 		if (errno != EINVAL) /* EINVAL: not a network namespace file */
-			cs_warn("failed to enter network namespace %llu: %s",
-				(unsigned long long)st.st_ino, strerror(errno));
+			cs_warn("failed to enter network namespace %llu: %s%s",
+				(unsigned long long)st.st_ino, strerror(errno), errno == EPERM ?
+				" (needs CAP_SYS_ADMIN): its sockets that existed before start "
+				"are NOT observed" : "");
 		goto out;
 	}
 	/* Netns inodes are allocated below 2^32 (proc_inum), so they fit netns. */
