@@ -226,6 +226,11 @@ static void histogram_and_findings(void)
 	      "findings by pod and kind");
 	check(value(t, "connscope_findings_total{kind=\"conntrack_pressure\"}") == 1,
 	      "a node's finding has no pod labels");
+	check(V("connscope_findings_total%s,kind=\"tcp_connect_refused\"}", L) == 0 &&
+	      V("connscope_findings_total%s,kind=\"tls_handshake_failed\"}", L) == 0,
+	      "the kinds a pod can have start at 0 (rate() sees the first)");
+	check(V("connscope_findings_total%s,kind=\"h2_goaway\"}", L) < 0,
+	      "no HTTP/2 kinds for a pod without HTTP/2");
 	check(value(t, "connscope_build_info{version=\"" CONNSCOPE_VERSION "\",attach=\"tp_btf\"}")
 	      == 1, "build info");
 	check(!strstr(t, "connscope_h2_streams_total{"), "no HTTP/2 series for a pod without");

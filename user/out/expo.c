@@ -505,20 +505,73 @@ static void pods_render(FILE *f, struct view *v, int n)
 	}
 }
 
-static void findings_render(struct expo *x, FILE *f)
+/* The kinds a pod's findings can have, by what was seen of it: each is written
+ * from 0, so that rate() and increase() see a pod's first finding too. */
+static const char *const tcp_kinds[] = { "close_wait_stuck", "tcp_connect_refused",
+					 "tcp_connect_timeout", "peer_reset" };
+static const char *const tls_kinds[] = { "tls_handshake_timeout", "tls_handshake_failed" };
+static const char *const h2_kinds[] = { "h2_reuse_churn", "h2_goaway", "h2_stream_cancels" };
+static const char *const node_kinds[] = { "conntrack_pressure" };
+
+static uint64_t kind_count(const struct xpod *p, const char *kind)
 {
-	const void *k;
-	void *v;
+	for (int i = 0; p && i < p->nkinds; i++)
+		if (!strcmp(p->findings[i].kind, kind))
+			return p->findings[i].n;
+	return 0;
+}
 
-	family(f, "connscope_findings_total", "counter", "Findings reported, by kind.");
-	for (size_t i = 0; kmap_next(&x->pods, &i, &k, &v);) {
-		const struct xpod *p = v;
+static bool in(const char *const *list, size_t n, const char *kind)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(list[i], kind))
+			return true;
+	return false;
+}
 
-		for (int j = 0; j < p->nkinds; j++)
-			series(f, "connscope_findings_total", k, "kind", p->findings[j].kind,
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+/* One series per applicable kind, then those counted beyond them. */
+static void kinds_render(FILE *f, const char *labels, const struct xpod *p,
+			 const char *const *lists[3], const size_t sizes[3])
+{
+	for (int l = 0; l < 3; l++)
+		for (size_t i = 0; lists[l] && i < sizes[l]; i++)
+			series(f, "connscope_findings_total", labels, "kind", lists[l][i],
+			       (double)kind_count(p, lists[l][i]));
+	for (int j = 0; p && j < p->nkinds; j++) {
+		bool listed = false;
+
+		for (int l = 0; l < 3; l++)
+			listed |= lists[l] && in(lists[l], sizes[l], p->findings[j].kind);
+		if (!listed)
+			series(f, "connscope_findings_total", labels, "kind", p->findings[j].kind,
 			       (double)p->findings[j].n);
 	}
 }
+
+static void findings_render(struct expo *x, FILE *f, const struct view *v, int n)
+{
+	char node[LABELS_MAX];
+
+	family(f, "connscope_findings_total", "counter", "Findings reported, by kind.");
+	for (int j = 0; j < n; j++) {
+		const char *const *lists[3] = { tcp_kinds, v[j].s->has_tls ? tls_kinds : NULL,
+						v[j].s->has_h2 ? h2_kinds : NULL };
+		const size_t sizes[3] = { N(tcp_kinds), N(tls_kinds), N(h2_kinds) };
+
+		kinds_render(f, v[j].labels, v[j].p, lists, sizes);
+	}
+	{
+		const char *const *lists[3] = { node_kinds, NULL, NULL };
+		const size_t sizes[3] = { N(node_kinds), 0, 0 };
+
+		pod_labels(node, NULL, NULL);
+		kinds_render(f, node, kmap_get(&x->pods, node), lists, sizes);
+	}
+}
+
+#undef N
 
 static void self_render(FILE *f, const struct metrics_self *m)
 {
@@ -609,7 +662,7 @@ int expo_render_views(struct expo *x, FILE *f, const struct summary_rec *pods, i
 		if (!((struct xpod *)pv)->seen && ((const char *)k)[0])
 			xpod_free(kmap_del(&x->pods, k));
 	pods_render(f, v, n);
-	findings_render(x, f);
+	findings_render(x, f, v, n);
 	self_render(f, self);
 	free(v);
 	return 0;
