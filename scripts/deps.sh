@@ -16,37 +16,17 @@ simulate=0
 [ "${1:-}" = -n ] && { simulate=1; shift; }
 set_=${1:-all}
 
-# The words after `apt-get install` in the Dockerfile's first (build) stage, up
-# to the next && (continuation lines joined, options dropped).
-dockerfile_build_pkgs() {
-	awk '
-		/^FROM[ \t]/ { stage++ }
-		stage != 1 { next }
-		{ cont = sub(/\\[ \t]*$/, ""); cmd = cmd " " $0; if (cont) next }
-		{
-			n = split(cmd, w, /[ \t]+/); apt = 0; on = 0
-			for (i = 1; i <= n; i++) {
-				if (w[i] == "&&" || w[i] == ";") { apt = 0; on = 0 }
-				else if (w[i] == "apt-get") apt = 1
-				else if (apt && w[i] == "install") on = 1
-				else if (on && w[i] != "" && w[i] !~ /^-/) print w[i]
-			}
-			cmd = ""
-		}' "$top/Dockerfile"
-}
-
 case "$set_" in
 make) PKGS="make" ;;
 build | all)
-	PKGS="make $(dockerfile_build_pkgs | tr '\n' ' ')"
-	case "$PKGS" in *clang*) ;; *)
-		echo "connscope: no apt-get install line in the Dockerfile's build stage" >&2
-		exit 1 ;;
-	esac
-	[ "$set_" = all ] && PKGS="$PKGS pkg-config
-      iproute2 nftables curl python3 python3-pytest procps libbpf-tools tcpdump
-      libclang-rt-14-dev openssl nghttp2-server nghttp2-client golang-go
-      golang-google-grpc-dev tshark debootstrap"
+	build=$(sh "$top/scripts/dockerfile-pkgs.sh" build "$top/Dockerfile")
+	PKGS="make $build"
+	if [ "$set_" = all ]; then
+		PKGS="$PKGS pkg-config
+		iproute2 nftables curl python3 python3-pytest procps libbpf-tools tcpdump
+		libclang-rt-14-dev openssl nghttp2-server nghttp2-client golang-go
+		golang-google-grpc-dev tshark debootstrap"
+	fi
 	;;
 *) echo "usage: $0 [-n] [make|build|all]" >&2; exit 2 ;;
 esac

@@ -153,15 +153,21 @@ def node_mounts(root, dev=False, apt_cache=False):
     also when something failed."""
     try:
         if dev:
+            # Private: nothing mounted or unmounted under the root reaches the
+            # host's mounts where they are shared (systemd makes them so).
             mount("--bind", root, root)
+            mount("--make-rprivate", root)
         mount("-t", "proc", "proc", os.path.join(root, "proc"))
         mount("-t", "sysfs", "sysfs", os.path.join(root, "sys"))
         mount("-t", "cgroup2", "cgroup2", os.path.join(root, "sys", "fs", "cgroup"))
-        if dev:
+        if dev:   # not --rbind: /dev/pts and /dev/shm stay the host's alone
             mount("--bind", "/dev", os.path.join(root, "dev"))
+            mount("--make-private", os.path.join(root, "dev"))
         if apt_cache:
             os.makedirs(CACHE, exist_ok=True)
-            mount("--bind", CACHE, os.path.join(root, "var", "cache", "apt", "archives"))
+            archives = os.path.join(root, "var", "cache", "apt", "archives")
+            mount("--bind", CACHE, archives)
+            mount("--make-private", archives)
         yield
     finally:
         umount_under(root)
