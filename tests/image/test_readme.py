@@ -152,7 +152,9 @@ def test_the_dockerfile_build_stage(fresh, readme_run):
     pkgs = dockerfile_packages(0)
     assert "make" in pkgs and "clang" in pkgs, pkgs
     # What `make run` installed on the minimal system is the build stage's list.
-    assert manual(root) - before == set(pkgs), (manual(root) - before, pkgs)
+    got = manual(root) - before
+    assert got == set(pkgs), (f"make run installed {sorted(got - set(pkgs))} beyond the "
+                              f"build stage's list, and not {sorted(set(pkgs) - got)}")
     runs = dockerfile_runs(0)
     assert runs[-1] == "make clean && make", runs
     for run in runs:
