@@ -45,7 +45,7 @@ VARIANT_CFLAGS ?=
 UOUT := $(OUTPUT)/user$(if $(VARIANT),-$(VARIANT))
 USER_LIBS := $(foreach d,$(USER_DIRS),$(UOUT)/libcs_$(d).a)
 
-.PHONY: all clean deps run test test-unit test-live bench fuzz check-deps libs
+.PHONY: all clean deps deps-build run test test-unit test-live bench fuzz check-deps libs
 all: connscope
 libs: $(USER_LIBS)
 
@@ -89,13 +89,18 @@ connscope: $(USER_LIBS)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Wl,--start-group $^ -Wl,--end-group $(LDLIBS) -o $@
 
-# Install the Debian packages the build, the tests and the benchmarks need.
+# Install the Debian packages the build, the tests and the benchmarks need
+# (deps), or only what the build needs (deps-build: the Dockerfile's build stage).
 deps:
-	$(Q)scripts/deps.sh
+	$(Q)scripts/deps.sh all
 
-run: deps
+deps-build:
+	$(Q)scripts/deps.sh build
+
+# make run ARGS="--namespace shop": options for connscope top.
+run: deps-build
 	$(Q)$(MAKE) --no-print-directory all
-	./connscope top
+	./connscope top $(ARGS)
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all

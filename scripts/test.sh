@@ -1,9 +1,12 @@
 #!/bin/sh
 # Run connscope's tests: unit tests (ASan/UBSan), the golden replay tests
 # (committed captures against committed records; no root needed), fuzz smoke
-# runs, then the live tests against the real kernel (root), the image's runtime
-# stage (debootstrapped, connscope run in it), then the kernel matrix (the core
-# live scenarios on the host and on Debian 12's 6.1 kernel in a VM). `scripts/test.sh unit|golden|fuzz|bpf|live|image|matrix` runs one part.
+# runs, then the live tests against the real kernel (root), /metrics in a real
+# Prometheus (deploy/'s rules and dashboard), the image tests (the runtime stage
+# debootstrapped with connscope run in it; the README's two commands and the
+# build stage on a fresh minimal Debian 12), then the kernel matrix (the core
+# live scenarios on the host and on Debian 12's 6.1 kernel in a VM).
+# `scripts/test.sh unit|golden|fuzz|bpf|live|prom|image|matrix` runs one part.
 set -eu
 cd "$(dirname "$0")/.."
 part="${1:-all}"
@@ -114,10 +117,12 @@ run_prom() {
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/prom || failed=1
 }
 
-# The image's runtime stage (tests/image): its root filesystem built with debootstrap
-# from the Dockerfile's package list, connscope check and a replay run in it.
+# The image tests (tests/image), each in a root built with debootstrap: the
+# Dockerfile's runtime stage (its package list, connscope check and a replay run
+# in it); a minimal Debian 12 where the README's set-up and `make run` install,
+# build and start top, then the build stage's RUN commands build again.
 run_image() {
-	echo "== image: the Dockerfile's runtime stage, debootstrapped"
+	echo "== image: the Dockerfile's stages and the README's commands, debootstrapped"
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/image || failed=1
 }
 

@@ -27,12 +27,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 VM_DIR=${CONNSCOPE_VM_DIR:-$top/.output/vm}
 SUITE=${CONNSCOPE_VM_SUITE:-bookworm}
-# Packages in the root filesystem beyond minbase. The first line is what
-# `ldd ./connscope` needs (libpcap0.8 brings libdbus/libsystemd), the rest is
-# for the live scenarios. debootstrap resolves Depends, never Recommends.
-PACKAGES=${CONNSCOPE_VM_PACKAGES:-"libbpf1 libelf1 zlib1g libcjson1 libpcap0.8 libssl3 libcapstone4
-kmod iproute2 nftables procps python3 python3-pytest curl openssl nghttp2-client
-nghttp2-server"}
+# Packages in the root filesystem beyond minbase: the image's runtime stage
+# (the Dockerfile's list: what `ldd ./connscope` needs; libpcap0.8 brings
+# libdbus/libsystemd), then the VM's own, for the live scenarios (VM_ONLY).
+# debootstrap resolves Depends, never Recommends.
+VM_ONLY="kmod iproute2 nftables procps python3 python3-pytest curl openssl nghttp2-client
+nghttp2-server"
+PACKAGES=${CONNSCOPE_VM_PACKAGES:-"$(sh "$top/scripts/dockerfile-pkgs.sh" runtime "$top/Dockerfile")
+$VM_ONLY"}
 # The kernel package: the newest linux-image-6.1.0-N-amd64 apt offers unless
 # pinned (e.g. CONNSCOPE_VM_KERNEL=linux-image-6.1.0-57-amd64).
 KERNEL_PKG=${CONNSCOPE_VM_KERNEL:-}
