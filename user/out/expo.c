@@ -142,6 +142,26 @@ static void pod_labels(char out[LABELS_MAX], const struct pod_info *pod, const c
 	}
 }
 
+/* " value\n": a whole number (most are counts) without printf's float path,
+ * which was a third of a render's time. */
+static void put_value(FILE *f, double v)
+{
+	char buf[24], *p = buf + sizeof(buf);
+
+	if (v >= 0 && v < 9007199254740992.0 && v == (double)(uint64_t)v) {
+		uint64_t u = (uint64_t)v;
+
+		*--p = '\n';
+		do
+			*--p = (char)('0' + u % 10);
+		while ((u /= 10));
+		*--p = ' ';
+		fwrite(p, 1, (size_t)(buf + sizeof(buf) - p), f);
+		return;
+	}
+	fprintf(f, " %.16g\n", v);
+}
+
 /* A series: name{labels[,extra="val"]} value. */
 static void series(FILE *f, const char *name, const char *labels, const char *extra,
 		   const char *extra_val, double v)
@@ -156,7 +176,7 @@ static void series(FILE *f, const char *name, const char *labels, const char *ex
 			label_put(buf, sizeof(buf), &n, extra, extra_val);
 		fprintf(f, "{%s}", buf);
 	}
-	fprintf(f, " %.16g\n", v);
+	put_value(f, v);
 }
 
 static void family(FILE *f, const char *name, const char *type, const char *help)
