@@ -14,11 +14,15 @@ import os
 import re
 import shutil
 import subprocess
+import time
+import urllib.error
+import urllib.request
 
 import pytest
+import yaml
 
 from rootfs import TOP, chroot, debootstrap, dockerfile_packages, golden, installed, \
-    node_mounts, own_cgroup, scratch
+    mount, node_mounts, own_cgroup, scratch
 
 BIN = os.environ.get("CONNSCOPE_BIN", os.path.join(TOP, "connscope"))
 
@@ -83,3 +87,61 @@ def test_check_and_replay_run_in_the_image(root):
         assert '"kind":"peer_reset"' in cp.stdout.replace(" ", ""), cp.stdout[-2000:]
         diff = compare(cp.stdout, cp.stderr)
         assert diff is None, diff
+
+
+def manifest_container():
+    with open(os.path.join(TOP, "deploy", "daemonset.yaml")) as f:
+        (c,) = yaml.safe_load(f)["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def test_the_daemon_runs_as_the_manifest_says(root):
+    """The DaemonSet's pod, as near as a chroot comes: the image's root read-only
+    (readOnlyRootFilesystem), only the manifest's capabilities (setpriv in the
+    image, as the container runtime bounds a root container's), the manifest's
+    args with its metrics port moved to a free one. The daemon must start, answer
+    /healthz "ok" (the probes' path) and /metrics, then stop cleanly on SIGTERM."""
+    c = manifest_container()
+    sc = c["securityContext"]
+    assert sc.get("readOnlyRootFilesystem") is True and "privileged" not in sc, sc
+    caps = sc["capabilities"]["add"]
+    assert sc["capabilities"]["drop"] == ["ALL"] and caps, sc
+    probe = c["livenessProbe"]["httpGet"]["path"]
+    port = 39700 + os.getpid() % 200
+    args = [a if not a.startswith("0.0.0.0:") else f"127.0.0.1:{port}" for a in c["args"]]
+    bounding = "-all" + "".join(f",+{x.lower()}" for x in caps)
+    with own_cgroup("image-daemon") as cg, node_mounts(root, dev=True):
+        mount("-o", "remount,bind,ro", root)
+        probe_file = os.path.join(root, "tmp", "written")
+        try:
+            open(probe_file, "w").close()
+            raise AssertionError("the root is not read-only")
+        except OSError:
+            pass
+        d = subprocess.Popen(
+            ["chroot", root, "setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--",
+             "/usr/sbin/connscope", *args, "--cgroup", "/sys/fs/cgroup/" + cg,
+             "--conntrack", "off"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            first = d.stdout.readline()
+            assert '"phase": "start"' in first or '"phase":"start"' in first, \
+                first + d.stderr.read() if d.poll() is not None else first
+            deadline, got = time.monotonic() + 10, None
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}",
+                                                timeout=2) as r:
+                        got = (r.status, r.read().decode())
+                        break
+                except (urllib.error.URLError, ConnectionError):
+                    time.sleep(0.3)
+            assert got == (200, "ok\n"), got
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            assert "connscope_programs_attached" in text and "connscope_build_info{" in text
+        finally:
+            d.terminate()
+            out, err = d.communicate(timeout=15)
+        assert d.returncode == 0, err[-3000:]
+        assert '"phase": "end"' in out or '"phase":"end"' in out, out[-2000:]
