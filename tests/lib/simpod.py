@@ -375,6 +375,15 @@ class Pod:
         return _sh(["ip", "netns", "exec", self.netns, *map(str, argv)],
                    timeout=timeout, check=check)
 
+    def drop_syns(self, port):
+        """Drop what arrives for `port` (nft, in the pod's namespace): a connect
+        to it retransmits its SYN and times out."""
+        self.netns_run(["nft", "add", "table", "inet", "cstest"])
+        self.netns_run(["nft", "add", "chain", "inet", "cstest", "in",
+                        "{ type filter hook input priority 0; }"])
+        self.netns_run(["nft", "add", "rule", "inet", "cstest", "in", "tcp", "dport",
+                        str(port), "drop"])
+
     def tcp_sockets(self):
         """IPv4 TCP sockets in this pod's network namespace."""
         with self.cluster._anchor_lock:
@@ -538,6 +547,14 @@ class Cluster:
                        what=f"helper to enter {pod.netns}")
             self._anchors[pod.netns] = a
         return a
+
+    def dnat(self, vip, vport, ip, port):
+        """kube-proxy's part, in the node namespace: vip:vport -> ip:port."""
+        rules = (f"table ip kube {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n"
+                 f"  ip daddr {vip} tcp dport {vport} dnat to {ip}:{port}\n }}\n}}\n")
+        cp = subprocess.run(["ip", "netns", "exec", self.node_netns, "nft", "-f", "-"],
+                            input=rules, capture_output=True, text=True, timeout=20)
+        assert cp.returncode == 0, cp.stderr
 
     # ---- pods -----------------------------------------------------------
 

@@ -28,19 +28,10 @@ RST_SRC_PORT = 61500  # above the default ephemeral range (32768-60999)
 WATCHERS = ["bpf", "netlink"]
 
 
-def dnat(cluster):
-    """kube-proxy's part, in the node namespace: VIP:80 -> backend:8080."""
-    rules = (f"table ip kube {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n"
-             f"  ip daddr {VIP} tcp dport {VIP_PORT} dnat to {BE_IP}:{BE_PORT}\n }}\n}}\n")
-    cp = subprocess.run(["ip", "netns", "exec", cluster.node_netns, "nft", "-f", "-"],
-                        input=rules, capture_output=True, text=True, timeout=20)
-    assert cp.returncode == 0, cp.stderr
-
-
 def pods(cluster):
     fe = cluster.add_pod(NS, "frontend", FE_IP)
     be = cluster.add_pod(NS, "backend", BE_IP)
-    dnat(cluster)
+    cluster.dnat(VIP, VIP_PORT, BE_IP, BE_PORT)
     return fe, be
 
 

@@ -60,9 +60,6 @@ TLS_NAMES_REV = {v: k for k, v in TLS_NAMES.items()}
 # fixtures and helpers
 
 
-
-
-
 @pytest.fixture(autouse=True)
 def _binary():
     assert os.access(simpod.CONNSCOPE_BIN, os.X_OK), \
@@ -690,14 +687,6 @@ def test_close_wait_open_at_end(cluster, tmp_path):
     echo.wait(timeout=10)
 
 
-def add_syn_drop(pod, port):
-    pod.netns_run(["nft", "add", "table", "inet", "cstest"])
-    pod.netns_run(["nft", "add", "chain", "inet", "cstest", "in",
-                   "{ type filter hook input priority 0; }"])
-    pod.netns_run(["nft", "add", "rule", "inet", "cstest", "in", "tcp", "dport",
-                   str(port), "drop"])
-
-
 def test_refused_and_timed_out_connects(cluster, tmp_path):
     """3 connects to a closed port (RST): outcome refused and a tcp_connect_refused
     finding (count 3); 1 connect whose SYNs the server's netns drops (nft): outcome
@@ -705,7 +694,7 @@ def test_refused_and_timed_out_connects(cluster, tmp_path):
     (--connect-timeout 2); tshark sees the same 4 SYN-started connections."""
     fe, be = shop(cluster)
     refused, dropped = 31085, 31086
-    add_syn_drop(be, dropped)
+    be.drop_syns(dropped)
     path = tmp_path / "tcp.pcap"
     with pcaps.Tcpdump(path, [refused, dropped], pod=fe) as cap:
         srv = start_server(be, "echo", dropped, 1)

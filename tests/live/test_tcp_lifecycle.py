@@ -298,19 +298,12 @@ def test_connect_refused(cluster, connections):
 # ---------------------------------------------------------------------------
 # c. timeout
 
-def add_syn_drop(pod, port):
-    pod.netns_run(["nft", "add", "table", "inet", "cstest"])
-    pod.netns_run(["nft", "add", "chain", "inet", "cstest", "in",
-                   "{ type filter hook input priority 0; }"])
-    pod.netns_run(["nft", "add", "rule", "inet", "cstest", "in", "tcp", "dport",
-                   str(port), "drop"])
-
 
 @CONNECTIONS
 def test_connect_timeout(cluster, connections):
     fe, be = shop(cluster)
     port = 30082
-    add_syn_drop(be, port)
+    be.drop_syns(port)
     with Connscope(cluster, "--namespace", NS, "--connections", connections, "--connect-timeout", 2) as cs:
         srv = start_server(be, "echo", port, 1)    # it listens, but SYNs never reach it
         # SYN at 0 s, retransmitted at ~1 s and ~3 s; the client gives up at 3.5 s

@@ -149,23 +149,6 @@ def node_sysctl(cluster, name):
     return int(cp.stdout)
 
 
-def dnat(cluster):
-    """kube-proxy's part, in the node namespace: VIP:80 -> api:8080."""
-    rules = (f"table ip kube {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n"
-             f"  ip daddr {VIP} tcp dport {VIP_PORT} dnat to {API_IP}:{API_PORT}\n }}\n}}\n")
-    cp = subprocess.run(["ip", "netns", "exec", cluster.node_netns, "nft", "-f", "-"],
-                        input=rules, capture_output=True, text=True, timeout=20)
-    assert cp.returncode == 0, cp.stderr
-
-
-def syn_drop(pod, port):
-    pod.netns_run(["nft", "add", "table", "inet", "cstest"])
-    pod.netns_run(["nft", "add", "chain", "inet", "cstest", "in",
-                   "{ type filter hook input priority 0; }"])
-    pod.netns_run(["nft", "add", "rule", "inet", "cstest", "in", "tcp", "dport",
-                   str(port), "drop"])
-
-
 def daemon_links(pid):
     """The BPF links process pid holds: [{"id", "type", ...}] from its fdinfo."""
     out = []
@@ -203,8 +186,8 @@ def scene(tmp_path_factory):
         hs = cluster.add_pod("web", "hserver", H2_IP)
         caller = cluster.add_pod("svc", "caller", "10.244.1.70")
         api = cluster.add_pod("svc", "api", API_IP)
-        dnat(cluster)
-        syn_drop(be, DROP_PORT)
+        cluster.dnat(VIP, VIP_PORT, API_IP, API_PORT)
+        be.drop_syns(DROP_PORT)
         pki = tlspeers.Pki(tmp / "pki", TLS_IP)
         root = h2peers.docroot(tmp / "www")
 
