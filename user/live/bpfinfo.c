@@ -4,7 +4,8 @@
  * bench: a program near the 1M-instruction budget fails to load on a kernel
  * whose verifier explores a little more, and its verification is start-up time.
  * The programs are found through this process's own fds (anon_inode:bpf-prog),
- * whichever part loaded them.
+ * whichever part loaded them; so are the links, for /metrics and /healthz: how
+ * many, whether one was detached, and the programs' run time.
  */
 #include "bpfinfo.h"
 
@@ -45,57 +46,80 @@ static const char *type_name(uint32_t t)
 	}
 }
 
-int bpfinfo_print_verified(FILE *f)
+/* Call fn for each of this process's fds that is a BPF program or link. */
+static void each_bpf_fd(void (*fn)(int fd, bool link, void *arg), void *arg)
 {
-	struct prog_row *rows = NULL;
-	size_t n = 0, cap = 0;
 	struct dirent *de;
-	char link[64], path[64];
+	char target[64], path[64];
 	DIR *d = opendir("/proc/self/fd");
 
 	if (!d)
-		return 0;
+		return;
 	while ((de = readdir(d))) {
-		struct bpf_prog_info info;
-		uint32_t len = sizeof(info);
 		ssize_t k;
-		bool seen = false;
-		int fd = atoi(de->d_name);
 
 		if (de->d_name[0] < '0' || de->d_name[0] > '9')
 			continue;
 		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
-		k = readlink(path, link, sizeof(link) - 1);
+		k = readlink(path, target, sizeof(target) - 1);
 		if (k <= 0)
 			continue;
-		link[k] = '\0';
-		if (strcmp(link, "anon_inode:bpf-prog"))
-			continue;
-		memset(&info, 0, sizeof(info));
-		if (bpf_obj_get_info_by_fd(fd, &info, &len))
-			continue;
-		for (size_t i = 0; i < n; i++)
-			seen |= rows[i].id == info.id;
-		if (seen)
-			continue;
-		if (n == cap) {
-			struct prog_row *r = realloc(rows, (cap ? cap * 2 : 32) * sizeof(*r));
-
-			if (!r)
-				break;
-			rows = r;
-			cap = cap ? cap * 2 : 32;
-		}
-		rows[n].id = info.id;
-		rows[n].type = info.type;
-		/* verified_insns came in 5.16; the kernel zeroes what it does not fill. */
-		rows[n].verified = len >= offsetof(struct bpf_prog_info, verified_insns) +
-			sizeof(info.verified_insns) ? info.verified_insns : 0;
-		memcpy(rows[n].name, info.name, sizeof(rows[n].name));
-		rows[n].name[sizeof(rows[n].name) - 1] = '\0';
-		n++;
+		target[k] = '\0';
+		if (!strcmp(target, "anon_inode:bpf-prog"))
+			fn(atoi(de->d_name), false, arg);
+		else if (!strcmp(target, "anon_inode:bpf_link"))
+			fn(atoi(de->d_name), true, arg);
 	}
 	closedir(d);
+}
+
+struct rows {
+	struct prog_row *r;
+	size_t n, cap;
+};
+
+static void add_row(int fd, bool link, void *arg)
+{
+	struct rows *rs = arg;
+	struct bpf_prog_info info;
+	uint32_t len = sizeof(info);
+
+	if (link)
+		return;
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return;
+	for (size_t i = 0; i < rs->n; i++)
+		if (rs->r[i].id == info.id)
+			return;
+	if (rs->n == rs->cap) {
+		size_t cap = rs->cap ? rs->cap * 2 : 32;
+		struct prog_row *r = realloc(rs->r, cap * sizeof(*r));
+
+		if (!r)
+			return;
+		rs->r = r;
+		rs->cap = cap;
+	}
+	rs->r[rs->n].id = info.id;
+	rs->r[rs->n].type = info.type;
+	/* verified_insns came in 5.16; the kernel zeroes what it does not fill. */
+	rs->r[rs->n].verified = len >= offsetof(struct bpf_prog_info, verified_insns) +
+		sizeof(info.verified_insns) ? info.verified_insns : 0;
+	memcpy(rs->r[rs->n].name, info.name, sizeof(rs->r[rs->n].name));
+	rs->r[rs->n].name[sizeof(rs->r[rs->n].name) - 1] = '\0';
+	rs->n++;
+}
+
+int bpfinfo_print_verified(FILE *f)
+{
+	struct rows rs = { 0 };
+	struct prog_row *rows;
+	size_t n;
+
+	each_bpf_fd(add_row, &rs);
+	rows = rs.r;
+	n = rs.n;
 	qsort(rows, n, sizeof(*rows), by_cost);
 	fprintf(f, "%-18s %-14s %12s %9s\n", "PROGRAM", "TYPE", "VERIFIED", "OF 1M");
 	for (size_t i = 0; i < n; i++) {
@@ -110,59 +134,50 @@ int bpfinfo_print_verified(FILE *f)
 	return (int)n;
 }
 
+struct sum_walk {
+	struct bpfinfo_sum *s;
+	uint32_t seen[256];  /* programs counted (one may be behind several fds) */
+	size_t nseen;
+};
+
+static void add_sum(int fd, bool link, void *arg)
+{
+	struct sum_walk *w = arg;
+	struct bpfinfo_sum *s = w->s;
+
+	if (link) {
+		struct bpf_link_info li;
+		uint32_t len = sizeof(li);
+
+		memset(&li, 0, sizeof(li));
+		if (bpf_obj_get_info_by_fd(fd, &li, &len))
+			return;
+		s->links++;
+		/* A cgroup link that was detached has no cgroup left. */
+		if (li.type == BPF_LINK_TYPE_CGROUP && !li.cgroup.cgroup_id && !s->detached++)
+			snprintf(s->detached_what, sizeof(s->detached_what),
+				 "cgroup link %u (program %u)", li.id, li.prog_id);
+	} else {
+		struct bpf_prog_info pi;
+		uint32_t len = sizeof(pi);
+
+		memset(&pi, 0, sizeof(pi));
+		if (bpf_obj_get_info_by_fd(fd, &pi, &len))
+			return;
+		for (size_t i = 0; i < w->nseen; i++)
+			if (w->seen[i] == pi.id)
+				return;
+		if (w->nseen < sizeof(w->seen) / sizeof(w->seen[0]))
+			w->seen[w->nseen++] = pi.id;
+		s->run_ns += pi.run_time_ns;
+		s->runs += pi.run_cnt;
+	}
+}
+
 void bpfinfo_sum(struct bpfinfo_sum *s)
 {
-	uint32_t seen[256];
-	size_t nseen = 0;
-	struct dirent *de;
-	char link[64], path[64];
-	DIR *d = opendir("/proc/self/fd");
+	struct sum_walk w = { .s = s };
 
 	memset(s, 0, sizeof(*s));
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		int fd = atoi(de->d_name);
-		ssize_t k;
-
-		if (de->d_name[0] < '0' || de->d_name[0] > '9')
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
-		k = readlink(path, link, sizeof(link) - 1);
-		if (k <= 0)
-			continue;
-		link[k] = '\0';
-		if (!strcmp(link, "anon_inode:bpf_link")) {
-			struct bpf_link_info li;
-			uint32_t len = sizeof(li);
-
-			memset(&li, 0, sizeof(li));
-			if (bpf_obj_get_info_by_fd(fd, &li, &len))
-				continue;
-			s->links++;
-			/* A cgroup link that was detached has no cgroup left. */
-			if (li.type == BPF_LINK_TYPE_CGROUP && !li.cgroup.cgroup_id) {
-				if (!s->detached++)
-					snprintf(s->detached_what, sizeof(s->detached_what),
-						 "cgroup link %u (program %u)", li.id, li.prog_id);
-			}
-		} else if (!strcmp(link, "anon_inode:bpf-prog")) {
-			struct bpf_prog_info pi;
-			uint32_t len = sizeof(pi);
-			bool dup = false;
-
-			memset(&pi, 0, sizeof(pi));
-			if (bpf_obj_get_info_by_fd(fd, &pi, &len))
-				continue;
-			for (size_t i = 0; i < nseen && !dup; i++)
-				dup = seen[i] == pi.id;
-			if (dup)
-				continue;
-			if (nseen < sizeof(seen) / sizeof(seen[0]))
-				seen[nseen++] = pi.id;
-			s->run_ns += pi.run_time_ns;
-			s->runs += pi.run_cnt;
-		}
-	}
-	closedir(d);
+	each_bpf_fd(add_sum, &w);
 }
