@@ -134,7 +134,7 @@ run_matrix() {
 	sh tests/vm/matrix.sh || failed=1
 	echo "== kernel matrix: Debian 12's stock kernel in a VM"
 	tests/vm/run.sh --timeout 900 tests/vm/matrix.sh \
-		tests/vm/matrix.txt tests/vm/matrix.sh tests/live tests/lib || failed=1
+		tests/vm/matrix.txt tests/vm/matrix.sh tests/live tests/lib deploy || failed=1
 }
 
 case "$part" in

@@ -31,8 +31,8 @@ SUITE=${CONNSCOPE_VM_SUITE:-bookworm}
 # (the Dockerfile's list: what `ldd ./connscope` needs; libpcap0.8 brings
 # libdbus/libsystemd), then the VM's own, for the live scenarios (VM_ONLY).
 # debootstrap resolves Depends, never Recommends.
-VM_ONLY="kmod iproute2 nftables procps python3 python3-pytest curl openssl nghttp2-client
-nghttp2-server"
+VM_ONLY="kmod iproute2 nftables procps python3 python3-pytest python3-yaml curl openssl
+nghttp2-client nghttp2-server bpftool"
 PACKAGES=${CONNSCOPE_VM_PACKAGES:-"$(sh "$top/scripts/dockerfile-pkgs.sh" runtime "$top/Dockerfile")
 $VM_ONLY"}
 # The kernel package: the newest linux-image-6.1.0-N-amd64 apt offers unless
