@@ -88,7 +88,7 @@ def test_manifest_is_not_privileged_and_probes_healthz():
     assert c["args"] == ["daemon", "-i", "30", "--close-wait-threshold", "30",
                          "--metrics-addr", "0.0.0.0:9469"], c["args"]
     assert {"name": "metrics", "containerPort": 9469} in c["ports"], c["ports"]
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, c[probe]
     assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
     # every hostPath read-only
@@ -177,9 +177,10 @@ def test_daemon_with_the_manifest_capabilities_sees_every_lifecycle_problem(clus
     assert findings(records, "tcp_connect_refused", fe)[0]["server"]["port"] == 30503
     assert findings(records, "peer_reset", be)[0]["server"]["port"] == 30505
     assert "CAP_" not in cs.stderr and "not permitted" not in cs.stderr, cs.stderr
-    # the liveness probe waits well past a measured start-up
-    live = container()[1]["livenessProbe"]
-    assert live["initialDelaySeconds"] >= 5 * startup, (live, startup)
+    # the startup probe (liveness waits for it) allows well past a measured start-up
+    sp = container()[1]["startupProbe"]
+    budget = sp.get("initialDelaySeconds", 0) + sp["periodSeconds"] * sp["failureThreshold"]
+    assert budget >= 5 * startup, (sp, startup)
 
 
 # ---------------------------------------------------------------------------
