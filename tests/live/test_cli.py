@@ -252,7 +252,8 @@ LIVE_OWN = {"pod", "namespace", "port", "close-wait-threshold", "connect-timeout
 OWN = {
     "top": LIVE_OWN,
     "trace": LIVE_OWN | {"output", "output-queue", "connections"},
-    "daemon": LIVE_OWN | {"output", "output-queue", "metrics-addr", "connections"},
+    "daemon": LIVE_OWN | {"output", "output-queue", "metrics-addr", "metrics-remotes",
+               "connections"},
     "replay": {"pod", "namespace", "port", "close-wait-threshold", "connect-timeout",
                "tls-timeout", "finding-window", "idle-cut", "h2-window", "h2-churn-conns",
                "h2-churn-streams", "h2-goaway-runs", "output", "keylog", "pods", "verbose",
