@@ -857,6 +857,14 @@ static void check_h2_mode(const struct cs_opts *o)
 	pods_free(pr);
 }
 
+/* "yes", the kernel's no, or that it cannot be asked without the privileges. */
+static const char *map_probe(enum bpf_map_type type, const char *no)
+{
+	if (!loader_may_bpf())
+		return "unknown: making a BPF map is not permitted (see privileges)";
+	return libbpf_probe_bpf_map_type(type, NULL) == 1 ? "yes" : no;
+}
+
 int check_run(const struct cs_opts *o)
 {
 	char why[256], desc[512];
@@ -876,10 +884,8 @@ int check_run(const struct cs_opts *o)
 	ok = !access("/sys/kernel/btf/vmlinux", R_OK);
 	printf("BTF:              %s\n", ok ? "yes (/sys/kernel/btf/vmlinux)" : "NO: CO-RE programs cannot load");
 	privs_report(stdout);
-	printf("ring buffer:      %s\n",
-	       libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1 ? "yes" : "no (kernel < 5.8)");
-	printf("socket storage:   %s\n",
-	       libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SK_STORAGE, NULL) == 1 ? "yes" : "no");
+	printf("ring buffer:      %s\n", map_probe(BPF_MAP_TYPE_RINGBUF, "no (kernel < 5.8)"));
+	printf("socket storage:   %s\n", map_probe(BPF_MAP_TYPE_SK_STORAGE, "no"));
 	pods = pods_new(NULL, o->pods_dir);
 	printf("cgroup2:          %s%s%s%s\n", pods ? pods_cgroup2_root(pods) : "NOT FOUND",
 	       pods ? " (" : "", pods ? pods_cgroup2_how() : "", pods ? ")" : "");

@@ -84,9 +84,14 @@ static bool has_cap(int cap)
 	return data[cap / 32].effective & (1u << (cap % 32));
 }
 
+bool loader_may_bpf(void)
+{
+	return has_cap(CAP_SYS_ADMIN) || (has_cap(CAP_BPF) && has_cap(CAP_PERFMON));
+}
+
 int loader_preflight(void)
 {
-	if (!has_cap(CAP_SYS_ADMIN) && !(has_cap(CAP_BPF) && has_cap(CAP_PERFMON))) {
+	if (!loader_may_bpf()) {
 		cs_fail("load BPF programs",
 			"not permitted: CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN, are missing "
 			"from the effective set (run as root, or grant the capabilities of "

@@ -43,6 +43,8 @@ struct loader {
 
 /* Check the environment (privileges, BTF); one line on stderr and -1 if unfit. */
 int loader_preflight(void);
+/* The capabilities to load BPF programs: CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON. */
+bool loader_may_bpf(void);
 /* Load and attach. Returns 0, or -1 with one line on stderr. */
 int loader_open(struct loader *L, const struct cs_opts *o);
 void loader_close(struct loader *L);
