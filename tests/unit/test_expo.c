@@ -178,6 +178,42 @@ static void remotes(void)
 	expo_free(x);
 }
 
+/* A remote the tracker's table lets go of and takes back (live, the kernel's
+ * counts went on growing meanwhile) adds to "other" only what it did since. */
+static void remote_comes_back(void)
+{
+	struct pod_info pod = { .is_pod = true, .known = true };
+	struct summary_rec s;
+	struct expo *x = expo_new(1);
+	char *t;
+
+	strcpy(pod.namespace_, "shop");
+	strcpy(pod.name, "web");
+	memset(&s, 0, sizeof(s));
+	s.pod = &pod;
+	s.key = "k";
+	s.nall_remotes = 2;
+	set_remote(&s, 0, 5, 2);   /* the label */
+	set_remote(&s, 1, 10, 0);  /* other */
+	t = render(x, &s, 1);
+	check(remote_val(t, "connscope_tcp_remote_connections_total", -1) == 10,
+	      "other: 10 (%g)", remote_val(t, "connscope_tcp_remote_connections_total", -1));
+	free(t);
+	s.nall_remotes = 1;        /* remote 1 out of the table */
+	t = render(x, &s, 1);
+	check(remote_val(t, "connscope_tcp_remote_connections_total", -1) == 10,
+	      "gone from the table: other stays 10");
+	free(t);
+	s.nall_remotes = 2;
+	set_remote(&s, 1, 15, 0);  /* back, 5 more than when it left */
+	t = render(x, &s, 1);
+	check(remote_val(t, "connscope_tcp_remote_connections_total", -1) == 15,
+	      "back with 15: other 15, not 25 (%g)",
+	      remote_val(t, "connscope_tcp_remote_connections_total", -1));
+	free(t);
+	expo_free(x);
+}
+
 static void histogram_and_findings(void)
 {
 	struct pod_info pod = { .is_pod = true, .known = false };
@@ -243,6 +279,7 @@ static void histogram_and_findings(void)
 int main(void)
 {
 	remotes();
+	remote_comes_back();
 	histogram_and_findings();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;

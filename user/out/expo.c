@@ -31,6 +31,7 @@
 
 #define LABELS_MAX 720    /* a pod's label text, zero-padded: the state's key */
 #define MAX_KINDS 24      /* finding kinds counted per pod (there are fewer) */
+#define XREMOTES_MAX (4 * SUMMARY_ALL_REMOTES)  /* remotes remembered per pod */
 
 enum { R_CONNS, R_REFUSED, R_TIMEOUTS, R_RESETS, R_N };
 
@@ -44,7 +45,7 @@ struct xremote {
 };
 
 struct xpod {
-	struct xremote *r;        /* the pod's table's remotes, and the labelled ones */
+	struct xremote *r;        /* the remotes seen in the pod's table (XREMOTES_MAX) */
 	int n, cap;
 	unsigned nlabelled;
 	uint64_t other[R_N];
@@ -239,10 +240,11 @@ static bool same_remote(const struct xremote *a, const struct rec_endpoint *ep)
 }
 
 /* How much a remote matters: its trouble, then its connections, as the tracker
- * counts them (labelled ones no longer in its table: as counted here). */
+ * counts them (labelled ones no longer in its table: as counted here; others:
+ * as last seen). */
 static void rank_of(const struct xremote *r, uint64_t *trouble, uint64_t *conns)
 {
-	const uint64_t *c = r->present ? r->cur : r->val;
+	const uint64_t *c = r->present ? r->cur : r->labelled ? r->val : r->last;
 
 	*trouble = c[R_REFUSED] + c[R_TIMEOUTS] + c[R_RESETS];
 	*conns = c[R_CONNS];
@@ -293,12 +295,20 @@ static void remotes_update(struct expo *x, struct xpod *p, const struct summary_
 		counts_of(rr, r->cur);
 		r->present = true;
 	}
-	/* Forget the unlabelled remotes the table no longer has. */
-	for (i = 0; i < p->n;) {
-		if (!p->r[i].present && !p->r[i].labelled)
-			p->r[i] = p->r[--p->n];
-		else
-			i++;
+	/* Remotes the table let go of are remembered with their last counts: live,
+	 * the kernel's counts go on growing, and one that comes back must add only
+	 * what it did since. Past XREMOTES_MAX, the lowest ranked unlabelled one
+	 * that is gone is forgotten (should it come back, its delta is its count). */
+	while (p->n > XREMOTES_MAX) {
+		int low = -1;
+
+		for (i = 0; i < p->n; i++)
+			if (!p->r[i].present && !p->r[i].labelled &&
+			    (low < 0 || ranks_above(&p->r[low], &p->r[i], 1)))
+				low = i;
+		if (low < 0)
+			break;
+		p->r[low] = p->r[--p->n];
 	}
 	/* Labels: the highest ranked unlabelled remote takes a free one, or the
 	 * weakest labelled one's when it ranks twice as high; until neither. */
@@ -308,7 +318,7 @@ static void remotes_update(struct expo *x, struct xpod *p, const struct summary_
 		for (i = 0; i < p->n; i++) {
 			struct xremote *r = &p->r[i];
 
-			if (!r->labelled && (!best || ranks_above(r, best, 1)))
+			if (!r->labelled && r->present && (!best || ranks_above(r, best, 1)))
 				best = r;
 			if (r->labelled && (!weakest || ranks_above(weakest, r, 1)))
 				weakest = r;
@@ -320,11 +330,6 @@ static void remotes_update(struct expo *x, struct xpod *p, const struct summary_
 		} else if (weakest && ranks_above(best, weakest, 2)) {
 			weakest->labelled = false;
 			memset(weakest->val, 0, sizeof(weakest->val));
-			if (!weakest->present) {
-				*weakest = p->r[--p->n];
-				if (best == &p->r[p->n])  /* moved into the freed slot */
-					best = weakest;
-			}
 		} else {
 			break;
 		}
