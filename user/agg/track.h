@@ -148,6 +148,9 @@ void track_ct_event(struct tracker *t, const struct ct_event *e);
 void track_ct_pressure(struct tracker *t, uint64_t count, uint64_t max, uint64_t drops,
 		       uint64_t insert_failed, uint64_t early_drops);
 uint64_t track_ct_evictions(const struct tracker *t);
+/* The conntrack table as track_ct_pressure last had it; false before the first. */
+bool track_ct_table(const struct tracker *t, uint64_t *count, uint64_t *max, uint64_t *drops,
+		    uint64_t *insert_failed, uint64_t *early_drops);
 /* Did conntrack's entry for the socket of e go while established (ctnetlink's
  * destroy of an ESTABLISHED entry: expired, or flushed; not a close) by the time
  * of e? 1 or 0; -1 where the watcher cannot tell (none, or the BPF one). */

@@ -502,6 +502,19 @@ int track_ct_expired(struct tracker *t, const struct cs_event *e)
 	       c->end_ns && c->end_ns <= e->ts_ns + CT_REAP_SLACK_NS;
 }
 
+bool track_ct_table(const struct tracker *t, uint64_t *count, uint64_t *max, uint64_t *drops,
+		    uint64_t *insert_failed, uint64_t *early_drops)
+{
+	const struct ct_state *c = S(t);
+
+	*count = c->count;
+	*max = c->max;
+	*drops = c->drops;
+	*insert_failed = c->insert_failed;
+	*early_drops = c->early_drops;
+	return c->have_stat;
+}
+
 uint64_t track_ct_evictions(const struct tracker *t)
 {
 	return S(t)->evictions;

@@ -35,10 +35,7 @@ struct ctwatch {
 	uint64_t tokens_ns;
 	uint64_t nat_gets, nat_gets_skipped;
 	struct ctstat *stat;      /* NULL: the table's fill cannot be read there */
-	struct ctstat_vals last;  /* the last read of it */
-	bool have_last;
 	uint64_t next_stat_ns;
-	bool stat_ok;
 	char desc[512];
 };
 
@@ -177,21 +174,8 @@ void ctwatch_poll(struct ctwatch *w)
 	if (now < w->next_stat_ns)
 		return;
 	w->next_stat_ns = now + PRESSURE_NS;
-	if (w->stat && ctstat_read(w->stat, &st) == 0) {
-		w->last = st;
-		w->have_last = true;
-		if (w->t)
-			track_ct_pressure(w->t, st.count, st.max, st.drop, st.insert_failed,
-					  st.early_drop);
-	}
-}
-
-bool ctwatch_table(const struct ctwatch *w, struct ctstat_vals *v)
-{
-	if (!w || !w->have_last)
-		return false;
-	*v = w->last;
-	return true;
+	if (w->stat && ctstat_read(w->stat, &st) == 0 && w->t)
+		track_ct_pressure(w->t, st.count, st.max, st.drop, st.insert_failed, st.early_drop);
 }
 
 int ctwatch_fd(const struct ctwatch *w)

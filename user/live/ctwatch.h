@@ -4,9 +4,7 @@
 #ifndef CONNSCOPE_CTWATCH_H
 #define CONNSCOPE_CTWATCH_H
 
-#include <stdbool.h>
 #include <stdint.h>
-#include "ctstat.h"
 #include "opts.h"
 
 struct tracker;
@@ -27,9 +25,6 @@ void ctwatch_counters(const struct ctwatch *w, uint64_t *events, uint64_t *lost,
 void ctwatch_nat_gets(const struct ctwatch *w, uint64_t *gets, uint64_t *skipped);
 /* "BPF netfilter link in ...: hooks ...", "ctnetlink events in ...", "NOT observed: why". */
 const char *ctwatch_describe(const struct ctwatch *w);
-/* The table's fill and counters as last read; false before the first read, or
- * where they cannot be read. */
-bool ctwatch_table(const struct ctwatch *w, struct ctstat_vals *v);
 void ctwatch_close(struct ctwatch *w);
 
 #endif

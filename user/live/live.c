@@ -383,7 +383,6 @@ static void publish_metrics(struct live *lv)
 {
 	struct metrics_self self = {0};
 	struct stats_rec sc = {0};
-	struct ctstat_vals ct;
 	uint64_t now = cs_mono_ns();
 	char why[192];
 
@@ -421,14 +420,9 @@ static void publish_metrics(struct live *lv)
 	};
 	ctwatch_counters(lv->ct, &self.ct_events, &self.ct_lost, &sc.ct.map_full,
 			 &sc.ct.map_evictions);
-	if (ctwatch_table(lv->ct, &ct)) {
-		self.has_ct_table = true;
-		self.ct_entries = ct.count;
-		self.ct_limit = ct.max;
-		self.ct_drops = ct.drop;
-		self.ct_insert_failed = ct.insert_failed;
-		self.ct_early_drops = ct.early_drop;
-	}
+	self.has_ct_table = track_ct_table(lv->t, &self.ct_entries, &self.ct_limit,
+					   &self.ct_drops, &self.ct_insert_failed,
+					   &self.ct_early_drops);
 	metrics_publish(lv->metrics, lv->expo, lv->t, &self);
 }
 
