@@ -115,3 +115,10 @@ def check_common(records):
             if missing:
                 problems.append(f"stats lacks {sorted(missing)}: {r}")
     assert not problems, "records break the contract:\n  " + "\n  ".join(problems[:10])
+
+
+def sample(text, series):
+    """The value of one sample, `name{labels}` as written, in a /metrics
+    exposition, or None."""
+    m = re.search(r"^" + re.escape(series) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None

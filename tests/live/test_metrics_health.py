@@ -13,11 +13,11 @@ import json
 import os
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.request
 
-from simpod import Connscope
+from records import sample as value
+from simpod import Connscope, wait_until
 from workloads import run_client, start_server
 
 NS = "shop"
@@ -38,20 +38,6 @@ def get(path, timeout=5):
         return e.code, e.read().decode()
 
 
-def value(text, series):
-    m = re.search(r"^" + re.escape(series) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
-
-
-def wait_until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_remote_label_is_bounded_and_histogram_counts(cluster):
@@ -76,7 +62,7 @@ def test_remote_label_is_bounded_and_histogram_counts(cluster):
                 text, f'connscope_tcp_remote_refused_total{{{fel},remote="{DB_IP}:{CLOSED_PORT}"}}') == 4 \
                 and value(text, f"connscope_tcp_closed_total{{{fel}}}") == 5
             return text if ok else None
-        text = wait_until(settled, 15, "the refused remote's label with 4")
+        text = wait_until(settled, 15, interval=0.3, what="the refused remote's label with 4")
     labelled = re.findall(
         r'^connscope_tcp_remote_connections_total\{' + re.escape(fel) + r',remote="([^"]+)"\} (\S+)$',
         text, re.M)
@@ -117,7 +103,7 @@ def test_healthz_fails_when_a_program_is_detached(cluster):
         subprocess.run(["bpftool", "link", "detach", "id", str(links[0])], check=True,
                        timeout=30)
         st, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(get("/healthz")),
-                              6, "/healthz to fail")
+                              6, interval=0.3, what="/healthz to fail")
         assert "detached" in body and f"cgroup link {links[0]}" in body, body
         st, text = get("/metrics")
         assert st == 200 and value(text, "connscope_programs_detached") == 1, text

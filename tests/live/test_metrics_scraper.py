@@ -13,13 +13,13 @@ server counted what it refused, and connscope's RSS stayed flat.
 """
 
 import os
-import re
 import selectors
 import socket
 import threading
 import time
 import urllib.request
 
+from records import sample
 from simpod import Connscope, wait_for_line
 
 NS = "shop"
@@ -70,8 +70,7 @@ def vmrss_kb(pid):
 
 def value(text, name, labels=""):
     """A sample's value in the exposition text, or None."""
-    m = re.search(r"^" + re.escape(name + labels) + r" (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
+    return sample(text, name + labels)
 
 
 def pod_labels(pod):
