@@ -14,6 +14,8 @@ import tempfile
 sys.dont_write_bytecode = True
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
+import simpod  # noqa: E402  (the live tests' cgroup2 lookup)
 CACHE = os.path.join(TOP, ".output", "image-debs")   # downloaded .debs, kept
 SUITE = "bookworm"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -117,21 +119,12 @@ def installed(root):
             if line.endswith("install ok installed")}
 
 
-def cgroup2_mount():
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[fields.index("-") + 1] == "cgroup2":
-                return fields[4]
-    raise AssertionError("no cgroup2 mount")
-
-
 @contextlib.contextmanager
 def own_cgroup(tag):
     """A cgroup of the test's own: connscope attaches its packet programs
     there, never to the machine's cgroup2 root. Yields its name."""
     name = "connscope-%s-%d" % (tag, os.getpid())
-    path = os.path.join(cgroup2_mount(), name)
+    path = os.path.join(simpod.cgroup2_mount()[0], name)
     os.mkdir(path)
     try:
         yield name
