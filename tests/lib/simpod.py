@@ -167,6 +167,31 @@ def fd_links(pid):
     return out
 
 
+def bpf_links(pid):
+    """The BPF links process pid holds, from their fdinfo: [{"id": int,
+    "type": "cgroup" | "tracing" | ..., and the rest of the fdinfo lines}]."""
+    out = []
+    for fd, target in fd_links(pid).items():
+        if target != "anon_inode:bpf_link":
+            continue
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(ln.split(":", 1) for ln in f.read().splitlines() if ":" in ln)
+        except FileNotFoundError:
+            continue
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        out.append(dict(info, id=int(info["link_id"]), type=info["link_type"]))
+    return out
+
+
+def free_port():
+    """A loopback port nobody listens on now (other worktrees' tests run alongside)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _hexaddr(s):
     a, p = s.split(":")
     ip = ipaddress.IPv4Address(int.from_bytes(bytes.fromhex(a), "little"))

@@ -9,7 +9,6 @@
   connscope_programs_detached 1.
 """
 
-import json
 import os
 import re
 import subprocess
@@ -17,7 +16,7 @@ import urllib.error
 import urllib.request
 
 from records import sample as value
-from simpod import Connscope, wait_until
+from simpod import Connscope, bpf_links, wait_until
 from workloads import run_client, start_server
 
 NS = "shop"
@@ -81,14 +80,6 @@ def test_remote_label_is_bounded_and_histogram_counts(cluster):
         cp.stdout + cp.stderr
 
 
-def cgroup_links(cgroup):
-    """ids of the cgroup links attached at this cgroup (its id is its inode)."""
-    links = json.loads(subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True,
-                                      text=True, check=True, timeout=30).stdout)
-    cgid = os.stat(cgroup).st_ino
-    return [l["id"] for l in links if l.get("type") == "cgroup" and l.get("cgroup_id") == cgid]
-
-
 def test_healthz_fails_when_a_program_is_detached(cluster):
     cluster.add_pod(NS, "frontend", FE_IP)
     with Connscope(cluster, "--namespace", NS, "--metrics-addr", f"127.0.0.1:{port()}",
@@ -98,7 +89,7 @@ def test_healthz_fails_when_a_program_is_detached(cluster):
         st, text = get("/metrics")
         assert value(text, "connscope_programs_detached") == 0, text
         assert value(text, "connscope_programs_attached") >= 6, text
-        links = cgroup_links(cluster.cgroup_root)
+        links = [ln["id"] for ln in bpf_links(cs.proc.pid) if ln["type"] == "cgroup"]
         assert links, "connscope holds no cgroup link"
         subprocess.run(["bpftool", "link", "detach", "id", str(links[0])], check=True,
                        timeout=30)

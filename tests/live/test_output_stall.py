@@ -48,14 +48,6 @@ def churn(fe, be, port, n):
     return srv, cli
 
 
-def free_port():
-    """A loopback port nobody listens on now (other worktrees' tests run alongside)."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def metrics(port):
     """/metrics as {series with labels: value}."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
@@ -163,7 +155,7 @@ def test_stalled_stdout_keeps_draining_the_kernel(cluster):
     the pipe still stalled; stderr says what was not written; the pipe holds whole
     records only."""
     fe, be = shop(cluster)
-    port, mport = 31080, free_port()
+    port, mport = 31080, simpod.free_port()
     # --connections all: a record per connection, so that the records outrun the pipe
     argv = argv_of(cluster, "--namespace", NS, "-i", "1", "--output-queue", QUEUE_MIB,
                    "--connections", "all", "--metrics-addr", f"127.0.0.1:{mport}",

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -30,6 +29,8 @@ import urllib.parse
 import urllib.request
 
 import yaml
+
+import simpod
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -65,12 +66,6 @@ def scrape_job(target, decoy_targets):
     return job
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PromError(RuntimeError):
     pass
 
@@ -84,7 +79,7 @@ class Prometheus:
         self.dir = str(workdir)
         self.target = target
         self.rule_files = [str(f) for f in rule_files]
-        self.decoys = [f"127.0.0.1:{free_port()}" for _ in DECOYS]
+        self.decoys = [f"127.0.0.1:{simpod.free_port()}" for _ in DECOYS]
         self.port = None
         self.proc = None
         self.url = None
@@ -102,7 +97,7 @@ class Prometheus:
         cfg = os.path.join(self.dir, "prometheus.yml")
         with open(cfg, "w") as f:
             yaml.safe_dump(self.config(), f)
-        self.port = free_port()
+        self.port = simpod.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(os.path.join(self.dir, "prometheus.log"), "wb")
         self.proc = subprocess.Popen(

@@ -149,22 +149,6 @@ def node_sysctl(cluster, name):
     return int(cp.stdout)
 
 
-def daemon_links(pid):
-    """The BPF links process pid holds: [{"id", "type", ...}] from its fdinfo."""
-    out = []
-    for fd, target in simpod.fd_links(pid).items():
-        if target != "anon_inode:bpf_link":
-            continue
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                info = dict(ln.split(":", 1) for ln in f.read().splitlines() if ":" in ln)
-        except FileNotFoundError:
-            continue
-        info = {k.strip(): v.strip() for k, v in info.items()}
-        out.append(dict(info, id=int(info["link_id"]), type=info["link_type"]))
-    return out
-
-
 class Scene:
     """What was driven, and when (unix times), for the tests to check."""
 
@@ -203,7 +187,7 @@ def scene(tmp_path_factory):
         h2peers.nghttpd_h2c(hs, H2_CHURN_PORT, root)
         h2peers.nghttpd_h2c(hs, H2_REUSE_PORT, root)
 
-        s.metrics_port = promlib.free_port()
+        s.metrics_port = simpod.free_port()
         with Connscope(cluster, "-i", "1", "--close-wait-threshold", "2",
                        "--connect-timeout", "1", "--tls-timeout", "2",
                        "--h2-churn-conns", "5", "--h2-window", "10",
@@ -291,7 +275,7 @@ def detach_one_link(s):
     s.detached = "connscope_programs_detached" in s.scrape
     if not s.detached:          # test_connscope_health says it is missing
         return
-    links = daemon_links(s.cs.proc.pid)
+    links = simpod.bpf_links(s.cs.proc.pid)
     s.links = links
     # a cgroup link (the packet programs): the kernel can detach those from under
     # their holder (BPF_LINK_DETACH); tracepoint links it cannot
