@@ -6,7 +6,7 @@
  * and size; compare the minimum across builds, interleaved, on a quiet machine.
  *
  *   make libs && cc -std=gnu11 -D_GNU_SOURCE -O2 -Ibpf -I.output -Iuser/agg -Iuser/lib \
- *     -Iuser/out tests/bench/expo_render.c \
+ *     -Iuser/live -Iuser/out tests/bench/expo_render.c \
  *     -Wl,--start-group .output/user/libcs_*.a -Wl,--end-group \
  *     -lbpf -lelf -lz -lcjson -lpcap -lcrypto -lcapstone -lm -lpthread -o .output/expo_render
  *   .output/expo_render 500
