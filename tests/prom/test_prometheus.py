@@ -141,6 +141,21 @@ class Loop(threading.Thread):
             time.sleep(self.gap)
 
 
+def ct_settle(cluster, quiet_s=3, timeout=30):
+    """Wait until the node's conntrack count has not changed for quiet_s seconds
+    (bounded); returns the unix time it was last seen still."""
+    end = time.monotonic() + timeout
+    last, since = node_sysctl(cluster, "nf_conntrack_count"), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        now = node_sysctl(cluster, "nf_conntrack_count")
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return time.time()
+    raise AssertionError(f"the node's conntrack count still moving after {timeout} s")
+
+
 def node_sysctl(cluster, name):
     cp = subprocess.run(["ip", "netns", "exec", cluster.node_netns, "cat",
                          f"/proc/sys/net/netfilter/{name}"],
@@ -204,6 +219,11 @@ def scene(tmp_path_factory):
             drive(s, fe, be, tc, hc, caller, pki)
             s.t_driven = time.time()
             prom.wait_scrape_after(s.t_driven + 1.5)   # the last snapshot is in
+            # Conntrack's count goes on moving after the trouble (entries in CLOSE
+            # expire within 10 s), and connscope reads it once a second: wait until
+            # it holds still for 3 s, then for a scrape of a snapshot made after.
+            still = ct_settle(cluster)
+            prom.wait_scrape_after(still + 2.5)
             s.ct_count = node_sysctl(cluster, "nf_conntrack_count")
             s.ct_max = node_sysctl(cluster, "nf_conntrack_max")
             s.scrape = urllib.request.urlopen(
